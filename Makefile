@@ -1,0 +1,57 @@
+# Set-up is part of every target: a fresh machine with Python >= 3.11, make and npm needs nothing else.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+BUF_VERSION := 1.75.0
+BUF := .tools/node_modules/.bin/buf
+# Commit that `buf breaking` compares the protos against (CI sets HEAD~1).
+BREAKING_AGAINST ?= HEAD
+
+.PHONY: demo test lint stubs-check buf-lint buf-breaking pytest protos lock bench clean
+
+demo: $(STAMP)
+	$(BIN)/python -m examples.demo
+
+test: lint stubs-check buf-lint buf-breaking pytest
+
+lint: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+stubs-check: $(STAMP)
+	$(BIN)/python scripts/generate_protos.py --check
+
+buf-lint: $(BUF)
+	$(BUF) lint
+
+buf-breaking: $(BUF)
+	BUF=$(BUF) scripts/buf_breaking.sh $(BREAKING_AGAINST)
+
+pytest: $(STAMP)
+	$(BIN)/pytest
+
+protos: $(STAMP)
+	$(BIN)/python scripts/generate_protos.py
+
+bench: $(STAMP)
+	$(BIN)/python -m benchmarks.market
+
+# Re-resolves the pinned versions in constraints.txt from the ranges in pyproject.toml.
+lock:
+	rm -rf .lock-venv && $(PYTHON) -m venv .lock-venv
+	.lock-venv/bin/pip install -q -e '.[dev]'
+	.lock-venv/bin/pip freeze --exclude-editable | grep -v '^qtmesh' > constraints.txt
+	rm -rf .lock-venv
+
+$(STAMP): pyproject.toml constraints.txt
+	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "Python >= 3.11 is required; set PYTHON=python3.11")'
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --disable-pip-version-check -c constraints.txt -e '.[dev]'
+	touch $(STAMP)
+
+$(BUF):
+	npm install --silent --no-audit --no-fund --prefix .tools @bufbuild/buf@$(BUF_VERSION)
+
+clean:
+	rm -rf $(VENV) .tools .qtmesh .pytest_cache .ruff_cache .hypothesis *.egg-info

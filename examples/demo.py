@@ -1,0 +1,124 @@
+"""The main job on the embedded default: start the mesh, replay a day of the synthetic market
+while a subscriber streams it, print the market snapshot, stop the mesh.
+
+    python -m examples.demo [--hours N]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+import tempfile
+from pathlib import Path
+
+from rich.console import Console
+from rich.progress import Progress
+from rich.table import Table
+
+from market.bars import format_time
+from market.client import MarketClient
+from market.replay import Snapshot
+from qtmesh import catalog
+from qtmesh.channels import open_channel
+from qtmesh.supervisor import StartupError, running_mesh
+
+console = Console()
+
+
+async def replay_and_stream(market: MarketClient, hours: int) -> tuple[Snapshot, int]:
+    """Advances the clock ``hours`` hours, an hour at a time, while a subscriber counts bars."""
+    start = (await market.snapshot()).position
+    target = start + hours * 60
+    streamed = 0
+
+    async def subscriber() -> None:
+        nonlocal streamed
+        async for position, _clock, bars in market.stream_bars(after_position=start):
+            streamed += len(bars)
+            if position == target:
+                return
+
+    consuming = asyncio.ensure_future(subscriber())
+    with Progress(console=console, transient=True) as progress:
+        task = progress.add_task("replaying", total=hours)
+        for _ in range(hours):
+            await market.advance(60)
+            progress.advance(task)
+    await asyncio.wait_for(consuming, timeout=60)
+    return await market.snapshot(), streamed
+
+
+def snapshot_table(snapshot: Snapshot) -> Table:
+    table = Table(
+        title=f"Market at {format_time(snapshot.clock_time)} "
+        f"(step {snapshot.position:,} of {snapshot.length:,})"
+    )
+    for column, justify in (
+        ("symbol", "left"),
+        ("sector", "left"),
+        ("close", "right"),
+        ("24h return", "right"),
+        ("24h volatility", "right"),
+    ):
+        table.add_column(column, justify=justify)
+    for quote in sorted(snapshot.quotes, key=lambda q: (q.sector, q.bar.symbol)):
+        colour = "green" if quote.return_24h >= 0 else "red"
+        table.add_row(
+            quote.bar.symbol,
+            quote.sector,
+            f"{quote.bar.close:,.2f}",
+            f"[{colour}]{quote.return_24h:+.2%}[/]",
+            f"{quote.volatility_24h:.1%}",
+        )
+    return table
+
+
+def sector_table(snapshot: Snapshot) -> Table:
+    table = Table(title="Sectors")
+    for column in ("sector", "symbols", "24h return", "24h volatility"):
+        table.add_column(column, justify="left" if column == "sector" else "right")
+    for sector in sorted(snapshot.sectors, key=lambda s: -s.return_24h):
+        table.add_row(
+            sector.sector,
+            str(sector.symbol_count),
+            f"{sector.return_24h:+.2%}",
+            f"{sector.volatility_24h:.1%}",
+        )
+    return table
+
+
+async def main(hours: int) -> int:
+    with tempfile.TemporaryDirectory(prefix="qtmesh-demo-") as logs:
+        console.rule("Quantum Trader Mesh demo")
+        try:
+            async with running_mesh(catalog.names(), ephemeral=True, log_dir=Path(logs)) as mesh:
+                listing = Table(title="Services")
+                for column in ("service", "address", "status"):
+                    listing.add_column(column)
+                for child in mesh.children:
+                    listing.add_row(child.name, child.address, child.status)
+                console.print(listing)
+
+                async with open_channel(mesh.addresses["market"]) as channel:
+                    market = MarketClient(channel)
+                    symbols = await market.list_symbols()
+                    console.print(
+                        f"Market: {len(symbols)} symbols in "
+                        f"{len({s.sector for s in symbols})} sectors, synthetic one-minute bars."
+                    )
+                    snapshot, streamed = await replay_and_stream(market, hours)
+                    console.print(f"Replayed {hours} h; the subscriber streamed {streamed:,} bars.")
+                    console.print(snapshot_table(snapshot))
+                    console.print(sector_table(snapshot))
+        except StartupError as exc:
+            console.print(f"[red]the mesh did not start:[/] {exc}", highlight=False)
+            return 1
+        console.print("Mesh stopped.", style="dim")
+    return 0
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--hours", type=int, default=24, help="hours of market to replay")
+    sys.exit(asyncio.run(main(parser.parse_args().hours)))

@@ -1,0 +1,112 @@
+"""Async client of the market service, returning the same domain objects as the replay engine."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Sequence
+
+import grpc
+import numpy as np
+
+from market import _convert as convert
+from market.bars import COLUMNS, BarSeries, make_series
+from market.replay import AdvanceResult, Bar, IngestResult, Snapshot, SymbolInfo
+from qtmesh.api.market.v1 import market_pb2 as pb
+from qtmesh.api.market.v1 import market_pb2_grpc as pb_grpc
+from qtmesh.status import raising_mesh_errors
+
+
+class MarketClient:
+    """Calls MarketService over ``channel``; failures raise the server's MeshError subclass."""
+
+    def __init__(self, channel: grpc.aio.Channel, *, timeout: float | None = 30.0) -> None:
+        self._stub = pb_grpc.MarketServiceStub(channel)
+        self._timeout = timeout
+
+    async def list_symbols(self, sector: str = "") -> list[SymbolInfo]:
+        infos: list[SymbolInfo] = []
+        token = ""
+        while True:
+            with raising_mesh_errors():
+                response = await self._stub.ListSymbols(
+                    pb.ListSymbolsRequest(sector=sector, page_token=token), timeout=self._timeout
+                )
+            infos += [convert.symbol_info_from_proto(s) for s in response.symbols]
+            token = response.next_page_token
+            if not token:
+                return infos
+
+    async def bars(
+        self,
+        symbol: str,
+        *,
+        start_time: int | None = None,
+        end_time: int | None = None,
+        lookback: int = 0,
+    ) -> BarSeries:
+        """Every bar of the window (all pages), as one series."""
+        request = pb.GetBarsRequest(symbol=symbol, lookback=lookback)
+        if start_time is not None:
+            request.start_time.CopyFrom(convert.timestamp(start_time))
+        if end_time is not None:
+            request.end_time.CopyFrom(convert.timestamp(end_time))
+        pages: list[BarSeries] = []
+        while True:
+            with raising_mesh_errors():
+                response = await self._stub.GetBars(request, timeout=self._timeout)
+            pages.append(convert.series_from_proto(response.bars))
+            if not response.next_page_token:
+                break
+            request = pb.GetBarsRequest(symbol=symbol, page_token=response.next_page_token)
+        if len(pages) == 1:
+            return pages[0]
+        return make_series(
+            pages[0].symbol,
+            pages[0].sector,
+            **{c: np.concatenate([getattr(p, c) for p in pages]) for c in COLUMNS},
+        )
+
+    async def snapshot(self, symbols: Sequence[str] = ()) -> Snapshot:
+        with raising_mesh_errors():
+            response = await self._stub.Snapshot(
+                pb.SnapshotRequest(symbols=symbols), timeout=self._timeout
+            )
+        return convert.snapshot_from_proto(response.snapshot)
+
+    async def advance(self, steps: int) -> AdvanceResult:
+        with raising_mesh_errors():
+            response = await self._stub.Advance(
+                pb.AdvanceRequest(steps=steps), timeout=self._timeout
+            )
+        return AdvanceResult(
+            response.position,
+            response.clock_time.ToNanoseconds(),
+            response.revealed_bars,
+            response.at_end,
+        )
+
+    async def stream_bars(
+        self, symbols: Sequence[str] = (), *, after_position: int | None = None
+    ) -> AsyncIterator[tuple[int, int, list[Bar]]]:
+        """Yields ``(position, clock_time, bars)`` per clock step, from ``after_position`` on."""
+        request = pb.StreamBarsRequest(symbols=symbols)
+        if after_position is not None:
+            request.after_position = after_position
+        call = self._stub.StreamBars(request)
+        try:
+            with raising_mesh_errors():
+                async for message in call:
+                    yield (
+                        message.position,
+                        message.clock_time.ToNanoseconds(),
+                        [convert.bar_from_proto(b) for b in message.bars],
+                    )
+        finally:
+            call.cancel()
+
+    async def ingest(self, series: Sequence[BarSeries]) -> IngestResult:
+        with raising_mesh_errors():
+            response = await self._stub.IngestBars(
+                pb.IngestBarsRequest(series=[convert.series_to_proto(s) for s in series]),
+                timeout=self._timeout,
+            )
+        return IngestResult(response.bars_added, tuple(response.new_symbols), response.length)

@@ -1,0 +1,186 @@
+"""The market gRPC service: a thin adapter from MarketService to the replay engine."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+
+import grpc
+
+from market import _convert as convert
+from market.config import ENV_PREFIX, MarketConfig
+from market.replay import Replay
+from market.sources import load_bars
+from market.synthetic import SyntheticMarketSpec, generate
+from qtmesh import paging
+from qtmesh.api.market.v1 import market_pb2 as pb
+from qtmesh.api.market.v1 import market_pb2_grpc as pb_grpc
+from qtmesh.app import App, Built
+from qtmesh.channels import ChannelConfig
+from qtmesh.config import ConfigError
+from qtmesh.errors import InvalidArgument, Unavailable
+from qtmesh.server import Service
+
+DEFAULT_PAGE = 50_000
+MAX_PAGE = 500_000
+
+
+class _ClockSignal:
+    """Wakes every waiting stream when the clock moves or the server drains."""
+
+    def __init__(self) -> None:
+        self._moved = asyncio.Event()
+        self.draining = False
+
+    def notify(self) -> None:
+        moved, self._moved = self._moved, asyncio.Event()
+        moved.set()
+
+    def drain(self) -> None:
+        self.draining = True
+        self.notify()
+
+    async def wait(self) -> None:
+        await self._moved.wait()
+
+
+class MarketServicer(pb_grpc.MarketServiceServicer):
+    def __init__(self, replay: Replay) -> None:
+        self._replay = replay
+        self._signal = _ClockSignal()
+
+    def drain(self) -> None:
+        """Ends open streams so their clients resume elsewhere (called when shutdown begins)."""
+        self._signal.drain()
+
+    async def ListSymbols(
+        self, request: pb.ListSymbolsRequest, context: grpc.aio.ServicerContext
+    ) -> pb.ListSymbolsResponse:
+        size = paging.page_size(request.page_size, default=1000, maximum=10_000)
+        offset = 0
+        if request.page_token:
+            offset = paging.decode_token(request.page_token, expect={"sector": request.sector})["o"]
+        infos = self._replay.symbol_infos(request.sector)
+        page = infos[offset : offset + size]
+        more = offset + size < len(infos)
+        return pb.ListSymbolsResponse(
+            symbols=[convert.symbol_info_to_proto(i) for i in page],
+            next_page_token=paging.encode_token(sector=request.sector, o=offset + size)
+            if more
+            else "",
+        )
+
+    async def GetBars(
+        self, request: pb.GetBarsRequest, context: grpc.aio.ServicerContext
+    ) -> pb.GetBarsResponse:
+        size = paging.page_size(request.page_size, default=DEFAULT_PAGE, maximum=MAX_PAGE)
+        if request.page_token:
+            token = paging.decode_token(request.page_token, expect={"symbol": request.symbol})
+            first, stop = token["first"], token["stop"]
+        else:
+            first, stop = self._replay.window(
+                request.symbol,
+                start_time=request.start_time.ToNanoseconds()
+                if request.HasField("start_time")
+                else None,
+                end_time=request.end_time.ToNanoseconds() if request.HasField("end_time") else None,
+                lookback=request.lookback,
+            )
+        end = min(first + size, stop)
+        series = self._replay.bars(request.symbol, first, end)
+        return pb.GetBarsResponse(
+            bars=convert.series_to_proto(series),
+            next_page_token=paging.encode_token(symbol=request.symbol, first=end, stop=stop)
+            if end < stop
+            else "",
+        )
+
+    async def Snapshot(
+        self, request: pb.SnapshotRequest, context: grpc.aio.ServicerContext
+    ) -> pb.SnapshotResponse:
+        snapshot = self._replay.snapshot(list(request.symbols))
+        return pb.SnapshotResponse(snapshot=convert.snapshot_to_proto(snapshot))
+
+    async def Advance(
+        self, request: pb.AdvanceRequest, context: grpc.aio.ServicerContext
+    ) -> pb.AdvanceResponse:
+        result = self._replay.advance(request.steps)
+        self._signal.notify()
+        return pb.AdvanceResponse(
+            position=result.position,
+            clock_time=convert.timestamp(result.clock_time),
+            revealed_bars=result.revealed_bars,
+            at_end=result.at_end,
+        )
+
+    async def StreamBars(
+        self, request: pb.StreamBarsRequest, context: grpc.aio.ServicerContext
+    ) -> AsyncIterator[pb.StreamBarsResponse]:
+        symbols = list(request.symbols)
+        self._replay.check_symbols(symbols)
+        cursor = self._replay.position
+        if request.HasField("after_position"):
+            cursor = request.after_position
+            if not 0 <= cursor <= self._replay.position:
+                raise InvalidArgument(
+                    "after_position",
+                    f"must be in 0..{self._replay.position}, the clock's position (got {cursor})",
+                )
+        # Headers now, so a subscriber knows it is connected before the first step arrives.
+        await context.send_initial_metadata(())
+        while True:
+            while cursor < self._replay.position:
+                cursor += 1
+                yield pb.StreamBarsResponse(
+                    position=cursor,
+                    clock_time=convert.timestamp(self._replay.time_at(cursor)),
+                    bars=[convert.bar_to_proto(b) for b in self._replay.bars_at(cursor, symbols)],
+                )
+            if self._signal.draining:
+                raise Unavailable(f"server is shutting down; resume with after_position={cursor}")
+            await self._signal.wait()
+
+    async def IngestBars(
+        self, request: pb.IngestBarsRequest, context: grpc.aio.ServicerContext
+    ) -> pb.IngestBarsResponse:
+        result = self._replay.ingest([convert.series_from_proto(s) for s in request.series])
+        return pb.IngestBarsResponse(
+            bars_added=result.bars_added, new_symbols=result.new_symbols, length=result.length
+        )
+
+
+def load_replay(config: MarketConfig) -> Replay:
+    """The replay over the configured data (file or synthetic), clock at ``replay_start``."""
+    if config.data_path is not None:
+        try:
+            series = load_bars(config.data_path)
+        except InvalidArgument as exc:
+            raise ConfigError("data_path", exc.message) from None
+    else:
+        spec = SyntheticMarketSpec(seed=config.seed, days=config.synthetic_days)
+        series = list(generate(spec).series)
+    replay = Replay(series, start_position=1)
+    start = max(1, round(replay.length * config.replay_start))
+    if start > 1:
+        replay.advance(start - 1)
+    return replay
+
+
+async def build(config: MarketConfig, _channels: ChannelConfig) -> Built:
+    replay = await asyncio.to_thread(load_replay, config)
+    servicer = MarketServicer(replay)
+    service = Service.of(
+        servicer,
+        pb_grpc.add_MarketServiceServicer_to_server,
+        pb.DESCRIPTOR.services_by_name["MarketService"],
+    )
+    return Built(services=[service], drain=servicer.drain)
+
+
+APP = App(
+    name="market",
+    summary="market data and the replay clock",
+    config_type=MarketConfig,
+    env_prefix=ENV_PREFIX,
+    build=build,
+)

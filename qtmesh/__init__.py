@@ -1,0 +1,1 @@
+"""Shared runtime of Quantum Trader Mesh: config, servers, telemetry, security, errors, CLI."""

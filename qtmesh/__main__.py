@@ -1,0 +1,5 @@
+"""Entry point of `python -m qtmesh`."""
+
+from qtmesh.cli import main
+
+main()

@@ -1,0 +1,157 @@
+"""Helpers for testing services: real servers on port 0, and throwaway TLS certificates."""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import datetime
+import ipaddress
+from collections.abc import AsyncIterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import grpc
+
+from qtmesh.app import App
+from qtmesh.channels import ChannelConfig, open_channel
+from qtmesh.server import MeshServer, ServerConfig, Service
+
+
+@dataclasses.dataclass
+class Running:
+    server: MeshServer
+    address: str
+    channel: grpc.aio.Channel
+
+
+@contextlib.asynccontextmanager
+async def serving(
+    services: Sequence[Service],
+    *,
+    name: str = "test",
+    server_config: ServerConfig | None = None,
+    channel_config: ChannelConfig | None = None,
+    on_drain: Any = None,
+) -> AsyncIterator[Running]:
+    """Serves ``services`` on 127.0.0.1, port 0, with a client channel to it; stops on exit."""
+    server = MeshServer(
+        name=name,
+        services=services,
+        config=server_config or ServerConfig(port=0, grace_seconds=1.0),
+        on_drain=on_drain,
+    )
+    address = await server.start()
+    channel = open_channel(address, channel_config)
+    try:
+        yield Running(server, address, channel)
+    finally:
+        await channel.close()
+        await server.stop()
+
+
+@contextlib.asynccontextmanager
+async def serving_app(
+    app: App[Any],
+    config: Any = None,
+    *,
+    server_config: ServerConfig | None = None,
+    channel_config: ChannelConfig | None = None,
+) -> AsyncIterator[Running]:
+    """Builds ``app`` (default config unless given) and serves it like :func:`serving`."""
+    channels = channel_config or ChannelConfig()
+    server = await app.create_server(
+        config if config is not None else app.config_type(),
+        server_config=server_config or ServerConfig(port=0, grace_seconds=1.0),
+        channel_config=channels,
+    )
+    address = await server.start()
+    channel = open_channel(address, channels)
+    try:
+        yield Running(server, address, channel)
+    finally:
+        await channel.close()
+        await server.stop()
+
+
+@dataclasses.dataclass(frozen=True)
+class Certificates:
+    ca: Path
+    server_cert: Path
+    server_key: Path
+    client_cert: Path
+    client_key: Path
+
+
+def make_certificates(
+    directory: Path, *, hosts: Sequence[str] = ("localhost", "127.0.0.1")
+) -> Certificates:
+    """A throwaway CA with a server certificate for ``hosts`` and a client certificate."""
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+    now = datetime.datetime.now(datetime.UTC)
+
+    def name(common_name: str) -> x509.Name:
+        return x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)])
+
+    def write_key(key: ec.EllipticCurvePrivateKey, path: Path) -> Path:
+        path.write_bytes(
+            key.private_bytes(
+                serialization.Encoding.PEM,
+                serialization.PrivateFormat.PKCS8,
+                serialization.NoEncryption(),
+            )
+        )
+        return path
+
+    def write_cert(cert: x509.Certificate, path: Path) -> Path:
+        path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+        return path
+
+    ca_key = ec.generate_private_key(ec.SECP256R1())
+    ca_cert = (
+        x509.CertificateBuilder()
+        .subject_name(name("qtmesh test CA"))
+        .issuer_name(name("qtmesh test CA"))
+        .public_key(ca_key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(minutes=5))
+        .not_valid_after(now + datetime.timedelta(days=1))
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .sign(ca_key, hashes.SHA256())
+    )
+
+    def leaf(common_name: str, usage: x509.ObjectIdentifier, san: list[x509.GeneralName]) -> tuple:
+        key = ec.generate_private_key(ec.SECP256R1())
+        builder = (
+            x509.CertificateBuilder()
+            .subject_name(name(common_name))
+            .issuer_name(ca_cert.subject)
+            .public_key(key.public_key())
+            .serial_number(x509.random_serial_number())
+            .not_valid_before(now - datetime.timedelta(minutes=5))
+            .not_valid_after(now + datetime.timedelta(days=1))
+            .add_extension(x509.ExtendedKeyUsage([usage]), critical=False)
+        )
+        if san:
+            builder = builder.add_extension(x509.SubjectAlternativeName(san), critical=False)
+        return key, builder.sign(ca_key, hashes.SHA256())
+
+    alt_names: list[x509.GeneralName] = []
+    for host in hosts:
+        try:
+            alt_names.append(x509.IPAddress(ipaddress.ip_address(host)))
+        except ValueError:
+            alt_names.append(x509.DNSName(host))
+    server_key, server_cert = leaf(hosts[0], ExtendedKeyUsageOID.SERVER_AUTH, alt_names)
+    client_key, client_cert = leaf("qtmesh test client", ExtendedKeyUsageOID.CLIENT_AUTH, [])
+    directory.mkdir(parents=True, exist_ok=True)
+    return Certificates(
+        ca=write_cert(ca_cert, directory / "ca.pem"),
+        server_cert=write_cert(server_cert, directory / "server.pem"),
+        server_key=write_key(server_key, directory / "server-key.pem"),
+        client_cert=write_cert(client_cert, directory / "client.pem"),
+        client_key=write_key(client_key, directory / "client-key.pem"),
+    )
