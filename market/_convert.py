@@ -3,17 +3,11 @@
 from __future__ import annotations
 
 import numpy as np
-from google.protobuf.timestamp_pb2 import Timestamp
 
 from market import replay
 from market.bars import BarSeries, make_series
 from qtmesh.api.market.v1 import market_pb2 as pb
-
-
-def timestamp(nanos: int) -> Timestamp:
-    ts = Timestamp()
-    ts.FromNanoseconds(int(nanos))
-    return ts
+from qtmesh.convert import timestamp
 
 
 def series_to_proto(series: BarSeries) -> pb.BarSeries:

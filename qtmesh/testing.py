@@ -5,8 +5,15 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import datetime
+import glob
 import ipaddress
-from collections.abc import AsyncIterator, Sequence
+import os
+import shutil
+import socket
+import subprocess
+import tempfile
+import uuid
+from collections.abc import AsyncIterator, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -155,3 +162,80 @@ def make_certificates(
         client_cert=write_cert(client_cert, directory / "client.pem"),
         client_key=write_key(client_key, directory / "client-key.pem"),
     )
+
+
+def _postgres_binary(name: str) -> str | None:
+    found = shutil.which(name)
+    if found:
+        return found
+    candidates = sorted(glob.glob(f"/usr/lib/postgresql/*/bin/{name}"))
+    return candidates[-1] if candidates else None
+
+
+@contextlib.contextmanager
+def temporary_postgres() -> Iterator[str | None]:
+    """A throwaway PostgreSQL server on 127.0.0.1 for the duration of the block; yields its URL,
+    or None when PostgreSQL is not installed. As root, the server runs as the ``postgres`` user
+    (PostgreSQL refuses to run as root)."""
+    initdb, pg_ctl = _postgres_binary("initdb"), _postgres_binary("pg_ctl")
+    if initdb is None or pg_ctl is None:
+        yield None
+        return
+    as_root = os.geteuid() == 0
+    prefix = ["runuser", "-u", "postgres", "--"] if as_root else []
+    directory = Path(tempfile.mkdtemp(prefix="qtmesh-pg-"))
+    data = directory / "data"
+    if as_root:
+        directory.chmod(0o755)
+        shutil.chown(directory, "postgres", "postgres")
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    quiet = {"stdout": subprocess.DEVNULL, "stderr": subprocess.PIPE, "check": True}
+    try:
+        subprocess.run(
+            [*prefix, initdb, "-D", str(data), "-A", "trust", "-U", "qtmesh", "-N"], **quiet
+        )
+        options = f"-p {port} -k {directory} -c listen_addresses=127.0.0.1 -c fsync=off"
+        subprocess.run(
+            [
+                *prefix,
+                pg_ctl,
+                "-D",
+                str(data),
+                "-o",
+                options,
+                "-l",
+                str(directory / "log"),
+                "-w",
+                "start",
+            ],
+            **quiet,
+        )
+    except subprocess.CalledProcessError as exc:
+        shutil.rmtree(directory, ignore_errors=True)
+        raise RuntimeError(f"could not start PostgreSQL: {exc.stderr.decode().strip()}") from exc
+    try:
+        yield f"postgresql://qtmesh@127.0.0.1:{port}/postgres"
+    finally:
+        subprocess.run([*prefix, pg_ctl, "-D", str(data), "-m", "immediate", "stop"], **quiet)
+        shutil.rmtree(directory, ignore_errors=True)
+
+
+@contextlib.contextmanager
+def fresh_database(server_url: str) -> Iterator[str]:
+    """A new, empty database on the PostgreSQL server at ``server_url``, dropped afterwards."""
+    import sqlalchemy as sa
+
+    from qtmesh.storage import create_engine
+
+    name = f"t_{uuid.uuid4().hex[:16]}"
+    admin = create_engine(server_url)
+    try:
+        with admin.connect().execution_options(isolation_level="AUTOCOMMIT") as connection:
+            connection.execute(sa.text(f'CREATE DATABASE "{name}"'))
+        yield str(sa.make_url(server_url).set(database=name).render_as_string(hide_password=False))
+        with admin.connect().execution_options(isolation_level="AUTOCOMMIT") as connection:
+            connection.execute(sa.text(f'DROP DATABASE "{name}" WITH (FORCE)'))
+    finally:
+        admin.dispose()

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import os
+from collections.abc import Iterator
+from pathlib import Path
 
 import grpc
 import pytest
@@ -12,6 +15,8 @@ from hypothesis import settings
 from qtmesh.api.agent.v1 import agent_pb2, agent_pb2_grpc
 from qtmesh.errors import InvalidArgument, NotFound
 from qtmesh.server import Service
+from qtmesh.storage import sqlite_url
+from qtmesh.testing import fresh_database, temporary_postgres
 
 settings.register_profile("ci", deadline=None, print_blob=True)
 settings.load_profile("ci")
@@ -73,3 +78,27 @@ def agent_service(agent: ScriptedAgent) -> Service:
 @pytest.fixture
 def scripted_agent() -> ScriptedAgent:
     return ScriptedAgent()
+
+
+@pytest.fixture(scope="session")
+def postgres_server() -> Iterator[str | None]:
+    """QTMESH_TEST_POSTGRES_URL if set, else a temporary local server if PostgreSQL is
+    installed, else None (PostgreSQL cases are then skipped)."""
+    if os.environ.get("QTMESH_TEST_POSTGRES_URL"):
+        yield os.environ["QTMESH_TEST_POSTGRES_URL"]
+        return
+    with temporary_postgres() as url:
+        yield url
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    """An empty database of each backend: every store test runs against both."""
+    if request.param == "sqlite":
+        yield sqlite_url(tmp_path / "store.db")
+        return
+    server = request.getfixturevalue("postgres_server")
+    if server is None:
+        pytest.skip("PostgreSQL is not installed here and QTMESH_TEST_POSTGRES_URL is not set")
+    with fresh_database(server) as url:
+        yield url

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import threading
+import time
 from pathlib import Path
 
 import grpc
@@ -14,6 +16,7 @@ from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
 from qtmesh.api.agent.v1 import agent_pb2, agent_pb2_grpc
 from qtmesh.channels import ChannelConfig
+from qtmesh.concurrency import CancelToken, run_cancellable
 from qtmesh.config import Secret
 from qtmesh.errors import InvalidArgument, NotFound, Unauthenticated
 from qtmesh.server import ServerConfig
@@ -192,3 +195,25 @@ async def test_bearer_tokens_are_required_except_for_health(scripted_agent):
             response = await agent_pb2_grpc.AgentServiceStub(ok).Recommend(_request())
             assert response.agent == "scripted"
         assert not scripted_agent.cancelled.is_set()
+
+
+async def test_cancelled_off_loop_work_stops_its_thread():
+    started = threading.Event()
+    stopped = threading.Event()
+
+    def work(token: CancelToken) -> int:
+        started.set()
+        try:
+            while True:
+                token.raise_if_cancelled()
+                time.sleep(0.001)  # stands for one chunk of numpy work
+        finally:
+            stopped.set()
+
+    task = asyncio.ensure_future(run_cancellable(work))
+    await asyncio.to_thread(started.wait)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert stopped.is_set(), "the worker must have stopped before the cancellation completed"
+    assert await run_cancellable(lambda token: 41 + 1) == 42

@@ -1,0 +1,1 @@
+"""The agents (CEO, risk, strategy, memory, world model) and the contract they share."""
