@@ -36,6 +36,9 @@ protos: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python -m benchmarks.market
+	$(BIN)/python -m benchmarks.evaluation
+	$(BIN)/python -m benchmarks.evolution
+	$(BIN)/python -m benchmarks.noise
 
 # Re-resolves the pinned versions in constraints.txt from the ranges in pyproject.toml.
 lock:

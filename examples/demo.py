@@ -1,5 +1,6 @@
 """The main job on the embedded default: start the mesh, replay a day of the synthetic market
-while a subscriber streams it, print the market snapshot, stop the mesh.
+while a subscriber streams it, print the market snapshot, evolve strategies with SESA and print
+the best, then stop the mesh.
 
     python -m examples.demo [--hours N]
 """
@@ -12,10 +13,11 @@ import sys
 import tempfile
 from pathlib import Path
 
-from rich.console import Console
 from rich.progress import Progress
 from rich.table import Table
 
+from examples import _sesa_section
+from examples._console import console as make_console
 from market.bars import format_time
 from market.client import MarketClient
 from market.replay import Snapshot
@@ -23,7 +25,7 @@ from qtmesh import catalog
 from qtmesh.channels import open_channel
 from qtmesh.supervisor import StartupError, running_mesh
 
-console = Console()
+console = make_console()
 
 
 async def replay_and_stream(market: MarketClient, hours: int) -> tuple[Snapshot, int]:
@@ -111,6 +113,8 @@ async def main(hours: int) -> int:
                     console.print(f"Replayed {hours} h; the subscriber streamed {streamed:,} bars.")
                     console.print(snapshot_table(snapshot))
                     console.print(sector_table(snapshot))
+                console.rule("SESA: strategy evolution")
+                await _sesa_section.show(console, mesh.addresses)
         except StartupError as exc:
             console.print(f"[red]the mesh did not start:[/] {exc}", highlight=False)
             return 1

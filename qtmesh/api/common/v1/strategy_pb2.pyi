@@ -59,7 +59,7 @@ class StrategyGenome(_message.Message):
     def __init__(self, id: _Optional[str] = ..., family: _Optional[_Union[StrategyFamily, str]] = ..., parameters: _Optional[_Mapping[str, float]] = ..., parent_ids: _Optional[_Iterable[str]] = ..., generation: _Optional[int] = ..., origin: _Optional[str] = ...) -> None: ...
 
 class StrategyMetrics(_message.Message):
-    __slots__ = ("total_return", "annualized_return", "annualized_volatility", "sharpe_ratio", "sortino_ratio", "calmar_ratio", "omega_ratio", "max_drawdown", "max_drawdown_duration_bars", "win_rate", "profit_factor", "average_win", "average_loss", "payoff_ratio", "expectancy", "trade_count", "exposure", "turnover", "average_holding_bars", "best_trade", "worst_trade", "value_at_risk_95", "conditional_value_at_risk_95", "tail_ratio", "skewness", "kurtosis", "stability", "ulcer_index", "recovery_factor", "probabilistic_sharpe_ratio", "deflated_sharpe_ratio", "bar_count")
+    __slots__ = ("total_return", "annualized_return", "annualized_volatility", "sharpe_ratio", "sortino_ratio", "calmar_ratio", "omega_ratio", "max_drawdown", "max_drawdown_duration_bars", "win_rate", "profit_factor", "average_win", "average_loss", "payoff_ratio", "expectancy", "trade_count", "exposure", "turnover", "average_holding_bars", "best_trade", "worst_trade", "value_at_risk_95", "conditional_value_at_risk_95", "tail_ratio", "skewness", "kurtosis", "stability", "ulcer_index", "recovery_factor", "probabilistic_sharpe_ratio", "deflated_sharpe_ratio", "bar_count", "per_bar_sharpe")
     TOTAL_RETURN_FIELD_NUMBER: _ClassVar[int]
     ANNUALIZED_RETURN_FIELD_NUMBER: _ClassVar[int]
     ANNUALIZED_VOLATILITY_FIELD_NUMBER: _ClassVar[int]
@@ -92,6 +92,7 @@ class StrategyMetrics(_message.Message):
     PROBABILISTIC_SHARPE_RATIO_FIELD_NUMBER: _ClassVar[int]
     DEFLATED_SHARPE_RATIO_FIELD_NUMBER: _ClassVar[int]
     BAR_COUNT_FIELD_NUMBER: _ClassVar[int]
+    PER_BAR_SHARPE_FIELD_NUMBER: _ClassVar[int]
     total_return: float
     annualized_return: float
     annualized_volatility: float
@@ -124,7 +125,8 @@ class StrategyMetrics(_message.Message):
     probabilistic_sharpe_ratio: float
     deflated_sharpe_ratio: float
     bar_count: int
-    def __init__(self, total_return: _Optional[float] = ..., annualized_return: _Optional[float] = ..., annualized_volatility: _Optional[float] = ..., sharpe_ratio: _Optional[float] = ..., sortino_ratio: _Optional[float] = ..., calmar_ratio: _Optional[float] = ..., omega_ratio: _Optional[float] = ..., max_drawdown: _Optional[float] = ..., max_drawdown_duration_bars: _Optional[int] = ..., win_rate: _Optional[float] = ..., profit_factor: _Optional[float] = ..., average_win: _Optional[float] = ..., average_loss: _Optional[float] = ..., payoff_ratio: _Optional[float] = ..., expectancy: _Optional[float] = ..., trade_count: _Optional[int] = ..., exposure: _Optional[float] = ..., turnover: _Optional[float] = ..., average_holding_bars: _Optional[float] = ..., best_trade: _Optional[float] = ..., worst_trade: _Optional[float] = ..., value_at_risk_95: _Optional[float] = ..., conditional_value_at_risk_95: _Optional[float] = ..., tail_ratio: _Optional[float] = ..., skewness: _Optional[float] = ..., kurtosis: _Optional[float] = ..., stability: _Optional[float] = ..., ulcer_index: _Optional[float] = ..., recovery_factor: _Optional[float] = ..., probabilistic_sharpe_ratio: _Optional[float] = ..., deflated_sharpe_ratio: _Optional[float] = ..., bar_count: _Optional[int] = ...) -> None: ...
+    per_bar_sharpe: float
+    def __init__(self, total_return: _Optional[float] = ..., annualized_return: _Optional[float] = ..., annualized_volatility: _Optional[float] = ..., sharpe_ratio: _Optional[float] = ..., sortino_ratio: _Optional[float] = ..., calmar_ratio: _Optional[float] = ..., omega_ratio: _Optional[float] = ..., max_drawdown: _Optional[float] = ..., max_drawdown_duration_bars: _Optional[int] = ..., win_rate: _Optional[float] = ..., profit_factor: _Optional[float] = ..., average_win: _Optional[float] = ..., average_loss: _Optional[float] = ..., payoff_ratio: _Optional[float] = ..., expectancy: _Optional[float] = ..., trade_count: _Optional[int] = ..., exposure: _Optional[float] = ..., turnover: _Optional[float] = ..., average_holding_bars: _Optional[float] = ..., best_trade: _Optional[float] = ..., worst_trade: _Optional[float] = ..., value_at_risk_95: _Optional[float] = ..., conditional_value_at_risk_95: _Optional[float] = ..., tail_ratio: _Optional[float] = ..., skewness: _Optional[float] = ..., kurtosis: _Optional[float] = ..., stability: _Optional[float] = ..., ulcer_index: _Optional[float] = ..., recovery_factor: _Optional[float] = ..., probabilistic_sharpe_ratio: _Optional[float] = ..., deflated_sharpe_ratio: _Optional[float] = ..., bar_count: _Optional[int] = ..., per_bar_sharpe: _Optional[float] = ...) -> None: ...
 
 class StrategyEvaluation(_message.Message):
     __slots__ = ("genome", "metrics", "risk_score", "composite_score", "out_of_sample_metrics", "passed_gates", "gate_failures", "stage", "promotion_readiness", "trials", "evaluated_time")

@@ -88,7 +88,7 @@ class ScoreWeights(_message.Message):
     def __init__(self, pnl: _Optional[float] = ..., sharpe: _Optional[float] = ..., win_rate: _Optional[float] = ..., profit_factor: _Optional[float] = ..., drawdown: _Optional[float] = ..., risk: _Optional[float] = ...) -> None: ...
 
 class EvolutionConfig(_message.Message):
-    __slots__ = ("num_mutations_per_parent", "mutation_rate", "mutation_magnitude", "evaluation_type", "evaluation_lookback_days", "num_generations", "elite_carry_forward", "costs", "weights", "top_k")
+    __slots__ = ("num_mutations_per_parent", "mutation_rate", "mutation_magnitude", "evaluation_type", "evaluation_lookback_days", "num_generations", "elite_carry_forward", "costs", "weights", "top_k", "scenario_paths")
     NUM_MUTATIONS_PER_PARENT_FIELD_NUMBER: _ClassVar[int]
     MUTATION_RATE_FIELD_NUMBER: _ClassVar[int]
     MUTATION_MAGNITUDE_FIELD_NUMBER: _ClassVar[int]
@@ -99,6 +99,7 @@ class EvolutionConfig(_message.Message):
     COSTS_FIELD_NUMBER: _ClassVar[int]
     WEIGHTS_FIELD_NUMBER: _ClassVar[int]
     TOP_K_FIELD_NUMBER: _ClassVar[int]
+    SCENARIO_PATHS_FIELD_NUMBER: _ClassVar[int]
     num_mutations_per_parent: int
     mutation_rate: float
     mutation_magnitude: float
@@ -109,7 +110,8 @@ class EvolutionConfig(_message.Message):
     costs: CostModel
     weights: ScoreWeights
     top_k: int
-    def __init__(self, num_mutations_per_parent: _Optional[int] = ..., mutation_rate: _Optional[float] = ..., mutation_magnitude: _Optional[float] = ..., evaluation_type: _Optional[_Union[EvaluationType, str]] = ..., evaluation_lookback_days: _Optional[int] = ..., num_generations: _Optional[int] = ..., elite_carry_forward: _Optional[int] = ..., costs: _Optional[_Union[CostModel, _Mapping]] = ..., weights: _Optional[_Union[ScoreWeights, _Mapping]] = ..., top_k: _Optional[int] = ...) -> None: ...
+    scenario_paths: int
+    def __init__(self, num_mutations_per_parent: _Optional[int] = ..., mutation_rate: _Optional[float] = ..., mutation_magnitude: _Optional[float] = ..., evaluation_type: _Optional[_Union[EvaluationType, str]] = ..., evaluation_lookback_days: _Optional[int] = ..., num_generations: _Optional[int] = ..., elite_carry_forward: _Optional[int] = ..., costs: _Optional[_Union[CostModel, _Mapping]] = ..., weights: _Optional[_Union[ScoreWeights, _Mapping]] = ..., top_k: _Optional[int] = ..., scenario_paths: _Optional[int] = ...) -> None: ...
 
 class EvolveRequest(_message.Message):
     __slots__ = ("seeds", "config", "bars", "seed", "prior_trials")

@@ -1,0 +1,99 @@
+"""Offline evolution, in process, on the embedded synthetic market: 3 generations, 30 mutations
+evaluated, the top 5 printed as a table.
+
+    python -m examples.offline_evolution_example [--seed 7] [--symbol ORBT]
+"""
+
+from __future__ import annotations
+
+import argparse
+
+import numpy as np
+from rich.table import Table
+
+from examples._console import console as make_console
+from market.synthetic import SyntheticMarketSpec, generate
+from sesa.evaluation import Evaluator
+from sesa.evolution import Evolution, EvolutionConfig, EvolutionResult
+from sesa.indicators import BarData
+from sesa.selection import SelectionConfig
+
+
+def top_table(result: EvolutionResult, *, title: str) -> Table:
+    table = Table(title=title)
+    columns = (
+        "strategy",
+        "origin",
+        "stage",
+        "score",
+        "Sharpe",
+        "win",
+        "PF",
+        "max DD",
+        "trades",
+        "DSR",
+    )
+    for column in columns:
+        table.add_column(column, justify="left" if column in columns[:3] else "right")
+    for judgement in result.top:
+        e = judgement.evaluation
+        m = e.out_of_sample
+        table.add_row(
+            e.genome.id,
+            e.genome.origin,
+            judgement.stage.name.lower(),
+            f"{e.composite_score:.3f}",
+            f"{m.sharpe_ratio:.2f}",
+            f"{m.win_rate:.0%}",
+            f"{m.profit_factor:.2f}",
+            f"{m.max_drawdown:.1%}",
+            str(m.trade_count),
+            f"{m.deflated_sharpe_ratio:.2f}",
+        )
+    table.caption = "out-of-sample figures; DSR = deflated Sharpe ratio"
+    return table
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--seed", type=int, default=7)
+    parser.add_argument("--symbol", default="ORBT")
+    args = parser.parse_args()
+    console = make_console()
+    market = generate(SyntheticMarketSpec(seed=args.seed, days=30))
+    series = next(s for s in market.series if s.symbol == args.symbol)
+    data = BarData(series)
+    config = EvolutionConfig(num_generations=3, elite_carry_forward=1, num_mutations_per_parent=10)
+    evolution = Evolution(
+        evaluator=Evaluator(),
+        selection=SelectionConfig(),
+        config=config,
+        rng=np.random.default_rng(args.seed),
+    )
+    stats = evolution.start([], data)
+    console.print(
+        f"{series.symbol} ({series.sector}), {data.n:,} one-minute bars; "
+        f"generation 0: {stats.evaluated} seeds, best composite {stats.best_composite:.3f}"
+    )
+    while not evolution.finished:
+        stats = evolution.step()
+        console.print(
+            f"generation {stats.generation}: {stats.evaluated} strategies, best "
+            f"{stats.best_composite:.3f}, median {stats.median_composite:.3f}, "
+            f"{stats.passed_gates} passed the gates, {stats.trials} trials"
+        )
+    result = evolution.result()
+    mutations = (
+        sum(s.evaluated for s in result.generations[1:])
+        - config.num_generations * config.elite_carry_forward
+    )
+    console.print(top_table(result, title=f"Top {len(result.top)} after {mutations} mutations"))
+    shadow, production = len(result.shadow_candidates), len(result.production_candidates)
+    console.print(
+        f"{shadow} shadow and {production} production candidates; production needs a deflated "
+        f"Sharpe ratio >= 0.95 over {result.trials} trials."
+    )
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,1 @@
+"""SESA, the Self-Evolving Strategy Architect: mutate, evaluate, select strategies, repeat."""

@@ -1,0 +1,186 @@
+"""Conversions between SESA's domain objects and ``qtmesh.api.sesa.v1`` / common messages."""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+
+from agents._convert import genome_from_proto, genome_to_proto
+from agents.contract import StrategyStage
+from qtmesh.api.common.v1 import strategy_pb2
+from qtmesh.api.sesa.v1 import sesa_pb2 as pb
+from qtmesh.convert import enum_from_proto, enum_to_proto
+from qtmesh.errors import InvalidArgument
+from sesa.evaluation import CostModel, Evaluation
+from sesa.evolution import EvaluationType, EvolutionConfig, EvolutionResult, GenerationStats
+from sesa.metrics import Metrics, ScoreWeights
+from sesa.mutation import OPERATORS
+from sesa.selection import Judgement, SelectionConfig
+
+OPERATOR_NAMES = {
+    pb.MUTATION_OPERATOR_PARAMETER_TWEAK: "parameter_tweak",
+    pb.MUTATION_OPERATOR_TIME_WINDOW: "time_window",
+    pb.MUTATION_OPERATOR_VOLATILITY_FILTER: "volatility_filter",
+    pb.MUTATION_OPERATOR_RISK_REWARD: "risk_reward",
+    pb.MUTATION_OPERATOR_RL_PARAMETERS: "rl_parameters",
+    pb.MUTATION_OPERATOR_DYNAMIC_TP_SL: "dynamic_tp_sl",
+    pb.MUTATION_OPERATOR_ENTRY_EXIT_THRESHOLDS: "entry_exit_thresholds",
+    pb.MUTATION_OPERATOR_HYBRID: "hybrid",
+    pb.MUTATION_OPERATOR_CROSSOVER: "crossover",
+}
+assert set(OPERATOR_NAMES.values()) == set(OPERATORS)
+
+_METRIC_FIELDS = [f.name for f in dataclasses.fields(Metrics)]
+
+
+def metrics_to_proto(m: Metrics) -> strategy_pb2.StrategyMetrics:
+    return strategy_pb2.StrategyMetrics(**{name: getattr(m, name) for name in _METRIC_FIELDS})
+
+
+def metrics_from_proto(message: strategy_pb2.StrategyMetrics) -> Metrics:
+    values = {name: getattr(message, name) for name in _METRIC_FIELDS}
+    return Metrics(**values)
+
+
+def evaluation_to_proto(
+    e: Evaluation, judgement: Judgement | None = None
+) -> strategy_pb2.StrategyEvaluation:
+    message = strategy_pb2.StrategyEvaluation(
+        genome=genome_to_proto(e.genome),
+        metrics=metrics_to_proto(e.metrics),
+        out_of_sample_metrics=metrics_to_proto(e.out_of_sample),
+        risk_score=e.risk_score,
+        composite_score=e.composite_score,
+        trials=e.trials,
+    )
+    if judgement is not None:
+        message.passed_gates = judgement.passed_gates
+        message.gate_failures.extend(judgement.gate_failures)
+        message.stage = enum_to_proto(strategy_pb2.StrategyStage, judgement.stage)
+        message.promotion_readiness = judgement.promotion_readiness
+    return message
+
+
+def judgement_to_proto(j: Judgement) -> strategy_pb2.StrategyEvaluation:
+    return evaluation_to_proto(j.evaluation, j)
+
+
+def evaluation_from_proto(message: strategy_pb2.StrategyEvaluation, *, field: str) -> Evaluation:
+    if not message.HasField("genome"):
+        raise InvalidArgument(f"{field}.genome", "is required")
+    for name, value in (
+        ("risk_score", message.risk_score),
+        ("composite_score", message.composite_score),
+    ):
+        if not math.isfinite(value):
+            raise InvalidArgument(f"{field}.{name}", f"{value} is not finite")
+    oos = (
+        message.out_of_sample_metrics
+        if message.HasField("out_of_sample_metrics")
+        else message.metrics
+    )
+    return Evaluation(
+        genome=genome_from_proto(message.genome, field=f"{field}.genome"),
+        metrics=metrics_from_proto(message.metrics),
+        out_of_sample=metrics_from_proto(oos),
+        risk_score=message.risk_score,
+        composite_score=message.composite_score,
+        trials=message.trials,
+    )
+
+
+def stats_to_proto(s: GenerationStats) -> pb.GenerationStats:
+    return pb.GenerationStats(
+        generation=s.generation,
+        best_composite=s.best_composite,
+        median_composite=s.median_composite,
+        worst_composite=s.worst_composite,
+        diversity=s.diversity,
+        evaluated=s.evaluated,
+        passed_gates=s.passed_gates,
+        trials=s.trials,
+        top=[judgement_to_proto(j) for j in s.top],
+        elapsed_seconds=s.elapsed_seconds,
+    )
+
+
+def result_to_proto(r: EvolutionResult) -> pb.EvolutionResult:
+    return pb.EvolutionResult(
+        top=[judgement_to_proto(j) for j in r.top],
+        shadow_candidates=[judgement_to_proto(j) for j in r.shadow_candidates],
+        production_candidates=[judgement_to_proto(j) for j in r.production_candidates],
+        generations=[stats_to_proto(s) for s in r.generations],
+        trials=r.trials,
+        elapsed_seconds=r.elapsed_seconds,
+    )
+
+
+def evolution_config_from_proto(message: pb.EvolutionConfig) -> EvolutionConfig:
+    values = {
+        name: getattr(message, name)
+        for name in (
+            "num_mutations_per_parent",
+            "mutation_rate",
+            "mutation_magnitude",
+            "evaluation_lookback_days",
+            "num_generations",
+            "elite_carry_forward",
+            "scenario_paths",
+        )
+        if message.HasField(name)
+    }
+    if message.evaluation_type:
+        values["evaluation_type"] = enum_from_proto(
+            EvaluationType,
+            pb.EvaluationType,
+            message.evaluation_type,
+            field="config.evaluation_type",
+        )
+    for name in ("mutation_rate", "mutation_magnitude"):
+        if name in values and not math.isfinite(values[name]):
+            raise InvalidArgument(f"config.{name}", "is not finite")
+    return EvolutionConfig(**values)
+
+
+def costs_from_proto(message: pb.CostModel, present: bool, default: CostModel) -> CostModel:
+    if not present:
+        return default
+    return CostModel(commission_bps=message.commission_bps, slippage_bps=message.slippage_bps)
+
+
+def weights_from_proto(message: pb.ScoreWeights, present: bool) -> ScoreWeights:
+    if not present:
+        return ScoreWeights()
+    return ScoreWeights(
+        pnl=message.pnl,
+        sharpe=message.sharpe,
+        win_rate=message.win_rate,
+        profit_factor=message.profit_factor,
+        drawdown=message.drawdown,
+        risk=message.risk,
+    )
+
+
+def selection_from_proto(
+    message: pb.SelectionConfig, *, top_k: int | None = None
+) -> SelectionConfig:
+    values = {
+        name: getattr(message, name)
+        for name in (
+            "min_sharpe",
+            "min_win_rate",
+            "min_profit_factor",
+            "max_drawdown",
+            "top_k",
+            "min_distance",
+            "min_deflated_sharpe",
+        )
+        if message.HasField(name)
+    }
+    if top_k is not None and "top_k" not in values:
+        values["top_k"] = top_k
+    return SelectionConfig(**values)
+
+
+def stage_name(stage: StrategyStage) -> str:
+    return stage.name.lower()

@@ -1,0 +1,110 @@
+"""Async client of the SESA service, returning plain messages decoded into domain objects."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Sequence
+
+import grpc
+
+from agents._convert import genome_from_proto, genome_to_proto
+from agents.contract import StrategyGenome
+from market._convert import series_to_proto
+from market.bars import BarSeries
+from qtmesh.api.sesa.v1 import sesa_pb2 as pb
+from qtmesh.api.sesa.v1 import sesa_pb2_grpc as pb_grpc
+from qtmesh.status import raising_mesh_errors
+
+
+def bar_source(
+    *, symbol: str = "", lookback: int = 0, bars: BarSeries | None = None
+) -> pb.BarSource:
+    """Bars inline, or a market window of ``lookback`` bars of ``symbol`` (0: the evolution's
+    lookback days) ending at the replay clock."""
+    if bars is not None:
+        return pb.BarSource(bars=series_to_proto(bars))
+    return pb.BarSource(window=pb.BarWindow(symbol=symbol, lookback=lookback))
+
+
+class SesaClient:
+    """Calls SesaService; failures raise the server's MeshError subclass. Results are the
+    generated messages (StrategyEvaluation carries every metric by name)."""
+
+    def __init__(self, channel: grpc.aio.Channel, *, timeout: float | None = 60.0) -> None:
+        self._stub = pb_grpc.SesaServiceStub(channel)
+        self._timeout = timeout
+
+    async def evolve(
+        self,
+        *,
+        bars: pb.BarSource,
+        seeds: Sequence[StrategyGenome] = (),
+        config: pb.EvolutionConfig | None = None,
+        seed: int = 0,
+        prior_trials: int = 0,
+    ) -> AsyncIterator[pb.GenerationStats | pb.EvolutionResult]:
+        """Yields one GenerationStats per generation, then the EvolutionResult. Closing the
+        generator cancels the evolution on the server: wrap the loop in
+        ``contextlib.aclosing`` to do so at once when breaking out early."""
+        request = pb.EvolveRequest(
+            seeds=[genome_to_proto(g) for g in seeds],
+            config=config or pb.EvolutionConfig(),
+            bars=bars,
+            seed=seed,
+            prior_trials=prior_trials,
+        )
+        call = self._stub.Evolve(request)
+        try:
+            with raising_mesh_errors():
+                async for event in call:
+                    yield event.generation if event.HasField("generation") else event.result
+        finally:
+            call.cancel()
+
+    async def evaluate(
+        self, genomes: Sequence[StrategyGenome], *, bars: pb.BarSource, trials: int = 0
+    ) -> list[pb.StrategyEvaluation]:
+        with raising_mesh_errors():
+            response = await self._stub.Evaluate(
+                pb.EvaluateRequest(
+                    genomes=[genome_to_proto(g) for g in genomes], bars=bars, trials=trials
+                ),
+                timeout=self._timeout,
+            )
+        return list(response.evaluations)
+
+    async def mutate(
+        self,
+        parents: Sequence[StrategyGenome],
+        *,
+        operator: int,
+        count: int,
+        magnitude: float = 0.2,
+        rate: float = 0.3,
+        seed: int = 0,
+    ) -> list[StrategyGenome]:
+        with raising_mesh_errors():
+            response = await self._stub.Mutate(
+                pb.MutateRequest(
+                    parents=[genome_to_proto(g) for g in parents],
+                    operator=operator,
+                    count=count,
+                    magnitude=magnitude,
+                    rate=rate,
+                    seed=seed,
+                ),
+                timeout=self._timeout,
+            )
+        return [genome_from_proto(g, field="children") for g in response.children]
+
+    async def select(
+        self,
+        evaluations: Sequence[pb.StrategyEvaluation],
+        *,
+        config: pb.SelectionConfig | None = None,
+        trials: int = 0,
+    ) -> pb.SelectResponse:
+        with raising_mesh_errors():
+            return await self._stub.Select(
+                pb.SelectRequest(evaluations=evaluations, config=config, trials=trials),
+                timeout=self._timeout,
+            )

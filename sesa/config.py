@@ -1,0 +1,37 @@
+"""Settings of the SESA server (environment variables QTMESH_SESA_<NAME>)."""
+
+from __future__ import annotations
+
+import dataclasses
+
+from qtmesh.config import require, setting
+
+ENV_PREFIX = "QTMESH_SESA_"
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class SesaConfig:
+    symbols: tuple[str, ...] = setting(
+        ("ORBT",), help="symbols evolved on when a request or an action names none"
+    )
+    commission_bps: float = setting(1.0, help="default commission, basis points per unit traded")
+    slippage_bps: float = setting(1.0, help="default slippage, basis points per fill")
+    walk_forward_folds: int = setting(4, help="walk-forward folds; the first is in sample")
+    embargo_bars: int = setting(60, help="bars without entries after each fold boundary")
+    scenario_block_bars: int = setting(60, help="block length of the scenario bootstrap")
+    max_genomes: int = setting(5000, help="largest batch an Evaluate, Mutate or Select takes")
+    max_bars: int = setting(1_000_000, help="largest bar window evaluated")
+    cached_windows: int = setting(8, help="bar windows (with their indicators) kept in memory")
+    recommend_top: int = setting(3, help="candidates proposed per Recommend")
+
+    def __post_init__(self) -> None:
+        require(bool(self.symbols), "symbols", "name at least one symbol")
+        for name in ("commission_bps", "slippage_bps"):
+            require(0 <= getattr(self, name) <= 1000, name, "must be in 0..1000")
+        require(2 <= self.walk_forward_folds <= 20, "walk_forward_folds", "must be in 2..20")
+        require(self.embargo_bars >= 0, "embargo_bars", "must not be negative")
+        require(self.scenario_block_bars >= 1, "scenario_block_bars", "must be at least 1")
+        require(self.max_genomes >= 1, "max_genomes", "must be at least 1")
+        require(self.max_bars >= 1000, "max_bars", "must be at least 1000")
+        require(self.cached_windows >= 1, "cached_windows", "must be at least 1")
+        require(self.recommend_top >= 1, "recommend_top", "must be at least 1")

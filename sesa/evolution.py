@@ -1,0 +1,294 @@
+"""The evolution loop: mutate parents, evaluate the generation, select, repeat.
+
+Generation 0 evaluates the seeds. Each later generation takes the ``elite_carry_forward`` best
+composite scores so far (kept diverse) as parents; each parent gets
+``num_mutations_per_parent`` children from operators drawn uniformly among those that apply to
+its family (crossover pairs it with another parent); the elites carry forward unevaluated.
+Every genome ever evaluated counts as a trial for the deflated Sharpe ratio, and the final
+candidates are judged with the final count. All randomness comes from the ``rng`` given, and
+evaluation is deterministic, so a seed reproduces a run exactly.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import enum
+import time
+from collections.abc import Callable, Sequence
+
+import numpy as np
+
+from agents.contract import StrategyFamily, StrategyGenome
+from qtmesh.concurrency import CancelToken
+from qtmesh.errors import FailedPrecondition, InvalidArgument
+from sesa.evaluation import Evaluation, Evaluator, TrialLog, rescore_deflated
+from sesa.genome import Policy
+from sesa.indicators import BarData
+from sesa.mutation import OPERATORS, MutationOperator
+from sesa.selection import Judgement, SelectionConfig, diverse_top, judge, select
+
+_DUPLICATE_REDRAWS = 8
+
+
+class EvaluationType(enum.Enum):
+    BACKTEST = 1
+    SIMULATION = 2
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class EvolutionConfig:
+    """The spec's EvolutionConfig with its defaults, validated."""
+
+    num_mutations_per_parent: int = 10
+    mutation_rate: float = 0.3
+    mutation_magnitude: float = 0.2
+    evaluation_type: EvaluationType = EvaluationType.BACKTEST
+    evaluation_lookback_days: int = 30
+    num_generations: int = 5
+    elite_carry_forward: int = 2
+    # Scenario paths per genome when evaluation_type is SIMULATION.
+    scenario_paths: int = 8
+
+    def __post_init__(self) -> None:
+        checks = (
+            ("num_mutations_per_parent", 1 <= self.num_mutations_per_parent <= 1000, "1..1000"),
+            ("mutation_rate", 0 <= self.mutation_rate <= 1, "0..1"),
+            ("mutation_magnitude", 0 <= self.mutation_magnitude <= 1, "0..1"),
+            ("evaluation_lookback_days", 1 <= self.evaluation_lookback_days <= 3650, "1..3650"),
+            ("num_generations", 0 <= self.num_generations <= 1000, "0..1000"),
+            ("elite_carry_forward", 1 <= self.elite_carry_forward <= 100, "1..100"),
+            ("scenario_paths", 1 <= self.scenario_paths <= 1000, "1..1000"),
+        )
+        for name, ok, bounds in checks:
+            if not ok:
+                raise InvalidArgument(f"config.{name}", f"{getattr(self, name)} is not in {bounds}")
+
+    @property
+    def population(self) -> int:
+        return self.elite_carry_forward * (1 + self.num_mutations_per_parent)
+
+
+@dataclasses.dataclass(frozen=True)
+class GenerationStats:
+    generation: int
+    best_composite: float
+    median_composite: float
+    worst_composite: float
+    diversity: float
+    evaluated: int
+    passed_gates: int
+    trials: int
+    top: tuple[Judgement, ...]
+    elapsed_seconds: float
+
+
+@dataclasses.dataclass(frozen=True)
+class EvolutionResult:
+    top: tuple[Judgement, ...]
+    shadow_candidates: tuple[Judgement, ...]
+    production_candidates: tuple[Judgement, ...]
+    generations: tuple[GenerationStats, ...]
+    trials: int
+    elapsed_seconds: float
+
+
+class Evolution:
+    """One evolution run; call :meth:`start`, then :meth:`step` per generation, then
+    :meth:`result`. Each call does one generation's work, so callers can stream progress and
+    cancel between (or, through ``token``, inside) generations."""
+
+    def __init__(
+        self,
+        *,
+        evaluator: Evaluator,
+        selection: SelectionConfig,
+        config: EvolutionConfig,
+        rng: np.random.Generator,
+        prior_trials: int = 0,
+        clock: Callable[[], float] = time.perf_counter,
+    ) -> None:
+        self.evaluator = evaluator
+        self.policy: Policy = evaluator.policy
+        self.selection = selection
+        self.config = config
+        self.rng = rng
+        self.trials = TrialLog(prior_trials)
+        self._clock = clock
+        self._started = clock()
+        self._data: BarData | None = None
+        self._paths: list[BarData] = []
+        self._population: list[Evaluation] = []
+        self._archive: dict[str, Evaluation] = {}
+        self._stats: list[GenerationStats] = []
+        self.generation = -1
+
+    @property
+    def finished(self) -> bool:
+        return self.generation >= self.config.num_generations
+
+    def start(
+        self,
+        seeds: Sequence[StrategyGenome],
+        data: BarData,
+        *,
+        paths: Sequence[BarData] = (),
+        token: CancelToken | None = None,
+    ) -> GenerationStats:
+        """Evaluates the seeds (validated against the policy) as generation 0."""
+        if self.generation >= 0:
+            raise FailedPrecondition("the evolution has already started")
+        if self.config.evaluation_type is EvaluationType.SIMULATION and not paths:
+            raise InvalidArgument("paths", "simulation needs scenario paths")
+        checked = [self.policy.validate(s, field=f"seeds[{i}]") for i, s in enumerate(seeds)]
+        if not checked:
+            checked = [self.policy.default_genome(f) for f in StrategyFamily]
+        self._data = data
+        self._paths = list(paths)
+        self.generation = 0
+        return self._finish_generation(self._evaluate(checked, token), time_started=self._clock())
+
+    def step(self, token: CancelToken | None = None) -> GenerationStats:
+        """Breeds and evaluates the next generation."""
+        if self.generation < 0:
+            raise FailedPrecondition("start the evolution first")
+        if self.finished:
+            raise FailedPrecondition("every generation has run")
+        began = self._clock()
+        self.generation += 1
+        parents = [j.evaluation for j in self._parents()]
+        children = self._breed([e.genome for e in parents])
+        fresh = [c for c in children if c.id not in self._archive]
+        evaluated = {e.genome.id: e for e in self._evaluate(fresh, token)}
+        population = list(parents)
+        seen = {e.genome.id for e in parents}
+        for child in children:
+            if child.id in seen:
+                continue
+            seen.add(child.id)
+            population.append(evaluated.get(child.id) or self._archive[child.id])
+        return self._finish_generation(population, time_started=began)
+
+    def result(self) -> EvolutionResult:
+        """The best strategies of the whole run, judged with the final number of trials."""
+        final = [rescore_deflated(e, self.trials) for e in self._archive.values()]
+        selected, judged = select(final, self.selection, policy=self.policy)
+        ranked = sorted(judged, key=lambda j: (-j.evaluation.composite_score, j.genome_id))
+        top = selected or diverse_top(
+            ranked,
+            k=self.selection.top_k,
+            min_distance=self.selection.min_distance,
+            policy=self.policy,
+        )
+        return EvolutionResult(
+            top=tuple(top),
+            shadow_candidates=tuple(j for j in ranked if j.stage.name == "SHADOW"),
+            production_candidates=tuple(j for j in ranked if j.stage.name == "PRODUCTION"),
+            generations=tuple(self._stats),
+            trials=self.trials.count,
+            elapsed_seconds=self._clock() - self._started,
+        )
+
+    # -- internals ---------------------------------------------------------------------------
+
+    def _evaluate(
+        self, genomes: Sequence[StrategyGenome], token: CancelToken | None
+    ) -> list[Evaluation]:
+        if not genomes:
+            return []
+        assert self._data is not None
+        if self.config.evaluation_type is EvaluationType.SIMULATION:
+            evaluations = self.evaluator.evaluate_scenarios(
+                genomes, self._paths, trials=self.trials, token=token
+            )
+        else:
+            evaluations = self.evaluator.evaluate(
+                genomes, self._data, trials=self.trials, token=token
+            )
+        for e in evaluations:
+            self._archive[e.genome.id] = e
+        return evaluations
+
+    def _parents(self) -> list[Judgement]:
+        judged = [judge(e, self.selection) for e in self._archive.values()]
+        return diverse_top(
+            judged,
+            k=self.config.elite_carry_forward,
+            min_distance=self.selection.min_distance,
+            policy=self.policy,
+        )
+
+    def _breed(self, parents: list[StrategyGenome]) -> list[StrategyGenome]:
+        children: list[StrategyGenome] = []
+        seen = {p.id for p in parents}
+        for index, parent in enumerate(parents):
+            operators = [
+                op
+                for op in OPERATORS.values()
+                if op.applies_to(parent.family) and (op.parent_count == 1 or len(parents) > 1)
+            ]
+            for _ in range(self.config.num_mutations_per_parent):
+                # A step clipped at a bound can reproduce a parent; redraw a few times rather
+                # than spend the slot on a strategy already known.
+                for _attempt in range(_DUPLICATE_REDRAWS):
+                    child = self._mutant(parents, index, operators)
+                    if child.id not in seen:
+                        break
+                seen.add(child.id)
+                children.append(child)
+        return children
+
+    def _mutant(
+        self, parents: list[StrategyGenome], index: int, operators: list[MutationOperator]
+    ) -> StrategyGenome:
+        operator = operators[int(self.rng.integers(len(operators)))]
+        mates = [parents[index]]
+        if operator.parent_count == 2:
+            others = [p for i, p in enumerate(parents) if i != index]
+            mates.append(others[int(self.rng.integers(len(others)))])
+        return operator.mutate(
+            mates,
+            policy=self.policy,
+            rng=self.rng,
+            magnitude=self.config.mutation_magnitude,
+            rate=self.config.mutation_rate,
+            generation=self.generation,
+        )
+
+    def _finish_generation(
+        self, population: list[Evaluation], *, time_started: float
+    ) -> GenerationStats:
+        self._population = population
+        judged = [judge(e, self.selection) for e in population]
+        scores = np.array([e.composite_score for e in population])
+        top = diverse_top(
+            judged,
+            k=self.selection.top_k,
+            min_distance=self.selection.min_distance,
+            policy=self.policy,
+        )
+        stats = GenerationStats(
+            generation=self.generation,
+            best_composite=float(scores.max()),
+            median_composite=float(np.median(scores)),
+            worst_composite=float(scores.min()),
+            diversity=self._diversity([e.genome for e in population]),
+            evaluated=len(population),
+            passed_gates=sum(j.passed_gates for j in judged),
+            trials=self.trials.count,
+            top=tuple(top),
+            elapsed_seconds=self._clock() - time_started,
+        )
+        self._stats.append(stats)
+        return stats
+
+    def _diversity(self, genomes: list[StrategyGenome]) -> float:
+        """Mean pairwise distance in normalised parameter space."""
+        if len(genomes) < 2:
+            return 0.0
+        total = 0.0
+        pairs = 0
+        for i in range(len(genomes)):
+            for j in range(i + 1, len(genomes)):
+                total += self.policy.distance(genomes[i], genomes[j])
+                pairs += 1
+        return total / pairs

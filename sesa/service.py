@@ -1,0 +1,361 @@
+"""The SESA gRPC service: a thin adapter from SesaService (and AgentService) to the domain."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections import OrderedDict
+from collections.abc import AsyncIterator
+
+import grpc
+import numpy as np
+import structlog
+
+from agents._convert import genome_from_proto, genome_to_proto
+from agents.contract import ActionType
+from agents.service import agent_service
+from market._convert import series_from_proto
+from market.bars import validate_bars
+from market.client import MarketClient
+from qtmesh.api.sesa.v1 import sesa_pb2 as pb
+from qtmesh.api.sesa.v1 import sesa_pb2_grpc as pb_grpc
+from qtmesh.app import App, Built
+from qtmesh.channels import ChannelConfig, open_channel
+from qtmesh.concurrency import run_cancellable
+from qtmesh.errors import InvalidArgument
+from qtmesh.server import Service
+from sesa import _convert as convert
+from sesa.agent import FinishedEvolution, SesaAgent
+from sesa.config import ENV_PREFIX, SesaConfig
+from sesa.evaluation import (
+    MINIMUM_BARS,
+    CostModel,
+    EvaluationSettings,
+    Evaluator,
+    TrialLog,
+    rescore_deflated,
+)
+from sesa.evolution import EvaluationType, Evolution, EvolutionConfig
+from sesa.genome import Policy
+from sesa.indicators import BarData
+from sesa.mutation import OPERATORS
+from sesa.scenarios import BlockBootstrap
+from sesa.selection import SelectionConfig, judge, select
+
+DAY_NANOS = 86_400 * 10**9
+_log = structlog.get_logger("sesa")
+
+
+class SesaServicer(pb_grpc.SesaServiceServicer):
+    def __init__(self, *, config: SesaConfig, market: MarketClient, policy: Policy | None = None):
+        self._config = config
+        self._market = market
+        self._policy = policy or Policy()
+        self._windows: OrderedDict[tuple[str, int, int, int], BarData] = OrderedDict()
+        self._background: set[asyncio.Task[None]] = set()
+        self._background_runs = 0
+        self.agent = SesaAgent(
+            start_evolution=self._start_background_evolution,
+            default_symbols=config.symbols,
+            top=config.recommend_top,
+        )
+
+    # -- RPCs ------------------------------------------------------------------------------------
+
+    async def Evolve(
+        self, request: pb.EvolveRequest, context: grpc.aio.ServicerContext
+    ) -> AsyncIterator[pb.EvolveResponse]:
+        config = convert.evolution_config_from_proto(request.config)
+        evaluator = self._evaluator(
+            request.config.costs,
+            request.config.HasField("costs"),
+            request.config.weights,
+            request.config.HasField("weights"),
+        )
+        selection = (
+            SelectionConfig(top_k=request.config.top_k)
+            if request.config.HasField("top_k")
+            else SelectionConfig()
+        )
+        seeds = [genome_from_proto(g, field=f"seeds[{i}]") for i, g in enumerate(request.seeds)]
+        data = await self._bars(request.bars, field="bars", days=config.evaluation_lookback_days)
+        evolution = await self._evolution(
+            config, evaluator, selection, request.seed, request.prior_trials
+        )
+        paths = self._scenarios(data, config, request.seed)
+        stats = await run_cancellable(
+            lambda token: evolution.start(seeds, data, paths=paths, token=token)
+        )
+        yield pb.EvolveResponse(generation=convert.stats_to_proto(stats))
+        while not evolution.finished:
+            stats = await run_cancellable(evolution.step)
+            yield pb.EvolveResponse(generation=convert.stats_to_proto(stats))
+        result = evolution.result()
+        self.agent.remember(FinishedEvolution(result, data.symbol, data.sector, int(data.time[-1])))
+        yield pb.EvolveResponse(result=convert.result_to_proto(result))
+
+    async def Evaluate(
+        self, request: pb.EvaluateRequest, context: grpc.aio.ServicerContext
+    ) -> pb.EvaluateResponse:
+        genomes = self._genomes(request.genomes, "genomes")
+        evaluator = self._evaluator(
+            request.costs, request.HasField("costs"), request.weights, request.HasField("weights")
+        )
+        data = await self._bars(request.bars, field="bars", days=30)
+        if request.trials < 0:
+            raise InvalidArgument("trials", "must not be negative")
+        trials = TrialLog(prior=max(request.trials - len({g.id for g in genomes}), 0))
+        evaluations = await run_cancellable(
+            lambda token: evaluator.evaluate(genomes, data, trials=trials, token=token)
+        )
+        selection = SelectionConfig()
+        return pb.EvaluateResponse(
+            evaluations=[convert.evaluation_to_proto(e, judge(e, selection)) for e in evaluations]
+        )
+
+    async def Mutate(
+        self, request: pb.MutateRequest, context: grpc.aio.ServicerContext
+    ) -> pb.MutateResponse:
+        parents = self._genomes(request.parents, "parents")
+        name = convert.OPERATOR_NAMES.get(request.operator)
+        if name is None:
+            raise InvalidArgument("operator", f"must be set to one of {sorted(OPERATORS)}")
+        operator = OPERATORS[name]
+        if len(parents) < operator.parent_count:
+            raise InvalidArgument("parents", f"{name} needs {operator.parent_count} parents")
+        if not operator.applies_to(parents[0].family):
+            raise InvalidArgument("operator", f"{name} does not apply to {parents[0].family.name}")
+        if not 1 <= request.count <= self._config.max_genomes:
+            raise InvalidArgument(
+                "count", f"{request.count} is not in 1..{self._config.max_genomes}"
+            )
+        rng = np.random.default_rng(request.seed)
+        generation = max(p.generation for p in parents) + 1
+        children = []
+        for i in range(request.count):
+            first = parents[i % len(parents)]
+            mates = [first, *(p for p in parents if p is not first)][
+                : max(operator.parent_count, 1)
+            ]
+            children.append(
+                operator.mutate(
+                    mates,
+                    policy=self._policy,
+                    rng=rng,
+                    magnitude=request.magnitude,
+                    rate=request.rate,
+                    generation=generation,
+                )
+            )
+        return pb.MutateResponse(children=[genome_to_proto(c) for c in children])
+
+    async def Select(
+        self, request: pb.SelectRequest, context: grpc.aio.ServicerContext
+    ) -> pb.SelectResponse:
+        if not request.evaluations:
+            raise InvalidArgument("evaluations", "no evaluations given")
+        if len(request.evaluations) > self._config.max_genomes:
+            raise InvalidArgument("evaluations", f"more than {self._config.max_genomes}")
+        evaluations = [
+            convert.evaluation_from_proto(e, field=f"evaluations[{i}]")
+            for i, e in enumerate(request.evaluations)
+        ]
+        for i, e in enumerate(evaluations):
+            self._policy.validate(e.genome, field=f"evaluations[{i}].genome")
+        config = convert.selection_from_proto(request.config)
+        if request.trials < 0:
+            raise InvalidArgument("trials", "must not be negative")
+        if request.trials:
+            log = TrialLog(prior=max(request.trials - len(evaluations), 0))
+            for e in evaluations:
+                log.add(e.out_of_sample.per_bar_sharpe)
+            evaluations = [rescore_deflated(e, log) for e in evaluations]
+        selected, judged = select(evaluations, config, policy=self._policy)
+        return pb.SelectResponse(
+            selected=[convert.judgement_to_proto(j) for j in selected],
+            judged=[convert.judgement_to_proto(j) for j in judged],
+        )
+
+    # -- helpers ---------------------------------------------------------------------------------
+
+    def _genomes(self, messages, field: str) -> list:
+        if not messages:
+            raise InvalidArgument(field, "no genomes given")
+        if len(messages) > self._config.max_genomes:
+            raise InvalidArgument(
+                field, f"{len(messages)} genomes exceed {self._config.max_genomes}"
+            )
+        return [
+            self._policy.validate(
+                genome_from_proto(g, field=f"{field}[{i}]"), field=f"{field}[{i}]"
+            )
+            for i, g in enumerate(messages)
+        ]
+
+    def _evaluator(self, costs, has_costs: bool, weights, has_weights: bool) -> Evaluator:
+        default_costs = CostModel(
+            commission_bps=self._config.commission_bps, slippage_bps=self._config.slippage_bps
+        )
+        settings = EvaluationSettings(
+            costs=convert.costs_from_proto(costs, has_costs, default_costs),
+            weights=convert.weights_from_proto(weights, has_weights),
+            folds=self._config.walk_forward_folds,
+            embargo_bars=self._config.embargo_bars,
+        )
+        return Evaluator(policy=self._policy, settings=settings)
+
+    async def _evolution(
+        self, config, evaluator, selection, seed: int, prior_trials: int
+    ) -> Evolution:
+        if prior_trials < 0:
+            raise InvalidArgument("prior_trials", "must not be negative")
+        return Evolution(
+            evaluator=evaluator,
+            selection=selection,
+            config=config,
+            rng=np.random.default_rng(seed),
+            prior_trials=prior_trials,
+        )
+
+    def _scenarios(self, data: BarData, config: EvolutionConfig, seed: int) -> list[BarData]:
+        if config.evaluation_type is not EvaluationType.SIMULATION:
+            return []
+        generator = BlockBootstrap(block_size=self._config.scenario_block_bars)
+        # A stream of its own, so scenarios do not shift the evolution's random draws.
+        rng = np.random.default_rng([seed, 1])
+        paths = generator.generate(data.series, count=config.scenario_paths, length=data.n, rng=rng)
+        return [BarData(p, bars_per_year=data.bars_per_year) for p in paths]
+
+    async def _bars(self, source: pb.BarSource, *, field: str, days: int) -> BarData:
+        kind = source.WhichOneof("source")
+        if kind == "bars":
+            series = series_from_proto(source.bars)
+
+            def where(column: str, index: int | None) -> str:
+                name = "time_unix_nanos" if column == "time" else column
+                return f"{field}.bars.{name}" + ("" if index is None else f"[{index}]")
+
+            validate_bars(series, where)
+        else:
+            window = source.window if kind == "window" else pb.BarWindow()
+            symbol = window.symbol or self._config.symbols[0]
+            if window.lookback < 0:
+                raise InvalidArgument(f"{field}.window.lookback", "must not be negative")
+            end = window.end_time.ToNanoseconds() if window.HasField("end_time") else None
+            try:
+                if window.lookback:
+                    series = await self._market.bars(symbol, lookback=window.lookback, end_time=end)
+                else:
+                    if end is None:
+                        end = (await self._market.snapshot([symbol])).clock_time
+                    series = await self._market.bars(
+                        symbol, start_time=end - days * DAY_NANOS + 1, end_time=end
+                    )
+            except InvalidArgument as exc:
+                # The market names its own fields; name ours.
+                name = "symbol" if exc.field.startswith("symbol") else exc.field
+                raise InvalidArgument(f"{field}.window.{name}", exc.problem) from None
+        if not MINIMUM_BARS <= len(series) <= self._config.max_bars:
+            raise InvalidArgument(
+                field,
+                f"{len(series)} bars; evaluation needs {MINIMUM_BARS}..{self._config.max_bars}",
+            )
+        key = (series.symbol, int(series.time[0]), int(series.time[-1]), len(series))
+        cached = self._windows.get(key)
+        if cached is not None and np.array_equal(cached.close, series.close):
+            self._windows.move_to_end(key)
+            return cached
+        data = BarData(series)
+        self._windows[key] = data
+        while len(self._windows) > self._config.cached_windows:
+            self._windows.popitem(last=False)
+        return data
+
+    async def _start_background_evolution(self, symbols: tuple[str, ...], generations: int) -> str:
+        """Starts an evolution per symbol in the background (RUN_EVOLUTION); returns what ran."""
+        config = EvolutionConfig(num_generations=generations or EvolutionConfig().num_generations)
+        for symbol in symbols:
+            await self._market.snapshot([symbol])  # unknown symbols fail now, not later
+
+        self._background_runs += 1
+        seed = self._background_runs
+
+        async def run() -> None:
+            try:
+                await evolve_all()
+            except Exception:
+                _log.exception("background evolution failed", symbols=symbols)
+
+        async def evolve_all() -> None:
+            for symbol in symbols:
+                data = await self._bars(
+                    pb.BarSource(window=pb.BarWindow(symbol=symbol)),
+                    field="symbols",
+                    days=config.evaluation_lookback_days,
+                )
+                evolution = await self._evolution(
+                    config,
+                    self._evaluator(pb.CostModel(), False, pb.ScoreWeights(), False),
+                    SelectionConfig(),
+                    seed,
+                    0,
+                )
+                await run_cancellable(
+                    lambda token, e=evolution, d=data: e.start([], d, token=token)
+                )
+                while not evolution.finished:
+                    await run_cancellable(evolution.step)
+                result = evolution.result()
+                self.agent.remember(
+                    FinishedEvolution(result, data.symbol, data.sector, int(data.time[-1]))
+                )
+                _log.info(
+                    "evolution finished",
+                    symbol=symbol,
+                    trials=result.trials,
+                    shadow=len(result.shadow_candidates),
+                    production=len(result.production_candidates),
+                )
+
+        task = asyncio.ensure_future(run())
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+        return f"evolution of {config.num_generations} generations started on {', '.join(symbols)}"
+
+    async def close(self) -> None:
+        for task in list(self._background):
+            task.cancel()
+        for task in list(self._background):
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+
+
+async def build(config: SesaConfig, channels: ChannelConfig) -> Built:
+    channel = open_channel(channels.address_of("market", 50052), channels)
+    servicer = SesaServicer(config=config, market=MarketClient(channel))
+
+    async def close() -> None:
+        await servicer.close()
+        await channel.close()
+
+    return Built(
+        services=[
+            Service.of(
+                servicer,
+                pb_grpc.add_SesaServiceServicer_to_server,
+                pb.DESCRIPTOR.services_by_name["SesaService"],
+            ),
+            agent_service(servicer.agent, executes=[ActionType.RUN_EVOLUTION]),
+        ],
+        close=close,
+    )
+
+
+APP = App(
+    name="sesa",
+    summary="strategy evolution: mutate, evaluate, select over generations",
+    config_type=SesaConfig,
+    env_prefix=ENV_PREFIX,
+    build=build,
+    depends_on=("market",),
+)

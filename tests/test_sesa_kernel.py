@@ -1,0 +1,215 @@
+"""The fill model of the backtest kernel on hand-made bars and signals."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from sesa import kernel as k
+
+COMMISSION = 0.001
+SLIPPAGE = 0.002
+
+
+def run(
+    closes,
+    *,
+    opens=None,
+    highs=None,
+    lows=None,
+    signal,
+    stop_atr: float = 0.0,
+    risk_reward: float = 0.0,
+    atr: float = 1.0,
+    allow_short: bool = True,
+    folds=(0, 1),
+    commission: float = COMMISSION,
+    slippage: float = SLIPPAGE,
+):
+    """MA-crossover kernel with the 'fast' row = 1 + signal and the 'slow' row = 1: the spread
+    is the signal itself; with entry and exit thresholds at 0.5, +1 means long, -1 short and
+    0 flat."""
+    closes = np.asarray(closes, dtype=float)
+    n = len(closes)
+    opens = np.asarray(opens if opens is not None else np.r_[closes[0], closes[:-1]], dtype=float)
+    highs = np.asarray(highs if highs is not None else np.maximum(opens, closes), dtype=float)
+    lows = np.asarray(lows if lows is not None else np.minimum(opens, closes), dtype=float)
+    p = np.zeros(k.PARAMETER_COUNT)
+    p[k.P_ALLOW_SHORT] = 1.0 if allow_short else 0.0
+    p[k.P_ENTRY] = 0.5
+    p[k.P_EXIT] = 0.5
+    p[k.P_VOL_MAX] = 10.0
+    p[k.P_SESSION_HOURS] = 24.0
+    p[k.P_STOP_ATR] = stop_atr
+    p[k.P_RISK_REWARD] = risk_reward
+    fast = 1.0 + np.asarray(signal, dtype=float)
+    slow = np.ones(n)
+    returns = np.empty(n)
+    acc = np.zeros((2, k.ACCUMULATOR_COUNT))
+    k._simulate(
+        k.MA_CROSSOVER,
+        p,
+        fast,
+        slow,
+        slow,
+        slow,
+        np.full(n, atr),
+        opens,
+        highs,
+        lows,
+        closes,
+        np.zeros(n),
+        np.full(n, 0.2),
+        np.array(folds, dtype=np.int64),
+        0,
+        commission,
+        slippage,
+        np.uint64(1),
+        returns,
+        acc,
+    )
+    return returns, acc[k.ALL_BARS]
+
+
+def test_signal_at_close_fills_at_next_open_with_costs():
+    closes = [100, 100, 110, 121, 121]
+    opens = [100, 100, 105, 115, 130]
+    # Long from the close of bar 1: filled at the open of bar 2, closed at the open of bar 4.
+    returns, acc = run(closes, opens=opens, signal=[0, 1, 1, 0, 0])
+    assert returns[0] == 0.0
+    entry = 105 * (1 + SLIPPAGE)
+    assert returns[1] == 0.0
+    assert returns[2] == pytest.approx((1 - COMMISSION) * 110 / entry - 1, rel=1e-12)
+    assert returns[3] == pytest.approx(121 / 110 - 1, rel=1e-12)
+    exit_fill = 130 * (1 - SLIPPAGE)
+    assert returns[4] == pytest.approx((exit_fill / 121) * (1 - COMMISSION) - 1, rel=1e-12)
+    trade = (1 - COMMISSION) ** 2 * exit_fill / entry - 1
+    assert acc[k.A_TRADES] == 1
+    assert acc[k.A_WIN_SUM] == pytest.approx(trade, rel=1e-12)
+    assert acc[k.A_TURNOVER] == 2
+    assert acc[k.A_EXPOSED] == 2
+
+
+def test_short_positions_gain_when_prices_fall():
+    returns, acc = run([100, 100, 90, 81], opens=[100, 100, 100, 90], signal=[0, -1, -1, -1])
+    entry = 100 * (1 - SLIPPAGE)
+    assert returns[2] == pytest.approx((1 - COMMISSION) * (1 - (90 / entry - 1)) - 1, rel=1e-12)
+    assert returns[3] == pytest.approx(1 - (81 / 90 - 1) - 1, rel=1e-12)
+    assert acc[k.A_TRADES] == 1  # still open at the end: counted, closed at the last close
+
+
+def test_no_shorts_when_not_allowed():
+    returns, acc = run([100, 100, 90, 81], signal=[0, -1, -1, -1], allow_short=False)
+    assert not returns.any()
+    assert acc[k.A_TRADES] == 0
+
+
+def test_reversal_trades_two_units():
+    _, acc = run([100, 100, 101, 102, 103], signal=[0, 1, -1, -1, -1])
+    assert acc[k.A_TURNOVER] == 3  # enter long (1), then long -> short (2)
+    assert acc[k.A_TRADES] == 2
+
+
+def test_stop_fills_first_when_stop_and_target_share_a_bar():
+    # Long filled at 100 (open of bar 2), ATR 1, stop 2 ATR below (98), target 2 x 2 above (104).
+    # Bar 2 trades from 97 to 105: both levels touched, the stop wins.
+    closes = [100, 100, 101, 101]
+    returns, acc = run(
+        closes,
+        opens=[100, 100, 100, 101],
+        highs=[100, 100, 105, 101],
+        lows=[100, 100, 97, 101],
+        signal=[0, 1, 1, 1],
+        stop_atr=2.0,
+        risk_reward=2.0,
+        slippage=0.0,
+        commission=0.0,
+    )
+    assert returns[2] == pytest.approx(98 / 100 - 1, rel=1e-12)
+    assert acc[k.A_TRADES] == 1
+    assert acc[k.A_WORST] == pytest.approx(-0.02, rel=1e-12)
+    # After a stop the side stays blocked while its entry condition holds: no re-entry.
+    assert returns[3] == 0.0
+
+
+def test_take_profit_and_a_gap_through_the_stop():
+    target, _ = run(
+        [100, 100, 102, 103],
+        opens=[100, 100, 100, 102],
+        highs=[100, 100, 104.5, 103],
+        lows=[100, 100, 99, 102],
+        signal=[0, 1, 1, 1],
+        stop_atr=2.0,
+        risk_reward=2.0,
+        slippage=0.0,
+        commission=0.0,
+    )
+    assert target[2] == pytest.approx(104 / 100 - 1, rel=1e-12)
+    gap, _ = run(
+        [100, 100, 100, 95],
+        opens=[100, 100, 100, 96],
+        highs=[100, 100, 100.5, 96],
+        lows=[100, 100, 99.5, 94],
+        signal=[0, 1, 1, 1],
+        stop_atr=2.0,
+        slippage=0.0,
+        commission=0.0,
+    )
+    # Opened below the stop (98): filled at the open, worse than the stop.
+    assert gap[3] == pytest.approx(96 / 100 - 1, rel=1e-12)
+
+
+def test_a_fold_boundary_closes_positions_and_embargoes_entries():
+    n = 10
+    closes = np.linspace(100, 110, n)
+    returns, acc = run(closes, signal=np.ones(n), folds=(0, 5))
+    # Long from bar 1; the fold starting at bar 5 forces an exit at its open; the signal is
+    # still long, so it re-enters at the open of bar 6 (embargo 0 in this helper).
+    assert acc[k.A_TRADES] == 2
+    assert acc[k.A_TURNOVER] == 3
+    assert returns[5] != 0.0
+
+
+def test_entries_wait_out_the_embargo():
+    n = 12
+    closes = np.linspace(100, 110, n)
+    p_returns, _ = run(closes, signal=np.ones(n), folds=(0, 5))
+    fold = np.array([0, 5], dtype=np.int64)
+    p = np.zeros(k.PARAMETER_COUNT)
+    p[[k.P_ALLOW_SHORT, k.P_ENTRY, k.P_EXIT, k.P_VOL_MAX, k.P_SESSION_HOURS]] = [
+        1,
+        0.5,
+        0.5,
+        10,
+        24,
+    ]
+    returns = np.empty(n)
+    acc = np.zeros((2, k.ACCUMULATOR_COUNT))
+    ones = np.ones(n)
+    k._simulate(
+        k.MA_CROSSOVER,
+        p,
+        2 * ones,
+        ones,
+        ones,
+        ones,
+        ones,
+        np.r_[100, closes[:-1]],
+        np.maximum(closes, np.r_[100, closes[:-1]]),
+        np.minimum(closes, np.r_[100, closes[:-1]]),
+        closes,
+        np.zeros(n),
+        np.full(n, 0.2),
+        fold,
+        3,
+        0.0,
+        0.0,
+        np.uint64(1),
+        returns,
+        acc,
+    )
+    # Out at the open of bar 5; no entry decided at the closes of bars 5-7 (embargo 3 bars), so
+    # the next entry fills at the open of bar 9.
+    assert not returns[6:9].any()
+    assert returns[9] != 0.0
+    assert p_returns[6] != 0.0
