@@ -297,6 +297,7 @@ def action_to_proto(a: c.Action) -> pb.Action:
         attempts=a.attempts,
         execute_by_time=timestamp(a.execute_by_time) if a.execute_by_time else None,
         update_time=timestamp(a.update_time) if a.update_time else None,
+        consensus=a.consensus,
     )
 
 
@@ -334,4 +335,5 @@ def action_from_proto(message: pb.Action, *, field: str) -> c.Action:
         if message.HasField("execute_by_time")
         else 0,
         update_time=message.update_time.ToNanoseconds() if message.HasField("update_time") else 0,
+        consensus=message.consensus,
     )

@@ -280,6 +280,7 @@ class Action:
     attempts: int = 0
     execute_by_time: int = 0
     update_time: int = 0
+    consensus: float = 1.0
 
     @property
     def action_type(self) -> ActionType:
@@ -306,7 +307,8 @@ class Agent(Protocol):
 
 
 def validate_recommendations(agent: str, recommendations: list[Recommendation]) -> None:
-    """Checks what an agent returned: unique ids, confidences in 0..1, known dependencies."""
+    """Checks what an agent returned: unique ids, confidences in 0..1, known and acyclic
+    dependencies."""
     ids = [r.id for r in recommendations]
     for i, r in enumerate(recommendations):
         field = f"{agent}.recommendations[{i}]"
@@ -321,3 +323,35 @@ def validate_recommendations(agent: str, recommendations: list[Recommendation]) 
                 raise InvalidArgument(
                     f"{field}.depends_on", f"{dependency!r} is not another recommendation here"
                 )
+    cycle = find_cycle({r.id: r.depends_on for r in recommendations})
+    if cycle:
+        raise InvalidArgument(
+            f"{agent}.recommendations", f"dependencies form a cycle: {' -> '.join(cycle)}"
+        )
+
+
+def find_cycle(edges: Mapping[str, tuple[str, ...]]) -> list[str]:
+    """A dependency cycle (as a path that returns to its start), or [] if there is none."""
+    state: dict[str, int] = {}  # 1: on the current path, 2: done
+    path: list[str] = []
+
+    def visit(node: str) -> list[str]:
+        state[node] = 1
+        path.append(node)
+        for nxt in edges.get(node, ()):
+            if state.get(nxt) == 1:
+                return [*path[path.index(nxt) :], nxt]
+            if nxt not in state:
+                found = visit(nxt)
+                if found:
+                    return found
+        path.pop()
+        state[node] = 2
+        return []
+
+    for node in sorted(edges):
+        if node not in state:
+            found = visit(node)
+            if found:
+                return found
+    return []

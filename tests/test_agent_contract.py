@@ -179,3 +179,21 @@ async def test_an_agent_that_returns_nonsense_fails_as_internal_not_as_bad_reque
         with pytest.raises(MeshError, match="confidence") as failure:
             await client.recommend(c.AgentContext(cycle_id="c"))
         assert failure.value.code == "INTERNAL"
+
+
+def test_cyclic_dependencies_are_rejected():
+    def rec(rid: str, *deps: str) -> c.Recommendation:
+        return c.Recommendation(
+            id=rid,
+            priority=c.Priority.LOW,
+            target="t",
+            parameters=c.HaltTrading(),
+            confidence=0.5,
+            rationale="r",
+            depends_on=deps,
+        )
+
+    c.validate_recommendations("a", [rec("x"), rec("y", "x"), rec("z", "x", "y")])
+    with pytest.raises(InvalidArgument, match=r"cycle: x -> z -> y -> x"):
+        c.validate_recommendations("a", [rec("x", "z"), rec("y", "x"), rec("z", "y")])
+    assert c.find_cycle({"a": ("b",), "b": ()}) == []

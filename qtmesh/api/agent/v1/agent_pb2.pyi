@@ -261,7 +261,7 @@ class RecommendResponse(_message.Message):
     def __init__(self, agent: _Optional[str] = ..., recommendations: _Optional[_Iterable[_Union[Recommendation, _Mapping]]] = ...) -> None: ...
 
 class Action(_message.Message):
-    __slots__ = ("id", "type", "priority", "target", "parameters", "confidence", "rationale", "depends_on", "status", "status_detail", "source_agents", "superseded_by", "owner", "idempotency_key", "attempts", "execute_by_time", "update_time")
+    __slots__ = ("id", "type", "priority", "target", "parameters", "confidence", "rationale", "depends_on", "status", "status_detail", "source_agents", "superseded_by", "owner", "idempotency_key", "attempts", "execute_by_time", "update_time", "consensus")
     ID_FIELD_NUMBER: _ClassVar[int]
     TYPE_FIELD_NUMBER: _ClassVar[int]
     PRIORITY_FIELD_NUMBER: _ClassVar[int]
@@ -279,6 +279,7 @@ class Action(_message.Message):
     ATTEMPTS_FIELD_NUMBER: _ClassVar[int]
     EXECUTE_BY_TIME_FIELD_NUMBER: _ClassVar[int]
     UPDATE_TIME_FIELD_NUMBER: _ClassVar[int]
+    CONSENSUS_FIELD_NUMBER: _ClassVar[int]
     id: str
     type: ActionType
     priority: Priority
@@ -296,7 +297,8 @@ class Action(_message.Message):
     attempts: int
     execute_by_time: _timestamp_pb2.Timestamp
     update_time: _timestamp_pb2.Timestamp
-    def __init__(self, id: _Optional[str] = ..., type: _Optional[_Union[ActionType, str]] = ..., priority: _Optional[_Union[Priority, str]] = ..., target: _Optional[str] = ..., parameters: _Optional[_Union[ActionParameters, _Mapping]] = ..., confidence: _Optional[float] = ..., rationale: _Optional[str] = ..., depends_on: _Optional[_Iterable[str]] = ..., status: _Optional[_Union[ActionStatus, str]] = ..., status_detail: _Optional[str] = ..., source_agents: _Optional[_Iterable[str]] = ..., superseded_by: _Optional[str] = ..., owner: _Optional[str] = ..., idempotency_key: _Optional[str] = ..., attempts: _Optional[int] = ..., execute_by_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., update_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
+    consensus: float
+    def __init__(self, id: _Optional[str] = ..., type: _Optional[_Union[ActionType, str]] = ..., priority: _Optional[_Union[Priority, str]] = ..., target: _Optional[str] = ..., parameters: _Optional[_Union[ActionParameters, _Mapping]] = ..., confidence: _Optional[float] = ..., rationale: _Optional[str] = ..., depends_on: _Optional[_Iterable[str]] = ..., status: _Optional[_Union[ActionStatus, str]] = ..., status_detail: _Optional[str] = ..., source_agents: _Optional[_Iterable[str]] = ..., superseded_by: _Optional[str] = ..., owner: _Optional[str] = ..., idempotency_key: _Optional[str] = ..., attempts: _Optional[int] = ..., execute_by_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., update_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., consensus: _Optional[float] = ...) -> None: ...
 
 class ExecuteActionRequest(_message.Message):
     __slots__ = ("action", "plan_sequence")

@@ -65,20 +65,24 @@ class GlobalActionPlan(_message.Message):
     def __init__(self, id: _Optional[str] = ..., sequence: _Optional[int] = ..., create_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., confidence: _Optional[float] = ..., consensus_score: _Optional[float] = ..., actions: _Optional[_Iterable[_Union[_agent_pb2.Action, _Mapping]]] = ..., agents: _Optional[_Iterable[_Union[AgentReport, _Mapping]]] = ..., context: _Optional[_Union[_agent_pb2.AgentContext, _Mapping]] = ..., summary: _Optional[str] = ...) -> None: ...
 
 class ActionStatusUpdate(_message.Message):
-    __slots__ = ("plan_sequence", "action_id", "status", "detail", "attempts", "update_time")
+    __slots__ = ("plan_sequence", "action_id", "status", "detail", "attempts", "update_time", "action_type", "priority")
     PLAN_SEQUENCE_FIELD_NUMBER: _ClassVar[int]
     ACTION_ID_FIELD_NUMBER: _ClassVar[int]
     STATUS_FIELD_NUMBER: _ClassVar[int]
     DETAIL_FIELD_NUMBER: _ClassVar[int]
     ATTEMPTS_FIELD_NUMBER: _ClassVar[int]
     UPDATE_TIME_FIELD_NUMBER: _ClassVar[int]
+    ACTION_TYPE_FIELD_NUMBER: _ClassVar[int]
+    PRIORITY_FIELD_NUMBER: _ClassVar[int]
     plan_sequence: int
     action_id: str
     status: _agent_pb2.ActionStatus
     detail: str
     attempts: int
     update_time: _timestamp_pb2.Timestamp
-    def __init__(self, plan_sequence: _Optional[int] = ..., action_id: _Optional[str] = ..., status: _Optional[_Union[_agent_pb2.ActionStatus, str]] = ..., detail: _Optional[str] = ..., attempts: _Optional[int] = ..., update_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
+    action_type: _agent_pb2.ActionType
+    priority: _agent_pb2.Priority
+    def __init__(self, plan_sequence: _Optional[int] = ..., action_id: _Optional[str] = ..., status: _Optional[_Union[_agent_pb2.ActionStatus, str]] = ..., detail: _Optional[str] = ..., attempts: _Optional[int] = ..., update_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., action_type: _Optional[_Union[_agent_pb2.ActionType, str]] = ..., priority: _Optional[_Union[_agent_pb2.Priority, str]] = ...) -> None: ...
 
 class GeneratePlanRequest(_message.Message):
     __slots__ = ("hints", "execute")
