@@ -27,7 +27,10 @@ class Entry:
 
 # Default ports are fixed so that `qtmesh up`, `qtmesh status` and clients agree without
 # configuration; 50051 is reserved for the federation.
-CATALOG: tuple[Entry, ...] = (Entry("market", "market.service:APP", 50052),)
+CATALOG: tuple[Entry, ...] = (
+    Entry("market", "market.service:APP", 50052),
+    Entry("meta", "meta.service:APP", 50054),
+)
 
 
 def names() -> list[str]:
