@@ -34,6 +34,7 @@ def _optional_enum(domain: type, proto: object, value: int, *, field: str) -> ob
 def trade_to_proto(t: m.Trade) -> pb.TradeRecord:
     return pb.TradeRecord(
         strategy_id=t.strategy_id,
+        symbol=t.symbol,
         sector=t.sector,
         entry_time=timestamp(t.entry_time),
         exit_time=timestamp(t.exit_time),
@@ -44,6 +45,7 @@ def trade_to_proto(t: m.Trade) -> pb.TradeRecord:
 def trade_from_proto(message: pb.TradeRecord) -> m.Trade:
     return m.Trade(
         strategy_id=message.strategy_id,
+        symbol=message.symbol,
         sector=message.sector,
         entry_time=_time(message, "entry_time") or 0,
         exit_time=_time(message, "exit_time") or 0,

@@ -98,7 +98,7 @@ def summarize(
     start = now - round(window_hours * 3600e9)
     inside = sorted(
         (t for t in trades if start < t.exit_time <= now),
-        key=lambda t: (t.exit_time, t.entry_time, t.strategy_id),
+        key=lambda t: (t.exit_time, t.entry_time, t.strategy_id, t.symbol),
     )
     returns = np.array([t.return_fraction for t in inside], dtype=np.float64)
     by_family: dict[str, list[float]] = {}

@@ -44,17 +44,18 @@ ACTIONABLE = frozenset(DecisionType) - {DecisionType.HOLD, DecisionType.KEEP_SHA
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
 class Trade:
-    """One closed trade; a strategy's trade is identified by its entry and exit times."""
+    """One closed trade, identified by strategy, symbol, entry and exit time."""
 
     strategy_id: str
+    symbol: str = ""
     sector: str = ""
     entry_time: int
     exit_time: int
     return_fraction: float
 
     @property
-    def key(self) -> tuple[str, int, int]:
-        return (self.strategy_id, self.entry_time, self.exit_time)
+    def key(self) -> tuple[str, str, int, int]:
+        return (self.strategy_id, self.symbol, self.entry_time, self.exit_time)
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -278,7 +279,7 @@ def _not_after(time: int | None, now: int, field: str) -> None:
 def validate_trades(trades: Sequence[Trade], *, now: int, field: str = "trades") -> None:
     if len(trades) > MAX_TRADES:
         raise InvalidArgument(field, f"{len(trades)} trades; at most {MAX_TRADES} per request")
-    seen: set[tuple[str, int, int]] = set()
+    seen: set[tuple[str, str, int, int]] = set()
     for i, t in enumerate(trades):
         where = f"{field}[{i}]"
         if not t.strategy_id:
@@ -293,7 +294,7 @@ def validate_trades(trades: Sequence[Trade], *, now: int, field: str = "trades")
         )
         if t.key in seen:
             raise InvalidArgument(
-                where, f"repeats the trade of {t.strategy_id} with the same times"
+                where, f"repeats the trade of {t.strategy_id} in {t.symbol!r} with the same times"
             )
         seen.add(t.key)
 

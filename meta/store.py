@@ -41,6 +41,7 @@ trades = sa.Table(
     "meta_trades",
     metadata,
     sa.Column("strategy_id", sa.Text, primary_key=True),
+    sa.Column("symbol", sa.Text, primary_key=True),
     sa.Column("entry_time", sa.BigInteger, primary_key=True),
     sa.Column("exit_time", sa.BigInteger, primary_key=True),
     sa.Column("sector", sa.Text, nullable=False),
@@ -126,7 +127,7 @@ class StoredContext:
     """What an update or a decision needs from the store, read in one go."""
 
     window_trades: list[Trade]
-    existing_trade_keys: set[tuple[str, int, int]]
+    existing_trade_keys: set[tuple[str, str, int, int]]
     existing_evaluation_keys: set[tuple[str, int]]
     families: dict[str, str]
     trials: list[Trial]
@@ -261,6 +262,7 @@ class MetaStore(SqlStore):
             window = [
                 Trade(
                     strategy_id=r.strategy_id,
+                    symbol=r.symbol,
                     sector=r.sector,
                     entry_time=r.entry_time,
                     exit_time=r.exit_time,
@@ -272,15 +274,18 @@ class MetaStore(SqlStore):
                     )
                 )
             ]
-            existing_trades: set[tuple[str, int, int]] = set()
+            existing_trades: set[tuple[str, str, int, int]] = set()
             if incoming_trades:
                 low = min(t.exit_time for t in incoming_trades)
                 high = max(t.exit_time for t in incoming_trades)
                 existing_trades = {
-                    (r.strategy_id, r.entry_time, r.exit_time)
+                    (r.strategy_id, r.symbol, r.entry_time, r.exit_time)
                     for r in c.execute(
                         sa.select(
-                            trades.c.strategy_id, trades.c.entry_time, trades.c.exit_time
+                            trades.c.strategy_id,
+                            trades.c.symbol,
+                            trades.c.entry_time,
+                            trades.c.exit_time,
                         ).where(trades.c.exit_time.between(low, high))
                     )
                 }
@@ -391,6 +396,7 @@ class MetaStore(SqlStore):
                     [
                         {
                             "strategy_id": t.strategy_id,
+                            "symbol": t.symbol,
                             "entry_time": t.entry_time,
                             "exit_time": t.exit_time,
                             "sector": t.sector,

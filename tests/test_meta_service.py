@@ -361,6 +361,7 @@ async def test_the_trial_log_pages(meta):
 def _trade_proto(t: Trade) -> meta_pb2.TradeRecord:
     return meta_pb2.TradeRecord(
         strategy_id=t.strategy_id,
+        symbol=t.symbol,
         sector=t.sector,
         entry_time=timestamp(t.entry_time),
         exit_time=timestamp(t.exit_time),

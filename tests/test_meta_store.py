@@ -143,6 +143,10 @@ async def test_repeated_trades_and_evaluations_count_once(database_url):
     await engine.update(trades[:25], offspring(["a"], now - 3 * H), now=now - 2 * H)
     await engine.update(trades, offspring(["a"], now - 3 * H) + offspring(["b"], now), now=now)
     assert counts(engine)["meta_trades"] == 30
+    # The same strategy closing positions in two symbols at the same minute made two trades.
+    twin = [dataclasses.replace(t, symbol="OTHER") for t in trades[:5]]
+    await engine.update(twin, (), now=now)
+    assert counts(engine)["meta_trades"] == 35
     assert counts(engine)["meta_evaluations"] == 2
     log = await engine.trial_log(offset=0, limit=10)
     assert (log.total_trials, log.total_evaluations) == (1, 2)

@@ -40,18 +40,20 @@ META_DECISION_TYPE_REWEIGHT_STRATEGIES: MetaDecisionType
 META_DECISION_TYPE_HOLD: MetaDecisionType
 
 class TradeRecord(_message.Message):
-    __slots__ = ("strategy_id", "sector", "entry_time", "exit_time", "return_fraction")
+    __slots__ = ("strategy_id", "sector", "entry_time", "exit_time", "return_fraction", "symbol")
     STRATEGY_ID_FIELD_NUMBER: _ClassVar[int]
     SECTOR_FIELD_NUMBER: _ClassVar[int]
     ENTRY_TIME_FIELD_NUMBER: _ClassVar[int]
     EXIT_TIME_FIELD_NUMBER: _ClassVar[int]
     RETURN_FRACTION_FIELD_NUMBER: _ClassVar[int]
+    SYMBOL_FIELD_NUMBER: _ClassVar[int]
     strategy_id: str
     sector: str
     entry_time: _timestamp_pb2.Timestamp
     exit_time: _timestamp_pb2.Timestamp
     return_fraction: float
-    def __init__(self, strategy_id: _Optional[str] = ..., sector: _Optional[str] = ..., entry_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., exit_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., return_fraction: _Optional[float] = ...) -> None: ...
+    symbol: str
+    def __init__(self, strategy_id: _Optional[str] = ..., sector: _Optional[str] = ..., entry_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., exit_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., return_fraction: _Optional[float] = ..., symbol: _Optional[str] = ...) -> None: ...
 
 class MetaParameters(_message.Message):
     __slots__ = ("rl_learning_rate", "rl_exploration_rate", "rl_discount", "strategy_weights", "model_weights", "risk_multiplier", "position_size_scale", "sesa_mutation_rate", "sesa_mutation_magnitude", "version", "update_time", "retrain_requested_time", "cause")
