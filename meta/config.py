@@ -273,7 +273,9 @@ class MetaPolicyRules:
     )
     winning_streak_length: int = setting(5, help="consecutive wins that increase risk")
     losing_streak_length: int = setting(3, help="consecutive losses that decrease risk")
-    risk_step: float = setting(0.10, help="relative risk change per decision (0.10 is +/-10%)")
+    risk_step: float = setting(
+        0.10, help="relative risk change per decision (0.10: plus or minus a tenth)"
+    )
     risk_drop_threshold: float = setting(
         0.25, help="relative performance drop below baseline that decreases risk"
     )

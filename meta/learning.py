@@ -367,7 +367,7 @@ class MetaLearningOS:
             toward(
                 "risk_multiplier",
                 self.risk_target(stats.streak),
-                f"streak {stats.streak:+d} of {c.streak_saturation} to saturation",
+                f"streak {stats.streak:+d} (a run of {c.streak_saturation} targets the bound)",
             )
             toward(
                 "position_size_scale",

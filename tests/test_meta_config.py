@@ -140,3 +140,15 @@ def test_a_bad_setting_stops_start_up_with_a_clear_message(tmp_path, args, messa
     )
     assert result.returncode == 2, result.stderr
     assert message in result.stderr
+
+
+def test_serve_help_lists_every_setting_with_its_variable():
+    result = subprocess.run(
+        [sys.executable, "-m", "qtmesh", "serve", "meta", "--help"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 0, result.stderr
+    for name in ("sesa_trigger_interval_hours", "meta_learning_rate", "database_url"):
+        assert f"QTMESH_META_{name.upper()}" in result.stdout

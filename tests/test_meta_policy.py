@@ -4,6 +4,7 @@ themselves; monotone and bounded proposals for any state."""
 from __future__ import annotations
 
 import dataclasses
+from pathlib import Path
 
 import pytest
 from hypothesis import given
@@ -332,6 +333,12 @@ EXAMPLES = {
     "reweight_on_drift": with_(proposed_strategy_weights={"a": 1.0}),
     "hold": QUIET,
 }
+
+
+def test_the_readme_lists_every_rule():
+    readme = (Path(__file__).parent.parent / "README.md").read_text()
+    assert [name for name in sorted(RULE_NAMES) if f"`{name}`" not in readme] == []
+    assert f"{len(RULES)} named rules" in readme
 
 
 def test_every_rule_has_an_example():
