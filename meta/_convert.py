@@ -165,8 +165,6 @@ def state_from_proto(message: pb.MetaState, *, now: int, field: str = "state") -
             current=setting_from_proto(message.current_mutation),
             proposed=setting_from_proto(message.proposed_mutation),
         )
-    if not -(2**31) < message.streak < 2**31:
-        raise InvalidArgument(f"{field}.streak", "is out of range")
     return m.MetaState(
         now=_time(message, "now") or now,
         last_evolution_time=_time(message, "last_evolution_time"),

@@ -157,74 +157,90 @@ class MetaEngine:
         are in the window, and runs the policy on the resulting state."""
         at = self.now(now)
         caller = caller or CallerState()
+        async with self._lock:
+            current = self.current
+            # Validation and the window statistics are O(trades): off the event loop, like the
+            # store's work, so a large update does not stall other calls.
+            await asyncio.to_thread(self._validate_update, trades, evaluations, caller, at)
+            stored = await self._read(at, trades, evaluations)
+            result, write = await asyncio.to_thread(
+                self._plan_update, current, stored, trades, evaluations, caller, at
+            )
+            await self.store.run(self.store.write, write)
+            if write.version is not None:
+                self._current = write.version
+                self.signal.notify()
+        return result
+
+    @staticmethod
+    def _validate_update(
+        trades: Sequence[Trade],
+        evaluations: Sequence[Evaluation],
+        caller: CallerState,
+        at: int,
+    ) -> None:
         validate_trades(trades, now=at)
         validate_evaluations(evaluations, now=at)
         validate_caller_state(caller, now=at)
-        async with self._lock:
-            current = self.current
-            stored = await self._read(at, trades, evaluations)
-            new_trades = [t for t in trades if t.key not in stored.existing_trade_keys]
-            new_evaluations = [
-                e
-                for e in evaluations
-                if (e.strategy_id, e.evaluated_time) not in stored.existing_evaluation_keys
-            ]
-            window_start = at - self.learning.window_nanos
-            window = stored.window_trades + [
-                t for t in new_trades if window_start < t.exit_time <= at
-            ]
-            families = dict(stored.families)
-            for e in sorted(new_evaluations, key=lambda e: e.evaluated_time):
-                if e.family is not None:
-                    families[e.strategy_id] = e.family.name
-            stats = summarize(
-                window,
-                now=at,
-                window_hours=self.learning.performance_window_hours,
-                families=families,
-            )
-            adaptation = self.os.adapt(
-                current.parameters, current.tracked, stats, evaluations, now=at
-            )
-            credits = self._credits(stored, new_evaluations)
-            state = self._state(
-                at,
-                adaptation.parameters,
-                stats_performance=stats.sharpe,
-                sample_count=stats.count,
-                streak=stats.streak,
-                baseline=current.tracked.baseline_performance,
-                stored=stored,
-                new_evaluations=new_evaluations,
-                credits=credits,
-                caller=caller,
-            )
-            decisions = self.policy.decide(state)
-            record = None
-            if adaptation.adapted:
-                record = VersionRecord(
-                    adaptation.parameters, adaptation.changes, adaptation.tracked
-                )
-            await self.store.run(
-                self.store.write,
-                Write(
-                    trades=new_trades,
-                    evaluations=new_evaluations,
-                    credits=credits,
-                    version=record,
-                    prune_trades_before=window_start if adaptation.adapted else None,
-                ),
-            )
-            if record is not None:
-                self._current = record
-                self.signal.notify()
-        return UpdateResult(
+
+    def _plan_update(
+        self,
+        current: VersionRecord,
+        stored: StoredContext,
+        trades: Sequence[Trade],
+        evaluations: Sequence[Evaluation],
+        caller: CallerState,
+        at: int,
+    ) -> tuple[UpdateResult, Write]:
+        """What an update returns and writes; pure given what the store held."""
+        new_trades = [t for t in trades if t.key not in stored.existing_trade_keys]
+        new_evaluations = [
+            e
+            for e in evaluations
+            if (e.strategy_id, e.evaluated_time) not in stored.existing_evaluation_keys
+        ]
+        window_start = at - self.learning.window_nanos
+        window = stored.window_trades + [t for t in new_trades if window_start < t.exit_time <= at]
+        families = dict(stored.families)
+        for e in sorted(new_evaluations, key=lambda e: e.evaluated_time):
+            if e.family is not None:
+                families[e.strategy_id] = e.family.name
+        stats = summarize(
+            window, now=at, window_hours=self.learning.performance_window_hours, families=families
+        )
+        adaptation = self.os.adapt(current.parameters, current.tracked, stats, evaluations, now=at)
+        credits = self._credits(stored, new_evaluations)
+        state = self._state(
+            at,
+            adaptation.parameters,
+            stats_performance=stats.sharpe,
+            sample_count=stats.count,
+            streak=stats.streak,
+            baseline=current.tracked.baseline_performance,
+            stored=stored,
+            new_evaluations=new_evaluations,
+            credits=credits,
+            caller=caller,
+        )
+        record = None
+        if adaptation.adapted:
+            record = VersionRecord(adaptation.parameters, adaptation.changes, adaptation.tracked)
+        result = UpdateResult(
             adaptation.parameters,
             adaptation.changes,
-            decisions,
+            self.policy.decide(state),
             adaptation.adapted,
             adaptation.detail,
         )
+        write = Write(
+            trades=new_trades,
+            evaluations=new_evaluations,
+            credits=credits,
+            version=record,
+            # Trades that left the window never count again (the clock moves forward).
+            prune_trades_before=window_start,
+        )
+        return result, write
 
     # -- decisions ---------------------------------------------------------------------------------
 
@@ -248,7 +264,8 @@ class MetaEngine:
         async with self._lock:
             current = self.current
             stored = await self._read(at, (), ())
-        stats = summarize(
+        stats = await asyncio.to_thread(
+            summarize,
             stored.window_trades,
             now=at,
             window_hours=self.learning.performance_window_hours,
@@ -316,8 +333,8 @@ class MetaEngine:
             record = VersionRecord(new, changes, current.tracked, action_key or None)
             trial = None
             if new.mutation != current.parameters.mutation:
-                log = await self.store.run(self.store.trials)
-                trial = Trial(index=len(log) + 1, setting=new.mutation, start_time=at)
+                tried, _ = await self.store.run(self.store.trial_totals)
+                trial = Trial(index=tried + 1, setting=new.mutation, start_time=at)
             await self.store.run(self.store.write, Write(version=record, trial=trial))
             self._current = record
             self.signal.notify()

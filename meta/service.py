@@ -107,14 +107,18 @@ class MetaServicer(pb_grpc.MetaServiceServicer):
         self, request: pb.ListSesaTrialsRequest, context: grpc.aio.ServicerContext
     ) -> pb.ListSesaTrialsResponse:
         size = paging.page_size(request.page_size, default=100, maximum=1000)
-        offset = (
-            paging.decode_token(request.page_token, expect={})["o"] if request.page_token else 0
-        )
+        offset = 0
+        if request.page_token:
+            offset = paging.decode_token(request.page_token, expect={"list": "sesa_trials"})["o"]
+            if not (isinstance(offset, int) and offset >= 0):
+                raise InvalidArgument("page_token", "is not a token this server issued")
         log = await self._engine.trial_log(offset=offset, limit=size)
         more = offset + len(log.trials) < log.total_trials
         return pb.ListSesaTrialsResponse(
             trials=[convert.trial_to_proto(t) for t in log.trials],
-            next_page_token=paging.encode_token(o=offset + size) if more else "",
+            next_page_token=paging.encode_token(list="sesa_trials", o=offset + size)
+            if more
+            else "",
             total_trials=log.total_trials,
             total_evaluations=log.total_evaluations,
         )

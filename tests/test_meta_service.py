@@ -32,6 +32,7 @@ from meta.model import (
     Trade,
 )
 from meta.service import app
+from qtmesh import paging
 from qtmesh.api.common.v1 import strategy_pb2
 from qtmesh.api.meta.v1 import meta_pb2, meta_pb2_grpc
 from qtmesh.convert import timestamp
@@ -526,6 +527,13 @@ async def test_other_bad_requests(meta):
     stub = meta_pb2_grpc.MetaServiceStub(meta.channel)
     for request, field in (
         (meta_pb2.ListSesaTrialsRequest(page_token="garbage"), "page_token"),
+        (meta_pb2.ListSesaTrialsRequest(page_token=paging.encode_token(o=1)), "page_token"),
+        (
+            meta_pb2.ListSesaTrialsRequest(
+                page_token=paging.encode_token(list="sesa_trials", o=-4)
+            ),
+            "page_token",
+        ),
         (meta_pb2.ListSesaTrialsRequest(page_size=-1), "page_size"),
     ):
         with pytest.raises(grpc.aio.AioRpcError) as failure:
