@@ -1,6 +1,6 @@
 """The main job on the embedded default: start the mesh, replay a day of the synthetic market
 while a subscriber streams it, print the market snapshot, evolve strategies with SESA and print
-the best, then stop the mesh.
+the best, run one meta-learning update on the result, then stop the mesh.
 
     python -m examples.demo [--hours N]
 """
@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import sys
 import tempfile
 from pathlib import Path
@@ -16,12 +17,15 @@ from pathlib import Path
 from rich.progress import Progress
 from rich.table import Table
 
-from examples import _sesa_section
+from agents.contract import StrategyFamily, StrategyStage
+from examples import _meta_section, _sesa_section
 from examples._console import console as make_console
 from market.bars import format_time
 from market.client import MarketClient
 from market.replay import Snapshot
+from meta.model import Evaluation as MetaEvaluation
 from qtmesh import catalog
+from qtmesh.api.sesa.v1 import sesa_pb2 as pb
 from qtmesh.channels import open_channel
 from qtmesh.supervisor import StartupError, running_mesh
 
@@ -90,11 +94,35 @@ def sector_table(snapshot: Snapshot) -> Table:
     return table
 
 
+def meta_evaluations(result: pb.EvolutionResult, clock: int) -> list[MetaEvaluation]:
+    """What the meta layer reads of the evolution's best and shadow strategies."""
+    chosen = {e.genome.id: e for e in (*result.top, *result.shadow_candidates)}
+    return [
+        MetaEvaluation(
+            strategy_id=e.genome.id,
+            family=StrategyFamily(e.genome.family),
+            generation=e.genome.generation,
+            composite_score=e.composite_score,
+            sharpe_ratio=e.out_of_sample_metrics.sharpe_ratio,
+            deflated_sharpe_ratio=e.out_of_sample_metrics.deflated_sharpe_ratio,
+            trade_count=e.out_of_sample_metrics.trade_count,
+            stage=StrategyStage(e.stage) if e.stage else None,
+            trials=e.trials,
+            evaluated_time=clock,
+        )
+        for e in chosen.values()
+    ]
+
+
 async def main(hours: int) -> int:
     with tempfile.TemporaryDirectory(prefix="qtmesh-demo-") as logs:
         console.rule("Quantum Trader Mesh demo")
         try:
-            async with running_mesh(catalog.names(), ephemeral=True, log_dir=Path(logs)) as mesh:
+            # A fresh store per run, so meta starts from its seed parameters every time.
+            env = {**os.environ, "QTMESH_META_DATA_DIR": str(Path(logs) / "data")}
+            async with running_mesh(
+                catalog.names(), ephemeral=True, log_dir=Path(logs), env=env
+            ) as mesh:
                 listing = Table(title="Services")
                 for column in ("service", "address", "status"):
                     listing.add_column(column)
@@ -114,7 +142,12 @@ async def main(hours: int) -> int:
                     console.print(snapshot_table(snapshot))
                     console.print(sector_table(snapshot))
                 console.rule("SESA: strategy evolution")
-                await _sesa_section.show(console, mesh.addresses)
+                evolution = await _sesa_section.show(console, mesh.addresses)
+                await _meta_section.show(
+                    console,
+                    mesh.addresses,
+                    evaluations=meta_evaluations(evolution, snapshot.clock_time),
+                )
         except StartupError as exc:
             console.print(f"[red]the mesh did not start:[/] {exc}", highlight=False)
             return 1

@@ -30,6 +30,7 @@ class Entry:
 CATALOG: tuple[Entry, ...] = (
     Entry("market", "market.service:APP", 50052),
     Entry("sesa", "sesa.service:APP", 50053),
+    Entry("meta", "meta.service:APP", 50054),
 )
 
 

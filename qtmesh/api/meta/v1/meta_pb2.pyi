@@ -40,21 +40,23 @@ META_DECISION_TYPE_REWEIGHT_STRATEGIES: MetaDecisionType
 META_DECISION_TYPE_HOLD: MetaDecisionType
 
 class TradeRecord(_message.Message):
-    __slots__ = ("strategy_id", "sector", "entry_time", "exit_time", "return_fraction")
+    __slots__ = ("strategy_id", "sector", "entry_time", "exit_time", "return_fraction", "symbol")
     STRATEGY_ID_FIELD_NUMBER: _ClassVar[int]
     SECTOR_FIELD_NUMBER: _ClassVar[int]
     ENTRY_TIME_FIELD_NUMBER: _ClassVar[int]
     EXIT_TIME_FIELD_NUMBER: _ClassVar[int]
     RETURN_FRACTION_FIELD_NUMBER: _ClassVar[int]
+    SYMBOL_FIELD_NUMBER: _ClassVar[int]
     strategy_id: str
     sector: str
     entry_time: _timestamp_pb2.Timestamp
     exit_time: _timestamp_pb2.Timestamp
     return_fraction: float
-    def __init__(self, strategy_id: _Optional[str] = ..., sector: _Optional[str] = ..., entry_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., exit_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., return_fraction: _Optional[float] = ...) -> None: ...
+    symbol: str
+    def __init__(self, strategy_id: _Optional[str] = ..., sector: _Optional[str] = ..., entry_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., exit_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., return_fraction: _Optional[float] = ..., symbol: _Optional[str] = ...) -> None: ...
 
 class MetaParameters(_message.Message):
-    __slots__ = ("rl_learning_rate", "rl_exploration_rate", "rl_discount", "strategy_weights", "model_weights", "risk_multiplier", "position_size_scale", "sesa_mutation_rate", "sesa_mutation_magnitude", "version", "update_time")
+    __slots__ = ("rl_learning_rate", "rl_exploration_rate", "rl_discount", "strategy_weights", "model_weights", "risk_multiplier", "position_size_scale", "sesa_mutation_rate", "sesa_mutation_magnitude", "version", "update_time", "retrain_requested_time", "cause")
     class StrategyWeightsEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -80,6 +82,8 @@ class MetaParameters(_message.Message):
     SESA_MUTATION_MAGNITUDE_FIELD_NUMBER: _ClassVar[int]
     VERSION_FIELD_NUMBER: _ClassVar[int]
     UPDATE_TIME_FIELD_NUMBER: _ClassVar[int]
+    RETRAIN_REQUESTED_TIME_FIELD_NUMBER: _ClassVar[int]
+    CAUSE_FIELD_NUMBER: _ClassVar[int]
     rl_learning_rate: float
     rl_exploration_rate: float
     rl_discount: float
@@ -91,11 +95,40 @@ class MetaParameters(_message.Message):
     sesa_mutation_magnitude: float
     version: int
     update_time: _timestamp_pb2.Timestamp
-    def __init__(self, rl_learning_rate: _Optional[float] = ..., rl_exploration_rate: _Optional[float] = ..., rl_discount: _Optional[float] = ..., strategy_weights: _Optional[_Mapping[str, float]] = ..., model_weights: _Optional[_Mapping[str, float]] = ..., risk_multiplier: _Optional[float] = ..., position_size_scale: _Optional[float] = ..., sesa_mutation_rate: _Optional[float] = ..., sesa_mutation_magnitude: _Optional[float] = ..., version: _Optional[int] = ..., update_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
+    retrain_requested_time: _timestamp_pb2.Timestamp
+    cause: str
+    def __init__(self, rl_learning_rate: _Optional[float] = ..., rl_exploration_rate: _Optional[float] = ..., rl_discount: _Optional[float] = ..., strategy_weights: _Optional[_Mapping[str, float]] = ..., model_weights: _Optional[_Mapping[str, float]] = ..., risk_multiplier: _Optional[float] = ..., position_size_scale: _Optional[float] = ..., sesa_mutation_rate: _Optional[float] = ..., sesa_mutation_magnitude: _Optional[float] = ..., version: _Optional[int] = ..., update_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., retrain_requested_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., cause: _Optional[str] = ...) -> None: ...
+
+class ParameterChange(_message.Message):
+    __slots__ = ("name", "old_value", "new_value", "reason")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    OLD_VALUE_FIELD_NUMBER: _ClassVar[int]
+    NEW_VALUE_FIELD_NUMBER: _ClassVar[int]
+    REASON_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    old_value: float
+    new_value: float
+    reason: str
+    def __init__(self, name: _Optional[str] = ..., old_value: _Optional[float] = ..., new_value: _Optional[float] = ..., reason: _Optional[str] = ...) -> None: ...
+
+class MutationSetting(_message.Message):
+    __slots__ = ("rate", "magnitude")
+    RATE_FIELD_NUMBER: _ClassVar[int]
+    MAGNITUDE_FIELD_NUMBER: _ClassVar[int]
+    rate: float
+    magnitude: float
+    def __init__(self, rate: _Optional[float] = ..., magnitude: _Optional[float] = ...) -> None: ...
 
 class MetaDecision(_message.Message):
-    __slots__ = ("type", "rule", "inputs", "rationale", "strategy_id")
+    __slots__ = ("type", "rule", "inputs", "rationale", "strategy_id", "proposed", "confidence")
     class InputsEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: float
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[float] = ...) -> None: ...
+    class ProposedEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
         VALUE_FIELD_NUMBER: _ClassVar[int]
@@ -107,12 +140,16 @@ class MetaDecision(_message.Message):
     INPUTS_FIELD_NUMBER: _ClassVar[int]
     RATIONALE_FIELD_NUMBER: _ClassVar[int]
     STRATEGY_ID_FIELD_NUMBER: _ClassVar[int]
+    PROPOSED_FIELD_NUMBER: _ClassVar[int]
+    CONFIDENCE_FIELD_NUMBER: _ClassVar[int]
     type: MetaDecisionType
     rule: str
     inputs: _containers.ScalarMap[str, float]
     rationale: str
     strategy_id: str
-    def __init__(self, type: _Optional[_Union[MetaDecisionType, str]] = ..., rule: _Optional[str] = ..., inputs: _Optional[_Mapping[str, float]] = ..., rationale: _Optional[str] = ..., strategy_id: _Optional[str] = ...) -> None: ...
+    proposed: _containers.ScalarMap[str, float]
+    confidence: float
+    def __init__(self, type: _Optional[_Union[MetaDecisionType, str]] = ..., rule: _Optional[str] = ..., inputs: _Optional[_Mapping[str, float]] = ..., rationale: _Optional[str] = ..., strategy_id: _Optional[str] = ..., proposed: _Optional[_Mapping[str, float]] = ..., confidence: _Optional[float] = ...) -> None: ...
 
 class ShadowCandidate(_message.Message):
     __slots__ = ("strategy_id", "days_in_test", "trade_count", "sharpe_ratio", "deflated_sharpe_ratio")
@@ -129,7 +166,21 @@ class ShadowCandidate(_message.Message):
     def __init__(self, strategy_id: _Optional[str] = ..., days_in_test: _Optional[float] = ..., trade_count: _Optional[int] = ..., sharpe_ratio: _Optional[float] = ..., deflated_sharpe_ratio: _Optional[float] = ...) -> None: ...
 
 class MetaState(_message.Message):
-    __slots__ = ("now", "last_evolution_time", "last_retrain_time", "performance", "baseline_performance", "target_performance", "regime_changed", "shadow_candidates", "streak", "exploration_rate", "risk_multiplier")
+    __slots__ = ("now", "last_evolution_time", "last_retrain_time", "performance", "baseline_performance", "target_performance", "regime_changed", "shadow_candidates", "streak", "exploration_rate", "risk_multiplier", "sample_count", "strategy_weights", "proposed_strategy_weights", "current_mutation", "proposed_mutation")
+    class StrategyWeightsEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: float
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[float] = ...) -> None: ...
+    class ProposedStrategyWeightsEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: float
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[float] = ...) -> None: ...
     NOW_FIELD_NUMBER: _ClassVar[int]
     LAST_EVOLUTION_TIME_FIELD_NUMBER: _ClassVar[int]
     LAST_RETRAIN_TIME_FIELD_NUMBER: _ClassVar[int]
@@ -141,6 +192,11 @@ class MetaState(_message.Message):
     STREAK_FIELD_NUMBER: _ClassVar[int]
     EXPLORATION_RATE_FIELD_NUMBER: _ClassVar[int]
     RISK_MULTIPLIER_FIELD_NUMBER: _ClassVar[int]
+    SAMPLE_COUNT_FIELD_NUMBER: _ClassVar[int]
+    STRATEGY_WEIGHTS_FIELD_NUMBER: _ClassVar[int]
+    PROPOSED_STRATEGY_WEIGHTS_FIELD_NUMBER: _ClassVar[int]
+    CURRENT_MUTATION_FIELD_NUMBER: _ClassVar[int]
+    PROPOSED_MUTATION_FIELD_NUMBER: _ClassVar[int]
     now: _timestamp_pb2.Timestamp
     last_evolution_time: _timestamp_pb2.Timestamp
     last_retrain_time: _timestamp_pb2.Timestamp
@@ -152,7 +208,12 @@ class MetaState(_message.Message):
     streak: int
     exploration_rate: float
     risk_multiplier: float
-    def __init__(self, now: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., last_evolution_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., last_retrain_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., performance: _Optional[float] = ..., baseline_performance: _Optional[float] = ..., target_performance: _Optional[float] = ..., regime_changed: _Optional[bool] = ..., shadow_candidates: _Optional[_Iterable[_Union[ShadowCandidate, _Mapping]]] = ..., streak: _Optional[int] = ..., exploration_rate: _Optional[float] = ..., risk_multiplier: _Optional[float] = ...) -> None: ...
+    sample_count: int
+    strategy_weights: _containers.ScalarMap[str, float]
+    proposed_strategy_weights: _containers.ScalarMap[str, float]
+    current_mutation: MutationSetting
+    proposed_mutation: MutationSetting
+    def __init__(self, now: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., last_evolution_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., last_retrain_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., performance: _Optional[float] = ..., baseline_performance: _Optional[float] = ..., target_performance: _Optional[float] = ..., regime_changed: _Optional[bool] = ..., shadow_candidates: _Optional[_Iterable[_Union[ShadowCandidate, _Mapping]]] = ..., streak: _Optional[int] = ..., exploration_rate: _Optional[float] = ..., risk_multiplier: _Optional[float] = ..., sample_count: _Optional[int] = ..., strategy_weights: _Optional[_Mapping[str, float]] = ..., proposed_strategy_weights: _Optional[_Mapping[str, float]] = ..., current_mutation: _Optional[_Union[MutationSetting, _Mapping]] = ..., proposed_mutation: _Optional[_Union[MutationSetting, _Mapping]] = ...) -> None: ...
 
 class MetaUpdateRequest(_message.Message):
     __slots__ = ("trades", "evaluations", "now", "state")
@@ -167,7 +228,7 @@ class MetaUpdateRequest(_message.Message):
     def __init__(self, trades: _Optional[_Iterable[_Union[TradeRecord, _Mapping]]] = ..., evaluations: _Optional[_Iterable[_Union[_strategy_pb2.StrategyEvaluation, _Mapping]]] = ..., now: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., state: _Optional[_Union[MetaState, _Mapping]] = ...) -> None: ...
 
 class MetaUpdateResponse(_message.Message):
-    __slots__ = ("parameters", "changes", "decisions", "adapted")
+    __slots__ = ("parameters", "changes", "decisions", "adapted", "parameter_changes", "detail")
     class ChangesEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -179,17 +240,30 @@ class MetaUpdateResponse(_message.Message):
     CHANGES_FIELD_NUMBER: _ClassVar[int]
     DECISIONS_FIELD_NUMBER: _ClassVar[int]
     ADAPTED_FIELD_NUMBER: _ClassVar[int]
+    PARAMETER_CHANGES_FIELD_NUMBER: _ClassVar[int]
+    DETAIL_FIELD_NUMBER: _ClassVar[int]
     parameters: MetaParameters
     changes: _containers.ScalarMap[str, str]
     decisions: _containers.RepeatedCompositeFieldContainer[MetaDecision]
     adapted: bool
-    def __init__(self, parameters: _Optional[_Union[MetaParameters, _Mapping]] = ..., changes: _Optional[_Mapping[str, str]] = ..., decisions: _Optional[_Iterable[_Union[MetaDecision, _Mapping]]] = ..., adapted: _Optional[bool] = ...) -> None: ...
+    parameter_changes: _containers.RepeatedCompositeFieldContainer[ParameterChange]
+    detail: str
+    def __init__(self, parameters: _Optional[_Union[MetaParameters, _Mapping]] = ..., changes: _Optional[_Mapping[str, str]] = ..., decisions: _Optional[_Iterable[_Union[MetaDecision, _Mapping]]] = ..., adapted: _Optional[bool] = ..., parameter_changes: _Optional[_Iterable[_Union[ParameterChange, _Mapping]]] = ..., detail: _Optional[str] = ...) -> None: ...
 
 class DecideRequest(_message.Message):
-    __slots__ = ("state",)
+    __slots__ = ("state", "rule_overrides")
+    class RuleOverridesEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: float
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[float] = ...) -> None: ...
     STATE_FIELD_NUMBER: _ClassVar[int]
+    RULE_OVERRIDES_FIELD_NUMBER: _ClassVar[int]
     state: MetaState
-    def __init__(self, state: _Optional[_Union[MetaState, _Mapping]] = ...) -> None: ...
+    rule_overrides: _containers.ScalarMap[str, float]
+    def __init__(self, state: _Optional[_Union[MetaState, _Mapping]] = ..., rule_overrides: _Optional[_Mapping[str, float]] = ...) -> None: ...
 
 class DecideResponse(_message.Message):
     __slots__ = ("decisions",)
@@ -214,7 +288,7 @@ class WatchParametersRequest(_message.Message):
     def __init__(self, after_version: _Optional[int] = ...) -> None: ...
 
 class WatchParametersResponse(_message.Message):
-    __slots__ = ("parameters", "changes")
+    __slots__ = ("parameters", "changes", "parameter_changes")
     class ChangesEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -224,6 +298,44 @@ class WatchParametersResponse(_message.Message):
         def __init__(self, key: _Optional[str] = ..., value: _Optional[str] = ...) -> None: ...
     PARAMETERS_FIELD_NUMBER: _ClassVar[int]
     CHANGES_FIELD_NUMBER: _ClassVar[int]
+    PARAMETER_CHANGES_FIELD_NUMBER: _ClassVar[int]
     parameters: MetaParameters
     changes: _containers.ScalarMap[str, str]
-    def __init__(self, parameters: _Optional[_Union[MetaParameters, _Mapping]] = ..., changes: _Optional[_Mapping[str, str]] = ...) -> None: ...
+    parameter_changes: _containers.RepeatedCompositeFieldContainer[ParameterChange]
+    def __init__(self, parameters: _Optional[_Union[MetaParameters, _Mapping]] = ..., changes: _Optional[_Mapping[str, str]] = ..., parameter_changes: _Optional[_Iterable[_Union[ParameterChange, _Mapping]]] = ...) -> None: ...
+
+class SesaTrial(_message.Message):
+    __slots__ = ("index", "setting", "start_time", "end_time", "evaluation_count", "mean_score")
+    INDEX_FIELD_NUMBER: _ClassVar[int]
+    SETTING_FIELD_NUMBER: _ClassVar[int]
+    START_TIME_FIELD_NUMBER: _ClassVar[int]
+    END_TIME_FIELD_NUMBER: _ClassVar[int]
+    EVALUATION_COUNT_FIELD_NUMBER: _ClassVar[int]
+    MEAN_SCORE_FIELD_NUMBER: _ClassVar[int]
+    index: int
+    setting: MutationSetting
+    start_time: _timestamp_pb2.Timestamp
+    end_time: _timestamp_pb2.Timestamp
+    evaluation_count: int
+    mean_score: float
+    def __init__(self, index: _Optional[int] = ..., setting: _Optional[_Union[MutationSetting, _Mapping]] = ..., start_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., end_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., evaluation_count: _Optional[int] = ..., mean_score: _Optional[float] = ...) -> None: ...
+
+class ListSesaTrialsRequest(_message.Message):
+    __slots__ = ("page_size", "page_token")
+    PAGE_SIZE_FIELD_NUMBER: _ClassVar[int]
+    PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    page_size: int
+    page_token: str
+    def __init__(self, page_size: _Optional[int] = ..., page_token: _Optional[str] = ...) -> None: ...
+
+class ListSesaTrialsResponse(_message.Message):
+    __slots__ = ("trials", "next_page_token", "total_trials", "total_evaluations")
+    TRIALS_FIELD_NUMBER: _ClassVar[int]
+    NEXT_PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    TOTAL_TRIALS_FIELD_NUMBER: _ClassVar[int]
+    TOTAL_EVALUATIONS_FIELD_NUMBER: _ClassVar[int]
+    trials: _containers.RepeatedCompositeFieldContainer[SesaTrial]
+    next_page_token: str
+    total_trials: int
+    total_evaluations: int
+    def __init__(self, trials: _Optional[_Iterable[_Union[SesaTrial, _Mapping]]] = ..., next_page_token: _Optional[str] = ..., total_trials: _Optional[int] = ..., total_evaluations: _Optional[int] = ...) -> None: ...

@@ -55,6 +55,11 @@ class MetaServiceStub:
                 request_serializer=qtmesh_dot_api_dot_meta_dot_v1_dot_meta__pb2.WatchParametersRequest.SerializeToString,
                 response_deserializer=qtmesh_dot_api_dot_meta_dot_v1_dot_meta__pb2.WatchParametersResponse.FromString,
                 _registered_method=True)
+        self.ListSesaTrials = channel.unary_unary(
+                '/qtmesh.api.meta.v1.MetaService/ListSesaTrials',
+                request_serializer=qtmesh_dot_api_dot_meta_dot_v1_dot_meta__pb2.ListSesaTrialsRequest.SerializeToString,
+                response_deserializer=qtmesh_dot_api_dot_meta_dot_v1_dot_meta__pb2.ListSesaTrialsResponse.FromString,
+                _registered_method=True)
 
 
 class MetaServiceServicer:
@@ -88,6 +93,14 @@ class MetaServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ListSesaTrials(self, request, context):
+        """The log of SESA mutation settings the tuner tried, oldest first, with the genomes credited to
+        each: SESA's deflated Sharpe ratio counts every one of them as a trial.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_MetaServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -110,6 +123,11 @@ def add_MetaServiceServicer_to_server(servicer, server):
                     servicer.WatchParameters,
                     request_deserializer=qtmesh_dot_api_dot_meta_dot_v1_dot_meta__pb2.WatchParametersRequest.FromString,
                     response_serializer=qtmesh_dot_api_dot_meta_dot_v1_dot_meta__pb2.WatchParametersResponse.SerializeToString,
+            ),
+            'ListSesaTrials': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListSesaTrials,
+                    request_deserializer=qtmesh_dot_api_dot_meta_dot_v1_dot_meta__pb2.ListSesaTrialsRequest.FromString,
+                    response_serializer=qtmesh_dot_api_dot_meta_dot_v1_dot_meta__pb2.ListSesaTrialsResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -220,6 +238,33 @@ class MetaService:
             '/qtmesh.api.meta.v1.MetaService/WatchParameters',
             qtmesh_dot_api_dot_meta_dot_v1_dot_meta__pb2.WatchParametersRequest.SerializeToString,
             qtmesh_dot_api_dot_meta_dot_v1_dot_meta__pb2.WatchParametersResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListSesaTrials(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/qtmesh.api.meta.v1.MetaService/ListSesaTrials',
+            qtmesh_dot_api_dot_meta_dot_v1_dot_meta__pb2.ListSesaTrialsRequest.SerializeToString,
+            qtmesh_dot_api_dot_meta_dot_v1_dot_meta__pb2.ListSesaTrialsResponse.FromString,
             options,
             channel_credentials,
             insecure,

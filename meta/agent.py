@@ -1,0 +1,115 @@
+"""The meta service as an agent of the federation: its policy decisions become recommendations,
+and it executes the TuneLearning actions that target its own parameters.
+
+What each decision becomes (target; priority; executed by):
+
+- RUN_EVOLUTION: RunEvolution (sesa; HIGH on a drop, else MEDIUM; sesa)
+- RETRAIN_MODELS: TuneLearning retrain_models (meta/rl-models; MEDIUM on a regime change, else
+  LOW; meta)
+- PROMOTE_SHADOW: PromoteStrategy (strategy/<id>; MEDIUM; strategy)
+- SWITCH_TO_EXPLORE, SWITCH_TO_EXPLOIT: TuneLearning rl_exploration_rate
+  (meta/rl_exploration_rate; LOW; meta)
+- INCREASE_RISK, DECREASE_RISK: TuneLearning risk_multiplier (meta/risk_multiplier; LOW up,
+  HIGH down; meta)
+- ADJUST_MUTATION: TuneLearning sesa_mutation_rate and _magnitude (meta/sesa_mutation; LOW; meta)
+- REWEIGHT_STRATEGIES: ReweightStrategies (strategies; MEDIUM; strategy)
+
+KEEP_SHADOW and HOLD change nothing and are not recommended. Executing TuneLearning sets the
+named parameters (each checked against its bounds) as a new version caused by the action, and
+``retrain_models`` records the retraining request, which restarts the retraining interval; the
+RL trainer reads it from the parameter stream.
+"""
+
+from __future__ import annotations
+
+from agents.contract import (
+    Action,
+    ActionType,
+    AgentContext,
+    ExecutionResult,
+    Priority,
+    PromoteStrategy,
+    Recommendation,
+    ReweightStrategies,
+    RunEvolution,
+    TuneLearning,
+)
+from meta.engine import MetaEngine
+from meta.model import CallerState, DecisionType, MetaDecision
+from qtmesh.errors import InvalidArgument
+
+EXECUTES = (ActionType.TUNE_LEARNING,)
+# AgentContext hints the meta agent reads.
+REGIME_HINT = "regime_changed"
+_TRUE = {"1", "true", "yes"}
+
+
+def recommendation_of(decision: MetaDecision) -> Recommendation | None:
+    d, kind = decision, decision.type
+    priority = Priority.LOW
+    match kind:
+        case DecisionType.RUN_EVOLUTION:
+            parameters, target = RunEvolution(), "sesa"
+            drop = d.rule == "evolution_performance_drop"
+            priority = Priority.HIGH if drop else Priority.MEDIUM
+        case DecisionType.RETRAIN_MODELS:
+            parameters, target = TuneLearning(retrain_models=True), "meta/rl-models"
+            regime = d.rule == "retrain_regime_change"
+            priority = Priority.MEDIUM if regime else Priority.LOW
+        case DecisionType.PROMOTE_SHADOW:
+            parameters = PromoteStrategy(strategy_id=d.strategy_id)
+            target, priority = f"strategy/{d.strategy_id}", Priority.MEDIUM
+        case DecisionType.SWITCH_TO_EXPLORE | DecisionType.SWITCH_TO_EXPLOIT:
+            parameters, target = TuneLearning(parameters=d.proposed), "meta/rl_exploration_rate"
+        case DecisionType.INCREASE_RISK | DecisionType.DECREASE_RISK:
+            parameters, target = TuneLearning(parameters=d.proposed), "meta/risk_multiplier"
+            if kind is DecisionType.DECREASE_RISK:
+                priority = Priority.HIGH
+        case DecisionType.ADJUST_MUTATION:
+            parameters, target = TuneLearning(parameters=d.proposed), "meta/sesa_mutation"
+        case DecisionType.REWEIGHT_STRATEGIES:
+            parameters = ReweightStrategies(weights=d.proposed)
+            target, priority = "strategies", Priority.MEDIUM
+        case _:
+            return None
+    suffix = f"/{d.strategy_id}" if d.strategy_id else ""
+    return Recommendation(
+        id=f"meta/{d.rule}{suffix}",
+        priority=priority,
+        target=target,
+        parameters=parameters,
+        confidence=d.confidence,
+        rationale=d.rationale,
+        evidence=d.inputs,
+    )
+
+
+class MetaAgent:
+    """Implements :class:`agents.contract.Agent` over a :class:`MetaEngine`."""
+
+    name = "meta"
+
+    def __init__(self, engine: MetaEngine) -> None:
+        self._engine = engine
+
+    async def recommend(self, context: AgentContext) -> list[Recommendation]:
+        """The policy at the cycle's time on the state the service measures; the hint
+        ``regime_changed=true`` tells it the regime changed."""
+        regime = context.hints.get(REGIME_HINT, "").strip().lower() in _TRUE
+        decisions = await self._engine.decisions_at(
+            context.as_of_time or None, CallerState(regime_changed=regime)
+        )
+        return [r for r in map(recommendation_of, decisions) if r is not None]
+
+    async def execute(self, action: Action, *, plan_sequence: int) -> ExecutionResult:
+        if not isinstance(action.parameters, TuneLearning):
+            raise InvalidArgument("action.type", "meta executes only TUNE_LEARNING")
+        result = await self._engine.tune(
+            action.parameters.parameters,
+            retrain_models=action.parameters.retrain_models,
+            action_key=action.idempotency_key,
+            cause=f"action {action.id} of plan {plan_sequence}",
+            now=action.update_time or None,
+            field="action.parameters.tune_learning.parameters",
+        )
+        return ExecutionResult(result.applied, result.detail)

@@ -1,0 +1,173 @@
+"""The meta gRPC service: a thin adapter from MetaService and AgentService to the meta engine."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator
+
+import grpc
+import sqlalchemy as sa
+
+from agents.service import agent_service
+from meta import _convert as convert
+from meta.agent import EXECUTES, MetaAgent
+from meta.config import ENV_PREFIX, MetaConfig
+from meta.engine import Clock, MetaEngine
+from meta.store import MetaStore
+from qtmesh import paging
+from qtmesh.api.meta.v1 import meta_pb2 as pb
+from qtmesh.api.meta.v1 import meta_pb2_grpc as pb_grpc
+from qtmesh.app import App, Built
+from qtmesh.channels import ChannelConfig
+from qtmesh.config import ConfigError
+from qtmesh.errors import InvalidArgument, Unavailable
+from qtmesh.server import Service
+from qtmesh.storage import redact
+
+HISTORY_BATCH = 100
+
+
+class MetaServicer(pb_grpc.MetaServiceServicer):
+    def __init__(self, engine: MetaEngine) -> None:
+        self._engine = engine
+
+    def drain(self) -> None:
+        """Ends open parameter streams so their clients resume elsewhere."""
+        self._engine.signal.drain()
+
+    async def MetaUpdate(
+        self, request: pb.MetaUpdateRequest, context: grpc.aio.ServicerContext
+    ) -> pb.MetaUpdateResponse:
+        now = self._engine.now(request.now.ToNanoseconds() if request.HasField("now") else None)
+        trades = [convert.trade_from_proto(t) for t in request.trades]
+        evaluations = [
+            convert.evaluation_from_proto(e, field=f"evaluations[{i}]", now=now)
+            for i, e in enumerate(request.evaluations)
+        ]
+        result = await self._engine.update(
+            trades, evaluations, now=now, caller=convert.caller_state_from_proto(request.state)
+        )
+        return pb.MetaUpdateResponse(
+            parameters=convert.parameters_to_proto(result.parameters),
+            changes=convert.changes_map(result.changes),
+            parameter_changes=[convert.change_to_proto(c) for c in result.changes],
+            decisions=[convert.decision_to_proto(d) for d in result.decisions],
+            adapted=result.adapted,
+            detail=result.detail,
+        )
+
+    async def Decide(
+        self, request: pb.DecideRequest, context: grpc.aio.ServicerContext
+    ) -> pb.DecideResponse:
+        state = convert.state_from_proto(request.state, now=self._engine.now(None))
+        decisions = self._engine.decide(state, dict(request.rule_overrides))
+        return pb.DecideResponse(decisions=[convert.decision_to_proto(d) for d in decisions])
+
+    async def GetParameters(
+        self, request: pb.GetParametersRequest, context: grpc.aio.ServicerContext
+    ) -> pb.GetParametersResponse:
+        return pb.GetParametersResponse(
+            parameters=convert.parameters_to_proto(self._engine.parameters)
+        )
+
+    async def WatchParameters(
+        self, request: pb.WatchParametersRequest, context: grpc.aio.ServicerContext
+    ) -> AsyncIterator[pb.WatchParametersResponse]:
+        signal = self._engine.signal
+        latest = self._engine.current.version
+        if request.HasField("after_version"):
+            cursor = request.after_version
+            if not 0 <= cursor <= latest:
+                raise InvalidArgument(
+                    "after_version", f"must be in 0..{latest}, the latest version (got {cursor})"
+                )
+        else:
+            cursor = latest - 1
+        # Headers now, so a subscriber knows it is connected before the next version exists.
+        await context.send_initial_metadata(())
+        while True:
+            # Taken before reading, so a version written after the read still wakes us.
+            written = signal.current()
+            batch = await self._engine.history(cursor, HISTORY_BATCH)
+            for record in batch:
+                cursor = record.version
+                yield pb.WatchParametersResponse(
+                    parameters=convert.parameters_to_proto(record.parameters),
+                    changes=convert.changes_map(record.changes),
+                    parameter_changes=[convert.change_to_proto(c) for c in record.changes],
+                )
+            if batch:
+                continue
+            if signal.draining:
+                raise Unavailable(f"server is shutting down; resume with after_version={cursor}")
+            await written.wait()
+
+    async def ListSesaTrials(
+        self, request: pb.ListSesaTrialsRequest, context: grpc.aio.ServicerContext
+    ) -> pb.ListSesaTrialsResponse:
+        size = paging.page_size(request.page_size, default=100, maximum=1000)
+        offset = 0
+        if request.page_token:
+            offset = paging.decode_token(request.page_token, expect={"list": "sesa_trials"})["o"]
+            if not (isinstance(offset, int) and offset >= 0):
+                raise InvalidArgument("page_token", "is not a token this server issued")
+        log = await self._engine.trial_log(offset=offset, limit=size)
+        more = offset + len(log.trials) < log.total_trials
+        return pb.ListSesaTrialsResponse(
+            trials=[convert.trial_to_proto(t) for t in log.trials],
+            next_page_token=paging.encode_token(list="sesa_trials", o=offset + size)
+            if more
+            else "",
+            total_trials=log.total_trials,
+            total_evaluations=log.total_evaluations,
+        )
+
+
+def wall_clock() -> int:
+    """The server's clock, used only when a request carries no time of its own."""
+    return time.time_ns()
+
+
+async def build_engine(config: MetaConfig, *, clock: Clock = wall_clock) -> MetaEngine:
+    url = config.url()
+    try:
+        store = await asyncio.to_thread(MetaStore, url)
+    except (ValueError, OSError, sa.exc.SQLAlchemyError) as exc:
+        raise ConfigError("database_url", f"cannot open {redact(url)}: {exc}") from None
+    engine = MetaEngine(store=store, learning=config.learning, rules=config.rules, clock=clock)
+    await engine.start()
+    return engine
+
+
+def app(*, clock: Clock = wall_clock) -> App[MetaConfig]:
+    """The meta App; tests inject ``clock`` (the served one uses the wall clock)."""
+
+    async def build(config: MetaConfig, _channels: ChannelConfig) -> Built:
+        engine = await build_engine(config, clock=clock)
+        servicer = MetaServicer(engine)
+        service = Service.of(
+            servicer,
+            pb_grpc.add_MetaServiceServicer_to_server,
+            pb.DESCRIPTOR.services_by_name["MetaService"],
+        )
+
+        async def close() -> None:
+            await engine.store.run(engine.store.close)
+
+        return Built(
+            services=[service, agent_service(MetaAgent(engine), executes=EXECUTES)],
+            drain=servicer.drain,
+            close=close,
+        )
+
+    return App(
+        name="meta",
+        summary="meta-learning OS and meta policy",
+        config_type=MetaConfig,
+        env_prefix=ENV_PREFIX,
+        build=build,
+    )
+
+
+APP = app()
