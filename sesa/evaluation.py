@@ -79,6 +79,15 @@ class Evaluation:
     trials: int
 
 
+@dataclasses.dataclass(frozen=True)
+class Backtest:
+    """Per-bar returns and positions (rows: genomes) and the kernel's accumulators."""
+
+    returns: np.ndarray
+    positions: np.ndarray
+    accumulators: np.ndarray
+
+
 class TrialLog:
     """Every genome tried so far: their number and the variance of their per-bar Sharpe ratios
     (out of sample), which the deflated Sharpe ratio needs. ``prior`` counts earlier trials."""
@@ -184,9 +193,21 @@ class Evaluator:
 
     def backtest_returns(self, genomes: Sequence[StrategyGenome], data: BarData) -> np.ndarray:
         """Per-bar returns of each genome (rows), under the same fill model and folds."""
+        return self.backtest(genomes, data, walk_forward=True).returns
+
+    def backtest(
+        self, genomes: Sequence[StrategyGenome], data: BarData, *, walk_forward: bool = False
+    ) -> Backtest:
+        """Per-bar returns and positions of each genome under the fill model. Without
+        ``walk_forward`` there are no fold boundaries: positions run on as they would live (the
+        paper fleet's view); with it, the evaluation's folds apply."""
         returns = np.empty((len(genomes), data.n))
-        self._simulate(list(genomes), data, None, returns_out=returns)
-        return returns
+        positions = np.empty((len(genomes), data.n), dtype=np.int8)
+        folds = None if walk_forward else np.array([0, data.n], dtype=np.int64)
+        accumulators = self._simulate(
+            list(genomes), data, None, returns_out=returns, positions_out=positions, folds=folds
+        )
+        return Backtest(returns=returns, positions=positions, accumulators=accumulators)
 
     def _score(
         self, genome: StrategyGenome, acc: np.ndarray, data: BarData, trials: TrialLog
@@ -226,6 +247,8 @@ class Evaluator:
         token: CancelToken | None,
         *,
         returns_out: np.ndarray | None = None,
+        positions_out: np.ndarray | None = None,
+        folds: np.ndarray | None = None,
     ) -> np.ndarray:
         count = len(genomes)
         families = np.array([g.family.value for g in genomes], dtype=np.int64)
@@ -236,15 +259,21 @@ class Evaluator:
             count, kernel.ROW_COUNT
         )
         seeds = np.array([_seed(g.id) for g in genomes], dtype=np.uint64)
-        fold_start = self.fold_starts(data.n)
+        fold_start = self.fold_starts(data.n) if folds is None else folds
         costs = self.settings.costs
         accumulators = np.zeros((count, 2, kernel.ACCUMULATOR_COUNT))
         scratch = np.empty((min(self.chunk_size, count), data.n))
+        scratch_positions = np.empty((min(self.chunk_size, count), data.n), dtype=np.int8)
         for first in range(0, count, self.chunk_size):
             if token is not None:
                 token.raise_if_cancelled()
             stop = min(first + self.chunk_size, count)
             returns = scratch[: stop - first] if returns_out is None else returns_out[first:stop]
+            positions = (
+                scratch_positions[: stop - first]
+                if positions_out is None
+                else positions_out[first:stop]
+            )
             with _KERNEL_LOCK:
                 kernel.simulate_population(
                     families[first:stop],
@@ -263,6 +292,7 @@ class Evaluator:
                     costs.slippage_bps / 1e4,
                     seeds[first:stop],
                     returns,
+                    positions,
                     accumulators[first:stop],
                 )
         return accumulators

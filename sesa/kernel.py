@@ -266,6 +266,7 @@ def _simulate(
     slippage: float,
     seed: np.uint64,
     returns: np.ndarray,
+    positions: np.ndarray,
     acc: np.ndarray,
 ) -> None:
     n = closes.shape[0]
@@ -307,6 +308,7 @@ def _simulate(
     next_fold = 1
     embargo_until = -1
     returns[0] = 0.0
+    positions[0] = 0
 
     for t in range(n):
         growth = 1.0
@@ -382,6 +384,7 @@ def _simulate(
             equity *= growth
         r = growth - 1.0
         returns[t] = r
+        positions[t] = position
         if position != 0:
             exposed_all += 1.0
             if t >= split:
@@ -557,8 +560,8 @@ def _order_statistics(returns: np.ndarray, split: int, every: np.ndarray, oos: n
             sums[1, i] += r
     counts[0, zero] = zeros_before + zeros_after
     counts[1, zero] = zeros_after
-    rank_cells = np.empty((2, 4), dtype=np.int64)
-    rank_offsets = np.empty((2, 4), dtype=np.int64)
+    rank_cells = np.zeros((2, 4), dtype=np.int64)
+    rank_offsets = np.zeros((2, 4), dtype=np.int64)
     below = np.zeros(2)
     wanted = np.zeros(cells, dtype=np.int8)  # bit k set: set k needs this cell's values
     for k in range(2):
@@ -585,6 +588,8 @@ def _order_statistics(returns: np.ndarray, split: int, every: np.ndarray, oos: n
     filled = np.zeros((2, cells), dtype=np.int64)
     slots = 0
     for k in range(2):
+        if counts[k].sum() == 0:
+            continue  # an empty set (no out-of-sample bars) has no ranks
         for j in range(4):
             cell = rank_cells[k, j]
             if cell != zero and (j == 0 or cell != rank_cells[k, j - 1]):
@@ -650,9 +655,11 @@ def simulate_population(
     slippage: float,
     seeds: np.ndarray,
     returns: np.ndarray,
+    positions: np.ndarray,
     accumulators: np.ndarray,
 ) -> None:
-    """Backtests strategy s = 0..S-1 into ``returns[s]`` and ``accumulators[s, set, column]``."""
+    """Backtests strategy s = 0..S-1 into ``returns[s]``, ``positions[s]`` (held at each close:
+    -1, 0 or 1) and ``accumulators[s, set, column]``."""
     split = fold_start[1]
     for s in numba.prange(families.shape[0]):
         r = rows[s]
@@ -676,6 +683,7 @@ def simulate_population(
             slippage,
             seeds[s],
             returns[s],
+            positions[s],
             accumulators[s],
         )
         _statistics(returns[s], split, accumulators[s, ALL_BARS], accumulators[s, OUT_OF_SAMPLE])

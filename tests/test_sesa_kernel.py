@@ -23,6 +23,7 @@ def run(
     atr: float = 1.0,
     allow_short: bool = True,
     folds=(0, 1),
+    embargo: int = 0,
     commission: float = COMMISSION,
     slippage: float = SLIPPAGE,
 ):
@@ -45,6 +46,7 @@ def run(
     fast = 1.0 + np.asarray(signal, dtype=float)
     slow = np.ones(n)
     returns = np.empty(n)
+    positions = np.empty(n, dtype=np.int8)
     acc = np.zeros((2, k.ACCUMULATOR_COUNT))
     k._simulate(
         k.MA_CROSSOVER,
@@ -61,13 +63,15 @@ def run(
         np.zeros(n),
         np.full(n, 0.2),
         np.array(folds, dtype=np.int64),
-        0,
+        embargo,
         commission,
         slippage,
         np.uint64(1),
         returns,
+        positions,
         acc,
     )
+    run.positions = positions
     return returns, acc[k.ALL_BARS]
 
 
@@ -88,6 +92,7 @@ def test_signal_at_close_fills_at_next_open_with_costs():
     assert acc[k.A_WIN_SUM] == pytest.approx(trade, rel=1e-12)
     assert acc[k.A_TURNOVER] == 2
     assert acc[k.A_EXPOSED] == 2
+    assert run.positions.tolist() == [0, 0, 1, 1, 0]
 
 
 def test_short_positions_gain_when_prices_fall():
@@ -173,43 +178,11 @@ def test_a_fold_boundary_closes_positions_and_embargoes_entries():
 def test_entries_wait_out_the_embargo():
     n = 12
     closes = np.linspace(100, 110, n)
-    p_returns, _ = run(closes, signal=np.ones(n), folds=(0, 5))
-    fold = np.array([0, 5], dtype=np.int64)
-    p = np.zeros(k.PARAMETER_COUNT)
-    p[[k.P_ALLOW_SHORT, k.P_ENTRY, k.P_EXIT, k.P_VOL_MAX, k.P_SESSION_HOURS]] = [
-        1,
-        0.5,
-        0.5,
-        10,
-        24,
-    ]
-    returns = np.empty(n)
-    acc = np.zeros((2, k.ACCUMULATOR_COUNT))
-    ones = np.ones(n)
-    k._simulate(
-        k.MA_CROSSOVER,
-        p,
-        2 * ones,
-        ones,
-        ones,
-        ones,
-        ones,
-        np.r_[100, closes[:-1]],
-        np.maximum(closes, np.r_[100, closes[:-1]]),
-        np.minimum(closes, np.r_[100, closes[:-1]]),
-        closes,
-        np.zeros(n),
-        np.full(n, 0.2),
-        fold,
-        3,
-        0.0,
-        0.0,
-        np.uint64(1),
-        returns,
-        acc,
-    )
+    returns, _ = run(closes, signal=np.ones(n), folds=(0, 5), embargo=3)
     # Out at the open of bar 5; no entry decided at the closes of bars 5-7 (embargo 3 bars), so
     # the next entry fills at the open of bar 9.
     assert not returns[6:9].any()
     assert returns[9] != 0.0
-    assert p_returns[6] != 0.0
+    assert run.positions[5:9].tolist() == [0, 0, 0, 0]
+    without, _ = run(closes, signal=np.ones(n), folds=(0, 5))
+    assert without[6] != 0.0

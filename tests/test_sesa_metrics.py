@@ -177,3 +177,17 @@ def test_weights_must_be_non_negative_and_sum_to_one(weights, field):
     with pytest.raises(InvalidArgument) as failure:
         ScoreWeights(**weights)
     assert failure.value.field == field
+
+
+def test_a_live_backtest_has_no_fold_boundaries(backtests):
+    data, evaluations, _, split = backtests
+    evaluator = Evaluator()
+    genomes = [e.genome for e in evaluations]
+    live = evaluator.backtest(genomes, data)
+    folded = evaluator.backtest(genomes, data, walk_forward=True)
+    assert live.positions.shape == (len(genomes), data.n)
+    assert set(np.unique(live.positions)) <= {-1, 0, 1}
+    # Identical until the first fold boundary, where only the walk-forward run is forced flat.
+    assert np.array_equal(live.returns[:, :split], folded.returns[:, :split])
+    held_across = live.positions[:, split - 1] != 0
+    assert np.any(folded.positions[held_across, split] == 0)
