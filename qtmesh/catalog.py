@@ -26,11 +26,26 @@ class Entry:
 
 
 # Default ports are fixed so that `qtmesh up`, `qtmesh status` and clients agree without
-# configuration; 50051 is reserved for the federation.
+# configuration (every service of the design, built or not).
+DEFAULT_PORTS = {
+    "federation": 50051,
+    "market": 50052,
+    "sesa": 50053,
+    "meta": 50054,
+    "meta-optimizer": 50055,
+    "alpha-reporting": 50056,
+    "ceo": 50057,
+    "risk": 50058,
+    "strategy": 50059,
+    "memory": 50060,
+    "world-model": 50061,
+}
+
 CATALOG: tuple[Entry, ...] = (
-    Entry("market", "market.service:APP", 50052),
-    Entry("sesa", "sesa.service:APP", 50053),
-    Entry("meta", "meta.service:APP", 50054),
+    Entry("market", "market.service:APP", DEFAULT_PORTS["market"]),
+    Entry("sesa", "sesa.service:APP", DEFAULT_PORTS["sesa"]),
+    Entry("meta", "meta.service:APP", DEFAULT_PORTS["meta"]),
+    Entry("federation", "federation.service:APP", DEFAULT_PORTS["federation"]),
 )
 
 

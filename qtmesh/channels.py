@@ -17,23 +17,21 @@ CLIENT_ENV_PREFIX = "QTMESH_CLIENT_"
 
 # Round-robin over every address a name resolves to (a headless Service gives one per replica),
 # and transparent retries of UNAVAILABLE, which gRPC only raises before a call reached a server.
+_RETRY_POLICY = {
+    "maxAttempts": 4,
+    "initialBackoff": "0.05s",
+    "maxBackoff": "1s",
+    "backoffMultiplier": 2,
+    "retryableStatusCodes": ["UNAVAILABLE"],
+}
+_BALANCING = [{"round_robin": {}}]
 _SERVICE_CONFIG = json.dumps(
     {
-        "loadBalancingConfig": [{"round_robin": {}}],
-        "methodConfig": [
-            {
-                "name": [{}],
-                "retryPolicy": {
-                    "maxAttempts": 4,
-                    "initialBackoff": "0.05s",
-                    "maxBackoff": "1s",
-                    "backoffMultiplier": 2,
-                    "retryableStatusCodes": ["UNAVAILABLE"],
-                },
-            }
-        ],
+        "loadBalancingConfig": _BALANCING,
+        "methodConfig": [{"name": [{}], "retryPolicy": _RETRY_POLICY}],
     }
 )
+_SERVICE_CONFIG_NO_RETRIES = json.dumps({"loadBalancingConfig": _BALANCING})
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -56,6 +54,9 @@ class ChannelConfig:
     auth_token: Secret | None = setting(None, help="bearer token sent with every call")
     max_message_bytes: int = setting(16 * 1024 * 1024, help="largest message received or sent")
     keepalive_time_seconds: float = setting(30.0, help="interval of keepalive pings")
+    retry_unavailable: bool = setting(
+        True, help="retry calls that fail UNAVAILABLE before reaching a server"
+    )
 
     def __post_init__(self) -> None:
         require(
@@ -92,8 +93,11 @@ class ChannelConfig:
             ("grpc.max_receive_message_length", self.max_message_bytes),
             ("grpc.max_send_message_length", self.max_message_bytes),
             ("grpc.keepalive_time_ms", int(self.keepalive_time_seconds * 1000)),
-            ("grpc.service_config", _SERVICE_CONFIG),
-            ("grpc.enable_retries", 1),
+            (
+                "grpc.service_config",
+                _SERVICE_CONFIG if self.retry_unavailable else _SERVICE_CONFIG_NO_RETRIES,
+            ),
+            ("grpc.enable_retries", int(self.retry_unavailable)),
         ]
         if self.tls_server_name:
             options.append(("grpc.ssl_target_name_override", self.tls_server_name))

@@ -1,0 +1,206 @@
+"""The federation engine: one planning cycle after another, each stored, published, executed.
+
+A cycle asks every agent (fan-out), builds the plan (consensus and conflicts), appends it to the
+history and publishes it; executing it then records and publishes every status change. The
+clock and the agents are injected, so the whole loop runs against fakes in tests.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+import uuid
+from collections.abc import Callable, Mapping
+
+import structlog
+
+from agents.contract import Action, ActionStatus, Agent, AgentContext
+from federation.config import FederationConfig
+from federation.execution import execute_plan
+from federation.fanout import ask_all
+from federation.hub import Hub
+from federation.plan import Plan, StatusUpdate, build_plan
+from federation.store import Event, PlanStore
+from qtmesh.errors import FailedPrecondition, InvalidArgument
+
+_log = structlog.get_logger("federation")
+
+# Statuses an outside executor may report (the federation's own executor sets the others too).
+REPORTABLE = (
+    ActionStatus.EXECUTING,
+    ActionStatus.COMPLETED,
+    ActionStatus.FAILED,
+    ActionStatus.BLOCKED,
+)
+
+# (clock time, market position) of the replay, or None when the market is not reachable.
+MarketClock = Callable[[], tuple[int, int] | None]
+
+
+class Federation:
+    """Plans with ``agents``, executes through ``owners`` (service name -> Agent).
+
+    ``market_clock`` gives (as_of_time, market_position) for the agents' context; without it
+    the wall clock is the planning time.
+    """
+
+    def __init__(
+        self,
+        *,
+        config: FederationConfig,
+        agents: Mapping[str, Agent],
+        owners: Mapping[str, Agent],
+        store: PlanStore,
+        wall_clock: Callable[[], int] = time.time_ns,
+        market_clock: MarketClock | None = None,
+    ) -> None:
+        self.config = config
+        self.agents = dict(agents)
+        self.owners = dict(owners)
+        self.store = store
+        self.hub: Hub[Event] = Hub(queue_size=config.subscriber_queue)
+        self._wall_clock = wall_clock
+        self._market_clock = market_clock
+        self._executions: set[asyncio.Task[None]] = set()
+        self._write = asyncio.Lock()  # keeps publication in sequence order
+
+    async def generate_plan(
+        self, *, hints: Mapping[str, str] | None = None, execute: bool = False
+    ) -> Plan:
+        """Runs one cycle now; with ``execute`` its actions run in the background."""
+        for key, value in (hints or {}).items():
+            if not key or len(key) > 128 or len(value) > 1024:
+                raise InvalidArgument(f"hints[{key}]", "keys of 1-128 and values up to 1024 chars")
+        as_of, position = await self._clock()
+        context = AgentContext(
+            cycle_id=uuid.uuid4().hex, as_of_time=as_of, market_position=position, hints=hints or {}
+        )
+        answers = await ask_all(
+            self.agents,
+            context,
+            agent_timeout=self.config.agent_timeout_seconds,
+            budget=self.config.cycle_deadline_seconds,
+            reserve=self.config.deadline_reserve_seconds,
+            attempts=self.config.agent_attempts,
+            backoff=self.config.retry_backoff_seconds,
+        )
+        now = self._wall_clock()
+
+        def build(sequence: int) -> Plan:
+            return build_plan(
+                answers,
+                plan_id=f"gap-{sequence}",
+                sequence=sequence,
+                now=now,
+                context=context,
+                min_consensus_for_critical=self.config.min_consensus_for_critical,
+                owners=self.config.owner_by_type,
+            )
+
+        async with self._write:
+            plan = await self.store.run(self.store.append_plan, build)
+            self.hub.publish(Event(plan.sequence, plan=plan))
+        _log.info("plan", sequence=plan.sequence, summary=plan.summary)
+        if execute:
+            self._start_execution(plan)
+        return plan
+
+    async def execute(self, plan: Plan) -> dict[str, ActionStatus]:
+        """Executes a stored plan's pending actions, recording each status change."""
+
+        async def on_status(action: Action, status: ActionStatus, detail: str, tried: int) -> None:
+            await self.record_status(plan.sequence, action.id, status, detail, tried)
+
+        return await execute_plan(
+            plan,
+            owners=self.owners,
+            on_status=on_status,
+            max_concurrent=self.config.max_concurrent_actions,
+            timeout=self.config.action_timeout_seconds,
+            attempts=self.config.action_attempts,
+            backoff=self.config.retry_backoff_seconds,
+        )
+
+    async def record_status(
+        self, plan_sequence: int, action_id: str, status: ActionStatus, detail: str, attempts: int
+    ) -> StatusUpdate:
+        async with self._write:
+            update = await self.store.run(
+                self.store.append_status,
+                plan_sequence,
+                action_id,
+                status,
+                detail,
+                attempts,
+                self._wall_clock(),
+            )
+            self.hub.publish(Event(update.sequence, update=update))
+        return update
+
+    async def report_status(
+        self, plan_sequence: int, action_id: str, status: ActionStatus, detail: str
+    ) -> StatusUpdate:
+        """An outside executor's report (ReportActionStatus)."""
+        if status not in REPORTABLE:
+            allowed = ", ".join(s.name for s in REPORTABLE)
+            raise InvalidArgument(
+                "status", f"{status.name} cannot be reported (allowed: {allowed})"
+            )
+        plan = await self.store.run(self.store.get_plan, plan_sequence)
+        try:
+            action = plan.action(action_id)
+        except KeyError:
+            raise InvalidArgument(
+                "action_id", f"plan {plan_sequence} has no action {action_id!r}"
+            ) from None
+        if action.status in (ActionStatus.SUPERSEDED, ActionStatus.HELD):
+            raise FailedPrecondition(
+                f"action {action_id} is {action.status.name.lower()}; it does not run"
+            )
+        return await self.record_status(plan_sequence, action_id, status, detail, action.attempts)
+
+    async def run_cycles(self) -> None:
+        """Plans every ``gap_update_interval_seconds`` until cancelled; a failed cycle is logged
+        and the next one runs on time."""
+        interval = self.config.gap_update_interval_seconds
+        while True:
+            started = time.monotonic()
+            try:
+                await self.generate_plan(execute=self.config.execute_plans)
+            except Exception:
+                _log.exception("planning cycle failed")
+            await asyncio.sleep(max(interval - (time.monotonic() - started), 0.0))
+
+    def _start_execution(self, plan: Plan) -> None:
+        task = asyncio.ensure_future(self._execute_logged(plan))
+        self._executions.add(task)
+        task.add_done_callback(self._executions.discard)
+
+    async def _execute_logged(self, plan: Plan) -> None:
+        try:
+            final = await self.execute(plan)
+            _log.info(
+                "plan executed",
+                sequence=plan.sequence,
+                statuses={k: v.name for k, v in final.items()},
+            )
+        except Exception:
+            _log.exception("plan execution failed", sequence=plan.sequence)
+
+    async def wait_for_executions(self) -> None:
+        while self._executions:
+            await asyncio.gather(*list(self._executions), return_exceptions=True)
+
+    async def close(self) -> None:
+        for task in list(self._executions):
+            task.cancel()
+        for task in list(self._executions):
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        self.hub.close_all()
+
+    async def _clock(self) -> tuple[int, int]:
+        latest = self._market_clock() if self._market_clock is not None else None
+        # A market that cannot be reached costs the context its replay clock, not the plan.
+        return latest if latest is not None else (self._wall_clock(), 0)

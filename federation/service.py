@@ -1,0 +1,324 @@
+"""The federation gRPC service: planning on demand and on a timer, history, and the resumable
+Global Action Plan stream."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+from collections import OrderedDict
+from collections.abc import AsyncIterator, Collection
+
+import grpc
+
+from agents.contract import ActionType, Priority
+from agents.service import AgentClient
+from federation import _convert as convert
+from federation.config import ENV_PREFIX, FederationConfig
+from federation.engine import Federation
+from federation.store import Event, PlanStore
+from market.client import MarketClient
+from qtmesh import paging
+from qtmesh.api.agent.v1 import agent_pb2
+from qtmesh.api.federation.v1 import federation_pb2 as pb
+from qtmesh.api.federation.v1 import federation_pb2_grpc as pb_grpc
+from qtmesh.app import App, Built
+from qtmesh.catalog import DEFAULT_PORTS
+from qtmesh.channels import ChannelConfig, open_channel
+from qtmesh.convert import enum_from_proto
+from qtmesh.errors import InvalidArgument, MeshError, ResourceExhausted, Unavailable
+from qtmesh.server import Service
+from qtmesh.storage import create_engine, sqlite_url
+
+_CACHED_MESSAGES = 512
+
+
+class _Filter:
+    """A subscriber's filter: actions of at least ``min_priority`` and of ``types``."""
+
+    def __init__(self, min_priority: Priority | None, types: Collection[ActionType]) -> None:
+        self.min_priority = min_priority
+        self.types = frozenset(types)
+        self.key = (int(min_priority or 0), tuple(sorted(t.value for t in self.types)))
+
+    @property
+    def active(self) -> bool:
+        return self.min_priority is not None or bool(self.types)
+
+    def accepts(self, action_type: ActionType, priority: Priority) -> bool:
+        if self.min_priority is not None and priority < self.min_priority:
+            return False
+        return not self.types or action_type in self.types
+
+
+class FederationServicer(pb_grpc.FederationServiceServicer):
+    def __init__(self, federation: Federation) -> None:
+        self._federation = federation
+        self._messages: OrderedDict[tuple, pb.SubscribePlansResponse | None] = OrderedDict()
+        self._draining = False
+
+    def drain(self) -> None:
+        self._draining = True
+        self._federation.hub.close_all()
+
+    async def GeneratePlan(
+        self, request: pb.GeneratePlanRequest, context: grpc.aio.ServicerContext
+    ) -> pb.GeneratePlanResponse:
+        plan = await self._federation.generate_plan(
+            hints=dict(request.hints), execute=request.execute
+        )
+        return pb.GeneratePlanResponse(plan=convert.plan_to_proto(plan))
+
+    async def GetPlan(
+        self, request: pb.GetPlanRequest, context: grpc.aio.ServicerContext
+    ) -> pb.GetPlanResponse:
+        if request.sequence <= 0:
+            raise InvalidArgument("sequence", "must be positive")
+        store = self._federation.store
+        plan = await store.run(store.get_plan, request.sequence)
+        return pb.GetPlanResponse(plan=convert.plan_to_proto(plan))
+
+    async def ListPlans(
+        self, request: pb.ListPlansRequest, context: grpc.aio.ServicerContext
+    ) -> pb.ListPlansResponse:
+        size = paging.page_size(request.page_size, default=50, maximum=500)
+        start = request.start_time.ToNanoseconds() if request.HasField("start_time") else None
+        end = request.end_time.ToNanoseconds() if request.HasField("end_time") else None
+        if start is not None and end is not None and end <= start:
+            raise InvalidArgument("end_time", "must be after start_time")
+        priority = _priority(request.min_priority, "min_priority")
+        query = {"start": start, "end": end, "priority": int(priority or 0)}
+        after = 0
+        if request.page_token:
+            after = paging.decode_token(request.page_token, expect=query)["after"]
+        store = self._federation.store
+        plans = await store.run(
+            lambda: store.list_plans(
+                after_sequence=after,
+                limit=size + 1,
+                start_time=start,
+                end_time=end,
+                min_priority=priority,
+            )
+        )
+        more = len(plans) > size
+        plans = plans[:size]
+        token = paging.encode_token(**query, after=plans[-1].sequence) if more else ""
+        return pb.ListPlansResponse(
+            plans=[convert.plan_to_proto(p) for p in plans], next_page_token=token
+        )
+
+    async def ReportActionStatus(
+        self, request: pb.ReportActionStatusRequest, context: grpc.aio.ServicerContext
+    ) -> pb.ReportActionStatusResponse:
+        if request.plan_sequence <= 0:
+            raise InvalidArgument("plan_sequence", "must be positive")
+        if not request.action_id:
+            raise InvalidArgument("action_id", "must not be empty")
+        status = enum_from_proto(
+            convert.ActionStatus, agent_pb2.ActionStatus, request.status, field="status"
+        )
+        update = await self._federation.report_status(
+            request.plan_sequence, request.action_id, status, request.detail[:2000]
+        )
+        return pb.ReportActionStatusResponse(sequence=update.sequence)
+
+    async def SubscribePlans(
+        self, request: pb.SubscribePlansRequest, context: grpc.aio.ServicerContext
+    ) -> AsyncIterator[pb.SubscribePlansResponse]:
+        priority = _priority(request.min_priority, "min_priority")
+        types = [
+            enum_from_proto(ActionType, agent_pb2.ActionType, t, field=f"action_types[{i}]")
+            for i, t in enumerate(request.action_types)
+        ]
+        filter_ = _Filter(priority, types)
+        store = self._federation.store
+        hub = self._federation.hub
+        # Subscribe before reading history, so no event falls between the two.
+        subscription = hub.subscribe()
+        try:
+            if self._draining:
+                raise Unavailable("federation is shutting down; resume on another replica")
+            await context.send_initial_metadata(())
+            last = await store.run(store.last_sequence)
+            if request.HasField("after_sequence"):
+                if not 0 <= request.after_sequence <= last:
+                    raise InvalidArgument(
+                        "after_sequence",
+                        f"must be in 0..{last}, the last sequence (got {request.after_sequence})",
+                    )
+                last = request.after_sequence
+                page = self._federation.config.history_page
+                while True:
+                    events = await store.run(store.events_after, last, page)
+                    for event in events:
+                        message = self._message(event, filter_)
+                        last = event.sequence
+                        if message is not None:
+                            yield message
+                    if len(events) < page:
+                        break
+            while True:
+                event = await subscription.next()
+                if event is None:
+                    if subscription.overflowed:
+                        raise ResourceExhausted(
+                            f"subscriber fell {hub.queue_size} events behind; "
+                            f"resume with after_sequence={last}",
+                            metadata={"resume_after_sequence": str(last)},
+                        )
+                    raise Unavailable(
+                        f"federation is shutting down; resume with after_sequence={last}"
+                    )
+                if event.sequence <= last:
+                    continue  # already delivered from history
+                last = event.sequence
+                message = self._message(event, filter_)
+                if message is not None:
+                    yield message
+        finally:
+            hub.unsubscribe(subscription)
+
+    def _message(self, event: Event, filter_: _Filter) -> pb.SubscribePlansResponse | None:
+        """The event as this filter sees it; built once per event and filter, for everyone."""
+        key = (event.sequence, filter_.key)
+        if key in self._messages:
+            return self._messages[key]
+        message = None
+        if event.plan is not None:
+            plan = convert.plan_to_proto(event.plan)
+            if filter_.active:
+                kept = [
+                    a
+                    for a, domain in zip(plan.actions, event.plan.actions, strict=True)
+                    if filter_.accepts(domain.action_type, domain.priority)
+                ]
+                del plan.actions[:]
+                plan.actions.extend(kept)
+            if kept_any(plan) or not filter_.active:
+                message = pb.SubscribePlansResponse(sequence=event.sequence, plan=plan)
+        elif event.update is not None and filter_.accepts(
+            event.update.action_type, event.update.priority
+        ):
+            message = pb.SubscribePlansResponse(
+                sequence=event.sequence, status_update=convert.status_to_proto(event.update)
+            )
+        self._messages[key] = message
+        while len(self._messages) > _CACHED_MESSAGES:
+            self._messages.popitem(last=False)
+        return message
+
+
+def kept_any(plan: pb.GlobalActionPlan) -> bool:
+    return len(plan.actions) > 0
+
+
+def _priority(value: int, field: str) -> Priority | None:
+    if value == 0:
+        return None
+    return enum_from_proto(Priority, agent_pb2.Priority, value, field=field)
+
+
+async def build(config: FederationConfig, channels: ChannelConfig) -> Built:
+    url = (
+        config.database_url.reveal()
+        if config.database_url
+        else sqlite_url(config.data_dir / "federation.db")
+    )
+    store = PlanStore(create_engine(url))
+    names = set(config.asked_agents) | set(config.owners.values()) | {"market"}
+    # The federation retries UNAVAILABLE itself, within its budget, and reports the outcome:
+    # transparent channel retries would turn a dead agent into a timeout.
+    direct = dataclasses.replace(channels, retry_unavailable=False)
+    opened = {
+        name: open_channel(channels.address_of(name, DEFAULT_PORTS.get(name)), direct)
+        for name in sorted(names)
+    }
+    clients = {
+        name: AgentClient(channel, name=name, timeout=config.agent_timeout_seconds)
+        for name, channel in opened.items()
+    }
+    market_clock = MarketClockWatcher(MarketClient(opened["market"], timeout=5.0))
+    federation = Federation(
+        config=config,
+        agents={name: clients[name] for name in config.asked_agents},
+        owners={name: clients[name] for name in set(config.owners.values())},
+        store=store,
+        market_clock=market_clock.latest,
+    )
+    servicer = FederationServicer(federation)
+    tasks = [asyncio.ensure_future(market_clock.run())]
+    if config.gap_update_interval_seconds > 0:
+        tasks.append(asyncio.ensure_future(_after_first_interval(federation)))
+
+    def drain() -> None:
+        for task in tasks:
+            task.cancel()
+        servicer.drain()
+
+    async def close() -> None:
+        for task in tasks:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        await federation.close()
+        for channel in opened.values():
+            await channel.close()
+        store.close()
+
+    return Built(
+        services=[
+            Service.of(
+                servicer,
+                pb_grpc.add_FederationServiceServicer_to_server,
+                pb.DESCRIPTOR.services_by_name["FederationService"],
+            )
+        ],
+        drain=drain,
+        close=close,
+    )
+
+
+class MarketClockWatcher:
+    """Follows the market's replay clock from its bar stream, so a planning cycle reads the
+    clock without a call; reconnects with backoff while the market is away."""
+
+    def __init__(self, market: MarketClient, *, backoff: float = 0.5, max_backoff: float = 10.0):
+        self._market = market
+        self._backoff = backoff
+        self._max_backoff = max_backoff
+        self._latest: tuple[int, int] | None = None
+
+    def latest(self) -> tuple[int, int] | None:
+        """(clock time, position) as last seen, or None if the market was never reached."""
+        return self._latest
+
+    async def run(self) -> None:
+        pause = self._backoff
+        while True:
+            try:
+                snapshot = await self._market.snapshot()
+                self._latest = (snapshot.clock_time, snapshot.position)
+                pause = self._backoff
+                async for position, clock_time, _bars in self._market.stream_bars(
+                    after_position=snapshot.position
+                ):
+                    self._latest = (clock_time, position)
+            except MeshError:
+                await asyncio.sleep(pause)
+                pause = min(pause * 2, self._max_backoff)
+
+
+async def _after_first_interval(federation: Federation) -> None:
+    # The first automatic cycle waits one interval, so the agents have started.
+    await asyncio.sleep(federation.config.gap_update_interval_seconds)
+    await federation.run_cycles()
+
+
+APP = App(
+    name="federation",
+    summary="the Global Action Plan: fan-out, consensus, conflicts, execution, the plan stream",
+    config_type=FederationConfig,
+    env_prefix=ENV_PREFIX,
+    build=build,
+)

@@ -1,0 +1,244 @@
+"""Building a plan: consensus and confidence formulas, conflicts, held critical actions,
+dependencies, scheduling windows, and invariance to the order agents answer in."""
+
+from __future__ import annotations
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from agents import contract as c
+from federation.config import FederationConfig
+from federation.plan import AgentAnswer, AgentReport, CallOutcome, build_plan, stance_of, target_of
+
+OWNERS = FederationConfig().owner_by_type
+NOW = 1_000_000_000_000
+
+
+def rec(
+    rid: str,
+    parameters: c.ActionParameters,
+    confidence: float,
+    priority: c.Priority = c.Priority.MEDIUM,
+    depends_on: tuple[str, ...] = (),
+) -> c.Recommendation:
+    return c.Recommendation(
+        id=rid,
+        priority=priority,
+        target="ignored: the federation derives targets",
+        parameters=parameters,
+        confidence=confidence,
+        rationale=f"{rid} rationale",
+        depends_on=depends_on,
+    )
+
+
+def answer(agent: str, *recommendations: c.Recommendation) -> AgentAnswer:
+    report = AgentReport(agent, CallOutcome.OK, 0.001, 1, len(recommendations))
+    return AgentAnswer(report, tuple(recommendations))
+
+
+def plan(*answers: AgentAnswer, min_consensus: float = 0.8):
+    return build_plan(
+        answers,
+        plan_id="gap-7",
+        sequence=7,
+        now=NOW,
+        context=c.AgentContext(cycle_id="cycle"),
+        min_consensus_for_critical=min_consensus,
+        owners=OWNERS,
+    )
+
+
+UP = c.AdjustExposure(sector="Tech", factor=1.2)
+DOWN = c.AdjustExposure(sector="Tech", factor=0.5)
+
+
+def test_targets_and_stances_are_derived_from_parameters():
+    assert (
+        target_of(UP) == target_of(DOWN) == target_of(c.HaltTrading(scope="Tech")) == "sector/Tech"
+    )
+    assert (
+        target_of(c.HaltTrading())
+        == target_of(c.AdjustExposure(sector="", factor=2))
+        == "portfolio"
+    )
+    assert stance_of(UP) == "risk_on"
+    assert stance_of(DOWN) == stance_of(c.HaltTrading(scope="Tech")) == "risk_off"
+    assert stance_of(c.SwitchMode(mode=c.StrategicMode.DEFENSIVE)) == "defensive"
+    assert target_of(c.EnableStrategy(strategy_id="s1")) == target_of(
+        c.DisableStrategy(strategy_id="s1")
+    )
+    assert stance_of(c.EnableStrategy(strategy_id="s1")) != stance_of(
+        c.DisableStrategy(strategy_id="s1")
+    )
+
+
+def test_consensus_and_confidence_follow_their_formulas():
+    result = plan(
+        answer("ceo", rec("r1", UP, 0.8)),
+        answer("meta-optimizer", rec("r1", c.AdjustExposure(sector="Tech", factor=1.3), 0.6)),
+        answer(
+            "risk",
+            rec("r1", DOWN, 0.9),
+            rec("r2", c.SwitchMode(mode=c.StrategicMode.DEFENSIVE), 0.5),
+        ),
+    )
+    # sector/Tech: risk_on 0.8 + 0.6 = 1.4 vs risk_off 0.9, total 2.3; mode: one agent, agreement 1.
+    tech_agreement = 1.4 / 2.3
+    assert result.consensus_score == pytest.approx((2.3 * tech_agreement + 0.5 * 1.0) / (2.3 + 0.5))
+    # Agent confidences: ceo 0.8, meta-optimizer 0.6, risk (0.9 + 0.5) / 2 = 0.7.
+    confidences = [0.8, 0.6, 0.7]
+    assert result.confidence == pytest.approx(sum(x * x for x in confidences) / sum(confidences))
+    tech = [a for a in result.actions if a.target == "sector/Tech"]
+    winner = next(a for a in tech if a.status is c.ActionStatus.PENDING)
+    loser = next(a for a in tech if a.status is c.ActionStatus.SUPERSEDED)
+    assert winner.parameters == UP  # the more confident of the two agreeing recommendations
+    assert winner.source_agents == ("ceo", "meta-optimizer")
+    assert winner.consensus == pytest.approx(tech_agreement)
+    assert winner.confidence == pytest.approx((0.8**2 + 0.6**2) / 1.4)
+    assert loser.superseded_by == winner.id
+    assert loser.source_agents == ("risk",)
+    assert "lost to" in loser.status_detail
+
+
+def test_conflicts_are_won_by_priority_then_confidence_then_name():
+    high_but_unsure = rec("r", DOWN, 0.3, c.Priority.HIGH)
+    sure_but_medium = rec("r", UP, 0.95, c.Priority.MEDIUM)
+    result = plan(answer("a", high_but_unsure), answer("b", sure_but_medium))
+    assert next(a for a in result.actions if a.status is c.ActionStatus.PENDING).parameters == DOWN
+    result = plan(answer("a", rec("r", DOWN, 0.4)), answer("b", rec("r", UP, 0.7)))
+    assert next(a for a in result.actions if a.status is c.ActionStatus.PENDING).parameters == UP
+    # Equal priority and confidence: the stance name decides ("risk_off" < "risk_on").
+    result = plan(answer("a", rec("r", UP, 0.5)), answer("b", rec("r", DOWN, 0.5)))
+    assert next(a for a in result.actions if a.status is c.ActionStatus.PENDING).parameters == DOWN
+
+
+def test_critical_actions_need_consensus():
+    halt = c.HaltTrading(scope="Crypto")
+    dissent = c.AdjustExposure(sector="Crypto", factor=1.1)
+    # 0.8 of the confidence agrees: exactly at the bar, so it runs.
+    at_bar = plan(
+        answer("risk", rec("r", halt, 0.8, c.Priority.CRITICAL)),
+        answer("ceo", rec("r", dissent, 0.2)),
+    )
+    lead = next(
+        a
+        for a in at_bar.actions
+        if a.target == "sector/Crypto" and a.action_type is c.ActionType.HALT_TRADING
+    )
+    assert lead.status is c.ActionStatus.PENDING
+    below = plan(
+        answer("risk", rec("r", halt, 0.79, c.Priority.CRITICAL)),
+        answer("ceo", rec("r", dissent, 0.21)),
+    )
+    held = next(a for a in below.actions if a.action_type is c.ActionType.HALT_TRADING)
+    assert held.status is c.ActionStatus.HELD
+    assert "consensus 0.79" in held.status_detail
+    assert "0.80 required" in held.status_detail
+    alone = plan(answer("risk", rec("r", halt, 0.3, c.Priority.CRITICAL)))
+    assert alone.actions[0].status is c.ActionStatus.PENDING  # nobody disagreed
+
+
+def test_plan_details_dependencies_windows_owners_keys():
+    result = plan(
+        answer(
+            "meta",
+            rec(
+                "tune", c.TuneLearning(parameters={"rl_exploration_rate": 0.2}), 0.6, c.Priority.LOW
+            ),
+            rec(
+                "evolve",
+                c.RunEvolution(symbols=("ORBT",)),
+                0.7,
+                c.Priority.HIGH,
+                depends_on=("tune",),
+            ),
+        ),
+        answer("risk", rec("halt", c.HaltTrading(), 0.9, c.Priority.CRITICAL)),
+    )
+    by_type = {a.action_type: a for a in result.actions}
+    evolve, tune, halt = (
+        by_type[c.ActionType.RUN_EVOLUTION],
+        by_type[c.ActionType.TUNE_LEARNING],
+        by_type[c.ActionType.HALT_TRADING],
+    )
+    assert [a.id for a in result.actions] == ["a1", "a2", "a3"]
+    assert result.actions[0] is halt  # critical first, then by priority
+    assert evolve.depends_on == (tune.id,)
+    assert halt.execute_by_time == 0
+    assert tune.execute_by_time == 0
+    assert evolve.execute_by_time == NOW + 60 * 10**9
+    assert (evolve.owner, tune.owner, halt.owner) == ("sesa", "meta", "risk")
+    assert halt.idempotency_key == f"gap-7/{halt.id}"
+    assert result.sequence == 7
+    assert result.summary.startswith("3 actions to execute")
+
+
+def test_failed_agents_are_recorded_without_votes():
+    failed = AgentAnswer(AgentReport("world-model", CallOutcome.TIMED_OUT, 10.0, 1, 0, "slow"))
+    result = plan(answer("risk", rec("r", DOWN, 0.9)), failed)
+    assert [r.agent for r in result.agents] == ["risk", "world-model"]
+    assert result.agents[1].outcome is CallOutcome.TIMED_OUT
+    assert result.confidence == pytest.approx(0.9)
+    assert len(result.actions) == 1
+
+
+PARAMETERS = st.sampled_from(
+    [
+        UP,
+        DOWN,
+        c.HaltTrading(scope="Tech"),
+        c.SwitchMode(mode=c.StrategicMode.EXPANSION),
+        c.SwitchMode(mode=c.StrategicMode.DEFENSIVE),
+        c.EnableStrategy(strategy_id="s1"),
+        c.DisableStrategy(strategy_id="s1"),
+        c.RunEvolution(),
+    ]
+)
+
+
+@given(
+    st.lists(
+        st.tuples(
+            PARAMETERS,
+            st.floats(0.01, 1.0),
+            st.sampled_from(list(c.Priority)),
+        ),
+        min_size=1,
+        max_size=6,
+    ),
+    st.randoms(),
+)
+def test_the_order_agents_answer_in_changes_nothing(votes, random):
+    answers = [
+        answer(f"agent-{i}", rec("r", p, conf, prio)) for i, (p, conf, prio) in enumerate(votes)
+    ]
+    shuffled = list(answers)
+    random.shuffle(shuffled)
+    a, b = plan(*answers), plan(*shuffled)
+    assert a.consensus_score == pytest.approx(b.consensus_score, abs=1e-12)
+    assert a.confidence == pytest.approx(b.confidence, abs=1e-12)
+    assert a.actions == b.actions
+    assert 0 <= a.consensus_score <= 1
+    assert 0 <= a.confidence <= 1
+    for action in a.actions:
+        if action.status is c.ActionStatus.SUPERSEDED:
+            assert a.action(action.superseded_by).status is not c.ActionStatus.SUPERSEDED
+
+
+def test_an_agent_has_one_vote_per_target():
+    result = plan(
+        answer(
+            "risk",
+            rec("up", UP, 0.4),
+            rec("down", DOWN, 0.9),
+            rec("after", c.RunEvolution(), 0.5, depends_on=("up",)),
+        )
+    )
+    tech = [a for a in result.actions if a.target == "sector/Tech"]
+    assert len(tech) == 1
+    assert tech[0].parameters == DOWN
+    assert tech[0].consensus == 1.0
+    evolve = next(a for a in result.actions if a.action_type is c.ActionType.RUN_EVOLUTION)
+    assert evolve.depends_on == (tech[0].id,)
