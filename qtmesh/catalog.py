@@ -27,7 +27,11 @@ class Entry:
 
 # Default ports are fixed so that `qtmesh up`, `qtmesh status` and clients agree without
 # configuration; 50051 is reserved for the federation.
-CATALOG: tuple[Entry, ...] = (Entry("market", "market.service:APP", 50052),)
+CATALOG: tuple[Entry, ...] = (
+    Entry("market", "market.service:APP", 50052),
+    Entry("memory", "agents.memory.service:APP", 50060),
+    Entry("world-model", "agents.world_model.service:APP", 50061),
+)
 
 
 def names() -> list[str]:

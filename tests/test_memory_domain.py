@@ -4,6 +4,7 @@ decisions and the advice drawn from recalled episodes."""
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -18,10 +19,12 @@ from agents.contract import (
     SwitchMode,
 )
 from agents.memory.advice import AdvicePolicy, advise, decision_text, parse_decision
+from agents.memory.config import MemoryConfig
 from agents.memory.context import hinted_features, sector_features
 from agents.memory.episodes import Episode, Limits, Recalled, similarities, validate_episode
 from agents.memory.summaries import OutcomeTally, summarise
 from market.replay import SectorSummary, Snapshot
+from qtmesh.config import ConfigError, Secret
 from qtmesh.errors import InvalidArgument
 
 NAN = math.nan
@@ -189,3 +192,15 @@ def test_advice_stays_silent_without_a_supported_winning_action():
     assert advise("Tech", losers, policy) is None
     hold_wins = losers + _recalled("hold", [0.01, 0.01, 0.01], 0.9)
     assert advise("Tech", hold_wins, policy) is None
+
+
+def test_the_database_url_is_a_secret_and_must_be_a_known_backend():
+    config = MemoryConfig(database_url=Secret("postgresql://qtmesh:hunter2@db:5432/memory"))
+    assert config.url == "postgresql://qtmesh:hunter2@db:5432/memory"
+    assert "hunter2" not in repr(config)
+    assert MemoryConfig(sqlite_path=Path("/tmp/m.db")).url == "sqlite:////tmp/m.db"
+    with pytest.raises(ConfigError, match="expected sqlite:/// or postgresql://") as failure:
+        MemoryConfig(database_url=Secret("mysql://root:hunter2@db/memory"))
+    assert "hunter2" not in str(failure.value)
+    with pytest.raises(ConfigError, match="recommend_k"):
+        MemoryConfig(recommend_k=5000)

@@ -4,6 +4,7 @@ market, hysteresis, the block bootstrap and the exposure policy, without sockets
 from __future__ import annotations
 
 import itertools
+import re
 
 import numpy as np
 import pytest
@@ -12,12 +13,14 @@ from hypothesis import strategies as st
 from scipy import stats
 
 from agents.contract import AdjustExposure, Priority
+from agents.world_model.config import WorldModelConfig
 from agents.world_model.hmm import GaussianHMM, fit_hmm
 from agents.world_model.policy import ExposurePolicy, recommend_exposure
 from agents.world_model.regimes import Hysteresis, RegimeSettings, fit_regimes
 from agents.world_model.scenarios import simulate, terminal_quantiles
 from market.synthetic import SyntheticMarketSpec, generate
 from qtmesh.concurrency import Cancelled, CancelToken
+from qtmesh.config import ConfigError
 from qtmesh.errors import InvalidArgument
 
 DAY = 1440
@@ -341,3 +344,18 @@ def test_simulation_input_is_validated(changes, field):
     with pytest.raises(InvalidArgument) as failure:
         simulate(**arguments)
     assert failure.value.field == field
+
+
+@pytest.mark.parametrize(
+    ("settings", "message"),
+    [
+        ({"states": 4}, "states: must be one of [2, 3]"),
+        ({"switch_enter": 0.5}, "switch_enter: must be in (0.5, 1]"),
+        ({"switch_exit": 0.8}, "switch_exit: must be in [0, switch_enter)"),
+        ({"lookback_bars": 300_000}, "max_lookback_bars: must be at least lookback_bars"),
+        ({"min_factor": 0.0}, "min_factor: must be in (0, 1]"),
+    ],
+)
+def test_bad_world_model_settings_stop_start_up(settings, message):
+    with pytest.raises(ConfigError, match=re.escape(message)):
+        WorldModelConfig(**settings)
