@@ -36,6 +36,8 @@ protos: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python -m benchmarks.market
+	$(BIN)/python -m benchmarks.world_model
+	$(BIN)/python -m benchmarks.memory
 
 # Re-resolves the pinned versions in constraints.txt from the ranges in pyproject.toml.
 lock:

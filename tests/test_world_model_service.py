@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 from pathlib import Path
 
 import grpc
@@ -308,3 +309,31 @@ async def test_a_cancelled_detect_regime_stops_its_fit(planted_market, monkeypat
         await asyncio.wait_for(stopped.wait(), timeout=10)
         with pytest.raises(asyncio.CancelledError):
             await call
+
+
+async def test_the_reported_regime_keeps_hysteresis_across_refits(planted_market, monkeypatch):
+    """Each refit's current probabilities are scripted; the report follows the Schmitt trigger."""
+    scripted = iter(
+        [
+            [0.90, 0.05, 0.05],  # calm
+            [0.40, 0.10, 0.50],  # volatile leads, below 0.7, calm above 0.3: still calm
+            [0.20, 0.10, 0.70],  # volatile reaches 0.7: volatile
+            [0.35, 0.05, 0.60],  # calm leads nowhere near 0.7, volatile above 0.3: volatile
+            [0.45, 0.30, 0.25],  # volatile below 0.3: the most likely, calm
+        ]
+    )
+    real = engine.fit_regimes
+
+    def scripted_fit(*args, **kwargs):
+        model = real(*args, **kwargs)
+        return dataclasses.replace(model, probabilities=np.array(next(scripted)))
+
+    monkeypatch.setattr(engine, "fit_regimes", scripted_fit)
+    async with mesh(planted_market) as (market, world):
+        client = WorldModelClient(world.channel)
+        prices = MarketClient(market.channel)
+        reported = []
+        for _ in range(5):
+            reported.append((await client.detect_regime(sector="Storm")).regime)
+            await prices.advance(30)  # refit_bars: the next call refits
+        assert reported == ["calm", "calm", "volatile", "volatile", "calm"]

@@ -3,11 +3,13 @@ recommend what worked there (see :mod:`agents.memory.advice`)."""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Protocol
 
 from agents.contract import Action, AgentContext, ExecutionResult, Recommendation
 from agents.memory.advice import AdvicePolicy, advise
 from agents.memory.context import hinted_features, sector_features
+from agents.memory.episodes import Recalled
 from agents.memory.store import EpisodeStore
 from market.replay import Snapshot
 from qtmesh.errors import InvalidArgument
@@ -42,29 +44,36 @@ class MemoryEngine:
         to episodes of that regime when memory has some.
         """
         extra = hinted_features(context.hints)
-        known = set(await self.store.sectors())
-        if not known:
+        if await self.store.size() == 0:
             return []
         snapshot = await self._market.snapshot()
+        # One trip to a worker thread for every sector's recall.
+        recalled = await self.store.run(self._recall_sectors, snapshot, extra, context.hints)
         recommendations = []
+        for sector, episodes in recalled.items():
+            recommendation = advise(sector, episodes, self._policy)
+            if recommendation is not None:
+                recommendations.append(recommendation)
+        return recommendations
+
+    def _recall_sectors(
+        self, snapshot: Snapshot, extra: Mapping[str, float], hints: Mapping[str, str]
+    ) -> dict[str, list[Recalled]]:
+        known = set(self.store.sectors_now())
+        recalled = {}
         for summary in snapshot.sectors:
             sector = summary.sector
             if sector not in known:
                 continue
-            features = sector_features(snapshot, sector) | extra
-            regime = context.hints.get(f"{REGIME_HINT}{sector}", "")
+            features = sector_features(snapshot, sector) | dict(extra)
+            regime = hints.get(f"{REGIME_HINT}{sector}", "")
             try:
-                recalled = await self.store.recall(
-                    features, k=self._k, regime=regime, sector=sector
-                )
+                recalled[sector] = self.store.recall_now(features, self._k, regime, sector)
             except InvalidArgument as exc:
                 if exc.field != "regime":
                     raise
-                recalled = await self.store.recall(features, k=self._k, sector=sector)
-            recommendation = advise(sector, recalled, self._policy)
-            if recommendation is not None:
-                recommendations.append(recommendation)
-        return recommendations
+                recalled[sector] = self.store.recall_now(features, self._k, "", sector)
+        return recalled
 
     async def execute(self, action: Action, *, plan_sequence: int) -> ExecutionResult:
         raise InvalidArgument("action.type", "the memory engine executes no actions")

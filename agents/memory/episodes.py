@@ -124,12 +124,23 @@ def similarities(query: np.ndarray, values: np.ndarray) -> np.ndarray:
     Both are already z-scored; NaN marks a feature the query or an episode does not have. The
     result is NaN for an episode that shares no feature with the query.
     """
-    present = ~np.isnan(values) & ~np.isnan(query)
+    missing = np.isnan(values)
+    if not missing.any() and not np.isnan(query).any():
+        # Every episode has every feature: one product and one norm per episode.
+        dot = values @ query
+        norms = np.sqrt(np.einsum("ij,ij->i", values, values)) * np.sqrt(query @ query)
+        return _cosine(dot, norms)
+    present = ~missing & ~np.isnan(query)
     v = np.where(present, values, 0.0)
     q = np.where(np.isnan(query), 0.0, query)
-    dot = v @ q
-    norms = np.sqrt((v * v).sum(axis=1)) * np.sqrt(present @ (q * q))
+    norms = np.sqrt(np.einsum("ij,ij->i", v, v)) * np.sqrt(present @ (q * q))
+    cosine = _cosine(v @ q, norms)
+    cosine[~present.any(axis=1)] = np.nan
+    return cosine
+
+
+def _cosine(dot: np.ndarray, norms: np.ndarray) -> np.ndarray:
+    """dot / norms, 0 where a norm is 0, within [-1, 1] despite rounding."""
     with np.errstate(invalid="ignore", divide="ignore"):
         cosine = np.where(norms > 0, dot / np.where(norms > 0, norms, 1.0), 0.0)
-    cosine[~present.any(axis=1)] = np.nan
     return np.clip(cosine, -1.0, 1.0)

@@ -200,15 +200,16 @@ class EpisodeStore(SqlStore):
             names = [n for n in features if n in index.names]
             if not names:
                 return []
+            rows = None if regime == sector == "" else np.flatnonzero(mask)
             query = np.array([features[n] for n in names])
-            z_values, z_query, shared = index.zscored(names, query)
+            z_values, z_query, shared = index.zscored(names, query, rows)
             scores = similarities(z_query, z_values)
             # Sharing names but no feature that varies: comparable, with nothing in common.
             scores[np.isnan(scores) & shared] = 0.0
-            chosen = np.flatnonzero(mask & ~np.isnan(scores))
+            chosen = np.flatnonzero(~np.isnan(scores))
             if chosen.size > k:
                 chosen = chosen[np.argpartition(-scores[chosen], k - 1)[:k]]
-            seqs = index.seq[chosen]
+            seqs = index.seq[chosen if rows is None else rows[chosen]]
             # Most similar first; among equals, the most recently stored.
             order = np.lexsort((-seqs, -scores[chosen]))
             ranked = [(int(seqs[i]), float(scores[chosen][i])) for i in order]
@@ -369,9 +370,10 @@ def _unknown(name: str, value: str, known: Sequence[str]) -> str:
 class _Index:
     """Features of the episodes in memory, in insertion order, as arrays.
 
-    Rows ``[start, end)`` of the buffers are live; eviction only ever removes the oldest, so it
-    moves ``start``. Missing features are NaN. Per feature, the count, sum and sum of squares of
-    the live values give the z-score statistics without a pass over the rows.
+    Columns ``[start, end)`` of the buffers are live; eviction only ever removes the oldest, so
+    it moves ``start``. Values are stored feature-major (one contiguous row per feature name), so
+    a recall reads only its query's features; missing ones are NaN. Per feature, the count, sum
+    and sum of squares of the live values give the z-score statistics without a pass over them.
     """
 
     def __init__(self) -> None:
@@ -399,7 +401,7 @@ class _Index:
         return [n for n, c in self.names.items() if self._count[c] > 0]
 
     def codes(self, kind: str, label: str, *, field: str) -> np.ndarray:
-        """Mask of the live rows labelled ``label``; InvalidArgument if none is."""
+        """Mask of the live episodes labelled ``label``; InvalidArgument if none is."""
         live = self._codes[kind][self._start : self._end]
         code = self._labels[kind].get(label)
         mask = live == code if code is not None else np.zeros(self.size, dtype=bool)
@@ -408,15 +410,16 @@ class _Index:
         return mask
 
     def values_in_use(self, kind: str) -> list[str]:
-        live = np.unique(self._codes[kind][self._start : self._end])
-        labels = {code: label for label, code in self._labels[kind].items()}
-        return sorted(labels[int(c)] for c in live if labels[int(c)])
+        labels = self._labels[kind]
+        counts = np.bincount(self._codes[kind][self._start : self._end], minlength=len(labels))
+        return sorted(label for label, code in labels.items() if label and counts[code] > 0)
 
     def zscored(
-        self, names: Sequence[str], query: np.ndarray
+        self, names: Sequence[str], query: np.ndarray, rows: np.ndarray | None
     ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """The live rows' and the query's values of ``names``, z-scored (a feature that does
-        not vary is all NaN), and which rows have any of ``names`` at all."""
+        """The values of ``names`` of the live episodes ``rows`` (None: all), as an (N, F) view,
+        and of the query, z-scored (a feature that does not vary is all NaN), and which of the
+        episodes have any of ``names`` at all."""
         columns = [self.names[n] for n in names]
         count = self._count[columns]
         with np.errstate(invalid="ignore", divide="ignore"):
@@ -426,18 +429,26 @@ class _Index:
         # Below this the spread is rounding noise of the running sums: the feature is constant.
         flat = ~(spread > 1e-9 * np.maximum(np.abs(mean), 1e-300)) | (count == 0)
         spread = np.where(flat, np.nan, spread)
-        values = self._values[self._start : self._end][:, columns]
-        shared = (~np.isnan(values)).any(axis=1)
-        return (values - mean) / spread, (query - mean) / spread, shared
+        if rows is None:
+            values = self._values[columns, self._start : self._end]
+        else:
+            values = self._values[np.ix_(columns, self._start + rows)]
+        if np.all(count == self.size):
+            shared = np.ones(values.shape[1], dtype=bool)  # every episode has every feature
+        else:
+            shared = ~np.isnan(values).all(axis=0)
+        values -= mean[:, None]
+        values /= spread[:, None]
+        return values.T, (query - mean) / spread, shared
 
     def drop_before(self, seq: int) -> None:
         cut = self._start + int(np.searchsorted(self.seq, seq, "left"))
         if cut == self._start:
             return
-        dropped = self._values[self._start : cut]
-        self._count -= (~np.isnan(dropped)).sum(axis=0)
-        self._sum -= np.nansum(dropped, axis=0)
-        self._squares -= np.nansum(dropped * dropped, axis=0)
+        dropped = self._values[:, self._start : cut]
+        self._count -= (~np.isnan(dropped)).sum(axis=1)
+        self._sum -= np.nansum(dropped, axis=1)
+        self._squares -= np.nansum(dropped * dropped, axis=1)
         self._start = cut
         if self.size == 0:
             self._start = self._end = 0
@@ -451,17 +462,17 @@ class _Index:
                 if name not in self.names:
                     self.names[name] = len(self.names)
         self._reserve(len(rows))
-        block = np.full((len(rows), len(self.names)), np.nan)
+        block = np.full((len(self.names), len(rows)), np.nan)
         for i, (seq, regime, sector, features) in enumerate(rows):
             self._seq[self._end + i] = seq
             self._codes["regime"][self._end + i] = self._label("regime", regime)
             self._codes["sector"][self._end + i] = self._label("sector", sector)
             for name, value in features.items():
-                block[i, self.names[name]] = value
-        self._values[self._end : self._end + len(rows)] = block
-        self._count += (~np.isnan(block)).sum(axis=0)
-        self._sum += np.nansum(block, axis=0)
-        self._squares += np.nansum(block * block, axis=0)
+                block[self.names[name], i] = value
+        self._values[:, self._end : self._end + len(rows)] = block
+        self._count += (~np.isnan(block)).sum(axis=1)
+        self._sum += np.nansum(block, axis=1)
+        self._squares += np.nansum(block * block, axis=1)
         self._end += len(rows)
         self.last_seq = int(rows[-1][0])
 
@@ -469,9 +480,9 @@ class _Index:
         return self._labels[kind].setdefault(label, len(self._labels[kind]))
 
     def _reserve(self, more: int) -> None:
-        """Room for ``more`` rows and every known name; compacts and recomputes the sums."""
+        """Room for ``more`` episodes and every known name; compacts and recomputes the sums."""
         columns = len(self.names)
-        if self._end + more <= self._seq.shape[0] and columns <= self._values.shape[1]:
+        if self._end + more <= self._seq.shape[0] and columns <= self._values.shape[0]:
             return
         live = slice(self._start, self._end)
         capacity = max(1024, 2 * (self.size + more))
@@ -481,12 +492,12 @@ class _Index:
         for kind, old in self._codes.items():
             codes[kind] = np.zeros(capacity, dtype=np.int32)
             codes[kind][: self.size] = old[live]
-        values = np.full((capacity, columns), np.nan)
-        values[: self.size, : self._values.shape[1]] = self._values[live]
+        values = np.full((columns, capacity), np.nan)
+        values[: self._values.shape[0], : self.size] = self._values[:, live]
         self._seq, self._codes, self._values = seq, codes, values
         self._end, self._start = self.size, 0
         # Exact sums again, so add-and-subtract rounding never accumulates past a compaction.
-        current = values[: self._end]
-        self._count = (~np.isnan(current)).sum(axis=0).astype(np.float64)
-        self._sum = np.nansum(current, axis=0)
-        self._squares = np.nansum(current * current, axis=0)
+        current = values[:, : self._end]
+        self._count = (~np.isnan(current)).sum(axis=1).astype(np.float64)
+        self._sum = np.nansum(current, axis=1)
+        self._squares = np.nansum(current * current, axis=1)
