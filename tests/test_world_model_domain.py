@@ -17,7 +17,7 @@ from agents.world_model.config import WorldModelConfig
 from agents.world_model.hmm import GaussianHMM, fit_hmm
 from agents.world_model.policy import ExposurePolicy, recommend_exposure
 from agents.world_model.regimes import Hysteresis, RegimeSettings, fit_regimes
-from agents.world_model.scenarios import simulate, terminal_quantiles
+from agents.world_model.scenarios import simulate, simulate_terminal, terminal_quantiles
 from market.synthetic import SyntheticMarketSpec, generate
 from qtmesh.concurrency import Cancelled, CancelToken
 from qtmesh.config import ConfigError
@@ -307,6 +307,11 @@ def test_simulation_is_reproducible_and_cancellable():
     one = simulate(returns, horizon=30, num_paths=50, block_size=5, rng=np.random.default_rng(1))
     two = simulate(returns, horizon=30, num_paths=50, block_size=5, rng=np.random.default_rng(1))
     np.testing.assert_array_equal(one, two)
+    # 20,000 paths span several chunks; the terminal-only variant makes the same draws.
+    kwargs = {"horizon": 30, "num_paths": 20_000, "block_size": 5}
+    paths = simulate(returns, **kwargs, rng=np.random.default_rng(2))
+    terminal = simulate_terminal(returns, **kwargs, rng=np.random.default_rng(2))
+    np.testing.assert_allclose(terminal, paths[:, -1], rtol=1e-12, atol=1e-12)
     token = CancelToken()
     token.cancel()
     with pytest.raises(Cancelled):

@@ -261,7 +261,7 @@ async def test_the_world_model_executes_no_actions(planted_market):
 async def test_a_cancelled_simulation_stops_its_work(planted_market, monkeypatch):
     loop = asyncio.get_running_loop()
     started, stopped = asyncio.Event(), asyncio.Event()
-    real = engine.simulate
+    real = engine.simulate_terminal
 
     def traced(*args, cancel, **kwargs):
         loop.call_soon_threadsafe(started.set)
@@ -271,7 +271,7 @@ async def test_a_cancelled_simulation_stops_its_work(planted_market, monkeypatch
             loop.call_soon_threadsafe(stopped.set)
             raise
 
-    monkeypatch.setattr(engine, "simulate", traced)
+    monkeypatch.setattr(engine, "simulate_terminal", traced)
     async with mesh(planted_market) as (_market, world):
         stub = world_model_pb2_grpc.WorldModelServiceStub(world.channel)
         await WorldModelClient(world.channel).detect_regime(symbol="STRM")  # fit first

@@ -30,6 +30,7 @@ from agents.world_model.scenarios import (
     ScenarioSummary,
     check_quantiles,
     simulate,
+    simulate_terminal,
     terminal_quantiles,
 )
 from market.bars import BarSeries
@@ -291,9 +292,10 @@ class WorldModel:
             raise FailedPrecondition(
                 f"no bar of {subject.key}'s history is labelled {model.labels[entry.regime]}"
             )
+        draw = simulate if include_paths else simulate_terminal
         rng = np.random.default_rng(seed)
         paths = await run_cancellable(
-            lambda token: simulate(
+            lambda token: draw(
                 model.returns,
                 horizon=horizon,
                 num_paths=num_paths,

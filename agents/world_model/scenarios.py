@@ -12,13 +12,15 @@ bootstrap runs over the regime's history with its episodes joined end to end (a 
 more block boundary, as the wrap-around is).
 
 Paths are cumulative log returns; :func:`simulate` is pure and in-process, so SESA can call it
-directly. Work proceeds in chunks of paths and checks ``cancel`` between them.
+directly, and :func:`simulate_terminal` gives only the terminal values (the same draws) in the
+memory of one chunk of paths. Work proceeds in chunks of paths and checks ``cancel`` between
+them.
 """
 
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 
 import numpy as np
 
@@ -58,14 +60,52 @@ def simulate(
     cancel: CancelToken | None = None,
 ) -> np.ndarray:
     """``num_paths`` x ``horizon`` cumulative log returns by stationary block bootstrap."""
-    pool = _pool(returns, regime_labels, current_regime)
+    paths = np.empty((num_paths, max(horizon, 0)))
+    for first, chunk in _chunks(
+        returns, horizon, num_paths, block_size, rng, regime_labels, current_regime, cancel
+    ):
+        np.cumsum(chunk, axis=1, out=paths[first : first + chunk.shape[0]])
+    return paths
+
+
+def simulate_terminal(
+    returns: np.ndarray,
+    *,
+    horizon: int,
+    num_paths: int,
+    block_size: float,
+    rng: np.random.Generator,
+    regime_labels: np.ndarray | None = None,
+    current_regime: int | None = None,
+    cancel: CancelToken | None = None,
+) -> np.ndarray:
+    """The last column of :func:`simulate` (same draws), in memory of one chunk of paths."""
+    terminal = np.empty(num_paths)
+    for first, chunk in _chunks(
+        returns, horizon, num_paths, block_size, rng, regime_labels, current_regime, cancel
+    ):
+        terminal[first : first + chunk.shape[0]] = chunk.sum(axis=1)
+    return terminal
+
+
+def _chunks(
+    returns: np.ndarray,
+    horizon: int,
+    num_paths: int,
+    block_size: float,
+    rng: np.random.Generator,
+    labels: np.ndarray | None,
+    current: int | None,
+    cancel: CancelToken | None,
+) -> Iterator[tuple[int, np.ndarray]]:
+    """(first path, the drawn returns of a chunk of paths), chunk after chunk."""
+    pool = _pool(returns, labels, current)
     if horizon < 1:
         raise InvalidArgument("horizon", f"must be at least 1 (got {horizon})")
     if num_paths < 1:
         raise InvalidArgument("num_paths", f"must be at least 1 (got {num_paths})")
     if not block_size >= 1:
         raise InvalidArgument("block_size", f"must be at least 1 (got {block_size})")
-    paths = np.empty((num_paths, horizon))
     chunk = max(1, _CHUNK_VALUES // horizon)
     steps = np.arange(horizon)
     n = pool.shape[0]
@@ -80,14 +120,14 @@ def simulate(
         began = np.where(new_block, steps, 0)
         np.maximum.accumulate(began, axis=1, out=began)
         index = (np.take_along_axis(starts, began, axis=1) + (steps - began)) % n
-        np.cumsum(pool[index], axis=1, out=paths[first : first + rows])
-    return paths
+        yield first, pool[index]
 
 
-def terminal_quantiles(paths: np.ndarray, quantiles: Sequence[float]) -> np.ndarray:
-    """The ``quantiles`` of the paths' last values (linear interpolation)."""
+def terminal_quantiles(terminal: np.ndarray, quantiles: Sequence[float]) -> np.ndarray:
+    """The ``quantiles`` (linear interpolation) of terminal values, or of paths' last column."""
     check_quantiles(quantiles)
-    return np.quantile(paths[:, -1], np.asarray(quantiles, dtype=np.float64))
+    values = terminal[:, -1] if terminal.ndim == 2 else terminal
+    return np.quantile(values, np.asarray(quantiles, dtype=np.float64))
 
 
 def check_quantiles(quantiles: Sequence[float], *, field: str = "quantiles") -> None:
