@@ -153,7 +153,7 @@ def _sector(snapshot, sector: str):
 
 def _regime_table(reports) -> Table:
     table = Table(title="Regimes (Gaussian HMM on each sector's equal-weighted index)")
-    for column in ("sector", "regime", "p(calm)", "p(normal)", "p(volatile)", "vol/bar by state"):
+    for column in ("sector", "regime", "p(calm)", "p(normal)", "p(volatile)", "bp/bar by state"):
         table.add_column(column, justify="left" if column in ("sector", "regime") else "right")
     for r in reports:
         colour = {"calm": "green", "normal": "yellow", "volatile": "red"}.get(r.regime, "white")
@@ -161,31 +161,31 @@ def _regime_table(reports) -> Table:
             r.sector,
             f"[{colour}]{r.regime}[/]",
             *(f"{p:.2f}" for p in r.probabilities),
-            " / ".join(f"{s * 1e4:.1f}bp" for s in r.stddevs),
+            "/".join(f"{s * 1e4:.1f}" for s in r.stddevs),
         )
     return table
 
 
 def _scenario_table(scenarios) -> Table:
     table = Table(
-        title=f"One-day scenarios ({SCENARIO_PATHS} block-bootstrapped paths, "
-        "drawn from each sector's current regime)"
+        title=f"One-day scenarios: {SCENARIO_PATHS} block-bootstrapped paths from the bars "
+        "of each sector's current regime"
     )
-    for column in ("sector", "regime", "5%", "25%", "median", "75%", "95%", "history"):
+    for column in ("sector", "regime", "5%", "25%", "median", "75%", "95%", "bars"):
         table.add_column(column, justify="left" if column in ("sector", "regime") else "right")
     for s in scenarios:
         table.add_row(
             s.sector,
             s.regime,
             *(f"{math.expm1(v):+.2%}" for v in s.terminal_returns),
-            f"{s.history:,} bars",
+            f"{s.history:,}",
         )
     return table
 
 
 def _summary_table(summaries) -> Table:
-    table = Table(title="Semantic memory (outcome of the decisions per regime and sector)")
-    for column in ("regime", "sector", "episodes", "mean outcome", "hit rate", "best decision"):
+    table = Table(title="Semantic memory: outcomes per regime and sector (x: exposure factor)")
+    for column in ("regime", "sector", "episodes", "mean", "hit rate", "best decision"):
         table.add_column(column, justify="left" if column in ("regime", "sector") else "right")
     for s in summaries:
         best = max(s.decision_outcomes.items(), key=lambda item: item[1], default=("-", 0.0))
@@ -195,7 +195,7 @@ def _summary_table(summaries) -> Table:
             str(s.episode_count),
             f"{s.mean_outcome:+.3%}",
             f"{s.hit_rate:.0%}",
-            f"{best[0]} ({best[1]:+.3%})",
+            f"{_short(best[0])} ({best[1]:+.3%})",
         )
     return table
 
@@ -206,21 +206,21 @@ def _print_recommendations(
     if not recommendations:
         console.print(f"[bold]{agent}[/] recommends nothing for the current market.")
         return
-    table = Table(title=f"{agent} recommendations")
-    for column in ("priority", "target", "action", "confidence", "rationale"):
-        table.add_column(column, overflow="fold")
+    console.print(f"[bold]{agent}[/] recommends:")
     for r in recommendations:
-        table.add_row(
-            r.priority.name,
-            r.target,
-            _action(r),
-            f"{r.confidence:.2f}",
-            r.rationale,
+        console.print(
+            f"  [{r.priority.name}] {r.target}: {_action(r)} "
+            f"(confidence {r.confidence:.2f})\n    [dim]{r.rationale}[/]",
+            highlight=False,
         )
-    console.print(table)
 
 
 def _action(r: Recommendation) -> str:
     if isinstance(r.parameters, AdjustExposure):
         return f"exposure x{r.parameters.factor:.2f}"
     return r.action_type.name.lower()
+
+
+def _short(decision: str) -> str:
+    """``adjust_exposure factor=0.8`` as ``x0.8``, for narrow tables."""
+    return decision.replace("adjust_exposure factor=", "x")

@@ -47,7 +47,7 @@ async def test_the_section_prints_regimes_scenarios_memory_and_recommendations(t
         assert expected in text
     for sector in ("Tech", "Energy", "Crypto", "Financials"):
         assert sector in text
-    assert "world-model recommend" in text
-    assert "memory recommend" in text
+    assert "world-model recommends" in text
+    assert "memory recommends" in text
     # Run again, memory already holds the backfilled episodes.
     assert "(0 new)" in second.getvalue()

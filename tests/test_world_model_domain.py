@@ -151,12 +151,12 @@ def test_a_planted_switch_in_prices_is_found_and_drives_exposure():
     assert "volatile regime" in recommendation.rationale
 
 
-def test_a_calm_trending_regime_raises_exposure_and_a_calm_flat_one_does_not():
+def test_a_calm_rising_regime_raises_exposure_and_a_calm_falling_one_does_not():
     rng = np.random.default_rng(6)
-    trending = planted_prices(rng, [(3 * DAY, 1.5e-3, 0.0), (DAY, 4e-4, 4e-5)])
-    flat = planted_prices(rng, [(3 * DAY, 1.5e-3, 0.0), (DAY, 4e-4, 0.0)])
+    rising = planted_prices(rng, [(3 * DAY, 1.5e-3, 0.0), (DAY, 4e-4, 4e-5)])
+    falling = planted_prices(rng, [(3 * DAY, 1.5e-3, 0.0), (DAY, 4e-4, -4e-5)])
     settings = RegimeSettings(states=2, bars_per_step=15)
-    for closes, raised in ((trending, True), (flat, False)):
+    for closes, raised in ((rising, True), (falling, False)):
         model = fit_regimes(
             minutes(4 * DAY + 1), closes, settings=settings, rng=np.random.default_rng(7)
         )

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import threading
 from pathlib import Path
 
 import grpc
@@ -337,3 +338,30 @@ async def test_the_reported_regime_keeps_hysteresis_across_refits(planted_market
             reported.append((await client.detect_regime(sector="Storm")).regime)
             await prices.advance(30)  # refit_bars: the next call refits
         assert reported == ["calm", "calm", "volatile", "volatile", "calm"]
+
+
+async def test_a_fit_started_on_stale_data_is_not_joined(planted_market, monkeypatch):
+    loop = asyncio.get_running_loop()
+    first_started, release = asyncio.Event(), threading.Event()
+    fitted_until = []
+    real = engine.fit_regimes
+
+    def held_first(times, closes, **kwargs):
+        fitted_until.append(int(times[-1]))
+        if len(fitted_until) == 1:  # hold the first fit until the market has moved on
+            loop.call_soon_threadsafe(first_started.set)
+            release.wait(timeout=30)
+        return real(times, closes, **kwargs)
+
+    monkeypatch.setattr(engine, "fit_regimes", held_first)
+    async with mesh(planted_market) as (market, world):
+        client = WorldModelClient(world.channel)
+        old = asyncio.ensure_future(client.detect_regime(sector="Storm"))
+        await first_started.wait()
+        await MarketClient(market.channel).advance(30)
+        fresh = await client.detect_regime(sector="Storm")
+        release.set()
+        # The older fit finishing last neither replaces the newer model nor is reported.
+        assert (await old).as_of_time == fresh.as_of_time
+        assert (await client.detect_regime(sector="Storm")).as_of_time == fresh.as_of_time
+        assert fitted_until == [fresh.as_of_time - 30 * 60 * 10**9, fresh.as_of_time]

@@ -38,7 +38,7 @@ class WorldModelConfig:
     max_factor: float = setting(1.5, help="largest exposure factor recommended")
     min_change: float = setting(0.1, help="exposure changes smaller than this are not recommended")
     min_drift_t: float = setting(
-        1.0, help="raising exposure needs the regime's drift this many standard errors above 0"
+        0.0, help="raising exposure needs the regime's drift this many standard errors above 0"
     )
     block_size: int = setting(60, help="default mean block length of the bootstrap, in bars")
     max_horizon: int = setting(10_080, help="longest simulation horizon, in bars")

@@ -77,10 +77,13 @@ class _Entry:
 
 
 class _Shared(Generic[T]):
-    """One computation awaited by several callers; cancelled once none of them waits any more."""
+    """One computation awaited by several callers; cancelled once none of them waits any more.
 
-    def __init__(self, work: Coroutine[Any, Any, T]) -> None:
+    ``stamp`` records what it started from (for a fit: the bars the market had)."""
+
+    def __init__(self, work: Coroutine[Any, Any, T], *, stamp: int = 0) -> None:
         self.task = asyncio.ensure_future(work)
+        self.stamp = stamp
         self.abandoned = False
         self._waiters = 0
 
@@ -151,8 +154,13 @@ class WorldModel:
             self._cache.move_to_end(key)
             return cached
         shared = self._fitting.get(key)
-        if shared is None or not shared.usable:
-            shared = _Shared(self._fit(key, subject, members, span, available))
+        # A fit in progress is joined unless it started from data that is already stale.
+        if (
+            shared is None
+            or not shared.usable
+            or available - shared.stamp >= self._config.refit_bars
+        ):
+            shared = _Shared(self._fit(key, subject, members, span, available), stamp=available)
             self._fitting[key] = shared
             shared.task.add_done_callback(
                 lambda _, key=key, shared=shared: (
@@ -178,6 +186,8 @@ class WorldModel:
             )
         )
         previous = self._cache.get(key)
+        if previous is not None and previous.bars_seen > available:
+            return previous  # a fit that started later, on more data, finished first
         regime = self._hysteresis.apply(
             previous.regime if previous is not None else None, model.probabilities
         )

@@ -5,10 +5,12 @@ For a sector in (reported) regime k the exposure factor is the long-run volatili
 history (the mixture of the states weighted by the time the history spent in each) divided by the
 volatility of state k, clipped to ``[min_factor, max_factor]``. The time spent is used rather than
 the chain's stationary distribution because a history with one switch makes its last state
-look absorbing. A volatile regime therefore
-scales exposure down, a calm one up. Scaling up also needs the calm state to trend: its mean
-return must be at least ``min_drift_t`` standard errors above zero. Changes smaller than
-``min_change`` are not worth an action. The confidence is the probability of the regime.
+look absorbing. A volatile regime therefore scales exposure down, a calm one up (volatility
+management in the sense of Moreira & Muir 2017). Scaling up also needs the regime to trend up:
+its mean return at least ``min_drift_t`` standard errors above zero (default 0: a positive mean;
+over days of data a drift is rarely significant, so a stricter bar would all but never pass).
+Changes smaller than ``min_change`` are not worth an action. The confidence is the probability
+of the regime.
 """
 
 from __future__ import annotations
@@ -27,7 +29,7 @@ class ExposurePolicy:
     min_factor: float = 0.5
     max_factor: float = 1.5
     min_change: float = 0.1
-    min_drift_t: float = 1.0
+    min_drift_t: float = 0.0
     # A volatile regime this likely is a HIGH priority (act within a minute), else MEDIUM.
     urgent_probability: float = 0.9
 
