@@ -39,6 +39,8 @@ bench: $(STAMP)
 	$(BIN)/python -m benchmarks.evaluation
 	$(BIN)/python -m benchmarks.evolution
 	$(BIN)/python -m benchmarks.noise
+	$(BIN)/python -m benchmarks.world_model
+	$(BIN)/python -m benchmarks.memory
 
 # Re-resolves the pinned versions in constraints.txt from the ranges in pyproject.toml.
 lock:

@@ -45,6 +45,8 @@ CATALOG: tuple[Entry, ...] = (
     Entry("market", "market.service:APP", DEFAULT_PORTS["market"]),
     Entry("sesa", "sesa.service:APP", DEFAULT_PORTS["sesa"]),
     Entry("meta", "meta.service:APP", DEFAULT_PORTS["meta"]),
+    Entry("memory", "agents.memory.service:APP", DEFAULT_PORTS["memory"]),
+    Entry("world-model", "agents.world_model.service:APP", DEFAULT_PORTS["world-model"]),
     Entry("federation", "federation.service:APP", DEFAULT_PORTS["federation"]),
 )
 

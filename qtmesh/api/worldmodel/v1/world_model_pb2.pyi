@@ -23,28 +23,34 @@ class RegimeState(_message.Message):
     def __init__(self, label: _Optional[str] = ..., probability: _Optional[float] = ..., mean: _Optional[float] = ..., stddev: _Optional[float] = ...) -> None: ...
 
 class RegimeEstimate(_message.Message):
-    __slots__ = ("symbol", "as_of_time", "regime", "states", "transition_matrix", "observations")
+    __slots__ = ("symbol", "as_of_time", "regime", "states", "transition_matrix", "observations", "sector", "bars_per_step")
     SYMBOL_FIELD_NUMBER: _ClassVar[int]
     AS_OF_TIME_FIELD_NUMBER: _ClassVar[int]
     REGIME_FIELD_NUMBER: _ClassVar[int]
     STATES_FIELD_NUMBER: _ClassVar[int]
     TRANSITION_MATRIX_FIELD_NUMBER: _ClassVar[int]
     OBSERVATIONS_FIELD_NUMBER: _ClassVar[int]
+    SECTOR_FIELD_NUMBER: _ClassVar[int]
+    BARS_PER_STEP_FIELD_NUMBER: _ClassVar[int]
     symbol: str
     as_of_time: _timestamp_pb2.Timestamp
     regime: str
     states: _containers.RepeatedCompositeFieldContainer[RegimeState]
     transition_matrix: _containers.RepeatedScalarFieldContainer[float]
     observations: int
-    def __init__(self, symbol: _Optional[str] = ..., as_of_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., regime: _Optional[str] = ..., states: _Optional[_Iterable[_Union[RegimeState, _Mapping]]] = ..., transition_matrix: _Optional[_Iterable[float]] = ..., observations: _Optional[int] = ...) -> None: ...
+    sector: str
+    bars_per_step: int
+    def __init__(self, symbol: _Optional[str] = ..., as_of_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., regime: _Optional[str] = ..., states: _Optional[_Iterable[_Union[RegimeState, _Mapping]]] = ..., transition_matrix: _Optional[_Iterable[float]] = ..., observations: _Optional[int] = ..., sector: _Optional[str] = ..., bars_per_step: _Optional[int] = ...) -> None: ...
 
 class DetectRegimeRequest(_message.Message):
-    __slots__ = ("symbol", "lookback")
+    __slots__ = ("symbol", "lookback", "sector")
     SYMBOL_FIELD_NUMBER: _ClassVar[int]
     LOOKBACK_FIELD_NUMBER: _ClassVar[int]
+    SECTOR_FIELD_NUMBER: _ClassVar[int]
     symbol: str
     lookback: int
-    def __init__(self, symbol: _Optional[str] = ..., lookback: _Optional[int] = ...) -> None: ...
+    sector: str
+    def __init__(self, symbol: _Optional[str] = ..., lookback: _Optional[int] = ..., sector: _Optional[str] = ...) -> None: ...
 
 class DetectRegimeResponse(_message.Message):
     __slots__ = ("estimate",)
@@ -53,7 +59,7 @@ class DetectRegimeResponse(_message.Message):
     def __init__(self, estimate: _Optional[_Union[RegimeEstimate, _Mapping]] = ...) -> None: ...
 
 class SimulateRequest(_message.Message):
-    __slots__ = ("symbol", "horizon", "num_paths", "block_size", "quantiles", "seed", "regime_conditioned", "include_paths")
+    __slots__ = ("symbol", "horizon", "num_paths", "block_size", "quantiles", "seed", "regime_conditioned", "include_paths", "sector")
     SYMBOL_FIELD_NUMBER: _ClassVar[int]
     HORIZON_FIELD_NUMBER: _ClassVar[int]
     NUM_PATHS_FIELD_NUMBER: _ClassVar[int]
@@ -62,6 +68,7 @@ class SimulateRequest(_message.Message):
     SEED_FIELD_NUMBER: _ClassVar[int]
     REGIME_CONDITIONED_FIELD_NUMBER: _ClassVar[int]
     INCLUDE_PATHS_FIELD_NUMBER: _ClassVar[int]
+    SECTOR_FIELD_NUMBER: _ClassVar[int]
     symbol: str
     horizon: int
     num_paths: int
@@ -70,20 +77,25 @@ class SimulateRequest(_message.Message):
     seed: int
     regime_conditioned: bool
     include_paths: bool
-    def __init__(self, symbol: _Optional[str] = ..., horizon: _Optional[int] = ..., num_paths: _Optional[int] = ..., block_size: _Optional[int] = ..., quantiles: _Optional[_Iterable[float]] = ..., seed: _Optional[int] = ..., regime_conditioned: _Optional[bool] = ..., include_paths: _Optional[bool] = ...) -> None: ...
+    sector: str
+    def __init__(self, symbol: _Optional[str] = ..., horizon: _Optional[int] = ..., num_paths: _Optional[int] = ..., block_size: _Optional[int] = ..., quantiles: _Optional[_Iterable[float]] = ..., seed: _Optional[int] = ..., regime_conditioned: _Optional[bool] = ..., include_paths: _Optional[bool] = ..., sector: _Optional[str] = ...) -> None: ...
 
 class SimulateResponse(_message.Message):
-    __slots__ = ("num_paths", "horizon", "paths", "quantiles", "terminal_returns", "regime")
+    __slots__ = ("num_paths", "horizon", "paths", "quantiles", "terminal_returns", "regime", "block_size", "history")
     NUM_PATHS_FIELD_NUMBER: _ClassVar[int]
     HORIZON_FIELD_NUMBER: _ClassVar[int]
     PATHS_FIELD_NUMBER: _ClassVar[int]
     QUANTILES_FIELD_NUMBER: _ClassVar[int]
     TERMINAL_RETURNS_FIELD_NUMBER: _ClassVar[int]
     REGIME_FIELD_NUMBER: _ClassVar[int]
+    BLOCK_SIZE_FIELD_NUMBER: _ClassVar[int]
+    HISTORY_FIELD_NUMBER: _ClassVar[int]
     num_paths: int
     horizon: int
     paths: _containers.RepeatedScalarFieldContainer[float]
     quantiles: _containers.RepeatedScalarFieldContainer[float]
     terminal_returns: _containers.RepeatedScalarFieldContainer[float]
     regime: str
-    def __init__(self, num_paths: _Optional[int] = ..., horizon: _Optional[int] = ..., paths: _Optional[_Iterable[float]] = ..., quantiles: _Optional[_Iterable[float]] = ..., terminal_returns: _Optional[_Iterable[float]] = ..., regime: _Optional[str] = ...) -> None: ...
+    block_size: int
+    history: int
+    def __init__(self, num_paths: _Optional[int] = ..., horizon: _Optional[int] = ..., paths: _Optional[_Iterable[float]] = ..., quantiles: _Optional[_Iterable[float]] = ..., terminal_returns: _Optional[_Iterable[float]] = ..., regime: _Optional[str] = ..., block_size: _Optional[int] = ..., history: _Optional[int] = ...) -> None: ...

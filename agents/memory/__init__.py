@@ -1,0 +1,1 @@
+"""The memory engine: episodic memory with similarity recall, and semantic summaries."""

@@ -1,0 +1,62 @@
+"""Settings of the memory engine (environment variables QTMESH_MEMORY_<NAME>)."""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+from agents.memory.advice import AdvicePolicy
+from agents.memory.episodes import Limits
+from qtmesh.config import Secret, require, setting
+from qtmesh.storage import redact
+
+ENV_PREFIX = "QTMESH_MEMORY_"
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class MemoryConfig:
+    database_url: Secret | None = setting(
+        None,
+        help="postgresql://user:password@host:port/db (or sqlite:///path); unset: SQLite at "
+        "sqlite_path",
+    )
+    sqlite_path: Path = setting(
+        Path(".qtmesh/memory.db"), help="SQLite file used when database_url is unset"
+    )
+    max_episodes: int = setting(100_000, help="episodes kept; the earliest stored are evicted")
+    max_k: int = setting(1000, help="most episodes one Recall may return")
+    max_features: int = setting(64, help="most features one episode or query may carry")
+    max_feature_names: int = setting(256, help="most distinct feature names memory compares")
+    recommend_k: int = setting(25, help="episodes Recommend recalls per sector")
+    min_similarity: float = setting(0.5, help="Recommend ignores episodes less similar than this")
+    min_support: int = setting(3, help="Recommend needs this many similar episodes of a decision")
+
+    def __post_init__(self) -> None:
+        if self.database_url is not None:
+            scheme = self.database_url.reveal().partition(":")[0]
+            require(
+                scheme in ("sqlite", "postgresql") or scheme.startswith("postgresql+"),
+                "database_url",
+                f"expected sqlite:/// or postgresql://, got {redact(self.database_url.reveal())}",
+            )
+        require(self.max_episodes >= 1, "max_episodes", "must be at least 1")
+        require(self.max_k >= 1, "max_k", "must be at least 1")
+        require(self.max_features >= 1, "max_features", "must be at least 1")
+        require(self.max_feature_names >= 1, "max_feature_names", "must be at least 1")
+        require(1 <= self.recommend_k <= self.max_k, "recommend_k", "must be in 1..max_k")
+        require(-1 <= self.min_similarity <= 1, "min_similarity", "must be in [-1, 1]")
+        require(self.min_support >= 1, "min_support", "must be at least 1")
+
+    @property
+    def url(self) -> str:
+        if self.database_url is not None:
+            return self.database_url.reveal()
+        return f"sqlite:///{self.sqlite_path}"
+
+    @property
+    def limits(self) -> Limits:
+        return Limits(max_features=self.max_features)
+
+    @property
+    def advice(self) -> AdvicePolicy:
+        return AdvicePolicy(min_similarity=self.min_similarity, min_support=self.min_support)

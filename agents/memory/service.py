@@ -1,0 +1,90 @@
+"""The memory gRPC server: MemoryService (Store, Recall, Summarize) and AgentService."""
+
+from __future__ import annotations
+
+import asyncio
+
+import grpc
+
+from agents.memory import _convert as convert
+from agents.memory.config import ENV_PREFIX, MemoryConfig
+from agents.memory.engine import MemoryEngine
+from agents.memory.store import EpisodeStore
+from agents.service import agent_service
+from market.client import MarketClient
+from qtmesh.api.memory.v1 import memory_pb2 as pb
+from qtmesh.api.memory.v1 import memory_pb2_grpc as pb_grpc
+from qtmesh.app import App, Built
+from qtmesh.channels import ChannelConfig, open_channel
+from qtmesh.server import Service
+
+MARKET_PORT = 50052
+
+
+class MemoryServicer(pb_grpc.MemoryServiceServicer):
+    def __init__(self, store: EpisodeStore) -> None:
+        self._store = store
+
+    async def Store(
+        self, request: pb.StoreRequest, context: grpc.aio.ServicerContext
+    ) -> pb.StoreResponse:
+        result = await self._store.store(convert.episode_from_proto(request.episode))
+        return pb.StoreResponse(id=result.id, evicted=result.evicted)
+
+    async def Recall(
+        self, request: pb.RecallRequest, context: grpc.aio.ServicerContext
+    ) -> pb.RecallResponse:
+        recalled = await self._store.recall(
+            dict(request.features), k=request.k, regime=request.regime, sector=request.sector
+        )
+        return pb.RecallResponse(episodes=[convert.recalled_to_proto(r) for r in recalled])
+
+    async def Summarize(
+        self, request: pb.SummarizeRequest, context: grpc.aio.ServicerContext
+    ) -> pb.SummarizeResponse:
+        summaries = await self._store.summarize(regime=request.regime, sector=request.sector)
+        return pb.SummarizeResponse(summaries=[convert.summary_to_proto(s) for s in summaries])
+
+
+def services(engine: MemoryEngine) -> list[Service]:
+    """The memory engine's two gRPC services; it executes no actions (see README)."""
+    return [
+        Service.of(
+            MemoryServicer(engine.store),
+            pb_grpc.add_MemoryServiceServicer_to_server,
+            pb.DESCRIPTOR.services_by_name["MemoryService"],
+        ),
+        agent_service(engine, executes=()),
+    ]
+
+
+def open_store(config: MemoryConfig) -> EpisodeStore:
+    return EpisodeStore.open(
+        config.url,
+        max_episodes=config.max_episodes,
+        max_k=config.max_k,
+        max_feature_names=config.max_feature_names,
+        limits=config.limits,
+    )
+
+
+async def build(config: MemoryConfig, channels: ChannelConfig) -> Built:
+    store = await asyncio.to_thread(open_store, config)
+    channel = open_channel(channels.address_of("market", MARKET_PORT), channels)
+    engine = MemoryEngine(store, MarketClient(channel), policy=config.advice, k=config.recommend_k)
+
+    async def close() -> None:
+        await channel.close()
+        await asyncio.to_thread(store.close)
+
+    return Built(services=services(engine), close=close)
+
+
+APP = App(
+    name="memory",
+    summary="episodic and semantic memory with similarity recall",
+    config_type=MemoryConfig,
+    env_prefix=ENV_PREFIX,
+    build=build,
+    depends_on=("market",),
+)

@@ -1,0 +1,1 @@
+"""The world model: regime detection (Gaussian HMM) and forward scenarios (block bootstrap)."""

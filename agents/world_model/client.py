@@ -1,0 +1,64 @@
+"""Async client of the world model, returning the same domain objects as the in-process engine."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import grpc
+
+from agents.world_model import _convert as convert
+from agents.world_model.regimes import RegimeReport
+from agents.world_model.scenarios import ScenarioSummary
+from qtmesh.api.worldmodel.v1 import world_model_pb2 as pb
+from qtmesh.api.worldmodel.v1 import world_model_pb2_grpc as pb_grpc
+from qtmesh.status import raising_mesh_errors
+
+
+class WorldModelClient:
+    """Calls WorldModelService over ``channel``; failures raise the server's MeshError subclass."""
+
+    def __init__(self, channel: grpc.aio.Channel, *, timeout: float | None = 30.0) -> None:
+        self._stub = pb_grpc.WorldModelServiceStub(channel)
+        self._timeout = timeout
+
+    async def detect_regime(
+        self, *, symbol: str = "", sector: str = "", lookback: int = 0
+    ) -> RegimeReport:
+        with raising_mesh_errors():
+            response = await self._stub.DetectRegime(
+                pb.DetectRegimeRequest(symbol=symbol, sector=sector, lookback=lookback),
+                timeout=self._timeout,
+            )
+        return convert.report_from_proto(response.estimate)
+
+    async def simulate(
+        self,
+        *,
+        symbol: str = "",
+        sector: str = "",
+        horizon: int,
+        num_paths: int,
+        block_size: int = 0,
+        quantiles: Sequence[float] = (),
+        seed: int = 0,
+        regime_conditioned: bool = False,
+        include_paths: bool = False,
+    ) -> ScenarioSummary:
+        with raising_mesh_errors():
+            response = await self._stub.Simulate(
+                pb.SimulateRequest(
+                    symbol=symbol,
+                    sector=sector,
+                    horizon=horizon,
+                    num_paths=num_paths,
+                    block_size=block_size,
+                    quantiles=quantiles,
+                    seed=seed,
+                    regime_conditioned=regime_conditioned,
+                    include_paths=include_paths,
+                ),
+                timeout=self._timeout,
+            )
+        return convert.scenario_from_proto(
+            response, symbol=symbol, sector=sector, regime_conditioned=regime_conditioned
+        )

@@ -1,0 +1,248 @@
+"""Gaussian hidden Markov models of returns, fitted by EM (Baum-Welch), states sorted by volatility.
+
+Model: a hidden state s_t in 0..K-1 follows a Markov chain with transition matrix A and initial
+distribution pi; the observation x_t given s_t = k is N(mean_k, stddev_k^2).
+
+Fitting (:func:`fit_hmm`) is expectation-maximisation:
+
+* E-step: the forward-backward recursions of Rabiner (1989) with per-step scaling. Emission
+  densities are computed as log densities and shifted by their per-step maximum before
+  exponentiating, so nothing underflows however unlikely an observation is; the scaling
+  constants give the log-likelihood exactly. This is the log-space computation rearranged so
+  that each step is one small matrix product instead of a log-sum-exp.
+* M-step: closed-form weighted means, variances and transition frequencies. Standard deviations
+  are floored at 1e-3 of the sample's, so a state cannot collapse onto a single observation;
+  transition probabilities are floored at 1e-10, so no transition becomes impossible.
+* Start: one deterministic start (the K quantile groups of |x - median| give the initial
+  standard deviations; persistent regimes, 0.95 on the diagonal), plus ``restarts`` random starts
+  drawn from ``rng``. Every start runs ``burn_in`` iterations; the best continues until the
+  log-likelihood gains less than ``tolerance`` per observation (short-run EM, Biernacki et al.
+  2003). Given the same ``rng`` state the fit is the same.
+* Labelling: states are sorted by standard deviation, calm first, so state k means the same thing
+  from one fit to the next.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import itertools
+import math
+
+import numpy as np
+
+from qtmesh.concurrency import CancelToken
+from qtmesh.errors import InvalidArgument
+
+_LOG_2PI = math.log(2 * math.pi)
+_MIN_TRANSITION = 1e-10
+_STDDEV_FLOOR = 1e-3
+
+LABELS: dict[int, tuple[str, ...]] = {2: ("calm", "volatile"), 3: ("calm", "normal", "volatile")}
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True, eq=False)
+class GaussianHMM:
+    """K states, each emitting N(means[k], stddevs[k]^2); ``transition[i, j]`` = P(j | i)."""
+
+    initial: np.ndarray
+    transition: np.ndarray
+    means: np.ndarray
+    stddevs: np.ndarray
+
+    @property
+    def states(self) -> int:
+        return int(self.means.shape[0])
+
+    def log_emissions(self, x: np.ndarray) -> np.ndarray:
+        """log N(x_t; mean_k, stddev_k^2), shape (T, K)."""
+        z = (x[:, None] - self.means) / self.stddevs
+        return -0.5 * z * z - np.log(self.stddevs) - 0.5 * _LOG_2PI
+
+    def posteriors(self, x: np.ndarray) -> Posteriors:
+        """Filtered and smoothed state probabilities of every observation."""
+        return _forward_backward(self.log_emissions(x), self.initial, self.transition)
+
+    def viterbi(self, x: np.ndarray) -> np.ndarray:
+        """The most likely state path (log-space Viterbi)."""
+        log_b = self.log_emissions(x)
+        log_a = np.log(self.transition)
+        steps = log_b.shape[0]
+        back = np.empty((steps, self.states), dtype=np.intp)
+        delta = np.log(self.initial) + log_b[0]
+        for t in range(1, steps):
+            scores = delta[:, None] + log_a
+            back[t] = scores.argmax(axis=0)
+            delta = scores[back[t], np.arange(self.states)] + log_b[t]
+        path = np.empty(steps, dtype=np.intp)
+        path[-1] = int(delta.argmax())
+        for t in range(steps - 1, 0, -1):
+            path[t - 1] = back[t, path[t]]
+        return path
+
+    def mixture_stddev(self, probabilities: np.ndarray) -> float:
+        """Standard deviation of the next observation when the state has ``probabilities``."""
+        mean = float(probabilities @ self.means)
+        second = float(probabilities @ (self.stddevs**2 + self.means**2))
+        return math.sqrt(max(second - mean * mean, 0.0))
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class Posteriors:
+    filtered: np.ndarray  # P(s_t | x_1..x_t), shape (T, K)
+    smoothed: np.ndarray  # P(s_t | x_1..x_T), shape (T, K)
+    transitions: np.ndarray  # expected transition counts, shape (K, K)
+    log_likelihood: float
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class HMMFit:
+    model: GaussianHMM
+    log_likelihood: float
+    iterations: int
+    converged: bool
+
+
+def fit_hmm(
+    x: np.ndarray,
+    *,
+    states: int,
+    rng: np.random.Generator,
+    max_iterations: int = 200,
+    tolerance: float = 1e-6,
+    restarts: int = 2,
+    burn_in: int = 10,
+    cancel: CancelToken | None = None,
+    field: str = "observations",
+) -> HMMFit:
+    """Fits a ``states``-state Gaussian HMM to ``x`` by EM (see the module docstring)."""
+    x = np.asarray(x, dtype=np.float64)
+    check_observations(x, states=states, field=field)
+    scale = float(x.std())
+    floor = _STDDEV_FLOOR * scale
+    starts = [_quantile_start(x, states)]
+    starts += [_random_start(x, states, rng) for _ in range(restarts)]
+    runs = []
+    for start in starts:
+        runs.append(_em(x, start, floor, burn_in, tolerance, cancel))
+    best = max(runs, key=lambda run: run[1])
+    model, log_likelihood, iterations, converged = best
+    if not converged:
+        model, log_likelihood, more, converged = _em(
+            x, model, floor, max(max_iterations - iterations, 0), tolerance, cancel
+        )
+        iterations += more
+    return HMMFit(_sorted_by_volatility(model), log_likelihood, iterations, converged)
+
+
+def check_observations(x: np.ndarray, *, states: int, field: str = "observations") -> None:
+    """Raises InvalidArgument naming ``field`` unless ``x`` can be fitted with ``states`` states."""
+    if states not in LABELS:
+        raise InvalidArgument("states", f"must be one of {sorted(LABELS)} (got {states})")
+    needed = 10 * states
+    if x.ndim != 1 or x.shape[0] < needed:
+        raise InvalidArgument(
+            field, f"needs at least {needed} observations for {states} states (got {x.size})"
+        )
+    bad = np.flatnonzero(~np.isfinite(x))
+    if bad.size:
+        raise InvalidArgument(f"{field}[{bad[0]}]", f"{x[bad[0]]} is not a finite number")
+    if not x.std() > 0:
+        raise InvalidArgument(field, "is constant: there is no volatility to tell regimes apart")
+
+
+def _em(
+    x: np.ndarray,
+    model: GaussianHMM,
+    floor: float,
+    iterations: int,
+    tolerance: float,
+    cancel: CancelToken | None,
+) -> tuple[GaussianHMM, float, int, bool]:
+    """Up to ``iterations`` EM steps from ``model``: (model, log-likelihood, steps, converged)."""
+    previous = -math.inf
+    log_likelihood = -math.inf
+    for step in range(1, iterations + 1):
+        if cancel is not None:
+            cancel.raise_if_cancelled()
+        post = model.posteriors(x)
+        log_likelihood = post.log_likelihood
+        model = _maximise(x, post, floor)
+        if log_likelihood - previous < tolerance * x.shape[0]:
+            return model, log_likelihood, step, True
+        previous = log_likelihood
+    return model, log_likelihood, iterations, False
+
+
+def _maximise(x: np.ndarray, post: Posteriors, floor: float) -> GaussianHMM:
+    gamma = post.smoothed
+    weight = gamma.sum(axis=0) + 1e-300
+    means = gamma.T @ x / weight
+    variances = (gamma * (x[:, None] - means) ** 2).sum(axis=0) / weight
+    stddevs = np.maximum(np.sqrt(variances), floor)
+    transition = post.transitions / post.transitions.sum(axis=1, keepdims=True)
+    transition = np.maximum(transition, _MIN_TRANSITION)
+    transition /= transition.sum(axis=1, keepdims=True)
+    initial = np.maximum(gamma[0], _MIN_TRANSITION)
+    return GaussianHMM(
+        initial=initial / initial.sum(), transition=transition, means=means, stddevs=stddevs
+    )
+
+
+def _forward_backward(log_b: np.ndarray, initial: np.ndarray, transition: np.ndarray) -> Posteriors:
+    steps, k = log_b.shape
+    shift = log_b.max(axis=1, keepdims=True)
+    b = np.exp(log_b - shift)  # each row's largest entry is 1: no underflow
+    alpha = np.empty((steps, k))
+    scale = np.empty(steps)
+    a = initial * b[0]
+    scale[0] = a.sum()
+    alpha[0] = a / scale[0]
+    for t in range(1, steps):
+        a = (alpha[t - 1] @ transition) * b[t]
+        s = a.sum()
+        scale[t] = s
+        alpha[t] = a / s
+    beta = np.empty((steps, k))
+    beta[-1] = 1.0
+    for t in range(steps - 2, -1, -1):
+        beta[t] = transition @ (b[t + 1] * beta[t + 1]) / scale[t + 1]
+    smoothed = alpha * beta
+    smoothed /= smoothed.sum(axis=1, keepdims=True)
+    transitions = transition * (alpha[:-1].T @ (b[1:] * beta[1:] / scale[1:, None]))
+    log_likelihood = float(np.log(scale).sum() + shift.sum())
+    return Posteriors(alpha, smoothed, transitions, log_likelihood)
+
+
+def _quantile_start(x: np.ndarray, states: int) -> GaussianHMM:
+    distance = np.abs(x - np.median(x))
+    edges = np.quantile(distance, np.linspace(0, 1, states + 1))
+    groups = [x[(distance >= lo) & (distance <= hi)] for lo, hi in itertools.pairwise(edges)]
+    stddevs = np.array([g.std() if g.size > 1 else x.std() for g in groups])
+    return _start(x, np.maximum(stddevs, _STDDEV_FLOOR * x.std()), diagonal=0.95)
+
+
+def _random_start(x: np.ndarray, states: int, rng: np.random.Generator) -> GaussianHMM:
+    stddevs = np.sort(x.std() * np.exp(rng.normal(0.0, 0.5, states)))
+    return _start(x, stddevs, diagonal=float(rng.uniform(0.8, 0.99)))
+
+
+def _start(x: np.ndarray, stddevs: np.ndarray, *, diagonal: float) -> GaussianHMM:
+    k = stddevs.shape[0]
+    transition = np.full((k, k), (1 - diagonal) / (k - 1))
+    np.fill_diagonal(transition, diagonal)
+    return GaussianHMM(
+        initial=np.full(k, 1 / k),
+        transition=transition,
+        means=np.full(k, float(x.mean())),
+        stddevs=stddevs.astype(np.float64),
+    )
+
+
+def _sorted_by_volatility(model: GaussianHMM) -> GaussianHMM:
+    order = np.argsort(model.stddevs, kind="stable")
+    return GaussianHMM(
+        initial=model.initial[order],
+        transition=model.transition[np.ix_(order, order)],
+        means=model.means[order],
+        stddevs=model.stddevs[order],
+    )
