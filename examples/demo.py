@@ -1,6 +1,8 @@
 """The main job on the embedded default: start the mesh, replay a day of the synthetic market
 while a subscriber streams it, print the market snapshot, evolve strategies with SESA and print
-the best, run one meta-learning update on the result, then stop the mesh.
+the best, run one meta-learning update on the result, ask the world model and the memory engine,
+then run one federation cycle (the Global Action Plan, executed) while a subscriber prints the
+plan stream, and stop the mesh.
 
     python -m examples.demo [--hours N]
 """
@@ -18,7 +20,7 @@ from rich.progress import Progress
 from rich.table import Table
 
 from agents.contract import StrategyFamily, StrategyStage
-from examples import _meta_section, _sesa_section
+from examples import _agents_section, _federation_section, _meta_section, _sesa_section
 from examples._console import console as make_console
 from market.bars import format_time
 from market.client import MarketClient
@@ -118,8 +120,16 @@ async def main(hours: int) -> int:
     with tempfile.TemporaryDirectory(prefix="qtmesh-demo-") as logs:
         console.rule("Quantum Trader Mesh demo")
         try:
-            # A fresh store per run, so meta starts from its seed parameters every time.
-            env = {**os.environ, "QTMESH_META_DATA_DIR": str(Path(logs) / "data")}
+            # Fresh stores per run, so every service starts from its seed state every time.
+            data = Path(logs) / "data"
+            env = {
+                **os.environ,
+                "QTMESH_META_DATA_DIR": str(data),
+                "QTMESH_FEDERATION_DATA_DIR": str(data),
+                "QTMESH_MEMORY_SQLITE_PATH": str(data / "memory.db"),
+                # Plan when asked (below), not on the federation's 30-second timer.
+                "QTMESH_FEDERATION_GAP_UPDATE_INTERVAL_SECONDS": "0",
+            }
             async with running_mesh(
                 catalog.names(), ephemeral=True, log_dir=Path(logs), env=env
             ) as mesh:
@@ -148,6 +158,10 @@ async def main(hours: int) -> int:
                     mesh.addresses,
                     evaluations=meta_evaluations(evolution, snapshot.clock_time),
                 )
+                console.rule("World model and memory engine")
+                await _agents_section.show(console, mesh.addresses)
+                console.rule("Federation: the Global Action Plan")
+                await _federation_section.show(console, mesh.addresses)
         except StartupError as exc:
             console.print(f"[red]the mesh did not start:[/] {exc}", highlight=False)
             return 1

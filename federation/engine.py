@@ -11,20 +11,24 @@ import asyncio
 import contextlib
 import time
 import uuid
+from collections import OrderedDict
 from collections.abc import Callable, Mapping
 
 import structlog
 
 from agents.contract import Action, ActionStatus, Agent, AgentContext
+from federation import _convert as convert
 from federation.config import FederationConfig
 from federation.execution import execute_plan
 from federation.fanout import ask_all
 from federation.hub import Hub
 from federation.plan import Plan, StatusUpdate, build_plan
 from federation.store import Event, PlanStore
+from qtmesh.api.federation.v1 import federation_pb2 as pb
 from qtmesh.errors import FailedPrecondition, InvalidArgument
 
 _log = structlog.get_logger("federation")
+_KEPT_MESSAGES = 64
 
 # Statuses an outside executor may report (the federation's own executor sets the others too).
 REPORTABLE = (
@@ -63,6 +67,8 @@ class Federation:
         self._wall_clock = wall_clock
         self._market_clock = market_clock
         self._executions: set[asyncio.Task[None]] = set()
+        # The messages of the newest plans, so answering and publishing do not convert again.
+        self._messages: OrderedDict[int, pb.GlobalActionPlan] = OrderedDict()
         self._write = asyncio.Lock()  # keeps publication in sequence order
 
     async def generate_plan(
@@ -85,26 +91,32 @@ class Federation:
             attempts=self.config.agent_attempts,
             backoff=self.config.retry_backoff_seconds,
         )
-        now = self._wall_clock()
-
-        def build(sequence: int) -> Plan:
-            return build_plan(
-                answers,
-                plan_id=f"gap-{sequence}",
-                sequence=sequence,
-                now=now,
-                context=context,
-                min_consensus_for_critical=self.config.min_consensus_for_critical,
-                owners=self.config.owner_by_type,
-            )
-
+        draft = build_plan(
+            answers,
+            plan_id=f"gap-{context.cycle_id[:16]}",
+            sequence=0,  # the history assigns it
+            now=self._wall_clock(),
+            context=context,
+            min_consensus_for_critical=self.config.min_consensus_for_critical,
+            owners=self.config.owner_by_type,
+        )
         async with self._write:
-            plan = await self.store.run(self.store.append_plan, build)
+            plan, message = await self.store.run(self.store.append_plan, draft)
+            self._messages[plan.sequence] = message
+            while len(self._messages) > _KEPT_MESSAGES:
+                self._messages.popitem(last=False)
             self.hub.publish(Event(plan.sequence, plan=plan))
         _log.info("plan", sequence=plan.sequence, summary=plan.summary)
         if execute:
             self._start_execution(plan)
         return plan
+
+    def message_of(self, plan: Plan) -> pb.GlobalActionPlan:
+        """The plan's message as created (cached for recent plans). Do not modify it."""
+        cached = self._messages.get(plan.sequence)
+        if cached is not None and cached.id == plan.id:
+            return cached
+        return convert.plan_to_proto(plan)
 
     async def execute(self, plan: Plan) -> dict[str, ActionStatus]:
         """Executes a stored plan's pending actions, recording each status change."""

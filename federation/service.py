@@ -54,7 +54,9 @@ class _Filter:
 class FederationServicer(pb_grpc.FederationServiceServicer):
     def __init__(self, federation: Federation) -> None:
         self._federation = federation
-        self._messages: OrderedDict[tuple, pb.SubscribePlansResponse | None] = OrderedDict()
+        # Serialized once per event and filter: with a thousand subscribers, serializing per
+        # stream would cost more than the rest of the delivery.
+        self._messages: OrderedDict[tuple, bytes | None] = OrderedDict()
         self._draining = False
 
     def drain(self) -> None:
@@ -67,7 +69,7 @@ class FederationServicer(pb_grpc.FederationServiceServicer):
         plan = await self._federation.generate_plan(
             hints=dict(request.hints), execute=request.execute
         )
-        return pb.GeneratePlanResponse(plan=convert.plan_to_proto(plan))
+        return pb.GeneratePlanResponse(plan=self._federation.message_of(plan))
 
     async def GetPlan(
         self, request: pb.GetPlanRequest, context: grpc.aio.ServicerContext
@@ -125,7 +127,8 @@ class FederationServicer(pb_grpc.FederationServiceServicer):
 
     async def SubscribePlans(
         self, request: pb.SubscribePlansRequest, context: grpc.aio.ServicerContext
-    ) -> AsyncIterator[pb.SubscribePlansResponse]:
+    ) -> AsyncIterator[bytes]:
+        """Yields serialized SubscribePlansResponse messages (see ``services_of``)."""
         priority = _priority(request.min_priority, "min_priority")
         types = [
             enum_from_proto(ActionType, agent_pb2.ActionType, t, field=f"action_types[{i}]")
@@ -179,23 +182,25 @@ class FederationServicer(pb_grpc.FederationServiceServicer):
         finally:
             hub.unsubscribe(subscription)
 
-    def _message(self, event: Event, filter_: _Filter) -> pb.SubscribePlansResponse | None:
+    def _message(self, event: Event, filter_: _Filter) -> bytes | None:
         """The event as this filter sees it; built once per event and filter, for everyone."""
         key = (event.sequence, filter_.key)
         if key in self._messages:
             return self._messages[key]
         message = None
         if event.plan is not None:
-            plan = convert.plan_to_proto(event.plan)
+            plan = self._federation.message_of(event.plan)
             if filter_.active:
-                kept = [
+                filtered = pb.GlobalActionPlan()
+                filtered.CopyFrom(plan)
+                del filtered.actions[:]
+                filtered.actions.extend(
                     a
                     for a, domain in zip(plan.actions, event.plan.actions, strict=True)
                     if filter_.accepts(domain.action_type, domain.priority)
-                ]
-                del plan.actions[:]
-                plan.actions.extend(kept)
-            if kept_any(plan) or not filter_.active:
+                )
+                plan = filtered
+            if plan.actions or not filter_.active:
                 message = pb.SubscribePlansResponse(sequence=event.sequence, plan=plan)
         elif event.update is not None and filter_.accepts(
             event.update.action_type, event.update.priority
@@ -203,14 +208,11 @@ class FederationServicer(pb_grpc.FederationServiceServicer):
             message = pb.SubscribePlansResponse(
                 sequence=event.sequence, status_update=convert.status_to_proto(event.update)
             )
-        self._messages[key] = message
+        serialized = message.SerializeToString() if message is not None else None
+        self._messages[key] = serialized
         while len(self._messages) > _CACHED_MESSAGES:
             self._messages.popitem(last=False)
-        return message
-
-
-def kept_any(plan: pb.GlobalActionPlan) -> bool:
-    return len(plan.actions) > 0
+        return serialized
 
 
 def _priority(value: int, field: str) -> Priority | None:
@@ -266,17 +268,37 @@ async def build(config: FederationConfig, channels: ChannelConfig) -> Built:
             await channel.close()
         store.close()
 
-    return Built(
-        services=[
-            Service.of(
-                servicer,
-                pb_grpc.add_FederationServiceServicer_to_server,
-                pb.DESCRIPTOR.services_by_name["FederationService"],
-            )
-        ],
-        drain=drain,
-        close=close,
-    )
+    return Built(services=[service_of(servicer)], drain=drain, close=close)
+
+
+def service_of(servicer: FederationServicer) -> Service:
+    """FederationService; SubscribePlans has no response serializer: it yields bytes serialized
+    once per event, which gRPC sends as they are."""
+
+    def unary(method: str, request: type, response: type) -> grpc.RpcMethodHandler:
+        return grpc.unary_unary_rpc_method_handler(
+            getattr(servicer, method),
+            request_deserializer=request.FromString,
+            response_serializer=response.SerializeToString,
+        )
+
+    handlers = {
+        "GeneratePlan": unary("GeneratePlan", pb.GeneratePlanRequest, pb.GeneratePlanResponse),
+        "GetPlan": unary("GetPlan", pb.GetPlanRequest, pb.GetPlanResponse),
+        "ListPlans": unary("ListPlans", pb.ListPlansRequest, pb.ListPlansResponse),
+        "ReportActionStatus": unary(
+            "ReportActionStatus", pb.ReportActionStatusRequest, pb.ReportActionStatusResponse
+        ),
+        "SubscribePlans": grpc.unary_stream_rpc_method_handler(
+            servicer.SubscribePlans,
+            request_deserializer=pb.SubscribePlansRequest.FromString,
+            response_serializer=None,
+        ),
+    }
+    descriptor = pb.DESCRIPTOR.services_by_name["FederationService"]
+    assert set(handlers) == {m.name for m in descriptor.methods}
+    generic = grpc.method_handlers_generic_handler(descriptor.full_name, handlers)
+    return Service(descriptor.full_name, lambda server: server.add_generic_rpc_handlers((generic,)))
 
 
 class MarketClockWatcher:
@@ -321,4 +343,10 @@ APP = App(
     config_type=FederationConfig,
     env_prefix=ENV_PREFIX,
     build=build,
+    # Started after every service it asks or sends actions to, so it learns their addresses.
+    depends_on=tuple(
+        sorted(
+            set(FederationConfig().agents) | set(FederationConfig().owners.values()) | {"market"}
+        )
+    ),
 )

@@ -1,16 +1,16 @@
-"""Plan history: an append-only event log (plans and status updates) and each plan's latest
-state, in SQLite (WAL) or PostgreSQL through SQLAlchemy Core.
+"""Plan history: an append-only event log (plans as created, then status updates) and the
+latest state of each plan that changed since, in SQLite (WAL) or PostgreSQL via SQLAlchemy Core.
 
-The event log's primary key is the sequence every subscriber resumes from. A plan's sequence
-is the sequence of the event that created it, so plans and status updates share one strictly
-increasing order. Writing an event and updating its plan is one transaction: a restart loses
+The event log's primary key is the sequence every subscriber resumes from; a plan's sequence is
+the sequence of the event that created it, so plans and updates share one strictly increasing
+order. Appending a plan is a single INSERT (the sequence is stamped into the plan on read), and
+an update is one INSERT plus one write of the plan's state, in one transaction: a restart loses
 nothing that was acknowledged. One federation writes a history at a time.
 """
 
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable
 
 import sqlalchemy as sa
 
@@ -34,16 +34,18 @@ events = sa.Table(
         autoincrement=True,
     ),
     sa.Column("kind", sa.SmallInteger, nullable=False),
+    # The plan a status update belongs to; 0 for plan events (the plan is the event itself).
     sa.Column("plan_sequence", sa.BigInteger, nullable=False),
+    sa.Column("create_time", sa.BigInteger, nullable=False),
+    sa.Column("max_priority", sa.SmallInteger, nullable=False),
     sa.Column("payload", sa.LargeBinary, nullable=False),
+    sa.Index("federation_plans_by_time", "kind", "create_time"),
 )
-plans = sa.Table(
-    "federation_plans",
+# Plans whose actions changed status since they were created: their current state.
+plan_states = sa.Table(
+    "federation_plan_states",
     _metadata,
     sa.Column("sequence", sa.BigInteger, primary_key=True, autoincrement=False),
-    sa.Column("plan_id", sa.String(64), nullable=False, unique=True),
-    sa.Column("create_time", sa.BigInteger, nullable=False, index=True),
-    sa.Column("max_priority", sa.SmallInteger, nullable=False),
     sa.Column("payload", sa.LargeBinary, nullable=False),
 )
 
@@ -61,29 +63,22 @@ class PlanStore(SqlStore):
     def __init__(self, engine: sa.Engine) -> None:
         super().__init__(engine, _metadata)
 
-    def append_plan(self, build: Callable[[int], Plan]) -> Plan:
-        """Reserves the next sequence, builds the plan with it, stores both, atomically."""
+    def append_plan(self, plan: Plan) -> tuple[Plan, pb.GlobalActionPlan]:
+        """Stores a new plan; returns it with its sequence, and its message."""
+        message = convert.plan_to_proto(plan)
+        message.sequence = 0
         with self.engine.begin() as connection:
             sequence = connection.execute(
-                events.insert().values(kind=PLAN_EVENT, plan_sequence=0, payload=b"")
-            ).inserted_primary_key[0]
-            plan = build(sequence)
-            payload = convert.plan_to_proto(plan).SerializeToString()
-            connection.execute(
-                events.update()
-                .where(events.c.sequence == sequence)
-                .values(plan_sequence=sequence, payload=payload)
-            )
-            connection.execute(
-                plans.insert().values(
-                    sequence=sequence,
-                    plan_id=plan.id,
+                events.insert().values(
+                    kind=PLAN_EVENT,
+                    plan_sequence=0,
                     create_time=plan.create_time,
                     max_priority=int(plan.max_priority),
-                    payload=payload,
+                    payload=message.SerializeToString(),
                 )
-            )
-        return plan
+            ).inserted_primary_key[0]
+        message.sequence = sequence
+        return dataclasses.replace(plan, sequence=sequence), message
 
     def append_status(
         self,
@@ -96,12 +91,7 @@ class PlanStore(SqlStore):
     ) -> StatusUpdate:
         """Records a status change of an action and applies it to its plan, atomically."""
         with self.engine.begin() as connection:
-            row = connection.execute(
-                sa.select(plans.c.payload).where(plans.c.sequence == plan_sequence)
-            ).first()
-            if row is None:
-                raise NotFound(f"no plan with sequence {plan_sequence}")
-            plan = convert.plan_from_proto(pb.GlobalActionPlan.FromString(row.payload))
+            plan, had_state = self._current(connection, plan_sequence)
             try:
                 action = plan.action(action_id)
             except KeyError:
@@ -121,15 +111,26 @@ class PlanStore(SqlStore):
                 events.insert().values(
                     kind=STATUS_EVENT,
                     plan_sequence=plan_sequence,
+                    create_time=now,
+                    max_priority=int(action.priority),
                     payload=convert.status_to_proto(update).SerializeToString(),
                 )
             ).inserted_primary_key[0]
-            changed = with_status(plan, action_id, status, detail, attempts, now)
-            connection.execute(
-                plans.update()
-                .where(plans.c.sequence == plan_sequence)
-                .values(payload=convert.plan_to_proto(changed).SerializeToString())
+            state = convert.plan_to_proto(
+                with_status(plan, action_id, status, detail, attempts, now)
             )
+            if had_state:
+                connection.execute(
+                    plan_states.update()
+                    .where(plan_states.c.sequence == plan_sequence)
+                    .values(payload=state.SerializeToString())
+                )
+            else:
+                connection.execute(
+                    plan_states.insert().values(
+                        sequence=plan_sequence, payload=state.SerializeToString()
+                    )
+                )
         return dataclasses.replace(update, sequence=sequence)
 
     def events_after(self, sequence: int, limit: int) -> list[Event]:
@@ -137,7 +138,6 @@ class PlanStore(SqlStore):
             rows = connection.execute(
                 sa.select(events.c.sequence, events.c.kind, events.c.payload)
                 .where(events.c.sequence > sequence)
-                .where(events.c.payload != b"")
                 .order_by(events.c.sequence)
                 .limit(limit)
             ).all()
@@ -149,12 +149,7 @@ class PlanStore(SqlStore):
 
     def get_plan(self, sequence: int) -> Plan:
         with self.engine.connect() as connection:
-            row = connection.execute(
-                sa.select(plans.c.payload).where(plans.c.sequence == sequence)
-            ).first()
-        if row is None:
-            raise NotFound(f"no plan with sequence {sequence}")
-        return convert.plan_from_proto(pb.GlobalActionPlan.FromString(row.payload))
+            return self._current(connection, sequence)[0]
 
     def list_plans(
         self,
@@ -165,29 +160,47 @@ class PlanStore(SqlStore):
         end_time: int | None,
         min_priority: Priority | None,
     ) -> list[Plan]:
-        """Plans after ``after_sequence``, oldest first, created in [start_time, end_time)
-        with an action of at least ``min_priority``."""
+        """Plans after ``after_sequence``, oldest first, in their current state, created in
+        [start_time, end_time) with an action of at least ``min_priority``."""
         query = (
-            sa.select(plans.c.payload)
-            .where(plans.c.sequence > after_sequence)
-            .order_by(plans.c.sequence)
+            sa.select(events.c.sequence, events.c.payload, plan_states.c.payload.label("state"))
+            .select_from(events.outerjoin(plan_states, plan_states.c.sequence == events.c.sequence))
+            .where(events.c.kind == PLAN_EVENT)
+            .where(events.c.sequence > after_sequence)
+            .order_by(events.c.sequence)
             .limit(limit)
         )
         if start_time is not None:
-            query = query.where(plans.c.create_time >= start_time)
+            query = query.where(events.c.create_time >= start_time)
         if end_time is not None:
-            query = query.where(plans.c.create_time < end_time)
+            query = query.where(events.c.create_time < end_time)
         if min_priority is not None:
-            query = query.where(plans.c.max_priority >= int(min_priority))
+            query = query.where(events.c.max_priority >= int(min_priority))
         with self.engine.connect() as connection:
             rows = connection.execute(query).all()
-        return [convert.plan_from_proto(pb.GlobalActionPlan.FromString(r.payload)) for r in rows]
+        return [_plan(r.sequence, r.state or r.payload) for r in rows]
+
+    def _current(self, connection: sa.Connection, sequence: int) -> tuple[Plan, bool]:
+        """The plan's current state, and whether it has changed since it was created."""
+        row = connection.execute(
+            sa.select(events.c.payload, plan_states.c.payload.label("state"))
+            .select_from(events.outerjoin(plan_states, plan_states.c.sequence == events.c.sequence))
+            .where(events.c.sequence == sequence)
+            .where(events.c.kind == PLAN_EVENT)
+        ).first()
+        if row is None:
+            raise NotFound(f"no plan with sequence {sequence}")
+        return _plan(sequence, row.state or row.payload), row.state is not None
+
+
+def _plan(sequence: int, payload: bytes) -> Plan:
+    return dataclasses.replace(
+        convert.plan_from_proto(pb.GlobalActionPlan.FromString(payload)), sequence=sequence
+    )
 
 
 def _event(sequence: int, kind: int, payload: bytes) -> Event:
     if kind == PLAN_EVENT:
-        return Event(
-            sequence, plan=convert.plan_from_proto(pb.GlobalActionPlan.FromString(payload))
-        )
+        return Event(sequence, plan=_plan(sequence, payload))
     message = pb.ActionStatusUpdate.FromString(payload)
     return Event(sequence, update=convert.status_from_proto(message, sequence))

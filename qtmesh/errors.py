@@ -76,6 +76,13 @@ class Unavailable(MeshError):
     reason = "UNAVAILABLE"
 
 
+class Unimplemented(MeshError):
+    """The server does not offer this method (an older build, or a service in the wrong place)."""
+
+    code = "UNIMPLEMENTED"
+    reason = "UNIMPLEMENTED"
+
+
 class DeadlineExceeded(MeshError):
     """The call's deadline passed before the work finished."""
 
@@ -101,6 +108,7 @@ ERRORS_BY_REASON: Mapping[str, type[MeshError]] = {
         ResourceExhausted,
         Unauthenticated,
         Unavailable,
+        Unimplemented,
         DeadlineExceeded,
         DataIntegrityError,
     )

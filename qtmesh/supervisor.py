@@ -94,44 +94,17 @@ class Mesh:
             )
             known.update(self.addresses)
             env["QTMESH_ADDRESSES"] = ",".join(f"{k}={v}" for k, v in known.items())
-        read_fd, write_fd = os.pipe()
-        log_path = self.log_dir / f"{entry.name}.log"
-        with log_path.open("ab") as log:
-            process = await asyncio.create_subprocess_exec(
-                sys.executable,
-                "-m",
-                "qtmesh",
-                "serve",
-                entry.name,
-                "--host",
-                self.host,
-                "--port",
-                str(port),
-                "--ready-fd",
-                str(write_fd),
-                stdin=subprocess.DEVNULL,
-                stdout=log,
-                stderr=log,
-                env=env,
-                pass_fds=(write_fd,),
-                start_new_session=True,
-                preexec_fn=_die_with_parent,
-            )
-        os.close(write_fd)
-        child = Child(entry.name, process, log_path)
-        self.children.append(child)
-        try:
-            child.address = await asyncio.wait_for(_read_line(read_fd), timeout=STARTUP_TIMEOUT_S)
-        except TimeoutError:
-            raise StartupError(
-                f"{entry.name} did not start within {STARTUP_TIMEOUT_S:.0f} s\n{_tail(log_path)}"
-            ) from None
-        if not child.address:
-            code = await process.wait()
-            raise StartupError(f"{entry.name} exited with code {code}\n{_tail(log_path)}")
+        argv = ["-m", "qtmesh", "serve", entry.name, "--host", self.host, "--port", str(port)]
+        child = await spawn(
+            entry.name,
+            argv,
+            env=env,
+            log_path=self.log_dir / f"{entry.name}.log",
+            into=self.children,
+        )
         child.status = await check_health(child.address, channels=self.channels)
         if child.status != "SERVING":
-            raise StartupError(f"{entry.name} reports {child.status}\n{_tail(log_path)}")
+            raise StartupError(f"{entry.name} reports {child.status}\n{_tail(child.log_path)}")
 
     async def wait_for_exit(self) -> Child:
         """Returns the first child that exits (unexpectedly, while the mesh runs)."""
@@ -169,6 +142,48 @@ class Mesh:
             for c in self.children
         }
         path.write_text(json.dumps(state, indent=2))
+
+
+async def spawn(
+    name: str,
+    argv: Sequence[str],
+    *,
+    env: Mapping[str, str],
+    log_path: Path,
+    into: list[Child] | None = None,
+) -> Child:
+    """Starts ``python argv --ready-fd N`` (output to ``log_path``) and waits for the first line
+    it writes to that descriptor (its address). The child is added to ``into`` as soon as it
+    exists, so a failed start can still be stopped. Raises StartupError with the log's tail."""
+    read_fd, write_fd = os.pipe()
+    with log_path.open("ab") as log:
+        process = await asyncio.create_subprocess_exec(
+            sys.executable,
+            *argv,
+            "--ready-fd",
+            str(write_fd),
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=log,
+            env=dict(env),
+            pass_fds=(write_fd,),
+            start_new_session=True,
+            preexec_fn=_die_with_parent,
+        )
+    os.close(write_fd)
+    child = Child(name, process, log_path)
+    if into is not None:
+        into.append(child)
+    try:
+        child.address = await asyncio.wait_for(_read_line(read_fd), timeout=STARTUP_TIMEOUT_S)
+    except TimeoutError:
+        raise StartupError(
+            f"{name} did not start within {STARTUP_TIMEOUT_S:.0f} s\n{_tail(log_path)}"
+        ) from None
+    if not child.address:
+        code = await process.wait()
+        raise StartupError(f"{name} exited with code {code}\n{_tail(log_path)}")
+    return child
 
 
 @contextlib.asynccontextmanager
