@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import numpy as np
+from google.protobuf.timestamp_pb2 import Timestamp
 
-from market import replay
+from agents._convert import genome_from_proto, genome_to_proto
+from market import fleet, replay
 from market.bars import BarSeries, make_series
 from qtmesh.api.market.v1 import market_pb2 as pb
 from qtmesh.convert import timestamp
@@ -120,4 +122,194 @@ def symbol_info_from_proto(message: pb.SymbolInfo) -> replay.SymbolInfo:
         message.bar_count,
         message.first_time.ToNanoseconds(),
         message.last_time.ToNanoseconds(),
+    )
+
+
+# -- the paper fleet ------------------------------------------------------------------------------
+
+
+def _optional_timestamp(nanos: int | None) -> Timestamp | None:
+    return timestamp(nanos) if nanos is not None else None
+
+
+def fleet_to_proto(report: fleet.FleetReport) -> pb.Fleet:
+    return pb.Fleet(
+        deployment_time=timestamp(report.deployment_time),
+        clock_time=timestamp(report.clock_time),
+        position=report.position,
+        start_time=_optional_timestamp(report.start_time),
+        end_time=_optional_timestamp(report.end_time),
+        bar_count=report.bar_count,
+        capital=report.capital,
+        equity=report.equity,
+        total_return=report.total_return,
+        pnl=report.pnl,
+        sectors=[
+            pb.FleetSector(
+                sector=s.sector,
+                allocation=s.allocation,
+                strategy_count=s.strategy_count,
+                roi=s.roi,
+                pnl=s.pnl,
+                benchmark_return=s.benchmark_return,
+                volatility=s.volatility,
+                max_drawdown=s.max_drawdown,
+                trade_count=s.trade_count,
+                gross_exposure=s.gross_exposure,
+                net_exposure=s.net_exposure,
+            )
+            for s in report.sectors
+        ],
+        strategies=[
+            pb.FleetStrategy(
+                strategy_id=s.strategy.id,
+                sector=s.strategy.sector,
+                symbol=s.strategy.symbol,
+                genome=genome_to_proto(s.strategy.genome),
+                weight=s.weight,
+                position=s.position,
+                roi=s.roi,
+                pnl=s.pnl,
+                trade_count=s.trade_count,
+            )
+            for s in report.strategies
+        ],
+        missions=[
+            pb.ArbMission(
+                mission_id=m.mission.id,
+                long_sector=m.mission.long_sector,
+                short_sector=m.mission.short_sector,
+                allocation=m.mission.allocation,
+                open_time=timestamp(m.mission.open_time),
+                close_time=timestamp(m.mission.close_time),
+                active=m.active,
+                roi=m.roi,
+                pnl=m.pnl,
+                action_id=m.mission.action_id,
+            )
+            for m in report.missions
+        ],
+        changes=[
+            pb.FleetChange(
+                sequence=c.sequence,
+                time=timestamp(c.time),
+                action_id=c.cause.action_id,
+                plan_sequence=c.cause.plan_sequence,
+                detail=c.detail,
+                allocations=dict(c.allocations),
+            )
+            for c in report.changes
+        ],
+    )
+
+
+def _time(message: object, name: str) -> int | None:
+    return getattr(message, name).ToNanoseconds() if message.HasField(name) else None  # type: ignore[attr-defined]
+
+
+def fleet_from_proto(message: pb.Fleet) -> fleet.FleetReport:
+    return fleet.FleetReport(
+        deployment_time=message.deployment_time.ToNanoseconds(),
+        clock_time=message.clock_time.ToNanoseconds(),
+        position=message.position,
+        start_time=_time(message, "start_time"),
+        end_time=_time(message, "end_time"),
+        bar_count=message.bar_count,
+        capital=message.capital,
+        equity=message.equity,
+        total_return=message.total_return,
+        pnl=message.pnl,
+        sectors=tuple(
+            fleet.SectorBook(
+                sector=s.sector,
+                allocation=s.allocation,
+                strategy_count=s.strategy_count,
+                roi=s.roi,
+                pnl=s.pnl,
+                benchmark_return=s.benchmark_return,
+                volatility=s.volatility,
+                max_drawdown=s.max_drawdown,
+                trade_count=s.trade_count,
+                gross_exposure=s.gross_exposure,
+                net_exposure=s.net_exposure,
+            )
+            for s in message.sectors
+        ),
+        strategies=tuple(
+            fleet.StrategyBook(
+                strategy=fleet.DeployedStrategy(
+                    s.strategy_id,
+                    s.sector,
+                    s.symbol,
+                    genome_from_proto(s.genome, field=f"strategies[{i}].genome"),
+                ),
+                weight=s.weight,
+                position=s.position,
+                roi=s.roi,
+                pnl=s.pnl,
+                trade_count=s.trade_count,
+            )
+            for i, s in enumerate(message.strategies)
+        ),
+        missions=tuple(
+            fleet.MissionBook(
+                mission=fleet.ArbMission(
+                    id=m.mission_id,
+                    long_sector=m.long_sector,
+                    short_sector=m.short_sector,
+                    allocation=m.allocation,
+                    open_time=m.open_time.ToNanoseconds(),
+                    close_time=m.close_time.ToNanoseconds(),
+                    action_id=m.action_id,
+                ),
+                active=m.active,
+                roi=m.roi,
+                pnl=m.pnl,
+            )
+            for m in message.missions
+        ),
+        changes=tuple(
+            fleet.FleetChange(
+                sequence=c.sequence,
+                time=c.time.ToNanoseconds(),
+                cause=fleet.Cause("", c.action_id, c.plan_sequence),
+                allocations=dict(c.allocations),
+                mission=None,
+                detail=c.detail,
+            )
+            for c in message.changes
+        ),
+    )
+
+
+_SIDES = {1: pb.TRADE_SIDE_LONG, -1: pb.TRADE_SIDE_SHORT}
+
+
+def trade_to_proto(t: fleet.Trade) -> pb.FleetTrade:
+    return pb.FleetTrade(
+        trade_id=t.trade_id,
+        strategy_id=t.strategy_id,
+        sector=t.sector,
+        symbol=t.symbol,
+        side=_SIDES[t.side],
+        entry_time=timestamp(t.entry_time),
+        exit_time=_optional_timestamp(t.exit_time),
+        open=t.exit_time is None,
+        bar_count=t.bar_count,
+        return_fraction=t.return_fraction,
+        pnl=t.pnl,
+    )
+
+
+def trade_from_proto(message: pb.FleetTrade) -> fleet.Trade:
+    return fleet.Trade(
+        strategy_id=message.strategy_id,
+        sector=message.sector,
+        symbol=message.symbol,
+        side=1 if message.side == pb.TRADE_SIDE_LONG else -1,
+        entry_time=message.entry_time.ToNanoseconds(),
+        exit_time=message.exit_time.ToNanoseconds() if message.HasField("exit_time") else None,
+        bar_count=message.bar_count,
+        return_fraction=message.return_fraction,
+        pnl=message.pnl,
     )

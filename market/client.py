@@ -9,6 +9,7 @@ import numpy as np
 
 from market import _convert as convert
 from market.bars import COLUMNS, BarSeries, make_series
+from market.fleet import FleetReport, Trade
 from market.replay import AdvanceResult, Bar, IngestResult, Snapshot, SymbolInfo
 from qtmesh.api.market.v1 import market_pb2 as pb
 from qtmesh.api.market.v1 import market_pb2_grpc as pb_grpc
@@ -110,3 +111,62 @@ class MarketClient:
                 timeout=self._timeout,
             )
         return IngestResult(response.bars_added, tuple(response.new_symbols), response.length)
+
+    async def fleet(
+        self, *, start_time: int | None = None, end_time: int | None = None, sector: str = ""
+    ) -> FleetReport:
+        """The paper fleet accounted over a window of bar times (inclusive; unset: from the
+        deployment, up to the clock)."""
+        request = pb.GetFleetRequest(sector=sector)
+        if start_time is not None:
+            request.start_time.CopyFrom(convert.timestamp(start_time))
+        if end_time is not None:
+            request.end_time.CopyFrom(convert.timestamp(end_time))
+        with raising_mesh_errors():
+            response = await self._stub.GetFleet(request, timeout=self._timeout)
+        return convert.fleet_from_proto(response.fleet)
+
+    async def trades_page(
+        self,
+        *,
+        sector: str = "",
+        strategy_id: str = "",
+        start_time: int | None = None,
+        end_time: int | None = None,
+        page_size: int = 0,
+        page_token: str = "",
+    ) -> tuple[list[Trade], str]:
+        """One page of the fleet's trades and the next page's token ("" after the last)."""
+        request = pb.ListTradesRequest(
+            sector=sector, strategy_id=strategy_id, page_size=page_size, page_token=page_token
+        )
+        if start_time is not None:
+            request.start_time.CopyFrom(convert.timestamp(start_time))
+        if end_time is not None:
+            request.end_time.CopyFrom(convert.timestamp(end_time))
+        with raising_mesh_errors():
+            response = await self._stub.ListTrades(request, timeout=self._timeout)
+        return [convert.trade_from_proto(t) for t in response.trades], response.next_page_token
+
+    async def trades(
+        self,
+        *,
+        sector: str = "",
+        strategy_id: str = "",
+        start_time: int | None = None,
+        end_time: int | None = None,
+    ) -> list[Trade]:
+        """Every trade matching the filters (all pages)."""
+        trades: list[Trade] = []
+        token = ""
+        while True:
+            page, token = await self.trades_page(
+                sector=sector,
+                strategy_id=strategy_id,
+                start_time=start_time,
+                end_time=end_time,
+                page_token=token,
+            )
+            trades += page
+            if not token:
+                return trades

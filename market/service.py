@@ -3,12 +3,20 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+import dataclasses
+import time
+from collections.abc import AsyncIterator, Callable
 
 import grpc
+import sqlalchemy as sa
 
+from agents.service import agent_service
 from market import _convert as convert
 from market.config import ENV_PREFIX, MarketConfig
+from market.fleet import TradeQuery, deploy
+from market.fleet_agent import EXECUTES, FleetAgent
+from market.fleet_engine import FleetEngine
+from market.fleet_store import FleetStore
 from market.replay import Replay
 from market.sources import load_bars
 from market.synthetic import SyntheticMarketSpec, generate
@@ -20,9 +28,12 @@ from qtmesh.channels import ChannelConfig
 from qtmesh.config import ConfigError
 from qtmesh.errors import InvalidArgument, Unavailable
 from qtmesh.server import Service
+from qtmesh.storage import redact
 
 DEFAULT_PAGE = 50_000
 MAX_PAGE = 500_000
+DEFAULT_TRADE_PAGE = 500
+MAX_TRADE_PAGE = 5_000
 
 
 class _ClockSignal:
@@ -45,8 +56,9 @@ class _ClockSignal:
 
 
 class MarketServicer(pb_grpc.MarketServiceServicer):
-    def __init__(self, replay: Replay) -> None:
+    def __init__(self, replay: Replay, fleet: FleetEngine) -> None:
         self._replay = replay
+        self._fleet = fleet
         self._signal = _ClockSignal()
 
     def drain(self) -> None:
@@ -148,6 +160,55 @@ class MarketServicer(pb_grpc.MarketServiceServicer):
             bars_added=result.bars_added, new_symbols=result.new_symbols, length=result.length
         )
 
+    async def GetFleet(
+        self, request: pb.GetFleetRequest, context: grpc.aio.ServicerContext
+    ) -> pb.GetFleetResponse:
+        report = await self._fleet.report(
+            start_time=_time(request, "start_time"),
+            end_time=_time(request, "end_time"),
+            sector=request.sector,
+        )
+        return pb.GetFleetResponse(fleet=convert.fleet_to_proto(report))
+
+    async def ListTrades(
+        self, request: pb.ListTradesRequest, context: grpc.aio.ServicerContext
+    ) -> pb.ListTradesResponse:
+        size = paging.page_size(
+            request.page_size, default=DEFAULT_TRADE_PAGE, maximum=MAX_TRADE_PAGE
+        )
+        query = TradeQuery(
+            sector=request.sector,
+            strategy_id=request.strategy_id,
+            start_time=_time(request, "start_time"),
+            end_time=_time(request, "end_time"),
+        )
+        # The token carries the query, so a page of one query is never read with another.
+        expect = {
+            "sector": query.sector,
+            "strategy": query.strategy_id,
+            "start": query.start_time,
+            "end": query.end_time,
+        }
+        if request.page_token:
+            token = paging.decode_token(request.page_token, expect=expect)
+            after_time, after_id = token.get("t"), token.get("s")
+            if not (isinstance(after_time, int) and isinstance(after_id, str)):
+                raise InvalidArgument("page_token", "is not a token this server issued")
+            query = dataclasses.replace(query, after=(after_time, after_id))
+        trades, more = await self._fleet.trades(query, size)
+        last = trades[-1] if trades else None
+        return pb.ListTradesResponse(
+            trades=[convert.trade_to_proto(t) for t in trades],
+            next_page_token=paging.encode_token(**expect, t=last.entry_time, s=last.strategy_id)
+            if more and last is not None
+            else "",
+        )
+
+
+def _time(message: object, name: str) -> int | None:
+    """Unix nanoseconds of a Timestamp field, or None when it is unset."""
+    return getattr(message, name).ToNanoseconds() if message.HasField(name) else None  # type: ignore[attr-defined]
+
 
 def load_replay(config: MarketConfig) -> Replay:
     """The replay over the configured data (file or synthetic), clock at ``replay_start``."""
@@ -166,21 +227,64 @@ def load_replay(config: MarketConfig) -> Replay:
     return replay
 
 
-async def build(config: MarketConfig, _channels: ChannelConfig) -> Built:
-    replay = await asyncio.to_thread(load_replay, config)
-    servicer = MarketServicer(replay)
-    service = Service.of(
-        servicer,
-        pb_grpc.add_MarketServiceServicer_to_server,
-        pb.DESCRIPTOR.services_by_name["MarketService"],
+def wall_clock() -> int:
+    return time.time_ns()
+
+
+async def open_fleet(
+    replay: Replay, config: MarketConfig, *, clock: Callable[[], int] = wall_clock
+) -> FleetEngine:
+    """The paper fleet deployed at the replay's clock, with the changes stored for it."""
+    try:
+        setup = deploy(
+            {info.symbol: info.sector for info in replay.symbol_infos()},
+            deployment_time=replay.clock_time,
+            families=config.families,
+            allocations=config.allocations,
+            capital=config.fleet_capital,
+            costs=config.costs,
+            warmup_bars=config.fleet_warmup_bars,
+            limits=config.limits,
+        )
+    except InvalidArgument as exc:
+        raise ConfigError("fleet_allocations", exc.message) from None
+    url = config.url()
+    try:
+        store = await asyncio.to_thread(FleetStore, url)
+        return await FleetEngine.open(replay=replay, setup=setup, store=store, clock=clock)
+    except (ValueError, OSError, sa.exc.SQLAlchemyError) as exc:
+        raise ConfigError("database_url", f"cannot open {redact(url)}: {exc}") from None
+
+
+def app(*, clock: Callable[[], int] = wall_clock) -> App[MarketConfig]:
+    """The market App; tests inject the wall ``clock`` that stamps stored fleet changes."""
+
+    async def build(config: MarketConfig, _channels: ChannelConfig) -> Built:
+        replay = await asyncio.to_thread(load_replay, config)
+        fleet = await open_fleet(replay, config, clock=clock)
+        servicer = MarketServicer(replay, fleet)
+        service = Service.of(
+            servicer,
+            pb_grpc.add_MarketServiceServicer_to_server,
+            pb.DESCRIPTOR.services_by_name["MarketService"],
+        )
+
+        async def close() -> None:
+            await fleet.store.run(fleet.store.close)
+
+        return Built(
+            services=[service, agent_service(FleetAgent(fleet), executes=EXECUTES)],
+            drain=servicer.drain,
+            close=close,
+        )
+
+    return App(
+        name="market",
+        summary="market data, the replay clock and the paper fleet",
+        config_type=MarketConfig,
+        env_prefix=ENV_PREFIX,
+        build=build,
     )
-    return Built(services=[service], drain=servicer.drain)
 
 
-APP = App(
-    name="market",
-    summary="market data and the replay clock",
-    config_type=MarketConfig,
-    env_prefix=ENV_PREFIX,
-    build=build,
-)
+APP = app()

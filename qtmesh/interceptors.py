@@ -7,6 +7,7 @@ functions below.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import inspect
 import time
 import uuid
@@ -166,4 +167,7 @@ class _call_scope:
             )
             return False
         finally:
-            structlog.contextvars.reset_contextvars(**self._tokens)
+            # A stream closed by the event loop's async-generator finaliser runs in another
+            # context, where these tokens cannot be reset (nor need to be).
+            with contextlib.suppress(ValueError):
+                structlog.contextvars.reset_contextvars(**self._tokens)

@@ -26,7 +26,7 @@ _sym_db = _symbol_database.Default()
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n)qtmesh/api/alpha/v1/alpha_reporting.proto\x12\x13qtmesh.api.alpha.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\xd0\x01\n\x0cSectorReport\x12\x11\n\treport_id\x18\x01 \x01(\t\x12\x0e\n\x06sector\x18\x02 \x01(\t\x12\x14\n\x0ctrading_date\x18\x03 \x01(\t\x12\x0b\n\x03roi\x18\x04 \x01(\x01\x12\r\n\x05\x61lpha\x18\x05 \x01(\x01\x12\x18\n\x10\x62\x65nchmark_return\x18\x06 \x01(\x01\x12\x12\n\nvolatility\x18\x07 \x01(\x01\x12\x14\n\x0cmax_drawdown\x18\x08 \x01(\x01\x12\x13\n\x0btrade_count\x18\t \x01(\x03\x12\x12\n\nfleet_size\x18\n \x01(\x05\"\xae\x01\n\x0f\x45ncryptedReport\x12\x11\n\treport_id\x18\x01 \x01(\t\x12\x0e\n\x06sector\x18\x02 \x01(\t\x12\x14\n\x0ctrading_date\x18\x03 \x01(\t\x12\x0e\n\x06key_id\x18\x04 \x01(\t\x12\r\n\x05nonce\x18\x05 \x01(\x0c\x12\x12\n\nciphertext\x18\x06 \x01(\x0c\x12/\n\x0b\x63reate_time\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"H\n\x13SubmitReportRequest\x12\x31\n\x06report\x18\x01 \x01(\x0b\x32!.qtmesh.api.alpha.v1.SectorReport\"L\n\x14SubmitReportResponse\x12\x34\n\x06report\x18\x01 \x01(\x0b\x32$.qtmesh.api.alpha.v1.EncryptedReport\"%\n\x10GetReportRequest\x12\x11\n\treport_id\x18\x01 \x01(\t\"I\n\x11GetReportResponse\x12\x34\n\x06report\x18\x01 \x01(\x0b\x32$.qtmesh.api.alpha.v1.EncryptedReport\"q\n\x12ListReportsRequest\x12\x0e\n\x06sector\x18\x01 \x01(\t\x12\x12\n\nstart_date\x18\x02 \x01(\t\x12\x10\n\x08\x65nd_date\x18\x03 \x01(\t\x12\x11\n\tpage_size\x18\x04 \x01(\x05\x12\x12\n\npage_token\x18\x05 \x01(\t\"e\n\x13ListReportsResponse\x12\x35\n\x07reports\x18\x01 \x03(\x0b\x32$.qtmesh.api.alpha.v1.EncryptedReport\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t2\xba\x02\n\x15\x41lphaReportingService\x12\x63\n\x0cSubmitReport\x12(.qtmesh.api.alpha.v1.SubmitReportRequest\x1a).qtmesh.api.alpha.v1.SubmitReportResponse\x12Z\n\tGetReport\x12%.qtmesh.api.alpha.v1.GetReportRequest\x1a&.qtmesh.api.alpha.v1.GetReportResponse\x12`\n\x0bListReports\x12\'.qtmesh.api.alpha.v1.ListReportsRequest\x1a(.qtmesh.api.alpha.v1.ListReportsResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n)qtmesh/api/alpha/v1/alpha_reporting.proto\x12\x13qtmesh.api.alpha.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\xd0\x01\n\x0cSectorReport\x12\x11\n\treport_id\x18\x01 \x01(\t\x12\x0e\n\x06sector\x18\x02 \x01(\t\x12\x14\n\x0ctrading_date\x18\x03 \x01(\t\x12\x0b\n\x03roi\x18\x04 \x01(\x01\x12\r\n\x05\x61lpha\x18\x05 \x01(\x01\x12\x18\n\x10\x62\x65nchmark_return\x18\x06 \x01(\x01\x12\x12\n\nvolatility\x18\x07 \x01(\x01\x12\x14\n\x0cmax_drawdown\x18\x08 \x01(\x01\x12\x13\n\x0btrade_count\x18\t \x01(\x03\x12\x12\n\nfleet_size\x18\n \x01(\x05\"\xc0\x01\n\x0f\x45ncryptedReport\x12\x11\n\treport_id\x18\x01 \x01(\t\x12\x0e\n\x06sector\x18\x02 \x01(\t\x12\x14\n\x0ctrading_date\x18\x03 \x01(\t\x12\x0e\n\x06key_id\x18\x04 \x01(\t\x12\r\n\x05nonce\x18\x05 \x01(\x0c\x12\x12\n\nciphertext\x18\x06 \x01(\x0c\x12/\n\x0b\x63reate_time\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x10\n\x08sequence\x18\x08 \x01(\x03\"H\n\x13SubmitReportRequest\x12\x31\n\x06report\x18\x01 \x01(\x0b\x32!.qtmesh.api.alpha.v1.SectorReport\"L\n\x14SubmitReportResponse\x12\x34\n\x06report\x18\x01 \x01(\x0b\x32$.qtmesh.api.alpha.v1.EncryptedReport\"%\n\x10GetReportRequest\x12\x11\n\treport_id\x18\x01 \x01(\t\"I\n\x11GetReportResponse\x12\x34\n\x06report\x18\x01 \x01(\x0b\x32$.qtmesh.api.alpha.v1.EncryptedReport\"q\n\x12ListReportsRequest\x12\x0e\n\x06sector\x18\x01 \x01(\t\x12\x12\n\nstart_date\x18\x02 \x01(\t\x12\x10\n\x08\x65nd_date\x18\x03 \x01(\t\x12\x11\n\tpage_size\x18\x04 \x01(\x05\x12\x12\n\npage_token\x18\x05 \x01(\t\"e\n\x13ListReportsResponse\x12\x35\n\x07reports\x18\x01 \x03(\x0b\x32$.qtmesh.api.alpha.v1.EncryptedReport\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"E\n\x13WatchReportsRequest\x12\x1b\n\x0e\x61\x66ter_sequence\x18\x01 \x01(\x03H\x00\x88\x01\x01\x42\x11\n\x0f_after_sequence\"L\n\x14WatchReportsResponse\x12\x34\n\x06report\x18\x01 \x01(\x0b\x32$.qtmesh.api.alpha.v1.EncryptedReport2\xa1\x03\n\x15\x41lphaReportingService\x12\x63\n\x0cSubmitReport\x12(.qtmesh.api.alpha.v1.SubmitReportRequest\x1a).qtmesh.api.alpha.v1.SubmitReportResponse\x12Z\n\tGetReport\x12%.qtmesh.api.alpha.v1.GetReportRequest\x1a&.qtmesh.api.alpha.v1.GetReportResponse\x12`\n\x0bListReports\x12\'.qtmesh.api.alpha.v1.ListReportsRequest\x1a(.qtmesh.api.alpha.v1.ListReportsResponse\x12\x65\n\x0cWatchReports\x12(.qtmesh.api.alpha.v1.WatchReportsRequest\x1a).qtmesh.api.alpha.v1.WatchReportsResponse0\x01\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -36,19 +36,23 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_SECTORREPORT']._serialized_start=100
   _globals['_SECTORREPORT']._serialized_end=308
   _globals['_ENCRYPTEDREPORT']._serialized_start=311
-  _globals['_ENCRYPTEDREPORT']._serialized_end=485
-  _globals['_SUBMITREPORTREQUEST']._serialized_start=487
-  _globals['_SUBMITREPORTREQUEST']._serialized_end=559
-  _globals['_SUBMITREPORTRESPONSE']._serialized_start=561
-  _globals['_SUBMITREPORTRESPONSE']._serialized_end=637
-  _globals['_GETREPORTREQUEST']._serialized_start=639
-  _globals['_GETREPORTREQUEST']._serialized_end=676
-  _globals['_GETREPORTRESPONSE']._serialized_start=678
-  _globals['_GETREPORTRESPONSE']._serialized_end=751
-  _globals['_LISTREPORTSREQUEST']._serialized_start=753
-  _globals['_LISTREPORTSREQUEST']._serialized_end=866
-  _globals['_LISTREPORTSRESPONSE']._serialized_start=868
-  _globals['_LISTREPORTSRESPONSE']._serialized_end=969
-  _globals['_ALPHAREPORTINGSERVICE']._serialized_start=972
-  _globals['_ALPHAREPORTINGSERVICE']._serialized_end=1286
+  _globals['_ENCRYPTEDREPORT']._serialized_end=503
+  _globals['_SUBMITREPORTREQUEST']._serialized_start=505
+  _globals['_SUBMITREPORTREQUEST']._serialized_end=577
+  _globals['_SUBMITREPORTRESPONSE']._serialized_start=579
+  _globals['_SUBMITREPORTRESPONSE']._serialized_end=655
+  _globals['_GETREPORTREQUEST']._serialized_start=657
+  _globals['_GETREPORTREQUEST']._serialized_end=694
+  _globals['_GETREPORTRESPONSE']._serialized_start=696
+  _globals['_GETREPORTRESPONSE']._serialized_end=769
+  _globals['_LISTREPORTSREQUEST']._serialized_start=771
+  _globals['_LISTREPORTSREQUEST']._serialized_end=884
+  _globals['_LISTREPORTSRESPONSE']._serialized_start=886
+  _globals['_LISTREPORTSRESPONSE']._serialized_end=987
+  _globals['_WATCHREPORTSREQUEST']._serialized_start=989
+  _globals['_WATCHREPORTSREQUEST']._serialized_end=1058
+  _globals['_WATCHREPORTSRESPONSE']._serialized_start=1060
+  _globals['_WATCHREPORTSRESPONSE']._serialized_end=1136
+  _globals['_ALPHAREPORTINGSERVICE']._serialized_start=1139
+  _globals['_ALPHAREPORTINGSERVICE']._serialized_end=1556
 # @@protoc_insertion_point(module_scope)

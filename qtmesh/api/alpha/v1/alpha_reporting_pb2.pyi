@@ -35,7 +35,7 @@ class SectorReport(_message.Message):
     def __init__(self, report_id: _Optional[str] = ..., sector: _Optional[str] = ..., trading_date: _Optional[str] = ..., roi: _Optional[float] = ..., alpha: _Optional[float] = ..., benchmark_return: _Optional[float] = ..., volatility: _Optional[float] = ..., max_drawdown: _Optional[float] = ..., trade_count: _Optional[int] = ..., fleet_size: _Optional[int] = ...) -> None: ...
 
 class EncryptedReport(_message.Message):
-    __slots__ = ("report_id", "sector", "trading_date", "key_id", "nonce", "ciphertext", "create_time")
+    __slots__ = ("report_id", "sector", "trading_date", "key_id", "nonce", "ciphertext", "create_time", "sequence")
     REPORT_ID_FIELD_NUMBER: _ClassVar[int]
     SECTOR_FIELD_NUMBER: _ClassVar[int]
     TRADING_DATE_FIELD_NUMBER: _ClassVar[int]
@@ -43,6 +43,7 @@ class EncryptedReport(_message.Message):
     NONCE_FIELD_NUMBER: _ClassVar[int]
     CIPHERTEXT_FIELD_NUMBER: _ClassVar[int]
     CREATE_TIME_FIELD_NUMBER: _ClassVar[int]
+    SEQUENCE_FIELD_NUMBER: _ClassVar[int]
     report_id: str
     sector: str
     trading_date: str
@@ -50,7 +51,8 @@ class EncryptedReport(_message.Message):
     nonce: bytes
     ciphertext: bytes
     create_time: _timestamp_pb2.Timestamp
-    def __init__(self, report_id: _Optional[str] = ..., sector: _Optional[str] = ..., trading_date: _Optional[str] = ..., key_id: _Optional[str] = ..., nonce: _Optional[bytes] = ..., ciphertext: _Optional[bytes] = ..., create_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
+    sequence: int
+    def __init__(self, report_id: _Optional[str] = ..., sector: _Optional[str] = ..., trading_date: _Optional[str] = ..., key_id: _Optional[str] = ..., nonce: _Optional[bytes] = ..., ciphertext: _Optional[bytes] = ..., create_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., sequence: _Optional[int] = ...) -> None: ...
 
 class SubmitReportRequest(_message.Message):
     __slots__ = ("report",)
@@ -97,3 +99,15 @@ class ListReportsResponse(_message.Message):
     reports: _containers.RepeatedCompositeFieldContainer[EncryptedReport]
     next_page_token: str
     def __init__(self, reports: _Optional[_Iterable[_Union[EncryptedReport, _Mapping]]] = ..., next_page_token: _Optional[str] = ...) -> None: ...
+
+class WatchReportsRequest(_message.Message):
+    __slots__ = ("after_sequence",)
+    AFTER_SEQUENCE_FIELD_NUMBER: _ClassVar[int]
+    after_sequence: int
+    def __init__(self, after_sequence: _Optional[int] = ...) -> None: ...
+
+class WatchReportsResponse(_message.Message):
+    __slots__ = ("report",)
+    REPORT_FIELD_NUMBER: _ClassVar[int]
+    report: EncryptedReport
+    def __init__(self, report: _Optional[_Union[EncryptedReport, _Mapping]] = ...) -> None: ...

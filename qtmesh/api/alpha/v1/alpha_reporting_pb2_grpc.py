@@ -50,6 +50,11 @@ class AlphaReportingServiceStub:
                 request_serializer=qtmesh_dot_api_dot_alpha_dot_v1_dot_alpha__reporting__pb2.ListReportsRequest.SerializeToString,
                 response_deserializer=qtmesh_dot_api_dot_alpha_dot_v1_dot_alpha__reporting__pb2.ListReportsResponse.FromString,
                 _registered_method=True)
+        self.WatchReports = channel.unary_stream(
+                '/qtmesh.api.alpha.v1.AlphaReportingService/WatchReports',
+                request_serializer=qtmesh_dot_api_dot_alpha_dot_v1_dot_alpha__reporting__pb2.WatchReportsRequest.SerializeToString,
+                response_deserializer=qtmesh_dot_api_dot_alpha_dot_v1_dot_alpha__reporting__pb2.WatchReportsResponse.FromString,
+                _registered_method=True)
 
 
 class AlphaReportingServiceServicer:
@@ -76,6 +81,13 @@ class AlphaReportingServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def WatchReports(self, request, context):
+        """Every report stored after a sequence number, once, then each new one as it is stored.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_AlphaReportingServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -93,6 +105,11 @@ def add_AlphaReportingServiceServicer_to_server(servicer, server):
                     servicer.ListReports,
                     request_deserializer=qtmesh_dot_api_dot_alpha_dot_v1_dot_alpha__reporting__pb2.ListReportsRequest.FromString,
                     response_serializer=qtmesh_dot_api_dot_alpha_dot_v1_dot_alpha__reporting__pb2.ListReportsResponse.SerializeToString,
+            ),
+            'WatchReports': grpc.unary_stream_rpc_method_handler(
+                    servicer.WatchReports,
+                    request_deserializer=qtmesh_dot_api_dot_alpha_dot_v1_dot_alpha__reporting__pb2.WatchReportsRequest.FromString,
+                    response_serializer=qtmesh_dot_api_dot_alpha_dot_v1_dot_alpha__reporting__pb2.WatchReportsResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -176,6 +193,33 @@ class AlphaReportingService:
             '/qtmesh.api.alpha.v1.AlphaReportingService/ListReports',
             qtmesh_dot_api_dot_alpha_dot_v1_dot_alpha__reporting__pb2.ListReportsRequest.SerializeToString,
             qtmesh_dot_api_dot_alpha_dot_v1_dot_alpha__reporting__pb2.ListReportsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def WatchReports(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/qtmesh.api.alpha.v1.AlphaReportingService/WatchReports',
+            qtmesh_dot_api_dot_alpha_dot_v1_dot_alpha__reporting__pb2.WatchReportsRequest.SerializeToString,
+            qtmesh_dot_api_dot_alpha_dot_v1_dot_alpha__reporting__pb2.WatchReportsResponse.FromString,
             options,
             channel_credentials,
             insecure,

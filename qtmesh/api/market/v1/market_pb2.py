@@ -24,51 +24,78 @@ _sym_db = _symbol_database.Default()
 
 
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
+from qtmesh.api.common.v1 import strategy_pb2 as qtmesh_dot_api_dot_common_dot_v1_dot_strategy__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n!qtmesh/api/market/v1/market.proto\x12\x14qtmesh.api.market.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\x87\x01\n\x03\x42\x61r\x12\x0e\n\x06symbol\x18\x01 \x01(\t\x12(\n\x04time\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0c\n\x04open\x18\x03 \x01(\x01\x12\x0c\n\x04high\x18\x04 \x01(\x01\x12\x0b\n\x03low\x18\x05 \x01(\x01\x12\r\n\x05\x63lose\x18\x06 \x01(\x01\x12\x0e\n\x06volume\x18\x07 \x01(\x01\"\x8c\x01\n\tBarSeries\x12\x0e\n\x06symbol\x18\x01 \x01(\t\x12\x0e\n\x06sector\x18\x02 \x01(\t\x12\x17\n\x0ftime_unix_nanos\x18\x03 \x03(\x03\x12\x0c\n\x04open\x18\x04 \x03(\x01\x12\x0c\n\x04high\x18\x05 \x03(\x01\x12\x0b\n\x03low\x18\x06 \x03(\x01\x12\r\n\x05\x63lose\x18\x07 \x03(\x01\x12\x0e\n\x06volume\x18\x08 \x03(\x01\"\x9e\x01\n\nSymbolInfo\x12\x0e\n\x06symbol\x18\x01 \x01(\t\x12\x0e\n\x06sector\x18\x02 \x01(\t\x12\x11\n\tbar_count\x18\x03 \x01(\x03\x12.\n\nfirst_time\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12-\n\tlast_time\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"K\n\x12ListSymbolsRequest\x12\x0e\n\x06sector\x18\x01 \x01(\t\x12\x11\n\tpage_size\x18\x02 \x01(\x05\x12\x12\n\npage_token\x18\x03 \x01(\t\"a\n\x13ListSymbolsResponse\x12\x31\n\x07symbols\x18\x01 \x03(\x0b\x32 .qtmesh.api.market.v1.SymbolInfo\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"\xb7\x01\n\x0eGetBarsRequest\x12\x0e\n\x06symbol\x18\x01 \x01(\t\x12.\n\nstart_time\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12,\n\x08\x65nd_time\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x10\n\x08lookback\x18\x04 \x01(\x05\x12\x11\n\tpage_size\x18\x05 \x01(\x05\x12\x12\n\npage_token\x18\x06 \x01(\t\"Y\n\x0fGetBarsResponse\x12-\n\x04\x62\x61rs\x18\x01 \x01(\x0b\x32\x1f.qtmesh.api.market.v1.BarSeries\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"q\n\x0bSymbolQuote\x12\x0e\n\x06sector\x18\x01 \x01(\t\x12&\n\x03\x62\x61r\x18\x02 \x01(\x0b\x32\x19.qtmesh.api.market.v1.Bar\x12\x12\n\nreturn_24h\x18\x03 \x01(\x01\x12\x16\n\x0evolatility_24h\x18\x04 \x01(\x01\"a\n\rSectorSummary\x12\x0e\n\x06sector\x18\x01 \x01(\t\x12\x14\n\x0csymbol_count\x18\x02 \x01(\x05\x12\x12\n\nreturn_24h\x18\x03 \x01(\x01\x12\x16\n\x0evolatility_24h\x18\x04 \x01(\x01\"\xcb\x01\n\x0eMarketSnapshot\x12\x10\n\x08position\x18\x01 \x01(\x03\x12\x0e\n\x06length\x18\x02 \x01(\x03\x12.\n\nclock_time\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x31\n\x06quotes\x18\x04 \x03(\x0b\x32!.qtmesh.api.market.v1.SymbolQuote\x12\x34\n\x07sectors\x18\x05 \x03(\x0b\x32#.qtmesh.api.market.v1.SectorSummary\"\"\n\x0fSnapshotRequest\x12\x0f\n\x07symbols\x18\x01 \x03(\t\"J\n\x10SnapshotResponse\x12\x36\n\x08snapshot\x18\x01 \x01(\x0b\x32$.qtmesh.api.market.v1.MarketSnapshot\"\x1f\n\x0e\x41\x64vanceRequest\x12\r\n\x05steps\x18\x01 \x01(\x05\"z\n\x0f\x41\x64vanceResponse\x12\x10\n\x08position\x18\x01 \x01(\x03\x12.\n\nclock_time\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x15\n\rrevealed_bars\x18\x03 \x01(\x03\x12\x0e\n\x06\x61t_end\x18\x04 \x01(\x08\"T\n\x11StreamBarsRequest\x12\x0f\n\x07symbols\x18\x01 \x03(\t\x12\x1b\n\x0e\x61\x66ter_position\x18\x02 \x01(\x03H\x00\x88\x01\x01\x42\x11\n\x0f_after_position\"\x7f\n\x12StreamBarsResponse\x12\x10\n\x08position\x18\x01 \x01(\x03\x12.\n\nclock_time\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\'\n\x04\x62\x61rs\x18\x03 \x03(\x0b\x32\x19.qtmesh.api.market.v1.Bar\"D\n\x11IngestBarsRequest\x12/\n\x06series\x18\x01 \x03(\x0b\x32\x1f.qtmesh.api.market.v1.BarSeries\"M\n\x12IngestBarsResponse\x12\x12\n\nbars_added\x18\x01 \x01(\x03\x12\x13\n\x0bnew_symbols\x18\x02 \x03(\t\x12\x0e\n\x06length\x18\x03 \x01(\x03\x32\xc2\x04\n\rMarketService\x12\x62\n\x0bListSymbols\x12(.qtmesh.api.market.v1.ListSymbolsRequest\x1a).qtmesh.api.market.v1.ListSymbolsResponse\x12V\n\x07GetBars\x12$.qtmesh.api.market.v1.GetBarsRequest\x1a%.qtmesh.api.market.v1.GetBarsResponse\x12Y\n\x08Snapshot\x12%.qtmesh.api.market.v1.SnapshotRequest\x1a&.qtmesh.api.market.v1.SnapshotResponse\x12V\n\x07\x41\x64vance\x12$.qtmesh.api.market.v1.AdvanceRequest\x1a%.qtmesh.api.market.v1.AdvanceResponse\x12\x61\n\nStreamBars\x12\'.qtmesh.api.market.v1.StreamBarsRequest\x1a(.qtmesh.api.market.v1.StreamBarsResponse0\x01\x12_\n\nIngestBars\x12\'.qtmesh.api.market.v1.IngestBarsRequest\x1a(.qtmesh.api.market.v1.IngestBarsResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n!qtmesh/api/market/v1/market.proto\x12\x14qtmesh.api.market.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a#qtmesh/api/common/v1/strategy.proto\"\x87\x01\n\x03\x42\x61r\x12\x0e\n\x06symbol\x18\x01 \x01(\t\x12(\n\x04time\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0c\n\x04open\x18\x03 \x01(\x01\x12\x0c\n\x04high\x18\x04 \x01(\x01\x12\x0b\n\x03low\x18\x05 \x01(\x01\x12\r\n\x05\x63lose\x18\x06 \x01(\x01\x12\x0e\n\x06volume\x18\x07 \x01(\x01\"\x8c\x01\n\tBarSeries\x12\x0e\n\x06symbol\x18\x01 \x01(\t\x12\x0e\n\x06sector\x18\x02 \x01(\t\x12\x17\n\x0ftime_unix_nanos\x18\x03 \x03(\x03\x12\x0c\n\x04open\x18\x04 \x03(\x01\x12\x0c\n\x04high\x18\x05 \x03(\x01\x12\x0b\n\x03low\x18\x06 \x03(\x01\x12\r\n\x05\x63lose\x18\x07 \x03(\x01\x12\x0e\n\x06volume\x18\x08 \x03(\x01\"\x9e\x01\n\nSymbolInfo\x12\x0e\n\x06symbol\x18\x01 \x01(\t\x12\x0e\n\x06sector\x18\x02 \x01(\t\x12\x11\n\tbar_count\x18\x03 \x01(\x03\x12.\n\nfirst_time\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12-\n\tlast_time\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"K\n\x12ListSymbolsRequest\x12\x0e\n\x06sector\x18\x01 \x01(\t\x12\x11\n\tpage_size\x18\x02 \x01(\x05\x12\x12\n\npage_token\x18\x03 \x01(\t\"a\n\x13ListSymbolsResponse\x12\x31\n\x07symbols\x18\x01 \x03(\x0b\x32 .qtmesh.api.market.v1.SymbolInfo\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"\xb7\x01\n\x0eGetBarsRequest\x12\x0e\n\x06symbol\x18\x01 \x01(\t\x12.\n\nstart_time\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12,\n\x08\x65nd_time\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x10\n\x08lookback\x18\x04 \x01(\x05\x12\x11\n\tpage_size\x18\x05 \x01(\x05\x12\x12\n\npage_token\x18\x06 \x01(\t\"Y\n\x0fGetBarsResponse\x12-\n\x04\x62\x61rs\x18\x01 \x01(\x0b\x32\x1f.qtmesh.api.market.v1.BarSeries\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"q\n\x0bSymbolQuote\x12\x0e\n\x06sector\x18\x01 \x01(\t\x12&\n\x03\x62\x61r\x18\x02 \x01(\x0b\x32\x19.qtmesh.api.market.v1.Bar\x12\x12\n\nreturn_24h\x18\x03 \x01(\x01\x12\x16\n\x0evolatility_24h\x18\x04 \x01(\x01\"a\n\rSectorSummary\x12\x0e\n\x06sector\x18\x01 \x01(\t\x12\x14\n\x0csymbol_count\x18\x02 \x01(\x05\x12\x12\n\nreturn_24h\x18\x03 \x01(\x01\x12\x16\n\x0evolatility_24h\x18\x04 \x01(\x01\"\xcb\x01\n\x0eMarketSnapshot\x12\x10\n\x08position\x18\x01 \x01(\x03\x12\x0e\n\x06length\x18\x02 \x01(\x03\x12.\n\nclock_time\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x31\n\x06quotes\x18\x04 \x03(\x0b\x32!.qtmesh.api.market.v1.SymbolQuote\x12\x34\n\x07sectors\x18\x05 \x03(\x0b\x32#.qtmesh.api.market.v1.SectorSummary\"\"\n\x0fSnapshotRequest\x12\x0f\n\x07symbols\x18\x01 \x03(\t\"J\n\x10SnapshotResponse\x12\x36\n\x08snapshot\x18\x01 \x01(\x0b\x32$.qtmesh.api.market.v1.MarketSnapshot\"\x1f\n\x0e\x41\x64vanceRequest\x12\r\n\x05steps\x18\x01 \x01(\x05\"z\n\x0f\x41\x64vanceResponse\x12\x10\n\x08position\x18\x01 \x01(\x03\x12.\n\nclock_time\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x15\n\rrevealed_bars\x18\x03 \x01(\x03\x12\x0e\n\x06\x61t_end\x18\x04 \x01(\x08\"T\n\x11StreamBarsRequest\x12\x0f\n\x07symbols\x18\x01 \x03(\t\x12\x1b\n\x0e\x61\x66ter_position\x18\x02 \x01(\x03H\x00\x88\x01\x01\x42\x11\n\x0f_after_position\"\x7f\n\x12StreamBarsResponse\x12\x10\n\x08position\x18\x01 \x01(\x03\x12.\n\nclock_time\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\'\n\x04\x62\x61rs\x18\x03 \x03(\x0b\x32\x19.qtmesh.api.market.v1.Bar\"D\n\x11IngestBarsRequest\x12/\n\x06series\x18\x01 \x03(\x0b\x32\x1f.qtmesh.api.market.v1.BarSeries\"M\n\x12IngestBarsResponse\x12\x12\n\nbars_added\x18\x01 \x01(\x03\x12\x13\n\x0bnew_symbols\x18\x02 \x03(\t\x12\x0e\n\x06length\x18\x03 \x01(\x03\"\xea\x01\n\x0b\x46leetSector\x12\x0e\n\x06sector\x18\x01 \x01(\t\x12\x12\n\nallocation\x18\x02 \x01(\x01\x12\x16\n\x0estrategy_count\x18\x03 \x01(\x05\x12\x0b\n\x03roi\x18\x04 \x01(\x01\x12\x0b\n\x03pnl\x18\x05 \x01(\x01\x12\x18\n\x10\x62\x65nchmark_return\x18\x06 \x01(\x01\x12\x12\n\nvolatility\x18\x07 \x01(\x01\x12\x14\n\x0cmax_drawdown\x18\x08 \x01(\x01\x12\x13\n\x0btrade_count\x18\t \x01(\x03\x12\x16\n\x0egross_exposure\x18\n \x01(\x01\x12\x14\n\x0cnet_exposure\x18\x0b \x01(\x01\"\xcb\x01\n\rFleetStrategy\x12\x13\n\x0bstrategy_id\x18\x01 \x01(\t\x12\x0e\n\x06sector\x18\x02 \x01(\t\x12\x0e\n\x06symbol\x18\x03 \x01(\t\x12\x34\n\x06genome\x18\x04 \x01(\x0b\x32$.qtmesh.api.common.v1.StrategyGenome\x12\x0e\n\x06weight\x18\x05 \x01(\x01\x12\x10\n\x08position\x18\x06 \x01(\x05\x12\x0b\n\x03roi\x18\x07 \x01(\x01\x12\x0b\n\x03pnl\x18\x08 \x01(\x01\x12\x13\n\x0btrade_count\x18\t \x01(\x03\"\xfb\x01\n\nArbMission\x12\x12\n\nmission_id\x18\x01 \x01(\t\x12\x13\n\x0blong_sector\x18\x02 \x01(\t\x12\x14\n\x0cshort_sector\x18\x03 \x01(\t\x12\x12\n\nallocation\x18\x04 \x01(\x01\x12-\n\topen_time\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12.\n\nclose_time\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0e\n\x06\x61\x63tive\x18\x07 \x01(\x08\x12\x0b\n\x03roi\x18\x08 \x01(\x01\x12\x0b\n\x03pnl\x18\t \x01(\x01\x12\x11\n\taction_id\x18\n \x01(\t\"\x80\x02\n\x0b\x46leetChange\x12\x10\n\x08sequence\x18\x01 \x01(\x03\x12(\n\x04time\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x11\n\taction_id\x18\x03 \x01(\t\x12\x15\n\rplan_sequence\x18\x04 \x01(\x03\x12\x0e\n\x06\x64\x65tail\x18\x05 \x01(\t\x12G\n\x0b\x61llocations\x18\x06 \x03(\x0b\x32\x32.qtmesh.api.market.v1.FleetChange.AllocationsEntry\x1a\x32\n\x10\x41llocationsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x01:\x02\x38\x01\"\x88\x04\n\x05\x46leet\x12\x33\n\x0f\x64\x65ployment_time\x18\x01 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12.\n\nclock_time\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x10\n\x08position\x18\x03 \x01(\x03\x12.\n\nstart_time\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12,\n\x08\x65nd_time\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x11\n\tbar_count\x18\x06 \x01(\x03\x12\x0f\n\x07\x63\x61pital\x18\x07 \x01(\x01\x12\x0e\n\x06\x65quity\x18\x08 \x01(\x01\x12\x14\n\x0ctotal_return\x18\t \x01(\x01\x12\x0b\n\x03pnl\x18\n \x01(\x01\x12\x32\n\x07sectors\x18\x0b \x03(\x0b\x32!.qtmesh.api.market.v1.FleetSector\x12\x37\n\nstrategies\x18\x0c \x03(\x0b\x32#.qtmesh.api.market.v1.FleetStrategy\x12\x32\n\x08missions\x18\r \x03(\x0b\x32 .qtmesh.api.market.v1.ArbMission\x12\x32\n\x07\x63hanges\x18\x0e \x03(\x0b\x32!.qtmesh.api.market.v1.FleetChange\"\x7f\n\x0fGetFleetRequest\x12.\n\nstart_time\x18\x01 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12,\n\x08\x65nd_time\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0e\n\x06sector\x18\x03 \x01(\t\">\n\x10GetFleetResponse\x12*\n\x05\x66leet\x18\x01 \x01(\x0b\x32\x1b.qtmesh.api.market.v1.Fleet\"\xa8\x02\n\nFleetTrade\x12\x10\n\x08trade_id\x18\x01 \x01(\t\x12\x13\n\x0bstrategy_id\x18\x02 \x01(\t\x12\x0e\n\x06sector\x18\x03 \x01(\t\x12\x0e\n\x06symbol\x18\x04 \x01(\t\x12-\n\x04side\x18\x05 \x01(\x0e\x32\x1f.qtmesh.api.market.v1.TradeSide\x12.\n\nentry_time\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12-\n\texit_time\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0c\n\x04open\x18\x08 \x01(\x08\x12\x11\n\tbar_count\x18\t \x01(\x03\x12\x17\n\x0freturn_fraction\x18\n \x01(\x01\x12\x0b\n\x03pnl\x18\x0b \x01(\x01\"\xbd\x01\n\x11ListTradesRequest\x12\x0e\n\x06sector\x18\x01 \x01(\t\x12\x13\n\x0bstrategy_id\x18\x02 \x01(\t\x12.\n\nstart_time\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12,\n\x08\x65nd_time\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x11\n\tpage_size\x18\x05 \x01(\x05\x12\x12\n\npage_token\x18\x06 \x01(\t\"_\n\x12ListTradesResponse\x12\x30\n\x06trades\x18\x01 \x03(\x0b\x32 .qtmesh.api.market.v1.FleetTrade\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t*R\n\tTradeSide\x12\x1a\n\x16TRADE_SIDE_UNSPECIFIED\x10\x00\x12\x13\n\x0fTRADE_SIDE_LONG\x10\x01\x12\x14\n\x10TRADE_SIDE_SHORT\x10\x02\x32\xfe\x05\n\rMarketService\x12\x62\n\x0bListSymbols\x12(.qtmesh.api.market.v1.ListSymbolsRequest\x1a).qtmesh.api.market.v1.ListSymbolsResponse\x12V\n\x07GetBars\x12$.qtmesh.api.market.v1.GetBarsRequest\x1a%.qtmesh.api.market.v1.GetBarsResponse\x12Y\n\x08Snapshot\x12%.qtmesh.api.market.v1.SnapshotRequest\x1a&.qtmesh.api.market.v1.SnapshotResponse\x12V\n\x07\x41\x64vance\x12$.qtmesh.api.market.v1.AdvanceRequest\x1a%.qtmesh.api.market.v1.AdvanceResponse\x12\x61\n\nStreamBars\x12\'.qtmesh.api.market.v1.StreamBarsRequest\x1a(.qtmesh.api.market.v1.StreamBarsResponse0\x01\x12_\n\nIngestBars\x12\'.qtmesh.api.market.v1.IngestBarsRequest\x1a(.qtmesh.api.market.v1.IngestBarsResponse\x12Y\n\x08GetFleet\x12%.qtmesh.api.market.v1.GetFleetRequest\x1a&.qtmesh.api.market.v1.GetFleetResponse\x12_\n\nListTrades\x12\'.qtmesh.api.market.v1.ListTradesRequest\x1a(.qtmesh.api.market.v1.ListTradesResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'qtmesh.api.market.v1.market_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_BAR']._serialized_start=93
-  _globals['_BAR']._serialized_end=228
-  _globals['_BARSERIES']._serialized_start=231
-  _globals['_BARSERIES']._serialized_end=371
-  _globals['_SYMBOLINFO']._serialized_start=374
-  _globals['_SYMBOLINFO']._serialized_end=532
-  _globals['_LISTSYMBOLSREQUEST']._serialized_start=534
-  _globals['_LISTSYMBOLSREQUEST']._serialized_end=609
-  _globals['_LISTSYMBOLSRESPONSE']._serialized_start=611
-  _globals['_LISTSYMBOLSRESPONSE']._serialized_end=708
-  _globals['_GETBARSREQUEST']._serialized_start=711
-  _globals['_GETBARSREQUEST']._serialized_end=894
-  _globals['_GETBARSRESPONSE']._serialized_start=896
-  _globals['_GETBARSRESPONSE']._serialized_end=985
-  _globals['_SYMBOLQUOTE']._serialized_start=987
-  _globals['_SYMBOLQUOTE']._serialized_end=1100
-  _globals['_SECTORSUMMARY']._serialized_start=1102
-  _globals['_SECTORSUMMARY']._serialized_end=1199
-  _globals['_MARKETSNAPSHOT']._serialized_start=1202
-  _globals['_MARKETSNAPSHOT']._serialized_end=1405
-  _globals['_SNAPSHOTREQUEST']._serialized_start=1407
-  _globals['_SNAPSHOTREQUEST']._serialized_end=1441
-  _globals['_SNAPSHOTRESPONSE']._serialized_start=1443
-  _globals['_SNAPSHOTRESPONSE']._serialized_end=1517
-  _globals['_ADVANCEREQUEST']._serialized_start=1519
-  _globals['_ADVANCEREQUEST']._serialized_end=1550
-  _globals['_ADVANCERESPONSE']._serialized_start=1552
-  _globals['_ADVANCERESPONSE']._serialized_end=1674
-  _globals['_STREAMBARSREQUEST']._serialized_start=1676
-  _globals['_STREAMBARSREQUEST']._serialized_end=1760
-  _globals['_STREAMBARSRESPONSE']._serialized_start=1762
-  _globals['_STREAMBARSRESPONSE']._serialized_end=1889
-  _globals['_INGESTBARSREQUEST']._serialized_start=1891
-  _globals['_INGESTBARSREQUEST']._serialized_end=1959
-  _globals['_INGESTBARSRESPONSE']._serialized_start=1961
-  _globals['_INGESTBARSRESPONSE']._serialized_end=2038
-  _globals['_MARKETSERVICE']._serialized_start=2041
-  _globals['_MARKETSERVICE']._serialized_end=2619
+  _globals['_FLEETCHANGE_ALLOCATIONSENTRY']._loaded_options = None
+  _globals['_FLEETCHANGE_ALLOCATIONSENTRY']._serialized_options = b'8\001'
+  _globals['_TRADESIDE']._serialized_start=4337
+  _globals['_TRADESIDE']._serialized_end=4419
+  _globals['_BAR']._serialized_start=130
+  _globals['_BAR']._serialized_end=265
+  _globals['_BARSERIES']._serialized_start=268
+  _globals['_BARSERIES']._serialized_end=408
+  _globals['_SYMBOLINFO']._serialized_start=411
+  _globals['_SYMBOLINFO']._serialized_end=569
+  _globals['_LISTSYMBOLSREQUEST']._serialized_start=571
+  _globals['_LISTSYMBOLSREQUEST']._serialized_end=646
+  _globals['_LISTSYMBOLSRESPONSE']._serialized_start=648
+  _globals['_LISTSYMBOLSRESPONSE']._serialized_end=745
+  _globals['_GETBARSREQUEST']._serialized_start=748
+  _globals['_GETBARSREQUEST']._serialized_end=931
+  _globals['_GETBARSRESPONSE']._serialized_start=933
+  _globals['_GETBARSRESPONSE']._serialized_end=1022
+  _globals['_SYMBOLQUOTE']._serialized_start=1024
+  _globals['_SYMBOLQUOTE']._serialized_end=1137
+  _globals['_SECTORSUMMARY']._serialized_start=1139
+  _globals['_SECTORSUMMARY']._serialized_end=1236
+  _globals['_MARKETSNAPSHOT']._serialized_start=1239
+  _globals['_MARKETSNAPSHOT']._serialized_end=1442
+  _globals['_SNAPSHOTREQUEST']._serialized_start=1444
+  _globals['_SNAPSHOTREQUEST']._serialized_end=1478
+  _globals['_SNAPSHOTRESPONSE']._serialized_start=1480
+  _globals['_SNAPSHOTRESPONSE']._serialized_end=1554
+  _globals['_ADVANCEREQUEST']._serialized_start=1556
+  _globals['_ADVANCEREQUEST']._serialized_end=1587
+  _globals['_ADVANCERESPONSE']._serialized_start=1589
+  _globals['_ADVANCERESPONSE']._serialized_end=1711
+  _globals['_STREAMBARSREQUEST']._serialized_start=1713
+  _globals['_STREAMBARSREQUEST']._serialized_end=1797
+  _globals['_STREAMBARSRESPONSE']._serialized_start=1799
+  _globals['_STREAMBARSRESPONSE']._serialized_end=1926
+  _globals['_INGESTBARSREQUEST']._serialized_start=1928
+  _globals['_INGESTBARSREQUEST']._serialized_end=1996
+  _globals['_INGESTBARSRESPONSE']._serialized_start=1998
+  _globals['_INGESTBARSRESPONSE']._serialized_end=2075
+  _globals['_FLEETSECTOR']._serialized_start=2078
+  _globals['_FLEETSECTOR']._serialized_end=2312
+  _globals['_FLEETSTRATEGY']._serialized_start=2315
+  _globals['_FLEETSTRATEGY']._serialized_end=2518
+  _globals['_ARBMISSION']._serialized_start=2521
+  _globals['_ARBMISSION']._serialized_end=2772
+  _globals['_FLEETCHANGE']._serialized_start=2775
+  _globals['_FLEETCHANGE']._serialized_end=3031
+  _globals['_FLEETCHANGE_ALLOCATIONSENTRY']._serialized_start=2981
+  _globals['_FLEETCHANGE_ALLOCATIONSENTRY']._serialized_end=3031
+  _globals['_FLEET']._serialized_start=3034
+  _globals['_FLEET']._serialized_end=3554
+  _globals['_GETFLEETREQUEST']._serialized_start=3556
+  _globals['_GETFLEETREQUEST']._serialized_end=3683
+  _globals['_GETFLEETRESPONSE']._serialized_start=3685
+  _globals['_GETFLEETRESPONSE']._serialized_end=3747
+  _globals['_FLEETTRADE']._serialized_start=3750
+  _globals['_FLEETTRADE']._serialized_end=4046
+  _globals['_LISTTRADESREQUEST']._serialized_start=4049
+  _globals['_LISTTRADESREQUEST']._serialized_end=4238
+  _globals['_LISTTRADESRESPONSE']._serialized_start=4240
+  _globals['_LISTTRADESRESPONSE']._serialized_end=4335
+  _globals['_MARKETSERVICE']._serialized_start=4422
+  _globals['_MARKETSERVICE']._serialized_end=5188
 # @@protoc_insertion_point(module_scope)

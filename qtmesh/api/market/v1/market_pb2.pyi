@@ -2,13 +2,24 @@
 import datetime
 
 from google.protobuf import timestamp_pb2 as _timestamp_pb2
+from qtmesh.api.common.v1 import strategy_pb2 as _strategy_pb2
 from google.protobuf.internal import containers as _containers
+from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
 from collections.abc import Iterable as _Iterable, Mapping as _Mapping
 from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 
 DESCRIPTOR: _descriptor.FileDescriptor
+
+class TradeSide(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    TRADE_SIDE_UNSPECIFIED: _ClassVar[TradeSide]
+    TRADE_SIDE_LONG: _ClassVar[TradeSide]
+    TRADE_SIDE_SHORT: _ClassVar[TradeSide]
+TRADE_SIDE_UNSPECIFIED: TradeSide
+TRADE_SIDE_LONG: TradeSide
+TRADE_SIDE_SHORT: TradeSide
 
 class Bar(_message.Message):
     __slots__ = ("symbol", "time", "open", "high", "low", "close", "volume")
@@ -205,3 +216,196 @@ class IngestBarsResponse(_message.Message):
     new_symbols: _containers.RepeatedScalarFieldContainer[str]
     length: int
     def __init__(self, bars_added: _Optional[int] = ..., new_symbols: _Optional[_Iterable[str]] = ..., length: _Optional[int] = ...) -> None: ...
+
+class FleetSector(_message.Message):
+    __slots__ = ("sector", "allocation", "strategy_count", "roi", "pnl", "benchmark_return", "volatility", "max_drawdown", "trade_count", "gross_exposure", "net_exposure")
+    SECTOR_FIELD_NUMBER: _ClassVar[int]
+    ALLOCATION_FIELD_NUMBER: _ClassVar[int]
+    STRATEGY_COUNT_FIELD_NUMBER: _ClassVar[int]
+    ROI_FIELD_NUMBER: _ClassVar[int]
+    PNL_FIELD_NUMBER: _ClassVar[int]
+    BENCHMARK_RETURN_FIELD_NUMBER: _ClassVar[int]
+    VOLATILITY_FIELD_NUMBER: _ClassVar[int]
+    MAX_DRAWDOWN_FIELD_NUMBER: _ClassVar[int]
+    TRADE_COUNT_FIELD_NUMBER: _ClassVar[int]
+    GROSS_EXPOSURE_FIELD_NUMBER: _ClassVar[int]
+    NET_EXPOSURE_FIELD_NUMBER: _ClassVar[int]
+    sector: str
+    allocation: float
+    strategy_count: int
+    roi: float
+    pnl: float
+    benchmark_return: float
+    volatility: float
+    max_drawdown: float
+    trade_count: int
+    gross_exposure: float
+    net_exposure: float
+    def __init__(self, sector: _Optional[str] = ..., allocation: _Optional[float] = ..., strategy_count: _Optional[int] = ..., roi: _Optional[float] = ..., pnl: _Optional[float] = ..., benchmark_return: _Optional[float] = ..., volatility: _Optional[float] = ..., max_drawdown: _Optional[float] = ..., trade_count: _Optional[int] = ..., gross_exposure: _Optional[float] = ..., net_exposure: _Optional[float] = ...) -> None: ...
+
+class FleetStrategy(_message.Message):
+    __slots__ = ("strategy_id", "sector", "symbol", "genome", "weight", "position", "roi", "pnl", "trade_count")
+    STRATEGY_ID_FIELD_NUMBER: _ClassVar[int]
+    SECTOR_FIELD_NUMBER: _ClassVar[int]
+    SYMBOL_FIELD_NUMBER: _ClassVar[int]
+    GENOME_FIELD_NUMBER: _ClassVar[int]
+    WEIGHT_FIELD_NUMBER: _ClassVar[int]
+    POSITION_FIELD_NUMBER: _ClassVar[int]
+    ROI_FIELD_NUMBER: _ClassVar[int]
+    PNL_FIELD_NUMBER: _ClassVar[int]
+    TRADE_COUNT_FIELD_NUMBER: _ClassVar[int]
+    strategy_id: str
+    sector: str
+    symbol: str
+    genome: _strategy_pb2.StrategyGenome
+    weight: float
+    position: int
+    roi: float
+    pnl: float
+    trade_count: int
+    def __init__(self, strategy_id: _Optional[str] = ..., sector: _Optional[str] = ..., symbol: _Optional[str] = ..., genome: _Optional[_Union[_strategy_pb2.StrategyGenome, _Mapping]] = ..., weight: _Optional[float] = ..., position: _Optional[int] = ..., roi: _Optional[float] = ..., pnl: _Optional[float] = ..., trade_count: _Optional[int] = ...) -> None: ...
+
+class ArbMission(_message.Message):
+    __slots__ = ("mission_id", "long_sector", "short_sector", "allocation", "open_time", "close_time", "active", "roi", "pnl", "action_id")
+    MISSION_ID_FIELD_NUMBER: _ClassVar[int]
+    LONG_SECTOR_FIELD_NUMBER: _ClassVar[int]
+    SHORT_SECTOR_FIELD_NUMBER: _ClassVar[int]
+    ALLOCATION_FIELD_NUMBER: _ClassVar[int]
+    OPEN_TIME_FIELD_NUMBER: _ClassVar[int]
+    CLOSE_TIME_FIELD_NUMBER: _ClassVar[int]
+    ACTIVE_FIELD_NUMBER: _ClassVar[int]
+    ROI_FIELD_NUMBER: _ClassVar[int]
+    PNL_FIELD_NUMBER: _ClassVar[int]
+    ACTION_ID_FIELD_NUMBER: _ClassVar[int]
+    mission_id: str
+    long_sector: str
+    short_sector: str
+    allocation: float
+    open_time: _timestamp_pb2.Timestamp
+    close_time: _timestamp_pb2.Timestamp
+    active: bool
+    roi: float
+    pnl: float
+    action_id: str
+    def __init__(self, mission_id: _Optional[str] = ..., long_sector: _Optional[str] = ..., short_sector: _Optional[str] = ..., allocation: _Optional[float] = ..., open_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., close_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., active: _Optional[bool] = ..., roi: _Optional[float] = ..., pnl: _Optional[float] = ..., action_id: _Optional[str] = ...) -> None: ...
+
+class FleetChange(_message.Message):
+    __slots__ = ("sequence", "time", "action_id", "plan_sequence", "detail", "allocations")
+    class AllocationsEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: float
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[float] = ...) -> None: ...
+    SEQUENCE_FIELD_NUMBER: _ClassVar[int]
+    TIME_FIELD_NUMBER: _ClassVar[int]
+    ACTION_ID_FIELD_NUMBER: _ClassVar[int]
+    PLAN_SEQUENCE_FIELD_NUMBER: _ClassVar[int]
+    DETAIL_FIELD_NUMBER: _ClassVar[int]
+    ALLOCATIONS_FIELD_NUMBER: _ClassVar[int]
+    sequence: int
+    time: _timestamp_pb2.Timestamp
+    action_id: str
+    plan_sequence: int
+    detail: str
+    allocations: _containers.ScalarMap[str, float]
+    def __init__(self, sequence: _Optional[int] = ..., time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., action_id: _Optional[str] = ..., plan_sequence: _Optional[int] = ..., detail: _Optional[str] = ..., allocations: _Optional[_Mapping[str, float]] = ...) -> None: ...
+
+class Fleet(_message.Message):
+    __slots__ = ("deployment_time", "clock_time", "position", "start_time", "end_time", "bar_count", "capital", "equity", "total_return", "pnl", "sectors", "strategies", "missions", "changes")
+    DEPLOYMENT_TIME_FIELD_NUMBER: _ClassVar[int]
+    CLOCK_TIME_FIELD_NUMBER: _ClassVar[int]
+    POSITION_FIELD_NUMBER: _ClassVar[int]
+    START_TIME_FIELD_NUMBER: _ClassVar[int]
+    END_TIME_FIELD_NUMBER: _ClassVar[int]
+    BAR_COUNT_FIELD_NUMBER: _ClassVar[int]
+    CAPITAL_FIELD_NUMBER: _ClassVar[int]
+    EQUITY_FIELD_NUMBER: _ClassVar[int]
+    TOTAL_RETURN_FIELD_NUMBER: _ClassVar[int]
+    PNL_FIELD_NUMBER: _ClassVar[int]
+    SECTORS_FIELD_NUMBER: _ClassVar[int]
+    STRATEGIES_FIELD_NUMBER: _ClassVar[int]
+    MISSIONS_FIELD_NUMBER: _ClassVar[int]
+    CHANGES_FIELD_NUMBER: _ClassVar[int]
+    deployment_time: _timestamp_pb2.Timestamp
+    clock_time: _timestamp_pb2.Timestamp
+    position: int
+    start_time: _timestamp_pb2.Timestamp
+    end_time: _timestamp_pb2.Timestamp
+    bar_count: int
+    capital: float
+    equity: float
+    total_return: float
+    pnl: float
+    sectors: _containers.RepeatedCompositeFieldContainer[FleetSector]
+    strategies: _containers.RepeatedCompositeFieldContainer[FleetStrategy]
+    missions: _containers.RepeatedCompositeFieldContainer[ArbMission]
+    changes: _containers.RepeatedCompositeFieldContainer[FleetChange]
+    def __init__(self, deployment_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., clock_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., position: _Optional[int] = ..., start_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., end_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., bar_count: _Optional[int] = ..., capital: _Optional[float] = ..., equity: _Optional[float] = ..., total_return: _Optional[float] = ..., pnl: _Optional[float] = ..., sectors: _Optional[_Iterable[_Union[FleetSector, _Mapping]]] = ..., strategies: _Optional[_Iterable[_Union[FleetStrategy, _Mapping]]] = ..., missions: _Optional[_Iterable[_Union[ArbMission, _Mapping]]] = ..., changes: _Optional[_Iterable[_Union[FleetChange, _Mapping]]] = ...) -> None: ...
+
+class GetFleetRequest(_message.Message):
+    __slots__ = ("start_time", "end_time", "sector")
+    START_TIME_FIELD_NUMBER: _ClassVar[int]
+    END_TIME_FIELD_NUMBER: _ClassVar[int]
+    SECTOR_FIELD_NUMBER: _ClassVar[int]
+    start_time: _timestamp_pb2.Timestamp
+    end_time: _timestamp_pb2.Timestamp
+    sector: str
+    def __init__(self, start_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., end_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., sector: _Optional[str] = ...) -> None: ...
+
+class GetFleetResponse(_message.Message):
+    __slots__ = ("fleet",)
+    FLEET_FIELD_NUMBER: _ClassVar[int]
+    fleet: Fleet
+    def __init__(self, fleet: _Optional[_Union[Fleet, _Mapping]] = ...) -> None: ...
+
+class FleetTrade(_message.Message):
+    __slots__ = ("trade_id", "strategy_id", "sector", "symbol", "side", "entry_time", "exit_time", "open", "bar_count", "return_fraction", "pnl")
+    TRADE_ID_FIELD_NUMBER: _ClassVar[int]
+    STRATEGY_ID_FIELD_NUMBER: _ClassVar[int]
+    SECTOR_FIELD_NUMBER: _ClassVar[int]
+    SYMBOL_FIELD_NUMBER: _ClassVar[int]
+    SIDE_FIELD_NUMBER: _ClassVar[int]
+    ENTRY_TIME_FIELD_NUMBER: _ClassVar[int]
+    EXIT_TIME_FIELD_NUMBER: _ClassVar[int]
+    OPEN_FIELD_NUMBER: _ClassVar[int]
+    BAR_COUNT_FIELD_NUMBER: _ClassVar[int]
+    RETURN_FRACTION_FIELD_NUMBER: _ClassVar[int]
+    PNL_FIELD_NUMBER: _ClassVar[int]
+    trade_id: str
+    strategy_id: str
+    sector: str
+    symbol: str
+    side: TradeSide
+    entry_time: _timestamp_pb2.Timestamp
+    exit_time: _timestamp_pb2.Timestamp
+    open: bool
+    bar_count: int
+    return_fraction: float
+    pnl: float
+    def __init__(self, trade_id: _Optional[str] = ..., strategy_id: _Optional[str] = ..., sector: _Optional[str] = ..., symbol: _Optional[str] = ..., side: _Optional[_Union[TradeSide, str]] = ..., entry_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., exit_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., open: _Optional[bool] = ..., bar_count: _Optional[int] = ..., return_fraction: _Optional[float] = ..., pnl: _Optional[float] = ...) -> None: ...
+
+class ListTradesRequest(_message.Message):
+    __slots__ = ("sector", "strategy_id", "start_time", "end_time", "page_size", "page_token")
+    SECTOR_FIELD_NUMBER: _ClassVar[int]
+    STRATEGY_ID_FIELD_NUMBER: _ClassVar[int]
+    START_TIME_FIELD_NUMBER: _ClassVar[int]
+    END_TIME_FIELD_NUMBER: _ClassVar[int]
+    PAGE_SIZE_FIELD_NUMBER: _ClassVar[int]
+    PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    sector: str
+    strategy_id: str
+    start_time: _timestamp_pb2.Timestamp
+    end_time: _timestamp_pb2.Timestamp
+    page_size: int
+    page_token: str
+    def __init__(self, sector: _Optional[str] = ..., strategy_id: _Optional[str] = ..., start_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., end_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., page_size: _Optional[int] = ..., page_token: _Optional[str] = ...) -> None: ...
+
+class ListTradesResponse(_message.Message):
+    __slots__ = ("trades", "next_page_token")
+    TRADES_FIELD_NUMBER: _ClassVar[int]
+    NEXT_PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    trades: _containers.RepeatedCompositeFieldContainer[FleetTrade]
+    next_page_token: str
+    def __init__(self, trades: _Optional[_Iterable[_Union[FleetTrade, _Mapping]]] = ..., next_page_token: _Optional[str] = ...) -> None: ...

@@ -67,6 +67,16 @@ class MarketServiceStub:
                 request_serializer=qtmesh_dot_api_dot_market_dot_v1_dot_market__pb2.IngestBarsRequest.SerializeToString,
                 response_deserializer=qtmesh_dot_api_dot_market_dot_v1_dot_market__pb2.IngestBarsResponse.FromString,
                 _registered_method=True)
+        self.GetFleet = channel.unary_unary(
+                '/qtmesh.api.market.v1.MarketService/GetFleet',
+                request_serializer=qtmesh_dot_api_dot_market_dot_v1_dot_market__pb2.GetFleetRequest.SerializeToString,
+                response_deserializer=qtmesh_dot_api_dot_market_dot_v1_dot_market__pb2.GetFleetResponse.FromString,
+                _registered_method=True)
+        self.ListTrades = channel.unary_unary(
+                '/qtmesh.api.market.v1.MarketService/ListTrades',
+                request_serializer=qtmesh_dot_api_dot_market_dot_v1_dot_market__pb2.ListTradesRequest.SerializeToString,
+                response_deserializer=qtmesh_dot_api_dot_market_dot_v1_dot_market__pb2.ListTradesResponse.FromString,
+                _registered_method=True)
 
 
 class MarketServiceServicer:
@@ -116,6 +126,20 @@ class MarketServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def GetFleet(self, request, context):
+        """The paper fleet: allocations, deployed strategies, arb-missions and their P&L over a window.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListTrades(self, request, context):
+        """Trades of the paper fleet, oldest entry first, filtered by sector, strategy and entry time.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_MarketServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -148,6 +172,16 @@ def add_MarketServiceServicer_to_server(servicer, server):
                     servicer.IngestBars,
                     request_deserializer=qtmesh_dot_api_dot_market_dot_v1_dot_market__pb2.IngestBarsRequest.FromString,
                     response_serializer=qtmesh_dot_api_dot_market_dot_v1_dot_market__pb2.IngestBarsResponse.SerializeToString,
+            ),
+            'GetFleet': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetFleet,
+                    request_deserializer=qtmesh_dot_api_dot_market_dot_v1_dot_market__pb2.GetFleetRequest.FromString,
+                    response_serializer=qtmesh_dot_api_dot_market_dot_v1_dot_market__pb2.GetFleetResponse.SerializeToString,
+            ),
+            'ListTrades': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListTrades,
+                    request_deserializer=qtmesh_dot_api_dot_market_dot_v1_dot_market__pb2.ListTradesRequest.FromString,
+                    response_serializer=qtmesh_dot_api_dot_market_dot_v1_dot_market__pb2.ListTradesResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -314,6 +348,60 @@ class MarketService:
             '/qtmesh.api.market.v1.MarketService/IngestBars',
             qtmesh_dot_api_dot_market_dot_v1_dot_market__pb2.IngestBarsRequest.SerializeToString,
             qtmesh_dot_api_dot_market_dot_v1_dot_market__pb2.IngestBarsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetFleet(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/qtmesh.api.market.v1.MarketService/GetFleet',
+            qtmesh_dot_api_dot_market_dot_v1_dot_market__pb2.GetFleetRequest.SerializeToString,
+            qtmesh_dot_api_dot_market_dot_v1_dot_market__pb2.GetFleetResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListTrades(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/qtmesh.api.market.v1.MarketService/ListTrades',
+            qtmesh_dot_api_dot_market_dot_v1_dot_market__pb2.ListTradesRequest.SerializeToString,
+            qtmesh_dot_api_dot_market_dot_v1_dot_market__pb2.ListTradesResponse.FromString,
             options,
             channel_credentials,
             insecure,

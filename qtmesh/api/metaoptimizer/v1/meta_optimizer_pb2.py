@@ -27,43 +27,45 @@ from google.protobuf import duration_pb2 as google_dot_protobuf_dot_duration__pb
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n0qtmesh/api/metaoptimizer/v1/meta_optimizer.proto\x12\x1bqtmesh.api.metaoptimizer.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xcd\x02\n\x08Proposal\x12\n\n\x02id\x18\x01 \x01(\t\x12\x37\n\x04type\x18\x02 \x01(\x0e\x32).qtmesh.api.metaoptimizer.v1.ProposalType\x12\x0e\n\x06\x61\x63tion\x18\x03 \x01(\t\x12\x15\n\rtarget_sector\x18\x04 \x01(\t\x12\x16\n\x0e\x63ounter_sector\x18\x05 \x01(\t\x12\x11\n\trationale\x18\x06 \x01(\t\x12\x12\n\nconfidence\x18\x07 \x01(\x01\x12\x12\n\nreport_ids\x18\x08 \x03(\t\x12\x10\n\x08\x63ycle_id\x18\t \x01(\t\x12/\n\x0b\x63reate_time\x18\n \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x14\n\x0cledger_index\x18\x0b \x01(\x03\x12\x15\n\rprevious_hash\x18\x0c \x01(\t\x12\x12\n\nentry_hash\x18\r \x01(\t\"\xd3\x01\n\x0bSectorAudit\x12\x0e\n\x06sector\x18\x01 \x01(\t\x12\x14\n\x0creport_count\x18\x02 \x01(\x05\x12\x0b\n\x03roi\x18\x03 \x01(\x01\x12\r\n\x05\x61lpha\x18\x04 \x01(\x01\x12\x18\n\x10mean_daily_alpha\x18\x05 \x01(\x01\x12\x14\n\x0c\x61lpha_stddev\x18\x06 \x01(\x01\x12\x14\n\x0c\x61lpha_t_stat\x18\x07 \x01(\x01\x12\x12\n\nvolatility\x18\x08 \x01(\x01\x12\x14\n\x0cmax_drawdown\x18\t \x01(\x01\x12\x12\n\nfleet_size\x18\n \x01(\x05\"\x8b\x03\n\x11OptimizationCycle\x12\n\n\x02id\x18\x01 \x01(\t\x12.\n\nstart_time\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12+\n\x08\x64uration\x18\x03 \x01(\x0b\x32\x19.google.protobuf.Duration\x12\x38\n\x06status\x18\x04 \x01(\x0e\x32(.qtmesh.api.metaoptimizer.v1.CycleStatus\x12\x39\n\x07sectors\x18\x05 \x03(\x0b\x32(.qtmesh.api.metaoptimizer.v1.SectorAudit\x12\x17\n\x0f\x64ominant_sector\x18\x06 \x01(\t\x12\x38\n\tproposals\x18\x07 \x03(\x0b\x32%.qtmesh.api.metaoptimizer.v1.Proposal\x12\x17\n\x0freports_audited\x18\x08 \x01(\x05\x12\x18\n\x10reports_rejected\x18\t \x01(\x05\x12\x12\n\nrejections\x18\n \x03(\t\"C\n\x1bRunOptimizationCycleRequest\x12\x12\n\nstart_date\x18\x01 \x01(\t\x12\x10\n\x08\x65nd_date\x18\x02 \x01(\t\"]\n\x1cRunOptimizationCycleResponse\x12=\n\x05\x63ycle\x18\x01 \x01(\x0b\x32..qtmesh.api.metaoptimizer.v1.OptimizationCycle\"\xe4\x01\n\x14ListProposalsRequest\x12\x0e\n\x06sector\x18\x01 \x01(\t\x12\x37\n\x04type\x18\x02 \x01(\x0e\x32).qtmesh.api.metaoptimizer.v1.ProposalType\x12.\n\nstart_time\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12,\n\x08\x65nd_time\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x11\n\tpage_size\x18\x05 \x01(\x05\x12\x12\n\npage_token\x18\x06 \x01(\t\"j\n\x15ListProposalsResponse\x12\x38\n\tproposals\x18\x01 \x03(\x0b\x32%.qtmesh.api.metaoptimizer.v1.Proposal\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\" \n\x12GetProposalRequest\x12\n\n\x02id\x18\x01 \x01(\t\"N\n\x13GetProposalResponse\x12\x37\n\x08proposal\x18\x01 \x01(\x0b\x32%.qtmesh.api.metaoptimizer.v1.Proposal\"\x15\n\x13VerifyLedgerRequest\"d\n\x14VerifyLedgerResponse\x12\x0e\n\x06intact\x18\x01 \x01(\x08\x12\x13\n\x0b\x65ntry_count\x18\x02 \x01(\x03\x12\x17\n\x0f\x66irst_bad_index\x18\x03 \x01(\x03\x12\x0e\n\x06\x64\x65tail\x18\x04 \x01(\t\"\x11\n\x0fGetPulseRequest\"\xc0\x01\n\x10GetPulseResponse\x12\x42\n\nlast_cycle\x18\x01 \x01(\x0b\x32..qtmesh.api.metaoptimizer.v1.OptimizationCycle\x12\x13\n\x0b\x63ycle_count\x18\x02 \x01(\x03\x12\x16\n\x0eproposal_count\x18\x03 \x01(\x03\x12;\n\x0c\x61rb_missions\x18\x04 \x03(\x0b\x32%.qtmesh.api.metaoptimizer.v1.Proposal*\x90\x01\n\x0cProposalType\x12\x1d\n\x19PROPOSAL_TYPE_UNSPECIFIED\x10\x00\x12\x1f\n\x1bPROPOSAL_TYPE_REINFORCEMENT\x10\x01\x12!\n\x1dPROPOSAL_TYPE_RISK_MITIGATION\x10\x02\x12\x1d\n\x19PROPOSAL_TYPE_ARB_MISSION\x10\x03*z\n\x0b\x43ycleStatus\x12\x1c\n\x18\x43YCLE_STATUS_UNSPECIFIED\x10\x00\x12\x1a\n\x16\x43YCLE_STATUS_SUCCEEDED\x10\x01\x12\x18\n\x14\x43YCLE_STATUS_PARTIAL\x10\x02\x12\x17\n\x13\x43YCLE_STATUS_FAILED\x10\x03\x32\xec\x04\n\x14MetaOptimizerService\x12\x8b\x01\n\x14RunOptimizationCycle\x12\x38.qtmesh.api.metaoptimizer.v1.RunOptimizationCycleRequest\x1a\x39.qtmesh.api.metaoptimizer.v1.RunOptimizationCycleResponse\x12v\n\rListProposals\x12\x31.qtmesh.api.metaoptimizer.v1.ListProposalsRequest\x1a\x32.qtmesh.api.metaoptimizer.v1.ListProposalsResponse\x12p\n\x0bGetProposal\x12/.qtmesh.api.metaoptimizer.v1.GetProposalRequest\x1a\x30.qtmesh.api.metaoptimizer.v1.GetProposalResponse\x12s\n\x0cVerifyLedger\x12\x30.qtmesh.api.metaoptimizer.v1.VerifyLedgerRequest\x1a\x31.qtmesh.api.metaoptimizer.v1.VerifyLedgerResponse\x12g\n\x08GetPulse\x12,.qtmesh.api.metaoptimizer.v1.GetPulseRequest\x1a-.qtmesh.api.metaoptimizer.v1.GetPulseResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n0qtmesh/api/metaoptimizer/v1/meta_optimizer.proto\x12\x1bqtmesh.api.metaoptimizer.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\x82\x03\n\x08Proposal\x12\n\n\x02id\x18\x01 \x01(\t\x12\x37\n\x04type\x18\x02 \x01(\x0e\x32).qtmesh.api.metaoptimizer.v1.ProposalType\x12\x0e\n\x06\x61\x63tion\x18\x03 \x01(\t\x12\x15\n\rtarget_sector\x18\x04 \x01(\t\x12\x16\n\x0e\x63ounter_sector\x18\x05 \x01(\t\x12\x11\n\trationale\x18\x06 \x01(\t\x12\x12\n\nconfidence\x18\x07 \x01(\x01\x12\x12\n\nreport_ids\x18\x08 \x03(\t\x12\x10\n\x08\x63ycle_id\x18\t \x01(\t\x12/\n\x0b\x63reate_time\x18\n \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x14\n\x0cledger_index\x18\x0b \x01(\x03\x12\x15\n\rprevious_hash\x18\x0c \x01(\t\x12\x12\n\nentry_hash\x18\r \x01(\t\x12\x0e\n\x06\x66\x61\x63tor\x18\x0e \x01(\x01\x12\x12\n\nallocation\x18\x0f \x01(\x01\x12\x0f\n\x07p_value\x18\x10 \x01(\x01\"\xdc\x02\n\x0bSectorAudit\x12\x0e\n\x06sector\x18\x01 \x01(\t\x12\x14\n\x0creport_count\x18\x02 \x01(\x05\x12\x0b\n\x03roi\x18\x03 \x01(\x01\x12\r\n\x05\x61lpha\x18\x04 \x01(\x01\x12\x18\n\x10mean_daily_alpha\x18\x05 \x01(\x01\x12\x14\n\x0c\x61lpha_stddev\x18\x06 \x01(\x01\x12\x14\n\x0c\x61lpha_t_stat\x18\x07 \x01(\x01\x12\x12\n\nvolatility\x18\x08 \x01(\x01\x12\x14\n\x0cmax_drawdown\x18\t \x01(\x01\x12\x12\n\nfleet_size\x18\n \x01(\x05\x12\x18\n\x10\x62\x65nchmark_return\x18\x0b \x01(\x01\x12\x18\n\x10p_value_positive\x18\x0c \x01(\x01\x12\x18\n\x10p_value_negative\x18\r \x01(\x01\x12\x12\n\nfirst_date\x18\x0e \x01(\t\x12\x11\n\tlast_date\x18\x0f \x01(\t\x12\x12\n\nreport_ids\x18\x10 \x03(\t\"\xb4\x01\n\rSectorGapTest\x12\x13\n\x0b\x62\x65st_sector\x18\x01 \x01(\t\x12\x14\n\x0cworst_sector\x18\x02 \x01(\t\x12\x0b\n\x03gap\x18\x03 \x01(\x01\x12\x13\n\x0bq_statistic\x18\x04 \x01(\x01\x12\x0f\n\x07p_value\x18\x05 \x01(\x01\x12\x14\n\x0csector_count\x18\x06 \x01(\x05\x12\x1a\n\x12\x64\x65grees_of_freedom\x18\x07 \x01(\x05\x12\x13\n\x0bsignificant\x18\x08 \x01(\x08\"\xa8\x04\n\x11OptimizationCycle\x12\n\n\x02id\x18\x01 \x01(\t\x12.\n\nstart_time\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12+\n\x08\x64uration\x18\x03 \x01(\x0b\x32\x19.google.protobuf.Duration\x12\x38\n\x06status\x18\x04 \x01(\x0e\x32(.qtmesh.api.metaoptimizer.v1.CycleStatus\x12\x39\n\x07sectors\x18\x05 \x03(\x0b\x32(.qtmesh.api.metaoptimizer.v1.SectorAudit\x12\x17\n\x0f\x64ominant_sector\x18\x06 \x01(\t\x12\x38\n\tproposals\x18\x07 \x03(\x0b\x32%.qtmesh.api.metaoptimizer.v1.Proposal\x12\x17\n\x0freports_audited\x18\x08 \x01(\x05\x12\x18\n\x10reports_rejected\x18\t \x01(\x05\x12\x12\n\nrejections\x18\n \x03(\t\x12<\n\x08gap_test\x18\x0b \x01(\x0b\x32*.qtmesh.api.metaoptimizer.v1.SectorGapTest\x12\x12\n\nstart_date\x18\x0c \x01(\t\x12\x10\n\x08\x65nd_date\x18\r \x01(\t\x12\x12\n\nhead_index\x18\x0e \x01(\x03\x12\x11\n\thead_hash\x18\x0f \x01(\t\x12\x10\n\x08sequence\x18\x10 \x01(\x03\"C\n\x1bRunOptimizationCycleRequest\x12\x12\n\nstart_date\x18\x01 \x01(\t\x12\x10\n\x08\x65nd_date\x18\x02 \x01(\t\"]\n\x1cRunOptimizationCycleResponse\x12=\n\x05\x63ycle\x18\x01 \x01(\x0b\x32..qtmesh.api.metaoptimizer.v1.OptimizationCycle\"\xe4\x01\n\x14ListProposalsRequest\x12\x0e\n\x06sector\x18\x01 \x01(\t\x12\x37\n\x04type\x18\x02 \x01(\x0e\x32).qtmesh.api.metaoptimizer.v1.ProposalType\x12.\n\nstart_time\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12,\n\x08\x65nd_time\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x11\n\tpage_size\x18\x05 \x01(\x05\x12\x12\n\npage_token\x18\x06 \x01(\t\"j\n\x15ListProposalsResponse\x12\x38\n\tproposals\x18\x01 \x03(\x0b\x32%.qtmesh.api.metaoptimizer.v1.Proposal\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\" \n\x12GetProposalRequest\x12\n\n\x02id\x18\x01 \x01(\t\"N\n\x13GetProposalResponse\x12\x37\n\x08proposal\x18\x01 \x01(\x0b\x32%.qtmesh.api.metaoptimizer.v1.Proposal\"\x15\n\x13VerifyLedgerRequest\"w\n\x14VerifyLedgerResponse\x12\x0e\n\x06intact\x18\x01 \x01(\x08\x12\x13\n\x0b\x65ntry_count\x18\x02 \x01(\x03\x12\x17\n\x0f\x66irst_bad_index\x18\x03 \x01(\x03\x12\x0e\n\x06\x64\x65tail\x18\x04 \x01(\t\x12\x11\n\thead_hash\x18\x05 \x01(\t\"\x11\n\x0fGetPulseRequest\"\xc0\x01\n\x10GetPulseResponse\x12\x42\n\nlast_cycle\x18\x01 \x01(\x0b\x32..qtmesh.api.metaoptimizer.v1.OptimizationCycle\x12\x13\n\x0b\x63ycle_count\x18\x02 \x01(\x03\x12\x16\n\x0eproposal_count\x18\x03 \x01(\x03\x12;\n\x0c\x61rb_missions\x18\x04 \x03(\x0b\x32%.qtmesh.api.metaoptimizer.v1.Proposal*\x90\x01\n\x0cProposalType\x12\x1d\n\x19PROPOSAL_TYPE_UNSPECIFIED\x10\x00\x12\x1f\n\x1bPROPOSAL_TYPE_REINFORCEMENT\x10\x01\x12!\n\x1dPROPOSAL_TYPE_RISK_MITIGATION\x10\x02\x12\x1d\n\x19PROPOSAL_TYPE_ARB_MISSION\x10\x03*z\n\x0b\x43ycleStatus\x12\x1c\n\x18\x43YCLE_STATUS_UNSPECIFIED\x10\x00\x12\x1a\n\x16\x43YCLE_STATUS_SUCCEEDED\x10\x01\x12\x18\n\x14\x43YCLE_STATUS_PARTIAL\x10\x02\x12\x17\n\x13\x43YCLE_STATUS_FAILED\x10\x03\x32\xec\x04\n\x14MetaOptimizerService\x12\x8b\x01\n\x14RunOptimizationCycle\x12\x38.qtmesh.api.metaoptimizer.v1.RunOptimizationCycleRequest\x1a\x39.qtmesh.api.metaoptimizer.v1.RunOptimizationCycleResponse\x12v\n\rListProposals\x12\x31.qtmesh.api.metaoptimizer.v1.ListProposalsRequest\x1a\x32.qtmesh.api.metaoptimizer.v1.ListProposalsResponse\x12p\n\x0bGetProposal\x12/.qtmesh.api.metaoptimizer.v1.GetProposalRequest\x1a\x30.qtmesh.api.metaoptimizer.v1.GetProposalResponse\x12s\n\x0cVerifyLedger\x12\x30.qtmesh.api.metaoptimizer.v1.VerifyLedgerRequest\x1a\x31.qtmesh.api.metaoptimizer.v1.VerifyLedgerResponse\x12g\n\x08GetPulse\x12,.qtmesh.api.metaoptimizer.v1.GetPulseRequest\x1a-.qtmesh.api.metaoptimizer.v1.GetPulseResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'qtmesh.api.metaoptimizer.v1.meta_optimizer_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_PROPOSALTYPE']._serialized_start=2051
-  _globals['_PROPOSALTYPE']._serialized_end=2195
-  _globals['_CYCLESTATUS']._serialized_start=2197
-  _globals['_CYCLESTATUS']._serialized_end=2319
+  _globals['_PROPOSALTYPE']._serialized_start=2600
+  _globals['_PROPOSALTYPE']._serialized_end=2744
+  _globals['_CYCLESTATUS']._serialized_start=2746
+  _globals['_CYCLESTATUS']._serialized_end=2868
   _globals['_PROPOSAL']._serialized_start=147
-  _globals['_PROPOSAL']._serialized_end=480
-  _globals['_SECTORAUDIT']._serialized_start=483
-  _globals['_SECTORAUDIT']._serialized_end=694
-  _globals['_OPTIMIZATIONCYCLE']._serialized_start=697
-  _globals['_OPTIMIZATIONCYCLE']._serialized_end=1092
-  _globals['_RUNOPTIMIZATIONCYCLEREQUEST']._serialized_start=1094
-  _globals['_RUNOPTIMIZATIONCYCLEREQUEST']._serialized_end=1161
-  _globals['_RUNOPTIMIZATIONCYCLERESPONSE']._serialized_start=1163
-  _globals['_RUNOPTIMIZATIONCYCLERESPONSE']._serialized_end=1256
-  _globals['_LISTPROPOSALSREQUEST']._serialized_start=1259
-  _globals['_LISTPROPOSALSREQUEST']._serialized_end=1487
-  _globals['_LISTPROPOSALSRESPONSE']._serialized_start=1489
-  _globals['_LISTPROPOSALSRESPONSE']._serialized_end=1595
-  _globals['_GETPROPOSALREQUEST']._serialized_start=1597
-  _globals['_GETPROPOSALREQUEST']._serialized_end=1629
-  _globals['_GETPROPOSALRESPONSE']._serialized_start=1631
-  _globals['_GETPROPOSALRESPONSE']._serialized_end=1709
-  _globals['_VERIFYLEDGERREQUEST']._serialized_start=1711
-  _globals['_VERIFYLEDGERREQUEST']._serialized_end=1732
-  _globals['_VERIFYLEDGERRESPONSE']._serialized_start=1734
-  _globals['_VERIFYLEDGERRESPONSE']._serialized_end=1834
-  _globals['_GETPULSEREQUEST']._serialized_start=1836
-  _globals['_GETPULSEREQUEST']._serialized_end=1853
-  _globals['_GETPULSERESPONSE']._serialized_start=1856
-  _globals['_GETPULSERESPONSE']._serialized_end=2048
-  _globals['_METAOPTIMIZERSERVICE']._serialized_start=2322
-  _globals['_METAOPTIMIZERSERVICE']._serialized_end=2942
+  _globals['_PROPOSAL']._serialized_end=533
+  _globals['_SECTORAUDIT']._serialized_start=536
+  _globals['_SECTORAUDIT']._serialized_end=884
+  _globals['_SECTORGAPTEST']._serialized_start=887
+  _globals['_SECTORGAPTEST']._serialized_end=1067
+  _globals['_OPTIMIZATIONCYCLE']._serialized_start=1070
+  _globals['_OPTIMIZATIONCYCLE']._serialized_end=1622
+  _globals['_RUNOPTIMIZATIONCYCLEREQUEST']._serialized_start=1624
+  _globals['_RUNOPTIMIZATIONCYCLEREQUEST']._serialized_end=1691
+  _globals['_RUNOPTIMIZATIONCYCLERESPONSE']._serialized_start=1693
+  _globals['_RUNOPTIMIZATIONCYCLERESPONSE']._serialized_end=1786
+  _globals['_LISTPROPOSALSREQUEST']._serialized_start=1789
+  _globals['_LISTPROPOSALSREQUEST']._serialized_end=2017
+  _globals['_LISTPROPOSALSRESPONSE']._serialized_start=2019
+  _globals['_LISTPROPOSALSRESPONSE']._serialized_end=2125
+  _globals['_GETPROPOSALREQUEST']._serialized_start=2127
+  _globals['_GETPROPOSALREQUEST']._serialized_end=2159
+  _globals['_GETPROPOSALRESPONSE']._serialized_start=2161
+  _globals['_GETPROPOSALRESPONSE']._serialized_end=2239
+  _globals['_VERIFYLEDGERREQUEST']._serialized_start=2241
+  _globals['_VERIFYLEDGERREQUEST']._serialized_end=2262
+  _globals['_VERIFYLEDGERRESPONSE']._serialized_start=2264
+  _globals['_VERIFYLEDGERRESPONSE']._serialized_end=2383
+  _globals['_GETPULSEREQUEST']._serialized_start=2385
+  _globals['_GETPULSEREQUEST']._serialized_end=2402
+  _globals['_GETPULSERESPONSE']._serialized_start=2405
+  _globals['_GETPULSERESPONSE']._serialized_end=2597
+  _globals['_METAOPTIMIZERSERVICE']._serialized_start=2871
+  _globals['_METAOPTIMIZERSERVICE']._serialized_end=3491
 # @@protoc_insertion_point(module_scope)

@@ -35,7 +35,7 @@ CYCLE_STATUS_PARTIAL: CycleStatus
 CYCLE_STATUS_FAILED: CycleStatus
 
 class Proposal(_message.Message):
-    __slots__ = ("id", "type", "action", "target_sector", "counter_sector", "rationale", "confidence", "report_ids", "cycle_id", "create_time", "ledger_index", "previous_hash", "entry_hash")
+    __slots__ = ("id", "type", "action", "target_sector", "counter_sector", "rationale", "confidence", "report_ids", "cycle_id", "create_time", "ledger_index", "previous_hash", "entry_hash", "factor", "allocation", "p_value")
     ID_FIELD_NUMBER: _ClassVar[int]
     TYPE_FIELD_NUMBER: _ClassVar[int]
     ACTION_FIELD_NUMBER: _ClassVar[int]
@@ -49,6 +49,9 @@ class Proposal(_message.Message):
     LEDGER_INDEX_FIELD_NUMBER: _ClassVar[int]
     PREVIOUS_HASH_FIELD_NUMBER: _ClassVar[int]
     ENTRY_HASH_FIELD_NUMBER: _ClassVar[int]
+    FACTOR_FIELD_NUMBER: _ClassVar[int]
+    ALLOCATION_FIELD_NUMBER: _ClassVar[int]
+    P_VALUE_FIELD_NUMBER: _ClassVar[int]
     id: str
     type: ProposalType
     action: str
@@ -62,10 +65,13 @@ class Proposal(_message.Message):
     ledger_index: int
     previous_hash: str
     entry_hash: str
-    def __init__(self, id: _Optional[str] = ..., type: _Optional[_Union[ProposalType, str]] = ..., action: _Optional[str] = ..., target_sector: _Optional[str] = ..., counter_sector: _Optional[str] = ..., rationale: _Optional[str] = ..., confidence: _Optional[float] = ..., report_ids: _Optional[_Iterable[str]] = ..., cycle_id: _Optional[str] = ..., create_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., ledger_index: _Optional[int] = ..., previous_hash: _Optional[str] = ..., entry_hash: _Optional[str] = ...) -> None: ...
+    factor: float
+    allocation: float
+    p_value: float
+    def __init__(self, id: _Optional[str] = ..., type: _Optional[_Union[ProposalType, str]] = ..., action: _Optional[str] = ..., target_sector: _Optional[str] = ..., counter_sector: _Optional[str] = ..., rationale: _Optional[str] = ..., confidence: _Optional[float] = ..., report_ids: _Optional[_Iterable[str]] = ..., cycle_id: _Optional[str] = ..., create_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., ledger_index: _Optional[int] = ..., previous_hash: _Optional[str] = ..., entry_hash: _Optional[str] = ..., factor: _Optional[float] = ..., allocation: _Optional[float] = ..., p_value: _Optional[float] = ...) -> None: ...
 
 class SectorAudit(_message.Message):
-    __slots__ = ("sector", "report_count", "roi", "alpha", "mean_daily_alpha", "alpha_stddev", "alpha_t_stat", "volatility", "max_drawdown", "fleet_size")
+    __slots__ = ("sector", "report_count", "roi", "alpha", "mean_daily_alpha", "alpha_stddev", "alpha_t_stat", "volatility", "max_drawdown", "fleet_size", "benchmark_return", "p_value_positive", "p_value_negative", "first_date", "last_date", "report_ids")
     SECTOR_FIELD_NUMBER: _ClassVar[int]
     REPORT_COUNT_FIELD_NUMBER: _ClassVar[int]
     ROI_FIELD_NUMBER: _ClassVar[int]
@@ -76,6 +82,12 @@ class SectorAudit(_message.Message):
     VOLATILITY_FIELD_NUMBER: _ClassVar[int]
     MAX_DRAWDOWN_FIELD_NUMBER: _ClassVar[int]
     FLEET_SIZE_FIELD_NUMBER: _ClassVar[int]
+    BENCHMARK_RETURN_FIELD_NUMBER: _ClassVar[int]
+    P_VALUE_POSITIVE_FIELD_NUMBER: _ClassVar[int]
+    P_VALUE_NEGATIVE_FIELD_NUMBER: _ClassVar[int]
+    FIRST_DATE_FIELD_NUMBER: _ClassVar[int]
+    LAST_DATE_FIELD_NUMBER: _ClassVar[int]
+    REPORT_IDS_FIELD_NUMBER: _ClassVar[int]
     sector: str
     report_count: int
     roi: float
@@ -86,10 +98,36 @@ class SectorAudit(_message.Message):
     volatility: float
     max_drawdown: float
     fleet_size: int
-    def __init__(self, sector: _Optional[str] = ..., report_count: _Optional[int] = ..., roi: _Optional[float] = ..., alpha: _Optional[float] = ..., mean_daily_alpha: _Optional[float] = ..., alpha_stddev: _Optional[float] = ..., alpha_t_stat: _Optional[float] = ..., volatility: _Optional[float] = ..., max_drawdown: _Optional[float] = ..., fleet_size: _Optional[int] = ...) -> None: ...
+    benchmark_return: float
+    p_value_positive: float
+    p_value_negative: float
+    first_date: str
+    last_date: str
+    report_ids: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, sector: _Optional[str] = ..., report_count: _Optional[int] = ..., roi: _Optional[float] = ..., alpha: _Optional[float] = ..., mean_daily_alpha: _Optional[float] = ..., alpha_stddev: _Optional[float] = ..., alpha_t_stat: _Optional[float] = ..., volatility: _Optional[float] = ..., max_drawdown: _Optional[float] = ..., fleet_size: _Optional[int] = ..., benchmark_return: _Optional[float] = ..., p_value_positive: _Optional[float] = ..., p_value_negative: _Optional[float] = ..., first_date: _Optional[str] = ..., last_date: _Optional[str] = ..., report_ids: _Optional[_Iterable[str]] = ...) -> None: ...
+
+class SectorGapTest(_message.Message):
+    __slots__ = ("best_sector", "worst_sector", "gap", "q_statistic", "p_value", "sector_count", "degrees_of_freedom", "significant")
+    BEST_SECTOR_FIELD_NUMBER: _ClassVar[int]
+    WORST_SECTOR_FIELD_NUMBER: _ClassVar[int]
+    GAP_FIELD_NUMBER: _ClassVar[int]
+    Q_STATISTIC_FIELD_NUMBER: _ClassVar[int]
+    P_VALUE_FIELD_NUMBER: _ClassVar[int]
+    SECTOR_COUNT_FIELD_NUMBER: _ClassVar[int]
+    DEGREES_OF_FREEDOM_FIELD_NUMBER: _ClassVar[int]
+    SIGNIFICANT_FIELD_NUMBER: _ClassVar[int]
+    best_sector: str
+    worst_sector: str
+    gap: float
+    q_statistic: float
+    p_value: float
+    sector_count: int
+    degrees_of_freedom: int
+    significant: bool
+    def __init__(self, best_sector: _Optional[str] = ..., worst_sector: _Optional[str] = ..., gap: _Optional[float] = ..., q_statistic: _Optional[float] = ..., p_value: _Optional[float] = ..., sector_count: _Optional[int] = ..., degrees_of_freedom: _Optional[int] = ..., significant: _Optional[bool] = ...) -> None: ...
 
 class OptimizationCycle(_message.Message):
-    __slots__ = ("id", "start_time", "duration", "status", "sectors", "dominant_sector", "proposals", "reports_audited", "reports_rejected", "rejections")
+    __slots__ = ("id", "start_time", "duration", "status", "sectors", "dominant_sector", "proposals", "reports_audited", "reports_rejected", "rejections", "gap_test", "start_date", "end_date", "head_index", "head_hash", "sequence")
     ID_FIELD_NUMBER: _ClassVar[int]
     START_TIME_FIELD_NUMBER: _ClassVar[int]
     DURATION_FIELD_NUMBER: _ClassVar[int]
@@ -100,6 +138,12 @@ class OptimizationCycle(_message.Message):
     REPORTS_AUDITED_FIELD_NUMBER: _ClassVar[int]
     REPORTS_REJECTED_FIELD_NUMBER: _ClassVar[int]
     REJECTIONS_FIELD_NUMBER: _ClassVar[int]
+    GAP_TEST_FIELD_NUMBER: _ClassVar[int]
+    START_DATE_FIELD_NUMBER: _ClassVar[int]
+    END_DATE_FIELD_NUMBER: _ClassVar[int]
+    HEAD_INDEX_FIELD_NUMBER: _ClassVar[int]
+    HEAD_HASH_FIELD_NUMBER: _ClassVar[int]
+    SEQUENCE_FIELD_NUMBER: _ClassVar[int]
     id: str
     start_time: _timestamp_pb2.Timestamp
     duration: _duration_pb2.Duration
@@ -110,7 +154,13 @@ class OptimizationCycle(_message.Message):
     reports_audited: int
     reports_rejected: int
     rejections: _containers.RepeatedScalarFieldContainer[str]
-    def __init__(self, id: _Optional[str] = ..., start_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., duration: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., status: _Optional[_Union[CycleStatus, str]] = ..., sectors: _Optional[_Iterable[_Union[SectorAudit, _Mapping]]] = ..., dominant_sector: _Optional[str] = ..., proposals: _Optional[_Iterable[_Union[Proposal, _Mapping]]] = ..., reports_audited: _Optional[int] = ..., reports_rejected: _Optional[int] = ..., rejections: _Optional[_Iterable[str]] = ...) -> None: ...
+    gap_test: SectorGapTest
+    start_date: str
+    end_date: str
+    head_index: int
+    head_hash: str
+    sequence: int
+    def __init__(self, id: _Optional[str] = ..., start_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., duration: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., status: _Optional[_Union[CycleStatus, str]] = ..., sectors: _Optional[_Iterable[_Union[SectorAudit, _Mapping]]] = ..., dominant_sector: _Optional[str] = ..., proposals: _Optional[_Iterable[_Union[Proposal, _Mapping]]] = ..., reports_audited: _Optional[int] = ..., reports_rejected: _Optional[int] = ..., rejections: _Optional[_Iterable[str]] = ..., gap_test: _Optional[_Union[SectorGapTest, _Mapping]] = ..., start_date: _Optional[str] = ..., end_date: _Optional[str] = ..., head_index: _Optional[int] = ..., head_hash: _Optional[str] = ..., sequence: _Optional[int] = ...) -> None: ...
 
 class RunOptimizationCycleRequest(_message.Message):
     __slots__ = ("start_date", "end_date")
@@ -167,16 +217,18 @@ class VerifyLedgerRequest(_message.Message):
     def __init__(self) -> None: ...
 
 class VerifyLedgerResponse(_message.Message):
-    __slots__ = ("intact", "entry_count", "first_bad_index", "detail")
+    __slots__ = ("intact", "entry_count", "first_bad_index", "detail", "head_hash")
     INTACT_FIELD_NUMBER: _ClassVar[int]
     ENTRY_COUNT_FIELD_NUMBER: _ClassVar[int]
     FIRST_BAD_INDEX_FIELD_NUMBER: _ClassVar[int]
     DETAIL_FIELD_NUMBER: _ClassVar[int]
+    HEAD_HASH_FIELD_NUMBER: _ClassVar[int]
     intact: bool
     entry_count: int
     first_bad_index: int
     detail: str
-    def __init__(self, intact: _Optional[bool] = ..., entry_count: _Optional[int] = ..., first_bad_index: _Optional[int] = ..., detail: _Optional[str] = ...) -> None: ...
+    head_hash: str
+    def __init__(self, intact: _Optional[bool] = ..., entry_count: _Optional[int] = ..., first_bad_index: _Optional[int] = ..., detail: _Optional[str] = ..., head_hash: _Optional[str] = ...) -> None: ...
 
 class GetPulseRequest(_message.Message):
     __slots__ = ()
