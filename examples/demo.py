@@ -124,6 +124,7 @@ async def main(hours: int) -> int:
             data = Path(logs) / "data"
             env = {
                 **os.environ,
+                "QTMESH_MARKET_DATA_DIR": str(data),
                 "QTMESH_META_DATA_DIR": str(data),
                 "QTMESH_FEDERATION_DATA_DIR": str(data),
                 "QTMESH_MEMORY_SQLITE_PATH": str(data / "memory.db"),
