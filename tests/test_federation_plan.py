@@ -242,3 +242,36 @@ def test_an_agent_has_one_vote_per_target():
     assert tech[0].consensus == 1.0
     evolve = next(a for a in result.actions if a.action_type is c.ActionType.RUN_EVOLUTION)
     assert evolve.depends_on == (tech[0].id,)
+
+
+@pytest.mark.parametrize(
+    ("settings", "setting"),
+    [
+        ({"min_consensus_for_critical": 1.2}, "min_consensus_for_critical"),
+        ({"agent_timeout_seconds": 0}, "agent_timeout_seconds"),
+        ({"max_concurrent_actions": 0}, "max_concurrent_actions"),
+        ({"gap_update_interval_seconds": -1}, "gap_update_interval_seconds"),
+        ({"owners": {"FLY_TO_MOON": "risk"}}, "owners"),
+        ({"deadline_reserve_seconds": 20.0}, "deadline_reserve_seconds"),
+    ],
+)
+def test_the_configuration_is_validated(settings, setting):
+    from qtmesh.config import ConfigError
+
+    with pytest.raises(ConfigError) as failure:
+        FederationConfig(**settings)
+    assert failure.value.setting == setting
+
+
+def test_the_spec_defaults():
+    config = FederationConfig()
+    assert (
+        config.gap_update_interval_seconds,
+        config.agent_timeout_seconds,
+        config.max_concurrent_actions,
+        config.min_consensus_for_critical,
+        config.enable_sesa_integration,
+        config.enable_meta_learning_integration,
+    ) == (30.0, 10.0, 5, 0.80, True, True)
+    assert "sesa" not in FederationConfig(enable_sesa_integration=False).asked_agents
+    assert "meta" not in FederationConfig(enable_meta_learning_integration=False).asked_agents

@@ -70,15 +70,25 @@ TUNE = c.TuneLearning(parameters={"rl_exploration_rate": 0.1})
 
 
 @contextlib.asynccontextmanager
-async def mesh(tmp_path: Path, agents: list[FakeAgent], *, dead: tuple[str, ...] = (), **config):
-    """Serves each fake agent, then a federation asking them all (plus ``dead`` addresses)."""
+async def mesh(
+    tmp_path: Path,
+    agents: list[FakeAgent],
+    *,
+    dead: tuple[str, ...] = (),
+    killed: tuple[FakeAgent, ...] = (),
+    **config,
+):
+    """Serves each fake agent, then a federation asking them all; ``dead`` names point where
+    nothing ever listened, ``killed`` agents are served, then stopped once the federation runs."""
     async with contextlib.AsyncExitStack() as stack:
         addresses = {}
-        for agent in agents:
+        servers = {}
+        for agent in (*agents, *killed):
             running = await stack.enter_async_context(
                 serving([agent_service(agent, executes=list(c.ActionType))], name=agent.name)
             )
             addresses[agent.name] = running.address
+            servers[agent.name] = running.server
         for name in dead:
             addresses[name] = "127.0.0.1:1"  # nothing listens there
         settings = {
@@ -93,6 +103,8 @@ async def mesh(tmp_path: Path, agents: list[FakeAgent], *, dead: tuple[str, ...]
         running = await stack.enter_async_context(
             serving_app(APP, FederationConfig(**settings), channel_config=channels)
         )
+        for agent in killed:
+            await servers[agent.name].stop(grace=0)
         yield running
 
 
@@ -116,8 +128,13 @@ async def test_a_slow_dead_or_failing_agent_costs_its_vote_not_the_plan(tmp_path
     slow = FakeAgent("slow", block=True)
     broken = FakeAgent("broken", error=RuntimeError("boom"))
     invalid = FakeAgent("invalid", [rec("x", EVOLVE, 0.5, depends_on=("x",))])
+    killed = FakeAgent("killed", [rec("k", EVOLVE, 0.9)])
     async with mesh(
-        tmp_path, [good, slow, broken, invalid], dead=("dead",), agent_timeout_seconds=0.3
+        tmp_path,
+        [good, slow, broken, invalid],
+        dead=("dead",),
+        killed=(killed,),
+        agent_timeout_seconds=0.3,
     ) as fed:
         plan = await FederationClient(fed.channel).generate_plan()
         await asyncio.wait_for(slow.cancelled.wait(), timeout=10)
@@ -127,6 +144,7 @@ async def test_a_slow_dead_or_failing_agent_costs_its_vote_not_the_plan(tmp_path
     assert 0.25 <= outcomes["slow"].latency_seconds < 2.0
     assert outcomes["dead"].outcome is CallOutcome.UNAVAILABLE
     assert outcomes["dead"].attempts == 2
+    assert outcomes["killed"].outcome is CallOutcome.UNAVAILABLE
     assert outcomes["broken"].outcome is CallOutcome.ERROR
     assert outcomes["invalid"].outcome is CallOutcome.ERROR
     assert "is not another recommendation" in outcomes["invalid"].detail
