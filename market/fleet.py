@@ -483,7 +483,8 @@ class FleetRun:
         bars = i1 - i0
         last = i1 - 1
         at = int(self.times[last]) if bars else min(end_time or self.clock_time, self.clock_time)
-        allocations = self.state.allocations_at(at) if bars else self.state.allocations
+        # Held from the end of the window on: changes executed at its last bar count.
+        allocations = self.state.allocations_at(at + 1)
         trade_counts = self.trades.entries_per_strategy(i0, i1, len(setup.strategies))
         sectors = []
         strategies = []
@@ -536,7 +537,7 @@ class FleetRun:
             missions.append(
                 MissionBook(
                     mission=mission,
-                    active=mission.open_time < at and (mission.close_time > at),
+                    active=mission.open_time <= at < mission.close_time,
                     roi=float(np.prod(1 + terms / mission.allocation) - 1),
                     pnl=float(np.sum(self.equity[i0:i1] * terms)),
                 )

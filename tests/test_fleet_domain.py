@@ -142,9 +142,13 @@ def test_an_allocation_change_applies_from_the_next_bar(market):
     tech = base.setup.sectors.index("Tech")
     assert np.all(after.weights[tech, after.times <= at] == 0.25)
     assert np.all(after.weights[tech, after.times > at] == pytest.approx(0.3))
-    # Up to the change, everything is as without it.
+    # Up to the change, everything is as without it; the allocation holds from then on.
     upto = {"end_time": at}
-    assert before.report(**upto).sectors == after.report(**upto).sectors
+    assert [(s.roi, s.pnl) for s in before.report(**upto).sectors] == [
+        (s.roi, s.pnl) for s in after.report(**upto).sectors
+    ]
+    assert after.report(**upto).sectors[-1].allocation == pytest.approx(0.3)
+    assert after.report(end_time=at - MINUTE).sectors[-1].allocation == 0.25
     assert after.report().sectors[-1].allocation == pytest.approx(0.3)
     assert changed.allocations_at(at) == base.setup.initial_allocations
     assert changed.allocations_at(at + 1)["Tech"] == pytest.approx(0.3)
