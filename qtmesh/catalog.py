@@ -31,6 +31,7 @@ CATALOG: tuple[Entry, ...] = (
     Entry("market", "market.service:APP", 50052),
     Entry("sesa", "sesa.service:APP", 50053),
     Entry("meta", "meta.service:APP", 50054),
+    Entry("meta-optimizer", "metaopt.service:APP", 50055),
     Entry("alpha-reporting", "alpha.service:APP", 50056),
 )
 
