@@ -43,7 +43,9 @@ class DayReporter:
         self._max = max_backoff
         self._delay = initial_backoff
         self._sleep = sleep
-        # Days before this one need no further look (reported, or without fleet bars).
+        # Days of the deployment before this one need no further look (reported, or without
+        # fleet bars).
+        self._deployment: int | None = None
         self._next_day: datetime.date | None = None
 
     async def run(self) -> None:
@@ -83,8 +85,9 @@ class DayReporter:
     async def catch_up(self, *, clock_time: int, deployment_time: int) -> int:
         """Reports every completed day after the deployment not stored yet; the count stored."""
         first = date_of(deployment_time)
-        if self._next_day is None or self._next_day < first:
-            self._next_day = first
+        if self._deployment != deployment_time or self._next_day is None:
+            # A market restarted on other data is another deployment: look at all its days.
+            self._deployment, self._next_day = deployment_time, first
         today = date_of(clock_time)
         days = []
         day = self._next_day

@@ -33,8 +33,12 @@ class MetaOptimizerConfig(KeyringConfig):
     arb_significance: float = setting(
         0.05, help="studentized range test level of the best-worst gap that spawns an arb-mission"
     )
-    reinforcement_factor: float = setting(1.2, help="exposure factor of reinforcement (+20%)")
-    mitigation_factor: float = setting(0.5, help="exposure factor of risk mitigation (-50%)")
+    reinforcement_factor: float = setting(
+        1.2, help="exposure factor of reinforcement (1.2: +20 percent)"
+    )
+    mitigation_factor: float = setting(
+        0.5, help="exposure factor of risk mitigation (0.5: -50 percent)"
+    )
     arb_allocation: float = setting(0.10, help="equity per leg of a proposed arb-mission")
 
     def __post_init__(self) -> None:

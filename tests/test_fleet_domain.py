@@ -270,7 +270,7 @@ def test_an_arb_mission_earns_the_spread_of_the_sector_baskets_less_costs():
 
 def test_trades_follow_position_changes():
     positions = np.array([[0, 1, 1, 0, -1, 1, 1, 0, 0, -1]], dtype=np.int8)
-    table = _TradeTable.of(positions, ["s"], ["X"])
+    table = _TradeTable.of(positions, ["s"])
     assert table.entry.tolist() == [1, 4, 5, 9]
     assert table.exit.tolist() == [3, 5, 7, -1]
     assert table.side.tolist() == [1, -1, 1, -1]
