@@ -7,6 +7,8 @@ import math
 
 import numpy as np
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from agents.contract import StrategyFamily
 from market.bars import make_series
@@ -281,3 +283,23 @@ def test_trades_follow_position_changes():
         (6, 7),
         (9, 9),
     ]
+
+
+@given(
+    st.lists(
+        st.lists(st.sampled_from([-1, 0, 1]), min_size=1, max_size=40), min_size=1, max_size=3
+    ).filter(lambda rows: len({len(r) for r in rows}) == 1)
+)
+def test_every_held_bar_belongs_to_exactly_one_trade(rows):
+    positions = np.array(rows, dtype=np.int8)
+    table = _TradeTable.of(positions, [f"s{i}" for i in range(len(rows))])
+    owned = np.zeros(positions.shape, dtype=int)
+    for i, start, end in zip(table.strategy, table.start, table.end, strict=True):
+        owned[i, start : end + 1] += 1
+    held = positions != 0
+    previous = np.zeros_like(positions)
+    previous[:, 1:] = positions[:, :-1]
+    # A bar belongs to a trade when a position is held at its close or was left during it.
+    expected = held | (previous != 0)
+    assert np.array_equal(owned, expected.astype(int))
+    assert np.all(table.side == positions[table.strategy, table.entry])

@@ -10,6 +10,8 @@ import json
 
 import pytest
 import sqlalchemy as sa
+from hypothesis import given
+from hypothesis import strategies as st
 
 from metaopt.audit import ProposalDraft, ProposalType
 from metaopt.ledger import GENESIS, ChainVerifier, Cycle, CycleStatus, canonical, chain
@@ -211,3 +213,37 @@ def test_a_rehashed_rewrite_still_breaks_the_next_link(database_url):
         assert "does not link" in result.detail
     finally:
         store.close()
+
+
+cycle_sizes = st.lists(st.integers(min_value=0, max_value=4), min_size=1, max_size=6)
+
+
+@given(sizes=cycle_sizes, data=st.data())
+def test_any_ledger_verifies_and_any_altered_entry_is_named(sizes, data):
+    entries, head = [], GENESIS
+    for k, size in enumerate(sizes):
+        made = chain(
+            (DRAFTS * 2)[:size],
+            cycle_id=f"cycle-{k + 1:06d}",
+            create_time=TIME + k,
+            first_index=len(entries),
+            previous_hash=head,
+        )
+        entries += made
+        head = made[-1].entry_hash if made else head
+    anchor = (len(entries) - 1, head)
+    verifier = ChainVerifier(anchor)
+    for e in entries:
+        verifier.feed(e, index=e.ledger_index)
+    assert verifier.result().intact
+    if not entries:
+        return
+    bad = data.draw(st.integers(min_value=0, max_value=len(entries) - 1))
+    field = data.draw(st.sampled_from(["rationale", "confidence", "target_sector", "cycle_id"]))
+    value = {"rationale": "x", "confidence": 0.123, "target_sector": "Zinc", "cycle_id": "c"}
+    altered = list(entries)
+    altered[bad] = dataclasses.replace(entries[bad], **{field: value[field]})
+    verifier = ChainVerifier(anchor)
+    for e in altered:
+        verifier.feed(e, index=e.ledger_index)
+    assert verifier.result().first_bad_index == bad
