@@ -1,8 +1,9 @@
 """The main job on the embedded default: start the mesh, replay a day of the synthetic market
 while a subscriber streams it, print the market snapshot, evolve strategies with SESA and print
 the best, run one meta-learning update on the result, ask the world model and the memory engine,
-then run one federation cycle (the Global Action Plan, executed) while a subscriber prints the
-plan stream, and stop the mesh.
+replay five days for the encrypted end-of-day sector reports and audit them with the meta
+optimizer, then run one federation cycle (the Global Action Plan, executed) while a subscriber
+prints the plan stream, and stop the mesh.
 
     python -m examples.demo [--hours N]
 """
@@ -20,7 +21,13 @@ from rich.progress import Progress
 from rich.table import Table
 
 from agents.contract import StrategyFamily, StrategyStage
-from examples import _agents_section, _federation_section, _meta_section, _sesa_section
+from examples import (
+    _agents_section,
+    _federation_section,
+    _meta_section,
+    _metaopt_section,
+    _sesa_section,
+)
 from examples._console import console as make_console
 from market.bars import format_time
 from market.client import MarketClient
@@ -125,6 +132,9 @@ async def main(hours: int) -> int:
             env = {
                 **os.environ,
                 "QTMESH_MARKET_DATA_DIR": str(data),
+                "QTMESH_ALPHA_DATA_DIR": str(data),
+                "QTMESH_ALPHA_KEYRING_FILE": str(data / "alpha-keyring"),
+                "QTMESH_METAOPT_DATA_DIR": str(data),
                 "QTMESH_META_DATA_DIR": str(data),
                 "QTMESH_FEDERATION_DATA_DIR": str(data),
                 "QTMESH_MEMORY_SQLITE_PATH": str(data / "memory.db"),
@@ -161,6 +171,8 @@ async def main(hours: int) -> int:
                 )
                 console.rule("World model and memory engine")
                 await _agents_section.show(console, mesh.addresses)
+                # The federation executes the optimizer's proposals below, as in production.
+                await _metaopt_section.show(console, mesh.addresses, apply=False)
                 console.rule("Federation: the Global Action Plan")
                 await _federation_section.show(console, mesh.addresses)
         except StartupError as exc:

@@ -456,6 +456,7 @@ class FleetRun:
     contribution: np.ndarray  # (S, T+1) cumulative E(t-1) w_i(t) r_i(t), from 0
     sector_returns: np.ndarray  # (K, T)
     weights: np.ndarray  # (K, T) allocations in effect
+    symbols: tuple[str, ...]  # the rows of ``closes``
     closes: np.ndarray  # (Y, T+1) closes per symbol, column 0 before the first bar
     mission_terms: np.ndarray  # (M, T) a * spread return less costs
     equity: np.ndarray  # (T+1,)
@@ -483,7 +484,8 @@ class FleetRun:
         bars = i1 - i0
         last = i1 - 1
         at = int(self.times[last]) if bars else min(end_time or self.clock_time, self.clock_time)
-        allocations = self.state.allocations_at(at) if bars else self.state.allocations
+        # Held from the end of the window on: changes executed at its last bar count.
+        allocations = self.state.allocations_at(at + 1)
         trade_counts = self.trades.entries_per_strategy(i0, i1, len(setup.strategies))
         sectors = []
         strategies = []
@@ -536,7 +538,7 @@ class FleetRun:
             missions.append(
                 MissionBook(
                     mission=mission,
-                    active=mission.open_time < at and (mission.close_time > at),
+                    active=mission.open_time <= at < mission.close_time,
                     roi=float(np.prod(1 + terms / mission.allocation) - 1),
                     pnl=float(np.sum(self.equity[i0:i1] * terms)),
                 )
@@ -608,7 +610,7 @@ class FleetRun:
         )
 
     def _symbol_index(self, symbol: str) -> int:
-        return self.trades.symbols.index(symbol)
+        return self.symbols.index(symbol)
 
     def _strategy_index(self, strategy_id: str) -> int:
         for i, s in enumerate(self.setup.strategies):
@@ -629,7 +631,6 @@ class _TradeTable:
     end: np.ndarray
     rank: np.ndarray  # rank of each strategy's id among all ids
     ids: tuple[str, ...]
-    symbols: list[str]
 
     @property
     def size(self) -> int:
@@ -645,7 +646,7 @@ class _TradeTable:
         return np.bincount(self.strategy[inside], minlength=count)
 
     @classmethod
-    def of(cls, positions: np.ndarray, ids: Sequence[str], symbols: list[str]) -> _TradeTable:
+    def of(cls, positions: np.ndarray, ids: Sequence[str]) -> _TradeTable:
         bars = positions.shape[1]
         previous = np.zeros_like(positions)
         previous[:, 1:] = positions[:, :-1]
@@ -675,7 +676,6 @@ class _TradeTable:
             end=end[order],
             rank=rank,
             ids=tuple(ids),
-            symbols=symbols,
         )
 
 
@@ -761,11 +761,12 @@ def simulate(
         contribution=contribution,
         sector_returns=sector_returns,
         weights=weights,
+        symbols=tuple(symbols),
         closes=closes,
         mission_terms=mission_terms,
         equity=equity,
         bars_per_year=NANOS_PER_YEAR / spacing,
-        trades=_TradeTable.of(positions, [s.id for s in setup.strategies], symbols),
+        trades=_TradeTable.of(positions, [s.id for s in setup.strategies]),
     )
 
 

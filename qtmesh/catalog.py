@@ -47,6 +47,8 @@ CATALOG: tuple[Entry, ...] = (
     Entry("meta", "meta.service:APP", DEFAULT_PORTS["meta"]),
     Entry("memory", "agents.memory.service:APP", DEFAULT_PORTS["memory"]),
     Entry("world-model", "agents.world_model.service:APP", DEFAULT_PORTS["world-model"]),
+    Entry("alpha-reporting", "alpha.service:APP", DEFAULT_PORTS["alpha-reporting"]),
+    Entry("meta-optimizer", "metaopt.service:APP", DEFAULT_PORTS["meta-optimizer"]),
     Entry("federation", "federation.service:APP", DEFAULT_PORTS["federation"]),
 )
 

@@ -28,6 +28,15 @@ def _quiet_logs() -> None:
     structlog.reset_defaults()
 
 
+@pytest.fixture(autouse=True)
+def _own_working_directory(
+    tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Services default to data under ./.qtmesh: each test gets a directory of its own, so no
+    test writes into the repository or sees another test's state."""
+    monkeypatch.chdir(tmp_path_factory.mktemp("cwd"))
+
+
 class ScriptedAgent(agent_pb2_grpc.AgentServiceServicer):
     """An AgentService whose Recommend does what ``context.hints["behavior"]`` says.
 

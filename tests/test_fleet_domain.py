@@ -7,6 +7,8 @@ import math
 
 import numpy as np
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from agents.contract import StrategyFamily
 from market.bars import make_series
@@ -142,9 +144,13 @@ def test_an_allocation_change_applies_from_the_next_bar(market):
     tech = base.setup.sectors.index("Tech")
     assert np.all(after.weights[tech, after.times <= at] == 0.25)
     assert np.all(after.weights[tech, after.times > at] == pytest.approx(0.3))
-    # Up to the change, everything is as without it.
+    # Up to the change, everything is as without it; the allocation holds from then on.
     upto = {"end_time": at}
-    assert before.report(**upto).sectors == after.report(**upto).sectors
+    assert [(s.roi, s.pnl) for s in before.report(**upto).sectors] == [
+        (s.roi, s.pnl) for s in after.report(**upto).sectors
+    ]
+    assert after.report(**upto).sectors[-1].allocation == pytest.approx(0.3)
+    assert after.report(end_time=at - MINUTE).sectors[-1].allocation == 0.25
     assert after.report().sectors[-1].allocation == pytest.approx(0.3)
     assert changed.allocations_at(at) == base.setup.initial_allocations
     assert changed.allocations_at(at + 1)["Tech"] == pytest.approx(0.3)
@@ -266,7 +272,7 @@ def test_an_arb_mission_earns_the_spread_of_the_sector_baskets_less_costs():
 
 def test_trades_follow_position_changes():
     positions = np.array([[0, 1, 1, 0, -1, 1, 1, 0, 0, -1]], dtype=np.int8)
-    table = _TradeTable.of(positions, ["s"], ["X"])
+    table = _TradeTable.of(positions, ["s"])
     assert table.entry.tolist() == [1, 4, 5, 9]
     assert table.exit.tolist() == [3, 5, 7, -1]
     assert table.side.tolist() == [1, -1, 1, -1]
@@ -277,3 +283,23 @@ def test_trades_follow_position_changes():
         (6, 7),
         (9, 9),
     ]
+
+
+@given(
+    st.lists(
+        st.lists(st.sampled_from([-1, 0, 1]), min_size=1, max_size=40), min_size=1, max_size=3
+    ).filter(lambda rows: len({len(r) for r in rows}) == 1)
+)
+def test_every_held_bar_belongs_to_exactly_one_trade(rows):
+    positions = np.array(rows, dtype=np.int8)
+    table = _TradeTable.of(positions, [f"s{i}" for i in range(len(rows))])
+    owned = np.zeros(positions.shape, dtype=int)
+    for i, start, end in zip(table.strategy, table.start, table.end, strict=True):
+        owned[i, start : end + 1] += 1
+    held = positions != 0
+    previous = np.zeros_like(positions)
+    previous[:, 1:] = positions[:, :-1]
+    # A bar belongs to a trade when a position is held at its close or was left during it.
+    expected = held | (previous != 0)
+    assert np.array_equal(owned, expected.astype(int))
+    assert np.all(table.side == positions[table.strategy, table.entry])

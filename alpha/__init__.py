@@ -1,0 +1,1 @@
+"""Alpha reporting: encrypted, authenticated end-of-day performance reports per sector."""

@@ -1,0 +1,108 @@
+"""Settings of the alpha-reporting service (QTMESH_ALPHA_<NAME>), and the keyring settings it
+shares with the meta optimizer (the same QTMESH_ALPHA_KEYRING* variables configure both)."""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from pathlib import Path
+
+import structlog
+
+from alpha.crypto import Keyring, load_or_create_keyring_file
+from qtmesh.config import ConfigError, Secret, require, setting
+
+ENV_PREFIX = "QTMESH_ALPHA_"
+KEYRING_ENV = "QTMESH_ALPHA_KEYRING"
+RETIRED_ENV = "QTMESH_ALPHA_RETIRED_KEY_IDS"
+KEYRING_FILE_ENV = "QTMESH_ALPHA_KEYRING_FILE"
+
+_log = structlog.get_logger("alpha.keyring")
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class KeyringConfig:
+    """Where the report keys come from. Production sets ``keyring`` (or mounts a file at
+    ``keyring_file``); without either, a random development key is created in the file."""
+
+    keyring: Secret | None = setting(
+        None,
+        env=KEYRING_ENV,
+        help="report keys as id:base64key pairs, oldest first; new reports use the last",
+    )
+    retired_key_ids: tuple[str, ...] = setting(
+        (), env=RETIRED_ENV, help="key ids whose reports are refused (rotated out)"
+    )
+    keyring_file: Path = setting(
+        Path(".qtmesh/keys/alpha-keyring"),
+        env=KEYRING_FILE_ENV,
+        help="file holding the keyring when keyring is unset; created with a random key on "
+        "first start (DEVELOPMENT ONLY: set keyring or provide the file in production)",
+    )
+
+    def __post_init__(self) -> None:
+        if self.keyring is not None:
+            Keyring.parse(self.keyring.reveal(), retired=self.retired_key_ids, setting="keyring")
+
+    def load_keyring(self, *, service: str) -> Keyring:
+        """The configured keyring; logs which key ids are in use (never the keys)."""
+        if self.keyring is not None:
+            keyring = Keyring.parse(
+                self.keyring.reveal(), retired=self.retired_key_ids, setting="keyring"
+            )
+            source = "keyring setting"
+        else:
+            try:
+                text, created = load_or_create_keyring_file(self.keyring_file)
+            except OSError as exc:
+                raise ConfigError("keyring_file", f"cannot read or create it: {exc}") from None
+            keyring = Keyring.parse(text, retired=self.retired_key_ids, setting="keyring_file")
+            source = str(self.keyring_file)
+            if created:
+                _log.warning(
+                    "created a development keyring; set QTMESH_ALPHA_KEYRING in production",
+                    service=service,
+                    path=source,
+                )
+        _log.info(
+            "report keyring loaded",
+            service=service,
+            source=source,
+            key_ids=list(keyring.key_ids),
+            newest=keyring.newest_id,
+            retired=sorted(keyring.retired),
+        )
+        return keyring
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class AlphaConfig(KeyringConfig):
+    data_dir: Path = setting(
+        Path(".qtmesh/data"), help="directory of the SQLite database (alpha.db) when no URL is set"
+    )
+    database_url: Secret | None = setting(
+        None, help="sqlite:///path or postgresql://user:pass@host/db; unset: SQLite in data_dir"
+    )
+    watch_market: bool = setting(
+        True, help="write each sector's report when the market's replay clock ends a UTC day"
+    )
+    reconnect_initial_seconds: float = setting(
+        0.2, help="first wait before reconnecting to the market after it failed"
+    )
+    reconnect_max_seconds: float = setting(5.0, help="longest wait between reconnections")
+
+    def __post_init__(self) -> None:
+        KeyringConfig.__post_init__(self)
+        for name in ("reconnect_initial_seconds", "reconnect_max_seconds"):
+            value = getattr(self, name)
+            require(math.isfinite(value) and value > 0, name, "must be positive")
+        require(
+            self.reconnect_initial_seconds <= self.reconnect_max_seconds,
+            "reconnect_initial_seconds",
+            "must not exceed reconnect_max_seconds",
+        )
+
+    def url(self) -> str:
+        if self.database_url is not None:
+            return self.database_url.reveal()
+        return f"sqlite:///{self.data_dir / 'alpha.db'}"

@@ -1,0 +1,177 @@
+"""The alpha-reporting gRPC service: a thin adapter from AlphaReportingService to the report book,
+plus the day reporter that follows the market's replay clock."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import AsyncIterator
+
+import grpc
+import sqlalchemy as sa
+
+from alpha import _convert as convert
+from alpha.config import ENV_PREFIX, AlphaConfig
+from alpha.engine import Clock, ReportBook
+from alpha.store import ReportStore
+from alpha.watcher import DayReporter
+from market.client import MarketClient
+from qtmesh import paging
+from qtmesh.api.alpha.v1 import alpha_reporting_pb2 as pb
+from qtmesh.api.alpha.v1 import alpha_reporting_pb2_grpc as pb_grpc
+from qtmesh.app import App, Built
+from qtmesh.channels import ChannelConfig, open_channel
+from qtmesh.config import ConfigError
+from qtmesh.errors import InvalidArgument, Unavailable
+from qtmesh.server import Service
+from qtmesh.storage import redact
+
+MARKET_PORT = 50052
+WATCH_BATCH = 100
+
+
+class AlphaServicer(pb_grpc.AlphaReportingServiceServicer):
+    def __init__(self, book: ReportBook) -> None:
+        self._book = book
+
+    async def SubmitReport(
+        self, request: pb.SubmitReportRequest, context: grpc.aio.ServicerContext
+    ) -> pb.SubmitReportResponse:
+        if not request.HasField("report"):
+            raise InvalidArgument("report", "must be set")
+        stored, _created = await self._book.submit(convert.report_from_proto(request.report))
+        return pb.SubmitReportResponse(report=convert.encrypted_to_proto(stored))
+
+    async def GetReport(
+        self, request: pb.GetReportRequest, context: grpc.aio.ServicerContext
+    ) -> pb.GetReportResponse:
+        found = await self._book.get(request.report_id)
+        return pb.GetReportResponse(report=convert.encrypted_to_proto(found))
+
+    async def ListReports(
+        self, request: pb.ListReportsRequest, context: grpc.aio.ServicerContext
+    ) -> pb.ListReportsResponse:
+        size = paging.page_size(request.page_size, default=500, maximum=5000)
+        expect = {
+            "sector": request.sector,
+            "start": request.start_date,
+            "end": request.end_date,
+        }
+        after = None
+        if request.page_token:
+            token = paging.decode_token(request.page_token, expect=expect)
+            date, sector = token.get("d"), token.get("s")
+            if not (isinstance(date, str) and isinstance(sector, str)):
+                raise InvalidArgument("page_token", "is not a token this server issued")
+            after = (date, sector)
+        # One more than the page tells whether another page follows.
+        found = await self._book.page(
+            sector=request.sector,
+            start_date=request.start_date,
+            end_date=request.end_date,
+            after=after,
+            limit=size + 1,
+        )
+        page = found[:size]
+        token = ""
+        if len(found) > size:
+            token = paging.encode_token(**expect, d=page[-1].trading_date, s=page[-1].sector)
+        return pb.ListReportsResponse(
+            reports=[convert.encrypted_to_proto(r) for r in page], next_page_token=token
+        )
+
+    async def WatchReports(
+        self, request: pb.WatchReportsRequest, context: grpc.aio.ServicerContext
+    ) -> AsyncIterator[pb.WatchReportsResponse]:
+        signal = self._book.signal
+        latest = await self._book.last_sequence()
+        cursor = latest
+        if request.HasField("after_sequence"):
+            cursor = request.after_sequence
+            if not 0 <= cursor <= latest:
+                raise InvalidArgument(
+                    "after_sequence",
+                    f"must be in 0..{latest}, the last sequence stored (got {cursor})",
+                )
+        # Headers now, so a watcher knows it is connected before the next report exists.
+        await context.send_initial_metadata(())
+        while True:
+            # Taken before reading, so a report stored after the read still wakes us.
+            stored = signal.current()
+            batch = await self._book.after_sequence(cursor, WATCH_BATCH)
+            for report in batch:
+                cursor = report.sequence
+                yield pb.WatchReportsResponse(report=convert.encrypted_to_proto(report))
+            if batch:
+                continue
+            if signal.draining:
+                raise Unavailable(f"server is shutting down; resume with after_sequence={cursor}")
+            await stored.wait()
+
+
+def wall_clock() -> int:
+    return time.time_ns()
+
+
+def app(*, clock: Clock = wall_clock) -> App[AlphaConfig]:
+    """The alpha-reporting App; tests inject the ``clock`` that stamps stored reports."""
+
+    async def build(config: AlphaConfig, channels: ChannelConfig) -> Built:
+        keyring = await asyncio.to_thread(config.load_keyring, service="alpha-reporting")
+        url = config.url()
+        try:
+            store = await asyncio.to_thread(ReportStore, url)
+        except (ValueError, OSError, sa.exc.SQLAlchemyError) as exc:
+            raise ConfigError("database_url", f"cannot open {redact(url)}: {exc}") from None
+        book = ReportBook(store=store, keyring=keyring, clock=clock)
+        servicer = AlphaServicer(book)
+        watching: asyncio.Task[None] | None = None
+        channel: grpc.aio.Channel | None = None
+        if config.watch_market:
+            channel = open_channel(channels.address_of("market", MARKET_PORT), channels)
+            reporter = DayReporter(
+                market=MarketClient(channel),
+                book=book,
+                initial_backoff=config.reconnect_initial_seconds,
+                max_backoff=config.reconnect_max_seconds,
+            )
+            watching = asyncio.ensure_future(reporter.run())
+
+        def drain() -> None:
+            book.signal.drain()
+            if watching is not None:
+                watching.cancel()
+
+        async def close() -> None:
+            if watching is not None:
+                watching.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await watching
+            if channel is not None:
+                await channel.close()
+            await store.run(store.close)
+
+        return Built(
+            services=[
+                Service.of(
+                    servicer,
+                    pb_grpc.add_AlphaReportingServiceServicer_to_server,
+                    pb.DESCRIPTOR.services_by_name["AlphaReportingService"],
+                )
+            ],
+            drain=drain,
+            close=close,
+        )
+
+    return App(
+        name="alpha-reporting",
+        summary="encrypted end-of-day sector reports",
+        config_type=AlphaConfig,
+        env_prefix=ENV_PREFIX,
+        build=build,
+        depends_on=("market",),
+    )
+
+
+APP = app()

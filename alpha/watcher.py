@@ -1,0 +1,120 @@
+"""Watches the market's replay clock and reports every sector's day once the clock has left it.
+
+On each connection it asks the market for the fleet (deployment time, clock, sectors), reports
+every completed UTC day since the deployment that is not stored yet, then follows the clock with
+StreamBars from the position it just read, so no step in between is missed. A day is complete
+when the clock stands on a later date; its reports come from the fleet accounted over that
+day's bars (GetFleet with the day as window). When the market is unavailable or restarts, the
+watcher reconnects with exponential backoff; catching up by date, not by position, makes a
+market that replays from its start again harmless. Days already reported are never reported
+again (the book stores one report per sector and day).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime
+from collections.abc import Awaitable, Callable
+
+import structlog
+
+from alpha.engine import ReportBook
+from alpha.report import DAY_NANOS, date_of, day_reports, day_start
+from market.client import MarketClient
+from qtmesh.errors import AlreadyExists, MeshError
+
+_log = structlog.get_logger("alpha.watcher")
+Sleep = Callable[[float], Awaitable[None]]
+
+
+class DayReporter:
+    def __init__(
+        self,
+        *,
+        market: MarketClient,
+        book: ReportBook,
+        initial_backoff: float,
+        max_backoff: float,
+        sleep: Sleep = asyncio.sleep,
+    ) -> None:
+        self._market = market
+        self._book = book
+        self._initial = initial_backoff
+        self._max = max_backoff
+        self._delay = initial_backoff
+        self._sleep = sleep
+        # Days of the deployment before this one need no further look (reported, or without
+        # fleet bars).
+        self._deployment: int | None = None
+        self._next_day: datetime.date | None = None
+
+    async def run(self) -> None:
+        """Follows the market until cancelled (when the service drains)."""
+        while True:
+            try:
+                await self._follow()
+                problem = "the clock stream ended"
+            except MeshError as exc:
+                problem = exc.message
+            except Exception as exc:  # a background loop must outlive any one failure
+                _log.exception("market watch failed")
+                problem = repr(exc)
+            _log.warning(
+                "market watch interrupted; reconnecting", problem=problem, retry_seconds=self._delay
+            )
+            await self._sleep(self._delay)
+            self._delay = min(2 * self._delay, self._max)
+
+    async def _follow(self) -> None:
+        fleet = await self._market.fleet()
+        self._delay = self._initial
+        self._book.learn_sectors([s.sector for s in fleet.sectors])
+        deployment = fleet.deployment_time
+        await self.catch_up(clock_time=fleet.clock_time, deployment_time=deployment)
+        # Only the clock matters: one symbol keeps the stream small.
+        symbols = [fleet.strategies[0].strategy.symbol] if fleet.strategies else []
+        checked = date_of(fleet.clock_time)
+        async for _position, clock_time, _bars in self._market.stream_bars(
+            symbols, after_position=fleet.position
+        ):
+            today = date_of(clock_time)
+            if today > checked:
+                await self.catch_up(clock_time=clock_time, deployment_time=deployment)
+                checked = today
+
+    async def catch_up(self, *, clock_time: int, deployment_time: int) -> int:
+        """Reports every completed day after the deployment not stored yet; the count stored."""
+        first = date_of(deployment_time)
+        if self._deployment != deployment_time or self._next_day is None:
+            # A market restarted on other data is another deployment: look at all its days.
+            self._deployment, self._next_day = deployment_time, first
+        today = date_of(clock_time)
+        days = []
+        day = self._next_day
+        while day < today:
+            days.append(day)
+            day += datetime.timedelta(days=1)
+        if not days:
+            return 0
+        reported = await self._book.reported([d.isoformat() for d in days])
+        stored = 0
+        for day in days:
+            sectors = self._book.known_sectors or frozenset()
+            if sectors and all((s, day.isoformat()) in reported for s in sectors):
+                self._next_day = day + datetime.timedelta(days=1)
+                continue
+            fleet = await self._market.fleet(
+                start_time=day_start(day), end_time=day_start(day) + DAY_NANOS - 1
+            )
+            if fleet.bar_count > 0:
+                for report in day_reports(fleet, day):
+                    if (report.sector, report.trading_date) in reported:
+                        continue
+                    try:
+                        _stored, created = await self._book.submit(report)
+                    except AlreadyExists:
+                        continue
+                    stored += int(created)
+                _log.info("day reported", trading_date=day.isoformat(), bars=fleet.bar_count)
+            self._next_day = day + datetime.timedelta(days=1)
+        return stored

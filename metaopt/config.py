@@ -1,0 +1,81 @@
+"""Settings of the meta optimizer (QTMESH_METAOPT_<NAME>); its keyring settings are the alpha
+service's (QTMESH_ALPHA_KEYRING, QTMESH_ALPHA_RETIRED_KEY_IDS, QTMESH_ALPHA_KEYRING_FILE)."""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from pathlib import Path
+
+from alpha.config import KeyringConfig
+from metaopt.audit import AuditSettings
+from qtmesh.config import Secret, require, setting
+
+ENV_PREFIX = "QTMESH_METAOPT_"
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class MetaOptimizerConfig(KeyringConfig):
+    data_dir: Path = setting(
+        Path(".qtmesh/data"),
+        help="directory of the SQLite ledger (metaopt.db) when no URL is set",
+    )
+    database_url: Secret | None = setting(
+        None, help="sqlite:///path or postgresql://user:pass@host/db; unset: SQLite in data_dir"
+    )
+    min_days: int = setting(3, help="fewest reported days of a sector before it may get a proposal")
+    reinforcement_significance: float = setting(
+        0.05, help="one-sided t-test level below which positive daily alpha reinforces a sector"
+    )
+    mitigation_significance: float = setting(
+        0.10, help="one-sided t-test level below which negative daily alpha cuts exposure"
+    )
+    arb_significance: float = setting(
+        0.05, help="studentized range test level of the best-worst gap that spawns an arb-mission"
+    )
+    reinforcement_factor: float = setting(
+        1.2, help="exposure factor of reinforcement (1.2: +20 percent)"
+    )
+    mitigation_factor: float = setting(
+        0.5, help="exposure factor of risk mitigation (0.5: -50 percent)"
+    )
+    arb_allocation: float = setting(0.10, help="equity per leg of a proposed arb-mission")
+
+    def __post_init__(self) -> None:
+        KeyringConfig.__post_init__(self)
+        require(self.min_days >= 2, "min_days", "must be at least 2: a t-test needs two days")
+        for name in ("reinforcement_significance", "mitigation_significance", "arb_significance"):
+            value = getattr(self, name)
+            require(math.isfinite(value) and 0 < value < 1, name, "must be in (0, 1)")
+        require(
+            math.isfinite(self.reinforcement_factor) and 1 < self.reinforcement_factor <= 5,
+            "reinforcement_factor",
+            "must be in (1, 5]",
+        )
+        require(
+            math.isfinite(self.mitigation_factor) and 0 <= self.mitigation_factor < 1,
+            "mitigation_factor",
+            "must be in [0, 1)",
+        )
+        require(
+            math.isfinite(self.arb_allocation) and 0 < self.arb_allocation <= 1,
+            "arb_allocation",
+            "must be in (0, 1]",
+        )
+
+    @property
+    def audit(self) -> AuditSettings:
+        return AuditSettings(
+            min_days=self.min_days,
+            reinforcement_significance=self.reinforcement_significance,
+            mitigation_significance=self.mitigation_significance,
+            arb_significance=self.arb_significance,
+            reinforcement_factor=self.reinforcement_factor,
+            mitigation_factor=self.mitigation_factor,
+            arb_allocation=self.arb_allocation,
+        )
+
+    def url(self) -> str:
+        if self.database_url is not None:
+            return self.database_url.reveal()
+        return f"sqlite:///{self.data_dir / 'metaopt.db'}"

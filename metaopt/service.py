@@ -1,0 +1,140 @@
+"""The meta optimizer's gRPC service: a thin adapter from MetaOptimizerService and AgentService
+to the optimizer engine, which reads reports from the alpha-reporting service."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+import grpc
+import sqlalchemy as sa
+
+from agents.service import agent_service
+from alpha.client import AlphaClient
+from metaopt import _convert as convert
+from metaopt.agent import EXECUTES, MetaOptimizerAgent
+from metaopt.audit import ProposalType
+from metaopt.config import ENV_PREFIX, MetaOptimizerConfig
+from metaopt.engine import Clock, MetaOptimizer
+from metaopt.store import LedgerStore, ProposalQuery
+from qtmesh import paging
+from qtmesh.api.metaoptimizer.v1 import meta_optimizer_pb2 as pb
+from qtmesh.api.metaoptimizer.v1 import meta_optimizer_pb2_grpc as pb_grpc
+from qtmesh.app import App, Built
+from qtmesh.channels import ChannelConfig, open_channel
+from qtmesh.config import ConfigError
+from qtmesh.convert import enum_from_proto
+from qtmesh.errors import InvalidArgument
+from qtmesh.server import Service
+from qtmesh.storage import redact
+
+ALPHA_PORT = 50056
+
+
+class MetaOptimizerServicer(pb_grpc.MetaOptimizerServiceServicer):
+    def __init__(self, optimizer: MetaOptimizer) -> None:
+        self._optimizer = optimizer
+
+    async def RunOptimizationCycle(
+        self, request: pb.RunOptimizationCycleRequest, context: grpc.aio.ServicerContext
+    ) -> pb.RunOptimizationCycleResponse:
+        cycle = await self._optimizer.run_cycle(
+            start_date=request.start_date, end_date=request.end_date
+        )
+        return pb.RunOptimizationCycleResponse(cycle=convert.cycle_to_proto(cycle))
+
+    async def ListProposals(
+        self, request: pb.ListProposalsRequest, context: grpc.aio.ServicerContext
+    ) -> pb.ListProposalsResponse:
+        size = paging.page_size(request.page_size, default=100, maximum=1000)
+        kind = None
+        if request.type:
+            kind = enum_from_proto(ProposalType, pb.ProposalType, request.type, field="type")
+        start = request.start_time.ToNanoseconds() if request.HasField("start_time") else None
+        end = request.end_time.ToNanoseconds() if request.HasField("end_time") else None
+        # The token carries the filters, so a page of one query is never read with another.
+        expect = {"sector": request.sector, "type": request.type, "start": start, "end": end}
+        after = -1
+        if request.page_token:
+            after = paging.decode_token(request.page_token, expect=expect).get("i")
+            if not (isinstance(after, int) and after >= 0):
+                raise InvalidArgument("page_token", "is not a token this server issued")
+        query = ProposalQuery(
+            sector=request.sector, type=kind, start_time=start, end_time=end, after_index=after
+        )
+        found = await self._optimizer.proposals(query, size + 1)
+        page = found[:size]
+        token = ""
+        if len(found) > size:
+            token = paging.encode_token(**expect, i=page[-1].ledger_index)
+        return pb.ListProposalsResponse(
+            proposals=[convert.proposal_to_proto(p) for p in page], next_page_token=token
+        )
+
+    async def GetProposal(
+        self, request: pb.GetProposalRequest, context: grpc.aio.ServicerContext
+    ) -> pb.GetProposalResponse:
+        found = await self._optimizer.proposal(request.id)
+        return pb.GetProposalResponse(proposal=convert.proposal_to_proto(found))
+
+    async def VerifyLedger(
+        self, request: pb.VerifyLedgerRequest, context: grpc.aio.ServicerContext
+    ) -> pb.VerifyLedgerResponse:
+        return convert.verification_to_proto(await self._optimizer.verify())
+
+    async def GetPulse(
+        self, request: pb.GetPulseRequest, context: grpc.aio.ServicerContext
+    ) -> pb.GetPulseResponse:
+        return convert.pulse_to_proto(await self._optimizer.pulse())
+
+
+def wall_clock() -> int:
+    return time.time_ns()
+
+
+def app(*, clock: Clock = wall_clock) -> App[MetaOptimizerConfig]:
+    """The meta optimizer App; tests inject the ``clock`` that stamps cycles and proposals."""
+
+    async def build(config: MetaOptimizerConfig, channels: ChannelConfig) -> Built:
+        keyring = await asyncio.to_thread(config.load_keyring, service="meta-optimizer")
+        url = config.url()
+        try:
+            store = await asyncio.to_thread(LedgerStore, url)
+        except (ValueError, OSError, sa.exc.SQLAlchemyError) as exc:
+            raise ConfigError("database_url", f"cannot open {redact(url)}: {exc}") from None
+        channel = open_channel(channels.address_of("alpha-reporting", ALPHA_PORT), channels)
+        optimizer = MetaOptimizer(
+            store=store,
+            source=AlphaClient(channel),
+            keyring=keyring,
+            settings=config.audit,
+            clock=clock,
+        )
+
+        async def close() -> None:
+            await channel.close()
+            await store.run(store.close)
+
+        return Built(
+            services=[
+                Service.of(
+                    MetaOptimizerServicer(optimizer),
+                    pb_grpc.add_MetaOptimizerServiceServicer_to_server,
+                    pb.DESCRIPTOR.services_by_name["MetaOptimizerService"],
+                ),
+                agent_service(MetaOptimizerAgent(optimizer), executes=EXECUTES),
+            ],
+            close=close,
+        )
+
+    return App(
+        name="meta-optimizer",
+        summary="alpha audit, fleet proposals and the hash-chained proposal ledger",
+        config_type=MetaOptimizerConfig,
+        env_prefix=ENV_PREFIX,
+        build=build,
+        depends_on=("alpha-reporting",),
+    )
+
+
+APP = app()
