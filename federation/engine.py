@@ -101,7 +101,7 @@ class Federation:
             owners=self.config.owner_by_type,
         )
         async with self._write:
-            plan, message = await self.store.run(self.store.append_plan, draft)
+            plan, message = await self.store.run_short(self.store.append_plan, draft)
             self._messages[plan.sequence] = message
             while len(self._messages) > _KEPT_MESSAGES:
                 self._messages.popitem(last=False)
@@ -138,7 +138,7 @@ class Federation:
         self, plan_sequence: int, action_id: str, status: ActionStatus, detail: str, attempts: int
     ) -> StatusUpdate:
         async with self._write:
-            update = await self.store.run(
+            update = await self.store.run_short(
                 self.store.append_status,
                 plan_sequence,
                 action_id,
