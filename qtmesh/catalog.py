@@ -47,6 +47,7 @@ CATALOG: tuple[Entry, ...] = (
     Entry("meta", "meta.service:APP", DEFAULT_PORTS["meta"]),
     Entry("memory", "agents.memory.service:APP", DEFAULT_PORTS["memory"]),
     Entry("world-model", "agents.world_model.service:APP", DEFAULT_PORTS["world-model"]),
+    Entry("risk", "agents.risk.service:APP", DEFAULT_PORTS["risk"]),
     Entry("federation", "federation.service:APP", DEFAULT_PORTS["federation"]),
 )
 
