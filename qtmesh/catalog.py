@@ -48,6 +48,7 @@ CATALOG: tuple[Entry, ...] = (
     Entry("memory", "agents.memory.service:APP", DEFAULT_PORTS["memory"]),
     Entry("world-model", "agents.world_model.service:APP", DEFAULT_PORTS["world-model"]),
     Entry("risk", "agents.risk.service:APP", DEFAULT_PORTS["risk"]),
+    Entry("ceo", "agents.ceo.service:APP", DEFAULT_PORTS["ceo"]),
     Entry("federation", "federation.service:APP", DEFAULT_PORTS["federation"]),
 )
 
