@@ -12,7 +12,7 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 DESCRIPTOR: _descriptor.FileDescriptor
 
 class StrategyRecord(_message.Message):
-    __slots__ = ("genome", "sector", "stage", "enabled", "weight", "recent", "symbol", "stage_since_time", "in_fleet")
+    __slots__ = ("genome", "sector", "stage", "enabled", "weight", "recent", "symbol", "stage_since_time", "in_fleet", "strategy_id")
     GENOME_FIELD_NUMBER: _ClassVar[int]
     SECTOR_FIELD_NUMBER: _ClassVar[int]
     STAGE_FIELD_NUMBER: _ClassVar[int]
@@ -22,6 +22,7 @@ class StrategyRecord(_message.Message):
     SYMBOL_FIELD_NUMBER: _ClassVar[int]
     STAGE_SINCE_TIME_FIELD_NUMBER: _ClassVar[int]
     IN_FLEET_FIELD_NUMBER: _ClassVar[int]
+    STRATEGY_ID_FIELD_NUMBER: _ClassVar[int]
     genome: _strategy_pb2.StrategyGenome
     sector: str
     stage: _strategy_pb2.StrategyStage
@@ -31,7 +32,8 @@ class StrategyRecord(_message.Message):
     symbol: str
     stage_since_time: _timestamp_pb2.Timestamp
     in_fleet: bool
-    def __init__(self, genome: _Optional[_Union[_strategy_pb2.StrategyGenome, _Mapping]] = ..., sector: _Optional[str] = ..., stage: _Optional[_Union[_strategy_pb2.StrategyStage, str]] = ..., enabled: _Optional[bool] = ..., weight: _Optional[float] = ..., recent: _Optional[_Union[_strategy_pb2.StrategyMetrics, _Mapping]] = ..., symbol: _Optional[str] = ..., stage_since_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., in_fleet: _Optional[bool] = ...) -> None: ...
+    strategy_id: str
+    def __init__(self, genome: _Optional[_Union[_strategy_pb2.StrategyGenome, _Mapping]] = ..., sector: _Optional[str] = ..., stage: _Optional[_Union[_strategy_pb2.StrategyStage, str]] = ..., enabled: _Optional[bool] = ..., weight: _Optional[float] = ..., recent: _Optional[_Union[_strategy_pb2.StrategyMetrics, _Mapping]] = ..., symbol: _Optional[str] = ..., stage_since_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., in_fleet: _Optional[bool] = ..., strategy_id: _Optional[str] = ...) -> None: ...
 
 class ListStrategiesRequest(_message.Message):
     __slots__ = ("sector", "page_size", "page_token")
