@@ -175,7 +175,9 @@ class OwnedPolicy(Generic[P]):
     ) -> ExecutionResult:
         """Applies ``update`` (the policy -> the new policy and a sentence on what changed; it
         raises MeshError on bad input) once per ``action_key``: a key recorded before, even
-        before a restart, changes nothing and returns ``applied=False`` with the first detail."""
+        before a restart, changes nothing and returns ``applied=False`` with the first detail.
+        An update that returns the policy itself changed nothing and is not recorded (a halt
+        re-asserted every cycle does not grow the log)."""
         async with self._lock:
             if action_key is not None:
                 seen = await self.log.run(self.log.by_key_now, action_key)
@@ -184,6 +186,8 @@ class OwnedPolicy(Generic[P]):
                         False, f"already applied as change {seen.sequence}: {seen.detail}"
                     )
             value, detail = update(self.value)
+            if value is self.value:
+                return ExecutionResult(True, detail)  # nothing changed: nothing to record
             self.last = await self.log.run(
                 lambda: self.log.append_now(
                     time_ns=self._wall_clock(),

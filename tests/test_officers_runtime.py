@@ -16,6 +16,9 @@ from agents.refresh import Refresher, follow_clock
 from market.client import MarketClient
 from market.config import MarketConfig
 from market.service import APP as MARKET
+from meta.config import MetaPolicyRules
+from qtmesh import catalog
+from qtmesh.config import ConfigError
 from qtmesh.errors import InvalidArgument, Unavailable
 from qtmesh.testing import serving_app
 
@@ -161,3 +164,48 @@ async def test_history_leaves_out_periods_without_bars(tmp_path):
         extended = history.extended(history.current, [(5, closed)], 10)
         assert extended.observations == history.observations == 2
         assert extended.next_period == 6
+
+
+@pytest.mark.parametrize(
+    ("app", "environ", "message"),
+    [
+        ("risk", {"QTMESH_RISK_HALT_MARGIN": "-1"}, "halt_margin: must be positive"),
+        ("risk", {"QTMESH_RISK_MAX_DRAWDOWN": "1.5"}, "max_drawdown: must be in (0, 1]"),
+        (
+            "risk",
+            {"QTMESH_RISK_LOOKBACK_PERIODS": "5"},
+            "lookback_periods: must be at least min_observations",
+        ),
+        (
+            "ceo",
+            {"QTMESH_CEO_DRAWDOWN_ANCHORS": "0.1,0.05,0.2,0.3"},
+            "drawdown_anchors: anchors must increase",
+        ),
+        ("ceo", {"QTMESH_CEO_INITIAL_MODE": "PANIC"}, "initial_mode: must be one of"),
+        ("ceo", {"QTMESH_CEO_CONFIRMATIONS": "0"}, "confirmations: must be in 1..100"),
+        (
+            "strategy",
+            {"QTMESH_STRATEGY_SHADOW_REQUIRED_DEFLATED_SHARPE": "2"},
+            "shadow_required_deflated_sharpe: must be in 0..1",
+        ),
+        ("strategy", {"QTMESH_STRATEGY_ENABLE_PSR": "0.01"}, "enable_psr: must be in"),
+    ],
+)
+def test_bad_settings_stop_start_up_naming_the_setting_and_variable(app, environ, message):
+    loaded = catalog.entry(app).load()
+    with pytest.raises(ConfigError) as error:
+        loaded.load_config(environ=environ)
+    assert message in str(error.value)
+    assert next(iter(environ)) in str(error.value)
+
+
+def test_data_directories_and_gates_come_from_the_environment(tmp_path):
+    for app, variable in (
+        ("risk", "QTMESH_RISK_DATA_DIR"),
+        ("ceo", "QTMESH_CEO_DATA_DIR"),
+        ("strategy", "QTMESH_STRATEGY_DATA_DIR"),
+    ):
+        config = catalog.entry(app).load().load_config(environ={variable: str(tmp_path)})
+        assert config.url == f"sqlite:///{tmp_path / f'{app}.db'}"
+    strategy = catalog.entry("strategy").load().load_config(environ={})
+    assert strategy.rules.meta == MetaPolicyRules()

@@ -66,3 +66,13 @@ async def test_a_rejected_change_records_nothing(database_url: str):
     # The key was not used up: the same key may carry a valid change later.
     assert (await policy.change(raise_to(5), action_key="k")).applied
     policy.log.close()
+
+
+async def test_a_change_that_changes_nothing_is_not_recorded(database_url: str):
+    policy = owned(database_url)
+    await policy.load()
+    result = await policy.change(lambda value: (value, "already at level 1"), action_key="k1")
+    assert result.applied
+    assert result.detail == "already at level 1"
+    assert await policy.log.run(policy.log.latest_now) is None
+    policy.log.close()

@@ -125,8 +125,8 @@ def test_actions_change_the_book_and_a_rejected_one_changes_nothing():
     assert promoted.producing
     tech = [e.weight for e in book.entries(UNIVERSE) if e.record.sector == "Tech" and e.producing]
     assert promoted.weight == pytest.approx(np.mean(tech))
-    book, detail = book.reweight(UNIVERSE, weights={IDS[1]: 0.5}, field="f")
-    assert detail.startswith("1 strategies reweighted")
+    book, detail = book.reweight(UNIVERSE, weights={IDS[1]: 0.5, loser: 0.0}, field="f")
+    assert detail.startswith("1 strategies reweighted")  # the disabled loser's 0 changes nothing
     assert BookPolicy.from_json(book.to_json()) == book
 
     for change, field in (

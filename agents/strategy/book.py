@@ -13,7 +13,8 @@ actions overlay it, and only they change it; the overlay is what is persisted:
   must lie within the SESA policy's bounds.
 * DISABLE_STRATEGY disables a strategy (its weight goes to 0).
 * REWEIGHT_STRATEGIES sets the weights of the strategies it names, which must be enabled and in
-  production; the others keep theirs.
+  production (a weight of 0 for any other is accepted and changes nothing, so a reweighting
+  executed beside the disables it anticipated still applies); the others keep theirs.
 * PROMOTE_STRATEGY moves a shadow to production, enabled, at the mean weight of its sector's
   enabled production strategies. A strategy that never traded as a shadow cannot be promoted.
 
@@ -259,13 +260,15 @@ class BookPolicy:
             record = merged.get(sid)
             if record is None:
                 raise InvalidArgument(where, f"unknown strategy {sid!r}")
+            if not (math.isfinite(weight) and weight >= 0):
+                raise InvalidArgument(where, f"{weight} is not a weight >= 0")
             if not (record.enabled and record.stage is StrategyStage.PRODUCTION):
+                if weight == 0:
+                    continue  # carries no weight already (e.g. disabled by a concurrent action)
                 raise InvalidArgument(
                     where,
                     "only enabled production strategies carry weight (shadows trade on paper)",
                 )
-            if not (math.isfinite(weight) and weight >= 0):
-                raise InvalidArgument(where, f"{weight} is not a weight >= 0")
             changed.append(dataclasses.replace(record, raw_weight=weight))
         policy = self._with(*changed)
         if sum(e.weight for e in policy.entries(universe)) <= 0:
