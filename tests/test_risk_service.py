@@ -32,6 +32,7 @@ from market.config import MarketConfig
 from market.service import APP as MARKET
 from qtmesh.api.risk.v1 import risk_pb2, risk_pb2_grpc
 from qtmesh.channels import ChannelConfig
+from qtmesh.config import Secret
 from qtmesh.errors import InvalidArgument, Unavailable
 from qtmesh.status import error_info
 from qtmesh.testing import serving_app
@@ -285,3 +286,20 @@ async def test_recommend_answers_without_a_market_and_assess_says_it_is_unavaila
         assert await agent.recommend(AgentContext(cycle_id="c1", market_position=5)) == []
         with pytest.raises(Unavailable):
             await RiskClient(risk.channel).assess()
+
+
+async def test_limits_persist_in_either_database(tmp_path, database_url):
+    config = RiskConfig(database_url=Secret(database_url), min_observations=5)
+    limits = AdjustRiskLimits(RiskLimits(max_var_95=0.01, sector_exposure_limits={"Tech": 0.2}))
+    async with market_server(tmp_path) as market:
+        async with risk_server(market, config) as risk:
+            agent = AgentClient(risk.channel, name="risk")
+            assert (await agent.execute(action("p1/limits", limits), plan_sequence=1)).applied
+        async with risk_server(market, config) as risk:
+            policy = await RiskClient(risk.channel).limits()
+            assert policy.limits.max_var_95 == 0.01
+            assert dict(policy.limits.sector_exposure_limits) == {"Tech": 0.2}
+            again = await AgentClient(risk.channel, name="risk").execute(
+                action("p1/limits", limits), plan_sequence=1
+            )
+            assert not again.applied
