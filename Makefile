@@ -41,6 +41,7 @@ bench: $(STAMP)
 	$(BIN)/python -m benchmarks.noise
 	$(BIN)/python -m benchmarks.world_model
 	$(BIN)/python -m benchmarks.memory
+	$(BIN)/python -m benchmarks.officers
 
 # Re-resolves the pinned versions in constraints.txt from the ranges in pyproject.toml.
 lock:

@@ -2,7 +2,8 @@
 while a subscriber streams it, print the market snapshot, evolve strategies with SESA and print
 the best, run one meta-learning update on the result, ask the world model and the memory engine,
 replay five days for the encrypted end-of-day sector reports and audit them with the meta
-optimizer, then run one federation cycle (the Global Action Plan, executed) while a subscriber
+optimizer, show the risk officer's report, the CEO's mode and the strategy book, then run one
+federation cycle (the Global Action Plan, executed) while a subscriber
 prints the plan stream, and stop the mesh.
 
     python -m examples.demo [--hours N]
@@ -26,6 +27,7 @@ from examples import (
     _federation_section,
     _meta_section,
     _metaopt_section,
+    _officers_section,
     _sesa_section,
 )
 from examples._console import console as make_console
@@ -135,6 +137,9 @@ async def main(hours: int) -> int:
                 "QTMESH_ALPHA_DATA_DIR": str(data),
                 "QTMESH_ALPHA_KEYRING_FILE": str(data / "alpha-keyring"),
                 "QTMESH_METAOPT_DATA_DIR": str(data),
+                "QTMESH_RISK_DATA_DIR": str(data),
+                "QTMESH_CEO_DATA_DIR": str(data),
+                "QTMESH_STRATEGY_DATA_DIR": str(data),
                 "QTMESH_META_DATA_DIR": str(data),
                 "QTMESH_FEDERATION_DATA_DIR": str(data),
                 "QTMESH_MEMORY_SQLITE_PATH": str(data / "memory.db"),
@@ -173,6 +178,7 @@ async def main(hours: int) -> int:
                 await _agents_section.show(console, mesh.addresses)
                 # The federation executes the optimizer's proposals below, as in production.
                 await _metaopt_section.show(console, mesh.addresses, apply=False)
+                await _officers_section.show(console, mesh.addresses)
                 console.rule("Federation: the Global Action Plan")
                 await _federation_section.show(console, mesh.addresses)
         except StartupError as exc:

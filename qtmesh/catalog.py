@@ -49,6 +49,9 @@ CATALOG: tuple[Entry, ...] = (
     Entry("world-model", "agents.world_model.service:APP", DEFAULT_PORTS["world-model"]),
     Entry("alpha-reporting", "alpha.service:APP", DEFAULT_PORTS["alpha-reporting"]),
     Entry("meta-optimizer", "metaopt.service:APP", DEFAULT_PORTS["meta-optimizer"]),
+    Entry("risk", "agents.risk.service:APP", DEFAULT_PORTS["risk"]),
+    Entry("ceo", "agents.ceo.service:APP", DEFAULT_PORTS["ceo"]),
+    Entry("strategy", "agents.strategy.service:APP", DEFAULT_PORTS["strategy"]),
     Entry("federation", "federation.service:APP", DEFAULT_PORTS["federation"]),
 )
 

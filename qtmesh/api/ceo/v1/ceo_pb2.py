@@ -27,7 +27,7 @@ from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__
 from qtmesh.api.common.v1 import policy_pb2 as qtmesh_dot_api_dot_common_dot_v1_dot_policy__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1bqtmesh/api/ceo/v1/ceo.proto\x12\x11qtmesh.api.ceo.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a!qtmesh/api/common/v1/policy.proto\"\x10\n\x0eGetModeRequest\"\xb3\x02\n\x0fGetModeResponse\x12\x31\n\x04mode\x18\x01 \x01(\x0e\x32#.qtmesh.api.common.v1.StrategicMode\x12.\n\nsince_time\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x11\n\trationale\x18\x03 \x01(\t\x12>\n\x06inputs\x18\x04 \x03(\x0b\x32..qtmesh.api.ceo.v1.GetModeResponse.InputsEntry\x12;\n\x0eindicated_mode\x18\x05 \x01(\x0e\x32#.qtmesh.api.common.v1.StrategicMode\x1a-\n\x0bInputsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x01:\x02\x38\x01\x32^\n\nCeoService\x12P\n\x07GetMode\x12!.qtmesh.api.ceo.v1.GetModeRequest\x1a\".qtmesh.api.ceo.v1.GetModeResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1bqtmesh/api/ceo/v1/ceo.proto\x12\x11qtmesh.api.ceo.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a!qtmesh/api/common/v1/policy.proto\"\x10\n\x0eGetModeRequest\"\xdf\x03\n\x0fGetModeResponse\x12\x31\n\x04mode\x18\x01 \x01(\x0e\x32#.qtmesh.api.common.v1.StrategicMode\x12.\n\nsince_time\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x11\n\trationale\x18\x03 \x01(\t\x12>\n\x06inputs\x18\x04 \x03(\x0b\x32..qtmesh.api.ceo.v1.GetModeResponse.InputsEntry\x12;\n\x0eindicated_mode\x18\x05 \x01(\x0e\x32#.qtmesh.api.common.v1.StrategicMode\x12\r\n\x05score\x18\x06 \x01(\x01\x12\x38\n\x0btarget_mode\x18\x07 \x01(\x0e\x32#.qtmesh.api.common.v1.StrategicMode\x12\x15\n\rconfirmations\x18\x08 \x01(\x05\x12\x32\n\x0e\x65valuated_time\x18\t \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x16\n\x0emissing_inputs\x18\n \x03(\t\x1a-\n\x0bInputsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x01:\x02\x38\x01\x32^\n\nCeoService\x12P\n\x07GetMode\x12!.qtmesh.api.ceo.v1.GetModeRequest\x1a\".qtmesh.api.ceo.v1.GetModeResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -39,9 +39,9 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_GETMODEREQUEST']._serialized_start=118
   _globals['_GETMODEREQUEST']._serialized_end=134
   _globals['_GETMODERESPONSE']._serialized_start=137
-  _globals['_GETMODERESPONSE']._serialized_end=444
-  _globals['_GETMODERESPONSE_INPUTSENTRY']._serialized_start=399
-  _globals['_GETMODERESPONSE_INPUTSENTRY']._serialized_end=444
-  _globals['_CEOSERVICE']._serialized_start=446
-  _globals['_CEOSERVICE']._serialized_end=540
+  _globals['_GETMODERESPONSE']._serialized_end=616
+  _globals['_GETMODERESPONSE_INPUTSENTRY']._serialized_start=571
+  _globals['_GETMODERESPONSE_INPUTSENTRY']._serialized_end=616
+  _globals['_CEOSERVICE']._serialized_start=618
+  _globals['_CEOSERVICE']._serialized_end=712
 # @@protoc_insertion_point(module_scope)

@@ -6,7 +6,7 @@ from qtmesh.api.common.v1 import policy_pb2 as _policy_pb2
 from google.protobuf.internal import containers as _containers
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
-from collections.abc import Mapping as _Mapping
+from collections.abc import Iterable as _Iterable, Mapping as _Mapping
 from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 
 DESCRIPTOR: _descriptor.FileDescriptor
@@ -16,7 +16,7 @@ class GetModeRequest(_message.Message):
     def __init__(self) -> None: ...
 
 class GetModeResponse(_message.Message):
-    __slots__ = ("mode", "since_time", "rationale", "inputs", "indicated_mode")
+    __slots__ = ("mode", "since_time", "rationale", "inputs", "indicated_mode", "score", "target_mode", "confirmations", "evaluated_time", "missing_inputs")
     class InputsEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -29,9 +29,19 @@ class GetModeResponse(_message.Message):
     RATIONALE_FIELD_NUMBER: _ClassVar[int]
     INPUTS_FIELD_NUMBER: _ClassVar[int]
     INDICATED_MODE_FIELD_NUMBER: _ClassVar[int]
+    SCORE_FIELD_NUMBER: _ClassVar[int]
+    TARGET_MODE_FIELD_NUMBER: _ClassVar[int]
+    CONFIRMATIONS_FIELD_NUMBER: _ClassVar[int]
+    EVALUATED_TIME_FIELD_NUMBER: _ClassVar[int]
+    MISSING_INPUTS_FIELD_NUMBER: _ClassVar[int]
     mode: _policy_pb2.StrategicMode
     since_time: _timestamp_pb2.Timestamp
     rationale: str
     inputs: _containers.ScalarMap[str, float]
     indicated_mode: _policy_pb2.StrategicMode
-    def __init__(self, mode: _Optional[_Union[_policy_pb2.StrategicMode, str]] = ..., since_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., rationale: _Optional[str] = ..., inputs: _Optional[_Mapping[str, float]] = ..., indicated_mode: _Optional[_Union[_policy_pb2.StrategicMode, str]] = ...) -> None: ...
+    score: float
+    target_mode: _policy_pb2.StrategicMode
+    confirmations: int
+    evaluated_time: _timestamp_pb2.Timestamp
+    missing_inputs: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, mode: _Optional[_Union[_policy_pb2.StrategicMode, str]] = ..., since_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., rationale: _Optional[str] = ..., inputs: _Optional[_Mapping[str, float]] = ..., indicated_mode: _Optional[_Union[_policy_pb2.StrategicMode, str]] = ..., score: _Optional[float] = ..., target_mode: _Optional[_Union[_policy_pb2.StrategicMode, str]] = ..., confirmations: _Optional[int] = ..., evaluated_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., missing_inputs: _Optional[_Iterable[str]] = ...) -> None: ...

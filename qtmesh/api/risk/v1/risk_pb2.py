@@ -23,11 +23,12 @@ _runtime_version.ValidateProtobufRuntimeVersion(
 _sym_db = _symbol_database.Default()
 
 
+from google.protobuf import duration_pb2 as google_dot_protobuf_dot_duration__pb2
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 from qtmesh.api.common.v1 import policy_pb2 as qtmesh_dot_api_dot_common_dot_v1_dot_policy__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1dqtmesh/api/risk/v1/risk.proto\x12\x12qtmesh.api.risk.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a!qtmesh/api/common/v1/policy.proto\"\xe6\x01\n\x08TailRisk\x12\x19\n\x11historical_var_95\x18\x01 \x01(\x01\x12\x1a\n\x12historical_cvar_95\x18\x02 \x01(\x01\x12\x19\n\x11historical_var_99\x18\x03 \x01(\x01\x12\x1a\n\x12historical_cvar_99\x18\x04 \x01(\x01\x12\x19\n\x11parametric_var_95\x18\x05 \x01(\x01\x12\x1a\n\x12parametric_cvar_95\x18\x06 \x01(\x01\x12\x19\n\x11parametric_var_99\x18\x07 \x01(\x01\x12\x1a\n\x12parametric_cvar_99\x18\x08 \x01(\x01\"\x84\x01\n\nSectorRisk\x12\x0e\n\x06sector\x18\x01 \x01(\t\x12*\n\x04tail\x18\x02 \x01(\x0b\x32\x1c.qtmesh.api.risk.v1.TailRisk\x12\x10\n\x08\x65xposure\x18\x03 \x01(\x01\x12\x16\n\x0e\x65xposure_limit\x18\x04 \x01(\x01\x12\x10\n\x08\x64rawdown\x18\x05 \x01(\x01\">\n\x0bLimitBreach\x12\r\n\x05limit\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x01\x12\x11\n\tthreshold\x18\x03 \x01(\x01\"\xdb\x02\n\nRiskReport\x12.\n\nas_of_time\x18\x01 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12/\n\tportfolio\x18\x02 \x01(\x0b\x32\x1c.qtmesh.api.risk.v1.TailRisk\x12/\n\x07sectors\x18\x03 \x03(\x0b\x32\x1e.qtmesh.api.risk.v1.SectorRisk\x12\x16\n\x0egross_exposure\x18\x04 \x01(\x01\x12\x10\n\x08\x64rawdown\x18\x05 \x01(\x01\x12\x30\n\x06limits\x18\x06 \x01(\x0b\x32 .qtmesh.api.common.v1.RiskLimits\x12\x31\n\x08\x62reaches\x18\x07 \x03(\x0b\x32\x1f.qtmesh.api.risk.v1.LimitBreach\x12\x16\n\x0etrading_halted\x18\x08 \x01(\x08\x12\x14\n\x0cobservations\x18\t \x01(\x03\"\xbd\x01\n\x11\x41ssessRiskRequest\x12P\n\x0esector_returns\x18\x01 \x03(\x0b\x32\x38.qtmesh.api.risk.v1.AssessRiskRequest.SectorReturnsEntry\x1aV\n\x12SectorReturnsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12/\n\x05value\x18\x02 \x01(\x0b\x32 .qtmesh.api.risk.v1.ReturnSeries:\x02\x38\x01\"1\n\x0cReturnSeries\x12\x0f\n\x07returns\x18\x01 \x03(\x01\x12\x10\n\x08\x65xposure\x18\x02 \x01(\x01\"D\n\x12\x41ssessRiskResponse\x12.\n\x06report\x18\x01 \x01(\x0b\x32\x1e.qtmesh.api.risk.v1.RiskReport\"\x12\n\x10GetLimitsRequest\"]\n\x11GetLimitsResponse\x12\x30\n\x06limits\x18\x01 \x01(\x0b\x32 .qtmesh.api.common.v1.RiskLimits\x12\x16\n\x0etrading_halted\x18\x02 \x01(\x08\x32\xc4\x01\n\x0bRiskService\x12[\n\nAssessRisk\x12%.qtmesh.api.risk.v1.AssessRiskRequest\x1a&.qtmesh.api.risk.v1.AssessRiskResponse\x12X\n\tGetLimits\x12$.qtmesh.api.risk.v1.GetLimitsRequest\x1a%.qtmesh.api.risk.v1.GetLimitsResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1dqtmesh/api/risk/v1/risk.proto\x12\x12qtmesh.api.risk.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a!qtmesh/api/common/v1/policy.proto\"\xe6\x01\n\x08TailRisk\x12\x19\n\x11historical_var_95\x18\x01 \x01(\x01\x12\x1a\n\x12historical_cvar_95\x18\x02 \x01(\x01\x12\x19\n\x11historical_var_99\x18\x03 \x01(\x01\x12\x1a\n\x12historical_cvar_99\x18\x04 \x01(\x01\x12\x19\n\x11parametric_var_95\x18\x05 \x01(\x01\x12\x1a\n\x12parametric_cvar_95\x18\x06 \x01(\x01\x12\x19\n\x11parametric_var_99\x18\x07 \x01(\x01\x12\x1a\n\x12parametric_cvar_99\x18\x08 \x01(\x01\"\xc3\x01\n\nSectorRisk\x12\x0e\n\x06sector\x18\x01 \x01(\t\x12*\n\x04tail\x18\x02 \x01(\x0b\x32\x1c.qtmesh.api.risk.v1.TailRisk\x12\x10\n\x08\x65xposure\x18\x03 \x01(\x01\x12\x16\n\x0e\x65xposure_limit\x18\x04 \x01(\x01\x12\x10\n\x08\x64rawdown\x18\x05 \x01(\x01\x12\x12\n\nallocation\x18\x06 \x01(\x01\x12\x15\n\requity_var_95\x18\x07 \x01(\x01\x12\x12\n\nvar_budget\x18\x08 \x01(\x01\"h\n\x04Halt\x12\r\n\x05scope\x18\x01 \x01(\t\x12.\n\nsince_time\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0e\n\x06reason\x18\x03 \x01(\t\x12\x11\n\taction_id\x18\x04 \x01(\t\">\n\x0bLimitBreach\x12\r\n\x05limit\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x01\x12\x11\n\tthreshold\x18\x03 \x01(\x01\"\xc9\x03\n\nRiskReport\x12.\n\nas_of_time\x18\x01 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12/\n\tportfolio\x18\x02 \x01(\x0b\x32\x1c.qtmesh.api.risk.v1.TailRisk\x12/\n\x07sectors\x18\x03 \x03(\x0b\x32\x1e.qtmesh.api.risk.v1.SectorRisk\x12\x16\n\x0egross_exposure\x18\x04 \x01(\x01\x12\x10\n\x08\x64rawdown\x18\x05 \x01(\x01\x12\x30\n\x06limits\x18\x06 \x01(\x0b\x32 .qtmesh.api.common.v1.RiskLimits\x12\x31\n\x08\x62reaches\x18\x07 \x03(\x0b\x32\x1f.qtmesh.api.risk.v1.LimitBreach\x12\x16\n\x0etrading_halted\x18\x08 \x01(\x08\x12\x14\n\x0cobservations\x18\t \x01(\x03\x12*\n\x07horizon\x18\n \x01(\x0b\x32\x19.google.protobuf.Duration\x12\'\n\x05halts\x18\x0b \x03(\x0b\x32\x18.qtmesh.api.risk.v1.Halt\x12\x17\n\x0fmarket_position\x18\x0c \x01(\x03\"\xbd\x01\n\x11\x41ssessRiskRequest\x12P\n\x0esector_returns\x18\x01 \x03(\x0b\x32\x38.qtmesh.api.risk.v1.AssessRiskRequest.SectorReturnsEntry\x1aV\n\x12SectorReturnsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12/\n\x05value\x18\x02 \x01(\x0b\x32 .qtmesh.api.risk.v1.ReturnSeries:\x02\x38\x01\"1\n\x0cReturnSeries\x12\x0f\n\x07returns\x18\x01 \x03(\x01\x12\x10\n\x08\x65xposure\x18\x02 \x01(\x01\"D\n\x12\x41ssessRiskResponse\x12.\n\x06report\x18\x01 \x01(\x0b\x32\x1e.qtmesh.api.risk.v1.RiskReport\"\x12\n\x10GetLimitsRequest\"\x86\x01\n\x11GetLimitsResponse\x12\x30\n\x06limits\x18\x01 \x01(\x0b\x32 .qtmesh.api.common.v1.RiskLimits\x12\x16\n\x0etrading_halted\x18\x02 \x01(\x08\x12\'\n\x05halts\x18\x03 \x03(\x0b\x32\x18.qtmesh.api.risk.v1.Halt\"5\n\x14ResumeTradingRequest\x12\r\n\x05scope\x18\x01 \x01(\t\x12\x0e\n\x06reason\x18\x02 \x01(\t\"Q\n\x15ResumeTradingResponse\x12\x0f\n\x07resumed\x18\x01 \x01(\x08\x12\'\n\x05halts\x18\x02 \x03(\x0b\x32\x18.qtmesh.api.risk.v1.Halt2\xaa\x02\n\x0bRiskService\x12[\n\nAssessRisk\x12%.qtmesh.api.risk.v1.AssessRiskRequest\x1a&.qtmesh.api.risk.v1.AssessRiskResponse\x12X\n\tGetLimits\x12$.qtmesh.api.risk.v1.GetLimitsRequest\x1a%.qtmesh.api.risk.v1.GetLimitsResponse\x12\x64\n\rResumeTrading\x12(.qtmesh.api.risk.v1.ResumeTradingRequest\x1a).qtmesh.api.risk.v1.ResumeTradingResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -36,26 +37,32 @@ if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
   _globals['_ASSESSRISKREQUEST_SECTORRETURNSENTRY']._loaded_options = None
   _globals['_ASSESSRISKREQUEST_SECTORRETURNSENTRY']._serialized_options = b'8\001'
-  _globals['_TAILRISK']._serialized_start=122
-  _globals['_TAILRISK']._serialized_end=352
-  _globals['_SECTORRISK']._serialized_start=355
-  _globals['_SECTORRISK']._serialized_end=487
-  _globals['_LIMITBREACH']._serialized_start=489
-  _globals['_LIMITBREACH']._serialized_end=551
-  _globals['_RISKREPORT']._serialized_start=554
-  _globals['_RISKREPORT']._serialized_end=901
-  _globals['_ASSESSRISKREQUEST']._serialized_start=904
-  _globals['_ASSESSRISKREQUEST']._serialized_end=1093
-  _globals['_ASSESSRISKREQUEST_SECTORRETURNSENTRY']._serialized_start=1007
-  _globals['_ASSESSRISKREQUEST_SECTORRETURNSENTRY']._serialized_end=1093
-  _globals['_RETURNSERIES']._serialized_start=1095
-  _globals['_RETURNSERIES']._serialized_end=1144
-  _globals['_ASSESSRISKRESPONSE']._serialized_start=1146
-  _globals['_ASSESSRISKRESPONSE']._serialized_end=1214
-  _globals['_GETLIMITSREQUEST']._serialized_start=1216
-  _globals['_GETLIMITSREQUEST']._serialized_end=1234
-  _globals['_GETLIMITSRESPONSE']._serialized_start=1236
-  _globals['_GETLIMITSRESPONSE']._serialized_end=1329
-  _globals['_RISKSERVICE']._serialized_start=1332
-  _globals['_RISKSERVICE']._serialized_end=1528
+  _globals['_TAILRISK']._serialized_start=154
+  _globals['_TAILRISK']._serialized_end=384
+  _globals['_SECTORRISK']._serialized_start=387
+  _globals['_SECTORRISK']._serialized_end=582
+  _globals['_HALT']._serialized_start=584
+  _globals['_HALT']._serialized_end=688
+  _globals['_LIMITBREACH']._serialized_start=690
+  _globals['_LIMITBREACH']._serialized_end=752
+  _globals['_RISKREPORT']._serialized_start=755
+  _globals['_RISKREPORT']._serialized_end=1212
+  _globals['_ASSESSRISKREQUEST']._serialized_start=1215
+  _globals['_ASSESSRISKREQUEST']._serialized_end=1404
+  _globals['_ASSESSRISKREQUEST_SECTORRETURNSENTRY']._serialized_start=1318
+  _globals['_ASSESSRISKREQUEST_SECTORRETURNSENTRY']._serialized_end=1404
+  _globals['_RETURNSERIES']._serialized_start=1406
+  _globals['_RETURNSERIES']._serialized_end=1455
+  _globals['_ASSESSRISKRESPONSE']._serialized_start=1457
+  _globals['_ASSESSRISKRESPONSE']._serialized_end=1525
+  _globals['_GETLIMITSREQUEST']._serialized_start=1527
+  _globals['_GETLIMITSREQUEST']._serialized_end=1545
+  _globals['_GETLIMITSRESPONSE']._serialized_start=1548
+  _globals['_GETLIMITSRESPONSE']._serialized_end=1682
+  _globals['_RESUMETRADINGREQUEST']._serialized_start=1684
+  _globals['_RESUMETRADINGREQUEST']._serialized_end=1737
+  _globals['_RESUMETRADINGRESPONSE']._serialized_start=1739
+  _globals['_RESUMETRADINGRESPONSE']._serialized_end=1820
+  _globals['_RISKSERVICE']._serialized_start=1823
+  _globals['_RISKSERVICE']._serialized_end=2121
 # @@protoc_insertion_point(module_scope)

@@ -46,6 +46,11 @@ class RiskServiceStub:
                 request_serializer=qtmesh_dot_api_dot_risk_dot_v1_dot_risk__pb2.GetLimitsRequest.SerializeToString,
                 response_deserializer=qtmesh_dot_api_dot_risk_dot_v1_dot_risk__pb2.GetLimitsResponse.FromString,
                 _registered_method=True)
+        self.ResumeTrading = channel.unary_unary(
+                '/qtmesh.api.risk.v1.RiskService/ResumeTrading',
+                request_serializer=qtmesh_dot_api_dot_risk_dot_v1_dot_risk__pb2.ResumeTradingRequest.SerializeToString,
+                response_deserializer=qtmesh_dot_api_dot_risk_dot_v1_dot_risk__pb2.ResumeTradingResponse.FromString,
+                _registered_method=True)
 
 
 class RiskServiceServicer:
@@ -65,6 +70,14 @@ class RiskServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ResumeTrading(self, request, context):
+        """Releases the kill switch on a scope: an operator's decision. Halts come from executed
+        HaltTrading actions; nothing but this call lifts one.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_RiskServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -77,6 +90,11 @@ def add_RiskServiceServicer_to_server(servicer, server):
                     servicer.GetLimits,
                     request_deserializer=qtmesh_dot_api_dot_risk_dot_v1_dot_risk__pb2.GetLimitsRequest.FromString,
                     response_serializer=qtmesh_dot_api_dot_risk_dot_v1_dot_risk__pb2.GetLimitsResponse.SerializeToString,
+            ),
+            'ResumeTrading': grpc.unary_unary_rpc_method_handler(
+                    servicer.ResumeTrading,
+                    request_deserializer=qtmesh_dot_api_dot_risk_dot_v1_dot_risk__pb2.ResumeTradingRequest.FromString,
+                    response_serializer=qtmesh_dot_api_dot_risk_dot_v1_dot_risk__pb2.ResumeTradingResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -134,6 +152,33 @@ class RiskService:
             '/qtmesh.api.risk.v1.RiskService/GetLimits',
             qtmesh_dot_api_dot_risk_dot_v1_dot_risk__pb2.GetLimitsRequest.SerializeToString,
             qtmesh_dot_api_dot_risk_dot_v1_dot_risk__pb2.GetLimitsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ResumeTrading(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/qtmesh.api.risk.v1.RiskService/ResumeTrading',
+            qtmesh_dot_api_dot_risk_dot_v1_dot_risk__pb2.ResumeTradingRequest.SerializeToString,
+            qtmesh_dot_api_dot_risk_dot_v1_dot_risk__pb2.ResumeTradingResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -1,0 +1,1 @@
+"""The AI CEO: chooses the platform's strategic mode, with hysteresis."""

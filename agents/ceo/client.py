@@ -1,0 +1,24 @@
+"""Async client of the CEO, returning the same domain objects as the in-process one."""
+
+from __future__ import annotations
+
+import grpc
+
+from agents.ceo import _convert as convert
+from agents.ceo.engine import ModeReport
+from qtmesh.api.ceo.v1 import ceo_pb2 as pb
+from qtmesh.api.ceo.v1 import ceo_pb2_grpc as pb_grpc
+from qtmesh.status import raising_mesh_errors
+
+
+class CeoClient:
+    """Calls CeoService over ``channel``; failures raise the server's MeshError subclass."""
+
+    def __init__(self, channel: grpc.aio.Channel, *, timeout: float | None = 30.0) -> None:
+        self._stub = pb_grpc.CeoServiceStub(channel)
+        self._timeout = timeout
+
+    async def mode(self) -> ModeReport:
+        with raising_mesh_errors():
+            response = await self._stub.GetMode(pb.GetModeRequest(), timeout=self._timeout)
+        return convert.report_from_proto(response)

@@ -1,0 +1,271 @@
+"""The CEO as an agent: one evaluation per completed period of the market, the strategic mode it
+owns, and a HIGH-priority mode switch when the hysteresis-filtered mode differs from it.
+
+Evaluations run in the background whenever the market's clock completes a period (and when
+GetMode asks), so Recommend only reads the last one. Each refresh reads the fleet's new periods
+and the world model's regime of every sector, once, under ``regime_timeout_seconds``; when the
+world model does not answer, the CEO decides without the regime and says so in the rationale.
+Every completed period is evaluated in order, so the hysteresis counts periods, not calls. At
+start-up the last ``confirmations`` periods are evaluated, which rebuilds the pending switch a
+restart forgot.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import time
+from collections.abc import Callable, Mapping
+from typing import Protocol
+
+import structlog
+
+from agents.ceo.config import CeoConfig
+from agents.ceo.inputs import Regime, fleet_inputs, regime_of
+from agents.ceo.mode import Evaluation, ModeEvaluator, ModeState
+from agents.contract import (
+    Action,
+    ActionType,
+    AgentContext,
+    ExecutionResult,
+    Priority,
+    Recommendation,
+    StrategicMode,
+    SwitchMode,
+)
+from agents.fleet_history import FleetHistory, FleetReader, FleetSampler
+from agents.policy_log import OwnedPolicy
+from agents.refresh import ClockStream, Refresher, follow_clock
+from agents.world_model.regimes import RegimeReport
+from market.bars import format_time
+from qtmesh.errors import InvalidArgument, MeshError
+
+EXECUTES = (ActionType.SWITCH_MODE,)
+_log = structlog.get_logger("agents.ceo")
+
+
+class Market(FleetReader, ClockStream, Protocol):
+    """What the CEO reads from the market (implemented by MarketClient)."""
+
+
+class Regimes(Protocol):
+    """What the CEO reads from the world model (implemented by WorldModelClient)."""
+
+    async def detect_regime(
+        self, *, symbol: str = "", sector: str = "", lookback: int = 0
+    ) -> RegimeReport: ...
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class ModeReport:
+    """What GetMode answers: the mode in force and the last evaluation."""
+
+    mode: StrategicMode
+    since: int
+    rationale: str
+    inputs: Mapping[str, float]
+    indicated: StrategicMode | None
+    score: float
+    target: StrategicMode
+    confirmations: int
+    evaluated_time: int
+    missing: tuple[str, ...]
+
+
+class Ceo:
+    """Implements :class:`agents.contract.Agent` plus GetMode."""
+
+    name = "ceo"
+
+    def __init__(
+        self,
+        *,
+        market: Market,
+        regimes: Regimes | None,
+        mode: OwnedPolicy[ModeState],
+        config: CeoConfig,
+        wall_clock: Callable[[], int] = time.time_ns,
+    ) -> None:
+        self._market = market
+        self._regimes = regimes
+        self._mode = mode
+        self._config = config
+        self._wall_clock = wall_clock
+        self._sampler = FleetSampler(
+            market, period=config.period_nanos, max_periods=config.lookback_periods
+        )
+        self._evaluator = ModeEvaluator(config.rule, config.hysteresis)
+        self._evaluated_until: int | None = None  # end time of the last period evaluated
+        self._refresher = Refresher(self._refresh, name=self.name)
+        self._follower: asyncio.Task[None] | None = None
+
+    async def start(self) -> None:
+        await self._mode.load()
+        self._follower = asyncio.ensure_future(follow_clock(self._market, self._on_step))
+        self._refresher.request()
+
+    async def close(self) -> None:
+        if self._follower is not None:
+            self._follower.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._follower
+        await self._refresher.close()
+
+    @property
+    def mode(self) -> ModeState:
+        return self._mode.value
+
+    @property
+    def last(self) -> Evaluation | None:
+        return self._evaluator.last
+
+    # -- evaluations -----------------------------------------------------------------------
+
+    def _on_step(self, position: int, clock_time: int) -> None:
+        history = self._sampler.history
+        if history is None or history.completed_periods(clock_time) > history.next_period:
+            self._refresher.request()
+
+    async def _refresh(self) -> None:
+        history = await self._sampler.update()
+        n = history.observations
+        if n == 0:
+            return
+        ends = history.end_times
+        if self._evaluated_until is None or ends[-1] < self._evaluated_until:
+            new = range(max(0, n - self._config.confirmations), n)  # first or restarted market
+        else:
+            new = [k for k in range(n) if ends[k] > self._evaluated_until]
+        if not new:
+            return
+        regime, note = await self._regime(history)
+        for k in new:
+            inputs = fleet_inputs(
+                history,
+                k,
+                lookback=self._config.lookback_periods,
+                min_observations=self._config.min_observations,
+            )
+            short = ""
+            if inputs.volatility is None:
+                short = (
+                    f" Volatility and trend need {self._config.min_observations} period returns; "
+                    f"there are {inputs.observations}."
+                )
+            self._evaluator.evaluate(
+                dataclasses.replace(inputs, regime=regime),
+                self._mode.value.mode,
+                note=(note + short).strip(),
+            )
+        self._evaluated_until = int(ends[-1])
+        last = self._evaluator.last
+        if last is not None:
+            _log.info(
+                "mode evaluated",
+                score=round(last.score, 3),
+                indicated=last.indicated.name,
+                target=last.target.name,
+                mode=last.current.name,
+            )
+
+    async def _regime(self, history: FleetHistory) -> tuple[Regime | None, str]:
+        if self._regimes is None:
+            return None, "No regime: no world model is configured; its weight went elsewhere."
+        regimes = self._regimes
+        try:
+            async with asyncio.timeout(self._config.regime_timeout_seconds):
+                reports = await asyncio.gather(
+                    *(regimes.detect_regime(sector=s) for s in history.sectors)
+                )
+        except (MeshError, TimeoutError) as exc:
+            why = str(exc) or f"no answer within {self._config.regime_timeout_seconds:g} s"
+            return None, (
+                f"No regime: the world model did not answer ({why}); its weight went to the "
+                "other inputs."
+            )
+        allocations = {s.sector: s.allocation for s in history.current.sectors}
+        return regime_of(dict(zip(history.sectors, reports, strict=True)), allocations), ""
+
+    async def report(self) -> ModeReport:
+        """The mode and the evaluation of the last completed period (refreshed first; if the
+        market cannot be reached, the last evaluation there is)."""
+        with contextlib.suppress(MeshError):
+            await self._refresher.fresh()
+        state, last = self._mode.value, self._evaluator.last
+        since = format_time(state.since) if state.since else "start-up"
+        rationale = f"{state.mode.name} since {since} ({state.cause})."
+        if last is None:
+            return ModeReport(
+                mode=state.mode,
+                since=state.since,
+                rationale=rationale + " No evaluation yet: no period of the fleet has completed.",
+                inputs={},
+                indicated=None,
+                score=0.0,
+                target=state.mode,
+                confirmations=0,
+                evaluated_time=0,
+                missing=(),
+            )
+        return ModeReport(
+            mode=state.mode,
+            since=state.since,
+            rationale=f"{rationale} Last evaluation: {last.rationale}",
+            inputs=last.evidence(),
+            indicated=last.indicated,
+            score=last.score,
+            target=self._target(last) or state.mode,
+            confirmations=last.confirmations,
+            evaluated_time=last.inputs.time,
+            missing=last.inputs.missing(),
+        )
+
+    def _target(self, last: Evaluation) -> StrategicMode | None:
+        """The mode to switch to, if the last evaluation calls for one against the mode now."""
+        current = self._mode.value.mode
+        if last.current is not current or last.target is current:
+            return None  # no switch called for, or one was executed since
+        return last.target
+
+    # -- the agent -------------------------------------------------------------------------
+
+    async def recommend(self, context: AgentContext) -> list[Recommendation]:
+        history = self._sampler.history
+        if history is None or (
+            context.market_position and context.market_position != history.position
+        ):
+            self._refresher.request()
+        last = self._evaluator.last
+        target = self._target(last) if last is not None else None
+        if last is None or target is None:
+            return []
+        return [
+            Recommendation(
+                id="ceo/mode",
+                priority=Priority.HIGH,
+                target="mode",
+                parameters=SwitchMode(mode=target),
+                confidence=last.confidence,
+                rationale=last.rationale,
+                evidence=last.evidence(),
+            )
+        ]
+
+    async def execute(self, action: Action, *, plan_sequence: int) -> ExecutionResult:
+        if not isinstance(action.parameters, SwitchMode):
+            raise InvalidArgument("action.type", "the CEO executes only SWITCH_MODE")
+        key = action.idempotency_key
+        if not key:
+            raise InvalidArgument("action.idempotency_key", "must be set")
+        history = self._sampler.history
+        at = history.clock_time if history is not None else self._wall_clock()
+        mode = action.parameters.mode
+        cause = f"action {action.id} of plan {plan_sequence}"
+        return await self._mode.change(
+            lambda state: state.switched(mode, at=at, cause=cause),
+            action_key=key,
+            action_id=action.id,
+            plan_sequence=plan_sequence,
+            market_time=at,
+        )

@@ -1,0 +1,1 @@
+"""The AI Risk Officer: VaR/CVaR, exposure and drawdown limits, and the kill switch."""

@@ -1,0 +1,104 @@
+"""The risk officer's gRPC server: RiskService (AssessRisk, GetLimits, ResumeTrading) and
+AgentService (Recommend; ExecuteAction for HALT_TRADING and ADJUST_RISK_LIMITS)."""
+
+from __future__ import annotations
+
+import asyncio
+
+import grpc
+
+from agents._convert import limits_to_proto
+from agents.policy_log import OwnedPolicy, PolicyLog
+from agents.risk import _convert as convert
+from agents.risk.config import ENV_PREFIX, RiskConfig
+from agents.risk.engine import EXECUTES, RiskOfficer
+from agents.risk.limits import RiskPolicy
+from agents.service import agent_service
+from market.client import MarketClient
+from qtmesh.api.risk.v1 import risk_pb2 as pb
+from qtmesh.api.risk.v1 import risk_pb2_grpc as pb_grpc
+from qtmesh.app import App, Built
+from qtmesh.catalog import DEFAULT_PORTS
+from qtmesh.channels import ChannelConfig, open_channel
+from qtmesh.server import Service
+
+MARKET_TIMEOUT_SECONDS = 10.0
+
+
+class RiskServicer(pb_grpc.RiskServiceServicer):
+    def __init__(self, officer: RiskOfficer) -> None:
+        self._officer = officer
+
+    async def AssessRisk(
+        self, request: pb.AssessRiskRequest, context: grpc.aio.ServicerContext
+    ) -> pb.AssessRiskResponse:
+        returns = {
+            sector: (list(series.returns), series.exposure)
+            for sector, series in request.sector_returns.items()
+        }
+        report = await self._officer.assess(returns or None)
+        return pb.AssessRiskResponse(report=convert.report_to_proto(report))
+
+    async def GetLimits(
+        self, request: pb.GetLimitsRequest, context: grpc.aio.ServicerContext
+    ) -> pb.GetLimitsResponse:
+        return _limits_response(self._officer.policy)
+
+    async def ResumeTrading(
+        self, request: pb.ResumeTradingRequest, context: grpc.aio.ServicerContext
+    ) -> pb.ResumeTradingResponse:
+        resumed = await self._officer.resume(request.scope, request.reason)
+        return pb.ResumeTradingResponse(
+            resumed=resumed, halts=[convert.halt_to_proto(h) for h in self._officer.policy.halts]
+        )
+
+
+def _limits_response(policy: RiskPolicy) -> pb.GetLimitsResponse:
+    return pb.GetLimitsResponse(
+        limits=limits_to_proto(policy.limits),
+        trading_halted=policy.trading_halted,
+        halts=[convert.halt_to_proto(h) for h in policy.halts],
+    )
+
+
+def services(officer: RiskOfficer) -> list[Service]:
+    return [
+        Service.of(
+            RiskServicer(officer),
+            pb_grpc.add_RiskServiceServicer_to_server,
+            pb.DESCRIPTOR.services_by_name["RiskService"],
+        ),
+        agent_service(officer, executes=EXECUTES),
+    ]
+
+
+async def build(config: RiskConfig, channels: ChannelConfig) -> Built:
+    log = await asyncio.to_thread(PolicyLog.open, config.url, name="risk")
+    policy = OwnedPolicy(
+        log,
+        initial=RiskPolicy(config.limits),
+        encode=RiskPolicy.to_json,
+        decode=RiskPolicy.from_json,
+    )
+    channel = open_channel(channels.address_of("market", DEFAULT_PORTS["market"]), channels)
+    officer = RiskOfficer(
+        market=MarketClient(channel, timeout=MARKET_TIMEOUT_SECONDS), policy=policy, config=config
+    )
+    await officer.start()
+
+    async def close() -> None:
+        await officer.close()
+        await channel.close()
+        await asyncio.to_thread(log.close)
+
+    return Built(services=services(officer), close=close)
+
+
+APP = App(
+    name="risk",
+    summary="the AI Risk Officer: VaR/CVaR, exposure and drawdown limits, kill switch",
+    config_type=RiskConfig,
+    env_prefix=ENV_PREFIX,
+    build=build,
+    depends_on=("market",),
+)

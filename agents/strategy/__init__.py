@@ -1,0 +1,1 @@
+"""The AI Strategy Officer: which strategies to enable, disable, reweight and promote."""

@@ -1,0 +1,275 @@
+"""The strategy officer as an agent: the book it owns, its strategies' performance kept fresh in
+the background, and the recommendations read from them.
+
+Whenever the market's clock completes a period (and when ListStrategies asks), a refresh reads
+the fleet's new periods, measures the fleet's strategies from them, and has SESA evaluate every
+other strategy of the book once per period (bounded by ``sesa_timeout_seconds`` each; a SESA
+that does not answer leaves those strategies unmeasured, so nothing is promoted on stale
+numbers). Recommend only reads what the last refresh computed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import Callable
+from typing import Protocol
+
+import structlog
+
+from agents.contract import (
+    Action,
+    ActionType,
+    AgentContext,
+    DisableStrategy,
+    EnableStrategy,
+    ExecutionResult,
+    PromoteStrategy,
+    Recommendation,
+    ReweightStrategies,
+    StrategyGenome,
+)
+from agents.fleet_history import FleetHistory, FleetReader, FleetSampler
+from agents.policy_log import OwnedPolicy
+from agents.refresh import ClockStream, Refresher, follow_clock
+from agents.strategy.advice import advise
+from agents.strategy.book import ACTION, BookPolicy, Entry, Universe
+from agents.strategy.config import StrategyConfig
+from agents.strategy.performance import Performance, fleet_performance
+from qtmesh.errors import FailedPrecondition, InvalidArgument, MeshError
+from qtmesh.paging import decode_token, encode_token, page_size
+
+EXECUTES = (
+    ActionType.ENABLE_STRATEGY,
+    ActionType.DISABLE_STRATEGY,
+    ActionType.REWEIGHT_STRATEGIES,
+    ActionType.PROMOTE_STRATEGY,
+)
+_log = structlog.get_logger("agents.strategy")
+
+
+class Market(FleetReader, ClockStream, Protocol):
+    """What the strategy officer reads from the market (implemented by MarketClient)."""
+
+
+class ShadowEvaluator(Protocol):
+    """Evaluates a genome on a symbol's bars since a market time (SESA, in the service)."""
+
+    async def evaluate(
+        self, genome: StrategyGenome, *, symbol: str, since: int, trials: int
+    ) -> Performance | None:
+        """None while the symbol has too few bars since ``since`` to evaluate."""
+        ...
+
+
+class StrategyOfficer:
+    """Implements :class:`agents.contract.Agent` plus ListStrategies."""
+
+    name = "strategy"
+
+    def __init__(
+        self,
+        *,
+        market: Market,
+        evaluator: ShadowEvaluator | None,
+        book: OwnedPolicy[BookPolicy],
+        config: StrategyConfig,
+        wall_clock: Callable[[], int] = time.time_ns,
+    ) -> None:
+        self._market = market
+        self._evaluator = evaluator
+        self._book = book
+        self._config = config
+        self._rules = config.rules
+        self._wall_clock = wall_clock
+        self._sampler = FleetSampler(
+            market, period=config.period_nanos, max_periods=config.lookback_periods
+        )
+        self._refresher = Refresher(self._refresh, name=self.name)
+        self._follower: asyncio.Task[None] | None = None
+        self._universe: Universe | None = None
+        self._fleet: dict[str, Performance] = {}
+        # Per strategy SESA measures: (period evaluated at, stage start evaluated from, result).
+        self._sesa: dict[str, tuple[int, int, Performance | None]] = {}
+        self._recommendations: tuple[Recommendation, ...] = ()
+
+    async def start(self) -> None:
+        await self._book.load()
+        self._follower = asyncio.ensure_future(follow_clock(self._market, self._on_step))
+        self._refresher.request()
+
+    async def close(self) -> None:
+        if self._follower is not None:
+            self._follower.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._follower
+        await self._refresher.close()
+
+    # -- measures ----------------------------------------------------------------------------
+
+    def _on_step(self, position: int, clock_time: int) -> None:
+        history = self._sampler.history
+        if history is None or history.completed_periods(clock_time) > history.next_period:
+            self._refresher.request()
+
+    async def _refresh(self) -> None:
+        history = await self._sampler.update()
+        self._universe = Universe.of_fleet(history.current)
+        self._fleet = fleet_performance(history, self._config.lookback_periods)
+        await self._evaluate_others(history)
+        self._recompute()
+
+    async def _evaluate_others(self, history: FleetHistory) -> None:
+        """SESA measures of the strategies the fleet does not trade, once per period each."""
+        entries = self.entries()
+        others = {e.strategy_id: e for e in entries if not e.in_fleet}
+        self._sesa = {k: v for k, v in self._sesa.items() if k in others}
+        if self._evaluator is None:
+            return
+        trials = max(1, sum(r.origin == ACTION for r in self._book.value.records.values()))
+        for sid, e in others.items():
+            seen = self._sesa.get(sid)
+            if seen is not None and seen[:2] == (history.next_period, e.record.since):
+                continue
+            try:
+                async with asyncio.timeout(self._config.sesa_timeout_seconds):
+                    measured = await self._evaluator.evaluate(
+                        e.record.genome, symbol=e.record.symbol, since=e.record.since, trials=trials
+                    )
+            except (MeshError, TimeoutError) as exc:
+                _log.warning(
+                    "cannot evaluate a strategy", strategy=sid, error=str(exc) or "timeout"
+                )
+                continue
+            self._sesa[sid] = (history.next_period, e.record.since, measured)
+
+    def performance(self) -> dict[str, Performance]:
+        measured = {sid: p for sid, (_, _, p) in self._sesa.items() if p is not None}
+        return {**self._fleet, **measured}
+
+    def entries(self) -> list[Entry]:
+        if self._universe is None:
+            return []
+        return self._book.value.entries(self._universe)
+
+    def _recompute(self) -> None:
+        history = self._sampler.history
+        if history is None or self._universe is None:
+            return
+        self._recommendations = tuple(
+            advise(self.entries(), self.performance(), self._rules, clock_time=history.clock_time)
+        )
+
+    async def _ready(self) -> Universe:
+        """The fleet's deployment, reading the market if it was never read."""
+        if self._universe is None:
+            with contextlib.suppress(MeshError):
+                await self._refresher.fresh()
+        if self._universe is None:
+            raise FailedPrecondition("the fleet is not known yet: the market has not answered")
+        return self._universe
+
+    # -- the book ------------------------------------------------------------------------------
+
+    async def list(
+        self, *, sector: str = "", size: int = 0, token: str = ""
+    ) -> tuple[list[tuple[Entry, Performance | None]], str]:
+        """A page of the book ordered by (sector, id), and the next page's token ("" at the end).
+        The first page refreshes the measures first."""
+        if not token:
+            with contextlib.suppress(MeshError):
+                await self._refresher.fresh()
+        universe = await self._ready()
+        if sector and sector not in universe.sector_symbols:
+            known = ", ".join(universe.sector_symbols)
+            raise InvalidArgument("sector", f"unknown sector {sector!r} (known: {known})")
+        limit = page_size(
+            size, default=self._config.default_page_size, maximum=self._config.max_page_size
+        )
+        after: tuple[str, str] | None = None
+        if token:
+            fields = decode_token(token, expect={"sector": sector})
+            after = (fields["after"][0], fields["after"][1])
+        entries = [
+            e
+            for e in self.entries()
+            if (not sector or e.record.sector == sector)
+            and (after is None or (e.record.sector, e.strategy_id) > after)
+        ]
+        page = entries[:limit]
+        performance = self.performance()
+        next_token = ""
+        if len(entries) > limit:
+            last = page[-1]
+            next_token = encode_token(sector=sector, after=[last.record.sector, last.strategy_id])
+        return [(e, performance.get(e.strategy_id)) for e in page], next_token
+
+    # -- the agent -----------------------------------------------------------------------------
+
+    async def recommend(self, context: AgentContext) -> list[Recommendation]:
+        history = self._sampler.history
+        if history is None or (
+            context.market_position and context.market_position != history.position
+        ):
+            self._refresher.request()
+        return list(self._recommendations)
+
+    async def execute(self, action: Action, *, plan_sequence: int) -> ExecutionResult:
+        key = action.idempotency_key
+        if not key:
+            raise InvalidArgument("action.idempotency_key", "must be set")
+        universe = await self._ready()
+        history = self._sampler.history
+        at = history.clock_time if history is not None else self._wall_clock()
+        field = "action.parameters"
+        match action.parameters:
+            case EnableStrategy(strategy_id=sid, sector=sector, genome=genome, weight=weight):
+
+                def update(book: BookPolicy) -> tuple[BookPolicy, str]:
+                    return book.enable(
+                        universe,
+                        strategy_id=sid,
+                        sector=sector,
+                        genome=genome,
+                        weight=weight,
+                        at=at,
+                        field=f"{field}.enable_strategy",
+                    )
+
+            case DisableStrategy(strategy_id=sid):
+
+                def update(book: BookPolicy) -> tuple[BookPolicy, str]:
+                    return book.disable(
+                        universe, strategy_id=sid, field=f"{field}.disable_strategy"
+                    )
+
+            case ReweightStrategies(weights=weights):
+
+                def update(book: BookPolicy) -> tuple[BookPolicy, str]:
+                    return book.reweight(
+                        universe, weights=weights, field=f"{field}.reweight_strategies"
+                    )
+
+            case PromoteStrategy(strategy_id=sid):
+
+                def update(book: BookPolicy) -> tuple[BookPolicy, str]:
+                    return book.promote(
+                        universe, strategy_id=sid, at=at, field=f"{field}.promote_strategy"
+                    )
+
+            case _:
+                raise InvalidArgument(
+                    "action.type",
+                    "the strategy officer executes ENABLE_STRATEGY, DISABLE_STRATEGY, "
+                    "REWEIGHT_STRATEGIES and PROMOTE_STRATEGY",
+                )
+        result = await self._book.change(
+            update,
+            action_key=key,
+            action_id=action.id,
+            plan_sequence=plan_sequence,
+            market_time=at,
+        )
+        self._recompute()
+        return result
