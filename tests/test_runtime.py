@@ -15,14 +15,14 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
 from qtmesh.api.agent.v1 import agent_pb2, agent_pb2_grpc
-from qtmesh.channels import ChannelConfig
+from qtmesh.channels import ChannelConfig, open_channel
 from qtmesh.concurrency import CancelToken, run_cancellable
 from qtmesh.config import ConfigError, Secret
 from qtmesh.errors import InvalidArgument, NotFound, Unauthenticated
 from qtmesh.server import MeshServer, ServerConfig
 from qtmesh.status import error_info, raising_mesh_errors
 from qtmesh.testing import make_certificates, serving
-from tests.conftest import agent_service
+from tests.conftest import ScriptedAgent, agent_service
 
 AGENT = "qtmesh.api.agent.v1.AgentService"
 
@@ -239,6 +239,31 @@ async def test_a_health_port_that_cannot_be_bound_stops_start_up(scripted_agent)
         with pytest.raises(ConfigError, match="health_port: cannot listen on"):
             await server.start()
         await server.stop()
+
+
+async def test_clients_balance_round_robin_over_every_address_a_name_resolves_to():
+    # A headless Service resolves to one address per replica; a static list stands in for it.
+    first, second = ScriptedAgent(), ScriptedAgent()
+    async with (
+        serving([agent_service(first)]) as one,
+        serving([agent_service(second)]) as two,
+    ):
+        target = f"ipv4:{one.address},{two.address}"
+        async with open_channel(target, ChannelConfig()) as channel:
+            stub = agent_pb2_grpc.AgentServiceStub(channel)
+            for _ in range(100):
+                await stub.Recommend(_request(), wait_for_ready=True)
+                if first.started.is_set() and second.started.is_set():
+                    break
+        assert first.started.is_set()
+        assert second.started.is_set()
+
+
+def test_servers_age_connections_out_so_clients_re_resolve():
+    options = dict(ServerConfig(max_connection_age_seconds=300, grace_seconds=20).grpc_options())
+    assert options["grpc.max_connection_age_ms"] == 300_000
+    assert options["grpc.max_connection_age_grace_ms"] == 20_000
+    assert "grpc.max_connection_age_ms" not in dict(ServerConfig().grpc_options())
 
 
 async def test_bearer_tokens_are_required_except_for_health(scripted_agent):
