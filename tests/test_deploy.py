@@ -35,6 +35,7 @@ from qtmesh import config as configuration
 from qtmesh.catalog import DEFAULT_PORTS
 from qtmesh.channels import CLIENT_ENV_PREFIX, ChannelConfig
 from qtmesh.server import ENV_PREFIX, ServerConfig
+from qtmesh.testing import make_certificates
 
 ROOT = Path(__file__).resolve().parents[1]
 DOCKERFILE = ROOT / "deploy" / "docker" / "Dockerfile"
@@ -517,6 +518,32 @@ def test_variables_are_settings_the_servers_read(overlay: Overlay):
             if key.startswith("QTMESH_") and key not in service_settings(name)
         }
         assert unknown == set(), name
+
+
+def test_every_built_server_accepts_its_environment(overlay: Overlay, tmp_path: Path):
+    """Each server's settings load from its Deployment's environment, with the Secrets' values
+    and the mounted files stood in for."""
+    certificates = make_certificates(tmp_path)
+    files = {
+        "tls.crt": certificates.server_cert,
+        "tls.key": certificates.server_key,
+        "ca.crt": certificates.ca,
+    }
+    secrets = {"qtmesh-database": "postgresql://qtmesh:secret@postgres:5432/qtmesh"}
+    for name in catalog.names():
+        environ = {}
+        for key, value in overlay.env(name).items():
+            if isinstance(value, dict):
+                reference = value["secretKeyRef"]
+                if reference.get("optional"):
+                    continue
+                value = secrets[reference["name"]]
+            if value.startswith("/etc/qtmesh/tls/"):
+                value = str(files[PurePosixPath(value).name])
+            environ[key] = value
+        configuration.load(ServerConfig, env_prefix=ENV_PREFIX, environ=environ)
+        configuration.load(ChannelConfig, env_prefix=CLIENT_ENV_PREFIX, environ=environ)
+        catalog.entry(name).load().load_config(environ=environ)
 
 
 def _peer(peer: dict[str, Any]) -> str:
