@@ -8,7 +8,7 @@ BUF := .tools/node_modules/.bin/buf
 # Commit that `buf breaking` compares the protos against (CI sets HEAD~1).
 BREAKING_AGAINST ?= HEAD
 
-.PHONY: demo test lint stubs-check buf-lint buf-breaking pytest protos lock bench clean
+.PHONY: demo test lint stubs-check buf-lint buf-breaking pytest protos lock bench image clean
 
 demo: $(STAMP)
 	$(BIN)/python -m examples.demo
@@ -42,6 +42,11 @@ bench: $(STAMP)
 	$(BIN)/python -m benchmarks.world_model
 	$(BIN)/python -m benchmarks.memory
 	$(BIN)/python -m benchmarks.officers
+
+# The one container image of every service (needs a Docker engine; deploy/README.md).
+IMAGE ?= qtmesh:dev
+image:
+	docker build -f deploy/docker/Dockerfile -t $(IMAGE) .
 
 # Re-resolves the pinned versions in constraints.txt from the ranges in pyproject.toml.
 lock:

@@ -37,6 +37,11 @@ class ServerConfig:
     port: int | None = setting(
         None, help="port to listen on; 0 picks a free one; unset: the service's default port"
     )
+    health_port: int | None = setting(
+        None,
+        help="also serve grpc.health.v1 alone, in plaintext, on this port (for probes that "
+        "cannot speak TLS); 0 picks a free one; unset: no second port",
+    )
     max_message_bytes: int = setting(
         16 * 1024 * 1024, help="largest message received or sent, in bytes"
     )
@@ -64,6 +69,16 @@ class ServerConfig:
 
     def __post_init__(self) -> None:
         require(self.port is None or 0 <= self.port <= 65535, "port", "must be in 0..65535")
+        require(
+            self.health_port is None or 0 <= self.health_port <= 65535,
+            "health_port",
+            "must be in 0..65535",
+        )
+        require(
+            self.health_port is None or self.health_port == 0 or self.health_port != self.port,
+            "health_port",
+            "must differ from port",
+        )
         require(self.max_message_bytes >= 1024, "max_message_bytes", "must be at least 1024")
         for name in ("grace_seconds", "drain_seconds", "max_connection_age_seconds"):
             require(getattr(self, name) >= 0, name, "must not be negative")
@@ -154,8 +169,10 @@ class MeshServer:
         self._on_drain = on_drain
         self._on_stop = on_stop
         self._server: grpc.aio.Server | None = None
+        self._health_server: grpc.aio.Server | None = None
         self._stopping: asyncio.Task[None] | None = None
         self.address = ""
+        self.health_address = ""
 
     @property
     def service_names(self) -> list[str]:
@@ -196,10 +213,37 @@ class MeshServer:
         await server.start()
         self._server = server
         self.address = f"{self.config.host}:{port}"
+        if self.config.health_port is not None:
+            try:
+                self._health_server, self.health_address = await self._start_health_server()
+            except ConfigError:
+                await server.stop(None)
+                self._server = None
+                raise
         for name in ("", *self.service_names):
             await self.health.set(name, health_pb2.HealthCheckResponse.SERVING)
-        _log.info("serving", server=self.name, address=self.address, tls=self.config.tls)
+        _log.info(
+            "serving",
+            server=self.name,
+            address=self.address,
+            tls=self.config.tls,
+            health_address=self.health_address or None,
+        )
         return self.address
+
+    async def _start_health_server(self) -> tuple[grpc.aio.Server, str]:
+        """A plaintext server with only the health service (the same servicer, so it reports
+        what the main server reports, NOT_SERVING on shutdown included): a kubelet gRPC probe
+        cannot present a client certificate or verify ours."""
+        server = grpc.aio.server(options=self.config.grpc_options())
+        health_pb2_grpc.add_HealthServicer_to_server(self.health, server)
+        target = f"{self.config.host}:{self.config.health_port}"
+        try:
+            port = server.add_insecure_port(target)
+        except RuntimeError as exc:
+            raise ConfigError("health_port", f"cannot listen on {target}: {exc}") from None
+        await server.start()
+        return server, f"{self.config.host}:{port}"
 
     async def stop(self, grace: float | None = None) -> None:
         """NOT_SERVING, on_drain, drain period, stop(grace), on_stop. Safe to call twice."""
@@ -217,7 +261,10 @@ class MeshServer:
             self._on_drain()
         if self.config.drain_seconds > 0:
             await asyncio.sleep(self.config.drain_seconds)
-        await self._server.stop(grace)
+        stops = [self._server.stop(grace)]
+        if self._health_server is not None:
+            stops.append(self._health_server.stop(grace))
+        await asyncio.gather(*stops)
         if self._on_stop is not None:
             await self._on_stop()
         _log.info("stopped", server=self.name)

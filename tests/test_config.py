@@ -60,6 +60,11 @@ def test_flags_are_generated_from_the_dataclass():
             "TLS needs both tls_cert_file and tls_key_file",
         ),
         ({"QTMESH_AUTH_TOKENS": "no-colon"}, "auth_tokens: expected client:token pairs"),
+        ({"QTMESH_HEALTH_PORT": "-1"}, "health_port: must be in 0..65535 (--health-port or"),
+        (
+            {"QTMESH_PORT": "50052", "QTMESH_HEALTH_PORT": "50052"},
+            "health_port: must differ from port (--health-port or QTMESH_HEALTH_PORT)",
+        ),
     ],
 )
 def test_invalid_server_settings_name_the_setting(environ, message):

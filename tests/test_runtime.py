@@ -15,14 +15,14 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
 from qtmesh.api.agent.v1 import agent_pb2, agent_pb2_grpc
-from qtmesh.channels import ChannelConfig
+from qtmesh.channels import ChannelConfig, open_channel
 from qtmesh.concurrency import CancelToken, run_cancellable
-from qtmesh.config import Secret
+from qtmesh.config import ConfigError, Secret
 from qtmesh.errors import InvalidArgument, NotFound, Unauthenticated
-from qtmesh.server import ServerConfig
+from qtmesh.server import MeshServer, ServerConfig
 from qtmesh.status import error_info, raising_mesh_errors
 from qtmesh.testing import make_certificates, serving
-from tests.conftest import agent_service
+from tests.conftest import ScriptedAgent, agent_service
 
 AGENT = "qtmesh.api.agent.v1.AgentService"
 
@@ -175,6 +175,95 @@ async def test_tls_and_mutual_tls(tmp_path: Path, scripted_agent):
             with pytest.raises(grpc.aio.AioRpcError) as failure:
                 await agent_pb2_grpc.AgentServiceStub(no_cert).Recommend(_request(), timeout=5)
             assert failure.value.code() == grpc.StatusCode.UNAVAILABLE
+
+
+async def test_health_port_serves_only_health_in_plaintext_while_the_main_port_needs_mtls(
+    tmp_path: Path, scripted_agent
+):
+    certs = make_certificates(tmp_path)
+    config = ServerConfig(
+        port=0,
+        health_port=0,
+        grace_seconds=1.0,
+        tls_cert_file=certs.server_cert,
+        tls_key_file=certs.server_key,
+        tls_client_ca_file=certs.ca,
+    )
+    mutual = ChannelConfig(
+        tls_ca_file=certs.ca,
+        tls_server_name="localhost",
+        tls_cert_file=certs.client_cert,
+        tls_key_file=certs.client_key,
+    )
+    async with serving(
+        [agent_service(scripted_agent)], server_config=config, channel_config=mutual
+    ) as running:
+        assert running.server.health_address not in ("", running.address)
+        assert (await agent_pb2_grpc.AgentServiceStub(running.channel).Recommend(_request())).agent
+        async with grpc.aio.insecure_channel(running.address) as plaintext:
+            with pytest.raises(grpc.aio.AioRpcError) as refused:
+                await health_pb2_grpc.HealthStub(plaintext).Check(
+                    health_pb2.HealthCheckRequest(), timeout=5
+                )
+            assert refused.value.code() == grpc.StatusCode.UNAVAILABLE
+
+        async with grpc.aio.insecure_channel(running.server.health_address) as probe:
+            health = health_pb2_grpc.HealthStub(probe)
+            for service in ("", AGENT):
+                response = await health.Check(health_pb2.HealthCheckRequest(service=service))
+                assert response.status == health_pb2.HealthCheckResponse.SERVING
+            with pytest.raises(grpc.aio.AioRpcError) as other:
+                await agent_pb2_grpc.AgentServiceStub(probe).Recommend(_request(), timeout=5)
+            assert other.value.code() == grpc.StatusCode.UNIMPLEMENTED
+
+            watch = health.Watch(health_pb2.HealthCheckRequest())
+            assert (await watch.read()).status == health_pb2.HealthCheckResponse.SERVING
+            stopping = asyncio.ensure_future(running.server.stop())
+            assert (await watch.read()).status == health_pb2.HealthCheckResponse.NOT_SERVING
+            watch.cancel()
+            await stopping
+            # It stopped with the main server.
+            with pytest.raises(grpc.aio.AioRpcError) as gone:
+                await health.Check(health_pb2.HealthCheckRequest(), timeout=5)
+            assert gone.value.code() == grpc.StatusCode.UNAVAILABLE
+
+
+async def test_a_health_port_that_cannot_be_bound_stops_start_up(scripted_agent):
+    async with serving([agent_service(scripted_agent)]) as running:
+        taken = int(running.address.rpartition(":")[2])
+        server = MeshServer(
+            name="second",
+            services=[agent_service(scripted_agent)],
+            config=ServerConfig(port=0, health_port=taken, grace_seconds=1.0),
+        )
+        with pytest.raises(ConfigError, match="health_port: cannot listen on"):
+            await server.start()
+        await server.stop()
+
+
+async def test_clients_balance_round_robin_over_every_address_a_name_resolves_to():
+    # A headless Service resolves to one address per replica; a static list stands in for it.
+    first, second = ScriptedAgent(), ScriptedAgent()
+    async with (
+        serving([agent_service(first)]) as one,
+        serving([agent_service(second)]) as two,
+    ):
+        target = f"ipv4:{one.address},{two.address}"
+        async with open_channel(target, ChannelConfig()) as channel:
+            stub = agent_pb2_grpc.AgentServiceStub(channel)
+            for _ in range(100):
+                await stub.Recommend(_request(), wait_for_ready=True)
+                if first.started.is_set() and second.started.is_set():
+                    break
+        assert first.started.is_set()
+        assert second.started.is_set()
+
+
+def test_servers_age_connections_out_so_clients_re_resolve():
+    options = dict(ServerConfig(max_connection_age_seconds=300, grace_seconds=20).grpc_options())
+    assert options["grpc.max_connection_age_ms"] == 300_000
+    assert options["grpc.max_connection_age_grace_ms"] == 20_000
+    assert "grpc.max_connection_age_ms" not in dict(ServerConfig().grpc_options())
 
 
 async def test_bearer_tokens_are_required_except_for_health(scripted_agent):
