@@ -46,9 +46,9 @@ def plan_table(plan: Plan) -> Table:
             f"{action.confidence:.2f}",
             f"[{style}]{status}[/]" if style else status,
             escape(
-                f"{action.rationale} [{action.status_detail}]"
+                f"{_short(action.rationale)} [{_short(action.status_detail, 60)}]"
                 if action.status_detail
-                else action.rationale
+                else _short(action.rationale)
             ),
         )
     return table

@@ -10,6 +10,7 @@ where it is missing; the image tests need nothing but the files.
 
 from __future__ import annotations
 
+import base64
 import dataclasses
 import fnmatch
 import functools
@@ -65,58 +66,21 @@ RESTRICTED_VOLUMES = WRITABLE_VOLUMES | {
 }
 
 
-# Services of DESIGN.md §2 whose App is not in qtmesh/catalog.py yet: the dependencies their
-# issues describe. Once an App is in the catalog its own depends_on is checked instead.
-PLANNED_DEPENDS_ON = {
-    "alpha-reporting": ("market",),
-    "meta-optimizer": ("alpha-reporting",),
-    "ceo": ("world-model",),
-    "risk": ("market",),
-    "strategy": ("sesa", "market"),
-}
-# The settings the manifests set for those services (their stores follow the convention
-# QTMESH_<SERVICE>_DATA_DIR / _DATABASE_URL; alpha-reporting and meta-optimizer share the alpha
-# keyring). Once an App is in the catalog, its config class is checked instead.
-PLANNED_SETTINGS = {
-    "alpha-reporting": {
-        "QTMESH_ALPHA_DATA_DIR",
-        "QTMESH_ALPHA_DATABASE_URL",
-        "QTMESH_ALPHA_KEYRING",
-    },
-    "meta-optimizer": {
-        "QTMESH_METAOPT_DATA_DIR",
-        "QTMESH_METAOPT_DATABASE_URL",
-        "QTMESH_ALPHA_KEYRING",
-    },
-    "ceo": {"QTMESH_CEO_DATA_DIR", "QTMESH_CEO_DATABASE_URL"},
-    "risk": {"QTMESH_RISK_DATA_DIR", "QTMESH_RISK_DATABASE_URL"},
-    "strategy": {"QTMESH_STRATEGY_DATA_DIR", "QTMESH_STRATEGY_DATABASE_URL"},
-}
-# Settings of built services that arrive with work in progress: the store of the market's paper
-# fleet (with meta-optimizer). Drop an entry when the config class reads it.
-LANDING = {"market": {"QTMESH_MARKET_DATA_DIR", "QTMESH_MARKET_DATABASE_URL"}}
-
-
 def depends_on(service: str) -> tuple[str, ...]:
-    if service in catalog.names():
-        return catalog.entry(service).load().depends_on
-    return PLANNED_DEPENDS_ON[service]
+    return catalog.entry(service).load().depends_on
 
 
 def service_settings(service: str) -> set[str]:
-    """Every QTMESH_* variable the server of ``service`` reads (or will: PLANNED_SETTINGS,
-    LANDING)."""
+    """Every QTMESH_* variable the server of ``service`` reads."""
     names = {configuration.env_name(f, ENV_PREFIX) for f in dataclasses.fields(ServerConfig)}
     names |= {
         configuration.env_name(f, CLIENT_ENV_PREFIX) for f in dataclasses.fields(ChannelConfig)
     }
-    if service not in catalog.names():
-        return names | PLANNED_SETTINGS[service]
     app = catalog.entry(service).load()
     names |= {
         configuration.env_name(f, app.env_prefix) for f in dataclasses.fields(app.config_type)
     }
-    return names | LANDING.get(service, set())
+    return names
 
 
 def federation_calls() -> set[str]:
@@ -129,7 +93,7 @@ def federation_calls() -> set[str]:
 def test_every_service_of_the_design_has_a_port_and_known_dependencies():
     assert set(catalog.names()) <= set(DEFAULT_PORTS)
     for service in DEFAULT_PORTS:
-        assert service in catalog.names() or service in PLANNED_DEPENDS_ON, service
+        assert service in catalog.names(), service
         assert set(depends_on(service)) <= set(DEFAULT_PORTS), service
 
 
@@ -533,7 +497,10 @@ def test_every_built_server_accepts_its_environment(overlay: Overlay, tmp_path: 
         "tls.key": certificates.server_key,
         "ca.crt": certificates.ca,
     }
-    secrets = {"qtmesh-database": "postgresql://qtmesh:secret@postgres:5432/qtmesh"}
+    secrets = {
+        "qtmesh-database": "postgresql://qtmesh:secret@postgres:5432/qtmesh",
+        "qtmesh-alpha-keyring": "k1:" + base64.b64encode(bytes(range(32))).decode(),
+    }
     for name in catalog.names():
         environ = {}
         for key, value in overlay.env(name).items():
