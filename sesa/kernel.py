@@ -119,7 +119,9 @@ def _log1p(r: float) -> float:
     return np.log1p(r)
 
 
-@numba.njit(cache=True)
+# Fused multiply-adds ("contract") for the many running sums: fewer instructions per bar and
+# each rounded once; nothing else of fast-math (NaN and infinity keep their meaning).
+@numba.njit(cache=True, fastmath={"contract"})
 def _statistics(returns: np.ndarray, split: int, every: np.ndarray, oos: np.ndarray) -> None:
     """Return statistics of all bars (``every``) and of bars from ``split`` on (``oos``), in one
     branch-free pass: bars before ``split`` feed ``every`` directly; later bars feed ``oos`` and
@@ -148,9 +150,10 @@ def _statistics(returns: np.ndarray, split: int, every: np.ndarray, oos: np.ndar
         st_ty = 0.0
         low = np.inf
         high = -np.inf
-        # The all-bars drawdown carried through the out-of-sample part.
-        all_equity = every[A_EQUITY] if part == 1 else 1.0
-        all_peak = every[A_PEAK] if part == 1 else 1.0
+        # The all-bars drawdown carried through the out-of-sample part. All-bars equity is
+        # E0 x this part's, its peak max(P0, E0 x this part's peak), so its drawdown is
+        # max(1 - (E0 / P0) x equity, this part's drawdown): no second equity curve needed.
+        all_ratio = every[A_EQUITY] / every[A_PEAK] if part == 1 else 1.0
         all_max_dd = every[A_MAX_DD] if part == 1 else 0.0
         all_dd_len = every[A_DD_LEN] if part == 1 else 0.0
         all_max_dd_len = every[A_MAX_DD_LEN] if part == 1 else 0.0
@@ -178,9 +181,7 @@ def _statistics(returns: np.ndarray, split: int, every: np.ndarray, oos: np.ndar
             dd_len = dd_len + 1.0 if drawdown > 0.0 else 0.0
             max_dd_len = max(max_dd_len, dd_len)
             if part == 1:
-                all_equity *= growth
-                all_peak = max(all_peak, all_equity)
-                all_drawdown = 1.0 - all_equity / all_peak
+                all_drawdown = max(1.0 - all_ratio * equity, drawdown)
                 all_ulcer += all_drawdown * all_drawdown
                 all_max_dd = max(all_max_dd, all_drawdown)
                 all_dd_len = all_dd_len + 1.0 if all_drawdown > 0.0 else 0.0
@@ -226,8 +227,8 @@ def _statistics(returns: np.ndarray, split: int, every: np.ndarray, oos: np.ndar
                 every[column] += acc[column]
             every[A_MIN] = min(every[A_MIN], low)
             every[A_MAX] = max(every[A_MAX], high)
-            every[A_EQUITY] = all_equity
-            every[A_PEAK] = all_peak
+            every[A_PEAK] = max(every[A_PEAK], every[A_EQUITY] * peak)
+            every[A_EQUITY] *= equity
             every[A_MAX_DD] = all_max_dd
             every[A_DD_LEN] = all_dd_len
             every[A_MAX_DD_LEN] = all_max_dd_len
@@ -506,14 +507,20 @@ def _simulate(
 
 
 @numba.njit(cache=True, inline="always")
-def _cell(r: float, negative_scale: float, positive_scale: float, half: int) -> int:
-    """Histogram cell of a return: negatives in [0, half), positives in [half, 2 half), and
-    exact zeros (flat bars, often most of them) in their own cell 2 half."""
-    if r < 0.0:
-        return min(int(-r * negative_scale), half - 1)
-    if r > 0.0:
-        return half + min(int(r * positive_scale), half - 1)
-    return 2 * half
+def _cell(r: float, lowest: float, scale: float, top: int) -> int:
+    """Histogram cell of a return: equal-width cells from ``lowest`` upwards, in value order."""
+    return min(int((r - lowest) * scale), top)
+
+
+@numba.njit(cache=True)
+def _ranked(nonzero: np.ndarray, zeros: int, offset: int) -> float:
+    """The value of rank ``offset`` among the sorted ``nonzero`` values plus ``zeros`` zeros."""
+    negatives = np.searchsorted(nonzero, 0.0)
+    if offset < negatives:
+        return nonzero[offset]
+    if offset < negatives + zeros:
+        return 0.0
+    return nonzero[offset - zeros]
 
 
 @numba.njit(cache=True)
@@ -521,119 +528,117 @@ def _order_statistics(returns: np.ndarray, split: int, every: np.ndarray, oos: n
     """Exact 5th and 95th percentiles (numpy's linear interpolation) and the mean of the
     floor(0.05 (m - 1)) + 1 smallest returns, for all bars and for bars from ``split`` on.
 
-    Two passes instead of a sort: a histogram of both sets, then a sort of only the values in
-    the cells that hold the ranks needed. Exact zeros (flat bars) form one cell that never
-    needs sorting, so a strategy that is rarely in the market costs no more than a busy one."""
+    Two passes instead of a sort: a count of both sets per value cell, then a sort of only the
+    values in the cells that hold the ranks needed, summing the cells wholly below the 5th
+    percentile on the way. Exact zeros (flat bars, most bars of a strategy rarely in the
+    market) are counted, never stored or sorted."""
     n = returns.shape[0]
-    half = 2048
-    cells = 2 * half + 1
-    zero = 2 * half
-    deepest = -min(every[A_MIN], 0.0)
+    split = min(split, n)
+    cells = 4096
+    top = cells - 1
+    lowest = min(every[A_MIN], 0.0)
     highest = max(every[A_MAX], 0.0)
-    negative_scale = half / deepest if deepest > 0.0 else 0.0
-    positive_scale = half / highest if highest > 0.0 else 0.0
-    # Cells in ascending order of value: negatives (largest loss first), zero, positives.
-    order = np.empty(cells, dtype=np.int64)
-    for i in range(half):
-        order[i] = half - 1 - i
-    order[half] = zero
-    for i in range(half):
-        order[half + 1 + i] = half + i
+    scale = cells / (highest - lowest) if highest > lowest else 0.0
+    # Set 0 (every bar) is counted as bars before the split plus set 1 (bars from it on), so
+    # each bar costs one increment. Zeros are counted in registers: incrementing one memory
+    # cell per flat bar would serialise.
     counts = np.zeros((2, cells), dtype=np.int64)
-    sums = np.zeros((2, cells))
-    # Zeros are counted in registers: incrementing one memory cell per bar would serialise.
     zeros_before = 0
-    zeros_after = 0
-    for t in range(n):
+    for t in range(split):
         r = returns[t]
         if r == 0.0:
-            if t < split:
-                zeros_before += 1
-            else:
-                zeros_after += 1
-            continue
-        i = _cell(r, negative_scale, positive_scale, half)
-        counts[0, i] += 1
-        sums[0, i] += r
-        if t >= split:
-            counts[1, i] += 1
-            sums[1, i] += r
-    counts[0, zero] = zeros_before + zeros_after
-    counts[1, zero] = zeros_after
+            zeros_before += 1
+        else:
+            counts[0, _cell(r, lowest, scale, top)] += 1
+    zeros_after = 0
+    for t in range(split, n):
+        r = returns[t]
+        if r == 0.0:
+            zeros_after += 1
+        else:
+            counts[1, _cell(r, lowest, scale, top)] += 1
+    counts[0] += counts[1]
+    zero_cell = _cell(0.0, lowest, scale, top)
+    zeros = (zeros_before + zeros_after, zeros_after)
+    sizes = (n, n - split)
     rank_cells = np.zeros((2, 4), dtype=np.int64)
     rank_offsets = np.zeros((2, 4), dtype=np.int64)
-    below = np.zeros(2)
-    wanted = np.zeros(cells, dtype=np.int8)  # bit k set: set k needs this cell's values
+    # Bit k: set k needs this cell's values sorted. Bit 2 + k: the cell lies wholly in set k's tail.
+    marks = np.zeros(cells, dtype=np.int8)
     for k in range(2):
-        m = int(counts[k].sum())
+        counts[k, zero_cell] += zeros[k]
+        m = sizes[k]
         if m == 0:
-            continue
+            continue  # an empty set (no out-of-sample bars) has no ranks
         lo05 = int(np.floor(0.05 * (m - 1)))
         lo95 = int(np.floor(0.95 * (m - 1)))
         ranks = (lo05, min(lo05 + 1, m - 1), lo95, min(lo95 + 1, m - 1))
         seen = 0
-        position = 0
+        cell = 0
         for j in range(4):
-            while seen + counts[k, order[position]] <= ranks[j]:
-                seen += counts[k, order[position]]
+            while seen + counts[k, cell] <= ranks[j]:
+                seen += counts[k, cell]
                 if j == 0:
-                    below[k] += sums[k, order[position]]
-                position += 1
-            cell = order[position]
+                    marks[cell] |= 4 << k
+                cell += 1
             rank_cells[k, j] = cell
             rank_offsets[k, j] = ranks[j] - seen
-            if cell != zero:
-                wanted[cell] |= 1 << k
+            marks[cell] |= 1 << k
+    # Each set's rank cells get a segment of one buffer; the zero cell stores only its nonzeros.
     starts = np.zeros((2, cells), dtype=np.int64)
-    filled = np.zeros((2, cells), dtype=np.int64)
     slots = 0
     for k in range(2):
-        if counts[k].sum() == 0:
-            continue  # an empty set (no out-of-sample bars) has no ranks
+        if sizes[k] == 0:
+            continue
         for j in range(4):
             cell = rank_cells[k, j]
-            if cell != zero and (j == 0 or cell != rank_cells[k, j - 1]):
+            if j == 0 or cell != rank_cells[k, j - 1]:
                 starts[k, cell] = slots
-                slots += counts[k, cell]
+                slots += counts[k, cell] - (zeros[k] if cell == zero_cell else 0)
     buffer = np.empty(slots)
+    filled = np.zeros((2, cells), dtype=np.int64)
+    below = np.zeros(2)
     for t in range(n):
         r = returns[t]
         if r == 0.0:
             continue
-        i = _cell(r, negative_scale, positive_scale, half)
-        flags = wanted[i]
+        i = _cell(r, lowest, scale, top)
+        flags = marks[i]
         if flags != 0:
             if flags & 1:
                 buffer[starts[0, i] + filled[0, i]] = r
                 filled[0, i] += 1
-            if flags & 2 and t >= split:
-                buffer[starts[1, i] + filled[1, i]] = r
-                filled[1, i] += 1
+            if flags & 4:
+                below[0] += r
+            if t >= split:
+                if flags & 2:
+                    buffer[starts[1, i] + filled[1, i]] = r
+                    filled[1, i] += 1
+                if flags & 8:
+                    below[1] += r
     for k in range(2):
         acc = every if k == 0 else oos
-        m = int(counts[k].sum())
+        m = sizes[k]
         if m == 0:
             continue
         found = np.empty(4)
         for j in range(4):
             cell = rank_cells[k, j]
-            if cell == zero:
-                found[j] = 0.0
-                continue
-            segment = buffer[starts[k, cell] : starts[k, cell] + counts[k, cell]]
+            held = zeros[k] if cell == zero_cell else 0
+            segment = buffer[starts[k, cell] : starts[k, cell] + counts[k, cell] - held]
             if j == 0 or cell != rank_cells[k, j - 1]:
                 segment.sort()
-            found[j] = segment[rank_offsets[k, j]]
+            found[j] = _ranked(segment, held, rank_offsets[k, j])
         position05 = 0.05 * (m - 1)
         position95 = 0.95 * (m - 1)
         acc[A_Q05] = found[0] + (position05 - np.floor(position05)) * (found[1] - found[0])
         acc[A_Q95] = found[2] + (position95 - np.floor(position95)) * (found[3] - found[2])
         tail = below[k]
         cell = rank_cells[k, 0]
-        if cell != zero:
-            first = buffer[starts[k, cell] : starts[k, cell] + counts[k, cell]]
-            for j in range(rank_offsets[k, 0] + 1):
-                tail += first[j]
+        held = zeros[k] if cell == zero_cell else 0
+        first = buffer[starts[k, cell] : starts[k, cell] + counts[k, cell] - held]
+        for j in range(rank_offsets[k, 0] + 1):
+            tail += _ranked(first, held, j)
         acc[A_CVAR] = tail / (np.floor(position05) + 1.0)
 
 

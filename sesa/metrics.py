@@ -161,6 +161,7 @@ def from_accumulators(
     acc: np.ndarray, *, bars_per_year: float, trials: int, trial_variance: float
 ) -> Metrics:
     """Metrics of one statistics set (a row of the kernel's accumulators)."""
+    acc = acc.tolist()  # Python floats: numpy scalar arithmetic is several times slower here
     n = int(acc[k.A_N])
     if n < 2:
         return empty_metrics(n)

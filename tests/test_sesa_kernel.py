@@ -1,4 +1,4 @@
-"""The fill model of the backtest kernel on hand-made bars and signals."""
+"""The fill model of the backtest kernel on hand-made bars and signals, and its tail statistics."""
 
 from __future__ import annotations
 
@@ -186,3 +186,44 @@ def test_entries_wait_out_the_embargo():
     assert run.positions[5:9].tolist() == [0, 0, 0, 0]
     without, _ = run(closes, signal=np.ones(n), folds=(0, 5))
     assert without[6] != 0.0
+
+
+def tail_statistics(returns: np.ndarray, split: int) -> np.ndarray:
+    """The kernel's 5th/95th percentiles and CVaR of ``returns``, all bars and from ``split``."""
+    acc = np.zeros((2, k.ACCUMULATOR_COUNT))
+    k._statistics(returns, split, acc[k.ALL_BARS], acc[k.OUT_OF_SAMPLE])
+    k._order_statistics(returns, split, acc[k.ALL_BARS], acc[k.OUT_OF_SAMPLE])
+    return acc[:, [k.A_Q05, k.A_Q95, k.A_CVAR]]
+
+
+def expected_tail_statistics(r: np.ndarray) -> list[float]:
+    tail = int(np.floor(0.05 * (len(r) - 1))) + 1
+    return [np.quantile(r, 0.05), np.quantile(r, 0.95), np.sort(r)[:tail].mean()]
+
+
+@pytest.mark.parametrize(
+    "shape",
+    ["fat tails", "mostly flat", "all flat", "ties", "one jump", "all negative", "tiny"],
+)
+def test_tail_statistics_are_exact_for_every_shape_of_returns(shape):
+    rng = np.random.default_rng(11)
+    n = 7 if shape == "tiny" else 20_000
+    r = rng.standard_t(3, n) * 1e-3
+    if shape == "mostly flat":
+        r[rng.random(n) < 0.95] = 0.0
+    elif shape == "all flat":
+        r[:] = 0.0
+    elif shape == "ties":
+        r = np.round(r, 4)  # many repeated values, zeros among them
+    elif shape == "one jump":
+        r = rng.normal(0, 1e-4, n)
+        r[n // 2] = -0.5  # one huge loss squeezes every other return into a few cells
+    elif shape == "all negative":
+        r = -np.abs(r) - 1e-6
+    for split in (0, n // 3, n):
+        got = tail_statistics(r, split)
+        np.testing.assert_allclose(got[0], expected_tail_statistics(r), rtol=1e-12, atol=1e-18)
+        if split < n:
+            np.testing.assert_allclose(
+                got[1], expected_tail_statistics(r[split:]), rtol=1e-12, atol=1e-18
+            )
