@@ -48,6 +48,8 @@ plan_states = sa.Table(
     sa.Column("sequence", sa.BigInteger, primary_key=True, autoincrement=False),
     sa.Column("payload", sa.LargeBinary, nullable=False),
 )
+# Built once: a statement given its values as parameters compiles once, not on every append.
+_insert_event = events.insert()
 
 
 @dataclasses.dataclass(frozen=True)
@@ -69,13 +71,14 @@ class PlanStore(SqlStore):
         message.sequence = 0
         with self.engine.begin() as connection:
             sequence = connection.execute(
-                events.insert().values(
+                _insert_event,
+                dict(
                     kind=PLAN_EVENT,
                     plan_sequence=0,
                     create_time=plan.create_time,
                     max_priority=int(plan.max_priority),
                     payload=message.SerializeToString(),
-                )
+                ),
             ).inserted_primary_key[0]
         message.sequence = sequence
         return dataclasses.replace(plan, sequence=sequence), message
@@ -108,13 +111,14 @@ class PlanStore(SqlStore):
                 update_time=now,
             )
             sequence = connection.execute(
-                events.insert().values(
+                _insert_event,
+                dict(
                     kind=STATUS_EVENT,
                     plan_sequence=plan_sequence,
                     create_time=now,
                     max_priority=int(action.priority),
                     payload=convert.status_to_proto(update).SerializeToString(),
-                )
+                ),
             ).inserted_primary_key[0]
             state = convert.plan_to_proto(
                 with_status(plan, action_id, status, detail, attempts, now)
