@@ -3,11 +3,16 @@
 Publishing never waits: an event is offered to every subscriber's queue, and a subscriber
 whose queue is full is cut off (told the sequence to resume after) instead of slowing the
 publisher or the other subscribers. Memory stays within ``queue_size`` events per subscriber.
+
+A queue is a deque plus one future to wake its reader, bound to the event loop once at
+subscription: ``asyncio.Queue`` looks the running loop up on every ``get``, which costs a system
+call, and a plan is delivered to every subscriber.
 """
 
 from __future__ import annotations
 
 import asyncio
+import collections
 from typing import Generic, TypeVar
 
 T = TypeVar("T")
@@ -16,44 +21,48 @@ T = TypeVar("T")
 class Subscription(Generic[T]):
     """One subscriber's queue. ``overflowed``/``closed`` say why it ended."""
 
-    def __init__(self, queue_size: int) -> None:
-        self._queue: asyncio.Queue[T | None] = asyncio.Queue(maxsize=queue_size)
+    def __init__(self, queue_size: int, loop: asyncio.AbstractEventLoop) -> None:
+        self._events: collections.deque[T] = collections.deque()
+        self._queue_size = queue_size
+        self._loop = loop
+        self._waiter: asyncio.Future[None] | None = None
         self.overflowed = False
         self.closed = False
 
+    @property
+    def ended(self) -> bool:
+        return self.overflowed or self.closed
+
     def offer(self, event: T) -> bool:
         """Queues ``event``; False (and the subscription ends) when the queue is full."""
-        if self.overflowed or self.closed:
+        if self.ended:
             return False
-        try:
-            self._queue.put_nowait(event)
-        except asyncio.QueueFull:
+        if len(self._events) >= self._queue_size:
             self.overflowed = True
-            self._wake()
-            return False
-        return True
+            self._events.clear()
+        else:
+            self._events.append(event)
+        self._wake()
+        return not self.overflowed
 
     def close(self) -> None:
         self.closed = True
+        self._events.clear()
         self._wake()
 
     def _wake(self) -> None:
-        # Make room for the end marker so a waiting reader wakes up now.
-        while True:
-            try:
-                self._queue.put_nowait(None)
-                return
-            except asyncio.QueueFull:
-                self._queue.get_nowait()
+        waiter, self._waiter = self._waiter, None
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
 
     async def next(self) -> T | None:
         """The next event, or None once the subscription ended (overflow or close)."""
-        if self.overflowed or self.closed:
-            return None
-        event = await self._queue.get()
-        if event is None or self.overflowed or self.closed:
-            return None
-        return event
+        while not self._events:
+            if self.ended:
+                return None
+            self._waiter = self._loop.create_future()
+            await self._waiter
+        return self._events.popleft()
 
 
 class Hub(Generic[T]):
@@ -62,7 +71,8 @@ class Hub(Generic[T]):
         self._subscriptions: set[Subscription[T]] = set()
 
     def subscribe(self) -> Subscription[T]:
-        subscription: Subscription[T] = Subscription(self.queue_size)
+        """A new subscription; call from the event loop its reader runs on."""
+        subscription: Subscription[T] = Subscription(self.queue_size, asyncio.get_running_loop())
         self._subscriptions.add(subscription)
         return subscription
 
