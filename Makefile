@@ -42,6 +42,8 @@ bench: $(STAMP)
 	$(BIN)/python -m benchmarks.world_model
 	$(BIN)/python -m benchmarks.memory
 	$(BIN)/python -m benchmarks.officers
+	$(BIN)/python -m benchmarks.federation
+	$(BIN)/python -m benchmarks.subscribers
 
 # The one container image of every service (needs a Docker engine; deploy/README.md).
 IMAGE ?= qtmesh:dev
