@@ -18,7 +18,9 @@ Walk-forward folds: at the first bar of every fold after the first, positions ar
 open (purging trades that would span the boundary) and no entry is taken for ``embargo`` bars
 (the embargo: nothing learnt from one fold's last bars trades into the next). Statistics are
 accumulated twice: over every bar, and over the out-of-sample bars (every fold after the first;
-its embargo bars hold no position). Returns are stored so tail quantiles are read exactly.
+its embargo bars hold no position); a trade is out of sample when it was opened there, so the
+in-sample trade closed at the first out-of-sample open is not. Returns are stored so tail
+quantiles are read exactly.
 """
 
 from __future__ import annotations
@@ -334,7 +336,9 @@ def _simulate(
                     result = equity * growth / trade_start_equity - 1.0
                     holding = float(t - trade_start_bar)
                     _record_trade(acc[ALL_BARS], result, holding)
-                    if t >= split:
+                    # A trade belongs to the sample it was opened in: one opened in sample and
+                    # closed at the fold boundary's open earned its result in sample.
+                    if trade_start_bar >= split:
                         _record_trade(acc[OUT_OF_SAMPLE], result, holding)
                     traded += 1.0
                 if target != 0:
@@ -372,7 +376,7 @@ def _simulate(
                     result = equity * growth / trade_start_equity - 1.0
                     holding = float(t - trade_start_bar + 1)
                     _record_trade(acc[ALL_BARS], result, holding)
-                    if t >= split:
+                    if trade_start_bar >= split:
                         _record_trade(acc[OUT_OF_SAMPLE], result, holding)
                     traded += 1.0
                     blocked = position
@@ -498,7 +502,7 @@ def _simulate(
         result = equity / trade_start_equity - 1.0
         holding = float(n - trade_start_bar)
         _record_trade(acc[ALL_BARS], result, holding)
-        if n - 1 >= split:
+        if trade_start_bar >= split:
             _record_trade(acc[OUT_OF_SAMPLE], result, holding)
     acc[ALL_BARS, A_EXPOSED] = exposed_all
     acc[OUT_OF_SAMPLE, A_EXPOSED] = exposed_oos

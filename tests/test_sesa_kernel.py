@@ -72,6 +72,7 @@ def run(
         acc,
     )
     run.positions = positions
+    run.out_of_sample = acc[k.OUT_OF_SAMPLE]
     return returns, acc[k.ALL_BARS]
 
 
@@ -173,6 +174,13 @@ def test_a_fold_boundary_closes_positions_and_embargoes_entries():
     assert acc[k.A_TRADES] == 2
     assert acc[k.A_TURNOVER] == 3
     assert returns[5] != 0.0
+    # The trade closed at the boundary was opened in sample: only the re-entry, held to the
+    # last close, is an out-of-sample trade.
+    oos = run.out_of_sample
+    assert oos[k.A_TRADES] == 1
+    reentry = (1 - COMMISSION) * closes[-1] / (closes[5] * (1 + SLIPPAGE)) - 1
+    assert oos[k.A_BEST] == pytest.approx(reentry, rel=1e-12)
+    assert oos[k.A_HOLDING] == n - 6
 
 
 def test_entries_wait_out_the_embargo():
