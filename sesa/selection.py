@@ -88,7 +88,9 @@ def judge(evaluation: Evaluation, config: SelectionConfig) -> Judgement:
     readiness = 1.0
     if stage is not StrategyStage.PRODUCTION:
         share = (len(gates) - len(failures)) / len(gates)
-        dsr = min(m.deflated_sharpe_ratio / config.min_deflated_sharpe, 1.0)
+        required = config.min_deflated_sharpe
+        # A zero bar is met by any deflated Sharpe ratio (itself a probability, 0..1).
+        dsr = min(m.deflated_sharpe_ratio / required, 1.0) if required > 0 else 1.0
         readiness = min(0.5 * share + 0.5 * dsr, 0.999)
     return Judgement(evaluation, passed, failures, stage, readiness)
 

@@ -72,6 +72,16 @@ def test_readiness_grows_with_gates_passed_and_deflated_sharpe():
     assert better.promotion_readiness == pytest.approx(0.5 * 3 / 4 + 0.5 * 0.5 / 0.95)
 
 
+def test_a_zero_deflated_sharpe_bar_is_met_by_any_strategy():
+    config = SelectionConfig(min_deflated_sharpe=0.0)
+    rejected = judge(
+        evaluation(dataclasses.replace(GOOD, sharpe_ratio=0.1, deflated_sharpe_ratio=0.0)), config
+    )
+    assert rejected.stage is StrategyStage.REJECTED
+    assert rejected.promotion_readiness == pytest.approx(0.5 * 3 / 4 + 0.5)
+    assert judge(evaluation(GOOD), config).stage is StrategyStage.PRODUCTION
+
+
 def test_top_k_skips_near_duplicates_and_behavioural_twins():
     def distinct(sharpe: float, **kwargs) -> Evaluation:
         return evaluation(dataclasses.replace(GOOD, sharpe_ratio=sharpe), **kwargs)

@@ -115,6 +115,10 @@ async def test_mutate_and_select(mesh):
     assert len(response.selected) <= 2
     assert all(j.trials == 500 for j in response.judged)
     assert all(j.stage != strategy_pb2.STRATEGY_STAGE_UNSPECIFIED for j in response.judged)
+    # A zero deflated-Sharpe bar: rejected strategies still get a readiness, not an error.
+    lenient = await client.select(evaluations, config=pb.SelectionConfig(min_deflated_sharpe=0.0))
+    assert len(lenient.judged) == 12
+    assert all(0 <= j.promotion_readiness <= 1 for j in lenient.judged)
 
 
 @pytest.mark.parametrize(
