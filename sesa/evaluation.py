@@ -21,7 +21,7 @@ from agents.contract import StrategyFamily, StrategyGenome
 from qtmesh.concurrency import CancelToken
 from qtmesh.errors import InvalidArgument
 from sesa import kernel
-from sesa.genome import Policy
+from sesa.genome import Policy, reject_conflicting_ids
 from sesa.indicators import REFERENCE_HALF_LIFE, BarData
 from sesa.metrics import (
     Metrics,
@@ -144,6 +144,7 @@ class Evaluator:
             raise InvalidArgument(
                 "bars", f"{data.n} bars are too few to evaluate; at least {MINIMUM_BARS} needed"
             )
+        reject_conflicting_ids(genomes, field="genomes")
         trials = trials if trials is not None else TrialLog()
         unique = list({g.id: g for g in genomes}.values())
         accumulators = self._simulate(unique, data, token)
@@ -169,6 +170,7 @@ class Evaluator:
         for path in paths:
             if path.n < MINIMUM_BARS:
                 raise InvalidArgument("paths", f"a path of {path.n} bars is too short")
+        reject_conflicting_ids(genomes, field="genomes")
         trials = trials if trials is not None else TrialLog()
         unique = list({g.id: g for g in genomes}.values())
         per_path = [self._simulate(unique, path, token) for path in paths]

@@ -22,7 +22,7 @@ from agents.contract import StrategyFamily, StrategyGenome
 from qtmesh.concurrency import CancelToken
 from qtmesh.errors import FailedPrecondition, InvalidArgument
 from sesa.evaluation import Evaluation, Evaluator, TrialLog, rescore_deflated
-from sesa.genome import Policy
+from sesa.genome import Policy, reject_conflicting_ids
 from sesa.indicators import BarData
 from sesa.mutation import OPERATORS, MutationOperator
 from sesa.selection import Judgement, SelectionConfig, diverse_top, judge, select
@@ -140,6 +140,7 @@ class Evolution:
         if self.config.evaluation_type is EvaluationType.SIMULATION and not paths:
             raise InvalidArgument("paths", "simulation needs scenario paths")
         checked = [self.policy.validate(s, field=f"seeds[{i}]") for i, s in enumerate(seeds)]
+        reject_conflicting_ids(checked, field="seeds")
         if not checked:
             checked = [self.policy.default_genome(f) for f in StrategyFamily]
         self._data = data

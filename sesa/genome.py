@@ -20,7 +20,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import math
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 
 import numpy as np
 
@@ -218,6 +218,25 @@ _ORDERED: Mapping[StrategyFamily, tuple[tuple[str, str, float], ...]] = {
     StrategyFamily.BREAKOUT: (_VOLATILITY_BAND,),
     StrategyFamily.Q_LEARNING: (_VOLATILITY_BAND,),
 }
+
+
+def reject_conflicting_ids(
+    genomes: Sequence[StrategyGenome], *, field: str, suffix: str = ".id"
+) -> None:
+    """Genomes may share an id only when they are the same strategy (family and parameters):
+    evaluations are keyed by id, so two strategies under one id would silently get one result.
+    Ids from clients are arbitrary, hence the check; ids made here are content addresses."""
+    first: dict[str, int] = {}
+    for i, genome in enumerate(genomes):
+        j = first.setdefault(genome.id, i)
+        if j == i:
+            continue
+        other = genomes[j]
+        if other.family is not genome.family or dict(other.parameters) != dict(genome.parameters):
+            raise InvalidArgument(
+                f"{field}[{i}]{suffix}",
+                f"{genome.id!r} is also the id of {field}[{j}], a different strategy",
+            )
 
 
 def genome_id(family: StrategyFamily, parameters: Mapping[str, float]) -> str:

@@ -36,7 +36,7 @@ from sesa.evaluation import (
     rescore_deflated,
 )
 from sesa.evolution import EvaluationType, Evolution, EvolutionConfig
-from sesa.genome import Policy
+from sesa.genome import Policy, reject_conflicting_ids
 from sesa.indicators import BarData
 from sesa.mutation import OPERATORS
 from sesa.scenarios import BlockBootstrap
@@ -162,6 +162,9 @@ class SesaServicer(pb_grpc.SesaServiceServicer):
         ]
         for i, e in enumerate(evaluations):
             self._policy.validate(e.genome, field=f"evaluations[{i}].genome")
+        reject_conflicting_ids(
+            [e.genome for e in evaluations], field="evaluations", suffix=".genome.id"
+        )
         config = convert.selection_from_proto(request.config)
         if request.trials < 0:
             raise InvalidArgument("trials", "must not be negative")
@@ -185,12 +188,14 @@ class SesaServicer(pb_grpc.SesaServiceServicer):
             raise InvalidArgument(
                 field, f"{len(messages)} genomes exceed {self._config.max_genomes}"
             )
-        return [
+        genomes = [
             self._policy.validate(
                 genome_from_proto(g, field=f"{field}[{i}]"), field=f"{field}[{i}]"
             )
             for i, g in enumerate(messages)
         ]
+        reject_conflicting_ids(genomes, field=field)
+        return genomes
 
     def _evaluator(self, costs, has_costs: bool, weights, has_weights: bool) -> Evaluator:
         default_costs = CostModel(

@@ -78,6 +78,21 @@ def test_genomes_from_outside_are_validated_not_clipped():
     assert filled.parameters["stop_atr"] == POLICY.spec(family, "stop_atr").default
 
 
+def test_one_id_may_not_name_two_strategies():
+    family = StrategyFamily.MA_CROSSOVER
+    a = StrategyGenome(id="x", family=family, parameters={"fast": 7.0, "slow": 30.0})
+    same = StrategyGenome(id="x", family=family, parameters={"slow": 30.0, "fast": 7.0})
+    other = StrategyGenome(id="x", family=family, parameters={"fast": 8.0, "slow": 30.0})
+    g.reject_conflicting_ids([a, same], field="genomes")
+    with pytest.raises(InvalidArgument) as failure:
+        g.reject_conflicting_ids([a, same, other], field="genomes")
+    assert failure.value.field == "genomes[2].id"
+    assert "genomes[0]" in failure.value.problem
+    elsewhere = StrategyGenome(id="x", family=StrategyFamily.BREAKOUT, parameters={})
+    with pytest.raises(InvalidArgument):
+        g.reject_conflicting_ids([elsewhere, a], field="seeds")
+
+
 def test_genomes_made_inside_are_repaired():
     family = StrategyFamily.MA_CROSSOVER
     repaired = POLICY.repair(

@@ -142,6 +142,17 @@ async def test_mutate_and_select(mesh):
         (
             lambda s: s.Evaluate(
                 pb.EvaluateRequest(
+                    genomes=[
+                        strategy_pb2.StrategyGenome(id="x", family=1, parameters={"fast": 7.0}),
+                        strategy_pb2.StrategyGenome(id="x", family=1, parameters={"fast": 8.0}),
+                    ]
+                )
+            ),
+            "genomes[1].id",
+        ),
+        (
+            lambda s: s.Evaluate(
+                pb.EvaluateRequest(
                     genomes=[strategy_pb2.StrategyGenome(id="x", family=1)],
                     bars=pb.BarSource(window=pb.BarWindow(symbol="NOPE")),
                 )
