@@ -117,7 +117,6 @@ class Evolution:
         self._started = clock()
         self._data: BarData | None = None
         self._paths: list[BarData] = []
-        self._population: list[Evaluation] = []
         self._archive: dict[str, Evaluation] = {}
         self._stats: list[GenerationStats] = []
         self.generation = -1
@@ -135,6 +134,7 @@ class Evolution:
         token: CancelToken | None = None,
     ) -> GenerationStats:
         """Evaluates the seeds (validated against the policy) as generation 0."""
+        began = self._clock()
         if self.generation >= 0:
             raise FailedPrecondition("the evolution has already started")
         if self.config.evaluation_type is EvaluationType.SIMULATION and not paths:
@@ -145,8 +145,8 @@ class Evolution:
             checked = [self.policy.default_genome(f) for f in StrategyFamily]
         self._data = data
         self._paths = list(paths)
-        self.generation = 0
-        return self._finish_generation(self._evaluate(checked, token), time_started=self._clock())
+        evaluated = self._evaluate(checked, token)
+        return self._finish_generation(evaluated, generation=0, time_started=began)
 
     def step(self, token: CancelToken | None = None) -> GenerationStats:
         """Breeds and evaluates the next generation."""
@@ -155,9 +155,11 @@ class Evolution:
         if self.finished:
             raise FailedPrecondition("every generation has run")
         began = self._clock()
-        self.generation += 1
+        # The counter moves only once the generation is complete: a cancelled step leaves no
+        # numbered generation without stats.
+        generation = self.generation + 1
         parents = [j.evaluation for j in self._parents()]
-        children = self._breed([e.genome for e in parents])
+        children = self._breed([e.genome for e in parents], generation)
         fresh = [c for c in children if c.id not in self._archive]
         evaluated = {e.genome.id: e for e in self._evaluate(fresh, token)}
         population = list(parents)
@@ -167,7 +169,7 @@ class Evolution:
                 continue
             seen.add(child.id)
             population.append(evaluated.get(child.id) or self._archive[child.id])
-        return self._finish_generation(population, time_started=began)
+        return self._finish_generation(population, generation=generation, time_started=began)
 
     def result(self) -> EvolutionResult:
         """The best strategies of the whole run, judged with the final number of trials."""
@@ -218,7 +220,7 @@ class Evolution:
             policy=self.policy,
         )
 
-    def _breed(self, parents: list[StrategyGenome]) -> list[StrategyGenome]:
+    def _breed(self, parents: list[StrategyGenome], generation: int) -> list[StrategyGenome]:
         children: list[StrategyGenome] = []
         seen = {p.id for p in parents}
         for index, parent in enumerate(parents):
@@ -231,7 +233,7 @@ class Evolution:
                 # A step clipped at a bound can reproduce a parent; redraw a few times rather
                 # than spend the slot on a strategy already known.
                 for _attempt in range(_DUPLICATE_REDRAWS):
-                    child = self._mutant(parents, index, operators)
+                    child = self._mutant(parents, index, operators, generation)
                     if child.id not in seen:
                         break
                 seen.add(child.id)
@@ -239,7 +241,11 @@ class Evolution:
         return children
 
     def _mutant(
-        self, parents: list[StrategyGenome], index: int, operators: list[MutationOperator]
+        self,
+        parents: list[StrategyGenome],
+        index: int,
+        operators: list[MutationOperator],
+        generation: int,
     ) -> StrategyGenome:
         operator = operators[int(self.rng.integers(len(operators)))]
         mates = [parents[index]]
@@ -252,13 +258,12 @@ class Evolution:
             rng=self.rng,
             magnitude=self.config.mutation_magnitude,
             rate=self.config.mutation_rate,
-            generation=self.generation,
+            generation=generation,
         )
 
     def _finish_generation(
-        self, population: list[Evaluation], *, time_started: float
+        self, population: list[Evaluation], *, generation: int, time_started: float
     ) -> GenerationStats:
-        self._population = population
         judged = [judge(e, self.selection) for e in population]
         scores = np.array([e.composite_score for e in population])
         top = diverse_top(
@@ -268,7 +273,7 @@ class Evolution:
             policy=self.policy,
         )
         stats = GenerationStats(
-            generation=self.generation,
+            generation=generation,
             best_composite=float(scores.max()),
             median_composite=float(np.median(scores)),
             worst_composite=float(scores.min()),
@@ -280,6 +285,7 @@ class Evolution:
             elapsed_seconds=self._clock() - time_started,
         )
         self._stats.append(stats)
+        self.generation = generation
         return stats
 
     def _diversity(self, genomes: list[StrategyGenome]) -> float:

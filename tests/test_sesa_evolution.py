@@ -106,6 +106,29 @@ def test_a_cancelled_token_stops_a_generation():
     token.cancel()
     with pytest.raises(Cancelled):
         evolution.step(token)
+    # The cancelled generation was never numbered: the next step is generation 1, with stats.
+    assert evolution.generation == 0
+    assert evolution.step().generation == 1
+    assert [s.generation for s in evolution.result().generations] == [0, 1]
+
+
+def test_generation_zero_times_its_own_evaluation():
+    now = [0.0]
+
+    class SlowEvaluator(Evaluator):
+        def evaluate(self, genomes, data, **kwargs):
+            now[0] += 10.0  # each evaluation takes ten seconds on this clock
+            return super().evaluate(genomes, data, **kwargs)
+
+    evolution = Evolution(
+        evaluator=SlowEvaluator(),
+        selection=SelectionConfig(),
+        config=EvolutionConfig(num_generations=1),
+        rng=np.random.default_rng(0),
+        clock=lambda: now[0],
+    )
+    assert evolution.start([], random_walk(2, n=2_000)).elapsed_seconds == 10.0
+    assert evolution.step().elapsed_seconds == 10.0
 
 
 def test_noise_never_reaches_production():
