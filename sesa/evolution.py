@@ -29,6 +29,13 @@ from sesa.selection import Judgement, SelectionConfig, diverse_top, judge, selec
 
 _DUPLICATE_REDRAWS = 8
 
+# Largest generation: elite_carry_forward x (1 + num_mutations_per_parent). Work per generation
+# (evaluation, and the pairwise diversity) grows with it; this keeps one well under a minute.
+MAX_POPULATION = 5000
+# Largest scenario_paths x bars of a simulation: every path is held in memory with its
+# indicators while the population runs on it.
+MAX_SCENARIO_BARS = 2_000_000
+
 
 class EvaluationType(enum.Enum):
     BACKTEST = 1
@@ -37,7 +44,9 @@ class EvaluationType(enum.Enum):
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
 class EvolutionConfig:
-    """The spec's EvolutionConfig with its defaults, validated."""
+    """The spec's EvolutionConfig with its defaults, validated; the population is at most
+    ``MAX_POPULATION`` and a simulation's scenario_paths x bars at most ``MAX_SCENARIO_BARS``
+    (checked by :meth:`check_scenario_bars` once the bars are known)."""
 
     num_mutations_per_parent: int = 10
     mutation_rate: float = 0.3
@@ -62,6 +71,23 @@ class EvolutionConfig:
         for name, ok, bounds in checks:
             if not ok:
                 raise InvalidArgument(f"config.{name}", f"{getattr(self, name)} is not in {bounds}")
+        if self.population > MAX_POPULATION:
+            raise InvalidArgument(
+                "config.num_mutations_per_parent",
+                f"a population of elite_carry_forward x (1 + num_mutations_per_parent) = "
+                f"{self.population} exceeds {MAX_POPULATION}",
+            )
+
+    def check_scenario_bars(self, bars: int) -> None:
+        """Rejects a simulation whose paths of ``bars`` bars would exceed MAX_SCENARIO_BARS."""
+        if self.evaluation_type is not EvaluationType.SIMULATION:
+            return
+        if self.scenario_paths * bars > MAX_SCENARIO_BARS:
+            raise InvalidArgument(
+                "config.scenario_paths",
+                f"{self.scenario_paths} paths of {bars} bars exceed {MAX_SCENARIO_BARS} "
+                "scenario bars",
+            )
 
     @property
     def population(self) -> int:
@@ -146,7 +172,7 @@ class Evolution:
         self._data = data
         self._paths = list(paths)
         evaluated = self._evaluate(checked, token)
-        return self._finish_generation(evaluated, generation=0, time_started=began)
+        return self._finish_generation(evaluated, generation=0, time_started=began, token=token)
 
     def step(self, token: CancelToken | None = None) -> GenerationStats:
         """Breeds and evaluates the next generation."""
@@ -169,7 +195,9 @@ class Evolution:
                 continue
             seen.add(child.id)
             population.append(evaluated.get(child.id) or self._archive[child.id])
-        return self._finish_generation(population, generation=generation, time_started=began)
+        return self._finish_generation(
+            population, generation=generation, time_started=began, token=token
+        )
 
     def result(self) -> EvolutionResult:
         """The best strategies of the whole run, judged with the final number of trials."""
@@ -262,7 +290,12 @@ class Evolution:
         )
 
     def _finish_generation(
-        self, population: list[Evaluation], *, generation: int, time_started: float
+        self,
+        population: list[Evaluation],
+        *,
+        generation: int,
+        time_started: float,
+        token: CancelToken | None,
     ) -> GenerationStats:
         judged = [judge(e, self.selection) for e in population]
         scores = np.array([e.composite_score for e in population])
@@ -277,7 +310,7 @@ class Evolution:
             best_composite=float(scores.max()),
             median_composite=float(np.median(scores)),
             worst_composite=float(scores.min()),
-            diversity=self._diversity([e.genome for e in population]),
+            diversity=self._diversity([e.genome for e in population], token),
             evaluated=len(population),
             passed_gates=sum(j.passed_gates for j in judged),
             trials=self.trials.count,
@@ -288,14 +321,25 @@ class Evolution:
         self.generation = generation
         return stats
 
-    def _diversity(self, genomes: list[StrategyGenome]) -> float:
-        """Mean pairwise distance in normalised parameter space."""
-        if len(genomes) < 2:
+    def _diversity(self, genomes: list[StrategyGenome], token: CancelToken | None) -> float:
+        """Mean pairwise distance in normalised parameter space (Policy.distance): pairs of
+        one family from their unit vectors, a row against all later rows at a time; pairs
+        across families are 1 apart."""
+        n = len(genomes)
+        if n < 2:
             return 0.0
+        by_family: dict[StrategyFamily, list[np.ndarray]] = {}
+        for genome in genomes:
+            by_family.setdefault(genome.family, []).append(self.policy.unit_vector(genome))
         total = 0.0
-        pairs = 0
-        for i in range(len(genomes)):
-            for j in range(i + 1, len(genomes)):
-                total += self.policy.distance(genomes[i], genomes[j])
-                pairs += 1
-        return total / pairs
+        same_family_pairs = 0
+        for vectors in by_family.values():
+            units = np.array(vectors)
+            m = len(units)
+            same_family_pairs += m * (m - 1) // 2
+            for i in range(m - 1):
+                if token is not None and i % 256 == 0:
+                    token.raise_if_cancelled()
+                total += float(np.sqrt(np.mean((units[i + 1 :] - units[i]) ** 2, axis=1)).sum())
+        pairs = n * (n - 1) // 2
+        return (total + (pairs - same_family_pairs)) / pairs

@@ -21,7 +21,7 @@ from qtmesh.api.sesa.v1 import sesa_pb2 as pb
 from qtmesh.api.sesa.v1 import sesa_pb2_grpc as pb_grpc
 from qtmesh.app import App, Built
 from qtmesh.channels import ChannelConfig, open_channel
-from qtmesh.concurrency import run_cancellable
+from qtmesh.concurrency import CancelToken, run_cancellable
 from qtmesh.errors import InvalidArgument
 from qtmesh.server import Service
 from sesa import _convert as convert
@@ -77,14 +77,22 @@ class SesaServicer(pb_grpc.SesaServiceServicer):
             if request.config.HasField("top_k")
             else SelectionConfig()
         )
+        if len(request.seeds) > self._config.max_genomes:
+            raise InvalidArgument(
+                "seeds", f"{len(request.seeds)} genomes exceed {self._config.max_genomes}"
+            )
         seeds = [genome_from_proto(g, field=f"seeds[{i}]") for i, g in enumerate(request.seeds)]
         data = await self._bars(request.bars, field="bars", days=config.evaluation_lookback_days)
+        config.check_scenario_bars(data.n)
         evolution = await self._evolution(
             config, evaluator, selection, request.seed, request.prior_trials
         )
-        paths = self._scenarios(data, config, request.seed)
+        seed = request.seed
+        # Bootstrapping the paths is heavy work too: off the event loop and cancellable.
         stats = await run_cancellable(
-            lambda token: evolution.start(seeds, data, paths=paths, token=token)
+            lambda token: evolution.start(
+                seeds, data, paths=self._scenarios(data, config, seed, token), token=token
+            )
         )
         yield pb.EvolveResponse(generation=convert.stats_to_proto(stats))
         while not evolution.finished:
@@ -222,14 +230,21 @@ class SesaServicer(pb_grpc.SesaServiceServicer):
             prior_trials=prior_trials,
         )
 
-    def _scenarios(self, data: BarData, config: EvolutionConfig, seed: int) -> list[BarData]:
+    def _scenarios(
+        self, data: BarData, config: EvolutionConfig, seed: int, token: CancelToken
+    ) -> list[BarData]:
         if config.evaluation_type is not EvaluationType.SIMULATION:
             return []
         generator = BlockBootstrap(block_size=self._config.scenario_block_bars)
         # A stream of its own, so scenarios do not shift the evolution's random draws.
         rng = np.random.default_rng([seed, 1])
-        paths = generator.generate(data.series, count=config.scenario_paths, length=data.n, rng=rng)
-        return [BarData(p, bars_per_year=data.bars_per_year) for p in paths]
+        paths = []
+        # One path per call (the same draws as all at once) so a cancel stops between paths.
+        for _ in range(config.scenario_paths):
+            token.raise_if_cancelled()
+            (path,) = generator.generate(data.series, count=1, length=data.n, rng=rng)
+            paths.append(BarData(path, bars_per_year=data.bars_per_year))
+        return paths
 
     async def _bars(self, source: pb.BarSource, *, field: str, days: int) -> BarData:
         kind = source.WhichOneof("source")

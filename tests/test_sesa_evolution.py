@@ -10,7 +10,14 @@ from market.bars import BarSeries, make_series
 from qtmesh.concurrency import Cancelled, CancelToken
 from qtmesh.errors import InvalidArgument
 from sesa.evaluation import Evaluator
-from sesa.evolution import EvaluationType, Evolution, EvolutionConfig
+from sesa.evolution import (
+    MAX_POPULATION,
+    MAX_SCENARIO_BARS,
+    EvaluationType,
+    Evolution,
+    EvolutionConfig,
+)
+from sesa.genome import make_genome
 from sesa.indicators import BarData
 from sesa.scenarios import BlockBootstrap
 from sesa.selection import SelectionConfig
@@ -215,3 +222,36 @@ def test_seeds_are_validated_and_config_bounds_enforced():
         with pytest.raises(InvalidArgument) as failure:
             EvolutionConfig(**{field: value})
         assert failure.value.field == f"config.{field}"
+    largest = EvolutionConfig(elite_carry_forward=5, num_mutations_per_parent=999)
+    assert largest.population == MAX_POPULATION
+    with pytest.raises(InvalidArgument) as failure:
+        EvolutionConfig(elite_carry_forward=5, num_mutations_per_parent=1000)
+    assert failure.value.field == "config.num_mutations_per_parent"
+    simulation = EvolutionConfig(evaluation_type=EvaluationType.SIMULATION, scenario_paths=10)
+    simulation.check_scenario_bars(MAX_SCENARIO_BARS // 10)
+    with pytest.raises(InvalidArgument) as failure:
+        simulation.check_scenario_bars(MAX_SCENARIO_BARS // 10 + 1)
+    assert failure.value.field == "config.scenario_paths"
+    EvolutionConfig(scenario_paths=10).check_scenario_bars(MAX_SCENARIO_BARS)  # no simulation
+
+
+def test_diversity_is_the_mean_pairwise_policy_distance():
+    policy = Evaluator().policy
+    genomes = [policy.default_genome(f) for f in StrategyFamily]
+    rng = np.random.default_rng(5)
+    for family in (StrategyFamily.MA_CROSSOVER, StrategyFamily.BREAKOUT):
+        for _ in range(6):
+            unit = {s.name: s.from_unit(rng.random()) for s in policy.specs(family)}
+            genomes.append(make_genome(family, policy.repair(family, unit)))
+    evolution = Evolution(
+        evaluator=Evaluator(),
+        selection=SelectionConfig(),
+        config=EvolutionConfig(),
+        rng=np.random.default_rng(0),
+    )
+    pairs = [policy.distance(a, b) for i, a in enumerate(genomes) for b in genomes[i + 1 :]]
+    assert evolution._diversity(genomes, None) == pytest.approx(np.mean(pairs), rel=1e-12)
+    token = CancelToken()
+    token.cancel()
+    with pytest.raises(Cancelled):
+        evolution._diversity(genomes, token)

@@ -220,6 +220,33 @@ async def test_mutate_and_select(mesh):
             ).read(),
             "config.mutation_rate",
         ),
+        (
+            lambda s: s.Evolve(
+                pb.EvolveRequest(
+                    config=pb.EvolutionConfig(num_mutations_per_parent=1000, elite_carry_forward=10)
+                )
+            ).read(),
+            "config.num_mutations_per_parent",
+        ),
+        (
+            lambda s: s.Evolve(
+                pb.EvolveRequest(
+                    bars=bar_source(symbol="NOVA"),
+                    config=pb.EvolutionConfig(
+                        evaluation_type=pb.EVALUATION_TYPE_SIMULATION,
+                        evaluation_lookback_days=3,
+                        scenario_paths=1000,
+                    ),
+                )
+            ).read(),
+            "config.scenario_paths",
+        ),
+        (
+            lambda s: s.Evolve(
+                pb.EvolveRequest(seeds=[strategy_pb2.StrategyGenome(id="x", family=1)] * 5001)
+            ).read(),
+            "seeds",
+        ),
     ],
 )
 async def test_bad_requests_are_invalid_argument_naming_the_field(mesh, call, field):
