@@ -282,7 +282,11 @@ class SesaServicer(pb_grpc.SesaServiceServicer):
             )
         key = (series.symbol, int(series.time[0]), int(series.time[-1]), len(series))
         cached = self._windows.get(key)
-        if cached is not None and np.array_equal(cached.close, series.close):
+        # Fills, ATR, channels and the time-of-day filter read every column, not only closes.
+        if cached is not None and all(
+            np.array_equal(getattr(cached.series, column), getattr(series, column))
+            for column in ("time", "open", "high", "low", "close")
+        ):
             self._windows.move_to_end(key)
             return cached
         data = BarData(series)

@@ -4,6 +4,7 @@ the agent contract, validation and cancellation."""
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 
 import grpc
 import pytest
@@ -32,7 +33,9 @@ from qtmesh.status import error_info
 from qtmesh.testing import serving_app
 from sesa.client import SesaClient, bar_source
 from sesa.config import SesaConfig
+from sesa.evaluation import Evaluator
 from sesa.genome import Policy
+from sesa.indicators import BarData
 
 POLICY = Policy()
 QUICK = pb.EvolutionConfig(
@@ -98,6 +101,24 @@ async def test_evaluate_a_batch_on_inline_bars_or_a_market_window(mesh):
     # Same bars, same genomes: the same metrics, whichever replica evaluates.
     again = await client.evaluate(genomes, bars=bar_source(bars=series))
     assert [e.composite_score for e in again] == [e.composite_score for e in inline]
+
+
+async def test_inline_bars_differing_only_in_highs_and_lows_are_not_served_from_cache(mesh):
+    client = SesaClient(mesh.channel)
+    family = StrategyFamily.MA_CROSSOVER
+    stopped = POLICY.validate(
+        StrategyGenome(id="stop", family=family, parameters={"stop_atr": 1.0}), field="g"
+    )
+    genomes = [stopped, POLICY.default_genome(StrategyFamily.BREAKOUT)]
+    series = generate(SyntheticMarketSpec(seed=3, days=2)).series[0]
+    wider = dataclasses.replace(series, high=series.high * 1.002, low=series.low * 0.998)
+    first = await client.evaluate(genomes, bars=bar_source(bars=series))
+    second = await client.evaluate(genomes, bars=bar_source(bars=wider))
+    expected = Evaluator(policy=POLICY).evaluate(genomes, BarData(wider))
+    assert [e.composite_score for e in second] == pytest.approx(
+        [e.composite_score for e in expected], rel=1e-12
+    )
+    assert [e.composite_score for e in second] != [e.composite_score for e in first]
 
 
 async def test_mutate_and_select(mesh):
