@@ -131,8 +131,12 @@ class SesaServicer(pb_grpc.SesaServiceServicer):
         operator = OPERATORS[name]
         if len(parents) < operator.parent_count:
             raise InvalidArgument("parents", f"{name} needs {operator.parent_count} parents")
-        if not operator.applies_to(parents[0].family):
-            raise InvalidArgument("operator", f"{name} does not apply to {parents[0].family.name}")
+        # Every parent breeds (each takes a turn as the first mate), so each must fit.
+        for i, parent in enumerate(parents):
+            if not operator.applies_to(parent.family):
+                raise InvalidArgument(
+                    f"parents[{i}]", f"{name} does not apply to {parent.family.name}"
+                )
         if not 1 <= request.count <= self._config.max_genomes:
             raise InvalidArgument(
                 "count", f"{request.count} is not in 1..{self._config.max_genomes}"

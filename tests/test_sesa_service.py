@@ -234,6 +234,19 @@ async def test_mutate_and_select(mesh):
             ),
             "magnitude",
         ),
+        (
+            lambda s: s.Mutate(
+                pb.MutateRequest(
+                    parents=[
+                        strategy_pb2.StrategyGenome(id="q", family=4),
+                        strategy_pb2.StrategyGenome(id="x", family=1),
+                    ],
+                    operator=pb.MUTATION_OPERATOR_RL_PARAMETERS,
+                    count=2,
+                )
+            ),
+            "parents[1]",
+        ),
         (lambda s: s.Select(pb.SelectRequest()), "evaluations"),
         (
             lambda s: s.Evolve(
