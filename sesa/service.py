@@ -52,7 +52,8 @@ class SesaServicer(pb_grpc.SesaServiceServicer):
         self._market = market
         self._policy = policy or Policy()
         self._windows: OrderedDict[tuple[str, int, int, int], BarData] = OrderedDict()
-        self._background: set[asyncio.Task[None]] = set()
+        self._background: asyncio.Task[None] | None = None
+        self._background_detail = ""
         self._background_runs = 0
         self.agent = SesaAgent(
             start_evolution=self._start_background_evolution,
@@ -299,11 +300,21 @@ class SesaServicer(pb_grpc.SesaServiceServicer):
             self._windows.popitem(last=False)
         return data
 
+    @property
+    def background_evolution(self) -> asyncio.Task[None] | None:
+        """The latest background run started by RUN_EVOLUTION (done or not), if any."""
+        return self._background
+
     async def _start_background_evolution(self, symbols: tuple[str, ...], generations: int) -> str:
-        """Starts an evolution per symbol in the background (RUN_EVOLUTION); returns what ran."""
+        """Starts an evolution per symbol in the background (RUN_EVOLUTION); returns what ran.
+        At most one runs at a time: a request while one runs joins it (each run takes every
+        core; plans repeated cycle after cycle would otherwise stack them up)."""
         config = EvolutionConfig(num_generations=generations or EvolutionConfig().num_generations)
         for symbol in symbols:
             await self._market.snapshot([symbol])  # unknown symbols fail now, not later
+        if self._background is not None and not self._background.done():
+            _log.info("evolution already running", symbols=symbols)
+            return f"not started: the {self._background_detail} is still running"
 
         self._background_runs += 1
         seed = self._background_runs
@@ -345,17 +356,30 @@ class SesaServicer(pb_grpc.SesaServiceServicer):
                     production=len(result.production_candidates),
                 )
 
-        task = asyncio.ensure_future(run())
-        self._background.add(task)
-        task.add_done_callback(self._background.discard)
-        return f"evolution of {config.num_generations} generations started on {', '.join(symbols)}"
+        self._background = asyncio.ensure_future(run())
+        self._background_detail = (
+            f"evolution of {config.num_generations} generations on {', '.join(symbols)}"
+        )
+        return f"{self._background_detail} started"
 
     async def close(self) -> None:
-        for task in list(self._background):
+        task = self._background
+        if task is not None:
             task.cancel()
-        for task in list(self._background):
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await task
+
+
+def services(servicer: SesaServicer) -> list[Service]:
+    """SesaService and SESA's AgentService, both served by ``servicer``."""
+    return [
+        Service.of(
+            servicer,
+            pb_grpc.add_SesaServiceServicer_to_server,
+            pb.DESCRIPTOR.services_by_name["SesaService"],
+        ),
+        agent_service(servicer.agent, executes=[ActionType.RUN_EVOLUTION]),
+    ]
 
 
 async def build(config: SesaConfig, channels: ChannelConfig) -> Built:
@@ -366,17 +390,7 @@ async def build(config: SesaConfig, channels: ChannelConfig) -> Built:
         await servicer.close()
         await channel.close()
 
-    return Built(
-        services=[
-            Service.of(
-                servicer,
-                pb_grpc.add_SesaServiceServicer_to_server,
-                pb.DESCRIPTOR.services_by_name["SesaService"],
-            ),
-            agent_service(servicer.agent, executes=[ActionType.RUN_EVOLUTION]),
-        ],
-        close=close,
-    )
+    return Built(services=services(servicer), close=close)
 
 
 APP = App(
