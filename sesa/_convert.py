@@ -6,7 +6,6 @@ import dataclasses
 import math
 
 from agents._convert import genome_from_proto, genome_to_proto
-from agents.contract import StrategyStage
 from qtmesh.api.common.v1 import strategy_pb2
 from qtmesh.api.sesa.v1 import sesa_pb2 as pb
 from qtmesh.convert import enum_from_proto, enum_to_proto
@@ -161,9 +160,7 @@ def weights_from_proto(message: pb.ScoreWeights, present: bool) -> ScoreWeights:
     )
 
 
-def selection_from_proto(
-    message: pb.SelectionConfig, *, top_k: int | None = None
-) -> SelectionConfig:
+def selection_from_proto(message: pb.SelectionConfig) -> SelectionConfig:
     values = {
         name: getattr(message, name)
         for name in (
@@ -177,10 +174,4 @@ def selection_from_proto(
         )
         if message.HasField(name)
     }
-    if top_k is not None and "top_k" not in values:
-        values["top_k"] = top_k
     return SelectionConfig(**values)
-
-
-def stage_name(stage: StrategyStage) -> str:
-    return stage.name.lower()

@@ -59,8 +59,6 @@ class EvaluationSettings:
     # Walk-forward folds; the first is in-sample warm-up, the rest out of sample.
     folds: int = 4
     embargo_bars: int = 60
-    # None: from the median bar spacing, trading around the clock.
-    bars_per_year: float | None = None
 
     def __post_init__(self) -> None:
         if not 2 <= self.folds <= 20:

@@ -9,8 +9,10 @@ time-of-day window, ATR stop and take-profit) and adds its own. Bounds come from
 * genomes produced inside SESA (mutation, crossover) are *repaired*: clipped into bounds,
   integers rounded, ordered pairs (fast < slow, exit <= entry, vol_min < vol_max) fixed;
 * genomes supplied from outside (seeds, Evaluate requests) are *validated*: an unknown
-  parameter or a value outside its bounds is rejected with InvalidArgument naming it; a
-  missing parameter takes the family default.
+  parameter, a value outside its bounds or a misordered pair is rejected with InvalidArgument
+  naming it, never clipped; a missing parameter takes the family default. A value inside the
+  bounds is only normalised to its kind: an integer parameter is rounded to the nearest
+  integer (halves to even) and a boolean one becomes 1 if >= 0.5, else 0.
 
 Either way no genome is ever evaluated with a value outside the policy.
 """
@@ -171,7 +173,8 @@ class Policy:
         return values
 
     def validate(self, genome: StrategyGenome, *, field: str) -> StrategyGenome:
-        """Rejects unknown or out-of-bounds parameters; the rule for genomes from outside."""
+        """Rejects unknown or out-of-bounds parameters and misordered pairs; rounds integer
+        parameters and snaps booleans to 0/1 (the rule for genomes from outside)."""
         specs = {s.name: s for s in self.specs(genome.family)}
         for name, value in genome.parameters.items():
             where = f"{field}.parameters[{name}]"

@@ -76,6 +76,12 @@ def test_genomes_from_outside_are_validated_not_clipped():
     filled = POLICY.validate(partial, field="g")
     assert filled.parameters["fast"] == 7.0
     assert filled.parameters["stop_atr"] == POLICY.spec(family, "stop_atr").default
+    # In bounds, values only take their kind: integers rounded (halves to even), booleans 0/1.
+    kinds = {"fast": 7.4, "slow": 30.0, "session_start": 2.5, "allow_short": 0.5}
+    normalised = POLICY.validate(StrategyGenome(id="x", family=family, parameters=kinds), field="g")
+    assert normalised.parameters["fast"] == 7.0
+    assert normalised.parameters["session_start"] == 2.0
+    assert normalised.parameters["allow_short"] == 1.0
 
 
 def test_one_id_may_not_name_two_strategies():
