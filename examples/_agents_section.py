@@ -15,6 +15,7 @@ from collections.abc import Mapping, Sequence
 
 import numpy as np
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from agents.contract import AdjustExposure, AgentContext, Recommendation
@@ -208,9 +209,10 @@ def _print_recommendations(
         return
     console.print(f"[bold]{agent}[/] recommends:")
     for r in recommendations:
+        # Rationales and targets are agents' free text: brackets in them are not markup.
         console.print(
-            f"  [{r.priority.name}] {r.target}: {_action(r)} "
-            f"(confidence {r.confidence:.2f})\n    [dim]{r.rationale}[/]",
+            f"  [{r.priority.name}] {escape(r.target)}: {_action(r)} "
+            f"(confidence {r.confidence:.2f})\n    [dim]{escape(r.rationale)}[/]",
             highlight=False,
         )
 

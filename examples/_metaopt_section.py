@@ -10,6 +10,7 @@ sector's report of those days, and runs the cycle over exactly those days.
 
 from __future__ import annotations
 
+import asyncio
 import datetime
 from collections.abc import Mapping
 
@@ -29,6 +30,9 @@ from metaopt.ledger import Cycle
 from qtmesh.channels import open_channel
 
 STEPS_PER_ADVANCE = 1440
+
+# Reports of the replayed days arrive within seconds; two minutes means they are not coming.
+REPORT_TIMEOUT_SECONDS = 120.0
 
 
 async def replay_days(market: MarketClient, days: int) -> tuple[datetime.date, datetime.date]:
@@ -51,9 +55,15 @@ async def replay_days(market: MarketClient, days: int) -> tuple[datetime.date, d
 
 
 async def wait_for_reports(
-    alpha: AlphaClient, sectors: set[str], first: datetime.date, last: datetime.date
+    alpha: AlphaClient,
+    sectors: set[str],
+    first: datetime.date,
+    last: datetime.date,
+    *,
+    timeout: float = REPORT_TIMEOUT_SECONDS,
 ) -> int:
-    """Waits until every sector's report of every day first..last is stored; their number."""
+    """Waits until every sector's report of every day first..last is stored; their number.
+    A demo must end: reports still missing after ``timeout`` seconds raise TimeoutError."""
     wanted = {
         (sector, (first + datetime.timedelta(days=k)).isoformat())
         for sector in sectors
@@ -62,10 +72,21 @@ async def wait_for_reports(
     seen: set[tuple[str, str]] = set()
     if not wanted:
         return 0
-    async for report in alpha.watch(after_sequence=0):
-        seen.add((report.sector, report.trading_date))
-        if wanted <= seen:
-            break
+
+    async def watch() -> None:
+        async for report in alpha.watch(after_sequence=0):
+            seen.add((report.sector, report.trading_date))
+            if wanted <= seen:
+                return
+
+    try:
+        await asyncio.wait_for(watch(), timeout)
+    except TimeoutError:
+        missing = ", ".join(f"{sector} {day}" for sector, day in sorted(wanted - seen))
+        raise TimeoutError(
+            f"alpha stored no report for {missing} within {timeout:.0f} s; "
+            "is the day reporter running?"
+        ) from None
     return len(wanted)
 
 
