@@ -441,7 +441,19 @@ def test_proposals_stay_within_the_policy_bounds_for_any_state(state):
         len({d.type for d in decisions} & {DecisionType.INCREASE_RISK, DecisionType.DECREASE_RISK})
         <= 1
     )
-    assert any(d.type in ACTIONABLE for d in decisions) or decisions[-1].type is DecisionType.HOLD
+    holds = [d for d in decisions if d.rule == "hold"]
+    if any(d.type in ACTIONABLE for d in decisions):
+        assert holds == []
+    else:
+        (hold,) = holds
+        assert hold is decisions[-1]
+        assert hold.type is DecisionType.HOLD
+        assert dict(hold.inputs) == {
+            "performance": state.performance,
+            "streak": float(state.streak),
+            "exploration_rate": state.exploration_rate,
+            "risk_multiplier": state.risk_multiplier,
+        }
 
 
 @given(states, performances)
