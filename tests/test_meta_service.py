@@ -586,10 +586,25 @@ async def test_other_bad_requests(meta):
             ),
             "page_token",
         ),
+        # Well-formed tokens of the wrong shape: a missing offset, or one of another type.
+        (
+            meta_pb2.ListSesaTrialsRequest(page_token=paging.encode_token(list="sesa_trials")),
+            "page_token",
+        ),
+        *(
+            (
+                meta_pb2.ListSesaTrialsRequest(
+                    page_token=paging.encode_token(list="sesa_trials", o=bad)
+                ),
+                "page_token",
+            )
+            for bad in ("3", [1], None, True, 1.5)
+        ),
         (meta_pb2.ListSesaTrialsRequest(page_size=-1), "page_size"),
     ):
         with pytest.raises(grpc.aio.AioRpcError) as failure:
             await stub.ListSesaTrials(request)
+        assert failure.value.code() == grpc.StatusCode.INVALID_ARGUMENT
         assert error_info(failure.value).metadata["field"] == field
     with pytest.raises(InvalidArgument):
         await MetaClient(meta.channel).update(state=CallerState(last_retrain_time=NOW + H), now=NOW)
