@@ -15,9 +15,9 @@ Fitting (:func:`fit_hmm`) is expectation-maximisation:
   transition probabilities are floored at 1e-10, so no transition becomes impossible.
 * Start: one deterministic start (the K quantile groups of |x - median| give the initial
   standard deviations; persistent regimes, 0.95 on the diagonal), plus ``restarts`` random starts
-  drawn from ``rng``. Every start runs ``burn_in`` iterations; the best continues until the
-  log-likelihood gains less than ``tolerance`` per observation (short-run EM, Biernacki et al.
-  2003). Given the same ``rng`` state the fit is the same.
+  drawn from ``rng``. Every start runs ``burn_in`` iterations (counted in ``max_iterations``);
+  the best continues until the log-likelihood gains less than ``tolerance`` per observation
+  (short-run EM, Biernacki et al. 2003). Given the same ``rng`` state the fit is the same.
 * Labelling: states are sorted by standard deviation, calm first, so state k means the same thing
   from one fit to the next.
 """
