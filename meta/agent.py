@@ -18,6 +18,15 @@ KEEP_SHADOW and HOLD change nothing and are not recommended. Executing TuneLearn
 named parameters (each checked against its bounds) as a new version caused by the action, and
 ``retrain_models`` records the retraining request, which restarts the retraining interval; the
 RL trainer reads it from the parameter stream.
+
+SESA, not meta, runs an evolution, so with every RUN_EVOLUTION meta also recommends an empty
+TuneLearning on meta/sesa-evolution (LOW) that depends on it: the federation executes it only
+once the evolution completed, and executing it records the evolution, which restarts the
+evolution interval.
+
+Actions run on the market clock the decisions were made on: the federation's action times are
+its wall clock, which the replayed market does not share, so meta keeps the latest cycle time
+it decided at and stamps what it executes with that.
 """
 
 from __future__ import annotations
@@ -41,6 +50,7 @@ from qtmesh.errors import InvalidArgument
 EXECUTES = (ActionType.TUNE_LEARNING,)
 # AgentContext hints the meta agent reads.
 REGIME_HINT = "regime_changed"
+EVOLUTION_TARGET = "meta/sesa-evolution"
 _TRUE = {"1", "true", "yes"}
 
 
@@ -84,6 +94,19 @@ def recommendation_of(decision: MetaDecision) -> Recommendation | None:
     )
 
 
+def evolution_record_of(evolution: Recommendation) -> Recommendation:
+    """The recommendation that records ``evolution`` once the federation completed it."""
+    return Recommendation(
+        id="meta/evolution_recorded",
+        priority=Priority.LOW,
+        target=EVOLUTION_TARGET,
+        parameters=TuneLearning(),
+        confidence=evolution.confidence,
+        rationale="Record the SESA evolution once it ran, so the evolution interval restarts.",
+        depends_on=(evolution.id,),
+    )
+
+
 class MetaAgent:
     """Implements :class:`agents.contract.Agent` over a :class:`MetaEngine`."""
 
@@ -91,15 +114,19 @@ class MetaAgent:
 
     def __init__(self, engine: MetaEngine) -> None:
         self._engine = engine
+        # The latest cycle time decided at; in memory, so after a restart the next cycle sets it.
+        self._as_of: int | None = None
 
     async def recommend(self, context: AgentContext) -> list[Recommendation]:
         """The policy at the cycle's time on the state the service measures; the hint
         ``regime_changed=true`` tells it the regime changed."""
         regime = context.hints.get(REGIME_HINT, "").strip().lower() in _TRUE
-        decisions = await self._engine.decisions_at(
-            context.as_of_time or None, CallerState(regime_changed=regime)
-        )
-        return [r for r in map(recommendation_of, decisions) if r is not None]
+        at = self._engine.now(context.as_of_time or None)
+        decisions = await self._engine.decisions_at(at, CallerState(regime_changed=regime))
+        self._as_of = max(at, self._as_of or at)
+        recommendations = [r for r in map(recommendation_of, decisions) if r is not None]
+        evolutions = [r for r in recommendations if isinstance(r.parameters, RunEvolution)]
+        return recommendations + [evolution_record_of(r) for r in evolutions]
 
     async def execute(self, action: Action, *, plan_sequence: int) -> ExecutionResult:
         if not isinstance(action.parameters, TuneLearning):
@@ -107,9 +134,18 @@ class MetaAgent:
         result = await self._engine.tune(
             action.parameters.parameters,
             retrain_models=action.parameters.retrain_models,
+            evolution_ran=action.target == EVOLUTION_TARGET,
             action_key=action.idempotency_key,
             cause=f"action {action.id} of plan {plan_sequence}",
-            now=action.update_time or None,
+            now=self._market_time(),
             field="action.parameters.tune_learning.parameters",
         )
         return ExecutionResult(result.applied, result.detail)
+
+    def _market_time(self) -> int:
+        """The latest cycle time decided at; before the first cycle after a restart, the time of
+        the latest version (written on the same clock), and only in a fresh store the engine's
+        clock."""
+        if self._as_of is not None:
+            return self._as_of
+        return self._engine.parameters.update_time or self._engine.now(None)

@@ -217,6 +217,7 @@ class MetaEngine:
             sample_count=stats.count,
             streak=stats.streak,
             baseline=current.tracked.baseline_performance,
+            evolved=adaptation.tracked.last_evolution_time,
             stored=stored,
             new_evaluations=new_evaluations,
             credits=credits,
@@ -278,6 +279,7 @@ class MetaEngine:
             sample_count=stats.count,
             streak=stats.streak,
             baseline=current.tracked.baseline_performance,
+            evolved=current.tracked.last_evolution_time,
             stored=stored,
             new_evaluations=(),
             credits=(),
@@ -292,13 +294,16 @@ class MetaEngine:
         values: Mapping[str, float],
         *,
         retrain_models: bool = False,
+        evolution_ran: bool = False,
         action_key: str = "",
         cause: str,
         now: int | None = None,
         field: str = "parameters",
     ) -> TuneResult:
-        """Sets scalar parameters (each within its bounds) and, with ``retrain_models``, records
-        a retraining request. An ``action_key`` already applied is not applied again."""
+        """Sets scalar parameters (each within its bounds); with ``retrain_models`` records a
+        retraining request and with ``evolution_ran`` that a SESA evolution ran, both at ``now``
+        (the market clock the decisions were made on). An ``action_key`` already applied is not
+        applied again."""
         at = self.now(now)
         bounds = self.os.bounds()
         for name, value in sorted(values.items()):
@@ -323,14 +328,19 @@ class MetaEngine:
                 if retrain_models
                 else current.parameters.retrain_requested_time,
             )
-            if changed == current.parameters:
+            tracked = current.tracked
+            if evolution_ran:
+                tracked = dataclasses.replace(
+                    tracked, last_evolution_time=_latest(tracked.last_evolution_time, at)
+                )
+            if changed == current.parameters and tracked == current.tracked:
                 return TuneResult(True, "no change: the values are already current", changed)
             new = dataclasses.replace(
                 changed, version=current.version + 1, update_time=at, cause=cause
             )
             reasons = dict.fromkeys(SCALARS, f"set by {cause}")
             changes = changes_between(current.parameters, new, reasons)
-            record = VersionRecord(new, changes, current.tracked, action_key or None)
+            record = VersionRecord(new, changes, tracked, action_key or None)
             trial = None
             if new.mutation != current.parameters.mutation:
                 tried, _ = await self.store.run(self.store.trial_totals)
@@ -341,6 +351,8 @@ class MetaEngine:
         moved = "; ".join(f"{c.name} {c.old_value:.4g} -> {c.new_value:.4g}" for c in changes)
         if retrain_models:
             moved = "; ".join(filter(None, [moved, "RL retraining requested"]))
+        if evolution_ran:
+            moved = "; ".join(filter(None, [moved, "SESA evolution recorded"]))
         return TuneResult(True, f"version {new.version}: {moved}", new)
 
     # -- reads -----------------------------------------------------------------------------------
@@ -394,6 +406,7 @@ class MetaEngine:
         sample_count: int,
         streak: int,
         baseline: float | None,
+        evolved: int | None,
         stored: StoredContext,
         new_evaluations: Sequence[Evaluation],
         credits: Sequence[Credit],
@@ -401,7 +414,7 @@ class MetaEngine:
     ) -> MetaState:
         offspring_times = [e.evaluated_time for e in new_evaluations if e.is_offspring]
         last_evolution = _latest(
-            stored.last_offspring_time, *offspring_times, caller.last_evolution_time
+            stored.last_offspring_time, *offspring_times, caller.last_evolution_time, evolved
         )
         last_retrain = _latest(parameters.retrain_requested_time or None, caller.last_retrain_time)
         candidates = caller.shadow_candidates

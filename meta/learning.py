@@ -130,6 +130,9 @@ class Tracked:
 
     baseline_performance: float | None = None
     last_adaptation_time: int | None = None
+    # When an evolution the meta agent recommended was last executed (market clock); the
+    # evolution interval counts from it when no offspring evaluations were reported since.
+    last_evolution_time: int | None = None
 
     def to_json(self) -> dict[str, float | int | None]:
         return dataclasses.asdict(self)
@@ -410,7 +413,7 @@ class MetaLearningOS:
         return Adaptation(
             new,
             changes,
-            Tracked(baseline_performance=baseline, last_adaptation_time=now),
+            dataclasses.replace(tracked, baseline_performance=baseline, last_adaptation_time=now),
             True,
             f"adapted from {stats.count} trades in the {c.performance_window_hours:g} h window "
             f"(Sharpe {sharpe:.2f}, volatility {vol:.3%}, streak {stats.streak:+d}); "

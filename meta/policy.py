@@ -129,7 +129,7 @@ RULES: tuple[Rule, ...] = (
     Rule(
         "exploit_near_target",
         D.SWITCH_TO_EXPLOIT,
-        "performance near or above target: exploration falls toward exploration_rate_min",
+        "performance at or above target: exploration falls to exploration_rate_min",
         ("target_performance", "exploration_rate_min", "exploration_rate_max"),
     ),
     Rule(
@@ -165,7 +165,8 @@ RULES: tuple[Rule, ...] = (
     Rule(
         "reweight_on_drift",
         D.REWEIGHT_STRATEGIES,
-        "proposed strategy weights are reweight_threshold (total variation) from deployed ones",
+        "proposed strategy weights are reweight_threshold (total variation) from the deployed "
+        "ones (never when none were reported)",
         ("reweight_threshold",),
     ),
     Rule("hold", D.HOLD, "no other rule asked for a change", ()),
@@ -517,11 +518,17 @@ class MetaPolicy:
                     f"raise exploration {change}.",
                 )
             kind = DecisionType.SWITCH_TO_EXPLORE
-        elif recommended is not None and reaches(current - proposed, step):
+        elif (
+            recommended is not None
+            and reaches(state.performance, target)
+            and reaches(current - proposed, step)
+        ):
+            # Only at the target: below it, exploration above the policy's curve is the OS's
+            # own adaptation (its range may reach higher), and exploiting there would undo it.
             rule, why = (
                 "exploit_near_target",
-                f"Performance {state.performance:.2f} against a target of {target:.2f} calls "
-                f"for less exploration: lower it {change}.",
+                f"Performance {state.performance:.2f} reached the target of {target:.2f}: "
+                f"lower exploration {change}.",
             )
             kind = DecisionType.SWITCH_TO_EXPLOIT
         else:
@@ -631,19 +638,23 @@ class MetaPolicy:
         if not proposed:
             return
         deployed = _normalised(state.strategy_weights)
+        if not deployed:
+            # Without the deployed weights there is no drift to measure, and recommending the
+            # full proposal every cycle would overrule whoever owns the deployed ones.
+            return
         names = sorted(set(proposed) | set(deployed))
         distance = 0.5 * sum(abs(proposed.get(n, 0.0) - deployed.get(n, 0.0)) for n in names)
         threshold = self.rules.reweight_threshold
         if not reaches(distance, threshold):
             return
         moved = max(names, key=lambda n: abs(proposed.get(n, 0.0) - deployed.get(n, 0.0)))
-        known = "the deployed weights" if deployed else "no deployed weights (none were reported)"
         yield _decision(
             "reweight_on_drift",
             DecisionType.REWEIGHT_STRATEGIES,
             f"The proposed weights of {len(proposed)} strategies are {distance:.1%} (total "
-            f"variation) from {known}, at or above {threshold:.0%}; the largest move is "
-            f"{moved} {deployed.get(moved, 0.0):.1%} -> {proposed.get(moved, 0.0):.1%}: reweight.",
+            f"variation) from the deployed weights, at or above {threshold:.0%}; the largest "
+            f"move is {moved} {deployed.get(moved, 0.0):.1%} -> "
+            f"{proposed.get(moved, 0.0):.1%}: reweight.",
             {"total_variation": distance, "reweight_threshold": threshold},
             margin=(distance - threshold) / threshold if threshold else 1.0,
             proposed=proposed,

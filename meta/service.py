@@ -109,8 +109,10 @@ class MetaServicer(pb_grpc.MetaServiceServicer):
         size = paging.page_size(request.page_size, default=100, maximum=1000)
         offset = 0
         if request.page_token:
-            offset = paging.decode_token(request.page_token, expect={"list": "sesa_trials"})["o"]
-            if not (isinstance(offset, int) and offset >= 0):
+            fields = paging.decode_token(request.page_token, expect={"list": "sesa_trials"})
+            offset = fields.get("o")
+            # bool is an int to Python, but no token this server issued holds one.
+            if not (isinstance(offset, int) and not isinstance(offset, bool) and offset >= 0):
                 raise InvalidArgument("page_token", "is not a token this server issued")
         log = await self._engine.trial_log(offset=offset, limit=size)
         more = offset + len(log.trials) < log.total_trials

@@ -3,6 +3,8 @@ trends and regimes, hysteresis that does not flap, the confidence formula and th
 
 from __future__ import annotations
 
+import asyncio
+import dataclasses
 import itertools
 import math
 
@@ -13,6 +15,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 from scipy import stats
 
+from agents.ceo.config import CeoConfig
+from agents.ceo.engine import Ceo
 from agents.ceo.inputs import CeoInputs, fleet_inputs, regime_of
 from agents.ceo.mode import ModeEvaluator, ModeState
 from agents.ceo.scoring import Hysteresis, ScoringRule, confidence, indicated
@@ -20,6 +24,7 @@ from agents.contract import StrategicMode as M
 from agents.fleet_history import HOUR_NANOS, FleetHistory
 from agents.world_model.regimes import RegimeReport
 from market.fleet import FleetReport
+from qtmesh.errors import Unavailable
 
 T0 = 1_767_571_200 * 10**9
 RULE = ScoringRule()
@@ -244,3 +249,38 @@ def test_the_mode_switches_and_round_trips():
     assert detail.startswith("already DEFENSIVE since")
     assert ModeState.from_json(switched.to_json()) == switched
     assert math.isfinite(switched.since)
+
+
+class SectorRegimes:
+    """A world model that fails for Energy; Tech answers only after Energy failed."""
+
+    def __init__(self) -> None:
+        self.energy_failed = asyncio.Event()
+        self.answered: list[str] = []
+
+    async def detect_regime(self, *, sector: str) -> RegimeReport:
+        if sector == "Energy":
+            self.energy_failed.set()
+            raise Unavailable("world model restarting")
+        await self.energy_failed.wait()
+        self.answered.append(sector)
+        return report(sector, 0.2, 0.6, 0.2)
+
+
+async def test_one_sectors_failure_leaves_no_regime_and_every_call_awaited():
+    regimes = SectorRegimes()
+    ceo = Ceo(market=None, regimes=regimes, mode=None, config=CeoConfig())
+    history = dataclasses.replace(planted_history(np.zeros(10)), sectors=("Energy", "Tech"))
+    regime, why = await ceo._regime(history)
+    assert regime is None
+    assert "Energy: world model restarting" in why
+    assert regimes.answered == ["Tech"]  # awaited, not left running
+
+
+async def test_a_fleet_without_sectors_has_no_regime():
+    ceo = Ceo(market=None, regimes=SectorRegimes(), mode=None, config=CeoConfig())
+    regime, why = await ceo._regime(planted_history(np.zeros(10)))
+    assert regime is None
+    assert "no sectors" in why
+    with pytest.raises(ValueError, match="at least one sector"):
+        regime_of({}, {})

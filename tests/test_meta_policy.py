@@ -121,9 +121,15 @@ BOUNDARIES = [
     ),
     (
         "exploit_near_target",
-        with_(exploration_rate=0.30, performance=0.07),  # recommended 0.2825
-        with_(exploration_rate=0.30, performance=0.08),  # 0.28: 0.02 below
-        with_(exploration_rate=0.30, performance=0.09),
+        with_(exploration_rate=0.069),  # at the target: recommended 0.05, 0.019 below
+        with_(exploration_rate=0.07),  # 0.02 below: the hysteresis
+        with_(exploration_rate=0.30),
+    ),
+    (
+        "exploit_near_target",
+        with_(exploration_rate=0.30, performance=0.999),  # just below the target: never exploit
+        with_(exploration_rate=0.30, performance=1.0),
+        with_(exploration_rate=0.30, performance=1.5),
     ),
     (
         "explore_on_regime_change",
@@ -282,14 +288,33 @@ def test_the_mutation_rule_follows_the_tuner_proposal():
     assert decision.rationale == "Try it."
 
 
-def test_unknown_deployed_weights_count_as_a_full_drift():
+def test_unknown_deployed_weights_never_reweight():
+    # Without deployed weights there is no drift to measure: a reweight from nothing would fire
+    # every cycle with the full proposal.
+    assert "reweight_on_drift" not in rules_of(with_(proposed_strategy_weights={"a": 3.0, "b": 1}))
     (decision,) = [
         d
-        for d in decide(with_(proposed_strategy_weights={"a": 3.0, "b": 1.0}))
+        for d in decide(
+            with_(strategy_weights={"c": 1.0}, proposed_strategy_weights={"a": 3.0, "b": 1.0})
+        )
         if d.rule == "reweight_on_drift"
     ]
     assert dict(decision.proposed) == {"a": 0.75, "b": 0.25}
-    assert "none were reported" in decision.rationale
+    assert decision.inputs["total_variation"] == pytest.approx(1.0)
+
+
+def test_exploration_above_the_curve_below_the_target_is_never_exploited():
+    # The OS raises exploration to its own maximum (0.40) after a long bad run; the policy's
+    # curve tops out at 0.30, but lowering exploration while far below target would undo it.
+    for performance in (-1.0, 0.0, 0.5, 0.99):
+        decisions = decide(with_(exploration_rate=0.40, performance=performance))
+        assert DecisionType.SWITCH_TO_EXPLOIT not in {d.type for d in decisions}
+    (exploit,) = [
+        d
+        for d in decide(with_(exploration_rate=0.40, performance=1.0))
+        if d.type is DecisionType.SWITCH_TO_EXPLOIT
+    ]
+    assert exploit.proposed == {"rl_exploration_rate": RULE_SET.exploration_rate_min}
 
 
 def test_the_catalog_has_at_least_twenty_rules_over_every_decision_type():
@@ -330,7 +355,7 @@ EXAMPLES = {
             current=MutationSetting(0.3, 0.2), proposed=MutationSetting(0.15, 0.2)
         )
     ),
-    "reweight_on_drift": with_(proposed_strategy_weights={"a": 1.0}),
+    "reweight_on_drift": with_(strategy_weights={"b": 1.0}, proposed_strategy_weights={"a": 1.0}),
     "hold": QUIET,
 }
 
@@ -416,7 +441,19 @@ def test_proposals_stay_within_the_policy_bounds_for_any_state(state):
         len({d.type for d in decisions} & {DecisionType.INCREASE_RISK, DecisionType.DECREASE_RISK})
         <= 1
     )
-    assert any(d.type in ACTIONABLE for d in decisions) or decisions[-1].type is DecisionType.HOLD
+    holds = [d for d in decisions if d.rule == "hold"]
+    if any(d.type in ACTIONABLE for d in decisions):
+        assert holds == []
+    else:
+        (hold,) = holds
+        assert hold is decisions[-1]
+        assert hold.type is DecisionType.HOLD
+        assert dict(hold.inputs) == {
+            "performance": state.performance,
+            "streak": float(state.streak),
+            "exploration_rate": state.exploration_rate,
+            "risk_multiplier": state.risk_multiplier,
+        }
 
 
 @given(states, performances)

@@ -20,6 +20,7 @@ from agents.contract import (
     TuneLearning,
 )
 from agents.service import AgentClient
+from meta.agent import EVOLUTION_TARGET
 from meta.client import MetaClient
 from meta.config import MetaConfig
 from meta.model import (
@@ -43,6 +44,8 @@ from qtmesh.testing import serving_app
 T0 = 1_767_571_200 * 10**9
 H = NANOS_PER_HOUR
 NOW = T0 + 24 * H
+# The federation stamps actions with its wall clock, which the replayed market does not share.
+WALL = T0 + 10_000 * H
 
 
 class Clock:
@@ -92,15 +95,18 @@ def evaluations(at: int = NOW - H) -> list[Evaluation]:
     ]
 
 
-def action(key: str, parameters, *, id: str = "a1") -> Action:
+def action(
+    key: str, parameters, *, id: str = "a1", target: str = "meta/rl_exploration_rate"
+) -> Action:
     return Action(
         id=id,
         priority=Priority.LOW,
-        target="meta/rl_exploration_rate",
+        target=target,
         parameters=parameters,
         confidence=0.8,
         rationale="test",
         idempotency_key=key,
+        update_time=WALL,
     )
 
 
@@ -260,9 +266,13 @@ async def test_recommend_maps_decisions_to_actions_and_execute_applies_tuning_on
     assert 0.5 <= evolve.confidence <= 1
     assert "30.0 h ago" in evolve.rationale
     assert evolve.evidence["hours_since_evolution"] == pytest.approx(30.0)
+    record = by_id["meta/evolution_recorded"]
+    assert (record.target, record.parameters) == (EVOLUTION_TARGET, TuneLearning())
+    assert record.depends_on == (evolve.id,)
     assert by_id["meta/retrain_interval"].parameters == TuneLearning(retrain_models=True)
-    reweight = by_id["meta/reweight_on_drift"]
-    assert set(reweight.parameters.weights) == {"ma-0", "ma-1", "ma-2"}
+    # The federation reports no deployed weights, so there is no drift to reweight on (the
+    # strategy officer owns the deployed weights and the genome ids SESA proposes are not its).
+    assert "meta/reweight_on_drift" not in by_id
     (explore,) = [r for r in recommendations if r.target == "meta/rl_exploration_rate"]
 
     # Executing the recommendation applies it once, even when the federation retries.
@@ -276,7 +286,8 @@ async def test_recommend_maps_decisions_to_actions_and_execute_applies_tuning_on
     assert parameters.rl_exploration_rate == explore.parameters.parameters["rl_exploration_rate"]
     assert parameters.cause == "action x1 of plan 7"
 
-    # Retraining restarts the retraining interval; a regime change (a hint) asks again later.
+    # Retraining restarts the retraining interval, on the market clock of the cycle (not the
+    # action's wall-clock time); a regime change (a hint) asks again later.
     retrain = action("plan-8/retrain", TuneLearning(retrain_models=True), id="r1")
     await agent.execute(retrain, plan_sequence=8)
     assert (await client.parameters()).retrain_requested_time == NOW
@@ -289,6 +300,47 @@ async def test_recommend_maps_decisions_to_actions_and_execute_applies_tuning_on
     )
     (regime,) = [r for r in shaken if r.id == "meta/retrain_regime_change"]
     assert regime.priority == Priority.MEDIUM
+
+    # The evolution ran (its recording action executes after it): the interval restarts at the
+    # latest cycle's time, so the next cycles do not ask again until 24 h later.
+    evolved = action("plan-9/evolved", record.parameters, id="e1", target=EVOLUTION_TARGET)
+    assert (await agent.execute(evolved, plan_sequence=9)).applied
+    later = {
+        r.id for r in await agent.recommend(AgentContext(cycle_id="c4", as_of_time=NOW + 3 * H))
+    }
+    assert not later & {"meta/evolution_interval", "meta/evolution_recorded"}
+    day = await agent.recommend(AgentContext(cycle_id="c5", as_of_time=NOW + 26 * H))
+    (again,) = [r for r in day if r.id == "meta/evolution_interval"]
+    assert again.evidence["hours_since_evolution"] == pytest.approx(24.0)
+
+
+async def test_actions_execute_on_the_market_clock_of_the_latest_cycle(tmp_path):
+    clock = Clock(WALL)  # the server's own clock is the wall clock too
+    async with meta_server(tmp_path, clock) as running:
+        agent = AgentClient(running.channel, name="meta")
+        client = MetaClient(running.channel)
+        await agent.recommend(AgentContext(cycle_id="c1", as_of_time=NOW))
+        mutate = TuneLearning(parameters={"sesa_mutation_rate": 0.45})
+        await agent.execute(action("m", mutate, target="meta/sesa_mutation"), plan_sequence=1)
+        parameters = await client.parameters()
+        assert parameters.update_time == NOW
+        trials = (await client.trials()).trials
+        # The new trial starts at the market time, so offspring evaluated after it count for it.
+        assert [(t.index, t.start_time) for t in trials] == [(1, 0), (2, NOW)]
+
+        # A later cycle moves the clock actions run on; an earlier one never moves it back.
+        await agent.recommend(AgentContext(cycle_id="c2", as_of_time=NOW + H))
+        await agent.recommend(AgentContext(cycle_id="c0", as_of_time=NOW - H))
+        retrain = action("r", TuneLearning(retrain_models=True), id="r1")
+        await agent.execute(retrain, plan_sequence=2)
+        assert (await client.parameters()).retrain_requested_time == NOW + H
+    async with meta_server(tmp_path, clock) as restarted:
+        # Before its first cycle a restarted server runs on the time of its latest version.
+        agent = AgentClient(restarted.channel, name="meta")
+        await agent.execute(
+            action("x", TuneLearning(parameters={"rl_discount": 0.9})), plan_sequence=3
+        )
+        assert (await MetaClient(restarted.channel).parameters()).update_time == NOW + H
 
 
 async def test_execute_rejects_actions_meta_does_not_own_or_out_of_bounds(meta):
@@ -534,10 +586,25 @@ async def test_other_bad_requests(meta):
             ),
             "page_token",
         ),
+        # Well-formed tokens of the wrong shape: a missing offset, or one of another type.
+        (
+            meta_pb2.ListSesaTrialsRequest(page_token=paging.encode_token(list="sesa_trials")),
+            "page_token",
+        ),
+        *(
+            (
+                meta_pb2.ListSesaTrialsRequest(
+                    page_token=paging.encode_token(list="sesa_trials", o=bad)
+                ),
+                "page_token",
+            )
+            for bad in ("3", [1], None, True, 1.5)
+        ),
         (meta_pb2.ListSesaTrialsRequest(page_size=-1), "page_size"),
     ):
         with pytest.raises(grpc.aio.AioRpcError) as failure:
             await stub.ListSesaTrials(request)
+        assert failure.value.code() == grpc.StatusCode.INVALID_ARGUMENT
         assert error_info(failure.value).metadata["field"] == field
     with pytest.raises(InvalidArgument):
         await MetaClient(meta.channel).update(state=CallerState(last_retrain_time=NOW + H), now=NOW)

@@ -230,6 +230,19 @@ def test_too_few_returns_leave_tail_figures_out_and_never_break_a_var_limit():
     assert report.breaches == ()
 
 
+def test_a_flat_fleet_with_enough_returns_has_measured_tail_figures_of_zero():
+    flat = assess(inputs(sigma=0.0, drawdown=0.055), RiskPolicy(LIMITS), SETTINGS)
+    assert flat.portfolio.historical_var_95 == 0
+    assert flat.tail_measured
+    (cut,) = recommend(flat, SETTINGS)
+    assert "historical VaR95 0.00%" in cut.rationale
+    assert "too few" not in cut.rationale
+    few = assess(inputs(n=19, drawdown=0.055), RiskPolicy(LIMITS), SETTINGS)
+    assert not few.tail_measured
+    (cut,) = recommend(few, SETTINGS)
+    assert "(19 returns: too few for VaR)" in cut.rationale
+
+
 def test_limits_change_as_given_and_zero_leaves_a_limit_alone():
     policy = RiskPolicy(LIMITS)
     given = RiskLimits(max_drawdown=0.08, sector_exposure_limits={"Tech": 0.2})

@@ -21,7 +21,7 @@ from agents.contract import (
     StrategyStage,
 )
 from agents.fleet_history import HOUR_NANOS, FleetHistory
-from agents.strategy.advice import DAY_NANOS, OfficerRules, advise
+from agents.strategy.advice import DAY_NANOS, OfficerRules, _reweight, advise
 from agents.strategy.book import BookPolicy, Universe
 from agents.strategy.performance import SESA, Performance, fleet_performance
 from market.fleet import FleetReport, SectorBook, StrategyBook, deploy
@@ -316,3 +316,26 @@ def test_a_shadow_exactly_at_the_gates_is_promoted_and_one_below_any_gate_is_not
     assert shadow_case(7.0, 49, 1.5, 0.99) == []
     assert shadow_case(7.0, 50, 1.0, 0.99) == []  # the Sharpe must exceed 1.0
     assert shadow_case(7.0, 50, 1.5, 0.9499) == []
+
+
+def test_a_loser_is_zeroed_even_when_no_survivor_of_its_sector_is_measured():
+    entries = BookPolicy().entries(UNIVERSE)
+    loser = max(entries, key=lambda e: e.weight).strategy_id
+    # No performance at all: nothing measured to reweight the survivors by.
+    rules = dataclasses.replace(
+        RULES, meta=dataclasses.replace(RULES.meta, reweight_threshold=0.01)
+    )
+    reweight = _reweight(entries, {}, {loser}, rules)
+    assert reweight is not None
+    assert reweight.parameters.weights[loser] == 0.0
+    others = {e.strategy_id: e.weight for e in entries if e.strategy_id != loser}
+    assert {k: reweight.parameters.weights[k] for k in others} == pytest.approx(others)
+
+
+def test_a_sector_without_deployed_strategies_has_no_test_symbol():
+    empty = dataclasses.replace(UNIVERSE, sector_symbols={**UNIVERSE.sector_symbols, "Tech": ()})
+    with pytest.raises(FailedPrecondition) as failure:
+        BookPolicy().enable(
+            empty, strategy_id="g1", sector="Tech", genome=genome("g1"), weight=0, at=T0, field="f"
+        )
+    assert failure.value.metadata["field"] == "f.sector"

@@ -36,6 +36,7 @@ from market.service import APP as MARKET
 from qtmesh.api.strategy.v1 import strategy_officer_pb2, strategy_officer_pb2_grpc
 from qtmesh.channels import ChannelConfig
 from qtmesh.errors import FailedPrecondition, InvalidArgument
+from qtmesh.paging import encode_token
 from qtmesh.status import error_info
 from qtmesh.testing import serving_app
 from sesa.config import SesaConfig
@@ -112,6 +113,16 @@ async def test_the_book_is_the_fleet_listed_in_pages(tmp_path):
                 "page_token",
             ),
             (strategy_officer_pb2.ListStrategiesRequest(page_size=-1), "page_size"),
+            # Well-formed tokens of the wrong shape must not fail inside the server.
+            *(
+                (
+                    strategy_officer_pb2.ListStrategiesRequest(
+                        page_token=encode_token(sector="", **fields)
+                    ),
+                    "page_token",
+                )
+                for fields in ({}, {"after": []}, {"after": "Tech"}, {"after": ["Tech", 3]})
+            ),
         ):
             with pytest.raises(grpc.aio.AioRpcError) as error:
                 await stub.ListStrategies(request)

@@ -4,6 +4,7 @@ market, hysteresis, the block bootstrap and the exposure policy, without sockets
 from __future__ import annotations
 
 import itertools
+import math
 import re
 
 import numpy as np
@@ -97,6 +98,37 @@ def test_fitting_is_deterministic_given_the_seed():
     two = fit_hmm(x, states=2, rng=np.random.default_rng(9))
     assert one.log_likelihood == two.log_likelihood
     np.testing.assert_array_equal(one.model.transition, two.model.transition)
+
+
+@pytest.mark.parametrize(
+    ("max_iterations", "burn_in", "restarts"),
+    [(200, 10, 2), (3, 10, 2), (1, 10, 0), (5, 0, 1), (10, 5, 3)],
+)
+def test_the_reported_log_likelihood_is_the_returned_models(max_iterations, burn_in, restarts):
+    x = np.random.default_rng(5).standard_t(3, 400)
+    fit = fit_hmm(
+        x,
+        states=2,
+        rng=np.random.default_rng(1),
+        max_iterations=max_iterations,
+        burn_in=burn_in,
+        restarts=restarts,
+    )
+    assert fit.log_likelihood == pytest.approx(fit.model.posteriors(x).log_likelihood, rel=1e-12)
+    # Burn-in counts against the cap, and the cap is never exceeded nor a fit left unfitted.
+    assert 1 <= fit.iterations <= max_iterations
+    assert math.isfinite(fit.log_likelihood)
+
+
+def test_a_fit_needs_an_iteration():
+    with pytest.raises(InvalidArgument) as failure:
+        fit_hmm(
+            np.random.default_rng(0).normal(size=100),
+            states=2,
+            rng=np.random.default_rng(0),
+            max_iterations=0,
+        )
+    assert failure.value.field == "max_iterations"
 
 
 def test_a_cancelled_fit_stops():

@@ -172,18 +172,37 @@ class Ceo:
     async def _regime(self, history: FleetHistory) -> tuple[Regime | None, str]:
         if self._regimes is None:
             return None, "No regime: no world model is configured; its weight went elsewhere."
+        if not history.sectors:
+            return None, "No regime: the fleet has no sectors; its weight went elsewhere."
         regimes = self._regimes
         try:
             async with asyncio.timeout(self._config.regime_timeout_seconds):
-                reports = await asyncio.gather(
-                    *(regimes.detect_regime(sector=s) for s in history.sectors)
+                # Every call is awaited (and cancelled together on the deadline), so one
+                # sector's failure neither hides the others' outcome nor leaves calls running.
+                answers = await asyncio.gather(
+                    *(regimes.detect_regime(sector=s) for s in history.sectors),
+                    return_exceptions=True,
                 )
-        except (MeshError, TimeoutError) as exc:
-            why = str(exc) or f"no answer within {self._config.regime_timeout_seconds:g} s"
+        except TimeoutError:
+            return None, (
+                f"No regime: the world model did not answer (no answer within "
+                f"{self._config.regime_timeout_seconds:g} s); its weight went to the other inputs."
+            )
+        failed = {
+            s: a
+            for s, a in zip(history.sectors, answers, strict=True)
+            if isinstance(a, BaseException)
+        }
+        for answer in failed.values():
+            if not isinstance(answer, MeshError):
+                raise answer  # a bug, not an unreachable world model
+        if failed:
+            why = "; ".join(f"{s}: {a}" for s, a in failed.items())
             return None, (
                 f"No regime: the world model did not answer ({why}); its weight went to the "
                 "other inputs."
             )
+        reports = [a for a in answers if not isinstance(a, BaseException)]
         allocations = {s.sector: s.allocation for s in history.current.sectors}
         return regime_of(dict(zip(history.sectors, reports, strict=True)), allocations), ""
 

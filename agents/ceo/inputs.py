@@ -86,6 +86,8 @@ def fleet_inputs(
 def regime_of(reports: Mapping[str, RegimeReport], allocations: Mapping[str, float]) -> Regime:
     """The portfolio's regime from the sectors' reports (``sector -> report``)."""
     sectors = sorted(reports)
+    if not sectors:
+        raise ValueError("regime_of needs at least one sector's report")
     weights = np.array([max(allocations.get(s, 0.0), 0.0) for s in sectors])
     weights = (
         weights / weights.sum() if weights.sum() > 0 else np.full(len(sectors), 1 / len(sectors))

@@ -15,10 +15,9 @@ from market.client import MarketClient
 from qtmesh.api.memory.v1 import memory_pb2 as pb
 from qtmesh.api.memory.v1 import memory_pb2_grpc as pb_grpc
 from qtmesh.app import App, Built
+from qtmesh.catalog import DEFAULT_PORTS
 from qtmesh.channels import ChannelConfig, open_channel
 from qtmesh.server import Service
-
-MARKET_PORT = 50052
 
 
 class MemoryServicer(pb_grpc.MemoryServiceServicer):
@@ -70,7 +69,7 @@ def open_store(config: MemoryConfig) -> EpisodeStore:
 
 async def build(config: MemoryConfig, channels: ChannelConfig) -> Built:
     store = await asyncio.to_thread(open_store, config)
-    channel = open_channel(channels.address_of("market", MARKET_PORT), channels)
+    channel = open_channel(channels.address_of("market", DEFAULT_PORTS["market"]), channels)
     engine = MemoryEngine(store, MarketClient(channel), policy=config.advice, k=config.recommend_k)
 
     async def close() -> None:

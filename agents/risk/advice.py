@@ -126,8 +126,10 @@ def _context(report: RiskReport) -> str:
     if not report.tail_measured:
         return f"({report.observations} returns: too few for VaR)"
     p = report.portfolio
+    # + 0.0: the loss of a flat series is -0.0, which would print as "-0.00%".
+    var, cvar = p.historical_var_95 + 0.0, p.historical_cvar_95 + 0.0
     return (
-        f"(historical VaR95 {p.historical_var_95:.2%} / CVaR95 {p.historical_cvar_95:.2%} "
+        f"(historical VaR95 {var:.2%} / CVaR95 {cvar:.2%} "
         f"{horizon_text(report.horizon)} over {report.observations} returns, drawdown "
         f"{report.drawdown:.2%}, gross exposure {report.gross_exposure:.1%})"
     )

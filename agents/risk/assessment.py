@@ -143,6 +143,8 @@ class RiskReport:
     observations: int
     horizon: int
     market_position: int
+    # The returns tail figures needed when assessed (not carried over gRPC).
+    min_observations: int = 2
 
     @property
     def trading_halted(self) -> bool:
@@ -150,7 +152,9 @@ class RiskReport:
 
     @property
     def tail_measured(self) -> bool:
-        return self.portfolio != TailRisk()
+        """Whether there were enough returns for tail figures; an all-zero tail of a flat fleet
+        is measured too."""
+        return self.observations >= max(self.min_observations, 2)
 
 
 def caller_inputs(
@@ -250,4 +254,5 @@ def assess(
         observations=n,
         horizon=inputs.horizon,
         market_position=inputs.market_position,
+        min_observations=settings.min_observations,
     )

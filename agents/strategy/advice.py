@@ -207,15 +207,16 @@ def _reweight(
             if _measured(performance.get(e.strategy_id), rules)
             and performance[e.strategy_id].volatility > 0
         ]
+        for e in members:
+            if e.strategy_id in losers:
+                proposed[e.strategy_id] = 0.0
         if not measured:
-            continue
+            continue  # the losers are out even when no survivor can be measured yet
         fixed = sum(current[e.strategy_id] for e in kept if e not in measured)
         inverse = {e.strategy_id: 1 / performance[e.strategy_id].volatility for e in measured}
         scale = max(total - fixed, 0.0) / sum(inverse.values())
         for e in members:
-            if e.strategy_id in losers:
-                proposed[e.strategy_id] = 0.0
-            elif e.strategy_id in inverse:
+            if e.strategy_id in inverse:
                 proposed[e.strategy_id] = inverse[e.strategy_id] * scale
     distance = 0.5 * sum(abs(proposed[k] - current[k]) for k in current)
     threshold = rules.meta.reweight_threshold

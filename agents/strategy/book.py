@@ -125,10 +125,15 @@ class Universe:
             MappingProxyType({k: tuple(sorted(v)) for k, v in sorted(symbols.items())}),
         )
 
-    def test_symbol(self, strategy_id: str, sector: str) -> str:
+    def test_symbol(self, strategy_id: str, sector: str, *, field: str = "sector") -> str:
         """The symbol a new strategy trades: the one its id names, else its sector's first."""
         named = strategy_id.partition("/")[0]
         symbols = self.sector_symbols[sector]
+        if not symbols:
+            raise FailedPrecondition(
+                f"{field}: sector {sector!r} has no deployed strategy, so no symbol to test on",
+                metadata={"field": field},
+            )
         return named if "/" in strategy_id and named in symbols else symbols[0]
 
 
@@ -223,7 +228,7 @@ class BookPolicy:
             known = ", ".join(universe.sector_symbols)
             raise InvalidArgument(f"{field}.sector", f"unknown sector {sector!r} (known: {known})")
         genome = Policy().validate(genome, field=f"{field}.genome")
-        symbol = universe.test_symbol(strategy_id, sector)
+        symbol = universe.test_symbol(strategy_id, sector, field=f"{field}.sector")
         added = Record(
             strategy_id=strategy_id,
             sector=sector,

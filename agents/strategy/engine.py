@@ -189,8 +189,15 @@ class StrategyOfficer:
         )
         after: tuple[str, str] | None = None
         if token:
-            fields = decode_token(token, expect={"sector": sector})
-            after = (fields["after"][0], fields["after"][1])
+            cursor = decode_token(token, expect={"sector": sector}).get("after")
+            # A well-formed token of another shape must not reach the comparison below.
+            if not (
+                isinstance(cursor, list)
+                and len(cursor) == 2
+                and all(isinstance(part, str) for part in cursor)
+            ):
+                raise InvalidArgument("page_token", "is not a token this server issued")
+            after = (cursor[0], cursor[1])
         entries = [
             e
             for e in self.entries()

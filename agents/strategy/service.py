@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 
 import grpc
+import structlog
 
 from agents.contract import StrategyGenome
 from agents.policy_log import OwnedPolicy, PolicyLog
@@ -28,6 +29,10 @@ from sesa.evaluation import MINIMUM_BARS
 
 MARKET_TIMEOUT_SECONDS = 10.0
 
+_log = structlog.get_logger("agents.strategy")
+# The field the market names when a start lies after its clock.
+_NO_BARS_YET = frozenset({"start_time"})
+
 
 class SesaShadowEvaluator:
     """Evaluates a genome with SESA on the bars its symbol had after a market time."""
@@ -41,8 +46,14 @@ class SesaShadowEvaluator:
     ) -> Performance | None:
         try:
             bars = await self._market.bars(symbol, start_time=since + 1)
-        except InvalidArgument:
-            return None  # no bar after ``since`` yet
+        except InvalidArgument as exc:
+            # The market refuses a start after its clock: no bar after ``since`` yet. Anything
+            # else is a real problem with the request, kept visible rather than read as "wait".
+            if exc.field not in _NO_BARS_YET:
+                _log.warning(
+                    "shadow bars refused", symbol=symbol, field=exc.field, problem=exc.problem
+                )
+            return None
         if len(bars) < MINIMUM_BARS:
             return None
         (evaluation,) = await self._sesa.evaluate(

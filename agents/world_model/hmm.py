@@ -15,9 +15,9 @@ Fitting (:func:`fit_hmm`) is expectation-maximisation:
   transition probabilities are floored at 1e-10, so no transition becomes impossible.
 * Start: one deterministic start (the K quantile groups of |x - median| give the initial
   standard deviations; persistent regimes, 0.95 on the diagonal), plus ``restarts`` random starts
-  drawn from ``rng``. Every start runs ``burn_in`` iterations; the best continues until the
-  log-likelihood gains less than ``tolerance`` per observation (short-run EM, Biernacki et al.
-  2003). Given the same ``rng`` state the fit is the same.
+  drawn from ``rng``. Every start runs ``burn_in`` iterations (counted in ``max_iterations``);
+  the best continues until the log-likelihood gains less than ``tolerance`` per observation
+  (short-run EM, Biernacki et al. 2003). Given the same ``rng`` state the fit is the same.
 * Labelling: states are sorted by standard deviation, calm first, so state k means the same thing
   from one fit to the next.
 """
@@ -119,18 +119,23 @@ def fit_hmm(
     check_observations(x, states=states, field=field)
     scale = float(x.std())
     floor = _STDDEV_FLOOR * scale
+    if max_iterations < 1:
+        raise InvalidArgument("max_iterations", f"must be at least 1 (got {max_iterations})")
+    if burn_in < 0:
+        raise InvalidArgument("burn_in", f"must not be negative (got {burn_in})")
     starts = [_quantile_start(x, states)]
     starts += [_random_start(x, states, rng) for _ in range(restarts)]
-    runs = []
-    for start in starts:
-        runs.append(_em(x, start, floor, burn_in, tolerance, cancel))
-    best = max(runs, key=lambda run: run[1])
-    model, log_likelihood, iterations, converged = best
-    if not converged:
-        model, log_likelihood, more, converged = _em(
-            x, model, floor, max(max_iterations - iterations, 0), tolerance, cancel
-        )
-        iterations += more
+    # Burn-in counts against the cap: the best start's steps are all the fit's steps.
+    burn = min(burn_in, max_iterations)
+    runs = [
+        _em(x, _Run(start, start.posteriors(x)), floor, burn, tolerance, cancel) for start in starts
+    ]
+    best = max(runs, key=lambda run: run.log_likelihood)
+    if not best.converged and best.iterations < max_iterations:
+        more = _em(x, best, floor, max_iterations - best.iterations, tolerance, cancel)
+        best = dataclasses.replace(more, iterations=best.iterations + more.iterations)
+    model, log_likelihood = best.model, best.log_likelihood
+    iterations, converged = best.iterations, best.converged
     return HMMFit(_sorted_by_volatility(model), log_likelihood, iterations, converged)
 
 
@@ -150,27 +155,41 @@ def check_observations(x: np.ndarray, *, states: int, field: str = "observations
         raise InvalidArgument(field, "is constant: there is no volatility to tell regimes apart")
 
 
+@dataclasses.dataclass(frozen=True)
+class _Run:
+    """An EM run's model with the E-step of that very model, so its log-likelihood is exact."""
+
+    model: GaussianHMM
+    posteriors: Posteriors
+    iterations: int = 0
+    converged: bool = False
+
+    @property
+    def log_likelihood(self) -> float:
+        return self.posteriors.log_likelihood
+
+
 def _em(
     x: np.ndarray,
-    model: GaussianHMM,
+    run: _Run,
     floor: float,
     iterations: int,
     tolerance: float,
     cancel: CancelToken | None,
-) -> tuple[GaussianHMM, float, int, bool]:
-    """Up to ``iterations`` EM steps from ``model``: (model, log-likelihood, steps, converged)."""
-    previous = -math.inf
-    log_likelihood = -math.inf
+) -> _Run:
+    """Up to ``iterations`` EM steps from ``run``; ``iterations`` counts this call's steps only.
+
+    Each step's M-step is followed by the E-step of the new model, which both tests convergence
+    and gives the returned model's own log-likelihood (restarts are ranked on it)."""
+    model, post = run.model, run.posteriors
     for step in range(1, iterations + 1):
         if cancel is not None:
             cancel.raise_if_cancelled()
-        post = model.posteriors(x)
-        log_likelihood = post.log_likelihood
         model = _maximise(x, post, floor)
-        if log_likelihood - previous < tolerance * x.shape[0]:
-            return model, log_likelihood, step, True
-        previous = log_likelihood
-    return model, log_likelihood, iterations, False
+        previous, post = post.log_likelihood, model.posteriors(x)
+        if post.log_likelihood - previous < tolerance * x.shape[0]:
+            return _Run(model, post, step, True)
+    return _Run(model, post, iterations, False)
 
 
 def _maximise(x: np.ndarray, post: Posteriors, floor: float) -> GaussianHMM:

@@ -12,10 +12,9 @@ from market.client import MarketClient
 from qtmesh.api.worldmodel.v1 import world_model_pb2 as pb
 from qtmesh.api.worldmodel.v1 import world_model_pb2_grpc as pb_grpc
 from qtmesh.app import App, Built
+from qtmesh.catalog import DEFAULT_PORTS
 from qtmesh.channels import ChannelConfig, open_channel
 from qtmesh.server import Service
-
-MARKET_PORT = 50052
 
 
 class WorldModelServicer(pb_grpc.WorldModelServiceServicer):
@@ -58,7 +57,7 @@ def services(model: WorldModel) -> list[Service]:
 
 
 async def build(config: WorldModelConfig, channels: ChannelConfig) -> Built:
-    channel = open_channel(channels.address_of("market", MARKET_PORT), channels)
+    channel = open_channel(channels.address_of("market", DEFAULT_PORTS["market"]), channels)
     model = WorldModel(MarketClient(channel), config)
     if config.warm_up:
         model.refresh_in_background()
