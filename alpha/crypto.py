@@ -21,6 +21,7 @@ import dataclasses
 import json
 import os
 import re
+import tempfile
 from collections.abc import Callable, Iterable
 from pathlib import Path
 
@@ -124,20 +125,57 @@ def load_or_create_keyring_file(
     path: Path, *, random_bytes: RandomBytes = os.urandom
 ) -> tuple[str, bool]:
     """The keyring text in ``path``, creating the file (mode 0600) with a fresh key when it does
-    not exist; True when it was created. Concurrent starters agree on one file."""
+    not exist; True when it was created. Concurrent starters agree on one file.
+
+    The key is written and synced to a private temporary file beside ``path`` and then hard
+    linked into place, which fails if ``path`` exists: the file never exists without its key,
+    so a racing starter cannot read it empty and a crash cannot leave it empty (at worst a
+    stray temporary file). The starter that loses the race reads the winner's key."""
     try:
-        return path.read_text().strip(), False
+        return _read_keyring_file(path), False
     except FileNotFoundError:
         pass
     path.parent.mkdir(parents=True, exist_ok=True)
     text = Keyring.generate_text(random_bytes=random_bytes)
+    descriptor, temporary = tempfile.mkstemp(
+        dir=path.parent, prefix=f".{path.name}.", suffix=".tmp"
+    )
     try:
-        descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    except FileExistsError:
-        return path.read_text().strip(), False
-    with os.fdopen(descriptor, "w") as file:
-        file.write(text + "\n")
+        with os.fdopen(descriptor, "w") as file:  # mkstemp creates it 0600
+            file.write(text + "\n")
+            file.flush()
+            os.fsync(file.fileno())
+        try:
+            os.link(temporary, path)
+        except FileExistsError:
+            return _read_keyring_file(path), False
+        _sync_directory(path.parent)
+    finally:
+        os.unlink(temporary)
     return text, True
+
+
+def _read_keyring_file(path: Path) -> str:
+    text = path.read_text().strip()
+    if not text:
+        # Only a writer that created the file before writing it (as releases before this one
+        # did) can have left it empty; no key was ever in it, but another process may be
+        # about to write one, so it is not replaced behind its back.
+        raise ConfigError(
+            "keyring_file",
+            f"{path} is empty (an interrupted start left it); delete it to have a new "
+            "development key created",
+        )
+    return text
+
+
+def _sync_directory(directory: Path) -> None:
+    """Makes a new directory entry durable, so a crash cannot lose a key already in use."""
+    descriptor = os.open(directory, os.O_RDONLY)
+    try:
+        os.fsync(descriptor)
+    finally:
+        os.close(descriptor)
 
 
 def associated_data(report_id: str, trading_date: str, sector: str, key_id: str) -> bytes:

@@ -12,12 +12,13 @@ from alpha.crypto import Keyring, RandomBytes, open_report, seal
 from alpha.report import (
     EncryptedReport,
     SectorReport,
+    date_of,
     parse_date,
     report_id_for,
     validate_report,
 )
 from alpha.store import ReportStore
-from qtmesh.errors import AlreadyExists, InvalidArgument, MeshError, NotFound
+from qtmesh.errors import AlreadyExists, FailedPrecondition, InvalidArgument, MeshError, NotFound
 
 Clock = Callable[[], int]
 
@@ -59,14 +60,22 @@ class ReportBook:
         self._lock = asyncio.Lock()
         # The market's sectors once the watcher has seen them; reports of others are refused.
         self.known_sectors: frozenset[str] | None = None
+        # The market's replay clock as the watcher last saw it; days from its date on are not
+        # complete, and a report of one would stand in for the fleet's (which is never written
+        # once a report of the day exists).
+        self.clock_time: int | None = None
 
     def learn_sectors(self, sectors: Collection[str]) -> None:
         self.known_sectors = frozenset(sectors)
 
+    def learn_clock(self, clock_time: int) -> None:
+        self.clock_time = clock_time
+
     async def submit(self, report: SectorReport) -> tuple[EncryptedReport, bool]:
         """Seals and stores ``report`` (its id defaults to the day's id); True if stored now.
         Submitting the same report again returns the stored one; a different report for a
-        (sector, day) already reported is AlreadyExists."""
+        (sector, day) already reported is AlreadyExists; once the market clock is known, a
+        report of a day it has not left is FailedPrecondition."""
         validate_report(report)
         if self.known_sectors is not None and report.sector not in self.known_sectors:
             raise InvalidArgument(
@@ -74,6 +83,14 @@ class ReportBook:
                 f"unknown sector {report.sector!r}; the market has "
                 f"{', '.join(sorted(self.known_sectors))}",
             )
+        if self.clock_time is not None:
+            today = date_of(self.clock_time)
+            if parse_date(report.trading_date, field="report.trading_date") >= today:
+                raise FailedPrecondition(
+                    f"report.trading_date: {report.trading_date} is not complete; the market "
+                    f"clock stands on {today.isoformat()}",
+                    metadata={"field": "report.trading_date", "trading_date": report.trading_date},
+                )
         report = dataclasses.replace(
             report, report_id=report.report_id or report_id_for(report.sector, report.trading_date)
         )

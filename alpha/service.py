@@ -21,13 +21,13 @@ from qtmesh import paging
 from qtmesh.api.alpha.v1 import alpha_reporting_pb2 as pb
 from qtmesh.api.alpha.v1 import alpha_reporting_pb2_grpc as pb_grpc
 from qtmesh.app import App, Built
+from qtmesh.catalog import DEFAULT_PORTS
 from qtmesh.channels import ChannelConfig, open_channel
 from qtmesh.config import ConfigError
 from qtmesh.errors import InvalidArgument, Unavailable
 from qtmesh.server import Service
 from qtmesh.storage import redact
 
-MARKET_PORT = 50052
 WATCH_BATCH = 100
 
 
@@ -129,7 +129,7 @@ def app(*, clock: Clock = wall_clock) -> App[AlphaConfig]:
         watching: asyncio.Task[None] | None = None
         channel: grpc.aio.Channel | None = None
         if config.watch_market:
-            channel = open_channel(channels.address_of("market", MARKET_PORT), channels)
+            channel = open_channel(channels.address_of("market", DEFAULT_PORTS["market"]), channels)
             reporter = DayReporter(
                 market=MarketClient(channel),
                 book=book,

@@ -8,6 +8,12 @@ day's bars (GetFleet with the day as window). When the market is unavailable or 
 watcher reconnects with exponential backoff; catching up by date, not by position, makes a
 market that replays from its start again harmless. Days already reported are never reported
 again (the book stores one report per sector and day).
+
+A report that fails the book's checks (a number out of range, say) is logged with its field and
+left out; the day still counts as done, so one bad number cannot stall the watcher on its day.
+A sector's day that already holds a report other than the fleet's (submitted from outside) keeps
+it, with a warning. Days whose every sector is stored are passed over without fetching them,
+so such a replacement is only noticed for days the watcher still had to report.
 """
 
 from __future__ import annotations
@@ -19,9 +25,9 @@ from collections.abc import Awaitable, Callable
 import structlog
 
 from alpha.engine import ReportBook
-from alpha.report import DAY_NANOS, date_of, day_reports, day_start
+from alpha.report import DAY_NANOS, SectorReport, date_of, day_reports, day_start
 from market.client import MarketClient
-from qtmesh.errors import AlreadyExists, MeshError
+from qtmesh.errors import AlreadyExists, FailedPrecondition, InvalidArgument, MeshError
 
 _log = structlog.get_logger("alpha.watcher")
 Sleep = Callable[[float], Awaitable[None]]
@@ -69,6 +75,7 @@ class DayReporter:
         fleet = await self._market.fleet()
         self._delay = self._initial
         self._book.learn_sectors([s.sector for s in fleet.sectors])
+        self._book.learn_clock(fleet.clock_time)
         deployment = fleet.deployment_time
         await self.catch_up(clock_time=fleet.clock_time, deployment_time=deployment)
         # Only the clock matters: one symbol keeps the stream small.
@@ -77,6 +84,7 @@ class DayReporter:
         async for _position, clock_time, _bars in self._market.stream_bars(
             symbols, after_position=fleet.position
         ):
+            self._book.learn_clock(clock_time)
             today = date_of(clock_time)
             if today > checked:
                 await self.catch_up(clock_time=clock_time, deployment_time=deployment)
@@ -108,13 +116,30 @@ class DayReporter:
             )
             if fleet.bar_count > 0:
                 for report in day_reports(fleet, day):
-                    if (report.sector, report.trading_date) in reported:
-                        continue
-                    try:
-                        _stored, created = await self._book.submit(report)
-                    except AlreadyExists:
-                        continue
-                    stored += int(created)
+                    stored += await self._submit(report)
                 _log.info("day reported", trading_date=day.isoformat(), bars=fleet.bar_count)
             self._next_day = day + datetime.timedelta(days=1)
         return stored
+
+    async def _submit(self, report: SectorReport) -> int:
+        """Stores one report of the fleet; 1 if stored now. The book returns the fleet's own
+        report stored before without complaint, so only another report of the day warns."""
+        try:
+            _stored, created = await self._book.submit(report)
+        except AlreadyExists as exc:
+            _log.warning(
+                "day not reported from the fleet: a report of it exists",
+                sector=report.sector,
+                trading_date=report.trading_date,
+                stored_report_id=exc.metadata.get("report_id", ""),
+            )
+            return 0
+        except (InvalidArgument, FailedPrecondition) as exc:
+            _log.error(
+                "fleet report refused; left out",
+                report_id=report.report_id,
+                field=exc.metadata.get("field", ""),
+                problem=exc.message,
+            )
+            return 0
+        return int(created)

@@ -16,7 +16,10 @@ Accounting (fractions of fleet equity; per-bar returns run from the previous clo
 * **Arb-missions.** Allocation a on each leg: long the equal-weighted basket of one sector's
   symbols, short the other's. The legs fill at the open of the first bar after the action and
   close at the close of the last bar within the mission's duration; each fill costs commission
-  and slippage on both legs.
+  and slippage on both legs. The exit's costs are booked on the first bar at or after the
+  mission's close time: the last bar of the mission when one falls on the close time, else
+  the next bar (outside the mission, which earns no spread on it). Only then is the exit
+  known to have happened, so no bar already reported is restated.
 * **Equity.** E(t) = E(t-1) * (1 + sum_s w_s(t) r_s(t) + sum_m m(t)), m(t) being a mission's
   spread return times a, less its costs. Sector, strategy and mission P&L are E(t-1) times their
   term, so together they add up to the change of equity.
@@ -740,7 +743,7 @@ def simulate(
         effective = times > change.time
         for k, sector in enumerate(setup.sectors):
             weights[k, effective] = change.allocations[sector]
-    mission_terms = _mission_terms(state, times, clock_time, closes, opens, symbols)
+    mission_terms = _mission_terms(state, times, closes, opens, symbols)
     growth = np.sum(weights * sector_returns, axis=0) + mission_terms.sum(axis=0)
     equity = setup.capital * np.concatenate([[1.0], np.cumprod(1 + growth)])
     sector_of = np.array([setup.sectors.index(s.sector) for s in setup.strategies], dtype=np.int64)
@@ -782,7 +785,6 @@ def _carry(held: np.ndarray, present: np.ndarray) -> np.ndarray:
 def _mission_terms(
     state: FleetState,
     times: np.ndarray,
-    clock_time: int,
     closes: np.ndarray,
     opens: np.ndarray,
     symbols: list[str],
@@ -810,8 +812,11 @@ def _mission_terms(
         spread[inside[0]] = long_entered[inside[0]] - short_entered[inside[0]]
         terms[m, inside] = mission.allocation * spread[inside]
         terms[m, inside[0]] -= mission.allocation * cost
-        if clock_time >= mission.close_time:
-            terms[m, inside[-1]] -= mission.allocation * cost
+        # Booked on the last bar inside only when it lies on the close time: before a later bar
+        # exists nothing says it was the last, and charging it then would restate it.
+        exit_bar = int(np.searchsorted(times, mission.close_time, "left"))
+        if exit_bar < times.size:
+            terms[m, exit_bar] -= mission.allocation * cost
     return terms
 
 

@@ -71,7 +71,10 @@ class MarketServicer(pb_grpc.MarketServiceServicer):
         size = paging.page_size(request.page_size, default=1000, maximum=10_000)
         offset = 0
         if request.page_token:
-            offset = paging.decode_token(request.page_token, expect={"sector": request.sector})["o"]
+            token = paging.decode_token(request.page_token, expect={"sector": request.sector})
+            offset = token.get("o")
+            if not (_is_int(offset) and offset >= 0):
+                raise InvalidArgument("page_token", "is not a token this server issued")
         infos = self._replay.symbol_infos(request.sector)
         page = infos[offset : offset + size]
         more = offset + size < len(infos)
@@ -88,7 +91,9 @@ class MarketServicer(pb_grpc.MarketServiceServicer):
         size = paging.page_size(request.page_size, default=DEFAULT_PAGE, maximum=MAX_PAGE)
         if request.page_token:
             token = paging.decode_token(request.page_token, expect={"symbol": request.symbol})
-            first, stop = token["first"], token["stop"]
+            first, stop = token.get("first"), token.get("stop")
+            if not (_is_int(first) and _is_int(stop) and 0 <= first < stop):
+                raise InvalidArgument("page_token", "is not a token this server issued")
         else:
             first, stop = self._replay.window(
                 request.symbol,
@@ -99,7 +104,14 @@ class MarketServicer(pb_grpc.MarketServiceServicer):
                 lookback=request.lookback,
             )
         end = min(first + size, stop)
-        series = self._replay.bars(request.symbol, first, end)
+        try:
+            series = self._replay.bars(request.symbol, first, end)
+        except InvalidArgument as exc:
+            # Only a token can carry a range; it no longer fits when the market restarted on
+            # fewer bars than the token was issued over.
+            if exc.field != "range":
+                raise
+            raise InvalidArgument("page_token", f"{exc.problem}; start again without it") from None
         return pb.GetBarsResponse(
             bars=convert.series_to_proto(series),
             next_page_token=paging.encode_token(symbol=request.symbol, first=end, stop=stop)
@@ -203,6 +215,11 @@ class MarketServicer(pb_grpc.MarketServiceServicer):
             if more and last is not None
             else "",
         )
+
+
+def _is_int(value: object) -> bool:
+    # JSON true/false decode to bool, which is an int subclass.
+    return isinstance(value, int) and not isinstance(value, bool)
 
 
 def _time(message: object, name: str) -> int | None:

@@ -163,12 +163,14 @@ class MetaOptimizer:
         return found
 
     async def verify(self) -> Verification:
-        """Recomputes the chain from the stored entries (off the event loop)."""
+        """Recomputes the chain from the stored entries and checks them against the cycles'
+        heads, all read in one snapshot (off the event loop)."""
 
         def work() -> Verification:
-            verifier = ChainVerifier(self.store.anchor())
-            for index, entry in self.store.entries():
-                verifier.feed(entry, index=index)
+            with self.store.snapshot() as snapshot:
+                verifier = ChainVerifier(snapshot.heads())
+                for index, entry in snapshot.entries():
+                    verifier.feed(entry, index=index)
             return verifier.result()
 
         return await self.store.run(work)

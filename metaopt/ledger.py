@@ -7,7 +7,16 @@ round-trip form, the type by name, plus a format tag. ``previous_hash`` is the e
 the entry before it (64 zeros for the first). Changing any field of an entry changes its hash;
 rewriting the hash breaks the next entry's link; deleting or reordering entries breaks the
 index sequence or a link. Only truncating the newest entries leaves a valid chain, so each
-cycle also records the head (index and hash) it left, and verification checks the last one.
+cycle also records the head (index and hash) it left, and verification checks every entry
+against the cycles: the entry at a recorded head must carry that hash, every entry must name a
+recorded cycle and lie at or before that cycle's head, and nothing may follow the last cycle's
+head. An entry appended by hand, even with a correct hash under the newest cycle's id, is
+therefore found.
+
+What the ledger alone cannot show is the removal of the newest cycle record together with its
+entries: the rest is a shorter ledger that verifies. That is detectable only against a head hash
+published outside the database, which VerifyLedger returns (``head_hash``) and every cycle
+carries (``head_index``, ``head_hash``, also in the pulse's last cycle).
 """
 
 from __future__ import annotations
@@ -16,7 +25,7 @@ import dataclasses
 import enum
 import hashlib
 import json
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 
 from metaopt.audit import GapTest, ProposalDraft, ProposalType, SectorAudit
 
@@ -102,16 +111,31 @@ class Verification:
     head_hash: str
 
 
-class ChainVerifier:
-    """Checks entries fed in index order and stops judging at the first bad one. ``anchor`` is
-    the head (index, hash) the last cycle recorded; index -1 means an empty ledger."""
+@dataclasses.dataclass(frozen=True)
+class CycleHead:
+    """The head (index and hash) a cycle recorded; index -1 while the ledger was empty."""
 
-    def __init__(self, anchor: tuple[int, str] | None = None) -> None:
+    cycle_id: str
+    head_index: int
+    head_hash: str
+
+
+class ChainVerifier:
+    """Checks entries fed in index order against the cycle heads (in sequence order) read in the
+    same snapshot, and stops judging at the first bad one."""
+
+    def __init__(self, heads: Iterable[CycleHead] = ()) -> None:
         self.count = 0
         self.head = GENESIS
         self.first_bad: int | None = None
         self.detail = ""
-        self._anchor = anchor
+        self._cycle_heads: dict[str, int] = {}
+        self._recorded: dict[int, str] = {}
+        self._last: CycleHead | None = None
+        for h in heads:
+            self._cycle_heads[h.cycle_id] = h.head_index
+            self._recorded[h.head_index] = h.head_hash
+            self._last = h
 
     def feed(self, entry: Proposal | None, *, index: int) -> None:
         """The stored entry at ``index``; None when its row no longer reads as an entry."""
@@ -130,29 +154,49 @@ class ChainVerifier:
                 f"previous_hash {entry.previous_hash[:12]}... is not {self.head[:12]}..."
             )
         else:
-            recomputed = _recompute(entry)
-            if recomputed != entry.entry_hash:
-                problem = (
-                    f"entry {expected} ({entry.id}) was altered: its content hashes to "
-                    f"{recomputed[:12]}..., not the recorded {entry.entry_hash[:12]}..."
-                )
-            elif (
-                self._anchor is not None
-                and self._anchor[0] == expected
-                and entry.entry_hash != self._anchor[1]
-            ):
-                problem = f"entry {expected} is not the head its cycle recorded"
+            problem = self._misplaced(entry, expected)
         if problem:
             self.first_bad, self.detail = expected, problem
             return
+        assert entry is not None
         self.head = entry.entry_hash
 
+    def _misplaced(self, entry: Proposal, index: int) -> str:
+        recomputed = _recompute(entry)
+        if recomputed != entry.entry_hash:
+            return (
+                f"entry {index} ({entry.id}) was altered: its content hashes to "
+                f"{recomputed[:12]}..., not the recorded {entry.entry_hash[:12]}..."
+            )
+        if self._last is None:
+            return (
+                f"entry {index} ({entry.id}) was appended outside any cycle: no cycle is recorded"
+            )
+        if index > self._last.head_index:
+            return (
+                f"entry {index} ({entry.id}) was appended outside any cycle: the last cycle "
+                f"({self._last.cycle_id}) recorded its head at index {self._last.head_index}"
+            )
+        cycle_head = self._cycle_heads.get(entry.cycle_id)
+        if cycle_head is None:
+            return f"entry {index} ({entry.id}) names no recorded cycle ({entry.cycle_id!r})"
+        if index > cycle_head:
+            return (
+                f"entry {index} ({entry.id}) lies beyond the head its cycle {entry.cycle_id} "
+                f"recorded at index {cycle_head}"
+            )
+        recorded = self._recorded.get(index)
+        if recorded is not None and recorded != entry.entry_hash:
+            return f"entry {index} ({entry.id}) is not the head its cycle recorded"
+        return ""
+
     def result(self) -> Verification:
-        if self.first_bad is None and self._anchor is not None and self._anchor[0] >= self.count:
+        last = self._last
+        if self.first_bad is None and last is not None and last.head_index >= self.count:
             self.first_bad = self.count
             self.detail = (
-                f"entries {self.count}..{self._anchor[0]} are missing: the last cycle recorded "
-                f"its head at index {self._anchor[0]}"
+                f"entries {self.count}..{last.head_index} are missing: the last cycle recorded "
+                f"its head at index {last.head_index}"
             )
         if self.first_bad is not None:
             return Verification(False, self.count, self.first_bad, self.detail, self.head)

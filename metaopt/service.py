@@ -21,14 +21,13 @@ from qtmesh import paging
 from qtmesh.api.metaoptimizer.v1 import meta_optimizer_pb2 as pb
 from qtmesh.api.metaoptimizer.v1 import meta_optimizer_pb2_grpc as pb_grpc
 from qtmesh.app import App, Built
+from qtmesh.catalog import DEFAULT_PORTS
 from qtmesh.channels import ChannelConfig, open_channel
 from qtmesh.config import ConfigError
 from qtmesh.convert import enum_from_proto
 from qtmesh.errors import InvalidArgument
 from qtmesh.server import Service
 from qtmesh.storage import redact
-
-ALPHA_PORT = 50056
 
 
 class MetaOptimizerServicer(pb_grpc.MetaOptimizerServiceServicer):
@@ -102,7 +101,9 @@ def app(*, clock: Clock = wall_clock) -> App[MetaOptimizerConfig]:
             store = await asyncio.to_thread(LedgerStore, url)
         except (ValueError, OSError, sa.exc.SQLAlchemyError) as exc:
             raise ConfigError("database_url", f"cannot open {redact(url)}: {exc}") from None
-        channel = open_channel(channels.address_of("alpha-reporting", ALPHA_PORT), channels)
+        channel = open_channel(
+            channels.address_of("alpha-reporting", DEFAULT_PORTS["alpha-reporting"]), channels
+        )
         optimizer = MetaOptimizer(
             store=store,
             source=AlphaClient(channel),

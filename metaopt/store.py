@@ -9,6 +9,7 @@ callers go through :meth:`SqlStore.run`.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 from collections.abc import Callable, Iterator
@@ -17,7 +18,7 @@ from typing import Any
 import sqlalchemy as sa
 
 from metaopt.audit import GapTest, ProposalType, SectorAudit
-from metaopt.ledger import GENESIS, Cycle, CycleStatus, Proposal
+from metaopt.ledger import GENESIS, Cycle, CycleHead, CycleStatus, Proposal
 from qtmesh.storage import SqlStore, create_engine
 
 metadata = sa.MetaData()
@@ -177,41 +178,22 @@ class LedgerStore(SqlStore):
             row = c.execute(ledger.select().where(ledger.c.proposal_id == proposal_id)).first()
         return _proposal(row) if row is not None else None
 
-    def entries(self) -> Iterator[tuple[int, Proposal | None]]:
-        """Every (index, entry) in index order, read in batches; None for a row that no longer
-        reads as an entry (e.g. an unknown type written by hand)."""
-        after = -1
-        while True:
-            with self.engine.connect() as c:
-                rows = list(
-                    c.execute(
-                        ledger.select()
-                        .where(ledger.c.ledger_index > after)
-                        .order_by(ledger.c.ledger_index)
-                        .limit(BATCH)
-                    )
-                )
-            for row in rows:
-                try:
-                    entry: Proposal | None = _proposal(row)
-                except (KeyError, ValueError, TypeError):
-                    entry = None
-                yield row.ledger_index, entry
-            if len(rows) < BATCH:
-                return
-            after = rows[-1].ledger_index
-
-    def anchor(self) -> tuple[int, str] | None:
-        """The head (index, hash) the last cycle recorded; None before the first cycle."""
+    @contextlib.contextmanager
+    def snapshot(self) -> Iterator[ChainSnapshot]:
+        """The cycle heads and the entries as of one committed state: a cycle appended while
+        they are read is not half seen (its entries without its head would look forged)."""
         with self.engine.connect() as c:
-            row = c.execute(
-                sa.select(cycles.c.head_index, cycles.c.head_hash)
-                .order_by(cycles.c.sequence.desc())
-                .limit(1)
-            ).first()
-        return (row.head_index, row.head_hash) if row is not None else None
+            if self.local:
+                # pysqlite opens no transaction for reads; an explicit one pins the WAL snapshot
+                # at its first read for every read after it.
+                c.exec_driver_sql("BEGIN")
+            else:
+                c = c.execution_options(isolation_level="REPEATABLE READ")
+            yield ChainSnapshot(c)
 
     def last_cycle(self) -> Cycle | None:
+        """The newest cycle with the entries it recorded: those of its id up to its head, so a
+        row appended after it by hand never reaches a reader."""
         with self.engine.connect() as c:
             row = c.execute(cycles.select().order_by(cycles.c.sequence.desc()).limit(1)).first()
             if row is None:
@@ -221,6 +203,7 @@ class LedgerStore(SqlStore):
                 for r in c.execute(
                     ledger.select()
                     .where(ledger.c.cycle_id == row.cycle_id)
+                    .where(ledger.c.ledger_index <= row.head_index)
                     .order_by(ledger.c.ledger_index)
                 )
             ]
@@ -232,6 +215,45 @@ class LedgerStore(SqlStore):
             cycle_count = c.execute(sa.select(sa.func.count()).select_from(cycles)).scalar_one()
             entry_count = c.execute(sa.select(sa.func.count()).select_from(ledger)).scalar_one()
         return int(cycle_count), int(entry_count)
+
+
+class ChainSnapshot:
+    """Reads of the ledger inside :meth:`LedgerStore.snapshot`."""
+
+    def __init__(self, connection: sa.Connection) -> None:
+        self._c = connection
+
+    def heads(self) -> list[CycleHead]:
+        """The head every cycle recorded, in sequence order."""
+        rows = self._c.execute(
+            sa.select(cycles.c.cycle_id, cycles.c.head_index, cycles.c.head_hash).order_by(
+                cycles.c.sequence
+            )
+        )
+        return [CycleHead(r.cycle_id, r.head_index, r.head_hash) for r in rows]
+
+    def entries(self) -> Iterator[tuple[int, Proposal | None]]:
+        """Every (index, entry) in index order, read in batches; None for a row that no longer
+        reads as an entry (e.g. an unknown type written by hand)."""
+        after = -1
+        while True:
+            rows = list(
+                self._c.execute(
+                    ledger.select()
+                    .where(ledger.c.ledger_index > after)
+                    .order_by(ledger.c.ledger_index)
+                    .limit(BATCH)
+                )
+            )
+            for row in rows:
+                try:
+                    entry: Proposal | None = _proposal(row)
+                except (KeyError, ValueError, TypeError):
+                    entry = None
+                yield row.ledger_index, entry
+            if len(rows) < BATCH:
+                return
+            after = rows[-1].ledger_index
 
 
 def _cycle_row(cycle: Cycle) -> dict[str, Any]:

@@ -8,6 +8,7 @@ import dataclasses
 import math
 import os
 import stat
+from pathlib import Path
 
 import pytest
 
@@ -143,6 +144,52 @@ def test_a_development_keyring_is_created_once_and_private(tmp_path):
     assert stat.S_IMODE(os.stat(path).st_mode) == 0o600
     assert load_or_create_keyring_file(path) == (text, False)
     assert Keyring.parse(text).key_ids == ("dev-1",)
+
+
+def test_a_starter_losing_the_creation_race_reads_the_winners_key(tmp_path):
+    path = tmp_path / "alpha-keyring"
+    winner = Keyring.generate_text("winner")
+
+    def other_process_creates_it_meanwhile(n: int) -> bytes:
+        path.write_text(winner + "\n")
+        return os.urandom(n)
+
+    assert load_or_create_keyring_file(path, random_bytes=other_process_creates_it_meanwhile) == (
+        winner,
+        False,
+    )
+    assert os.listdir(tmp_path) == ["alpha-keyring"]
+
+
+def test_the_keyring_file_never_exists_without_its_key(tmp_path, monkeypatch):
+    path = tmp_path / "alpha-keyring"
+    linked = []
+    real_link = os.link
+
+    def link_then_crash(source, target):
+        # What a racing reader would see the moment the name appears.
+        linked.append(Path(source).read_text())
+        raise OSError("the machine lost power")
+
+    monkeypatch.setattr(os, "link", link_then_crash)
+    with pytest.raises(OSError, match="lost power"):
+        load_or_create_keyring_file(path)
+    assert Keyring.parse(linked[0].strip()).key_ids == ("dev-1",)
+    assert not path.exists()
+    # The next start is not blocked by what the crash left.
+    monkeypatch.setattr(os, "link", real_link)
+    text, created = load_or_create_keyring_file(path)
+    assert created
+    assert path.read_text().strip() == text
+
+
+def test_an_empty_keyring_file_stops_start_up_saying_what_to_do(tmp_path):
+    path = tmp_path / "alpha-keyring"
+    path.write_text("")
+    with pytest.raises(ConfigError, match="is empty") as e:
+        load_or_create_keyring_file(path)
+    assert e.value.setting == "keyring_file"
+    assert "delete it" in str(e.value)
 
 
 @pytest.mark.parametrize(

@@ -12,6 +12,7 @@ import grpc
 import pytest
 from structlog.testing import capture_logs
 
+from alpha import _convert as convert
 from alpha.client import AlphaClient
 from alpha.config import AlphaConfig
 from alpha.crypto import Keyring, open_report
@@ -259,6 +260,24 @@ async def test_reports_of_sectors_the_market_lacks_are_refused(tmp_path):
         with pytest.raises(InvalidArgument) as bad:
             await client.submit(report("Metals"))
         assert bad.value.field == "report.sector"
+
+
+async def test_reports_of_days_the_market_clock_has_not_left_are_refused(tmp_path):
+    async with mesh(tmp_path) as (market, alpha):
+        client, prices = AlphaClient(alpha.channel), MarketClient(market.channel)
+        await prices.advance(DAY + 1)
+        # The first day's reports prove the reporter has followed the clock onto the next day.
+        before = await watch_until(client, 4)
+        today = date_of((await prices.fleet()).clock_time).isoformat()
+        stub = pb_grpc.AlphaReportingServiceStub(alpha.channel)
+        with pytest.raises(grpc.aio.AioRpcError) as failure:
+            await stub.SubmitReport(
+                pb.SubmitReportRequest(report=convert.report_to_proto(report(date=today)))
+            )
+        assert failure.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+        assert f"{today} is not complete" in failure.value.details()
+        assert error_info(failure.value).metadata["field"] == "report.trading_date"
+        assert await client.reports() == before
 
 
 async def test_keys_never_reach_the_logs(tmp_path):

@@ -214,30 +214,41 @@ def test_arb_missions_are_bounded_and_validated():
         assert bad.value.field == field
 
 
-def _flat_series(symbol: str, sector: str, closes: np.ndarray):
-    n = closes.size
-    opens = np.concatenate([[closes[0]], closes[:-1]])
+def _opens(closes: np.ndarray) -> np.ndarray:
+    """Opens that gap away from the previous close, so a fill at the open is told apart from one
+    at the close before it."""
+    gaps = 1 + 5e-4 * np.where(np.arange(closes.size) % 2 == 0, 1.0, -1.0)
+    return np.concatenate([[closes[0]], closes[:-1]]) * gaps
+
+
+def _flat_series(symbol: str, sector: str, closes: np.ndarray, *, skip: tuple[int, ...] = ()):
+    """Minute bars with ``closes``; the minutes in ``skip`` have no bar."""
+    opens = _opens(closes)
+    kept = np.setdiff1d(np.arange(closes.size), skip)
     return make_series(
         symbol,
         sector,
-        time=np.arange(n, dtype=np.int64) * MINUTE,
-        open=opens,
-        high=np.maximum(opens, closes) * 1.0001,
-        low=np.minimum(opens, closes) * 0.9999,
-        close=closes,
-        volume=np.full(n, 100.0),
+        time=kept.astype(np.int64) * MINUTE,
+        open=opens[kept],
+        high=np.maximum(opens, closes)[kept] * 1.0001,
+        low=np.minimum(opens, closes)[kept] * 0.9999,
+        close=closes[kept],
+        volume=np.full(kept.size, 100.0),
     )
 
 
-def test_an_arb_mission_earns_the_spread_of_the_sector_baskets_less_costs():
+def _arb_market(*, skip: tuple[int, ...] = ()):
+    """Two one-symbol sectors, one drifting up and one down, deployed at minute 99 with nothing
+    allocated, and an arb-mission of 0.2 (100 minutes) spawned at minute 149."""
     n = 400
     rng = np.random.default_rng(1)
     up = 100 * np.cumprod(1 + rng.normal(3e-4, 1e-3, n))
     down = 50 * np.cumprod(1 + rng.normal(-3e-4, 1e-3, n))
     replay = Replay(
-        [_flat_series("UP", "Long", up), _flat_series("DN", "Short", down)], start_position=100
+        [_flat_series("UP", "Long", up, skip=skip), _flat_series("DN", "Short", down, skip=skip)],
+        start_position=100,
     )
-    replay.advance(299)
+    replay.advance(replay.length - 100)
     setup = deploy(
         {"UP": "Long", "DN": "Short"},
         deployment_time=replay.time_at(100),
@@ -252,22 +263,49 @@ def test_an_arb_mission_earns_the_spread_of_the_sector_baskets_less_costs():
     state = state.with_change(
         state.spawn_arb_mission("Long", "Short", 0.2, at=opened, cause=CAUSE, field="p")
     )
+    return replay, state, up, down
+
+
+def test_an_arb_mission_earns_the_spread_of_the_sector_baskets_less_costs():
+    replay, state, up, down = _arb_market()
     run = run_at(replay, state, replay.clock_time)
     mission = run.report().missions[0]
     # Bars 150..249 (0-based index = minute): filled at the open of bar 150, closed at the close
     # of bar 249; costs of 2 legs x 3 bps on each fill.
     first, last = 150, 249
-    spread = [(up[first] / up[first - 1]) - (down[first] / down[first - 1])]
+    up_open, down_open = _opens(up)[first], _opens(down)[first]
+    assert up_open != up[first - 1]
+    spread = [up[first] / up_open - down[first] / down_open]
     spread += [up[t] / up[t - 1] - down[t] / down[t - 1] for t in range(first + 1, last + 1)]
     terms = 0.2 * np.array(spread)
     terms[0] -= 0.2 * 6e-4
     terms[-1] -= 0.2 * 6e-4
+    # The entry is the open of the bar after the action, not the close before it.
+    assert run.mission_terms[0, first - 100] == pytest.approx(terms[0], rel=1e-12)
+    np.testing.assert_allclose(run.mission_terms[0, first - 100 : last - 99], terms, rtol=1e-12)
     assert not mission.active
     assert mission.roi == pytest.approx(float(np.prod(1 + terms / 0.2) - 1), rel=1e-9)
     equity = run.equity
     assert mission.pnl == pytest.approx(float(np.sum(equity[first - 100 : last - 99] * terms)))
     report = run.report()
     assert report.pnl == pytest.approx(mission.pnl)  # sectors hold nothing
+
+
+def test_an_arb_missions_exit_cost_never_restates_a_reported_bar():
+    # No bar at minute 249, the mission's close time: its last bar is 248, the next one 250.
+    replay, state, up, down = _arb_market(skip=(249,))
+    close_time = 249 * MINUTE
+    assert state.missions[0].close_time == close_time
+    before = run_at(replay, state, 248 * MINUTE)
+    after = run_at(replay, state, 250 * MINUTE)
+    reported = before.mission_terms.shape[1]
+    np.testing.assert_array_equal(after.mission_terms[:, :reported], before.mission_terms)
+    np.testing.assert_array_equal(after.equity[: reported + 1], before.equity)
+    # The exit's costs land on bar 250, the first one after the close, which earns no spread.
+    assert after.times[reported] == 250 * MINUTE
+    assert after.mission_terms[0, reported] == pytest.approx(-0.2 * 6e-4, rel=1e-12)
+    last = before.mission_terms[0, -1]
+    assert last == pytest.approx(0.2 * (up[248] / up[247] - down[248] / down[247]), rel=1e-12)
 
 
 def test_trades_follow_position_changes():

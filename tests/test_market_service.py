@@ -17,6 +17,7 @@ from market.sources import save_bars
 from market.synthetic import SyntheticMarketSpec, generate
 from qtmesh.api.market.v1 import market_pb2, market_pb2_grpc
 from qtmesh.errors import InvalidArgument
+from qtmesh.paging import encode_token
 from qtmesh.status import error_info
 from qtmesh.testing import serving_app
 
@@ -60,6 +61,63 @@ async def test_get_bars_pages_through_a_window_up_to_the_clock(market):
         )
     assert failure.value.code() == grpc.StatusCode.INVALID_ARGUMENT
     assert error_info(failure.value).metadata["field"] == "page_token"
+
+
+@pytest.mark.parametrize(
+    ("method", "request_message"),
+    [
+        ("ListSymbols", market_pb2.ListSymbolsRequest(page_token=encode_token(sector=""))),
+        ("ListSymbols", market_pb2.ListSymbolsRequest(page_token=encode_token(sector="", o=-5))),
+        ("ListSymbols", market_pb2.ListSymbolsRequest(page_token=encode_token(sector="", o="1"))),
+        ("ListSymbols", market_pb2.ListSymbolsRequest(page_token=encode_token(sector="", o=True))),
+        (
+            "GetBars",
+            market_pb2.GetBarsRequest(symbol="ORBT", page_token=encode_token(symbol="ORBT")),
+        ),
+        (
+            "GetBars",
+            market_pb2.GetBarsRequest(
+                symbol="ORBT", page_token=encode_token(symbol="ORBT", first=10)
+            ),
+        ),
+        (
+            "GetBars",
+            market_pb2.GetBarsRequest(
+                symbol="ORBT", page_token=encode_token(symbol="ORBT", first=-400, stop=10)
+            ),
+        ),
+        (
+            "GetBars",
+            market_pb2.GetBarsRequest(
+                symbol="ORBT", page_token=encode_token(symbol="ORBT", first=20, stop=10)
+            ),
+        ),
+        (
+            "GetBars",
+            market_pb2.GetBarsRequest(
+                symbol="ORBT", page_token=encode_token(symbol="ORBT", first=0.5, stop=10)
+            ),
+        ),
+        # Past the clock: the bars after it are never served through a token either.
+        (
+            "GetBars",
+            market_pb2.GetBarsRequest(
+                symbol="ORBT", page_token=encode_token(symbol="ORBT", first=1439, stop=2880)
+            ),
+        ),
+    ],
+)
+async def test_page_tokens_the_server_never_issued_name_page_token(market, method, request_message):
+    stub = market_pb2_grpc.MarketServiceStub(market.channel)
+    client = MarketClient(market.channel)
+    before = await client.snapshot()
+    with pytest.raises(grpc.aio.AioRpcError) as failure:
+        await getattr(stub, method)(request_message)
+    assert failure.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert error_info(failure.value).metadata["field"] == "page_token"
+    # Nothing moved, and honest pages are still served.
+    assert (await client.snapshot()).position == before.position
+    assert len(await client.bars("ORBT", lookback=1000)) == 1000
 
 
 @pytest.mark.parametrize(

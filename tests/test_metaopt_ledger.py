@@ -14,8 +14,17 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from metaopt.audit import ProposalDraft, ProposalType
-from metaopt.ledger import GENESIS, ChainVerifier, Cycle, CycleStatus, canonical, chain
-from metaopt.store import LedgerStore, ProposalQuery, ledger
+from metaopt.ledger import (
+    GENESIS,
+    ChainVerifier,
+    Cycle,
+    CycleHead,
+    CycleStatus,
+    canonical,
+    chain,
+    hash_of,
+)
+from metaopt.store import LedgerStore, ProposalQuery, _proposal_row, cycles, ledger
 
 TIME = 1_800_000_000 * 10**9
 
@@ -76,10 +85,27 @@ def append(store: LedgerStore, drafts, *, at: int = TIME) -> Cycle:
 
 
 def verify(store: LedgerStore):
-    verifier = ChainVerifier(store.anchor())
-    for index, entry in store.entries():
-        verifier.feed(entry, index=index)
+    with store.snapshot() as snapshot:
+        verifier = ChainVerifier(snapshot.heads())
+        for index, entry in snapshot.entries():
+            verifier.feed(entry, index=index)
     return verifier.result()
+
+
+def forge_after(store: LedgerStore, last, *, cycle_id: str):
+    """Inserts an entry after ``last`` with a correct link and an honest (unkeyed) hash."""
+    (forged,) = chain(
+        DRAFTS[:1],
+        cycle_id=cycle_id,
+        create_time=TIME,
+        first_index=last.ledger_index + 1 if last else 0,
+        previous_hash=last.entry_hash if last else GENESIS,
+    )
+    forged = dataclasses.replace(forged, id=f"{cycle_id}-9")
+    forged = dataclasses.replace(forged, entry_hash=hash_of(forged))
+    with store.engine.begin() as c:
+        c.execute(ledger.insert().values(**_proposal_row(forged)))
+    return forged
 
 
 def test_entries_are_chained_by_the_hash_of_their_canonical_encoding():
@@ -215,12 +241,105 @@ def test_a_rehashed_rewrite_still_breaks_the_next_link(database_url):
         store.close()
 
 
+def test_an_entry_appended_after_the_last_cycle_head_is_found_and_never_read(database_url):
+    store = LedgerStore(database_url)
+    try:
+        append(store, DRAFTS)
+        second = append(store, DRAFTS)
+        forged = forge_after(store, second.proposals[-1], cycle_id=second.id)
+        result = verify(store)
+        assert not result.intact
+        assert result.first_bad_index == forged.ledger_index == 6
+        assert "entry 6 (cycle-000002-9) was appended outside any cycle" in result.detail
+        assert store.last_cycle() == second
+    finally:
+        store.close()
+
+
+def test_entries_without_any_cycle_are_found(database_url):
+    store = LedgerStore(database_url)
+    try:
+        forge_after(store, None, cycle_id="cycle-000001")
+        result = verify(store)
+        assert not result.intact
+        assert result.first_bad_index == 0
+        assert "no cycle is recorded" in result.detail
+        assert store.last_cycle() is None
+    finally:
+        store.close()
+
+
+@pytest.mark.parametrize(
+    ("tamper", "bad", "problem"),
+    [
+        # The last cycle's entries lose their cycle.
+        (
+            lambda t: sa.update(t).where(t.c.cycle_id == "cycle-000002").values(cycle_id="c-9"),
+            3,
+            "entry 3 (cycle-000002-1) names no recorded cycle ('cycle-000002')",
+        ),
+        # The first cycle claims one entry fewer than it wrote, with that entry's hash.
+        (
+            lambda t: (
+                sa.update(t)
+                .where(t.c.cycle_id == "cycle-000001")
+                .values(
+                    head_index=1,
+                    head_hash=sa.select(ledger.c.entry_hash)
+                    .where(ledger.c.ledger_index == 1)
+                    .scalar_subquery(),
+                )
+            ),
+            2,
+            "entry 2 (cycle-000001-3) lies beyond the head its cycle cycle-000001 recorded",
+        ),
+        # A cycle's recorded head hash no longer matches its entry.
+        (
+            lambda t: sa.update(t).where(t.c.cycle_id == "cycle-000001").values(head_hash="0" * 64),
+            2,
+            "entry 2 (cycle-000001-3) is not the head its cycle recorded",
+        ),
+    ],
+)
+def test_entries_are_checked_against_the_cycle_records(database_url, tamper, bad, problem):
+    store = LedgerStore(database_url)
+    try:
+        append(store, DRAFTS)
+        append(store, DRAFTS)
+        with store.engine.begin() as c:
+            c.execute(tamper(cycles))
+        result = verify(store)
+        assert not result.intact
+        assert result.first_bad_index == bad
+        assert problem in result.detail
+    finally:
+        store.close()
+
+
+def test_a_cycle_appended_while_verifying_is_not_taken_for_tampering(database_url):
+    store = LedgerStore(database_url)
+    try:
+        first = append(store, DRAFTS)
+        with store.snapshot() as snapshot:
+            verifier = ChainVerifier(snapshot.heads())
+            append(store, DRAFTS)  # another replica commits between the two reads
+            for index, entry in snapshot.entries():
+                verifier.feed(entry, index=index)
+        result = verifier.result()
+        assert result.intact, result.detail
+        assert result.entry_count == 3
+        assert result.head_hash == first.head_hash
+        assert verify(store).entry_count == 6
+    finally:
+        store.close()
+
+
 cycle_sizes = st.lists(st.integers(min_value=0, max_value=4), min_size=1, max_size=6)
 
 
 @given(sizes=cycle_sizes, data=st.data())
 def test_any_ledger_verifies_and_any_altered_entry_is_named(sizes, data):
-    entries, head = [], GENESIS
+    entries, head, heads = [], GENESIS, []
     for k, size in enumerate(sizes):
         made = chain(
             (DRAFTS * 2)[:size],
@@ -231,8 +350,8 @@ def test_any_ledger_verifies_and_any_altered_entry_is_named(sizes, data):
         )
         entries += made
         head = made[-1].entry_hash if made else head
-    anchor = (len(entries) - 1, head)
-    verifier = ChainVerifier(anchor)
+        heads.append(CycleHead(f"cycle-{k + 1:06d}", len(entries) - 1, head))
+    verifier = ChainVerifier(heads)
     for e in entries:
         verifier.feed(e, index=e.ledger_index)
     assert verifier.result().intact
@@ -243,7 +362,7 @@ def test_any_ledger_verifies_and_any_altered_entry_is_named(sizes, data):
     value = {"rationale": "x", "confidence": 0.123, "target_sector": "Zinc", "cycle_id": "c"}
     altered = list(entries)
     altered[bad] = dataclasses.replace(entries[bad], **{field: value[field]})
-    verifier = ChainVerifier(anchor)
+    verifier = ChainVerifier(heads)
     for e in altered:
         verifier.feed(e, index=e.ledger_index)
     assert verifier.result().first_bad_index == bad

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import dataclasses
 from pathlib import Path
 
 import grpc
@@ -21,9 +22,9 @@ from alpha.store import reports as report_table
 from metaopt.audit import ProposalType
 from metaopt.client import MetaOptimizerClient
 from metaopt.config import MetaOptimizerConfig
-from metaopt.ledger import CycleStatus
+from metaopt.ledger import CycleStatus, hash_of
 from metaopt.service import app as metaopt_app
-from metaopt.store import ledger
+from metaopt.store import _proposal_row, ledger
 from qtmesh.api.metaoptimizer.v1 import meta_optimizer_pb2 as pb
 from qtmesh.api.metaoptimizer.v1 import meta_optimizer_pb2_grpc as pb_grpc
 from qtmesh.channels import ChannelConfig
@@ -175,6 +176,36 @@ async def test_verify_names_the_first_entry_tampered_in_the_database(tmp_path):
         assert not result.intact
         assert result.first_bad_index == 4
         assert "entry 4 (cycle-000002-2) was altered" in result.detail
+
+
+async def test_an_entry_appended_by_hand_fails_verification_and_is_never_recommended(tmp_path):
+    async with services(tmp_path) as (alpha, client, optimizer):
+        await submit(alpha)
+        cycle = await client.run_cycle()
+        last = cycle.proposals[-1]
+        forged = dataclasses.replace(
+            last,
+            id=f"{cycle.id}-9",
+            ledger_index=last.ledger_index + 1,
+            previous_hash=last.entry_hash,
+            allocation=0.9,
+        )
+        forged = dataclasses.replace(forged, entry_hash=hash_of(forged))
+        engine = create_engine(f"sqlite:///{tmp_path / 'metaopt' / 'metaopt.db'}")
+        with engine.begin() as c:
+            c.execute(ledger.insert().values(**_proposal_row(forged)))
+        engine.dispose()
+        result = await client.verify()
+        assert not result.intact
+        assert result.first_bad_index == forged.ledger_index
+        assert f"entry 3 ({forged.id}) was appended outside any cycle" in result.detail
+        assert result.head_hash == cycle.head_hash
+        assert (await client.pulse()).last_cycle.proposals == cycle.proposals
+        agent = AgentClient(optimizer.channel, name="meta-optimizer")
+        recommendations = await agent.recommend(AgentContext(cycle_id="gap-1"))
+        assert [r.id for r in recommendations] == [
+            f"meta-optimizer/{p.id}" for p in cycle.proposals
+        ]
 
 
 async def test_reports_under_a_rotated_out_key_or_tampered_are_rejected(tmp_path):
