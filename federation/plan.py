@@ -228,7 +228,8 @@ def build_plan(
         placed[(vote.agent, vote.recommendation.id)] = ids[(kept.target, kept.stance)]
     actions = []
     for d in drafts:
-        lead = min(d["votes"], key=_rank).recommendation
+        lead_vote = min(d["votes"], key=_rank)
+        lead = lead_vote.recommendation
         action_id = ids[(d["target"], d["stance"])]
         depends = sorted(
             {
@@ -264,7 +265,7 @@ def build_plan(
                 source_agents=tuple(sorted(v.agent for v in d["votes"])),
                 superseded_by=superseded_by,
                 owner=owners.get(lead.action_type, ""),
-                idempotency_key=f"{plan_id}/{action_id}",
+                idempotency_key=_idempotency_key(lead_vote, plan_id, action_id),
                 execute_by_time=now + WINDOWS[lead.priority] if WINDOWS[lead.priority] else 0,
                 update_time=now,
                 consensus=d["agreement"],
@@ -290,6 +291,13 @@ def build_plan(
         context=context,
         summary=_summary(actions, reports, consensus, confidence),
     )
+
+
+def _idempotency_key(lead: _Vote, plan_id: str, action_id: str) -> str:
+    # An intent offered again in a later cycle keeps its key, so its owner applies it once.
+    if lead.recommendation.intent_key:
+        return f"{lead.agent}/{lead.recommendation.intent_key}"
+    return f"{plan_id}/{action_id}"
 
 
 def _rank(vote: _Vote) -> tuple:

@@ -3,6 +3,8 @@ dependencies, scheduling windows, and invariance to the order agents answer in."
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
@@ -175,6 +177,65 @@ def test_plan_details_dependencies_windows_owners_keys():
     assert result.summary.startswith("3 actions to execute")
 
 
+def test_an_intent_offered_in_many_cycles_keeps_its_idempotency_key():
+    from metaopt.agent import recommendation_of
+    from metaopt.audit import ProposalType
+    from metaopt.ledger import Proposal
+
+    proposal = Proposal(
+        id="p-17",
+        type=ProposalType.REINFORCEMENT,
+        action="scale",
+        target_sector="Tech",
+        counter_sector="",
+        rationale="Tech beat its peers",
+        confidence=0.9,
+        p_value=0.01,
+        factor=1.2,
+        allocation=0.0,
+        report_ids=("r1",),
+        cycle_id="c1",
+        create_time=1,
+        ledger_index=3,
+        previous_hash="",
+    )
+    offered = recommendation_of(proposal)
+    assert offered.intent_key == "p-17"
+    plans = [
+        build_plan(
+            [
+                answer("meta-optimizer", offered),
+                answer("ceo", rec("r", c.SwitchMode(mode=mode), 0.5)),
+            ],
+            plan_id=f"gap-{n}",
+            sequence=n,
+            now=NOW + n,
+            context=c.AgentContext(cycle_id=f"cycle-{n}"),
+            min_consensus_for_critical=0.8,
+            owners=OWNERS,
+        )
+        for n, mode in ((1, c.StrategicMode.NORMAL), (2, c.StrategicMode.DEFENSIVE))
+    ]
+    keys = [
+        next(a for a in p.actions if a.action_type is c.ActionType.ADJUST_EXPOSURE).idempotency_key
+        for p in plans
+    ]
+    assert keys == ["meta-optimizer/p-17", "meta-optimizer/p-17"]
+    # Without an intent key every plan's action is new.
+    modes = [next(a for a in p.actions if a.target == "mode") for p in plans]
+    assert [m.idempotency_key for m in modes] == [f"gap-1/{modes[0].id}", f"gap-2/{modes[1].id}"]
+
+
+def test_the_intent_key_comes_from_the_agent_whose_recommendation_leads():
+    sure = dataclasses.replace(rec("r", UP, 0.9), intent_key="mine")
+    unsure = dataclasses.replace(
+        rec("r", c.AdjustExposure(sector="Tech", factor=1.1), 0.4), intent_key="theirs"
+    )
+    (action,) = plan(answer("a", unsure), answer("b", sure)).actions
+    assert action.source_agents == ("a", "b")
+    assert action.idempotency_key == "b/mine"
+
+
 def test_failed_agents_are_recorded_without_votes():
     failed = AgentAnswer(AgentReport("world-model", CallOutcome.TIMED_OUT, 10.0, 1, 0, "slow"))
     result = plan(answer("risk", rec("r", DOWN, 0.9)), failed)
@@ -275,3 +336,20 @@ def test_the_spec_defaults():
     ) == (30.0, 10.0, 5, 0.80, True, True)
     assert "sesa" not in FederationConfig(enable_sesa_integration=False).asked_agents
     assert "meta" not in FederationConfig(enable_meta_learning_integration=False).asked_agents
+
+
+def test_intent_keys_are_unique_within_an_answer_and_bounded():
+    from qtmesh.errors import InvalidArgument
+
+    twice = [
+        dataclasses.replace(rec("a", UP, 0.5), intent_key="k"),
+        dataclasses.replace(rec("b", c.RunEvolution(), 0.5), intent_key="k"),
+    ]
+    with pytest.raises(InvalidArgument) as failure:
+        c.validate_recommendations("meta-optimizer", twice)
+    assert failure.value.field == "meta-optimizer.recommendations[0].intent_key"
+    with pytest.raises(InvalidArgument) as failure:
+        c.validate_recommendations(
+            "x", [dataclasses.replace(rec("a", UP, 0.5), intent_key="k" * 257)]
+        )
+    assert failure.value.field == "x.recommendations[0].intent_key"

@@ -185,6 +185,25 @@ async def test_execution_is_streamed_and_stored_and_applied_once(tmp_path):
     assert sorted(owner.executed) == sorted(a.idempotency_key for a in plan.actions)
 
 
+async def test_an_intent_offered_every_cycle_is_applied_once(tmp_path):
+    proposal = dataclasses.replace(rec("p", EVOLVE, 0.8), intent_key="proposal-9")
+    owner = FakeAgent("owner", [proposal])
+    async with mesh(tmp_path, [owner]) as fed:
+        client = FederationClient(fed.channel)
+        stream = asyncio.ensure_future(take(client.subscribe(after_sequence=0), 6))
+        plans = [await client.generate_plan(execute=True) for _ in range(2)]
+        events = await asyncio.wait_for(stream, timeout=10)
+    assert [p.actions[0].idempotency_key for p in plans] == ["owner/proposal-9"] * 2
+    completed = [
+        e.detail
+        for _, e in events
+        if isinstance(e, StatusUpdate) and e.status is c.ActionStatus.COMPLETED
+    ]
+    assert len(completed) == 2
+    assert owner.executed == ["owner/proposal-9"]  # the second plan's action changed nothing
+    assert sum("already applied" in d for d in completed) == 1
+
+
 async def test_a_reconnecting_subscriber_gets_everything_after_its_sequence_exactly_once(tmp_path):
     agent = FakeAgent("owner", [rec("e", EVOLVE)])
     async with mesh(tmp_path, [agent]) as fed:
