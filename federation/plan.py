@@ -272,6 +272,8 @@ def build_plan(
             )
         )
 
+    actions = _break_cycles(actions)
+
     contributing = [
         math.fsum(r.confidence for r in a.recommendations) / len(a.recommendations)
         for a in answers
@@ -291,6 +293,52 @@ def build_plan(
         context=context,
         summary=_summary(actions, reports, consensus, confidence),
     )
+
+
+def _break_cycles(actions: list[c.Action]) -> list[c.Action]:
+    """The actions with every dependency that would close a cycle dropped.
+
+    Each agent's dependencies are acyclic, but merged ones need not be (one agent orders X before
+    Y, another Y before X; or a dependency remapped to the vote that represents its target), and
+    a cycle would leave its actions waiting for each other forever. Edges are accepted in plan
+    order (priority first), so the dependencies of the more important action are kept.
+    """
+    accepted: dict[str, list[str]] = {a.id: [] for a in actions}
+
+    def reaches(start: str, goal: str) -> list[str]:
+        path, seen = [start], {start}
+
+        def walk(node: str) -> bool:
+            if node == goal:
+                return True
+            for nxt in accepted.get(node, ()):
+                if nxt not in seen:
+                    seen.add(nxt)
+                    path.append(nxt)
+                    if walk(nxt):
+                        return True
+                    path.pop()
+            return False
+
+        return path if walk(start) else []
+
+    result = []
+    for action in actions:
+        dropped = []
+        for dependency in action.depends_on:
+            loop = reaches(dependency, action.id)
+            if loop:
+                dropped.append(f"{action.id} -> {' -> '.join(loop)}")
+            else:
+                accepted[action.id].append(dependency)
+        if dropped:
+            reason = "dropped dependencies that would close a cycle: " + "; ".join(dropped)
+            detail = f"{action.status_detail}; {reason}" if action.status_detail else reason
+            action = dataclasses.replace(
+                action, depends_on=tuple(accepted[action.id]), status_detail=detail
+            )
+        result.append(action)
+    return result
 
 
 def _idempotency_key(lead: _Vote, plan_id: str, action_id: str) -> str:

@@ -353,3 +353,89 @@ def test_intent_keys_are_unique_within_an_answer_and_bounded():
             "x", [dataclasses.replace(rec("a", UP, 0.5), intent_key="k" * 257)]
         )
     assert failure.value.field == "x.recommendations[0].intent_key"
+
+
+def test_dependencies_that_cross_agents_into_a_cycle_are_dropped_with_a_reason():
+    tune = c.TuneLearning(parameters={"rl_exploration_rate": 0.2})
+    evolve = c.RunEvolution()
+    # meta: tune before evolve; sesa: evolve before tune. Merged, each waits for the other.
+    result = plan(
+        answer("meta", rec("t", tune, 0.9), rec("e", evolve, 0.5, depends_on=("t",))),
+        answer("sesa", rec("e", evolve, 0.6), rec("t", tune, 0.4, depends_on=("e",))),
+    )
+    by_type = {a.action_type: a for a in result.actions}
+    first, second = by_type[c.ActionType.TUNE_LEARNING], by_type[c.ActionType.RUN_EVOLUTION]
+    assert [a.id for a in result.actions] == [first.id, second.id]  # tune is more confident
+    # The first action in plan order keeps its dependencies; the edge closing the cycle goes.
+    assert first.depends_on == (second.id,)
+    assert second.depends_on == ()
+    assert second.status is c.ActionStatus.PENDING
+    assert f"cycle: {second.id} -> {first.id} -> {second.id}" in second.status_detail
+    assert c.find_cycle({a.id: a.depends_on for a in result.actions}) == []
+
+
+def _acyclic_answers(draw_data):
+    """Agents whose own dependencies are acyclic (each recommendation depends only on earlier
+    ones of its agent), on overlapping targets, so merging them can create cycles."""
+    answers = []
+    for agent in range(draw_data.draw(st.integers(1, 4))):
+        count = draw_data.draw(st.integers(1, 5))
+        recommendations = []
+        for i in range(count):
+            depends = draw_data.draw(st.sets(st.integers(0, i - 1), max_size=i)) if i else set()
+            recommendations.append(
+                rec(
+                    f"r{i}",
+                    draw_data.draw(PARAMETERS),
+                    draw_data.draw(st.floats(0.01, 1.0)),
+                    draw_data.draw(st.sampled_from(list(c.Priority))),
+                    depends_on=tuple(f"r{d}" for d in sorted(depends)),
+                )
+            )
+        c.validate_recommendations(f"agent-{agent}", recommendations)
+        answers.append(answer(f"agent-{agent}", *recommendations))
+    return answers
+
+
+@given(st.data())
+def test_plans_are_acyclic_and_their_execution_always_ends(data):
+    import asyncio
+
+    from federation.execution import execute_plan
+
+    result = plan(*_acyclic_answers(data), min_consensus=0.0)
+    ids = {a.id for a in result.actions}
+    assert c.find_cycle({a.id: a.depends_on for a in result.actions}) == []
+    assert all(set(a.depends_on) <= ids - {a.id} for a in result.actions)
+
+    class Owner:
+        name = "owner"
+
+        async def recommend(self, context):
+            return []
+
+        async def execute(self, action, *, plan_sequence):
+            return c.ExecutionResult(True, "done")
+
+    async def noop(*_args) -> None:
+        return None
+
+    owners = {name: Owner() for name in OWNERS.values()}
+
+    async def run():
+        # A bound, not a pause: a hang fails here instead of stalling the suite.
+        async with asyncio.timeout(30):
+            return await execute_plan(
+                result,
+                owners=owners,
+                on_status=noop,
+                max_concurrent=2,
+                timeout=5.0,
+                attempts=1,
+                backoff=0.0,
+            )
+
+    final = asyncio.run(run())
+    for action in result.actions:
+        if action.status is c.ActionStatus.PENDING:
+            assert final[action.id] in (c.ActionStatus.COMPLETED, c.ActionStatus.BLOCKED)
