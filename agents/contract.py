@@ -314,6 +314,13 @@ class Agent(Protocol):
     async def execute(self, action: Action, *, plan_sequence: int) -> ExecutionResult: ...
 
 
+def takes_timeout(agent: Agent) -> bool:
+    """Whether ``agent``'s calls accept ``timeout=`` (seconds), so a caller's deadline travels
+    with a remote call instead of ending only the caller's wait. Remote clients say so with a
+    true ``takes_timeout`` class attribute; in-process agents have no deadline to pass on."""
+    return bool(getattr(agent, "takes_timeout", False))
+
+
 def validate_recommendations(agent: str, recommendations: list[Recommendation]) -> None:
     """Checks what an agent returned: unique ids and intent keys, confidences in 0..1, known and
     acyclic dependencies."""
