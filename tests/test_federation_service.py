@@ -21,7 +21,7 @@ from qtmesh.api.agent.v1 import agent_pb2
 from qtmesh.api.federation.v1 import federation_pb2 as pb
 from qtmesh.api.federation.v1 import federation_pb2_grpc as pb_grpc
 from qtmesh.channels import ChannelConfig
-from qtmesh.errors import InvalidArgument, NotFound, Unavailable
+from qtmesh.errors import FailedPrecondition, InvalidArgument, NotFound, Unavailable
 from qtmesh.status import error_info
 from qtmesh.testing import serving, serving_app
 
@@ -293,6 +293,30 @@ async def test_filters_by_priority_and_action_type(tmp_path):
     assert {u.action_type for _, u in critical_updates} == {c.ActionType.HALT_TRADING}
     assert {u.action_type for _, u in tuning_updates} == {c.ActionType.TUNE_LEARNING}
     assert len(plan.actions) == 2
+
+
+async def test_a_final_status_is_final_and_a_repeated_report_changes_nothing(tmp_path):
+    agent = FakeAgent("owner", [rec("e", EVOLVE)])
+    async with mesh(tmp_path, [agent]) as fed:
+        client = FederationClient(fed.channel)
+        plan = await client.generate_plan()
+        action_id = plan.actions[0].id
+        executing = await client.report_status(plan.sequence, action_id, c.ActionStatus.EXECUTING)
+        again = await client.report_status(plan.sequence, action_id, c.ActionStatus.EXECUTING)
+        assert again == executing  # the update that set it; nothing new recorded
+        done = await client.report_status(plan.sequence, action_id, c.ActionStatus.COMPLETED)
+        assert (
+            await client.report_status(plan.sequence, action_id, c.ActionStatus.COMPLETED) == done
+        )
+        for status in (c.ActionStatus.EXECUTING, c.ActionStatus.FAILED):
+            with pytest.raises(FailedPrecondition, match=f"action {action_id} of plan"):
+                await client.report_status(plan.sequence, action_id, status)
+        events = await take(client.subscribe(after_sequence=plan.sequence), 2)
+        later = asyncio.ensure_future(take(client.subscribe(after_sequence=done), 1))
+        newer = await client.generate_plan()
+        (next_event,) = await asyncio.wait_for(later, timeout=10)
+    assert [s for s, _ in events] == [executing, done]
+    assert next_event[0] == newer.sequence  # no event between the completion and the next plan
 
 
 async def test_history_pages_and_reports(tmp_path):
