@@ -17,12 +17,14 @@ from federation.client import FederationClient
 from federation.config import FederationConfig
 from federation.plan import CallOutcome, Plan, StatusUpdate
 from federation.service import APP
+from federation.store import PlanStore
 from qtmesh.api.agent.v1 import agent_pb2
 from qtmesh.api.federation.v1 import federation_pb2 as pb
 from qtmesh.api.federation.v1 import federation_pb2_grpc as pb_grpc
 from qtmesh.channels import ChannelConfig
 from qtmesh.errors import FailedPrecondition, InvalidArgument, NotFound, Unavailable
 from qtmesh.status import error_info
+from qtmesh.storage import create_engine, sqlite_url
 from qtmesh.testing import serving, serving_app
 
 
@@ -372,3 +374,98 @@ async def test_history_pages_and_reports(tmp_path):
                 1,
             )
         assert error_info(raw.value).metadata["field"] == "action_types[0]"
+
+
+class _PausedStore(PlanStore):
+    """Holds the next history read at ``pause`` until ``resume`` is set."""
+
+    def __init__(self, engine) -> None:
+        super().__init__(engine)
+        self.armed = False
+        self.paused = asyncio.Event()
+        self.resume = asyncio.Event()
+        self.caught_up = asyncio.Event()  # a history read found nothing more
+
+    async def run(self, work, *args):
+        reading = getattr(work, "__name__", "") == "events_after"
+        if self.armed and reading:
+            self.armed = False
+            self.paused.set()
+            await self.resume.wait()
+        result = await super().run(work, *args)
+        if reading and not result:
+            self.caught_up.set()
+        return result
+
+
+class _StreamContext:
+    async def send_initial_metadata(self, metadata) -> None:
+        return None
+
+
+async def test_a_subscriber_reading_history_is_not_cut_off_by_live_events_meanwhile(tmp_path):
+    from federation.engine import Federation
+    from federation.service import FederationServicer
+
+    agent = FakeAgent("owner", [rec("e", EVOLVE)])
+    store = _PausedStore(create_engine(sqlite_url(tmp_path / "federation.db")))
+    config = FederationConfig(
+        agents=("owner",),
+        owners={"RUN_EVOLUTION": "owner"},
+        data_dir=tmp_path,
+        subscriber_queue=2,
+        history_page=1,
+    )
+    fed = Federation(config=config, agents={"owner": agent}, owners={}, store=store)
+    history = [await fed.generate_plan() for _ in range(3)]
+    stream = FederationServicer(fed).SubscribePlans(
+        pb.SubscribePlansRequest(after_sequence=0), _StreamContext()
+    )
+    received = [pb.SubscribePlansResponse.FromString(await anext(stream))]
+    store.armed = True
+    following = asyncio.ensure_future(anext(stream))
+    await store.paused.wait()
+    live = [await fed.generate_plan() for _ in range(4)]  # twice the subscriber's queue
+    store.resume.set()
+    received.append(pb.SubscribePlansResponse.FromString(await following))
+    while len(received) < len(history) + len(live):
+        received.append(pb.SubscribePlansResponse.FromString(await anext(stream)))
+    # Caught up, the stream goes on live instead of cutting off a subscriber that kept up.
+    following = asyncio.ensure_future(anext(stream))
+    await store.caught_up.wait()
+    latest = await fed.generate_plan()
+    received.append(pb.SubscribePlansResponse.FromString(await following))
+    await stream.aclose()
+    await fed.close()
+    assert [e.sequence for e in received] == [p.sequence for p in (*history, *live, latest)]
+
+
+class _FlakyMarket:
+    """A market whose first snapshot fails with a bug, not a MeshError."""
+
+    def __init__(self) -> None:
+        self.calls = 0
+        self.followed = asyncio.Event()
+
+    async def snapshot(self):
+        self.calls += 1
+        if self.calls == 1:
+            raise ValueError("malformed snapshot")
+        return dataclasses.make_dataclass("Snapshot", ["clock_time", "position"])(1234, 7)
+
+    async def stream_bars(self, *, after_position):
+        self.followed.set()
+        await asyncio.Event().wait()
+        yield  # pragma: no cover
+
+
+async def test_the_market_clock_is_followed_again_after_an_unexpected_error():
+    from federation.service import MarketClockWatcher
+
+    market = _FlakyMarket()
+    watcher = MarketClockWatcher(market, backoff=0.0)
+    running = asyncio.ensure_future(watcher.run())
+    await asyncio.wait_for(market.followed.wait(), timeout=10)
+    assert watcher.latest() == (1234, 7)
+    running.cancel()
+    await asyncio.gather(running, return_exceptions=True)
