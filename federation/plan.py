@@ -5,23 +5,30 @@ exposure change of Tech is on ``sector/Tech``, a mode switch on ``mode``) and gi
 (``risk_on``/``risk_off`` for exposure, the mode's name for a mode switch, ``on``/``off`` for a
 strategy, ...). Agents agree when they take the same stance on the same target.
 
-Consensus, per target t with stances s and agent confidences c (one vote per agent and target,
-its most confident recommendation there)::
+Conflicts: on a target with several stances, the stance whose best recommendation has the
+highest priority wins, then the one with the larger total confidence, then the stance name
+(alphabetical) as a deterministic tie-break. So a stance can win with less confidence than
+another, when it has the higher priority.
 
-    agreement(t) = max_s sum(c of agents with stance s) / sum(c of all agents on t)
+Consensus, per target t with stances s and agent confidences c (one vote per agent and target,
+its most confident recommendation there), is the share of the confidence held by the *winning*
+stance w(t) (not necessarily the largest share)::
+
+    agreement(t) = sum(c of agents with stance w(t)) / sum(c of all agents on t)
     consensus_score = sum_t W(t) * agreement(t) / sum_t W(t),   W(t) = sum(c on t)
+
+(a target whose confidences sum to 0 has agreement 1). A losing stance's action records its own
+share as its ``consensus``.
 
 Plan confidence, over the agents that contributed at least one recommendation, with an agent's
 confidence C(a) the mean confidence of its recommendations::
 
     confidence = sum_a C(a)^2 / sum_a C(a)      (the confidence-weighted mean of C)
 
-Both are sums over agents (computed with math.fsum, which is exactly rounded), so the order
-agents answer in changes nothing, not even in the last bit.
+Every sum is taken with math.fsum (exactly rounded) or over targets in sorted order, so the
+order agents answer in changes nothing, not even in the last bit.
 
-Conflicts: on a target with several stances, the stance whose best recommendation has the
-highest priority wins, then the one with the larger total confidence, then the stance name
-(alphabetical) as a deterministic tie-break. The winning stance becomes one action (parameters
+The winning stance becomes one action (parameters
 of its most confident recommendation, sources = every agent holding it); each losing stance
 stays in the plan as a SUPERSEDED action naming the winner. A critical action whose target
 agreement is below ``min_consensus_for_critical`` is HELD with the reason.
@@ -188,7 +195,8 @@ def build_plan(
         by_target[vote.target].append(vote)
 
     drafts: list[dict] = []
-    weights = agreements = 0.0
+    weights: list[float] = []
+    agreements: list[float] = []
     for target in sorted(by_target):
         target_votes = by_target[target]
         stances: dict[str, list[_Vote]] = defaultdict(list)
@@ -202,8 +210,8 @@ def build_plan(
             if total > 0
             else 1.0
         )
-        weights += total
-        agreements += total * agreement
+        weights.append(total)
+        agreements.append(total * agreement)
         for index, (stance, stance_votes) in enumerate(ordered):
             drafts.append(
                 {
@@ -280,7 +288,8 @@ def build_plan(
         if a.recommendations
     ]
     confidence = _weighted_mean(contributing)
-    consensus = agreements / weights if weights > 0 else 0.0
+    weight = math.fsum(weights)
+    consensus = math.fsum(agreements) / weight if weight > 0 else 0.0
     reports = tuple(sorted((a.report for a in answers), key=lambda r: r.agent))
     return Plan(
         id=plan_id,

@@ -4,6 +4,7 @@ dependencies, scheduling windows, and invariance to the order agents answer in."
 from __future__ import annotations
 
 import dataclasses
+import math
 
 import pytest
 from hypothesis import given
@@ -114,6 +115,20 @@ def test_conflicts_are_won_by_priority_then_confidence_then_name():
     # Equal priority and confidence: the stance name decides ("risk_off" < "risk_on").
     result = plan(answer("a", rec("r", UP, 0.5)), answer("b", rec("r", DOWN, 0.5)))
     assert next(a for a in result.actions if a.status is c.ActionStatus.PENDING).parameters == DOWN
+
+
+def test_priority_overrides_confidence_and_agreement_is_the_winners_share():
+    result = plan(
+        answer("a", rec("r", DOWN, 0.3, c.Priority.HIGH)),
+        answer("b", rec("r", UP, 0.9)),
+        answer("c", rec("r", c.AdjustExposure(sector="Tech", factor=1.5), 0.8)),
+    )
+    winner = next(a for a in result.actions if a.status is c.ActionStatus.PENDING)
+    loser = next(a for a in result.actions if a.status is c.ActionStatus.SUPERSEDED)
+    assert winner.parameters == DOWN  # 0.3 at HIGH beats 1.7 at MEDIUM
+    assert winner.consensus == 0.3 / 2.0  # the winner's share, not the largest share
+    assert loser.consensus == math.fsum([0.9, 0.8]) / 2.0
+    assert result.consensus_score == 0.3 / 2.0
 
 
 def test_critical_actions_need_consensus():
@@ -278,8 +293,8 @@ def test_the_order_agents_answer_in_changes_nothing(votes, random):
     shuffled = list(answers)
     random.shuffle(shuffled)
     a, b = plan(*answers), plan(*shuffled)
-    assert a.consensus_score == pytest.approx(b.consensus_score, abs=1e-12)
-    assert a.confidence == pytest.approx(b.confidence, abs=1e-12)
+    assert a.consensus_score == b.consensus_score
+    assert a.confidence == b.confidence
     assert a.actions == b.actions
     assert 0 <= a.consensus_score <= 1
     assert 0 <= a.confidence <= 1
