@@ -251,6 +251,7 @@ def recommendation_to_proto(r: c.Recommendation) -> pb.Recommendation:
         rationale=r.rationale,
         depends_on=r.depends_on,
         evidence=dict(r.evidence),
+        intent_key=r.intent_key,
     )
 
 
@@ -275,6 +276,7 @@ def recommendation_from_proto(message: pb.Recommendation, *, field: str) -> c.Re
         rationale=message.rationale,
         depends_on=tuple(message.depends_on),
         evidence=dict(message.evidence),
+        intent_key=message.intent_key,
     )
 
 

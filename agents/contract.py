@@ -241,7 +241,11 @@ class AgentContext:
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
 class Recommendation:
-    """One proposed action with the agent's confidence (0..1) and the reasons for it."""
+    """One proposed action with the agent's confidence (0..1) and the reasons for it.
+
+    ``intent_key`` names the intent across cycles: an agent that offers the same proposal every
+    cycle gives it the same key, and the federation applies it once, not once per plan.
+    """
 
     id: str
     priority: Priority
@@ -251,6 +255,7 @@ class Recommendation:
     rationale: str
     depends_on: tuple[str, ...] = ()
     evidence: Mapping[str, float] = dataclasses.field(default_factory=dict)
+    intent_key: str = ""
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "evidence", frozen_map(self.evidence))
@@ -258,6 +263,9 @@ class Recommendation:
     @property
     def action_type(self) -> ActionType:
         return self.parameters.action_type
+
+
+MAX_INTENT_KEY = 256
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -306,16 +314,29 @@ class Agent(Protocol):
     async def execute(self, action: Action, *, plan_sequence: int) -> ExecutionResult: ...
 
 
+def takes_timeout(agent: Agent) -> bool:
+    """Whether ``agent``'s calls accept ``timeout=`` (seconds), so a caller's deadline travels
+    with a remote call instead of ending only the caller's wait. Remote clients say so with a
+    true ``takes_timeout`` class attribute; in-process agents have no deadline to pass on."""
+    return bool(getattr(agent, "takes_timeout", False))
+
+
 def validate_recommendations(agent: str, recommendations: list[Recommendation]) -> None:
-    """Checks what an agent returned: unique ids, confidences in 0..1, known and acyclic
-    dependencies."""
+    """Checks what an agent returned: unique ids and intent keys, confidences in 0..1, known and
+    acyclic dependencies."""
     ids = [r.id for r in recommendations]
+    intents = [r.intent_key for r in recommendations if r.intent_key]
     for i, r in enumerate(recommendations):
         field = f"{agent}.recommendations[{i}]"
         if not r.id:
             raise InvalidArgument(f"{field}.id", "must not be empty")
         if ids.count(r.id) > 1:
             raise InvalidArgument(f"{field}.id", f"{r.id!r} is used twice")
+        if len(r.intent_key) > MAX_INTENT_KEY:
+            raise InvalidArgument(f"{field}.intent_key", f"longer than {MAX_INTENT_KEY} characters")
+        # Two actions of one plan with the same key would make the second a silent no-op.
+        if r.intent_key and intents.count(r.intent_key) > 1:
+            raise InvalidArgument(f"{field}.intent_key", f"{r.intent_key!r} is used twice")
         if not (math.isfinite(r.confidence) and 0 <= r.confidence <= 1):
             raise InvalidArgument(f"{field}.confidence", f"{r.confidence} is not in 0..1")
         for dependency in r.depends_on:

@@ -43,7 +43,9 @@ class FederationConfig:
     agent_attempts: int = setting(
         2, help="attempts of a Recommend that failed UNAVAILABLE, within the budget"
     )
-    max_concurrent_actions: int = setting(5, help="actions executing at once")
+    max_concurrent_actions: int = setting(
+        5, help="actions executing at once, across every plan being executed"
+    )
     action_timeout_seconds: float = setting(10.0, help="cap on one ExecuteAction call")
     action_attempts: int = setting(3, help="attempts of an ExecuteAction that can be retried")
     retry_backoff_seconds: float = setting(0.05, help="first backoff between attempts (doubles)")
@@ -60,6 +62,11 @@ class FederationConfig:
         DEFAULT_OWNERS, help="ACTION_TYPE=service pairs: who executes each action type"
     )
     execute_plans: bool = setting(True, help="execute the actions of automatic cycles")
+    shutdown_grace_seconds: float = setting(
+        5.0,
+        help="on shutdown, time executions get to finish; actions still unfinished then are "
+        "recorded as failed",
+    )
     subscriber_queue: int = setting(
         1024,
         help="events buffered per subscriber; a subscriber that falls further behind is "
@@ -76,6 +83,7 @@ class FederationConfig:
             "gap_update_interval_seconds",
             "deadline_reserve_seconds",
             "retry_backoff_seconds",
+            "shutdown_grace_seconds",
         ):
             require(getattr(self, name) >= 0, name, "must not be negative")
         for name in ("agent_timeout_seconds", "cycle_deadline_seconds", "action_timeout_seconds"):

@@ -3,16 +3,21 @@
 A cycle asks every agent (fan-out), builds the plan (consensus and conflicts), appends it to the
 history and publishes it; executing it then records and publishes every status change. The
 clock and the agents are injected, so the whole loop runs against fakes in tests.
+
+Every write is one unit with its publication (and, for a plan, the start of its execution),
+run as a task of its own: a caller cancelled while the write is in flight (on PostgreSQL it runs
+in a thread, and may commit after the caller gave up) does not leave a stored event unpublished,
+which subscribers would never receive.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import time
 import uuid
 from collections import OrderedDict
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Coroutine, Mapping
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import structlog
 
@@ -24,11 +29,17 @@ from federation.fanout import ask_all
 from federation.hub import Hub
 from federation.plan import Plan, StatusUpdate, build_plan
 from federation.store import Event, PlanStore
-from qtmesh.api.federation.v1 import federation_pb2 as pb
 from qtmesh.errors import FailedPrecondition, InvalidArgument
+
+if TYPE_CHECKING:
+    from qtmesh.api.federation.v1 import federation_pb2 as pb
 
 _log = structlog.get_logger("federation")
 _KEPT_MESSAGES = 64
+_T = TypeVar("_T")
+# Statuses after which an action never changes again.
+FINAL = (ActionStatus.COMPLETED, ActionStatus.FAILED, ActionStatus.BLOCKED)
+INTERRUPTED = "interrupted by shutdown"
 
 # Statuses an outside executor may report (the federation's own executor sets the others too).
 REPORTABLE = (
@@ -67,6 +78,12 @@ class Federation:
         self._wall_clock = wall_clock
         self._market_clock = market_clock
         self._executions: set[asyncio.Task[None]] = set()
+        self._writes: set[asyncio.Task[Any]] = set()
+        # One bound for every plan: plans of consecutive cycles may execute at the same time.
+        self._slots = asyncio.Semaphore(config.max_concurrent_actions)
+        # (plan sequence, action id) -> attempts of actions an execution has yet to finish, so a
+        # shutdown can record those it interrupts.
+        self._unfinished: dict[tuple[int, str], int] = {}
         # The messages of the newest plans, so answering and publishing do not convert again.
         self._messages: OrderedDict[int, pb.GlobalActionPlan] = OrderedDict()
         self._write = asyncio.Lock()  # keeps publication in sequence order
@@ -100,16 +117,33 @@ class Federation:
             min_consensus_for_critical=self.config.min_consensus_for_critical,
             owners=self.config.owner_by_type,
         )
+        plan = await self._unit(self._append_plan(draft, execute))
+        _log.info("plan", sequence=plan.sequence, summary=plan.summary)
+        return plan
+
+    async def _append_plan(self, draft: Plan, execute: bool) -> Plan:
         async with self._write:
             plan, message = await self.store.run_short(self.store.append_plan, draft)
             self._messages[plan.sequence] = message
             while len(self._messages) > _KEPT_MESSAGES:
                 self._messages.popitem(last=False)
             self.hub.publish(Event(plan.sequence, plan=plan))
-        _log.info("plan", sequence=plan.sequence, summary=plan.summary)
-        if execute:
-            self._start_execution(plan)
+            if execute:
+                self._start_execution(plan)
         return plan
+
+    async def _unit(self, work: Coroutine[Any, Any, _T]) -> _T:
+        """Runs ``work`` to its end even if the caller is cancelled (see the module docstring)."""
+        task = asyncio.ensure_future(work)
+        self._writes.add(task)
+        task.add_done_callback(self._written)
+        return await asyncio.shield(task)
+
+    def _written(self, task: asyncio.Task[Any]) -> None:
+        self._writes.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            # Its caller sees the error unless it was cancelled; then this is the only trace.
+            _log.debug("write failed", error=repr(task.exception()))
 
     def message_of(self, plan: Plan) -> pb.GlobalActionPlan:
         """The plan's message as created (cached for recent plans). Do not modify it."""
@@ -124,11 +158,14 @@ class Federation:
         async def on_status(action: Action, status: ActionStatus, detail: str, tried: int) -> None:
             await self.record_status(plan.sequence, action.id, status, detail, tried)
 
+        for action in plan.actions:
+            if action.status is ActionStatus.PENDING:
+                self._unfinished[(plan.sequence, action.id)] = action.attempts
         return await execute_plan(
             plan,
             owners=self.owners,
             on_status=on_status,
-            max_concurrent=self.config.max_concurrent_actions,
+            slots=self._slots,
             timeout=self.config.action_timeout_seconds,
             attempts=self.config.action_attempts,
             backoff=self.config.retry_backoff_seconds,
@@ -137,7 +174,25 @@ class Federation:
     async def record_status(
         self, plan_sequence: int, action_id: str, status: ActionStatus, detail: str, attempts: int
     ) -> StatusUpdate:
+        return await self._unit(
+            self._append_status(plan_sequence, action_id, status, detail, attempts)
+        )
+
+    async def _append_status(
+        self,
+        plan_sequence: int,
+        action_id: str,
+        status: ActionStatus,
+        detail: str,
+        attempts: int,
+        *,
+        reported: bool = False,
+    ) -> StatusUpdate:
         async with self._write:
+            if reported:
+                repeated = await self._check_report(plan_sequence, action_id, status)
+                if repeated is not None:
+                    return repeated
             update = await self.store.run_short(
                 self.store.append_status,
                 plan_sequence,
@@ -148,7 +203,41 @@ class Federation:
                 self._wall_clock(),
             )
             self.hub.publish(Event(update.sequence, update=update))
+            key = (plan_sequence, action_id)
+            if status in FINAL:
+                self._unfinished.pop(key, None)
+            elif key in self._unfinished:
+                self._unfinished[key] = attempts
         return update
+
+    async def _check_report(
+        self, plan_sequence: int, action_id: str, status: ActionStatus
+    ) -> StatusUpdate | None:
+        """Raises for a report the action's state does not allow; for a repeat of its current
+        status, the update that set it (nothing new is recorded). Runs under the write lock, so
+        the state cannot change between the check and the write."""
+        plan = await self.store.run(self.store.get_plan, plan_sequence)
+        try:
+            action = plan.action(action_id)
+        except KeyError:
+            raise InvalidArgument(
+                "action_id", f"plan {plan_sequence} has no action {action_id!r}"
+            ) from None
+        if action.status in (ActionStatus.SUPERSEDED, ActionStatus.HELD):
+            raise FailedPrecondition(
+                f"action {action_id} of plan {plan_sequence} is {action.status.name.lower()}; "
+                "it does not run"
+            )
+        if action.status is status:
+            latest = await self.store.run(self.store.latest_update, plan_sequence, action_id)
+            if latest is not None and latest.status is status:
+                return latest
+        if action.status in FINAL:
+            raise FailedPrecondition(
+                f"action {action_id} of plan {plan_sequence} is already "
+                f"{action.status.name.lower()}; its status no longer changes"
+            )
+        return None
 
     async def report_status(
         self, plan_sequence: int, action_id: str, status: ActionStatus, detail: str
@@ -161,16 +250,14 @@ class Federation:
             )
         plan = await self.store.run(self.store.get_plan, plan_sequence)
         try:
-            action = plan.action(action_id)
+            attempts = plan.action(action_id).attempts
         except KeyError:
             raise InvalidArgument(
                 "action_id", f"plan {plan_sequence} has no action {action_id!r}"
             ) from None
-        if action.status in (ActionStatus.SUPERSEDED, ActionStatus.HELD):
-            raise FailedPrecondition(
-                f"action {action_id} is {action.status.name.lower()}; it does not run"
-            )
-        return await self.record_status(plan_sequence, action_id, status, detail, action.attempts)
+        return await self._unit(
+            self._append_status(plan_sequence, action_id, status, detail, attempts, reported=True)
+        )
 
     async def run_cycles(self) -> None:
         """Plans every ``gap_update_interval_seconds`` until cancelled; a failed cycle is logged
@@ -200,16 +287,35 @@ class Federation:
         except Exception:
             _log.exception("plan execution failed", sequence=plan.sequence)
 
-    async def wait_for_executions(self) -> None:
-        while self._executions:
-            await asyncio.gather(*list(self._executions), return_exceptions=True)
+    async def wait_for_executions(self, timeout: float | None = None) -> bool:
+        """Waits until no execution runs (executions started meanwhile included), at most
+        ``timeout`` seconds; True if none is left."""
+        try:
+            async with asyncio.timeout(timeout):
+                while self._executions:
+                    await asyncio.wait(list(self._executions))
+        except TimeoutError:
+            return False
+        return True
 
     async def close(self) -> None:
-        for task in list(self._executions):
-            task.cancel()
-        for task in list(self._executions):
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        """Lets executions finish within ``shutdown_grace_seconds``, then cancels the rest and
+        records each action they left unfinished as FAILED, so no action stays EXECUTING or
+        PENDING in the history forever."""
+        if not await self.wait_for_executions(self.config.shutdown_grace_seconds):
+            for task in list(self._executions):
+                task.cancel()
+            await asyncio.gather(*self._executions, return_exceptions=True)
+        # Status writes in flight land before the interrupted actions are recorded after them.
+        await asyncio.gather(*self._writes, return_exceptions=True)
+        for (plan_sequence, action_id), attempts in sorted(self._unfinished.items()):
+            try:
+                await self.record_status(
+                    plan_sequence, action_id, ActionStatus.FAILED, INTERRUPTED, attempts
+                )
+            except Exception:
+                _log.exception("could not record an interrupted action", action=action_id)
+        self._unfinished.clear()
         self.hub.close_all()
 
     async def _clock(self) -> tuple[int, int]:

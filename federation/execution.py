@@ -1,13 +1,17 @@
 """Executing a plan: ExecuteAction on each action's owner, dependencies first, bounded.
 
-* Only PENDING actions run; at most ``max_concurrent`` at once, started in priority order.
+* Only PENDING actions run, started in priority order; at most as many at once as ``slots``
+  allows. The federation passes one semaphore for all its plans, so the bound holds across
+  plans executing at the same time.
 * An action starts once every dependency has COMPLETED; if one did not (it failed, was
-  blocked, held or superseded), the action is BLOCKED naming it.
+  blocked, held or superseded, or is not in the plan), the action is BLOCKED naming it. Actions
+  on (or behind) a dependency cycle are BLOCKED at once: they could never start.
 * Each attempt has ``timeout``; UNAVAILABLE and timeouts are retried up to ``attempts`` times
   with doubling backoff. Every attempt carries the same idempotency key, so an owner applies
   an action once however often it is asked.
 * Status moves PENDING -> EXECUTING -> COMPLETED or FAILED (or BLOCKED); each change is
-  reported through ``on_status`` before the next one happens.
+  reported through ``on_status`` before the next one happens. If ``on_status`` raises, the
+  other actions are cancelled and the error propagates: nothing keeps running untracked.
 """
 
 from __future__ import annotations
@@ -15,8 +19,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Awaitable, Callable, Mapping
 
-from agents.contract import Action, ActionStatus, Agent
-from agents.service import AgentClient
+from agents.contract import Action, ActionStatus, Agent, takes_timeout
 from federation.plan import Plan
 from qtmesh.errors import DeadlineExceeded, MeshError, Unavailable
 
@@ -29,30 +32,57 @@ async def execute_plan(
     *,
     owners: Mapping[str, Agent],
     on_status: OnStatus,
-    max_concurrent: int,
     timeout: float,
     attempts: int,
     backoff: float,
+    max_concurrent: int | None = None,
+    slots: asyncio.Semaphore | None = None,
 ) -> dict[str, ActionStatus]:
-    """Runs the plan's pending actions; returns every action's final status."""
+    """Runs the plan's pending actions; returns every action's final status.
+
+    Give ``slots`` to share a concurrency bound with other plans, else ``max_concurrent``.
+    """
+    if slots is None:
+        if max_concurrent is None:
+            raise TypeError("execute_plan needs slots or max_concurrent")
+        slots = asyncio.Semaphore(max_concurrent)
     status = {a.id: a.status for a in plan.actions}
     done = {a.id: asyncio.Event() for a in plan.actions}
     for a in plan.actions:
         if a.status is not ActionStatus.PENDING:
             done[a.id].set()
-    slots = asyncio.Semaphore(max_concurrent)
+    stuck = _unorderable(plan)
 
     async def settle(action: Action, final: ActionStatus, detail: str, tried: int) -> None:
         status[action.id] = final
         await on_status(action, final, detail, tried)
-        done[action.id].set()
 
     async def run(action: Action) -> None:
+        # Set however the action ends (even by an error or cancellation), so no dependent
+        # waits for it forever.
+        try:
+            await attempt(action)
+        finally:
+            done[action.id].set()
+
+    async def attempt(action: Action) -> None:
+        if action.id in stuck:
+            await settle(
+                action,
+                ActionStatus.BLOCKED,
+                f"dependency cycle among {', '.join(sorted(stuck))}",
+                0,
+            )
+            return
         for dependency in action.depends_on:
-            await done[dependency].wait()
-        unmet = [d for d in action.depends_on if status[d] is not ActionStatus.COMPLETED]
+            if dependency in done:
+                await done[dependency].wait()
+        unmet = [d for d in action.depends_on if status.get(d) is not ActionStatus.COMPLETED]
         if unmet:
-            reasons = ", ".join(f"{d} is {status[d].name.lower()}" for d in unmet)
+            reasons = ", ".join(
+                f"{d} is {status[d].name.lower()}" if d in status else f"{d} is not in the plan"
+                for d in unmet
+            )
             await settle(action, ActionStatus.BLOCKED, f"dependency not completed: {reasons}", 0)
             return
         owner = owners.get(action.owner)
@@ -72,7 +102,7 @@ async def execute_plan(
                 tried += 1
                 try:
                     async with asyncio.timeout(timeout):
-                        if isinstance(owner, AgentClient):
+                        if takes_timeout(owner):
                             result = await owner.execute(
                                 action, plan_sequence=plan.sequence, timeout=timeout
                             )
@@ -101,6 +131,30 @@ async def execute_plan(
         (a for a in plan.actions if a.status is ActionStatus.PENDING),
         key=lambda a: (-a.priority, -a.confidence, a.id),
     )
-    await asyncio.gather(*(run(a) for a in pending))
+    async with asyncio.TaskGroup() as group:
+        for action in pending:
+            group.create_task(run(action))
     assert all(status[a.id] in _FINAL or a.status is not ActionStatus.PENDING for a in plan.actions)
     return status
+
+
+def _unorderable(plan: Plan) -> set[str]:
+    """Pending actions that can never start: on a dependency cycle or behind one.
+
+    Plans built by ``build_plan`` have none; this guards plans from elsewhere (a stored plan of an
+    older version, a test) against waiting forever.
+    """
+    waiting = {
+        a.id: {d for d in a.depends_on if d != a.id}
+        for a in plan.actions
+        if a.status is ActionStatus.PENDING
+    }
+    self_loops = {a.id for a in plan.actions if a.id in a.depends_on and a.id in waiting}
+    progress = True
+    while progress:
+        progress = False
+        for action_id, dependencies in list(waiting.items()):
+            if action_id not in self_loops and not dependencies & waiting.keys():
+                del waiting[action_id]
+                progress = True
+    return set(waiting)

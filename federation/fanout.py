@@ -12,8 +12,7 @@ import asyncio
 import time
 from collections.abc import Callable, Mapping
 
-from agents.contract import Agent, AgentContext, validate_recommendations
-from agents.service import AgentClient
+from agents.contract import Agent, AgentContext, takes_timeout, validate_recommendations
 from federation.plan import AgentAnswer, AgentReport, CallOutcome
 from qtmesh.errors import DeadlineExceeded, MeshError, Unavailable
 
@@ -76,7 +75,7 @@ async def _ask(
             return AgentAnswer(report(CallOutcome.TIMED_OUT, "no time left in the cycle budget"))
         try:
             async with asyncio.timeout(allowed):
-                if isinstance(agent, AgentClient):
+                if takes_timeout(agent):
                     recommendations = await agent.recommend(context, timeout=allowed)
                 else:
                     recommendations = await agent.recommend(context)

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+from collections.abc import Callable
 from typing import Generic, TypeVar
 
 T = TypeVar("T")
@@ -44,6 +45,11 @@ class Subscription(Generic[T]):
             self._events.append(event)
         self._wake()
         return not self.overflowed
+
+    def discard_while(self, predicate: Callable[[T], bool]) -> None:
+        """Drops queued events from the oldest on while ``predicate`` holds for them."""
+        while self._events and predicate(self._events[0]):
+            self._events.popleft()
 
     def close(self) -> None:
         self.closed = True

@@ -5,23 +5,30 @@ exposure change of Tech is on ``sector/Tech``, a mode switch on ``mode``) and gi
 (``risk_on``/``risk_off`` for exposure, the mode's name for a mode switch, ``on``/``off`` for a
 strategy, ...). Agents agree when they take the same stance on the same target.
 
-Consensus, per target t with stances s and agent confidences c (one vote per agent and target,
-its most confident recommendation there)::
+Conflicts: on a target with several stances, the stance whose best recommendation has the
+highest priority wins, then the one with the larger total confidence, then the stance name
+(alphabetical) as a deterministic tie-break. So a stance can win with less confidence than
+another, when it has the higher priority.
 
-    agreement(t) = max_s sum(c of agents with stance s) / sum(c of all agents on t)
+Consensus, per target t with stances s and agent confidences c (one vote per agent and target,
+its most confident recommendation there), is the share of the confidence held by the *winning*
+stance w(t) (not necessarily the largest share)::
+
+    agreement(t) = sum(c of agents with stance w(t)) / sum(c of all agents on t)
     consensus_score = sum_t W(t) * agreement(t) / sum_t W(t),   W(t) = sum(c on t)
+
+(a target whose confidences sum to 0 has agreement 1). A losing stance's action records its own
+share as its ``consensus``.
 
 Plan confidence, over the agents that contributed at least one recommendation, with an agent's
 confidence C(a) the mean confidence of its recommendations::
 
     confidence = sum_a C(a)^2 / sum_a C(a)      (the confidence-weighted mean of C)
 
-Both are sums over agents (computed with math.fsum, which is exactly rounded), so the order
-agents answer in changes nothing, not even in the last bit.
+Every sum is taken with math.fsum (exactly rounded) or over targets in sorted order, so the
+order agents answer in changes nothing, not even in the last bit.
 
-Conflicts: on a target with several stances, the stance whose best recommendation has the
-highest priority wins, then the one with the larger total confidence, then the stance name
-(alphabetical) as a deterministic tie-break. The winning stance becomes one action (parameters
+The winning stance becomes one action (parameters
 of its most confident recommendation, sources = every agent holding it); each losing stance
 stays in the plan as a SUPERSEDED action naming the winner. A critical action whose target
 agreement is below ``min_consensus_for_critical`` is HELD with the reason.
@@ -188,7 +195,8 @@ def build_plan(
         by_target[vote.target].append(vote)
 
     drafts: list[dict] = []
-    weights = agreements = 0.0
+    weights: list[float] = []
+    agreements: list[float] = []
     for target in sorted(by_target):
         target_votes = by_target[target]
         stances: dict[str, list[_Vote]] = defaultdict(list)
@@ -202,8 +210,8 @@ def build_plan(
             if total > 0
             else 1.0
         )
-        weights += total
-        agreements += total * agreement
+        weights.append(total)
+        agreements.append(total * agreement)
         for index, (stance, stance_votes) in enumerate(ordered):
             drafts.append(
                 {
@@ -228,7 +236,8 @@ def build_plan(
         placed[(vote.agent, vote.recommendation.id)] = ids[(kept.target, kept.stance)]
     actions = []
     for d in drafts:
-        lead = min(d["votes"], key=_rank).recommendation
+        lead_vote = min(d["votes"], key=_rank)
+        lead = lead_vote.recommendation
         action_id = ids[(d["target"], d["stance"])]
         depends = sorted(
             {
@@ -264,12 +273,14 @@ def build_plan(
                 source_agents=tuple(sorted(v.agent for v in d["votes"])),
                 superseded_by=superseded_by,
                 owner=owners.get(lead.action_type, ""),
-                idempotency_key=f"{plan_id}/{action_id}",
+                idempotency_key=_idempotency_key(lead_vote, plan_id, action_id),
                 execute_by_time=now + WINDOWS[lead.priority] if WINDOWS[lead.priority] else 0,
                 update_time=now,
                 consensus=d["agreement"],
             )
         )
+
+    actions = _break_cycles(actions)
 
     contributing = [
         math.fsum(r.confidence for r in a.recommendations) / len(a.recommendations)
@@ -277,7 +288,8 @@ def build_plan(
         if a.recommendations
     ]
     confidence = _weighted_mean(contributing)
-    consensus = agreements / weights if weights > 0 else 0.0
+    weight = math.fsum(weights)
+    consensus = math.fsum(agreements) / weight if weight > 0 else 0.0
     reports = tuple(sorted((a.report for a in answers), key=lambda r: r.agent))
     return Plan(
         id=plan_id,
@@ -290,6 +302,59 @@ def build_plan(
         context=context,
         summary=_summary(actions, reports, consensus, confidence),
     )
+
+
+def _break_cycles(actions: list[c.Action]) -> list[c.Action]:
+    """The actions with every dependency that would close a cycle dropped.
+
+    Each agent's dependencies are acyclic, but merged ones need not be (one agent orders X before
+    Y, another Y before X; or a dependency remapped to the vote that represents its target), and
+    a cycle would leave its actions waiting for each other forever. Edges are accepted in plan
+    order (priority first), so the dependencies of the more important action are kept.
+    """
+    accepted: dict[str, list[str]] = {a.id: [] for a in actions}
+
+    def reaches(start: str, goal: str) -> list[str]:
+        path, seen = [start], {start}
+
+        def walk(node: str) -> bool:
+            if node == goal:
+                return True
+            for nxt in accepted.get(node, ()):
+                if nxt not in seen:
+                    seen.add(nxt)
+                    path.append(nxt)
+                    if walk(nxt):
+                        return True
+                    path.pop()
+            return False
+
+        return path if walk(start) else []
+
+    result = []
+    for action in actions:
+        dropped = []
+        for dependency in action.depends_on:
+            loop = reaches(dependency, action.id)
+            if loop:
+                dropped.append(f"{action.id} -> {' -> '.join(loop)}")
+            else:
+                accepted[action.id].append(dependency)
+        if dropped:
+            reason = "dropped dependencies that would close a cycle: " + "; ".join(dropped)
+            detail = f"{action.status_detail}; {reason}" if action.status_detail else reason
+            action = dataclasses.replace(
+                action, depends_on=tuple(accepted[action.id]), status_detail=detail
+            )
+        result.append(action)
+    return result
+
+
+def _idempotency_key(lead: _Vote, plan_id: str, action_id: str) -> str:
+    # An intent offered again in a later cycle keeps its key, so its owner applies it once.
+    if lead.recommendation.intent_key:
+        return f"{lead.agent}/{lead.recommendation.intent_key}"
+    return f"{plan_id}/{action_id}"
 
 
 def _rank(vote: _Vote) -> tuple:

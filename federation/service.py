@@ -4,12 +4,12 @@ Global Action Plan stream."""
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import dataclasses
 from collections import OrderedDict
 from collections.abc import AsyncIterator, Collection
 
 import grpc
+import structlog
 
 from agents.contract import ActionType, Priority
 from agents.service import AgentClient
@@ -31,6 +31,7 @@ from qtmesh.server import Service
 from qtmesh.storage import create_engine, sqlite_url
 
 _CACHED_MESSAGES = 512
+_log = structlog.get_logger("federation")
 
 
 class _Filter:
@@ -141,7 +142,10 @@ class FederationServicer(pb_grpc.FederationServiceServicer):
         subscription = hub.subscribe()
         try:
             if self._draining:
-                raise Unavailable("federation is shutting down; resume on another replica")
+                raise Unavailable(
+                    "federation is shutting down; subscribe again once it is back "
+                    "(with after_sequence to miss nothing)"
+                )
             await context.send_initial_metadata(())
             last = await store.run(store.last_sequence)
             if request.HasField("after_sequence"):
@@ -159,6 +163,14 @@ class FederationServicer(pb_grpc.FederationServiceServicer):
                         last = event.sequence
                         if message is not None:
                             yield message
+                        # Live events the history has delivered need no room in the queue.
+                        subscription.discard_while(lambda e, last=last: e.sequence <= last)
+                        if subscription.overflowed:
+                            # Every event it missed is stored (a write commits before it is
+                            # published), so replaying on from history loses nothing: a
+                            # subscriber reading a long history is not cut off for it.
+                            hub.unsubscribe(subscription)
+                            subscription = hub.subscribe()
                     if len(events) < page:
                         break
             while True:
@@ -237,7 +249,7 @@ async def build(config: FederationConfig, channels: ChannelConfig) -> Built:
         for name in sorted(names)
     }
     clients = {
-        name: AgentClient(channel, name=name, timeout=config.agent_timeout_seconds)
+        name: _DeadlineClient(channel, name=name, timeout=config.agent_timeout_seconds)
         for name, channel in opened.items()
     }
     market_clock = MarketClockWatcher(MarketClient(opened["market"], timeout=5.0))
@@ -261,14 +273,28 @@ async def build(config: FederationConfig, channels: ChannelConfig) -> Built:
     async def close() -> None:
         for task in tasks:
             task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
-        await federation.close()
-        for channel in opened.values():
-            await channel.close()
-        store.close()
+        # Each step runs whatever the one before raised, so the channels and the database
+        # are released on every shutdown.
+        try:
+            await asyncio.gather(*tasks, return_exceptions=True)
+            await federation.close()
+        finally:
+            try:
+                results = await asyncio.gather(
+                    *(channel.close() for channel in opened.values()), return_exceptions=True
+                )
+                for failure in (r for r in results if isinstance(r, Exception)):
+                    _log.warning("closing a channel failed", error=repr(failure))
+            finally:
+                store.close()
 
     return Built(services=[service_of(servicer)], drain=drain, close=close)
+
+
+class _DeadlineClient(AgentClient):
+    """An AgentClient the fan-out and the executor pass their per-call deadline to."""
+
+    takes_timeout = True
 
 
 def service_of(servicer: FederationServicer) -> Service:
@@ -326,7 +352,11 @@ class MarketClockWatcher:
                     after_position=snapshot.position
                 ):
                     self._latest = (clock_time, position)
-            except MeshError:
+            except Exception as exc:
+                # Whatever broke the stream (the market away, a malformed bar, a bug), the
+                # clock is followed again after a pause instead of never again.
+                if not isinstance(exc, MeshError):
+                    _log.exception("following the market clock failed")
                 await asyncio.sleep(pause)
                 pause = min(pause * 2, self._max_backoff)
 

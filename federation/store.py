@@ -147,6 +147,21 @@ class PlanStore(SqlStore):
             ).all()
         return [_event(row.sequence, row.kind, row.payload) for row in rows]
 
+    def latest_update(self, plan_sequence: int, action_id: str) -> StatusUpdate | None:
+        """The last recorded status change of one action, or None if it never changed."""
+        with self.engine.connect() as connection:
+            rows = connection.execute(
+                sa.select(events.c.sequence, events.c.kind, events.c.payload)
+                .where(events.c.kind == STATUS_EVENT)
+                .where(events.c.plan_sequence == plan_sequence)
+                .order_by(events.c.sequence.desc())
+            )
+            for row in rows:
+                update = _event(row.sequence, row.kind, row.payload).update
+                if update is not None and update.action_id == action_id:
+                    return update
+        return None
+
     def last_sequence(self) -> int:
         with self.engine.connect() as connection:
             return int(connection.execute(sa.select(sa.func.max(events.c.sequence))).scalar() or 0)

@@ -60,6 +60,9 @@ def recommendation_of(p: Proposal) -> Recommendation:
         confidence=p.confidence,
         rationale=p.rationale,
         evidence=evidence,
+        # The same proposal is offered every cycle until a newer one replaces it; the proposal
+        # id makes the fleet apply it once.
+        intent_key=p.id,
     )
 
 

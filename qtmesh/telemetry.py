@@ -51,7 +51,3 @@ def _add_service(service: str) -> structlog.typing.Processor:
         return event
 
     return add_service
-
-
-def get_logger(name: str) -> structlog.typing.FilteringBoundLogger:
-    return structlog.get_logger(name)

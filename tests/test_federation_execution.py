@@ -197,3 +197,95 @@ async def test_higher_priorities_are_started_first():
 def test_action_is_immutable():
     with pytest.raises(dataclasses.FrozenInstanceError):
         action("a").status = c.ActionStatus.FAILED  # type: ignore[misc]
+
+
+async def test_a_dependency_cycle_blocks_its_actions_instead_of_hanging():
+    plan = plan_of(
+        action("a1", depends_on=("a2",)),
+        action("a2", depends_on=("a1",)),
+        action("a3", depends_on=("a2",)),
+        action("a4", depends_on=("a4",)),
+        action("a5", depends_on=("gone",)),
+        action("a6"),
+    )
+    owner = Owner()
+    final, history = await run(plan, {"owner": owner})
+    assert final == {
+        "a1": c.ActionStatus.BLOCKED,
+        "a2": c.ActionStatus.BLOCKED,
+        "a3": c.ActionStatus.BLOCKED,
+        "a4": c.ActionStatus.BLOCKED,
+        "a5": c.ActionStatus.BLOCKED,
+        "a6": c.ActionStatus.COMPLETED,
+    }
+    details = {h[0]: h[2] for h in history}
+    assert details["a1"] == "dependency cycle among a1, a2, a3, a4"
+    assert details["a5"] == "dependency not completed: gone is not in the plan"
+    assert owner.keys == ["gap-1/a6"]
+
+
+async def test_a_failing_status_report_stops_the_execution_and_leaves_nothing_running():
+    gate = asyncio.Event()
+    owner = Owner(gate=gate)
+
+    async def on_status(a: c.Action, status: c.ActionStatus, detail: str, attempts: int) -> None:
+        if a.id == "a1" and status is c.ActionStatus.COMPLETED:
+            raise RuntimeError("history is gone")
+
+    plan = plan_of(
+        action("a1", priority=c.Priority.HIGH),
+        action("a2", depends_on=("a1",)),
+        action("a3"),
+    )
+    before = asyncio.all_tasks()
+    running = asyncio.ensure_future(
+        execute_plan(
+            plan,
+            owners={"owner": owner},
+            on_status=on_status,
+            max_concurrent=5,
+            timeout=5.0,
+            attempts=1,
+            backoff=0.0,
+        )
+    )
+    async with owner.started:
+        await owner.started.wait_for(lambda: owner.running == 2)
+    gate.set()
+    with pytest.raises(ExceptionGroup) as failure:
+        await running
+    assert failure.group_contains(RuntimeError, match="history is gone")
+    assert asyncio.all_tasks() - before == set()  # a3 and a2 were cancelled, not left behind
+
+
+async def test_plans_sharing_slots_share_the_concurrency_bound():
+    gate = asyncio.Event()
+    owner = Owner(gate=gate)
+    slots = asyncio.Semaphore(3)
+
+    async def on_status(*_args) -> None:
+        return None
+
+    def execute(plan: Plan):
+        return execute_plan(
+            plan,
+            owners={"owner": owner},
+            on_status=on_status,
+            slots=slots,
+            timeout=5.0,
+            attempts=1,
+            backoff=0.0,
+        )
+
+    first = plan_of(*(action(f"a{i}") for i in range(3)))
+    second = dataclasses.replace(first, id="gap-2", sequence=2)
+    both = asyncio.ensure_future(asyncio.gather(execute(first), execute(second)))
+    async with owner.started:
+        await owner.started.wait_for(lambda: owner.running == 3)
+    for _ in range(10):
+        await asyncio.sleep(0)  # give a fourth action every chance to start
+    assert owner.running == 3
+    gate.set()
+    await both
+    assert owner.peak == 3
+    assert len(owner.keys) == 6

@@ -17,12 +17,14 @@ from federation.client import FederationClient
 from federation.config import FederationConfig
 from federation.plan import CallOutcome, Plan, StatusUpdate
 from federation.service import APP
+from federation.store import PlanStore
 from qtmesh.api.agent.v1 import agent_pb2
 from qtmesh.api.federation.v1 import federation_pb2 as pb
 from qtmesh.api.federation.v1 import federation_pb2_grpc as pb_grpc
 from qtmesh.channels import ChannelConfig
-from qtmesh.errors import InvalidArgument, NotFound, Unavailable
+from qtmesh.errors import FailedPrecondition, InvalidArgument, NotFound, Unavailable
 from qtmesh.status import error_info
+from qtmesh.storage import create_engine, sqlite_url
 from qtmesh.testing import serving, serving_app
 
 
@@ -185,6 +187,25 @@ async def test_execution_is_streamed_and_stored_and_applied_once(tmp_path):
     assert sorted(owner.executed) == sorted(a.idempotency_key for a in plan.actions)
 
 
+async def test_an_intent_offered_every_cycle_is_applied_once(tmp_path):
+    proposal = dataclasses.replace(rec("p", EVOLVE, 0.8), intent_key="proposal-9")
+    owner = FakeAgent("owner", [proposal])
+    async with mesh(tmp_path, [owner]) as fed:
+        client = FederationClient(fed.channel)
+        stream = asyncio.ensure_future(take(client.subscribe(after_sequence=0), 6))
+        plans = [await client.generate_plan(execute=True) for _ in range(2)]
+        events = await asyncio.wait_for(stream, timeout=10)
+    assert [p.actions[0].idempotency_key for p in plans] == ["owner/proposal-9"] * 2
+    completed = [
+        e.detail
+        for _, e in events
+        if isinstance(e, StatusUpdate) and e.status is c.ActionStatus.COMPLETED
+    ]
+    assert len(completed) == 2
+    assert owner.executed == ["owner/proposal-9"]  # the second plan's action changed nothing
+    assert sum("already applied" in d for d in completed) == 1
+
+
 async def test_a_reconnecting_subscriber_gets_everything_after_its_sequence_exactly_once(tmp_path):
     agent = FakeAgent("owner", [rec("e", EVOLVE)])
     async with mesh(tmp_path, [agent]) as fed:
@@ -276,6 +297,30 @@ async def test_filters_by_priority_and_action_type(tmp_path):
     assert len(plan.actions) == 2
 
 
+async def test_a_final_status_is_final_and_a_repeated_report_changes_nothing(tmp_path):
+    agent = FakeAgent("owner", [rec("e", EVOLVE)])
+    async with mesh(tmp_path, [agent]) as fed:
+        client = FederationClient(fed.channel)
+        plan = await client.generate_plan()
+        action_id = plan.actions[0].id
+        executing = await client.report_status(plan.sequence, action_id, c.ActionStatus.EXECUTING)
+        again = await client.report_status(plan.sequence, action_id, c.ActionStatus.EXECUTING)
+        assert again == executing  # the update that set it; nothing new recorded
+        done = await client.report_status(plan.sequence, action_id, c.ActionStatus.COMPLETED)
+        assert (
+            await client.report_status(plan.sequence, action_id, c.ActionStatus.COMPLETED) == done
+        )
+        for status in (c.ActionStatus.EXECUTING, c.ActionStatus.FAILED):
+            with pytest.raises(FailedPrecondition, match=f"action {action_id} of plan"):
+                await client.report_status(plan.sequence, action_id, status)
+        events = await take(client.subscribe(after_sequence=plan.sequence), 2)
+        later = asyncio.ensure_future(take(client.subscribe(after_sequence=done), 1))
+        newer = await client.generate_plan()
+        (next_event,) = await asyncio.wait_for(later, timeout=10)
+    assert [s for s, _ in events] == [executing, done]
+    assert next_event[0] == newer.sequence  # no event between the completion and the next plan
+
+
 async def test_history_pages_and_reports(tmp_path):
     agent = FakeAgent("owner", [rec("e", EVOLVE, 0.7, c.Priority.HIGH)])
     async with mesh(tmp_path, [agent]) as fed:
@@ -329,3 +374,98 @@ async def test_history_pages_and_reports(tmp_path):
                 1,
             )
         assert error_info(raw.value).metadata["field"] == "action_types[0]"
+
+
+class _PausedStore(PlanStore):
+    """Holds the next history read at ``pause`` until ``resume`` is set."""
+
+    def __init__(self, engine) -> None:
+        super().__init__(engine)
+        self.armed = False
+        self.paused = asyncio.Event()
+        self.resume = asyncio.Event()
+        self.caught_up = asyncio.Event()  # a history read found nothing more
+
+    async def run(self, work, *args):
+        reading = getattr(work, "__name__", "") == "events_after"
+        if self.armed and reading:
+            self.armed = False
+            self.paused.set()
+            await self.resume.wait()
+        result = await super().run(work, *args)
+        if reading and not result:
+            self.caught_up.set()
+        return result
+
+
+class _StreamContext:
+    async def send_initial_metadata(self, metadata) -> None:
+        return None
+
+
+async def test_a_subscriber_reading_history_is_not_cut_off_by_live_events_meanwhile(tmp_path):
+    from federation.engine import Federation
+    from federation.service import FederationServicer
+
+    agent = FakeAgent("owner", [rec("e", EVOLVE)])
+    store = _PausedStore(create_engine(sqlite_url(tmp_path / "federation.db")))
+    config = FederationConfig(
+        agents=("owner",),
+        owners={"RUN_EVOLUTION": "owner"},
+        data_dir=tmp_path,
+        subscriber_queue=2,
+        history_page=1,
+    )
+    fed = Federation(config=config, agents={"owner": agent}, owners={}, store=store)
+    history = [await fed.generate_plan() for _ in range(3)]
+    stream = FederationServicer(fed).SubscribePlans(
+        pb.SubscribePlansRequest(after_sequence=0), _StreamContext()
+    )
+    received = [pb.SubscribePlansResponse.FromString(await anext(stream))]
+    store.armed = True
+    following = asyncio.ensure_future(anext(stream))
+    await store.paused.wait()
+    live = [await fed.generate_plan() for _ in range(4)]  # twice the subscriber's queue
+    store.resume.set()
+    received.append(pb.SubscribePlansResponse.FromString(await following))
+    while len(received) < len(history) + len(live):
+        received.append(pb.SubscribePlansResponse.FromString(await anext(stream)))
+    # Caught up, the stream goes on live instead of cutting off a subscriber that kept up.
+    following = asyncio.ensure_future(anext(stream))
+    await store.caught_up.wait()
+    latest = await fed.generate_plan()
+    received.append(pb.SubscribePlansResponse.FromString(await following))
+    await stream.aclose()
+    await fed.close()
+    assert [e.sequence for e in received] == [p.sequence for p in (*history, *live, latest)]
+
+
+class _FlakyMarket:
+    """A market whose first snapshot fails with a bug, not a MeshError."""
+
+    def __init__(self) -> None:
+        self.calls = 0
+        self.followed = asyncio.Event()
+
+    async def snapshot(self):
+        self.calls += 1
+        if self.calls == 1:
+            raise ValueError("malformed snapshot")
+        return dataclasses.make_dataclass("Snapshot", ["clock_time", "position"])(1234, 7)
+
+    async def stream_bars(self, *, after_position):
+        self.followed.set()
+        await asyncio.Event().wait()
+        yield  # pragma: no cover
+
+
+async def test_the_market_clock_is_followed_again_after_an_unexpected_error():
+    from federation.service import MarketClockWatcher
+
+    market = _FlakyMarket()
+    watcher = MarketClockWatcher(market, backoff=0.0)
+    running = asyncio.ensure_future(watcher.run())
+    await asyncio.wait_for(market.followed.wait(), timeout=10)
+    assert watcher.latest() == (1234, 7)
+    running.cancel()
+    await asyncio.gather(running, return_exceptions=True)

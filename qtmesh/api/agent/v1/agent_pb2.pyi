@@ -218,7 +218,7 @@ class AgentContext(_message.Message):
     def __init__(self, cycle_id: _Optional[str] = ..., as_of_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., market_position: _Optional[int] = ..., hints: _Optional[_Mapping[str, str]] = ...) -> None: ...
 
 class Recommendation(_message.Message):
-    __slots__ = ("id", "action_type", "priority", "target", "parameters", "confidence", "rationale", "depends_on", "evidence")
+    __slots__ = ("id", "action_type", "priority", "target", "parameters", "confidence", "rationale", "depends_on", "evidence", "intent_key")
     class EvidenceEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -235,6 +235,7 @@ class Recommendation(_message.Message):
     RATIONALE_FIELD_NUMBER: _ClassVar[int]
     DEPENDS_ON_FIELD_NUMBER: _ClassVar[int]
     EVIDENCE_FIELD_NUMBER: _ClassVar[int]
+    INTENT_KEY_FIELD_NUMBER: _ClassVar[int]
     id: str
     action_type: ActionType
     priority: Priority
@@ -244,7 +245,8 @@ class Recommendation(_message.Message):
     rationale: str
     depends_on: _containers.RepeatedScalarFieldContainer[str]
     evidence: _containers.ScalarMap[str, float]
-    def __init__(self, id: _Optional[str] = ..., action_type: _Optional[_Union[ActionType, str]] = ..., priority: _Optional[_Union[Priority, str]] = ..., target: _Optional[str] = ..., parameters: _Optional[_Union[ActionParameters, _Mapping]] = ..., confidence: _Optional[float] = ..., rationale: _Optional[str] = ..., depends_on: _Optional[_Iterable[str]] = ..., evidence: _Optional[_Mapping[str, float]] = ...) -> None: ...
+    intent_key: str
+    def __init__(self, id: _Optional[str] = ..., action_type: _Optional[_Union[ActionType, str]] = ..., priority: _Optional[_Union[Priority, str]] = ..., target: _Optional[str] = ..., parameters: _Optional[_Union[ActionParameters, _Mapping]] = ..., confidence: _Optional[float] = ..., rationale: _Optional[str] = ..., depends_on: _Optional[_Iterable[str]] = ..., evidence: _Optional[_Mapping[str, float]] = ..., intent_key: _Optional[str] = ...) -> None: ...
 
 class RecommendRequest(_message.Message):
     __slots__ = ("context",)

@@ -1,0 +1,148 @@
+"""The federation engine in-process: writes that outlive a cancelled caller, one concurrency
+bound across plans, and a shutdown that records the actions it interrupts."""
+
+from __future__ import annotations
+
+import asyncio
+
+from agents import contract as c
+from federation.config import FederationConfig
+from federation.engine import INTERRUPTED, Federation
+from federation.store import PlanStore
+from qtmesh.storage import create_engine, sqlite_url
+
+
+class Agent:
+    """Recommends enabling ``count`` strategies and executes them once ``gate`` opens."""
+
+    name = "owner"
+
+    def __init__(self, count: int = 1, gate: asyncio.Event | None = None) -> None:
+        self.count = count
+        self.gate = gate
+        self.running = 0
+        self.peak = 0
+        self.started = asyncio.Condition()
+
+    async def recommend(self, context: c.AgentContext) -> list[c.Recommendation]:
+        return [
+            c.Recommendation(
+                id=f"r{i}",
+                priority=c.Priority.MEDIUM,
+                target="t",
+                parameters=c.EnableStrategy(strategy_id=f"s{i}"),
+                confidence=0.5,
+                rationale="r",
+            )
+            for i in range(self.count)
+        ]
+
+    async def execute(self, action: c.Action, *, plan_sequence: int) -> c.ExecutionResult:
+        self.running += 1
+        self.peak = max(self.peak, self.running)
+        async with self.started:
+            self.started.notify_all()
+        try:
+            if self.gate is not None:
+                await self.gate.wait()
+            return c.ExecutionResult(True, "done")
+        finally:
+            self.running -= 1
+
+
+class HeldStore(PlanStore):
+    """Commits at once, then holds the write's caller until ``release`` is set: a PostgreSQL
+    write whose thread committed while its caller waits to be resumed."""
+
+    def __init__(self, engine) -> None:
+        super().__init__(engine)
+        self.committed = asyncio.Event()
+        self.release = asyncio.Event()
+
+    async def run_short(self, work, *args):
+        result = work(*args)
+        self.committed.set()
+        await self.release.wait()
+        return result
+
+
+def federation(tmp_path, agent: Agent, store_type=PlanStore, **settings) -> Federation:
+    store = store_type(create_engine(sqlite_url(tmp_path / "federation.db")))
+    config = FederationConfig(
+        agents=("owner",),
+        owners={"ENABLE_STRATEGY": "owner"},
+        gap_update_interval_seconds=0.0,
+        data_dir=tmp_path,
+        **settings,
+    )
+    return Federation(config=config, agents={"owner": agent}, owners={"owner": agent}, store=store)
+
+
+async def test_a_plan_committed_for_a_cancelled_caller_is_still_published(tmp_path):
+    fed = federation(tmp_path, Agent(), store_type=HeldStore)
+    subscription = fed.hub.subscribe()
+    caller = asyncio.ensure_future(fed.generate_plan())
+    await fed.store.committed.wait()
+    caller.cancel()
+    await asyncio.gather(caller, return_exceptions=True)
+    assert caller.cancelled()
+    fed.store.release.set()
+    event = await subscription.next()
+    assert event.sequence == 1
+    assert event.plan is not None
+    assert fed.store.last_sequence() == 1
+    await fed.close()
+
+
+async def test_the_concurrency_bound_holds_across_plans(tmp_path):
+    gate = asyncio.Event()
+    agent = Agent(count=3, gate=gate)
+    fed = federation(tmp_path, agent, max_concurrent_actions=2)
+    for _ in range(2):
+        await fed.generate_plan(execute=True)
+    async with agent.started:
+        await agent.started.wait_for(lambda: agent.running == 2)
+    for _ in range(20):
+        await asyncio.sleep(0)  # give a third action every chance to start
+    assert agent.running == 2
+    gate.set()
+    assert await fed.wait_for_executions()
+    assert agent.peak == 2
+    await fed.close()
+
+
+async def test_shutdown_records_the_actions_it_interrupts(tmp_path):
+    agent = Agent(count=2, gate=asyncio.Event())  # never opened
+    fed = federation(tmp_path, agent, max_concurrent_actions=1, shutdown_grace_seconds=0.0)
+    plan = await fed.generate_plan(execute=True)
+    async with agent.started:
+        await agent.started.wait_for(lambda: agent.running == 1)
+    published = []
+    publish = fed.hub.publish
+    fed.hub.publish = lambda event: (published.append(event.sequence), publish(event))
+    await fed.close()
+    stored = fed.store.get_plan(plan.sequence)
+    assert {a.status for a in stored.actions} == {c.ActionStatus.FAILED}
+    assert {a.status_detail for a in stored.actions} == {INTERRUPTED}
+    events = fed.store.events_after(0, 100)
+    assert published == [e.sequence for e in events[-2:]]  # both failures, stored and published
+    updates = [(e.update.action_id, e.update.status) for e in events if e.update is not None]
+    first, second = (a.id for a in plan.actions)
+    assert updates == [
+        (first, c.ActionStatus.EXECUTING),
+        (first, c.ActionStatus.FAILED),
+        (second, c.ActionStatus.FAILED),
+    ]
+
+
+async def test_shutdown_lets_executions_finish_within_the_grace(tmp_path):
+    gate = asyncio.Event()
+    agent = Agent(count=1, gate=gate)
+    fed = federation(tmp_path, agent, shutdown_grace_seconds=30.0)
+    plan = await fed.generate_plan(execute=True)
+    async with agent.started:
+        await agent.started.wait_for(lambda: agent.running == 1)
+    closing = asyncio.ensure_future(fed.close())
+    gate.set()
+    await closing
+    assert fed.store.get_plan(plan.sequence).actions[0].status is c.ActionStatus.COMPLETED
