@@ -9,6 +9,7 @@ import dataclasses
 import importlib
 
 from qtmesh.app import App
+from qtmesh.config import UnknownName
 
 
 @dataclasses.dataclass(frozen=True)
@@ -64,7 +65,7 @@ def entry(name: str) -> Entry:
     for e in CATALOG:
         if e.name == name:
             return e
-    raise KeyError(f"unknown service {name!r}; known services: {', '.join(names())}")
+    raise UnknownName(f"unknown service {name!r}; known services: {', '.join(names())}")
 
 
 def start_layers(selected: list[str]) -> list[list[Entry]]:

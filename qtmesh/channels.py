@@ -10,7 +10,7 @@ from typing import Any
 
 import grpc
 
-from qtmesh.config import Secret, require, setting
+from qtmesh.config import Secret, UnknownName, require, setting
 from qtmesh.security import AUTHORIZATION, channel_credentials
 
 CLIENT_ENV_PREFIX = "QTMESH_CLIENT_"
@@ -85,7 +85,7 @@ class ChannelConfig:
         if service in self.addresses:
             return self.addresses[service]
         if default_port is None:
-            raise KeyError(f"no address configured for {service!r} (set QTMESH_ADDRESSES)")
+            raise UnknownName(f"no address configured for {service!r} (set QTMESH_ADDRESSES)")
         return f"127.0.0.1:{default_port}"
 
     def grpc_options(self) -> list[tuple[str, Any]]:

@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import dataclasses
 import importlib.metadata
 import json
 import os
@@ -37,40 +36,10 @@ def main(argv: Sequence[str] | None = None) -> None:
     except configuration.ConfigError as exc:
         print(f"qtmesh: invalid configuration: {exc}", file=sys.stderr)
         code = EXIT_USAGE
-    except UnknownName as exc:
+    except configuration.UnknownName as exc:
         print(f"qtmesh: {exc}", file=sys.stderr)
         code = EXIT_USAGE
     sys.exit(code)
-
-
-class UnknownName(Exception):
-    """A service or address the command was given or configured with does not exist.
-
-    Only lookups of names are turned into it, so any other KeyError, a bug, shows its traceback.
-    """
-
-
-def _entry(name: str) -> catalog.Entry:
-    try:
-        return catalog.entry(name)
-    except KeyError as exc:
-        raise UnknownName(exc.args[0]) from None
-
-
-class _Channels(ChannelConfig):
-    """ChannelConfig whose missing addresses are UnknownName; services copy it with
-    dataclasses.replace, which keeps the class, so their lookups are covered too."""
-
-    def address_of(self, service: str, default_port: int | None = None) -> str:
-        try:
-            return super().address_of(service, default_port)
-        except KeyError as exc:
-            raise UnknownName(exc.args[0]) from None
-
-
-def _channel_config() -> ChannelConfig:
-    loaded = configuration.load(ChannelConfig, env_prefix=CLIENT_ENV_PREFIX)
-    return _Channels(**{f.name: getattr(loaded, f.name) for f in dataclasses.fields(loaded)})
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -118,7 +87,7 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _serve(args: argparse.Namespace) -> int:
-    app = _entry(args.service).load()
+    app = catalog.entry(args.service).load()
     parser = argparse.ArgumentParser(
         prog=f"qtmesh serve {app.name}", description=f"Run the {app.name} service: {app.summary}."
     )
@@ -134,7 +103,7 @@ def _serve(args: argparse.Namespace) -> int:
         overrides=configuration.flags_for(options, ServerConfig),
     )
     service_config = app.load_config(overrides=configuration.flags_for(options, app.config_type))
-    channel_config = _channel_config()
+    channel_config = configuration.load(ChannelConfig, env_prefix=CLIENT_ENV_PREFIX)
     configure_logging(fmt=server_config.log_format, level=server_config.log_level, service=app.name)
 
     def ready(address: str) -> None:
@@ -147,7 +116,7 @@ def _serve(args: argparse.Namespace) -> int:
             service_config,
             server_config=server_config,
             channel_config=channel_config,
-            default_port=_entry(app.name).default_port,
+            default_port=catalog.entry(app.name).default_port,
         )
         await serve_until_signalled(server, ready=ready)
 
@@ -158,9 +127,9 @@ def _serve(args: argparse.Namespace) -> int:
 def _up(args: argparse.Namespace) -> int:
     names = args.services or catalog.names()
     for name in names:
-        _entry(name)
+        catalog.entry(name)
     console = Console()
-    channels = _channel_config()
+    channels = configuration.load(ChannelConfig, env_prefix=CLIENT_ENV_PREFIX)
 
     async def run() -> int:
         mesh = Mesh(
@@ -226,7 +195,7 @@ def _mesh_table(mesh: Mesh) -> Table:
 
 
 def _status(args: argparse.Namespace) -> int:
-    channels = _channel_config()
+    channels = configuration.load(ChannelConfig, env_prefix=CLIENT_ENV_PREFIX)
     known: dict[str, str] = {}
     if args.state_file.is_file():
         known = {k: v["address"] for k, v in json.loads(args.state_file.read_text()).items()}

@@ -31,6 +31,10 @@ class ConfigError(ValueError):
         self.problem = problem
 
 
+class UnknownName(LookupError):
+    """A service or address named on the command line or in configuration does not exist."""
+
+
 @dataclasses.dataclass(frozen=True)
 class Secret:
     """A string that never shows in ``repr``, ``str`` or logs; call :meth:`reveal` to use it."""

@@ -121,6 +121,7 @@ def test_status_reports_unreachable_services(tmp_path: Path):
         (["serve", "market", "--port", "70000"], "port: must be in 0..65535"),
         (["serve", "market", "--replay-start", "0"], "replay_start: must be in (0, 1]"),
         (["serve", "nowhere"], "invalid choice: 'nowhere'"),
+        (["up", "nowhere"], "qtmesh: unknown service 'nowhere'; known services: "),
     ],
 )
 def test_bad_configuration_stops_start_up_with_a_clear_message(args, message):
