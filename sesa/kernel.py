@@ -152,6 +152,7 @@ def _statistics(returns: np.ndarray, split: int, every: np.ndarray, oos: np.ndar
         st_ty = 0.0
         low = np.inf
         high = -np.inf
+        inverse_peak = 1.0
         # The all-bars drawdown carried through the out-of-sample part. All-bars equity is
         # E0 x this part's, its peak max(P0, E0 x this part's peak), so its drawdown is
         # max(1 - (E0 / P0) x equity, this part's drawdown): no second equity curve needed.
@@ -176,8 +177,14 @@ def _statistics(returns: np.ndarray, split: int, every: np.ndarray, oos: np.ndar
             high = max(high, r)
             growth = 1.0 + r
             equity *= growth
-            peak = max(peak, equity)
-            drawdown = 1.0 - equity / peak
+            # A division only at a new peak: equity / peak on every bar costs more than the
+            # rest of the drawdown bookkeeping.
+            if equity >= peak:
+                peak = equity
+                inverse_peak = 1.0 / equity
+                drawdown = 0.0
+            else:
+                drawdown = 1.0 - equity * inverse_peak
             ulcer += drawdown * drawdown
             max_dd = max(max_dd, drawdown)
             dd_len = dd_len + 1.0 if drawdown > 0.0 else 0.0
@@ -415,11 +422,12 @@ def _simulate(
         short_entry = False
         short_exit = False
         if family == MA_CROSSOVER:
-            spread = (a[t] - b[t]) / b[t]
-            long_entry = spread > entry
-            long_exit = spread < exit_level
-            short_entry = spread < -entry
-            short_exit = spread > -exit_level
+            gap = a[t] - b[t]
+            slow = b[t]
+            long_entry = gap > entry * slow
+            long_exit = gap < exit_level * slow
+            short_entry = gap < -entry * slow
+            short_exit = gap > -exit_level * slow
         elif family == MEAN_REVERSION:
             z = a[t]
             rsi = b[t]
