@@ -13,11 +13,17 @@ from agents.memory.store import EpisodeStore
 from qtmesh.errors import AlreadyExists, InvalidArgument
 
 NAMES = ("return_24h", "volatility_24h", "momentum", "spread")
+NOW_NS = 1_750_000_000_123_456_789
+
+
+def clock() -> int:
+    """A fixed "now": the store must take it from here, never from the wall."""
+    return NOW_NS
 
 
 @pytest.fixture
 def store(database_url):
-    store = EpisodeStore.open(database_url, max_episodes=1000, max_k=50)
+    store = EpisodeStore.open(database_url, clock=clock, max_episodes=1000, max_k=50)
     yield store
     store.close()
 
@@ -112,7 +118,7 @@ async def test_episodes_compare_on_the_features_they_share(store):
 
 
 async def test_retention_evicts_the_earliest_and_keeps_summaries_exact(database_url):
-    store = EpisodeStore.open(database_url, max_episodes=40)
+    store = EpisodeStore.open(database_url, clock=clock, max_episodes=40)
     try:
         episodes = random_episodes(70, seed=3)
         evicted = [(await store.store(e)).evicted for e in episodes]
@@ -182,7 +188,7 @@ async def test_summarize_rejects_unknown_filters(store):
 
 
 async def test_the_feature_vocabulary_is_bounded(database_url):
-    store = EpisodeStore.open(database_url, max_episodes=100, max_feature_names=3)
+    store = EpisodeStore.open(database_url, clock=clock, max_episodes=100, max_feature_names=3)
     try:
         await store.store(
             Episode(id="a", time=1, features={"x": 1.0, "y": 2.0}, decision="hold", outcome=0)
@@ -201,8 +207,8 @@ async def test_the_feature_vocabulary_is_bounded(database_url):
 
 
 async def test_replicas_sharing_a_database_see_each_others_episodes(database_url):
-    one = EpisodeStore.open(database_url, max_episodes=30)
-    two = EpisodeStore.open(database_url, max_episodes=30)
+    one = EpisodeStore.open(database_url, clock=clock, max_episodes=30)
+    two = EpisodeStore.open(database_url, clock=clock, max_episodes=30)
     try:
         episodes = random_episodes(50, seed=6)
         for i, e in enumerate(episodes):
@@ -213,7 +219,7 @@ async def test_replicas_sharing_a_database_see_each_others_episodes(database_url
             recalled = await replica.recall(query, k=30)
             assert {r.episode.id for r in recalled} == {e.id for e in episodes[20:]}
         # A third process opening the database later loads the same memory.
-        three = EpisodeStore.open(database_url, max_episodes=30)
+        three = EpisodeStore.open(database_url, clock=clock, max_episodes=30)
         try:
             fresh, running = await three.recall(query, k=5), await one.recall(query, k=5)
             assert [r.episode for r in fresh] == [r.episode for r in running]
@@ -235,4 +241,17 @@ async def test_ids_and_times_are_filled_in(store):
     assert len(result.id) == 32
     [recalled] = await store.recall({"x": 1.0}, k=1)
     assert recalled.episode.id == result.id
-    assert recalled.episode.time > 1_700_000_000 * 10**9
+    assert recalled.episode.time == NOW_NS
+
+
+async def test_a_given_time_is_kept_and_the_clock_is_not_read(database_url):
+    def no_clock() -> int:
+        raise AssertionError("the clock was read for an episode that has a time")
+
+    store = EpisodeStore.open(database_url, clock=no_clock, max_episodes=10)
+    try:
+        await store.store(Episode(id="a", time=7, features={"x": 1.0}, decision="hold", outcome=0))
+        [recalled] = await store.recall({"x": 1.0}, k=1)
+        assert recalled.episode.time == 7
+    finally:
+        store.close()

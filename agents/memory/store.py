@@ -23,9 +23,8 @@ from __future__ import annotations
 import dataclasses
 import json
 import threading
-import time
 import uuid
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -88,18 +87,24 @@ class StoreResult:
 
 
 class EpisodeStore(SqlStore):
-    """Episodes and their summaries; blocking work runs in a thread via :meth:`run`."""
+    """Episodes and their summaries; blocking work runs in a thread via :meth:`run`.
+
+    ``clock`` (Unix nanoseconds) dates an episode stored without a time; it is passed in so
+    that the service decides what "now" is and tests can fix it.
+    """
 
     def __init__(
         self,
         engine: sa.Engine,
         *,
+        clock: Callable[[], int],
         max_episodes: int,
         max_k: int = 1000,
         max_feature_names: int = 256,
         limits: Limits | None = None,
     ) -> None:
         super().__init__(engine, METADATA)
+        self.clock = clock
         self.max_episodes = max_episodes
         self.max_k = max_k
         self.max_feature_names = max_feature_names
@@ -141,12 +146,13 @@ class EpisodeStore(SqlStore):
     # -- blocking implementations -------------------------------------------------------------
 
     def store_now(self, episode: Episode) -> StoreResult:
-        """Validates and stores ``episode`` (an empty id or time is filled in), then evicts."""
+        """Validates and stores ``episode`` (an empty id is filled in with a random one, an empty
+        time with the clock's), then evicts."""
         validate_episode(episode, limits=self.limits)
         if not episode.id:
             episode = dataclasses.replace(episode, id=uuid.uuid4().hex)
         if not episode.time:
-            episode = dataclasses.replace(episode, time=time.time_ns())
+            episode = dataclasses.replace(episode, time=self.clock())
         with self._lock:
             self._sync()
             new = sorted(set(episode.features) - set(self._index.names_in_use()))
