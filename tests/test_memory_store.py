@@ -9,15 +9,21 @@ import numpy as np
 import pytest
 
 from agents.memory.episodes import Episode
-from agents.memory.store import EpisodeStore
+from agents.memory.store import EpisodeStore, _Index
 from qtmesh.errors import AlreadyExists, InvalidArgument
 
 NAMES = ("return_24h", "volatility_24h", "momentum", "spread")
+NOW_NS = 1_750_000_000_123_456_789
+
+
+def clock() -> int:
+    """A fixed "now": the store must take it from here, never from the wall."""
+    return NOW_NS
 
 
 @pytest.fixture
 def store(database_url):
-    store = EpisodeStore.open(database_url, max_episodes=1000, max_k=50)
+    store = EpisodeStore.open(database_url, clock=clock, max_episodes=1000, max_k=50)
     yield store
     store.close()
 
@@ -112,7 +118,7 @@ async def test_episodes_compare_on_the_features_they_share(store):
 
 
 async def test_retention_evicts_the_earliest_and_keeps_summaries_exact(database_url):
-    store = EpisodeStore.open(database_url, max_episodes=40)
+    store = EpisodeStore.open(database_url, clock=clock, max_episodes=40)
     try:
         episodes = random_episodes(70, seed=3)
         evicted = [(await store.store(e)).evicted for e in episodes]
@@ -182,7 +188,7 @@ async def test_summarize_rejects_unknown_filters(store):
 
 
 async def test_the_feature_vocabulary_is_bounded(database_url):
-    store = EpisodeStore.open(database_url, max_episodes=100, max_feature_names=3)
+    store = EpisodeStore.open(database_url, clock=clock, max_episodes=100, max_feature_names=3)
     try:
         await store.store(
             Episode(id="a", time=1, features={"x": 1.0, "y": 2.0}, decision="hold", outcome=0)
@@ -201,8 +207,8 @@ async def test_the_feature_vocabulary_is_bounded(database_url):
 
 
 async def test_replicas_sharing_a_database_see_each_others_episodes(database_url):
-    one = EpisodeStore.open(database_url, max_episodes=30)
-    two = EpisodeStore.open(database_url, max_episodes=30)
+    one = EpisodeStore.open(database_url, clock=clock, max_episodes=30)
+    two = EpisodeStore.open(database_url, clock=clock, max_episodes=30)
     try:
         episodes = random_episodes(50, seed=6)
         for i, e in enumerate(episodes):
@@ -213,7 +219,7 @@ async def test_replicas_sharing_a_database_see_each_others_episodes(database_url
             recalled = await replica.recall(query, k=30)
             assert {r.episode.id for r in recalled} == {e.id for e in episodes[20:]}
         # A third process opening the database later loads the same memory.
-        three = EpisodeStore.open(database_url, max_episodes=30)
+        three = EpisodeStore.open(database_url, clock=clock, max_episodes=30)
         try:
             fresh, running = await three.recall(query, k=5), await one.recall(query, k=5)
             assert [r.episode for r in fresh] == [r.episode for r in running]
@@ -235,4 +241,110 @@ async def test_ids_and_times_are_filled_in(store):
     assert len(result.id) == 32
     [recalled] = await store.recall({"x": 1.0}, k=1)
     assert recalled.episode.id == result.id
-    assert recalled.episode.time > 1_700_000_000 * 10**9
+    assert recalled.episode.time == NOW_NS
+
+
+async def test_a_given_time_is_kept_and_the_clock_is_not_read(database_url):
+    def no_clock() -> int:
+        raise AssertionError("the clock was read for an episode that has a time")
+
+    store = EpisodeStore.open(database_url, clock=no_clock, max_episodes=10)
+    try:
+        await store.store(Episode(id="a", time=7, features={"x": 1.0}, decision="hold", outcome=0))
+        [recalled] = await store.recall({"x": 1.0}, k=1)
+        assert recalled.episode.time == 7
+    finally:
+        store.close()
+
+
+def churning_features(i: int, rng: np.random.Generator) -> dict[str, float]:
+    """A rolling window of per-period names: a name lives 4 or 7 episodes, then never recurs."""
+    return {
+        "common": float(rng.normal()),
+        f"fast{i // 4}": float(rng.normal()),
+        f"slow{i // 7}": float(rng.normal()),
+    }
+
+
+async def test_feature_rows_of_evicted_names_are_reused(database_url):
+    """Names come and go while retention evicts: the index keeps no row for names memory no
+    longer holds, and answers as a freshly loaded one would."""
+    max_names = 12
+    store = EpisodeStore.open(
+        database_url, clock=clock, max_episodes=20, max_k=20, max_feature_names=max_names
+    )
+    rng = np.random.default_rng(7)
+    try:
+        for i in range(300):  # about 120 distinct names
+            features = churning_features(i, rng)
+            await store.store(
+                Episode(
+                    id=f"e{i}",
+                    time=i + 1,
+                    features=features,
+                    decision="hold",
+                    outcome=0.0,
+                    sector=str(rng.choice(["Tech", "Energy"])),
+                )
+            )
+            assert store._index.feature_rows <= max_names
+            if i % 50 != 49:
+                continue
+            fresh = EpisodeStore.open(database_url, clock=clock, max_episodes=20, max_k=20)
+            try:
+                queries = [
+                    features,
+                    {"common": 0.5, f"fast{i // 4 - 2}": -1.0, f"slow{i // 7 - 1}": 0.3},
+                    {f"fast{i // 4 - 6}": 1.0},  # every episode with it was evicted
+                ]
+                for query in queries:
+                    for sector in ("", "Tech"):
+                        # k is the whole memory, so no tie at the cut decides what is returned.
+                        running = await store.recall(query, k=20, sector=sector)
+                        loaded = await fresh.recall(query, k=20, sector=sector)
+                        # By id: an episode sharing one name with the query scores +-1, and
+                        # such ties are ordered by the last bit of the running sums.
+                        by_id = {r.episode.id: r for r in loaded}
+                        assert {r.episode.id for r in running} == by_id.keys()
+                        for r in running:
+                            assert r.episode == by_id[r.episode.id].episode
+                            assert r.similarity == pytest.approx(
+                                by_id[r.episode.id].similarity, rel=1e-9, abs=1e-12
+                            )
+                assert await store.recall(queries[2], k=5) == []
+            finally:
+                fresh.close()
+        assert await store.size() == 20
+    finally:
+        store.close()
+
+
+def test_the_index_under_name_churn_matches_a_fresh_load():
+    """Past the buffer's first compaction (1024 episodes), in batches of several episodes as a
+    replica catching up syncs them: the reused rows keep the statistics of every name exact."""
+    rng = np.random.default_rng(11)
+    running = _Index()
+    window = 20
+    live: list[tuple[int, str, str, dict[str, float]]] = []
+    peak = 0
+    seq = 0
+    while seq < 2500:
+        batch = []
+        for _ in range(int(rng.integers(1, 4))):
+            seq += 1
+            batch.append((seq, "", "", churning_features(seq, rng)))
+        live = (live + batch)[-window:]
+        running.drop_before(live[0][0])
+        running.append(batch)
+        fresh = _Index()
+        fresh.append(live)
+        peak = max(peak, len(fresh.names))
+        assert running.names.keys() == fresh.names.keys()
+        assert running.feature_rows <= peak
+        names = sorted(fresh.names)
+        query = rng.normal(size=len(names))
+        for got, expected in zip(
+            running.zscored(names, query, None), fresh.zscored(names, query, None), strict=True
+        ):
+            np.testing.assert_allclose(got, expected, rtol=1e-9, atol=1e-12)
+    assert peak <= 11

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import time
 
 import grpc
 
@@ -60,6 +61,7 @@ def services(engine: MemoryEngine) -> list[Service]:
 def open_store(config: MemoryConfig) -> EpisodeStore:
     return EpisodeStore.open(
         config.url,
+        clock=time.time_ns,
         max_episodes=config.max_episodes,
         max_k=config.max_k,
         max_feature_names=config.max_feature_names,

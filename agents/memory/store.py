@@ -23,9 +23,8 @@ from __future__ import annotations
 import dataclasses
 import json
 import threading
-import time
 import uuid
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -88,18 +87,24 @@ class StoreResult:
 
 
 class EpisodeStore(SqlStore):
-    """Episodes and their summaries; blocking work runs in a thread via :meth:`run`."""
+    """Episodes and their summaries; blocking work runs in a thread via :meth:`run`.
+
+    ``clock`` (Unix nanoseconds) dates an episode stored without a time; it is passed in so
+    that the service decides what "now" is and tests can fix it.
+    """
 
     def __init__(
         self,
         engine: sa.Engine,
         *,
+        clock: Callable[[], int],
         max_episodes: int,
         max_k: int = 1000,
         max_feature_names: int = 256,
         limits: Limits | None = None,
     ) -> None:
         super().__init__(engine, METADATA)
+        self.clock = clock
         self.max_episodes = max_episodes
         self.max_k = max_k
         self.max_feature_names = max_feature_names
@@ -141,19 +146,21 @@ class EpisodeStore(SqlStore):
     # -- blocking implementations -------------------------------------------------------------
 
     def store_now(self, episode: Episode) -> StoreResult:
-        """Validates and stores ``episode`` (an empty id or time is filled in), then evicts."""
+        """Validates and stores ``episode`` (an empty id is filled in with a random one, an empty
+        time with the clock's), then evicts."""
         validate_episode(episode, limits=self.limits)
         if not episode.id:
             episode = dataclasses.replace(episode, id=uuid.uuid4().hex)
         if not episode.time:
-            episode = dataclasses.replace(episode, time=time.time_ns())
+            episode = dataclasses.replace(episode, time=self.clock())
         with self._lock:
             self._sync()
-            new = sorted(set(episode.features) - set(self._index.names_in_use()))
-            if new and len(self._index.names_in_use()) + len(new) > self.max_feature_names:
+            in_use = len(self._index.names)
+            new = sorted(set(episode.features) - self._index.names.keys())
+            if new and in_use + len(new) > self.max_feature_names:
                 raise InvalidArgument(
                     f"episode.features[{new[0]}]",
-                    f"memory already compares {len(self._index.names_in_use())} distinct feature "
+                    f"memory already compares {in_use} distinct feature "
                     f"names and holds at most {self.max_feature_names}",
                 )
         with self.engine.begin() as connection:
@@ -367,6 +374,13 @@ def _unknown(name: str, value: str, known: Sequence[str]) -> str:
     return f"unknown {name} {value!r}: memory holds episodes of {shown}"
 
 
+# Spreads relative to the root mean square: at most this, E[x^2] - E[x]^2 in float64 is rounding
+# (cancellation leaves about sqrt(eps) of the size); below the doubtful one, running sums that
+# saw evictions may hold more rounding than that and are recounted first.
+_FLAT_SPREAD = float(np.sqrt(64 * np.finfo(np.float64).eps))
+_DOUBTFUL_SPREAD = 1e-4
+
+
 class _Index:
     """Features of the episodes in memory, in insertion order, as arrays.
 
@@ -374,12 +388,18 @@ class _Index:
     it moves ``start``. Values are stored feature-major (one contiguous row per feature name), so
     a recall reads only its query's features; missing ones are NaN. Per feature, the count, sum
     and sum of squares of the live values give the z-score statistics without a pass over them.
+
+    ``names`` holds only the names some live episode has. When eviction takes the last value of
+    a name, its row is freed and the next new name reuses it, so the rows never outnumber the
+    names in use at once (which the store bounds by ``max_feature_names``) however many
+    distinct names pass through memory.
     """
 
     def __init__(self) -> None:
         self.version = -1
         self.last_seq = 0
         self.names: dict[str, int] = {}
+        self._free: list[int] = []  # rows of names no live episode has any more
         self._labels: dict[str, dict[str, int]] = {"regime": {}, "sector": {}}
         self._start = self._end = 0
         self._seq = np.empty(0, dtype=np.int64)
@@ -397,8 +417,10 @@ class _Index:
     def seq(self) -> np.ndarray:
         return self._seq[self._start : self._end]
 
-    def names_in_use(self) -> list[str]:
-        return [n for n, c in self.names.items() if self._count[c] > 0]
+    @property
+    def feature_rows(self) -> int:
+        """Rows of the values matrix: names in use plus freed rows awaiting reuse."""
+        return self._values.shape[0]
 
     def codes(self, kind: str, label: str, *, field: str) -> np.ndarray:
         """Mask of the live episodes labelled ``label``; InvalidArgument if none is."""
@@ -421,13 +443,17 @@ class _Index:
         and of the query, z-scored (a feature that does not vary is all NaN), and which of the
         episodes have any of ``names`` at all."""
         columns = [self.names[n] for n in names]
-        count = self._count[columns]
-        with np.errstate(invalid="ignore", divide="ignore"):
-            mean = self._sum[columns] / count
-            variance = self._squares[columns] / count - mean * mean
-        spread = np.sqrt(np.maximum(variance, 0.0))
-        # Below this the spread is rounding noise of the running sums: the feature is constant.
-        flat = ~(spread > 1e-9 * np.maximum(np.abs(mean), 1e-300)) | (count == 0)
+        count, mean, spread, rms = self._moments(columns)
+        # Evictions leave rounding in the running sums that can pass for a spread; where it
+        # could, the sums are recounted from the live values, which a fresh load would hold.
+        doubtful = count > 0
+        doubtful[doubtful] = spread[doubtful] <= _DOUBTFUL_SPREAD * rms[doubtful]
+        if doubtful.any():
+            self._recount(np.asarray(columns)[doubtful])
+            count, mean, spread, rms = self._moments(columns)
+        # E[x^2] - E[x]^2 cannot resolve a spread this small next to the values' size: whatever
+        # it shows is rounding, so the feature counts as constant.
+        flat = ~(spread > _FLAT_SPREAD * rms) | (count == 0)
         spread = np.where(flat, np.nan, spread)
         if rows is None:
             values = self._values[columns, self._start : self._end]
@@ -441,6 +467,21 @@ class _Index:
         values /= spread[:, None]
         return values.T, (query - mean) / spread, shared
 
+    def _moments(self, columns: Sequence[int]) -> tuple[np.ndarray, ...]:
+        """Count, mean, population standard deviation and root mean square of ``columns``."""
+        count = self._count[columns]
+        with np.errstate(invalid="ignore", divide="ignore"):
+            mean = self._sum[columns] / count
+            mean_square = self._squares[columns] / count
+        spread = np.sqrt(np.maximum(mean_square - mean * mean, 0.0))
+        return count, mean, spread, np.sqrt(mean_square)
+
+    def _recount(self, columns: np.ndarray) -> None:
+        live = self._values[columns, self._start : self._end]
+        self._count[columns] = (~np.isnan(live)).sum(axis=1)
+        self._sum[columns] = np.nansum(live, axis=1)
+        self._squares[columns] = np.nansum(live * live, axis=1)
+
     def drop_before(self, seq: int) -> None:
         cut = self._start + int(np.searchsorted(self.seq, seq, "left"))
         if cut == self._start:
@@ -452,7 +493,12 @@ class _Index:
         self._start = cut
         if self.size == 0:
             self._start = self._end = 0
-            self._count[:] = self._sum[:] = self._squares[:] = 0
+        gone = [n for n, row in self.names.items() if self._count[row] == 0]
+        for name in gone:
+            row = self.names.pop(name)
+            # Exact zeros, not the rounding left by the subtractions: a reused row starts clean.
+            self._count[row] = self._sum[row] = self._squares[row] = 0.0
+            self._free.append(row)
 
     def append(self, rows: Sequence[tuple[int, str, str, Mapping[str, float]]]) -> None:
         if not rows:
@@ -460,9 +506,10 @@ class _Index:
         for _, _, _, features in rows:
             for name in features:
                 if name not in self.names:
-                    self.names[name] = len(self.names)
+                    # Safe to reuse: a freed row is NaN for every live episode.
+                    self.names[name] = self._free.pop() if self._free else len(self.names)
         self._reserve(len(rows))
-        block = np.full((len(self.names), len(rows)), np.nan)
+        block = np.full((self.feature_rows, len(rows)), np.nan)
         for i, (seq, regime, sector, features) in enumerate(rows):
             self._seq[self._end + i] = seq
             self._codes["regime"][self._end + i] = self._label("regime", regime)
@@ -481,8 +528,8 @@ class _Index:
 
     def _reserve(self, more: int) -> None:
         """Room for ``more`` episodes and every known name; compacts and recomputes the sums."""
-        columns = len(self.names)
-        if self._end + more <= self._seq.shape[0] and columns <= self._values.shape[0]:
+        columns = len(self.names) + len(self._free)
+        if self._end + more <= self._seq.shape[0] and columns <= self.feature_rows:
             return
         live = slice(self._start, self._end)
         capacity = max(1024, 2 * (self.size + more))
