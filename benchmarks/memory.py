@@ -46,7 +46,7 @@ DECISIONS = ("hold", "adjust_exposure factor=0.8", "adjust_exposure factor=1.25"
 
 def load(url: str, episodes: int, rng: np.random.Generator) -> None:
     """Writes ``episodes`` rows and their tallies straight into a fresh memory database."""
-    EpisodeStore.open(url, max_episodes=episodes).close()  # creates the tables
+    EpisodeStore.open(url, max_episodes=episodes, clock=time.time_ns).close()  # creates the tables
     engine = create_engine(url)
     values = rng.normal(0, 1, (episodes, len(FEATURES))) * [0.02, 0.4, 0.01, 0.3, 0.01]
     sectors = rng.integers(len(SECTORS), size=episodes)
@@ -96,7 +96,7 @@ def load(url: str, episodes: int, rng: np.random.Generator) -> None:
 
 def measure(url: str, episodes: int, repeats: int, rng: np.random.Generator) -> dict[str, float]:
     load(url, episodes, rng)
-    store = EpisodeStore.open(url, max_episodes=episodes)
+    store = EpisodeStore.open(url, max_episodes=episodes, clock=time.time_ns)
     try:
         queries = rng.normal(0, 1, (repeats, len(FEATURES))) * [0.02, 0.4, 0.01, 0.3, 0.01]
         start = time.perf_counter()

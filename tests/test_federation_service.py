@@ -136,14 +136,15 @@ async def test_a_slow_dead_or_failing_agent_costs_its_vote_not_the_plan(tmp_path
         [good, slow, broken, invalid],
         dead=("dead",),
         killed=(killed,),
-        agent_timeout_seconds=0.3,
+        # Long enough that the agents that answer at once do so on a busy machine.
+        agent_timeout_seconds=1.0,
     ) as fed:
         plan = await FederationClient(fed.channel).generate_plan()
         await asyncio.wait_for(slow.cancelled.wait(), timeout=10)
     outcomes = {r.agent: r for r in plan.agents}
     assert outcomes["good"].outcome is CallOutcome.OK
     assert outcomes["slow"].outcome is CallOutcome.TIMED_OUT
-    assert 0.25 <= outcomes["slow"].latency_seconds < 2.0
+    assert 0.95 <= outcomes["slow"].latency_seconds < 5.0
     assert outcomes["dead"].outcome is CallOutcome.UNAVAILABLE
     assert outcomes["dead"].attempts == 2
     assert outcomes["killed"].outcome is CallOutcome.UNAVAILABLE
