@@ -143,7 +143,7 @@ class Federation:
         self._writes.discard(task)
         if not task.cancelled() and task.exception() is not None:
             # Its caller sees the error unless it was cancelled; then this is the only trace.
-            _log.debug("write failed", error=repr(task.exception()))
+            _log.warning("write failed", error=repr(task.exception()))
 
     def message_of(self, plan: Plan) -> pb.GlobalActionPlan:
         """The plan's message as created (cached for recent plans). Do not modify it."""

@@ -451,6 +451,14 @@ def test_shutdown_fits_in_the_termination_grace_period(overlay: Overlay):
         drain = float(env["QTMESH_DRAIN_SECONDS"])
         grace = float(env["QTMESH_GRACE_SECONDS"])
         stopping = _pre_stop_seconds(server) + drain + grace
+        if name == "federation":
+            # After the server stops, running plan executions get their own grace.
+            stopping += float(
+                env.get(
+                    "QTMESH_FEDERATION_SHUTDOWN_GRACE_SECONDS",
+                    FederationConfig().shutdown_grace_seconds,
+                )
+            )
         assert pod["terminationGracePeriodSeconds"] > stopping, name
         # A stopping server reports NOT_SERVING; liveness must not kill it meanwhile.
         liveness = server["livenessProbe"]
