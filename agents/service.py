@@ -112,6 +112,8 @@ def agent_service(agent: Agent, *, executes: Collection[ActionType] = ()) -> Ser
 class AgentClient:
     """A remote agent. Implements :class:`~agents.contract.Agent`; failures raise MeshError."""
 
+    takes_timeout = True  # see agents.contract.takes_timeout
+
     def __init__(self, channel: grpc.aio.Channel, *, name: str, timeout: float | None = 10.0):
         self.name = name
         self._stub = pb_grpc.AgentServiceStub(channel)

@@ -249,7 +249,7 @@ async def build(config: FederationConfig, channels: ChannelConfig) -> Built:
         for name in sorted(names)
     }
     clients = {
-        name: _DeadlineClient(channel, name=name, timeout=config.agent_timeout_seconds)
+        name: AgentClient(channel, name=name, timeout=config.agent_timeout_seconds)
         for name, channel in opened.items()
     }
     market_clock = MarketClockWatcher(MarketClient(opened["market"], timeout=5.0))
@@ -289,12 +289,6 @@ async def build(config: FederationConfig, channels: ChannelConfig) -> Built:
                 store.close()
 
     return Built(services=[service_of(servicer)], drain=drain, close=close)
-
-
-class _DeadlineClient(AgentClient):
-    """An AgentClient the fan-out and the executor pass their per-call deadline to."""
-
-    takes_timeout = True
 
 
 def service_of(servicer: FederationServicer) -> Service:
