@@ -16,6 +16,8 @@ the market's AgentService, which owns the fleet and records every change with it
 
 from __future__ import annotations
 
+import hashlib
+
 from agents.contract import (
     Action,
     ActionType,
@@ -60,10 +62,20 @@ def recommendation_of(p: Proposal) -> Recommendation:
         confidence=p.confidence,
         rationale=p.rationale,
         evidence=evidence,
-        # The same proposal is offered every cycle until a newer one replaces it; the proposal
-        # id makes the fleet apply it once.
-        intent_key=p.id,
+        intent_key=intent_key_of(p),
     )
+
+
+def intent_key_of(p: Proposal) -> str:
+    """What the proposal asks, on which evidence: its type, sectors and the reports it rests on.
+
+    The latest cycle's proposals are offered in every federation cycle until a newer cycle
+    replaces them, and a second cycle over the same reports proposes the same again under new
+    ids; one key for one intent on one body of evidence makes the fleet apply it once. New
+    reports make a new intent (a sector still losing a day later is cut again)."""
+    evidence = hashlib.sha256("\n".join(sorted(p.report_ids)).encode()).hexdigest()[:16]
+    sectors = f"{p.target_sector}-{p.counter_sector}" if p.counter_sector else p.target_sector
+    return f"{p.type.name.lower()}/{sectors}/{evidence}"
 
 
 class MetaOptimizerAgent:

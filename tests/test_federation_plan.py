@@ -215,7 +215,11 @@ def test_an_intent_offered_in_many_cycles_keeps_its_idempotency_key():
         previous_hash="",
     )
     offered = recommendation_of(proposal)
-    assert offered.intent_key == "p-17"
+    # A later cycle over the same reports proposes the same under a new id: the same intent.
+    again = recommendation_of(dataclasses.replace(proposal, id="p-23", cycle_id="c2"))
+    assert offered.intent_key == again.intent_key
+    newer = recommendation_of(dataclasses.replace(proposal, report_ids=("r1", "r2")))
+    assert newer.intent_key != offered.intent_key
     plans = [
         build_plan(
             [
@@ -235,7 +239,7 @@ def test_an_intent_offered_in_many_cycles_keeps_its_idempotency_key():
         next(a for a in p.actions if a.action_type is c.ActionType.ADJUST_EXPOSURE).idempotency_key
         for p in plans
     ]
-    assert keys == ["meta-optimizer/p-17", "meta-optimizer/p-17"]
+    assert keys == [f"meta-optimizer/{offered.intent_key}"] * 2
     # Without an intent key every plan's action is new.
     modes = [next(a for a in p.actions if a.target == "mode") for p in plans]
     assert [m.idempotency_key for m in modes] == [f"gap-1/{modes[0].id}", f"gap-2/{modes[1].id}"]
