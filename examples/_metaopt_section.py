@@ -170,9 +170,8 @@ def allocation_table(before: FleetReport, after: FleetReport) -> Table:
     return table
 
 
-def as_action(r: Recommendation, cycle: Cycle) -> Action:
+def as_action(r: Recommendation) -> Action:
     """The action the federation would execute for a recommendation it adopted."""
-    entry = next(p for p in cycle.proposals if r.id == f"meta-optimizer/{p.id}")
     return Action(
         id=r.id,
         priority=r.priority,
@@ -181,8 +180,8 @@ def as_action(r: Recommendation, cycle: Cycle) -> Action:
         confidence=r.confidence,
         rationale=r.rationale,
         source_agents=("meta-optimizer",),
-        # One key per ledger entry, so running the demo twice never applies one entry twice.
-        idempotency_key=f"{r.id}/{entry.entry_hash[:16]}",
+        # The key the federation gives it: the fleet applies an intent once, whoever asks.
+        idempotency_key=f"meta-optimizer/{r.intent_key}",
     )
 
 
@@ -255,7 +254,7 @@ async def show(
                 highlight=False,
             )
             for r in recommendations:
-                result = await fleet_agent.execute(as_action(r, cycle), plan_sequence=0)
+                result = await fleet_agent.execute(as_action(r), plan_sequence=0)
                 console.print(f"  {escape(r.id)}: {escape(result.detail)}", highlight=False)
             console.print(allocation_table(before, await market.fleet()))
     return cycle
