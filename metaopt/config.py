@@ -40,6 +40,18 @@ class MetaOptimizerConfig(KeyringConfig):
         0.5, help="exposure factor of risk mitigation (0.5: -50 percent)"
     )
     arb_allocation: float = setting(0.10, help="equity per leg of a proposed arb-mission")
+    auto_window_days: int = setting(
+        5,
+        help="days each automatic cycle audits, run once a new trading day is reported; "
+        "0: cycles only when RunOptimizationCycle asks",
+    )
+    auto_settle_seconds: float = setting(
+        2.0, help="quiet time on the report stream after which a newly reported day is complete"
+    )
+    reconnect_initial_seconds: float = setting(
+        0.2, help="first wait before reconnecting to the report stream after it failed"
+    )
+    reconnect_max_seconds: float = setting(5.0, help="longest wait between reconnections")
 
     def __post_init__(self) -> None:
         KeyringConfig.__post_init__(self)
@@ -61,6 +73,20 @@ class MetaOptimizerConfig(KeyringConfig):
             math.isfinite(self.arb_allocation) and 0 < self.arb_allocation <= 1,
             "arb_allocation",
             "must be in (0, 1]",
+        )
+        require(
+            self.auto_window_days == 0 or self.auto_window_days >= self.min_days,
+            "auto_window_days",
+            f"must be 0 (off) or at least min_days ({self.min_days}): a shorter window never "
+            "proposes",
+        )
+        for name in ("auto_settle_seconds", "reconnect_initial_seconds", "reconnect_max_seconds"):
+            value = getattr(self, name)
+            require(math.isfinite(value) and value > 0, name, "must be positive seconds")
+        require(
+            self.reconnect_initial_seconds <= self.reconnect_max_seconds,
+            "reconnect_initial_seconds",
+            "must not exceed reconnect_max_seconds",
         )
 
     @property

@@ -4,6 +4,7 @@ to the optimizer engine, which reads reports from the alpha-reporting service.""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 
 import grpc
@@ -16,6 +17,7 @@ from metaopt.agent import EXECUTES, MetaOptimizerAgent
 from metaopt.audit import ProposalType
 from metaopt.config import ENV_PREFIX, MetaOptimizerConfig
 from metaopt.engine import Clock, MetaOptimizer
+from metaopt.schedule import CycleScheduler
 from metaopt.store import LedgerStore, ProposalQuery
 from qtmesh import paging
 from qtmesh.api.metaoptimizer.v1 import meta_optimizer_pb2 as pb
@@ -104,15 +106,36 @@ def app(*, clock: Clock = wall_clock) -> App[MetaOptimizerConfig]:
         channel = open_channel(
             channels.address_of("alpha-reporting", DEFAULT_PORTS["alpha-reporting"]), channels
         )
+        alpha = AlphaClient(channel)
         optimizer = MetaOptimizer(
             store=store,
-            source=AlphaClient(channel),
+            source=alpha,
             keyring=keyring,
             settings=config.audit,
             clock=clock,
         )
 
+        scheduling: asyncio.Task[None] | None = None
+        if config.auto_window_days:
+            scheduler = CycleScheduler(
+                optimizer=optimizer,
+                stream=alpha,
+                window_days=config.auto_window_days,
+                settle_seconds=config.auto_settle_seconds,
+                initial_backoff=config.reconnect_initial_seconds,
+                max_backoff=config.reconnect_max_seconds,
+            )
+            scheduling = asyncio.ensure_future(scheduler.run())
+
+        def drain() -> None:
+            if scheduling is not None:
+                scheduling.cancel()
+
         async def close() -> None:
+            if scheduling is not None:
+                scheduling.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await scheduling
             await channel.close()
             await store.run(store.close)
 
@@ -125,6 +148,7 @@ def app(*, clock: Clock = wall_clock) -> App[MetaOptimizerConfig]:
                 ),
                 agent_service(MetaOptimizerAgent(optimizer), executes=EXECUTES),
             ],
+            drain=drain,
             close=close,
         )
 

@@ -75,7 +75,10 @@ async def services(
     async with serving_app(alpha_app(), alpha_config) as alpha:
         channels = ChannelConfig(addresses={"alpha-reporting": alpha.address})
         config = MetaOptimizerConfig(
-            data_dir=tmp_path / "metaopt", keyring=Secret(optimizer_keys), retired_key_ids=retired
+            data_dir=tmp_path / "metaopt",
+            keyring=Secret(optimizer_keys),
+            retired_key_ids=retired,
+            auto_window_days=0,  # the tests ask for every cycle they check
         )
         async with serving_app(
             metaopt_app(clock=clock or Ticks()), config, channel_config=channels
