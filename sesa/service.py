@@ -20,6 +20,7 @@ from market.client import MarketClient
 from qtmesh.api.sesa.v1 import sesa_pb2 as pb
 from qtmesh.api.sesa.v1 import sesa_pb2_grpc as pb_grpc
 from qtmesh.app import App, Built
+from qtmesh.catalog import DEFAULT_PORTS
 from qtmesh.channels import ChannelConfig, open_channel
 from qtmesh.concurrency import CancelToken, run_cancellable
 from qtmesh.errors import InvalidArgument
@@ -383,7 +384,7 @@ def services(servicer: SesaServicer) -> list[Service]:
 
 
 async def build(config: SesaConfig, channels: ChannelConfig) -> Built:
-    channel = open_channel(channels.address_of("market", 50052), channels)
+    channel = open_channel(channels.address_of("market", DEFAULT_PORTS["market"]), channels)
     servicer = SesaServicer(config=config, market=MarketClient(channel))
 
     async def close() -> None:
