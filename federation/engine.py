@@ -8,6 +8,11 @@ Every write is one unit with its publication (and, for a plan, the start of its 
 run as a task of its own: a caller cancelled while the write is in flight (on PostgreSQL it runs
 in a thread, and may commit after the caller gave up) does not leave a stored event unpublished,
 which subscribers would never receive.
+
+Every cycle's context tells the agents what has been done: the hint ``completed/<action type>``
+(for example ``completed/run_evolution``) holds the market time, in Unix nanoseconds, of the
+latest completion of an action of that type since the federation started. Hints a GeneratePlan
+caller gives take precedence.
 """
 
 from __future__ import annotations
@@ -21,7 +26,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 import structlog
 
-from agents.contract import Action, ActionStatus, Agent, AgentContext
+from agents.contract import Action, ActionStatus, ActionType, Agent, AgentContext
 from federation import _convert as convert
 from federation.config import FederationConfig
 from federation.execution import execute_plan
@@ -40,6 +45,7 @@ _T = TypeVar("_T")
 # Statuses after which an action never changes again.
 FINAL = (ActionStatus.COMPLETED, ActionStatus.FAILED, ActionStatus.BLOCKED)
 INTERRUPTED = "interrupted by shutdown"
+COMPLETED_HINT = "completed/"
 
 # Statuses an outside executor may report (the federation's own executor sets the others too).
 REPORTABLE = (
@@ -84,6 +90,8 @@ class Federation:
         # (plan sequence, action id) -> attempts of actions an execution has yet to finish, so a
         # shutdown can record those it interrupts.
         self._unfinished: dict[tuple[int, str], int] = {}
+        # Market time of the latest completion per action type, for the agents (module docstring).
+        self._completed: dict[ActionType, int] = {}
         # The messages of the newest plans, so answering and publishing do not convert again.
         self._messages: OrderedDict[int, pb.GlobalActionPlan] = OrderedDict()
         self._write = asyncio.Lock()  # keeps publication in sequence order
@@ -96,8 +104,14 @@ class Federation:
             if not key or len(key) > 128 or len(value) > 1024:
                 raise InvalidArgument(f"hints[{key}]", "keys of 1-128 and values up to 1024 chars")
         as_of, position = await self._clock()
+        done = {
+            f"{COMPLETED_HINT}{kind.name.lower()}": str(t) for kind, t in self._completed.items()
+        }
         context = AgentContext(
-            cycle_id=uuid.uuid4().hex, as_of_time=as_of, market_position=position, hints=hints or {}
+            cycle_id=uuid.uuid4().hex,
+            as_of_time=as_of,
+            market_position=position,
+            hints={**done, **(hints or {})},
         )
         answers = await ask_all(
             self.agents,
@@ -203,6 +217,10 @@ class Federation:
                 self._wall_clock(),
             )
             self.hub.publish(Event(update.sequence, update=update))
+            if status is ActionStatus.COMPLETED:
+                at, _ = await self._clock()
+                kind = update.action_type
+                self._completed[kind] = max(at, self._completed.get(kind, at))
             key = (plan_sequence, action_id)
             if status in FINAL:
                 self._unfinished.pop(key, None)

@@ -133,8 +133,11 @@ def target_of(parameters: c.ActionParameters) -> str:
             return "strategies"
         case c.RunEvolution():
             return "sesa/evolution"
-        case c.TuneLearning():
-            return "meta/learning"
+        case c.TuneLearning(parameters=parameters, retrain_models=retrain):
+            # Per parameter set: retraining and an exploration change are separate matters, and
+            # one agent's votes on a target collapse to one.
+            names = [*sorted(parameters), *(["retrain_models"] if retrain else [])]
+            return "meta/" + (",".join(names) or "learning")
         case c.AdjustRiskLimits():
             return "risk/limits"
         case c.SpawnArbMission(long_sector=long, short_sector=short):

@@ -19,10 +19,9 @@ named parameters (each checked against its bounds) as a new version caused by th
 ``retrain_models`` records the retraining request, which restarts the retraining interval; the
 RL trainer reads it from the parameter stream.
 
-SESA, not meta, runs an evolution, so with every RUN_EVOLUTION meta also recommends an empty
-TuneLearning on meta/sesa-evolution (LOW) that depends on it: the federation executes it only
-once the evolution completed, and executing it records the evolution, which restarts the
-evolution interval.
+SESA, not meta, runs an evolution. The federation tells every agent when an action type last
+completed (the hint ``completed/run_evolution``, market time in Unix nanoseconds); meta records
+a later completion of RunEvolution as the last evolution, which restarts the evolution interval.
 
 Actions run on the market clock the decisions were made on: the federation's action times are
 its wall clock, which the replayed market does not share, so meta keeps the latest cycle time
@@ -50,7 +49,7 @@ from qtmesh.errors import InvalidArgument
 EXECUTES = (ActionType.TUNE_LEARNING,)
 # AgentContext hints the meta agent reads.
 REGIME_HINT = "regime_changed"
-EVOLUTION_TARGET = "meta/sesa-evolution"
+EVOLUTION_HINT = "completed/run_evolution"
 _TRUE = {"1", "true", "yes"}
 
 
@@ -94,19 +93,6 @@ def recommendation_of(decision: MetaDecision) -> Recommendation | None:
     )
 
 
-def evolution_record_of(evolution: Recommendation) -> Recommendation:
-    """The recommendation that records ``evolution`` once the federation completed it."""
-    return Recommendation(
-        id="meta/evolution_recorded",
-        priority=Priority.LOW,
-        target=EVOLUTION_TARGET,
-        parameters=TuneLearning(),
-        confidence=evolution.confidence,
-        rationale="Record the SESA evolution once it ran, so the evolution interval restarts.",
-        depends_on=(evolution.id,),
-    )
-
-
 class MetaAgent:
     """Implements :class:`agents.contract.Agent` over a :class:`MetaEngine`."""
 
@@ -119,14 +105,16 @@ class MetaAgent:
 
     async def recommend(self, context: AgentContext) -> list[Recommendation]:
         """The policy at the cycle's time on the state the service measures; the hint
-        ``regime_changed=true`` tells it the regime changed."""
+        ``regime_changed=true`` tells it the regime changed, ``completed/run_evolution`` when
+        an evolution last completed."""
         regime = context.hints.get(REGIME_HINT, "").strip().lower() in _TRUE
+        evolved = context.hints.get(EVOLUTION_HINT)
+        if evolved:
+            await self._engine.record_evolution(_time_hint(EVOLUTION_HINT, evolved))
         at = self._engine.now(context.as_of_time or None)
         decisions = await self._engine.decisions_at(at, CallerState(regime_changed=regime))
         self._as_of = max(at, self._as_of or at)
-        recommendations = [r for r in map(recommendation_of, decisions) if r is not None]
-        evolutions = [r for r in recommendations if isinstance(r.parameters, RunEvolution)]
-        return recommendations + [evolution_record_of(r) for r in evolutions]
+        return [r for r in map(recommendation_of, decisions) if r is not None]
 
     async def execute(self, action: Action, *, plan_sequence: int) -> ExecutionResult:
         if not isinstance(action.parameters, TuneLearning):
@@ -134,7 +122,6 @@ class MetaAgent:
         result = await self._engine.tune(
             action.parameters.parameters,
             retrain_models=action.parameters.retrain_models,
-            evolution_ran=action.target == EVOLUTION_TARGET,
             action_key=action.idempotency_key,
             cause=f"action {action.id} of plan {plan_sequence}",
             now=self._market_time(),
@@ -149,3 +136,13 @@ class MetaAgent:
         if self._as_of is not None:
             return self._as_of
         return self._engine.parameters.update_time or self._engine.now(None)
+
+
+def _time_hint(key: str, value: str) -> int:
+    try:
+        at = int(value)
+    except ValueError:
+        at = 0
+    if at <= 0:
+        raise InvalidArgument(f"context.hints[{key}]", f"{value!r} is not a Unix time in ns")
+    return at

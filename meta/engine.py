@@ -289,6 +289,19 @@ class MetaEngine:
 
     # -- tuning actions ----------------------------------------------------------------------------
 
+    async def record_evolution(self, at: int) -> None:
+        """Records that a SESA evolution completed at ``at`` (market time), which restarts the
+        evolution interval; a time no later than the one on record changes nothing."""
+        if at <= (self.current.tracked.last_evolution_time or 0):
+            return
+        await self.tune(
+            {},
+            evolution_ran=True,
+            action_key=f"evolution-completed/{at}",
+            cause="an evolution the federation completed",
+            now=at,
+        )
+
     async def tune(
         self,
         values: Mapping[str, float],

@@ -1,5 +1,6 @@
 """The federation engine in-process: writes that outlive a cancelled caller, one concurrency
-bound across plans, and a shutdown that records the actions it interrupts."""
+bound across plans, a shutdown that records the actions it interrupts, and the completions it
+tells the agents of."""
 
 from __future__ import annotations
 
@@ -66,7 +67,9 @@ class HeldStore(PlanStore):
         return result
 
 
-def federation(tmp_path, agent: Agent, store_type=PlanStore, **settings) -> Federation:
+def federation(
+    tmp_path, agent: Agent, store_type=PlanStore, market_clock=None, **settings
+) -> Federation:
     store = store_type(create_engine(sqlite_url(tmp_path / "federation.db")))
     config = FederationConfig(
         agents=("owner",),
@@ -75,7 +78,13 @@ def federation(tmp_path, agent: Agent, store_type=PlanStore, **settings) -> Fede
         data_dir=tmp_path,
         **settings,
     )
-    return Federation(config=config, agents={"owner": agent}, owners={"owner": agent}, store=store)
+    return Federation(
+        config=config,
+        agents={"owner": agent},
+        owners={"owner": agent},
+        store=store,
+        market_clock=market_clock,
+    )
 
 
 async def test_a_plan_committed_for_a_cancelled_caller_is_still_published(tmp_path):
@@ -146,3 +155,28 @@ async def test_shutdown_lets_executions_finish_within_the_grace(tmp_path):
     gate.set()
     await closing
     assert fed.store.get_plan(plan.sequence).actions[0].status is c.ActionStatus.COMPLETED
+
+
+async def test_agents_are_told_when_each_action_type_last_completed(tmp_path):
+    agent = Agent()
+    contexts: list[c.AgentContext] = []
+    recommend = agent.recommend
+
+    async def remember(context: c.AgentContext) -> list[c.Recommendation]:
+        contexts.append(context)
+        return await recommend(context)
+
+    agent.recommend = remember
+    market = (1_800_000_000 * 10**9, 42)
+    fed = federation(tmp_path, agent, market_clock=lambda: market)
+    await fed.generate_plan(execute=True)
+    assert await fed.wait_for_executions()
+    await fed.generate_plan(hints={"regime_changed": "true"})
+    # Nothing had completed before the first cycle; the second hears when the strategy was
+    # enabled, on the market clock, beside the caller's own hints.
+    assert "completed/enable_strategy" not in contexts[0].hints
+    assert dict(contexts[1].hints) == {
+        "completed/enable_strategy": str(market[0]),
+        "regime_changed": "true",
+    }
+    await fed.close()

@@ -75,6 +75,12 @@ def test_targets_and_stances_are_derived_from_parameters():
     assert stance_of(c.EnableStrategy(strategy_id="s1")) != stance_of(
         c.DisableStrategy(strategy_id="s1")
     )
+    # Learning changes are placed by what they change, so retraining and a new exploration
+    # rate from one agent are two actions, not one vote.
+    explore = c.TuneLearning(parameters={"rl_exploration_rate": 0.3})
+    assert target_of(explore) == target_of(c.TuneLearning(parameters={"rl_exploration_rate": 0.1}))
+    assert target_of(explore) != target_of(c.TuneLearning(retrain_models=True))
+    assert target_of(c.TuneLearning(parameters={"b": 1.0, "a": 2.0})) == "meta/a,b"
 
 
 def test_consensus_and_confidence_follow_their_formulas():

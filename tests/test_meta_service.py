@@ -20,7 +20,6 @@ from agents.contract import (
     TuneLearning,
 )
 from agents.service import AgentClient
-from meta.agent import EVOLUTION_TARGET
 from meta.client import MetaClient
 from meta.config import MetaConfig
 from meta.model import (
@@ -266,9 +265,6 @@ async def test_recommend_maps_decisions_to_actions_and_execute_applies_tuning_on
     assert 0.5 <= evolve.confidence <= 1
     assert "30.0 h ago" in evolve.rationale
     assert evolve.evidence["hours_since_evolution"] == pytest.approx(30.0)
-    record = by_id["meta/evolution_recorded"]
-    assert (record.target, record.parameters) == (EVOLUTION_TARGET, TuneLearning())
-    assert record.depends_on == (evolve.id,)
     assert by_id["meta/retrain_interval"].parameters == TuneLearning(retrain_models=True)
     # The federation reports no deployed weights, so there is no drift to reweight on (the
     # strategy officer owns the deployed weights and the genome ids SESA proposes are not its).
@@ -301,17 +297,25 @@ async def test_recommend_maps_decisions_to_actions_and_execute_applies_tuning_on
     (regime,) = [r for r in shaken if r.id == "meta/retrain_regime_change"]
     assert regime.priority == Priority.MEDIUM
 
-    # The evolution ran (its recording action executes after it): the interval restarts at the
-    # latest cycle's time, so the next cycles do not ask again until 24 h later.
-    evolved = action("plan-9/evolved", record.parameters, id="e1", target=EVOLUTION_TARGET)
-    assert (await agent.execute(evolved, plan_sequence=9)).applied
+    # The federation reports that the evolution completed (market time): the interval restarts
+    # there, so the next cycles do not ask again until 24 h later, and the record is kept.
+    done = {"completed/run_evolution": str(NOW + 2 * H)}
     later = {
-        r.id for r in await agent.recommend(AgentContext(cycle_id="c4", as_of_time=NOW + 3 * H))
+        r.id
+        for r in await agent.recommend(
+            AgentContext(cycle_id="c4", as_of_time=NOW + 3 * H, hints=done)
+        )
     }
-    assert not later & {"meta/evolution_interval", "meta/evolution_recorded"}
+    assert "meta/evolution_interval" not in later
+    assert (await client.parameters()).cause == "an evolution the federation completed"
     day = await agent.recommend(AgentContext(cycle_id="c5", as_of_time=NOW + 26 * H))
     (again,) = [r for r in day if r.id == "meta/evolution_interval"]
     assert again.evidence["hours_since_evolution"] == pytest.approx(24.0)
+    with pytest.raises(InvalidArgument) as bad:
+        await agent.recommend(
+            AgentContext(cycle_id="c6", hints={"completed/run_evolution": "yesterday"})
+        )
+    assert bad.value.field == "context.hints[completed/run_evolution]"
 
 
 async def test_actions_execute_on_the_market_clock_of_the_latest_cycle(tmp_path):
