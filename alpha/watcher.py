@@ -20,17 +20,17 @@ from __future__ import annotations
 
 import asyncio
 import datetime
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 
 import structlog
 
 from alpha.engine import ReportBook
 from alpha.report import DAY_NANOS, SectorReport, date_of, day_reports, day_start
 from market.client import MarketClient
-from qtmesh.errors import AlreadyExists, FailedPrecondition, InvalidArgument, MeshError
+from qtmesh.errors import AlreadyExists, FailedPrecondition, InvalidArgument
+from qtmesh.reconnect import Sleep, follow_forever
 
 _log = structlog.get_logger("alpha.watcher")
-Sleep = Callable[[float], Awaitable[None]]
 
 
 class DayReporter:
@@ -47,7 +47,6 @@ class DayReporter:
         self._book = book
         self._initial = initial_backoff
         self._max = max_backoff
-        self._delay = initial_backoff
         self._sleep = sleep
         # Days of the deployment before this one need no further look (reported, or without
         # fleet bars).
@@ -56,24 +55,18 @@ class DayReporter:
 
     async def run(self) -> None:
         """Follows the market until cancelled (when the service drains)."""
-        while True:
-            try:
-                await self._follow()
-                problem = "the clock stream ended"
-            except MeshError as exc:
-                problem = exc.message
-            except Exception as exc:  # a background loop must outlive any one failure
-                _log.exception("market watch failed")
-                problem = repr(exc)
-            _log.warning(
-                "market watch interrupted; reconnecting", problem=problem, retry_seconds=self._delay
-            )
-            await self._sleep(self._delay)
-            self._delay = min(2 * self._delay, self._max)
+        await follow_forever(
+            self._follow,
+            initial_backoff=self._initial,
+            max_backoff=self._max,
+            log=_log,
+            what="market watch",
+            sleep=self._sleep,
+        )
 
-    async def _follow(self) -> None:
+    async def _follow(self, connected: Callable[[], None]) -> None:
         fleet = await self._market.fleet()
-        self._delay = self._initial
+        connected()
         self._book.learn_sectors([s.sector for s in fleet.sectors])
         self._book.learn_clock(fleet.clock_time)
         deployment = fleet.deployment_time

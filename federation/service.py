@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 from collections import OrderedDict
-from collections.abc import AsyncIterator, Collection
+from collections.abc import AsyncIterator, Callable, Collection
 
 import grpc
 import structlog
@@ -26,7 +26,8 @@ from qtmesh.app import App, Built
 from qtmesh.catalog import DEFAULT_PORTS
 from qtmesh.channels import ChannelConfig, open_channel
 from qtmesh.convert import enum_from_proto
-from qtmesh.errors import InvalidArgument, MeshError, ResourceExhausted, Unavailable
+from qtmesh.errors import InvalidArgument, ResourceExhausted, Unavailable
+from qtmesh.reconnect import follow_forever
 from qtmesh.server import Service
 from qtmesh.storage import create_engine, sqlite_url
 
@@ -336,23 +337,22 @@ class MarketClockWatcher:
         return self._latest
 
     async def run(self) -> None:
-        pause = self._backoff
-        while True:
-            try:
-                snapshot = await self._market.snapshot()
-                self._latest = (snapshot.clock_time, snapshot.position)
-                pause = self._backoff
-                async for position, clock_time, _bars in self._market.stream_bars(
-                    after_position=snapshot.position
-                ):
-                    self._latest = (clock_time, position)
-            except Exception as exc:
-                # Whatever broke the stream (the market away, a malformed bar, a bug), the
-                # clock is followed again after a pause instead of never again.
-                if not isinstance(exc, MeshError):
-                    _log.exception("following the market clock failed")
-                await asyncio.sleep(pause)
-                pause = min(pause * 2, self._max_backoff)
+        await follow_forever(
+            self._follow,
+            initial_backoff=self._backoff,
+            max_backoff=self._max_backoff,
+            log=_log,
+            what="following the market clock",
+        )
+
+    async def _follow(self, connected: Callable[[], None]) -> None:
+        snapshot = await self._market.snapshot()
+        connected()
+        self._latest = (snapshot.clock_time, snapshot.position)
+        async for position, clock_time, _bars in self._market.stream_bars(
+            after_position=snapshot.position
+        ):
+            self._latest = (clock_time, position)
 
 
 async def _after_first_interval(federation: Federation) -> None:

@@ -14,17 +14,16 @@ from __future__ import annotations
 
 import asyncio
 import datetime
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Callable
 from typing import Protocol
 
 import structlog
 
 from alpha.report import EncryptedReport
 from metaopt.engine import MetaOptimizer
-from qtmesh.errors import MeshError
+from qtmesh.reconnect import Sleep, follow_forever
 
 _log = structlog.get_logger("metaopt.schedule")
-Sleep = Callable[[float], Awaitable[None]]
 
 
 class ReportStream(Protocol):
@@ -58,21 +57,16 @@ class CycleScheduler:
 
     async def run(self) -> None:
         """Follows the reports until cancelled."""
-        delay = self._initial
-        while True:
-            try:
-                await self._follow()
-            except MeshError as exc:
-                _log.info("report stream lost; reconnecting", error=exc.message, delay=delay)
-            except Exception:
-                # A bug must not end automatic audits for good; it is logged and retried.
-                _log.exception("automatic optimization cycles failed; retrying", delay=delay)
-            else:
-                delay = self._initial  # the stream ended cleanly (the server drained)
-            await self._sleep(delay)
-            delay = min(delay * 2, self._max)
+        await follow_forever(
+            self._follow,
+            initial_backoff=self._initial,
+            max_backoff=self._max,
+            log=_log,
+            what="following the reports",
+            sleep=self._sleep,
+        )
 
-    async def _follow(self) -> None:
+    async def _follow(self, connected: Callable[[], None]) -> None:
         reports = aiter(self._stream.watch(after_sequence=self._after))
         upcoming = asyncio.ensure_future(anext(reports))
         try:
@@ -92,6 +86,7 @@ class CycleScheduler:
                     report = upcoming.result()
                 except StopAsyncIteration:
                     return
+                connected()
                 self._after = max(self._after, report.sequence)
                 self._newest = max(self._newest, report.trading_date)
                 upcoming = asyncio.ensure_future(anext(reports))
