@@ -4,13 +4,13 @@ shares with the meta optimizer (the same QTMESH_ALPHA_KEYRING* variables configu
 from __future__ import annotations
 
 import dataclasses
-import math
 from pathlib import Path
 
 import structlog
 
 from alpha.crypto import Keyring, load_or_create_keyring_file
-from qtmesh.config import ConfigError, Secret, require, setting
+from qtmesh.config import ConfigError, Secret, setting
+from qtmesh.reconnect import ReconnectConfig
 
 ENV_PREFIX = "QTMESH_ALPHA_"
 KEYRING_ENV = "QTMESH_ALPHA_KEYRING"
@@ -76,7 +76,7 @@ class KeyringConfig:
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
-class AlphaConfig(KeyringConfig):
+class AlphaConfig(ReconnectConfig, KeyringConfig):
     data_dir: Path = setting(
         Path(".qtmesh/data"), help="directory of the SQLite database (alpha.db) when no URL is set"
     )
@@ -86,21 +86,10 @@ class AlphaConfig(KeyringConfig):
     watch_market: bool = setting(
         True, help="write each sector's report when the market's replay clock ends a UTC day"
     )
-    reconnect_initial_seconds: float = setting(
-        0.2, help="first wait before reconnecting to the market after it failed"
-    )
-    reconnect_max_seconds: float = setting(5.0, help="longest wait between reconnections")
 
     def __post_init__(self) -> None:
         KeyringConfig.__post_init__(self)
-        for name in ("reconnect_initial_seconds", "reconnect_max_seconds"):
-            value = getattr(self, name)
-            require(math.isfinite(value) and value > 0, name, "must be positive")
-        require(
-            self.reconnect_initial_seconds <= self.reconnect_max_seconds,
-            "reconnect_initial_seconds",
-            "must not exceed reconnect_max_seconds",
-        )
+        self.check_reconnect()
 
     def url(self) -> str:
         if self.database_url is not None:

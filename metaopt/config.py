@@ -10,12 +10,13 @@ from pathlib import Path
 from alpha.config import KeyringConfig
 from metaopt.audit import AuditSettings
 from qtmesh.config import Secret, require, setting
+from qtmesh.reconnect import ReconnectConfig
 
 ENV_PREFIX = "QTMESH_METAOPT_"
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
-class MetaOptimizerConfig(KeyringConfig):
+class MetaOptimizerConfig(ReconnectConfig, KeyringConfig):
     data_dir: Path = setting(
         Path(".qtmesh/data"),
         help="directory of the SQLite ledger (metaopt.db) when no URL is set",
@@ -48,10 +49,6 @@ class MetaOptimizerConfig(KeyringConfig):
     auto_settle_seconds: float = setting(
         2.0, help="quiet time on the report stream after which a newly reported day is complete"
     )
-    reconnect_initial_seconds: float = setting(
-        0.2, help="first wait before reconnecting to the report stream after it failed"
-    )
-    reconnect_max_seconds: float = setting(5.0, help="longest wait between reconnections")
 
     def __post_init__(self) -> None:
         KeyringConfig.__post_init__(self)
@@ -80,14 +77,12 @@ class MetaOptimizerConfig(KeyringConfig):
             f"must be 0 (off) or at least min_days ({self.min_days}): a shorter window never "
             "proposes",
         )
-        for name in ("auto_settle_seconds", "reconnect_initial_seconds", "reconnect_max_seconds"):
-            value = getattr(self, name)
-            require(math.isfinite(value) and value > 0, name, "must be positive seconds")
         require(
-            self.reconnect_initial_seconds <= self.reconnect_max_seconds,
-            "reconnect_initial_seconds",
-            "must not exceed reconnect_max_seconds",
+            math.isfinite(self.auto_settle_seconds) and self.auto_settle_seconds > 0,
+            "auto_settle_seconds",
+            "must be positive",
         )
+        self.check_reconnect()
 
     @property
     def audit(self) -> AuditSettings:

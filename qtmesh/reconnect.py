@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
+import math
 from collections.abc import Awaitable, Callable
 
 from structlog.typing import FilteringBoundLogger
 
+from qtmesh.config import require, setting
 from qtmesh.errors import MeshError
 
 Sleep = Callable[[float], Awaitable[None]]
@@ -46,3 +49,24 @@ async def follow_forever(
         log.warning(f"{what} interrupted; reconnecting", problem=problem, retry_seconds=delay)
         await sleep(delay)
         delay = min(2 * delay, max_backoff)
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class ReconnectConfig:
+    """The backoff settings of a service that follows another service's stream; a config
+    inherits them and calls ``check_reconnect`` from its ``__post_init__``."""
+
+    reconnect_initial_seconds: float = setting(
+        0.2, help="first wait before reconnecting to a followed stream after it failed"
+    )
+    reconnect_max_seconds: float = setting(5.0, help="longest wait between reconnections")
+
+    def check_reconnect(self) -> None:
+        for name in ("reconnect_initial_seconds", "reconnect_max_seconds"):
+            value = getattr(self, name)
+            require(math.isfinite(value) and value > 0, name, "must be positive")
+        require(
+            self.reconnect_initial_seconds <= self.reconnect_max_seconds,
+            "reconnect_initial_seconds",
+            "must not exceed reconnect_max_seconds",
+        )
