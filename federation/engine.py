@@ -34,7 +34,7 @@ from federation.fanout import ask_all
 from federation.hub import Hub
 from federation.plan import Plan, StatusUpdate, build_plan
 from federation.store import Event, PlanStore
-from qtmesh.errors import FailedPrecondition, InvalidArgument
+from qtmesh.errors import FailedPrecondition, InvalidArgument, MeshError
 
 if TYPE_CHECKING:
     from qtmesh.api.federation.v1 import federation_pb2 as pb
@@ -155,9 +155,11 @@ class Federation:
 
     def _written(self, task: asyncio.Task[Any]) -> None:
         self._writes.discard(task)
-        if not task.cancelled() and task.exception() is not None:
-            # Its caller sees the error unless it was cancelled; then this is the only trace.
-            _log.warning("write failed", error=repr(task.exception()))
+        error = None if task.cancelled() else task.exception()
+        # A refusal (a MeshError) is the caller's answer; anything else may have no caller left
+        # to see it, so this is its trace.
+        if error is not None and not isinstance(error, MeshError):
+            _log.warning("write failed", error=repr(error))
 
     def message_of(self, plan: Plan) -> pb.GlobalActionPlan:
         """The plan's message as created (cached for recent plans). Do not modify it."""
@@ -193,69 +195,67 @@ class Federation:
         )
 
     async def _append_status(
-        self,
-        plan_sequence: int,
-        action_id: str,
-        status: ActionStatus,
-        detail: str,
-        attempts: int,
-        *,
-        reported: bool = False,
+        self, plan_sequence: int, action_id: str, status: ActionStatus, detail: str, attempts: int
     ) -> StatusUpdate:
         async with self._write:
-            if reported:
-                repeated = await self._check_report(plan_sequence, action_id, status)
-                if repeated is not None:
-                    return repeated
-            update = await self.store.run_short(
-                self.store.append_status,
-                plan_sequence,
-                action_id,
-                status,
-                detail,
-                attempts,
-                self._wall_clock(),
-            )
-            self.hub.publish(Event(update.sequence, update=update))
-            if status is ActionStatus.COMPLETED:
-                at, _ = await self._clock()
-                kind = update.action_type
-                self._completed[kind] = max(at, self._completed.get(kind, at))
-            key = (plan_sequence, action_id)
-            if status in FINAL:
-                self._unfinished.pop(key, None)
-            elif key in self._unfinished:
-                self._unfinished[key] = attempts
+            return await self._write_status(plan_sequence, action_id, status, detail, attempts)
+
+    async def _write_status(
+        self, plan_sequence: int, action_id: str, status: ActionStatus, detail: str, attempts: int
+    ) -> StatusUpdate:
+        """Stores and publishes a status change; the caller holds the write lock."""
+        update = await self.store.run_short(
+            self.store.append_status,
+            plan_sequence,
+            action_id,
+            status,
+            detail,
+            attempts,
+            self._wall_clock(),
+        )
+        self.hub.publish(Event(update.sequence, update=update))
+        if status is ActionStatus.COMPLETED:
+            at, _ = await self._clock()
+            kind = update.action_type
+            self._completed[kind] = max(at, self._completed.get(kind, at))
+        key = (plan_sequence, action_id)
+        if status in FINAL:
+            self._unfinished.pop(key, None)
+        elif key in self._unfinished:
+            self._unfinished[key] = attempts
         return update
 
-    async def _check_report(
-        self, plan_sequence: int, action_id: str, status: ActionStatus
-    ) -> StatusUpdate | None:
-        """Raises for a report the action's state does not allow; for a repeat of its current
-        status, the update that set it (nothing new is recorded). Runs under the write lock, so
-        the state cannot change between the check and the write."""
-        plan = await self.store.run(self.store.get_plan, plan_sequence)
-        try:
-            action = plan.action(action_id)
-        except KeyError:
-            raise InvalidArgument(
-                "action_id", f"plan {plan_sequence} has no action {action_id!r}"
-            ) from None
-        if action.status in (ActionStatus.SUPERSEDED, ActionStatus.HELD):
-            raise FailedPrecondition(
-                f"action {action_id} of plan {plan_sequence} is {action.status.name.lower()}; "
-                "it does not run"
+    async def _append_report(
+        self, plan_sequence: int, action_id: str, status: ActionStatus, detail: str
+    ) -> StatusUpdate:
+        """Checks an outside report against the action's state and records it, under the write
+        lock, so the state cannot change between the check and the write. A repeat of the
+        current status records nothing and returns the update that set it."""
+        async with self._write:
+            plan = await self.store.run(self.store.get_plan, plan_sequence)
+            try:
+                action = plan.action(action_id)
+            except KeyError:
+                raise InvalidArgument(
+                    "action_id", f"plan {plan_sequence} has no action {action_id!r}"
+                ) from None
+            if action.status in (ActionStatus.SUPERSEDED, ActionStatus.HELD):
+                raise FailedPrecondition(
+                    f"action {action_id} of plan {plan_sequence} is "
+                    f"{action.status.name.lower()}; it does not run"
+                )
+            if action.status is status:
+                latest = await self.store.run(self.store.latest_update, plan_sequence, action_id)
+                if latest is not None and latest.status is status:
+                    return latest
+            if action.status in FINAL:
+                raise FailedPrecondition(
+                    f"action {action_id} of plan {plan_sequence} is already "
+                    f"{action.status.name.lower()}; its status no longer changes"
+                )
+            return await self._write_status(
+                plan_sequence, action_id, status, detail, action.attempts
             )
-        if action.status is status:
-            latest = await self.store.run(self.store.latest_update, plan_sequence, action_id)
-            if latest is not None and latest.status is status:
-                return latest
-        if action.status in FINAL:
-            raise FailedPrecondition(
-                f"action {action_id} of plan {plan_sequence} is already "
-                f"{action.status.name.lower()}; its status no longer changes"
-            )
-        return None
 
     async def report_status(
         self, plan_sequence: int, action_id: str, status: ActionStatus, detail: str
@@ -266,16 +266,7 @@ class Federation:
             raise InvalidArgument(
                 "status", f"{status.name} cannot be reported (allowed: {allowed})"
             )
-        plan = await self.store.run(self.store.get_plan, plan_sequence)
-        try:
-            attempts = plan.action(action_id).attempts
-        except KeyError:
-            raise InvalidArgument(
-                "action_id", f"plan {plan_sequence} has no action {action_id!r}"
-            ) from None
-        return await self._unit(
-            self._append_status(plan_sequence, action_id, status, detail, attempts, reported=True)
-        )
+        return await self._unit(self._append_report(plan_sequence, action_id, status, detail))
 
     async def run_cycles(self) -> None:
         """Plans every ``gap_update_interval_seconds`` until cancelled; a failed cycle is logged
