@@ -11,19 +11,15 @@ from federation.config import FederationConfig
 from federation.engine import INTERRUPTED, Federation
 from federation.store import PlanStore
 from qtmesh.storage import create_engine, sqlite_url
+from tests.test_federation_execution import Owner
 
 
-class Agent:
+class Agent(Owner):
     """Recommends enabling ``count`` strategies and executes them once ``gate`` opens."""
 
-    name = "owner"
-
     def __init__(self, count: int = 1, gate: asyncio.Event | None = None) -> None:
+        super().__init__(gate=gate)
         self.count = count
-        self.gate = gate
-        self.running = 0
-        self.peak = 0
-        self.started = asyncio.Condition()
 
     async def recommend(self, context: c.AgentContext) -> list[c.Recommendation]:
         return [
@@ -37,18 +33,6 @@ class Agent:
             )
             for i in range(self.count)
         ]
-
-    async def execute(self, action: c.Action, *, plan_sequence: int) -> c.ExecutionResult:
-        self.running += 1
-        self.peak = max(self.peak, self.running)
-        async with self.started:
-            self.started.notify_all()
-        try:
-            if self.gate is not None:
-                await self.gate.wait()
-            return c.ExecutionResult(True, "done")
-        finally:
-            self.running -= 1
 
 
 class HeldStore(PlanStore):
