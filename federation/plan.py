@@ -315,34 +315,20 @@ def _break_cycles(actions: list[c.Action]) -> list[c.Action]:
     a cycle would leave its actions waiting for each other forever. Edges are accepted in plan
     order (priority first), so the dependencies of the more important action are kept.
     """
-    accepted: dict[str, list[str]] = {a.id: [] for a in actions}
-
-    def reaches(start: str, goal: str) -> list[str]:
-        path, seen = [start], {start}
-
-        def walk(node: str) -> bool:
-            if node == goal:
-                return True
-            for nxt in accepted.get(node, ()):
-                if nxt not in seen:
-                    seen.add(nxt)
-                    path.append(nxt)
-                    if walk(nxt):
-                        return True
-                    path.pop()
-            return False
-
-        return path if walk(start) else []
-
+    accepted: dict[str, tuple[str, ...]] = {a.id: () for a in actions}
     result = []
     for action in actions:
         dropped = []
         for dependency in action.depends_on:
-            loop = reaches(dependency, action.id)
+            kept = accepted[action.id]
+            accepted[action.id] = (*kept, dependency)
+            # The accepted graph was acyclic, so a cycle now is the one this edge closes.
+            loop = c.find_cycle(accepted)[:-1]
             if loop:
-                dropped.append(f"{action.id} -> {' -> '.join(loop)}")
-            else:
-                accepted[action.id].append(dependency)
+                accepted[action.id] = kept
+                start = loop.index(action.id)
+                ring = [*loop[start:], *loop[:start], action.id]
+                dropped.append(" -> ".join(ring))
         if dropped:
             reason = "dropped dependencies that would close a cycle: " + "; ".join(dropped)
             detail = f"{action.status_detail}; {reason}" if action.status_detail else reason
