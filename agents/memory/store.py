@@ -406,6 +406,8 @@ class _Index:
         self._codes = {"regime": np.empty(0, dtype=np.int32), "sector": np.empty(0, dtype=np.int32)}
         self._values = np.empty((0, 0))
         self._count = np.empty(0)
+        # Rows whose running sums lost values since they were last counted exactly.
+        self._drifted = np.zeros(0, dtype=bool)
         self._sum = np.empty(0)
         self._squares = np.empty(0)
 
@@ -445,8 +447,9 @@ class _Index:
         columns = [self.names[n] for n in names]
         count, mean, spread, rms = self._moments(columns)
         # Evictions leave rounding in the running sums that can pass for a spread; where it
-        # could, the sums are recounted from the live values, which a fresh load would hold.
-        doubtful = count > 0
+        # could, the sums are recounted from the live values, which a fresh load would hold,
+        # once per eviction rather than on every recall.
+        doubtful = (count > 0) & self._drifted[columns]
         doubtful[doubtful] = spread[doubtful] <= _DOUBTFUL_SPREAD * rms[doubtful]
         if doubtful.any():
             self._recount(np.asarray(columns)[doubtful])
@@ -481,13 +484,16 @@ class _Index:
         self._count[columns] = (~np.isnan(live)).sum(axis=1)
         self._sum[columns] = np.nansum(live, axis=1)
         self._squares[columns] = np.nansum(live * live, axis=1)
+        self._drifted[columns] = False
 
     def drop_before(self, seq: int) -> None:
         cut = self._start + int(np.searchsorted(self.seq, seq, "left"))
         if cut == self._start:
             return
         dropped = self._values[:, self._start : cut]
-        self._count -= (~np.isnan(dropped)).sum(axis=1)
+        lost = (~np.isnan(dropped)).sum(axis=1)
+        self._drifted |= lost > 0
+        self._count -= lost
         self._sum -= np.nansum(dropped, axis=1)
         self._squares -= np.nansum(dropped * dropped, axis=1)
         self._start = cut
@@ -498,6 +504,7 @@ class _Index:
             row = self.names.pop(name)
             # Exact zeros, not the rounding left by the subtractions: a reused row starts clean.
             self._count[row] = self._sum[row] = self._squares[row] = 0.0
+            self._drifted[row] = False
             self._free.append(row)
 
     def append(self, rows: Sequence[tuple[int, str, str, Mapping[str, float]]]) -> None:
@@ -548,3 +555,4 @@ class _Index:
         self._count = (~np.isnan(current)).sum(axis=1).astype(np.float64)
         self._sum = np.nansum(current, axis=1)
         self._squares = np.nansum(current * current, axis=1)
+        self._drifted = np.zeros(columns, dtype=bool)
