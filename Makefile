@@ -8,16 +8,23 @@ BUF := .tools/node_modules/.bin/buf
 # Commit that `buf breaking` compares the protos against (CI sets HEAD~1).
 BREAKING_AGAINST ?= HEAD
 
-.PHONY: demo test lint stubs-check buf-lint buf-breaking pytest protos lock bench image clean
+.PHONY: demo test lint architecture types stubs-check buf-lint buf-breaking pytest protos docs lock bench image clean
 
 demo: $(STAMP)
 	$(BIN)/python -m examples.demo
 
-test: lint stubs-check buf-lint buf-breaking pytest
+test: lint architecture types stubs-check buf-lint buf-breaking pytest
 
 lint: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+
+# The layers and import rules of docs/architecture.md (contracts in pyproject.toml).
+architecture: $(STAMP)
+	$(BIN)/lint-imports
+
+types: $(STAMP)
+	$(BIN)/mypy
 
 stubs-check: $(STAMP)
 	$(BIN)/python scripts/generate_protos.py --check
@@ -33,6 +40,10 @@ pytest: $(STAMP)
 
 protos: $(STAMP)
 	$(BIN)/python scripts/generate_protos.py
+
+# Regenerates docs/configuration.md from the config dataclasses.
+docs: $(STAMP)
+	$(BIN)/python -m qtmesh settings > docs/configuration.md
 
 bench: $(STAMP)
 	$(BIN)/python -m benchmarks.market

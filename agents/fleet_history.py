@@ -27,8 +27,8 @@ from typing import Protocol
 
 import numpy as np
 
-from market.bars import NANOS_PER_YEAR
 from market.fleet import FleetReport
+from qtmesh.base.bars import NANOS_PER_YEAR
 
 HOUR_NANOS = 3600 * 10**9
 

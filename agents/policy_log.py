@@ -22,8 +22,8 @@ from typing import Any, Generic, TypeVar
 
 import sqlalchemy as sa
 
-from agents.contract import ExecutionResult
-from qtmesh.storage import SqlStore, create_engine
+from qtmesh.base.contract import ExecutionResult
+from qtmesh.base.storage import SqlStore, create_engine, inserted_key
 
 P = TypeVar("P")
 Clock = Callable[[], int]
@@ -107,9 +107,7 @@ class PolicyLog(SqlStore):
             "state": json.dumps(state, sort_keys=True, separators=(",", ":")),
         }
         with self.engine.begin() as connection:
-            sequence = connection.execute(
-                sa.insert(self.table).values(**values)
-            ).inserted_primary_key[0]
+            sequence = inserted_key(connection.execute(sa.insert(self.table).values(**values)))
         return Change(
             sequence=int(sequence),
             time=time_ns,

@@ -17,8 +17,8 @@ from typing import Protocol
 
 import structlog
 
-from market.replay import Bar
-from qtmesh.errors import InvalidArgument, MeshError
+from qtmesh.base.bars import Bar
+from qtmesh.base.errors import InvalidArgument, MeshError
 
 _log = structlog.get_logger("agents.refresh")
 

@@ -15,9 +15,9 @@ import json
 import os
 import signal
 
-from agents import contract as c
-from agents.service import agent_service
-from qtmesh.server import MeshServer, ServerConfig
+from qtmesh.base import contract as c
+from qtmesh.runtime.agent_service import agent_service
+from qtmesh.runtime.server import MeshServer, ServerConfig
 
 
 class Echo:

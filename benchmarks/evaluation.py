@@ -14,12 +14,11 @@ import time
 
 import numpy as np
 
-from agents.contract import StrategyFamily
+from backtest.evaluation import Evaluator
+from backtest.indicators import BarData
 from benchmarks._report import emit
 from market.synthetic import SyntheticMarketSpec, generate
-from sesa.evaluation import Evaluator
-from sesa.genome import Policy, make_genome
-from sesa.indicators import BarData
+from qtmesh.base.genome import Policy, StrategyFamily, make_genome
 from sesa.mutation import OPERATORS
 
 STRATEGIES = 50
@@ -30,7 +29,7 @@ _COLD = """
 import time
 start = time.perf_counter()
 from benchmarks.evaluation import crossover_population, market_data
-from sesa.evaluation import Evaluator
+from backtest.evaluation import Evaluator
 data = market_data(0)
 genomes = crossover_population()
 begin = time.perf_counter()

@@ -13,8 +13,8 @@ from pathlib import Path
 
 from benchmarks._report import emit
 from qtmesh.api.sesa.v1 import sesa_pb2 as pb
-from qtmesh.channels import open_channel
-from qtmesh.supervisor import running_mesh
+from qtmesh.runtime.channels import open_channel
+from qtmesh.runtime.supervisor import running_mesh
 from sesa.client import SesaClient, bar_source
 
 GENERATIONS = 10
@@ -43,7 +43,7 @@ async def run() -> dict[str, object]:
             running_mesh(["market", "sesa"], log_dir=Path(logs)) as mesh,
             open_channel(mesh.addresses["sesa"]) as channel,
         ):
-            client = SesaClient(channel, timeout=None)
+            client = SesaClient(channel)
             first_wall, _, _ = await evolve(client, seed=1)
             walls = []
             for seed in (2, 3, 4):

@@ -22,8 +22,8 @@ from pathlib import Path
 from benchmarks._report import emit, percentiles_ms
 from federation.client import FederationClient
 from qtmesh.api.agent.v1 import agent_pb2, agent_pb2_grpc
-from qtmesh.channels import open_channel
-from qtmesh.supervisor import spawn
+from qtmesh.runtime.channels import open_channel
+from qtmesh.runtime.supervisor import spawn
 
 AGENTS = 7
 

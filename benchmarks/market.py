@@ -14,8 +14,8 @@ from pathlib import Path
 
 from benchmarks._report import emit, percentiles_ms
 from market.client import MarketClient
-from qtmesh.channels import open_channel
-from qtmesh.supervisor import running_mesh
+from qtmesh.runtime.channels import open_channel
+from qtmesh.runtime.supervisor import running_mesh
 
 WINDOW = 43_200
 

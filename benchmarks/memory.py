@@ -22,15 +22,15 @@ from pathlib import Path
 import numpy as np
 import sqlalchemy as sa
 
-from agents.contract import AgentContext
 from agents.memory.client import MemoryClient
 from agents.memory.episodes import Episode
 from agents.memory.store import EPISODES, STATE, TALLIES, EpisodeStore
-from agents.service import AgentClient
 from benchmarks._report import emit, percentiles_ms
-from qtmesh.channels import open_channel
-from qtmesh.storage import create_engine, sqlite_url
-from qtmesh.supervisor import running_mesh
+from qtmesh.base.contract import AgentContext
+from qtmesh.base.storage import create_engine, sqlite_url
+from qtmesh.runtime.agent_service import AgentClient
+from qtmesh.runtime.channels import open_channel
+from qtmesh.runtime.supervisor import running_mesh
 from qtmesh.testing import fresh_database, temporary_postgres
 
 FEATURES = (

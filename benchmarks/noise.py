@@ -13,11 +13,11 @@ import time
 
 import numpy as np
 
+from backtest.evaluation import Evaluator
+from backtest.indicators import BarData
 from benchmarks._report import emit
-from market.bars import make_series
-from sesa.evaluation import Evaluator
+from qtmesh.base.bars import make_series
 from sesa.evolution import Evolution, EvolutionConfig
-from sesa.indicators import BarData
 from sesa.selection import SelectionConfig
 
 T0 = 1_767_571_200 * 10**9

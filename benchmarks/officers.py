@@ -16,14 +16,14 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 from agents.ceo.client import CeoClient
-from agents.contract import AgentContext
 from agents.risk.client import RiskClient
-from agents.service import AgentClient
 from agents.strategy.client import StrategyOfficerClient
 from benchmarks._report import emit, percentiles_ms
 from market.client import MarketClient
-from qtmesh.channels import open_channel
-from qtmesh.supervisor import running_mesh
+from qtmesh.base.contract import AgentContext
+from qtmesh.runtime.agent_service import AgentClient
+from qtmesh.runtime.channels import open_channel
+from qtmesh.runtime.supervisor import running_mesh
 
 SERVICES = ("market", "world-model", "sesa", "risk", "ceo", "strategy")
 
@@ -45,17 +45,15 @@ async def run(repeats: int, hours: int) -> dict[str, object]:
             "QTMESH_STRATEGY_DATA_DIR": str(data),
         }
         async with running_mesh(SERVICES, log_dir=Path(directory), env=env) as mesh:
-            channels = {name: open_channel(mesh.addresses[name]) for name in SERVICES}
+            channels = {name: open_channel(mesh.addresses[name], timeout=120) for name in SERVICES}
             try:
                 market = MarketClient(channels["market"])
                 for _ in range(hours):
                     await market.advance(60)
                 reports = {
-                    "risk_assess": lambda: RiskClient(channels["risk"], timeout=120).assess(),
-                    "ceo_get_mode": lambda: CeoClient(channels["ceo"], timeout=120).mode(),
-                    "strategy_list": lambda: StrategyOfficerClient(
-                        channels["strategy"], timeout=120
-                    ).page(),
+                    "risk_assess": lambda: RiskClient(channels["risk"]).assess(),
+                    "ceo_get_mode": lambda: CeoClient(channels["ceo"]).mode(),
+                    "strategy_list": lambda: StrategyOfficerClient(channels["strategy"]).page(),
                 }
                 figures: dict[str, object] = {}
                 for name, call in reports.items():

@@ -26,8 +26,8 @@ from benchmarks._report import emit, percentiles_ms
 from federation.client import FederationClient
 from qtmesh.api.federation.v1 import federation_pb2 as pb
 from qtmesh.api.federation.v1 import federation_pb2_grpc as pb_grpc
-from qtmesh.channels import open_channel
-from qtmesh.supervisor import spawn
+from qtmesh.runtime.channels import open_channel
+from qtmesh.runtime.supervisor import spawn
 
 STREAMS_PER_CHANNEL = 100
 RATE = 10.0  # plans per second

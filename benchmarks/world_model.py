@@ -14,15 +14,15 @@ from pathlib import Path
 
 import numpy as np
 
-from agents.contract import AgentContext
-from agents.service import AgentClient
 from agents.world_model.client import WorldModelClient
 from agents.world_model.regimes import RegimeSettings, fit_regimes
 from agents.world_model.scenarios import simulate
 from benchmarks._report import emit, percentiles_ms
 from market.synthetic import SyntheticMarketSpec, generate
-from qtmesh.channels import open_channel
-from qtmesh.supervisor import running_mesh
+from qtmesh.base.contract import AgentContext
+from qtmesh.runtime.agent_service import AgentClient
+from qtmesh.runtime.channels import open_channel
+from qtmesh.runtime.supervisor import running_mesh
 
 WINDOW = 43_200  # 30 days of one-minute bars
 HORIZON = 1440
@@ -74,9 +74,9 @@ async def over_grpc(repeats: int) -> dict[str, object]:
     with tempfile.TemporaryDirectory() as logs:
         async with (
             running_mesh(["market", "world-model"], log_dir=Path(logs)) as mesh,
-            open_channel(mesh.addresses["world-model"]) as channel,
+            open_channel(mesh.addresses["world-model"], timeout=120) as channel,
         ):
-            world = WorldModelClient(channel, timeout=120)
+            world = WorldModelClient(channel)
             start = time.perf_counter()
             await world.detect_regime(symbol="ORBT")
             cold = time.perf_counter() - start

@@ -18,18 +18,18 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from agents.contract import AdjustExposure, AgentContext, Recommendation
 from agents.memory.advice import decision_text
 from agents.memory.client import MemoryClient
 from agents.memory.context import sector_features
 from agents.memory.episodes import Episode
-from agents.service import AgentClient
 from agents.world_model.client import WorldModelClient
-from market.bars import BarSeries
 from market.client import MarketClient
 from market.replay import Replay
-from qtmesh.channels import open_channel
-from qtmesh.errors import AlreadyExists
+from qtmesh.base.bars import BarSeries
+from qtmesh.base.contract import AdjustExposure, AgentContext, Recommendation
+from qtmesh.base.errors import AlreadyExists
+from qtmesh.runtime.agent_service import AgentClient
+from qtmesh.runtime.channels import open_channel
 
 BARS_PER_DAY = 1440
 STEP_BARS = 360  # one decision every six hours

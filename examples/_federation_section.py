@@ -10,10 +10,10 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from agents.contract import ActionStatus
 from federation.client import FederationClient
 from federation.plan import CallOutcome, Plan, StatusUpdate
-from qtmesh.channels import open_channel
+from qtmesh.base.contract import ActionStatus
+from qtmesh.runtime.channels import open_channel
 
 _STATUS_STYLE = {
     ActionStatus.COMPLETED: "green",
@@ -73,8 +73,8 @@ def agents_table(plan: Plan) -> Table:
 async def show(console: Console, addresses: Mapping[str, str]) -> Plan:
     """Generates and executes one plan at the federation in ``addresses``, printing the stream."""
     final_statuses = (ActionStatus.COMPLETED, ActionStatus.FAILED, ActionStatus.BLOCKED)
-    async with open_channel(addresses["federation"]) as channel:
-        client = FederationClient(channel, timeout=60)
+    async with open_channel(addresses["federation"], timeout=60) as channel:
+        client = FederationClient(channel)
         delivered: list[str] = []
         settled = asyncio.Event()
 

@@ -20,13 +20,13 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from agents.contract import StrategyFamily, StrategyStage
-from market.bars import BarSeries, format_time
 from market.client import MarketClient
 from meta.client import MetaClient
 from meta.engine import UpdateResult
 from meta.model import NANOS_PER_DAY, Evaluation, Trade
-from qtmesh.channels import open_channel
+from qtmesh.base.bars import BarSeries, format_time
+from qtmesh.base.genome import StrategyFamily, StrategyStage
+from qtmesh.runtime.channels import open_channel
 
 EVALUATION_DAYS = 7
 SHOWN_WEIGHT_MOVES = 6

@@ -17,24 +17,24 @@ from rich.table import Table
 
 from agents.ceo.client import CeoClient
 from agents.ceo.engine import ModeReport
-from agents.contract import (
+from agents.risk.advice import horizon_text
+from agents.risk.assessment import RiskReport
+from agents.risk.client import RiskClient
+from agents.risk.measures import TailRisk
+from agents.strategy.book import Entry
+from agents.strategy.client import StrategyOfficerClient
+from agents.strategy.performance import Performance
+from market.client import MarketClient
+from qtmesh.base.bars import format_time
+from qtmesh.base.contract import (
     AdjustExposure,
     AgentContext,
     Recommendation,
     ReweightStrategies,
     SwitchMode,
 )
-from agents.risk.advice import horizon_text
-from agents.risk.assessment import RiskReport
-from agents.risk.client import RiskClient
-from agents.risk.measures import TailRisk
-from agents.service import AgentClient
-from agents.strategy.book import Entry
-from agents.strategy.client import StrategyOfficerClient
-from agents.strategy.performance import Performance
-from market.bars import format_time
-from market.client import MarketClient
-from qtmesh.channels import open_channel
+from qtmesh.runtime.agent_service import AgentClient
+from qtmesh.runtime.channels import open_channel
 
 OFFICERS = ("risk", "ceo", "strategy")
 BOOK_ROWS_PER_SECTOR = 4
@@ -45,23 +45,23 @@ async def show(console: Console, addresses: Mapping[str, str]) -> None:
     (and, behind them, the world model and SESA)."""
     async with (
         open_channel(addresses["market"]) as market_channel,
-        open_channel(addresses["risk"]) as risk_channel,
-        open_channel(addresses["ceo"]) as ceo_channel,
-        open_channel(addresses["strategy"]) as strategy_channel,
+        open_channel(addresses["risk"], timeout=60) as risk_channel,
+        open_channel(addresses["ceo"], timeout=60) as ceo_channel,
+        open_channel(addresses["strategy"], timeout=60) as strategy_channel,
     ):
         snapshot = await MarketClient(market_channel).snapshot()
         context = AgentContext(
             cycle_id="demo", as_of_time=snapshot.clock_time, market_position=snapshot.position
         )
         console.rule("Risk officer")
-        report = await RiskClient(risk_channel, timeout=60).assess()
+        report = await RiskClient(risk_channel).assess()
         _print_risk(console, report)
 
         console.rule("CEO")
-        _print_mode(console, await CeoClient(ceo_channel, timeout=60).mode())
+        _print_mode(console, await CeoClient(ceo_channel).mode())
 
         console.rule("Strategy officer")
-        book = await StrategyOfficerClient(strategy_channel, timeout=60).book()
+        book = await StrategyOfficerClient(strategy_channel).book()
         console.print(_book_table(book))
 
         console.rule("The officers' recommendations")

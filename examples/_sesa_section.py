@@ -8,7 +8,7 @@ from rich.table import Table
 
 from qtmesh.api.common.v1 import strategy_pb2
 from qtmesh.api.sesa.v1 import sesa_pb2 as pb
-from qtmesh.channels import open_channel
+from qtmesh.runtime.channels import open_channel
 from sesa.client import SesaClient, bar_source
 
 GENERATIONS = 5
@@ -53,7 +53,7 @@ async def show(
 ) -> pb.EvolutionResult:
     config = pb.EvolutionConfig(num_generations=GENERATIONS)
     async with open_channel(addresses["sesa"]) as channel:
-        client = SesaClient(channel, timeout=None)
+        client = SesaClient(channel)
         columns = (
             TextColumn("evolving {task.fields[symbol]}"),
             BarColumn(),

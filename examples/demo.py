@@ -21,24 +21,23 @@ from pathlib import Path
 from rich.progress import Progress
 from rich.table import Table
 
-from agents.contract import StrategyFamily, StrategyStage
 from examples import (
     _agents_section,
     _federation_section,
+    _meta_optimizer_section,
     _meta_section,
-    _metaopt_section,
     _officers_section,
     _sesa_section,
 )
 from examples._console import console as make_console
-from market.bars import format_time
 from market.client import MarketClient
-from market.replay import Snapshot
 from meta.model import Evaluation as MetaEvaluation
-from qtmesh import catalog
 from qtmesh.api.sesa.v1 import sesa_pb2 as pb
-from qtmesh.channels import open_channel
-from qtmesh.supervisor import StartupError, running_mesh
+from qtmesh.base.bars import Snapshot, format_time
+from qtmesh.base.genome import StrategyFamily, StrategyStage
+from qtmesh.runtime import catalog
+from qtmesh.runtime.channels import open_channel
+from qtmesh.runtime.supervisor import StartupError, running_mesh
 
 console = make_console()
 
@@ -134,9 +133,9 @@ async def main(hours: int) -> int:
             env = {
                 **os.environ,
                 "QTMESH_MARKET_DATA_DIR": str(data),
-                "QTMESH_ALPHA_DATA_DIR": str(data),
-                "QTMESH_ALPHA_KEYRING_FILE": str(data / "alpha-keyring"),
-                "QTMESH_METAOPT_DATA_DIR": str(data),
+                "QTMESH_ALPHA_REPORTING_DATA_DIR": str(data),
+                "QTMESH_ALPHA_REPORTING_KEYRING_FILE": str(data / "alpha-keyring"),
+                "QTMESH_META_OPTIMIZER_DATA_DIR": str(data),
                 "QTMESH_RISK_DATA_DIR": str(data),
                 "QTMESH_CEO_DATA_DIR": str(data),
                 "QTMESH_STRATEGY_DATA_DIR": str(data),
@@ -177,7 +176,7 @@ async def main(hours: int) -> int:
                 console.rule("World model and memory engine")
                 await _agents_section.show(console, mesh.addresses)
                 # The federation executes the optimizer's proposals below, as in production.
-                await _metaopt_section.show(console, mesh.addresses, apply=False)
+                await _meta_optimizer_section.show(console, mesh.addresses, apply=False)
                 await _officers_section.show(console, mesh.addresses)
                 console.rule("Federation: the Global Action Plan")
                 await _federation_section.show(console, mesh.addresses)

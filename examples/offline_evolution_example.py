@@ -11,11 +11,11 @@ import argparse
 import numpy as np
 from rich.table import Table
 
+from backtest.evaluation import Evaluator
+from backtest.indicators import BarData
 from examples._console import console as make_console
 from market.synthetic import SyntheticMarketSpec, generate
-from sesa.evaluation import Evaluator
 from sesa.evolution import Evolution, EvolutionConfig, EvolutionResult
-from sesa.indicators import BarData
 from sesa.selection import SelectionConfig
 
 

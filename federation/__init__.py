@@ -1,1 +1,22 @@
 """The federation: asks every agent, scores consensus and publishes the Global Action Plan."""
+
+from federation.client import FederationClient
+from federation.config import FederationConfig
+from federation.engine import Federation
+from federation.hub import Hub
+from federation.plan import AgentReport, CallOutcome, Event, Plan, StatusUpdate, build_plan
+from federation.store import PlanStore
+
+__all__ = [
+    "AgentReport",
+    "CallOutcome",
+    "Event",
+    "Federation",
+    "FederationClient",
+    "FederationConfig",
+    "Hub",
+    "Plan",
+    "PlanStore",
+    "StatusUpdate",
+    "build_plan",
+]

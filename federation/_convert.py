@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-from agents import _convert as agent_convert
-from agents.contract import ActionStatus, ActionType, Priority
 from federation.plan import AgentReport, CallOutcome, Plan, StatusUpdate
 from qtmesh.api.agent.v1 import agent_pb2
 from qtmesh.api.federation.v1 import federation_pb2 as pb
-from qtmesh.convert import duration, enum_from_proto, enum_to_proto, timestamp
+from qtmesh.base import convert as agent_convert
+from qtmesh.base.contract import ActionStatus, ActionType, Priority
+from qtmesh.base.convert import duration, enum_from_proto, enum_to_proto, timestamp
 
 
 def plan_to_proto(plan: Plan) -> pb.GlobalActionPlan:

@@ -6,38 +6,32 @@ from collections.abc import AsyncIterator, Mapping, Sequence
 
 import grpc
 
-from agents.contract import ActionStatus, ActionType, Priority
 from federation import _convert as convert
 from federation.plan import Plan, StatusUpdate
 from qtmesh.api.agent.v1 import agent_pb2
 from qtmesh.api.federation.v1 import federation_pb2 as pb
 from qtmesh.api.federation.v1 import federation_pb2_grpc as pb_grpc
-from qtmesh.convert import enum_to_proto, timestamp
-from qtmesh.status import raising_mesh_errors
+from qtmesh.base.contract import ActionStatus, ActionType, Priority
+from qtmesh.base.convert import enum_to_proto, timestamp
+from qtmesh.runtime.status import mesh_stub
 
 
 class FederationClient:
     """Calls FederationService; returns plans and status updates as domain objects."""
 
-    def __init__(self, channel: grpc.aio.Channel, *, timeout: float | None = 30.0) -> None:
-        self._stub = pb_grpc.FederationServiceStub(channel)
-        self._timeout = timeout
+    def __init__(self, channel: grpc.aio.Channel) -> None:
+        self._stub = mesh_stub(pb_grpc.FederationServiceStub, channel)
 
     async def generate_plan(
         self, *, hints: Mapping[str, str] | None = None, execute: bool = False
     ) -> Plan:
-        with raising_mesh_errors():
-            response = await self._stub.GeneratePlan(
-                pb.GeneratePlanRequest(hints=dict(hints or {}), execute=execute),
-                timeout=self._timeout,
-            )
+        response = await self._stub.GeneratePlan(
+            pb.GeneratePlanRequest(hints=dict(hints or {}), execute=execute),
+        )
         return convert.plan_from_proto(response.plan)
 
     async def get_plan(self, sequence: int) -> Plan:
-        with raising_mesh_errors():
-            response = await self._stub.GetPlan(
-                pb.GetPlanRequest(sequence=sequence), timeout=self._timeout
-            )
+        response = await self._stub.GetPlan(pb.GetPlanRequest(sequence=sequence))
         return convert.plan_from_proto(response.plan)
 
     async def list_plans(
@@ -57,8 +51,7 @@ class FederationClient:
         if min_priority is not None:
             request.min_priority = enum_to_proto(agent_pb2.Priority, min_priority)
         while True:
-            with raising_mesh_errors():
-                response = await self._stub.ListPlans(request, timeout=self._timeout)
+            response = await self._stub.ListPlans(request)
             for plan in response.plans:
                 yield convert.plan_from_proto(plan)
             if not response.next_page_token:
@@ -68,16 +61,14 @@ class FederationClient:
     async def report_status(
         self, plan_sequence: int, action_id: str, status: ActionStatus, detail: str = ""
     ) -> int:
-        with raising_mesh_errors():
-            response = await self._stub.ReportActionStatus(
-                pb.ReportActionStatusRequest(
-                    plan_sequence=plan_sequence,
-                    action_id=action_id,
-                    status=enum_to_proto(agent_pb2.ActionStatus, status),
-                    detail=detail,
-                ),
-                timeout=self._timeout,
-            )
+        response = await self._stub.ReportActionStatus(
+            pb.ReportActionStatusRequest(
+                plan_sequence=plan_sequence,
+                action_id=action_id,
+                status=enum_to_proto(agent_pb2.ActionStatus, status),
+                detail=detail,
+            ),
+        )
         return response.sequence
 
     async def subscribe(
@@ -98,14 +89,13 @@ class FederationClient:
             request.min_priority = enum_to_proto(agent_pb2.Priority, min_priority)
         call = self._stub.SubscribePlans(request)
         try:
-            with raising_mesh_errors():
-                async for event in call:
-                    if event.HasField("plan"):
-                        yield event.sequence, convert.plan_from_proto(event.plan)
-                    else:
-                        yield (
-                            event.sequence,
-                            convert.status_from_proto(event.status_update, event.sequence),
-                        )
+            async for event in call:
+                if event.HasField("plan"):
+                    yield event.sequence, convert.plan_from_proto(event.plan)
+                else:
+                    yield (
+                        event.sequence,
+                        convert.status_from_proto(event.status_update, event.sequence),
+                    )
         finally:
             call.cancel()

@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import dataclasses
-from pathlib import Path
 
-from agents.contract import ActionType
-from qtmesh.config import Secret, require, setting
+from qtmesh.base.config import require, setting
+from qtmesh.base.contract import ActionType
+from qtmesh.base.storage import DataDirConfig
 
 ENV_PREFIX = "QTMESH_FEDERATION_"
 
@@ -27,8 +27,10 @@ DEFAULT_OWNERS = {
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
-class FederationConfig:
+class FederationConfig(DataDirConfig):
     """The spec's FederationConfig with its defaults, plus what a service needs to run."""
+
+    database_file = "federation.db"
 
     gap_update_interval_seconds: float = setting(
         30.0, help="interval of automatic planning cycles (0: only GeneratePlan plans)"
@@ -73,12 +75,9 @@ class FederationConfig:
         "told to resume",
     )
     history_page: int = setting(500, help="events read from history per page when resuming")
-    data_dir: Path = setting(Path(".qtmesh/data"), help="where the SQLite history lives")
-    database_url: Secret | None = setting(
-        None, help="PostgreSQL URL (postgresql://...) instead of SQLite in data_dir"
-    )
 
     def __post_init__(self) -> None:
+        self.check_database()
         for name in (
             "gap_update_interval_seconds",
             "deadline_reserve_seconds",

@@ -20,27 +20,24 @@ from __future__ import annotations
 import asyncio
 import time
 import uuid
-from collections import OrderedDict
 from collections.abc import Callable, Coroutine, Mapping
 from typing import TYPE_CHECKING, Any, TypeVar
 
 import structlog
 
-from agents.contract import Action, ActionStatus, ActionType, Agent, AgentContext
-from federation import _convert as convert
 from federation.config import FederationConfig
 from federation.execution import execute_plan
 from federation.fanout import ask_all
 from federation.hub import Hub
-from federation.plan import Plan, StatusUpdate, build_plan
-from federation.store import Event, PlanStore
-from qtmesh.errors import FailedPrecondition, InvalidArgument, MeshError
+from federation.plan import Event, Plan, StatusUpdate, build_plan
+from qtmesh.base.contract import Action, ActionStatus, ActionType, Agent, AgentContext
+from qtmesh.base.errors import FailedPrecondition, InvalidArgument, MeshError
 
 if TYPE_CHECKING:
-    from qtmesh.api.federation.v1 import federation_pb2 as pb
+    # The store is an adapter (its records are protobuf); the engine only calls it.
+    from federation.store import PlanStore
 
 _log = structlog.get_logger("federation")
-_KEPT_MESSAGES = 64
 _T = TypeVar("_T")
 # Statuses after which an action never changes again.
 FINAL = (ActionStatus.COMPLETED, ActionStatus.FAILED, ActionStatus.BLOCKED)
@@ -92,8 +89,6 @@ class Federation:
         self._unfinished: dict[tuple[int, str], int] = {}
         # Market time of the latest completion per action type, for the agents (module docstring).
         self._completed: dict[ActionType, int] = {}
-        # The messages of the newest plans, so answering and publishing do not convert again.
-        self._messages: OrderedDict[int, pb.GlobalActionPlan] = OrderedDict()
         self._write = asyncio.Lock()  # keeps publication in sequence order
 
     async def generate_plan(
@@ -137,10 +132,7 @@ class Federation:
 
     async def _append_plan(self, draft: Plan, execute: bool) -> Plan:
         async with self._write:
-            plan, message = await self.store.run_short(self.store.append_plan, draft)
-            self._messages[plan.sequence] = message
-            while len(self._messages) > _KEPT_MESSAGES:
-                self._messages.popitem(last=False)
+            plan = await self.store.run_short(self.store.append_plan, draft)
             self.hub.publish(Event(plan.sequence, plan=plan))
             if execute:
                 self._start_execution(plan)
@@ -160,13 +152,6 @@ class Federation:
         # to see it, so this is its trace.
         if error is not None and not isinstance(error, MeshError):
             _log.warning("write failed", error=repr(error))
-
-    def message_of(self, plan: Plan) -> pb.GlobalActionPlan:
-        """The plan's message as created (cached for recent plans). Do not modify it."""
-        cached = self._messages.get(plan.sequence)
-        if cached is not None and cached.id == plan.id:
-            return cached
-        return convert.plan_to_proto(plan)
 
     async def execute(self, plan: Plan) -> dict[str, ActionStatus]:
         """Executes a stored plan's pending actions, recording each status change."""

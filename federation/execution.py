@@ -19,9 +19,9 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Awaitable, Callable, Mapping
 
-from agents.contract import Action, ActionStatus, Agent, takes_timeout
 from federation.plan import Plan
-from qtmesh.errors import DeadlineExceeded, MeshError, Unavailable
+from qtmesh.base.contract import Action, ActionStatus, Agent, takes_timeout
+from qtmesh.base.errors import DeadlineExceeded, MeshError, Unavailable
 
 OnStatus = Callable[[Action, ActionStatus, str, int], Awaitable[None]]
 _FINAL = (ActionStatus.COMPLETED, ActionStatus.FAILED, ActionStatus.BLOCKED)

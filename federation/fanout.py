@@ -12,9 +12,9 @@ import asyncio
 import time
 from collections.abc import Callable, Mapping
 
-from agents.contract import Agent, AgentContext, takes_timeout, validate_recommendations
 from federation.plan import AgentAnswer, AgentReport, CallOutcome
-from qtmesh.errors import DeadlineExceeded, MeshError, Unavailable
+from qtmesh.base.contract import Agent, AgentContext, takes_timeout, validate_recommendations
+from qtmesh.base.errors import DeadlineExceeded, MeshError, Unavailable
 
 
 async def ask_all(

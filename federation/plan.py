@@ -42,7 +42,7 @@ import math
 from collections import defaultdict
 from collections.abc import Mapping, Sequence
 
-from agents import contract as c
+from qtmesh.base import contract as c
 
 # Scheduling windows by priority, in nanoseconds after the plan (0: no deadline).
 WINDOWS = {
@@ -118,6 +118,15 @@ class StatusUpdate:
     update_time: int
 
 
+@dataclasses.dataclass(frozen=True)
+class Event:
+    """One entry of the plan history: a plan (as created) or a status update."""
+
+    sequence: int
+    plan: Plan | None = None
+    update: StatusUpdate | None = None
+
+
 def target_of(parameters: c.ActionParameters) -> str:
     """The canonical thing an action acts on; agents agree or conflict per target."""
     match parameters:
@@ -133,10 +142,10 @@ def target_of(parameters: c.ActionParameters) -> str:
             return "strategies"
         case c.RunEvolution():
             return "sesa/evolution"
-        case c.TuneLearning(parameters=parameters, retrain_models=retrain):
+        case c.TuneLearning(parameters=tuned, retrain_models=retrain):
             # Per parameter set: retraining and an exploration change are separate matters, and
             # one agent's votes on a target collapse to one.
-            names = [*sorted(parameters), *(["retrain_models"] if retrain else [])]
+            names = [*sorted(tuned), *(["retrain_models"] if retrain else [])]
             return "meta/" + (",".join(names) or "learning")
         case c.AdjustRiskLimits():
             return "risk/limits"

@@ -4,34 +4,36 @@ Global Action Plan stream."""
 from __future__ import annotations
 
 import asyncio
-import dataclasses
+import functools
 from collections import OrderedDict
 from collections.abc import AsyncIterator, Callable, Collection
+from typing import Any
 
 import grpc
 import structlog
+from google.protobuf.message import Message
 
-from agents.contract import ActionType, Priority
-from agents.service import AgentClient
 from federation import _convert as convert
 from federation.config import ENV_PREFIX, FederationConfig
 from federation.engine import Federation
-from federation.store import Event, PlanStore
+from federation.plan import Event, Plan
+from federation.store import PlanStore
 from market.client import MarketClient
-from qtmesh import paging
 from qtmesh.api.agent.v1 import agent_pb2
 from qtmesh.api.federation.v1 import federation_pb2 as pb
 from qtmesh.api.federation.v1 import federation_pb2_grpc as pb_grpc
-from qtmesh.app import App, Built
-from qtmesh.catalog import DEFAULT_PORTS
-from qtmesh.channels import ChannelConfig, open_channel
-from qtmesh.convert import enum_from_proto
-from qtmesh.errors import InvalidArgument, ResourceExhausted, Unavailable
-from qtmesh.reconnect import follow_forever
-from qtmesh.server import Service
-from qtmesh.storage import create_engine, sqlite_url
+from qtmesh.base import paging
+from qtmesh.base.contract import ActionType, Priority
+from qtmesh.base.convert import enum_from_proto
+from qtmesh.base.errors import InvalidArgument, ResourceExhausted, Unavailable
+from qtmesh.base.reconnect import follow_forever
+from qtmesh.base.storage import create_engine
+from qtmesh.runtime.agent_service import AgentClient
+from qtmesh.runtime.app import App, Built, Context, Uses
+from qtmesh.runtime.server import Service
 
 _CACHED_MESSAGES = 512
+_CACHED_PLANS = 64
 _log = structlog.get_logger("federation")
 
 
@@ -59,6 +61,8 @@ class FederationServicer(pb_grpc.FederationServiceServicer):
         # Serialized once per event and filter: with a thousand subscribers, serializing per
         # stream would cost more than the rest of the delivery.
         self._messages: OrderedDict[tuple, bytes | None] = OrderedDict()
+        # The newest plans' messages as created: answered and published, converted once.
+        self._plans: OrderedDict[int, pb.GlobalActionPlan] = OrderedDict()
         self._draining = False
 
     def drain(self) -> None:
@@ -71,7 +75,7 @@ class FederationServicer(pb_grpc.FederationServiceServicer):
         plan = await self._federation.generate_plan(
             hints=dict(request.hints), execute=request.execute
         )
-        return pb.GeneratePlanResponse(plan=self._federation.message_of(plan))
+        return pb.GeneratePlanResponse(plan=self._plan_message(plan))
 
     async def GetPlan(
         self, request: pb.GetPlanRequest, context: grpc.aio.ServicerContext
@@ -164,8 +168,12 @@ class FederationServicer(pb_grpc.FederationServiceServicer):
                         last = event.sequence
                         if message is not None:
                             yield message
+
                         # Live events the history has delivered need no room in the queue.
-                        subscription.discard_while(lambda e, last=last: e.sequence <= last)
+                        def delivered(e: Event, last: int = last) -> bool:
+                            return e.sequence <= last
+
+                        subscription.discard_while(delivered)
                         if subscription.overflowed:
                             # Every event it missed is stored (a write commits before it is
                             # published), so replaying on from history loses nothing: a
@@ -175,8 +183,8 @@ class FederationServicer(pb_grpc.FederationServiceServicer):
                     if len(events) < page:
                         break
             while True:
-                event = await subscription.next()
-                if event is None:
+                live = await subscription.next()
+                if live is None:
                     if subscription.overflowed:
                         raise ResourceExhausted(
                             f"subscriber fell {hub.queue_size} events behind; "
@@ -186,14 +194,25 @@ class FederationServicer(pb_grpc.FederationServiceServicer):
                     raise Unavailable(
                         f"federation is shutting down; resume with after_sequence={last}"
                     )
-                if event.sequence <= last:
+                if live.sequence <= last:
                     continue  # already delivered from history
-                last = event.sequence
-                message = self._message(event, filter_)
+                last = live.sequence
+                message = self._message(live, filter_)
                 if message is not None:
                     yield message
         finally:
             hub.unsubscribe(subscription)
+
+    def _plan_message(self, plan: Plan) -> pb.GlobalActionPlan:
+        """The message of a plan as created (cached for the newest). Do not modify it."""
+        cached = self._plans.get(plan.sequence)
+        if cached is not None and cached.id == plan.id:
+            return cached
+        message = convert.plan_to_proto(plan)
+        self._plans[plan.sequence] = message
+        while len(self._plans) > _CACHED_PLANS:
+            self._plans.popitem(last=False)
+        return message
 
     def _message(self, event: Event, filter_: _Filter) -> bytes | None:
         """The event as this filter sees it; built once per event and filter, for everyone."""
@@ -202,7 +221,7 @@ class FederationServicer(pb_grpc.FederationServiceServicer):
             return self._messages[key]
         message = None
         if event.plan is not None:
-            plan = self._federation.message_of(event.plan)
+            plan = self._plan_message(event.plan)
             if filter_.active:
                 filtered = pb.GlobalActionPlan()
                 filtered.CopyFrom(plan)
@@ -234,26 +253,33 @@ def _priority(value: int, field: str) -> Priority | None:
     return enum_from_proto(Priority, agent_pb2.Priority, value, field=field)
 
 
-async def build(config: FederationConfig, channels: ChannelConfig) -> Built:
-    url = (
-        config.database_url.reveal()
-        if config.database_url
-        else sqlite_url(config.data_dir / "federation.db")
-    )
-    store = PlanStore(create_engine(url))
-    names = set(config.asked_agents) | set(config.owners.values()) | {"market"}
-    # The federation retries UNAVAILABLE itself, within its budget, and reports the outcome:
-    # transparent channel retries would turn a dead agent into a timeout.
-    direct = dataclasses.replace(channels, retry_unavailable=False)
-    opened = {
-        name: open_channel(channels.address_of(name, DEFAULT_PORTS.get(name)), direct)
-        for name in sorted(names)
-    }
+def _uses(config: FederationConfig) -> list[Uses]:
+    """An agent client for each agent asked or owning an action type, and the market's clock.
+    The federation retries UNAVAILABLE itself, within its budget, and reports the outcome:
+    transparent channel retries would turn a dead agent into a timeout."""
+    agents = sorted(set(config.asked_agents) | set(config.owners.values()))
+    return [
+        *(
+            Uses(
+                service=name,
+                client=functools.partial(AgentClient, name=name),
+                timeout=config.agent_timeout_seconds,
+                retry_unavailable=False,
+            )
+            for name in agents
+        ),
+        Uses(service="market", client=MarketClient, timeout=5.0, retry_unavailable=False),
+    ]
+
+
+async def build(ctx: Context[FederationConfig]) -> Built:
+    config = ctx.config
+    store = await asyncio.to_thread(config.open, lambda url: PlanStore(create_engine(url)))
     clients = {
-        name: AgentClient(channel, name=name, timeout=config.agent_timeout_seconds)
-        for name, channel in opened.items()
+        name: ctx.client(name, AgentClient)
+        for name in set(config.asked_agents) | set(config.owners.values())
     }
-    market_clock = MarketClockWatcher(MarketClient(opened["market"], timeout=5.0))
+    market_clock = MarketClockWatcher(ctx.client("market", MarketClient))
     federation = Federation(
         config=config,
         agents={name: clients[name] for name in config.asked_agents},
@@ -274,20 +300,13 @@ async def build(config: FederationConfig, channels: ChannelConfig) -> Built:
     async def close() -> None:
         for task in tasks:
             task.cancel()
-        # Each step runs whatever the one before raised, so the channels and the database
-        # are released on every shutdown.
+        # Each step runs whatever the one before raised, so the database is released on every
+        # shutdown (the runtime closes the channels after this).
         try:
             await asyncio.gather(*tasks, return_exceptions=True)
             await federation.close()
         finally:
-            try:
-                results = await asyncio.gather(
-                    *(channel.close() for channel in opened.values()), return_exceptions=True
-                )
-                for failure in (r for r in results if isinstance(r, Exception)):
-                    _log.warning("closing a channel failed", error=repr(failure))
-            finally:
-                store.close()
+            store.close()
 
     return Built(services=[service_of(servicer)], drain=drain, close=close)
 
@@ -296,7 +315,9 @@ def service_of(servicer: FederationServicer) -> Service:
     """FederationService; SubscribePlans has no response serializer: it yields bytes serialized
     once per event, which gRPC sends as they are."""
 
-    def unary(method: str, request: type, response: type) -> grpc.RpcMethodHandler:
+    def unary(
+        method: str, request: type[Message], response: type[Message]
+    ) -> grpc.RpcMethodHandler[Any, Any]:
         return grpc.unary_unary_rpc_method_handler(
             getattr(servicer, method),
             request_deserializer=request.FromString,
@@ -368,9 +389,5 @@ APP = App(
     env_prefix=ENV_PREFIX,
     build=build,
     # Started after every service it asks or sends actions to, so it learns their addresses.
-    depends_on=tuple(
-        sorted(
-            set(FederationConfig().agents) | set(FederationConfig().owners.values()) | {"market"}
-        )
-    ),
+    uses=_uses,
 )

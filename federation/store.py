@@ -14,12 +14,11 @@ import dataclasses
 
 import sqlalchemy as sa
 
-from agents.contract import ActionStatus, Priority
-from federation import _convert as convert
-from federation.plan import Plan, StatusUpdate, with_status
-from qtmesh.api.federation.v1 import federation_pb2 as pb
-from qtmesh.errors import NotFound
-from qtmesh.storage import SqlStore
+from federation import _records as records
+from federation.plan import Event, Plan, StatusUpdate, with_status
+from qtmesh.base.contract import ActionStatus, Priority
+from qtmesh.base.errors import NotFound
+from qtmesh.base.storage import SqlStore, inserted_key
 
 PLAN_EVENT, STATUS_EVENT = 1, 2
 
@@ -52,36 +51,26 @@ plan_states = sa.Table(
 _insert_event = events.insert()
 
 
-@dataclasses.dataclass(frozen=True)
-class Event:
-    """One entry of the log: a plan (as created) or a status update."""
-
-    sequence: int
-    plan: Plan | None = None
-    update: StatusUpdate | None = None
-
-
 class PlanStore(SqlStore):
     def __init__(self, engine: sa.Engine) -> None:
         super().__init__(engine, _metadata)
 
-    def append_plan(self, plan: Plan) -> tuple[Plan, pb.GlobalActionPlan]:
-        """Stores a new plan; returns it with its sequence, and its message."""
-        message = convert.plan_to_proto(plan)
-        message.sequence = 0
+    def append_plan(self, plan: Plan) -> Plan:
+        """Stores a new plan; returns it with its sequence."""
         with self.engine.begin() as connection:
-            sequence = connection.execute(
-                _insert_event,
-                dict(
-                    kind=PLAN_EVENT,
-                    plan_sequence=0,
-                    create_time=plan.create_time,
-                    max_priority=int(plan.max_priority),
-                    payload=message.SerializeToString(),
-                ),
-            ).inserted_primary_key[0]
-        message.sequence = sequence
-        return dataclasses.replace(plan, sequence=sequence), message
+            sequence = inserted_key(
+                connection.execute(
+                    _insert_event,
+                    dict(
+                        kind=PLAN_EVENT,
+                        plan_sequence=0,
+                        create_time=plan.create_time,
+                        max_priority=int(plan.max_priority),
+                        payload=records.encode_plan(plan),
+                    ),
+                )
+            )
+        return dataclasses.replace(plan, sequence=sequence)
 
     def append_status(
         self,
@@ -110,30 +99,28 @@ class PlanStore(SqlStore):
                 attempts=attempts,
                 update_time=now,
             )
-            sequence = connection.execute(
-                _insert_event,
-                dict(
-                    kind=STATUS_EVENT,
-                    plan_sequence=plan_sequence,
-                    create_time=now,
-                    max_priority=int(action.priority),
-                    payload=convert.status_to_proto(update).SerializeToString(),
-                ),
-            ).inserted_primary_key[0]
-            state = convert.plan_to_proto(
-                with_status(plan, action_id, status, detail, attempts, now)
+            sequence = inserted_key(
+                connection.execute(
+                    _insert_event,
+                    dict(
+                        kind=STATUS_EVENT,
+                        plan_sequence=plan_sequence,
+                        create_time=now,
+                        max_priority=int(action.priority),
+                        payload=records.encode_status(update),
+                    ),
+                )
             )
+            state = records.encode_plan(with_status(plan, action_id, status, detail, attempts, now))
             if had_state:
                 connection.execute(
                     plan_states.update()
                     .where(plan_states.c.sequence == plan_sequence)
-                    .values(payload=state.SerializeToString())
+                    .values(payload=state)
                 )
             else:
                 connection.execute(
-                    plan_states.insert().values(
-                        sequence=plan_sequence, payload=state.SerializeToString()
-                    )
+                    plan_states.insert().values(sequence=plan_sequence, payload=state)
                 )
         return dataclasses.replace(update, sequence=sequence)
 
@@ -213,13 +200,10 @@ class PlanStore(SqlStore):
 
 
 def _plan(sequence: int, payload: bytes) -> Plan:
-    return dataclasses.replace(
-        convert.plan_from_proto(pb.GlobalActionPlan.FromString(payload)), sequence=sequence
-    )
+    return records.decode_plan(payload, sequence)
 
 
 def _event(sequence: int, kind: int, payload: bytes) -> Event:
     if kind == PLAN_EVENT:
         return Event(sequence, plan=_plan(sequence, payload))
-    message = pb.ActionStatusUpdate.FromString(payload)
-    return Event(sequence, update=convert.status_from_proto(message, sequence))
+    return Event(sequence, update=records.decode_status(payload, sequence))

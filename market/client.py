@@ -8,30 +8,35 @@ import grpc
 import numpy as np
 
 from market import _convert as convert
-from market.bars import COLUMNS, BarSeries, make_series
 from market.fleet import FleetReport, Trade
-from market.replay import AdvanceResult, Bar, IngestResult, Snapshot, SymbolInfo
+from market.replay import AdvanceResult, IngestResult
 from qtmesh.api.market.v1 import market_pb2 as pb
 from qtmesh.api.market.v1 import market_pb2_grpc as pb_grpc
-from qtmesh.status import raising_mesh_errors
+from qtmesh.base.bars import COLUMNS, Bar, BarSeries, Snapshot, SymbolInfo, make_series
+from qtmesh.base.convert import (
+    bar_from_proto,
+    series_from_proto,
+    series_to_proto,
+    snapshot_from_proto,
+    symbol_info_from_proto,
+)
+from qtmesh.runtime.status import mesh_stub
 
 
 class MarketClient:
     """Calls MarketService over ``channel``; failures raise the server's MeshError subclass."""
 
-    def __init__(self, channel: grpc.aio.Channel, *, timeout: float | None = 30.0) -> None:
-        self._stub = pb_grpc.MarketServiceStub(channel)
-        self._timeout = timeout
+    def __init__(self, channel: grpc.aio.Channel) -> None:
+        self._stub = mesh_stub(pb_grpc.MarketServiceStub, channel)
 
     async def list_symbols(self, sector: str = "") -> list[SymbolInfo]:
         infos: list[SymbolInfo] = []
         token = ""
         while True:
-            with raising_mesh_errors():
-                response = await self._stub.ListSymbols(
-                    pb.ListSymbolsRequest(sector=sector, page_token=token), timeout=self._timeout
-                )
-            infos += [convert.symbol_info_from_proto(s) for s in response.symbols]
+            response = await self._stub.ListSymbols(
+                pb.ListSymbolsRequest(sector=sector, page_token=token)
+            )
+            infos += [symbol_info_from_proto(s) for s in response.symbols]
             token = response.next_page_token
             if not token:
                 return infos
@@ -52,9 +57,8 @@ class MarketClient:
             request.end_time.CopyFrom(convert.timestamp(end_time))
         pages: list[BarSeries] = []
         while True:
-            with raising_mesh_errors():
-                response = await self._stub.GetBars(request, timeout=self._timeout)
-            pages.append(convert.series_from_proto(response.bars))
+            response = await self._stub.GetBars(request)
+            pages.append(series_from_proto(response.bars))
             if not response.next_page_token:
                 break
             request = pb.GetBarsRequest(symbol=symbol, page_token=response.next_page_token)
@@ -67,17 +71,11 @@ class MarketClient:
         )
 
     async def snapshot(self, symbols: Sequence[str] = ()) -> Snapshot:
-        with raising_mesh_errors():
-            response = await self._stub.Snapshot(
-                pb.SnapshotRequest(symbols=symbols), timeout=self._timeout
-            )
-        return convert.snapshot_from_proto(response.snapshot)
+        response = await self._stub.Snapshot(pb.SnapshotRequest(symbols=symbols))
+        return snapshot_from_proto(response.snapshot)
 
     async def advance(self, steps: int) -> AdvanceResult:
-        with raising_mesh_errors():
-            response = await self._stub.Advance(
-                pb.AdvanceRequest(steps=steps), timeout=self._timeout
-            )
+        response = await self._stub.Advance(pb.AdvanceRequest(steps=steps))
         return AdvanceResult(
             response.position,
             response.clock_time.ToNanoseconds(),
@@ -94,22 +92,19 @@ class MarketClient:
             request.after_position = after_position
         call = self._stub.StreamBars(request)
         try:
-            with raising_mesh_errors():
-                async for message in call:
-                    yield (
-                        message.position,
-                        message.clock_time.ToNanoseconds(),
-                        [convert.bar_from_proto(b) for b in message.bars],
-                    )
+            async for message in call:
+                yield (
+                    message.position,
+                    message.clock_time.ToNanoseconds(),
+                    [bar_from_proto(b) for b in message.bars],
+                )
         finally:
             call.cancel()
 
     async def ingest(self, series: Sequence[BarSeries]) -> IngestResult:
-        with raising_mesh_errors():
-            response = await self._stub.IngestBars(
-                pb.IngestBarsRequest(series=[convert.series_to_proto(s) for s in series]),
-                timeout=self._timeout,
-            )
+        response = await self._stub.IngestBars(
+            pb.IngestBarsRequest(series=[series_to_proto(s) for s in series]),
+        )
         return IngestResult(response.bars_added, tuple(response.new_symbols), response.length)
 
     async def fleet(
@@ -122,8 +117,7 @@ class MarketClient:
             request.start_time.CopyFrom(convert.timestamp(start_time))
         if end_time is not None:
             request.end_time.CopyFrom(convert.timestamp(end_time))
-        with raising_mesh_errors():
-            response = await self._stub.GetFleet(request, timeout=self._timeout)
+        response = await self._stub.GetFleet(request)
         return convert.fleet_from_proto(response.fleet)
 
     async def trades_page(
@@ -144,8 +138,7 @@ class MarketClient:
             request.start_time.CopyFrom(convert.timestamp(start_time))
         if end_time is not None:
             request.end_time.CopyFrom(convert.timestamp(end_time))
-        with raising_mesh_errors():
-            response = await self._stub.ListTrades(request, timeout=self._timeout)
+        response = await self._stub.ListTrades(request)
         return [convert.trade_from_proto(t) for t in response.trades], response.next_page_token
 
     async def trades(

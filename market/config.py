@@ -6,16 +6,19 @@ import dataclasses
 import math
 from pathlib import Path
 
-from agents.contract import StrategyFamily
+from backtest.evaluation import CostModel
 from market.fleet import DAY_NANOS, FleetLimits
-from qtmesh.config import ConfigError, Secret, require, setting
-from sesa.evaluation import CostModel
+from qtmesh.base.config import ConfigError, require, setting
+from qtmesh.base.genome import StrategyFamily
+from qtmesh.base.storage import DataDirConfig
 
 ENV_PREFIX = "QTMESH_MARKET_"
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
-class MarketConfig:
+class MarketConfig(DataDirConfig):
+    database_file = "market.db"
+
     data_path: Path | None = setting(
         None,
         help="CSV or Parquet file of bars (format in market/sources.py); unset: synthetic market",
@@ -24,13 +27,6 @@ class MarketConfig:
     synthetic_days: int = setting(60, help="days of one-minute bars in the synthetic market")
     replay_start: float = setting(
         0.5, help="share of the timeline already revealed at start-up, in (0, 1]"
-    )
-    data_dir: Path = setting(
-        Path(".qtmesh/data"),
-        help="directory of the SQLite database of fleet changes (market.db) when no URL is set",
-    )
-    database_url: Secret | None = setting(
-        None, help="sqlite:///path or postgresql://user:pass@host/db; unset: SQLite in data_dir"
     )
     fleet_families: tuple[str, ...] = setting(
         ("MA_CROSSOVER", "MEAN_REVERSION", "BREAKOUT"),
@@ -60,6 +56,7 @@ class MarketConfig:
     arb_mission_days: float = setting(5.0, help="how long an arb-mission holds its legs, in days")
 
     def __post_init__(self) -> None:
+        self.check_database()
         if self.data_path is not None:
             require(self.data_path.is_file(), "data_path", f"no such file: {self.data_path}")
             require(
@@ -144,8 +141,3 @@ class MarketConfig:
         return CostModel(
             commission_bps=self.fleet_commission_bps, slippage_bps=self.fleet_slippage_bps
         )
-
-    def url(self) -> str:
-        if self.database_url is not None:
-            return self.database_url.reveal()
-        return f"sqlite:///{self.data_dir / 'market.db'}"

@@ -13,62 +13,22 @@ from collections.abc import Iterable, Sequence
 
 import numpy as np
 
-from market.bars import (
+from qtmesh.base.bars import (
     NANOS_PER_YEAR,
+    Bar,
     BarSeries,
+    Quote,
+    SectorSummary,
+    Snapshot,
+    SymbolInfo,
     format_time,
     validate_bars,
     validate_sector,
     validate_symbol,
 )
-from qtmesh.errors import InvalidArgument
+from qtmesh.base.errors import InvalidArgument
 
 DAY_NANOS = 86_400 * 10**9
-
-
-@dataclasses.dataclass(frozen=True)
-class Bar:
-    symbol: str
-    time: int
-    open: float
-    high: float
-    low: float
-    close: float
-    volume: float
-
-
-@dataclasses.dataclass(frozen=True)
-class SymbolInfo:
-    symbol: str
-    sector: str
-    bar_count: int
-    first_time: int
-    last_time: int
-
-
-@dataclasses.dataclass(frozen=True)
-class Quote:
-    sector: str
-    bar: Bar
-    return_24h: float
-    volatility_24h: float
-
-
-@dataclasses.dataclass(frozen=True)
-class SectorSummary:
-    sector: str
-    symbol_count: int
-    return_24h: float
-    volatility_24h: float
-
-
-@dataclasses.dataclass(frozen=True)
-class Snapshot:
-    position: int
-    length: int
-    clock_time: int
-    quotes: tuple[Quote, ...]
-    sectors: tuple[SectorSummary, ...]
 
 
 @dataclasses.dataclass(frozen=True)

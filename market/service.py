@@ -6,29 +6,34 @@ import asyncio
 import dataclasses
 import time
 from collections.abc import AsyncIterator, Callable
+from typing import TypeGuard
 
 import grpc
 import sqlalchemy as sa
 
-from agents.service import agent_service
 from market import _convert as convert
 from market.config import ENV_PREFIX, MarketConfig
-from market.fleet import TradeQuery, deploy
-from market.fleet_agent import EXECUTES, FleetAgent
-from market.fleet_engine import FleetEngine
-from market.fleet_store import FleetStore
+from market.fleet import EXECUTES, FleetAgent, FleetEngine, FleetStore, TradeQuery, deploy
 from market.replay import Replay
 from market.sources import load_bars
 from market.synthetic import SyntheticMarketSpec, generate
-from qtmesh import paging
 from qtmesh.api.market.v1 import market_pb2 as pb
 from qtmesh.api.market.v1 import market_pb2_grpc as pb_grpc
-from qtmesh.app import App, Built
-from qtmesh.channels import ChannelConfig
-from qtmesh.config import ConfigError
-from qtmesh.errors import InvalidArgument, Unavailable
-from qtmesh.server import Service
-from qtmesh.storage import redact
+from qtmesh.base import paging
+from qtmesh.base.config import ConfigError
+from qtmesh.base.convert import (
+    bar_to_proto,
+    series_from_proto,
+    series_to_proto,
+    snapshot_to_proto,
+    symbol_info_to_proto,
+)
+from qtmesh.base.errors import InvalidArgument, Unavailable
+from qtmesh.base.signal import ChangeSignal
+from qtmesh.base.storage import redact
+from qtmesh.runtime.agent_service import agent_service
+from qtmesh.runtime.app import App, Built, Context
+from qtmesh.runtime.server import Service
 
 DEFAULT_PAGE = 50_000
 MAX_PAGE = 500_000
@@ -36,30 +41,11 @@ DEFAULT_TRADE_PAGE = 500
 MAX_TRADE_PAGE = 5_000
 
 
-class _ClockSignal:
-    """Wakes every waiting stream when the clock moves or the server drains."""
-
-    def __init__(self) -> None:
-        self._moved = asyncio.Event()
-        self.draining = False
-
-    def notify(self) -> None:
-        moved, self._moved = self._moved, asyncio.Event()
-        moved.set()
-
-    def drain(self) -> None:
-        self.draining = True
-        self.notify()
-
-    async def wait(self) -> None:
-        await self._moved.wait()
-
-
 class MarketServicer(pb_grpc.MarketServiceServicer):
     def __init__(self, replay: Replay, fleet: FleetEngine) -> None:
         self._replay = replay
         self._fleet = fleet
-        self._signal = _ClockSignal()
+        self._signal = ChangeSignal()
 
     def drain(self) -> None:
         """Ends open streams so their clients resume elsewhere (called when shutdown begins)."""
@@ -72,14 +58,15 @@ class MarketServicer(pb_grpc.MarketServiceServicer):
         offset = 0
         if request.page_token:
             token = paging.decode_token(request.page_token, expect={"sector": request.sector})
-            offset = token.get("o")
-            if not (_is_int(offset) and offset >= 0):
+            issued = token.get("o")
+            if not (_is_int(issued) and issued >= 0):
                 raise InvalidArgument("page_token", "is not a token this server issued")
+            offset = issued
         infos = self._replay.symbol_infos(request.sector)
         page = infos[offset : offset + size]
         more = offset + size < len(infos)
         return pb.ListSymbolsResponse(
-            symbols=[convert.symbol_info_to_proto(i) for i in page],
+            symbols=[symbol_info_to_proto(i) for i in page],
             next_page_token=paging.encode_token(sector=request.sector, o=offset + size)
             if more
             else "",
@@ -113,7 +100,7 @@ class MarketServicer(pb_grpc.MarketServiceServicer):
                 raise
             raise InvalidArgument("page_token", f"{exc.problem}; start again without it") from None
         return pb.GetBarsResponse(
-            bars=convert.series_to_proto(series),
+            bars=series_to_proto(series),
             next_page_token=paging.encode_token(symbol=request.symbol, first=end, stop=stop)
             if end < stop
             else "",
@@ -123,7 +110,7 @@ class MarketServicer(pb_grpc.MarketServiceServicer):
         self, request: pb.SnapshotRequest, context: grpc.aio.ServicerContext
     ) -> pb.SnapshotResponse:
         snapshot = self._replay.snapshot(list(request.symbols))
-        return pb.SnapshotResponse(snapshot=convert.snapshot_to_proto(snapshot))
+        return pb.SnapshotResponse(snapshot=snapshot_to_proto(snapshot))
 
     async def Advance(
         self, request: pb.AdvanceRequest, context: grpc.aio.ServicerContext
@@ -158,7 +145,7 @@ class MarketServicer(pb_grpc.MarketServiceServicer):
                 yield pb.StreamBarsResponse(
                     position=cursor,
                     clock_time=convert.timestamp(self._replay.time_at(cursor)),
-                    bars=[convert.bar_to_proto(b) for b in self._replay.bars_at(cursor, symbols)],
+                    bars=[bar_to_proto(b) for b in self._replay.bars_at(cursor, symbols)],
                 )
             if self._signal.draining:
                 raise Unavailable(f"server is shutting down; resume with after_position={cursor}")
@@ -167,7 +154,7 @@ class MarketServicer(pb_grpc.MarketServiceServicer):
     async def IngestBars(
         self, request: pb.IngestBarsRequest, context: grpc.aio.ServicerContext
     ) -> pb.IngestBarsResponse:
-        result = self._replay.ingest([convert.series_from_proto(s) for s in request.series])
+        result = self._replay.ingest([series_from_proto(s) for s in request.series])
         return pb.IngestBarsResponse(
             bars_added=result.bars_added, new_symbols=result.new_symbols, length=result.length
         )
@@ -217,7 +204,7 @@ class MarketServicer(pb_grpc.MarketServiceServicer):
         )
 
 
-def _is_int(value: object) -> bool:
+def _is_int(value: object) -> TypeGuard[int]:
     # JSON true/false decode to bool, which is an int subclass.
     return isinstance(value, int) and not isinstance(value, bool)
 
@@ -265,7 +252,7 @@ async def open_fleet(
         )
     except InvalidArgument as exc:
         raise ConfigError("fleet_allocations", exc.message) from None
-    url = config.url()
+    url = config.url
     try:
         store = await asyncio.to_thread(FleetStore, url)
         return await FleetEngine.open(replay=replay, setup=setup, store=store, clock=clock)
@@ -276,7 +263,8 @@ async def open_fleet(
 def app(*, clock: Callable[[], int] = wall_clock) -> App[MarketConfig]:
     """The market App; tests inject the wall ``clock`` that stamps stored fleet changes."""
 
-    async def build(config: MarketConfig, _channels: ChannelConfig) -> Built:
+    async def build(ctx: Context[MarketConfig]) -> Built:
+        config = ctx.config
         replay = await asyncio.to_thread(load_replay, config)
         fleet = await open_fleet(replay, config, clock=clock)
         servicer = MarketServicer(replay, fleet)

@@ -30,8 +30,8 @@ import pyarrow.compute as pc
 import pyarrow.csv as pcsv
 import pyarrow.parquet as pq
 
-from market.bars import BarSeries, make_series, validate_bars, validate_sector, validate_symbol
-from qtmesh.errors import InvalidArgument
+from qtmesh.base.bars import BarSeries, make_series, validate_bars, validate_sector, validate_symbol
+from qtmesh.base.errors import InvalidArgument
 
 REQUIRED = ("timestamp", "symbol", "sector", "open", "high", "low", "close", "volume")
 _NUMERIC = ("open", "high", "low", "close", "volume")

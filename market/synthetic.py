@@ -24,7 +24,7 @@ from datetime import UTC, datetime
 import numpy as np
 from scipy.signal import lfilter
 
-from market.bars import BarSeries, make_series
+from qtmesh.base.bars import BarSeries, make_series
 
 SECONDS_PER_YEAR = 365 * 24 * 3600
 DEFAULT_START = int(datetime(2026, 1, 5, tzinfo=UTC).timestamp()) * 10**9

@@ -3,16 +3,19 @@ enums are checked here; value checks are the domain's (meta/model.py)."""
 
 from __future__ import annotations
 
+import enum
+from typing import TypeVar
+
 from google.protobuf.timestamp_pb2 import Timestamp
 
-from agents.contract import StrategyFamily, StrategyStage
 from meta import model as m
 from meta.engine import TrialLog
 from meta.tuning import Trial
 from qtmesh.api.common.v1 import strategy_pb2
 from qtmesh.api.meta.v1 import meta_pb2 as pb
-from qtmesh.convert import enum_from_proto, enum_to_proto, timestamp
-from qtmesh.errors import InvalidArgument
+from qtmesh.base.convert import enum_from_proto, enum_to_proto, timestamp
+from qtmesh.base.errors import InvalidArgument
+from qtmesh.base.genome import StrategyFamily, StrategyStage
 
 
 def _time(message: object, name: str) -> int | None:
@@ -24,7 +27,10 @@ def _optional_time(nanos: int | None) -> Timestamp | None:
     return timestamp(nanos) if nanos else None
 
 
-def _optional_enum(domain: type, proto: object, value: int, *, field: str) -> object | None:
+E = TypeVar("E", bound=enum.Enum)
+
+
+def _optional_enum(domain: type[E], proto: object, value: int, *, field: str) -> E | None:
     return None if value == 0 else enum_from_proto(domain, proto, value, field=field)
 
 
@@ -57,7 +63,7 @@ def evaluation_to_proto(e: m.Evaluation) -> strategy_pb2.StrategyEvaluation:
     return strategy_pb2.StrategyEvaluation(
         genome=strategy_pb2.StrategyGenome(
             id=e.strategy_id,
-            family=enum_to_proto(strategy_pb2.StrategyFamily, e.family) if e.family else 0,
+            family=enum_to_proto(strategy_pb2.StrategyFamily, e.family) if e.family else None,
             generation=e.generation,
         ),
         metrics=strategy_pb2.StrategyMetrics(
@@ -66,7 +72,7 @@ def evaluation_to_proto(e: m.Evaluation) -> strategy_pb2.StrategyEvaluation:
             trade_count=e.trade_count,
         ),
         composite_score=e.composite_score,
-        stage=enum_to_proto(strategy_pb2.StrategyStage, e.stage) if e.stage else 0,
+        stage=enum_to_proto(strategy_pb2.StrategyStage, e.stage) if e.stage else None,
         trials=e.trials,
         evaluated_time=timestamp(e.evaluated_time),
     )

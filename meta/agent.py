@@ -30,8 +30,11 @@ it decided at and stamps what it executes with that.
 
 from __future__ import annotations
 
-from agents.contract import (
+from meta.engine import MetaEngine
+from meta.model import CallerState, DecisionType, MetaDecision
+from qtmesh.base.contract import (
     Action,
+    ActionParameters,
     ActionType,
     AgentContext,
     ExecutionResult,
@@ -42,9 +45,7 @@ from agents.contract import (
     RunEvolution,
     TuneLearning,
 )
-from meta.engine import MetaEngine
-from meta.model import CallerState, DecisionType, MetaDecision
-from qtmesh.errors import InvalidArgument
+from qtmesh.base.errors import InvalidArgument
 
 EXECUTES = (ActionType.TUNE_LEARNING,)
 # AgentContext hints the meta agent reads.
@@ -56,6 +57,7 @@ _TRUE = {"1", "true", "yes"}
 def recommendation_of(decision: MetaDecision) -> Recommendation | None:
     d, kind = decision, decision.type
     priority = Priority.LOW
+    parameters: ActionParameters
     match kind:
         case DecisionType.RUN_EVOLUTION:
             parameters, target = RunEvolution(), "sesa"
@@ -94,7 +96,7 @@ def recommendation_of(decision: MetaDecision) -> Recommendation | None:
 
 
 class MetaAgent:
-    """Implements :class:`agents.contract.Agent` over a :class:`MetaEngine`."""
+    """Implements :class:`qtmesh.base.contract.Agent` over a :class:`MetaEngine`."""
 
     name = "meta"
 

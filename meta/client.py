@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Mapping, Sequence
+from typing import Any
 
 import grpc
 
@@ -19,16 +20,15 @@ from meta.model import (
 )
 from qtmesh.api.meta.v1 import meta_pb2 as pb
 from qtmesh.api.meta.v1 import meta_pb2_grpc as pb_grpc
-from qtmesh.convert import timestamp
-from qtmesh.status import raising_mesh_errors
+from qtmesh.base.convert import timestamp
+from qtmesh.runtime.status import mesh_stub
 
 
 class MetaClient:
     """Calls MetaService over ``channel``; failures raise the server's MeshError subclass."""
 
-    def __init__(self, channel: grpc.aio.Channel, *, timeout: float | None = 30.0) -> None:
-        self._stub = pb_grpc.MetaServiceStub(channel)
-        self._timeout = timeout
+    def __init__(self, channel: grpc.aio.Channel) -> None:
+        self._stub = mesh_stub(pb_grpc.MetaServiceStub, channel)
 
     async def update(
         self,
@@ -45,8 +45,7 @@ class MetaClient:
         )
         if now is not None:
             request.now.CopyFrom(timestamp(now))
-        with raising_mesh_errors():
-            response = await self._stub.MetaUpdate(request, timeout=self._timeout)
+        response = await self._stub.MetaUpdate(request)
         return UpdateResult(
             convert.parameters_from_proto(response.parameters),
             tuple(convert.change_from_proto(c) for c in response.parameter_changes),
@@ -64,18 +63,14 @@ class MetaClient:
         request = pb.DecideRequest(
             state=convert.state_to_proto(state), rule_overrides=dict(rule_overrides or {})
         )
-        with raising_mesh_errors():
-            response = await self._stub.Decide(request, timeout=self._timeout)
+        response = await self._stub.Decide(request)
         return [
             convert.decision_from_proto(d, field=f"decisions[{i}]")
             for i, d in enumerate(response.decisions)
         ]
 
     async def parameters(self) -> MetaParameters:
-        with raising_mesh_errors():
-            response = await self._stub.GetParameters(
-                pb.GetParametersRequest(), timeout=self._timeout
-            )
+        response = await self._stub.GetParameters(pb.GetParametersRequest())
         return convert.parameters_from_proto(response.parameters)
 
     async def watch(
@@ -88,25 +83,22 @@ class MetaClient:
             request.after_version = after_version
         call = self._stub.WatchParameters(request)
         try:
-            with raising_mesh_errors():
-                async for message in call:
-                    yield (
-                        convert.parameters_from_proto(message.parameters),
-                        tuple(convert.change_from_proto(c) for c in message.parameter_changes),
-                    )
+            async for message in call:
+                yield (
+                    convert.parameters_from_proto(message.parameters),
+                    tuple(convert.change_from_proto(c) for c in message.parameter_changes),
+                )
         finally:
             call.cancel()
 
     async def trials(self, *, page_size: int = 0) -> TrialLog:
         """The whole SESA trial log (every page)."""
-        trials = []
+        trials: list[Any] = []
         token = ""
         while True:
-            with raising_mesh_errors():
-                response = await self._stub.ListSesaTrials(
-                    pb.ListSesaTrialsRequest(page_size=page_size, page_token=token),
-                    timeout=self._timeout,
-                )
+            response = await self._stub.ListSesaTrials(
+                pb.ListSesaTrialsRequest(page_size=page_size, page_token=token),
+            )
             log = convert.trial_log_from_proto(response)
             trials += log.trials
             token = response.next_page_token

@@ -10,10 +10,10 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from pathlib import Path
 from typing import Any
 
-from qtmesh.config import Secret, require, setting
+from qtmesh.base.config import require, setting
+from qtmesh.base.storage import DataDirConfig
 
 ENV_PREFIX = "QTMESH_META_"
 
@@ -227,7 +227,38 @@ class MetaLearningConfig:
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
-class MetaPolicyRules:
+class ShadowGates:
+    """The promotion gates of shadow strategies (applied by :mod:`meta.promotion`); a config
+    inherits them and calls ``check_gates`` from its ``__post_init__``."""
+
+    shadow_min_test_days: float = setting(
+        7.0, help="days a shadow strategy tests before promotion (on the replay clock)"
+    )
+    shadow_min_trades: int = setting(50, help="trades a shadow strategy makes before promotion")
+    shadow_required_sharpe: float = setting(
+        1.0, help="Sharpe ratio a shadow strategy must exceed to be promoted"
+    )
+    shadow_required_deflated_sharpe: float = setting(
+        0.95, help="deflated Sharpe ratio (a probability) a shadow needs, when SESA computed one"
+    )
+    shadow_max_promotions: int = setting(
+        1, help="most shadow strategies promoted by one decision (the best first)"
+    )
+
+    def check_gates(self) -> None:
+        require(
+            _finite(self, "shadow_min_test_days") >= 0,
+            "shadow_min_test_days",
+            f"must not be negative (got {self.shadow_min_test_days})",
+        )
+        _fraction(self, "shadow_required_deflated_sharpe")
+        _finite(self, "shadow_required_sharpe")
+        require(self.shadow_min_trades >= 0, "shadow_min_trades", "must not be negative")
+        require(self.shadow_max_promotions >= 1, "shadow_max_promotions", "must be at least 1")
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class MetaPolicyRules(ShadowGates):
     """Thresholds of the meta policy's rules (see meta/policy.py for the rules themselves)."""
 
     sesa_trigger_interval_hours: float = setting(
@@ -243,17 +274,6 @@ class MetaPolicyRules:
     rl_retrain_on_regime_change: bool = setting(True, help="retrain RL models on a regime change")
     rl_retrain_min_gap_hours: float = setting(
         1.0, help="a regime change does not trigger retraining sooner than this after the last"
-    )
-    shadow_min_test_days: float = setting(7.0, help="days a shadow strategy tests before promotion")
-    shadow_min_trades: int = setting(50, help="trades a shadow strategy makes before promotion")
-    shadow_required_sharpe: float = setting(
-        1.0, help="Sharpe ratio a shadow strategy must exceed to be promoted"
-    )
-    shadow_required_deflated_sharpe: float = setting(
-        0.95, help="deflated Sharpe ratio (a probability) a shadow needs, when SESA computed one"
-    )
-    shadow_max_promotions: int = setting(
-        1, help="most shadow strategies promoted by one decision (the best first)"
     )
     target_performance: float = setting(
         1.0, help="performance (window Sharpe) target when the state does not give one"
@@ -291,7 +311,6 @@ class MetaPolicyRules:
             "sesa_min_gap_hours",
             "rl_retrain_interval_hours",
             "rl_retrain_min_gap_hours",
-            "shadow_min_test_days",
             "exploration_hysteresis",
         ):
             require(
@@ -311,15 +330,14 @@ class MetaPolicyRules:
         _fraction(
             self,
             "sesa_performance_drop_threshold",
-            "shadow_required_deflated_sharpe",
             "risk_drop_threshold",
             "reweight_threshold",
         )
         _fraction(self, "risk_step", allow_zero=False)
-        _finite(self, "shadow_required_sharpe")
-        for name in ("shadow_min_trades", "min_performance_samples"):
-            require(getattr(self, name) >= 0, name, "must not be negative")
-        require(self.shadow_max_promotions >= 1, "shadow_max_promotions", "must be at least 1")
+        self.check_gates()
+        require(
+            self.min_performance_samples >= 0, "min_performance_samples", "must not be negative"
+        )
         _positive(self, "target_performance")
         _fraction(self, "exploration_rate_min", "exploration_rate_max")
         _range(self, "exploration_rate_min", "exploration_rate_max")
@@ -334,21 +352,17 @@ class MetaPolicyRules:
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
-class MetaConfig(MetaPolicyRules, MetaLearningConfig):
+class MetaConfig(DataDirConfig, MetaPolicyRules, MetaLearningConfig):
     """Every setting of the meta service: the OS's, the policy's and where state is stored.
 
     ``risk_multiplier_min`` and ``risk_multiplier_max`` are declared by both parents and are one
     setting here: the OS and the policy move the same multiplier within the same bounds.
     """
 
-    data_dir: Path = setting(
-        Path(".qtmesh/data"), help="directory of the SQLite database (meta.db) when no URL is set"
-    )
-    database_url: Secret | None = setting(
-        None, help="sqlite:///path or postgresql://user:pass@host/db; unset: SQLite in data_dir"
-    )
+    database_file = "meta.db"
 
     def __post_init__(self) -> None:
+        self.check_database()
         MetaLearningConfig.__post_init__(self)
         MetaPolicyRules.__post_init__(self)
         # The policy's decisions must land inside the bounds the OS enforces.
@@ -369,11 +383,6 @@ class MetaConfig(MetaPolicyRules, MetaLearningConfig):
     @property
     def rules(self) -> MetaPolicyRules:
         return _project(self, MetaPolicyRules)
-
-    def url(self) -> str:
-        if self.database_url is not None:
-            return self.database_url.reveal()
-        return f"sqlite:///{self.data_dir / 'meta.db'}"
 
 
 def _project(config: Any, cls: type) -> Any:

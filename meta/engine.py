@@ -38,8 +38,9 @@ from meta.model import (
 from meta.policy import MetaPolicy
 from meta.store import Credit, MetaStore, StoredContext, VersionRecord, Write
 from meta.tuning import MutationTuner, Score, Trial, trial_at
-from qtmesh.config import ConfigError
-from qtmesh.errors import InvalidArgument
+from qtmesh.base.config import ConfigError
+from qtmesh.base.errors import InvalidArgument
+from qtmesh.base.signal import ChangeSignal
 
 Clock = Callable[[], int]
 
@@ -67,26 +68,6 @@ class TrialLog:
     total_evaluations: int
 
 
-class VersionSignal:
-    """Wakes every watcher when a version is written or the server drains."""
-
-    def __init__(self) -> None:
-        self._event = asyncio.Event()
-        self.draining = False
-
-    def current(self) -> asyncio.Event:
-        """The event the next notification sets; take it *before* reading, then wait on it."""
-        return self._event
-
-    def notify(self) -> None:
-        event, self._event = self._event, asyncio.Event()
-        event.set()
-
-    def drain(self) -> None:
-        self.draining = True
-        self.notify()
-
-
 class MetaEngine:
     def __init__(
         self,
@@ -103,7 +84,7 @@ class MetaEngine:
         self.policy = MetaPolicy(rules)
         self.tuner = MutationTuner.from_config(learning)
         self.clock = clock
-        self.signal = VersionSignal()
+        self.signal = ChangeSignal()
         self._lock = asyncio.Lock()
         self._current: VersionRecord | None = None
 
@@ -336,7 +317,7 @@ class MetaEngine:
             current = self.current
             changed = dataclasses.replace(
                 current.parameters,
-                **values,
+                **dict[str, Any](values),
                 retrain_requested_time=at
                 if retrain_models
                 else current.parameters.retrain_requested_time,

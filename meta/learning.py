@@ -22,6 +22,7 @@ from __future__ import annotations
 import dataclasses
 import math
 from collections.abc import Mapping, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -332,7 +333,7 @@ class MetaLearningOS:
                 f"{c.min_samples_for_update} are needed; nothing was adapted",
             )
         eta = c.meta_learning_rate
-        values: dict[str, object] = {}
+        values: dict[str, Any] = {}
         reasons: dict[str, str] = {}
         moved = f"moved {eta:.0%} of the way"
 

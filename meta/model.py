@@ -12,8 +12,9 @@ import math
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from agents.contract import StrategyFamily, StrategyStage, frozen_map
-from qtmesh.errors import InvalidArgument
+from qtmesh.base.errors import InvalidArgument
+from qtmesh.base.frozen import frozen_map
+from qtmesh.base.genome import StrategyFamily, StrategyStage
 
 NANOS_PER_HOUR = 3600 * 10**9
 NANOS_PER_DAY = 24 * NANOS_PER_HOUR

@@ -5,7 +5,8 @@ Rules run in the order of :data:`RULES` and are grouped by topic; within a topic
 that fires wins (for example, a losing streak decides risk before a winning-streak rule can).
 A threshold is reached when the value is within 1e-9 of it, so a value printed equal to a
 threshold counts as reaching it. Confidence is 0.5 at a rule's threshold and rises linearly to
-1.0 once the deciding input is twice as far past it (see :func:`confidence`).
+1.0 once the deciding input is twice as far past it (:mod:`meta.decisions`); the shadow
+promotion gates are :mod:`meta.promotion`, which the strategy officer applies too.
 """
 
 from __future__ import annotations
@@ -14,16 +15,15 @@ import dataclasses
 from collections.abc import Iterator, Mapping
 
 from meta.config import MetaPolicyRules
+from meta.decisions import EPS, decision, reaches, relative
 from meta.model import (
     ACTIONABLE,
     NANOS_PER_HOUR,
     DecisionType,
     MetaDecision,
     MetaState,
-    ShadowCandidate,
 )
-
-_EPS = 1e-9
+from meta.promotion import shadow_decisions
 
 
 @dataclasses.dataclass(frozen=True)
@@ -175,15 +175,6 @@ RULE_NAMES = frozenset(r.name for r in RULES)
 del D
 
 
-def confidence(margin: float) -> float:
-    """0.5 at the threshold (margin 0), 1.0 at twice the threshold's distance (margin >= 1)."""
-    return 0.5 + 0.5 * min(1.0, max(0.0, margin))
-
-
-def reaches(value: float, threshold: float) -> bool:
-    return value >= threshold - _EPS
-
-
 def recommended_exploration(performance: float, target: float, rules: MetaPolicyRules) -> float:
     """The exploration rate for a performance: exploration_rate_max at or below zero, falling
     linearly to exploration_rate_min at the target and above. Never rises with performance."""
@@ -202,27 +193,6 @@ def relative_drop(state: MetaState) -> float | None:
 
 def _hours_since(time: int | None, now: int) -> float | None:
     return None if time is None else max(0, now - time) / NANOS_PER_HOUR
-
-
-def _decision(
-    rule: str,
-    type_: DecisionType,
-    rationale: str,
-    inputs: Mapping[str, float],
-    *,
-    margin: float = 1.0,
-    strategy_id: str = "",
-    proposed: Mapping[str, float] | None = None,
-) -> MetaDecision:
-    return MetaDecision(
-        type=type_,
-        rule=rule,
-        inputs=inputs,
-        rationale=rationale,
-        strategy_id=strategy_id,
-        proposed=proposed or {},
-        confidence=1.0 if type_ not in ACTIONABLE else confidence(margin),
-    )
 
 
 class MetaPolicy:
@@ -255,7 +225,7 @@ class MetaPolicy:
         if self._enough_data(state):
             return
         n, needed = state.sample_count, self.rules.min_performance_samples
-        yield _decision(
+        yield decision(
             "insufficient_data",
             DecisionType.HOLD,
             f"Only {n} trades back the performance figure and {needed} are needed, so the "
@@ -277,7 +247,7 @@ class MetaPolicy:
                     f"The last SESA evolution ran {elapsed:.1f} h ago, at or past the "
                     f"{interval:g} h interval"
                 )
-            yield _decision(
+            yield decision(
                 "evolution_interval",
                 DecisionType.RUN_EVOLUTION,
                 f"{why}: run an evolution.",
@@ -301,7 +271,7 @@ class MetaPolicy:
             f"{state.baseline_performance:.2f} (threshold {threshold:.0%})"
         )
         if elapsed < r.sesa_min_gap_hours:
-            yield _decision(
+            yield decision(
                 "evolution_cooldown",
                 DecisionType.HOLD,
                 f"{said}, but the last evolution ran only {elapsed:.1f} h ago (minimum gap "
@@ -309,7 +279,7 @@ class MetaPolicy:
                 {**inputs, "sesa_min_gap_hours": r.sesa_min_gap_hours},
             )
             return
-        yield _decision(
+        yield decision(
             "evolution_performance_drop",
             DecisionType.RUN_EVOLUTION,
             f"{said}: run an evolution.",
@@ -331,7 +301,7 @@ class MetaPolicy:
                     f"The RL models were last retrained {elapsed:.1f} h ago, at or past the "
                     f"{interval:g} h interval"
                 )
-            yield _decision(
+            yield decision(
                 "retrain_interval",
                 DecisionType.RETRAIN_MODELS,
                 f"{why}: retrain them.",
@@ -343,7 +313,7 @@ class MetaPolicy:
             return
         inputs = {"regime_changed": 1.0, "hours_since_retrain": elapsed}
         if elapsed < r.rl_retrain_min_gap_hours:
-            yield _decision(
+            yield decision(
                 "retrain_cooldown",
                 DecisionType.HOLD,
                 f"The regime changed, but the RL models were retrained only {elapsed:.1f} h ago "
@@ -351,7 +321,7 @@ class MetaPolicy:
                 {**inputs, "rl_retrain_min_gap_hours": r.rl_retrain_min_gap_hours},
             )
             return
-        yield _decision(
+        yield decision(
             "retrain_regime_change",
             DecisionType.RETRAIN_MODELS,
             "The market regime changed, so what the RL models learned may no longer hold: "
@@ -361,122 +331,7 @@ class MetaPolicy:
         )
 
     def _shadows(self, state: MetaState) -> Iterator[MetaDecision]:
-        passed: list[tuple[ShadowCandidate, dict[str, float], float]] = []
-        for candidate in sorted(state.shadow_candidates, key=lambda c: c.strategy_id):
-            failure = self._failed_gate(candidate)
-            if failure is not None:
-                yield failure
-                continue
-            inputs, margin = self._gate_inputs(candidate)
-            passed.append((candidate, inputs, margin))
-        # Best first: by deflated Sharpe when SESA gave one, then by Sharpe.
-        passed.sort(
-            key=lambda p: (
-                -(p[0].deflated_sharpe_ratio if p[0].deflated_sharpe_ratio is not None else -1.0),
-                -p[0].sharpe_ratio,
-                p[0].strategy_id,
-            )
-        )
-        limit = self.rules.shadow_max_promotions
-        for rank, (candidate, inputs, margin) in enumerate(passed):
-            if rank < limit:
-                yield _decision(
-                    "shadow_promotion",
-                    DecisionType.PROMOTE_SHADOW,
-                    f"Shadow strategy {candidate.strategy_id} passed every gate "
-                    f"({self._gate_summary(candidate)}): promote it to production.",
-                    inputs,
-                    margin=margin,
-                    strategy_id=candidate.strategy_id,
-                )
-            else:
-                yield _decision(
-                    "shadow_promotion_limit",
-                    DecisionType.KEEP_SHADOW,
-                    f"Shadow strategy {candidate.strategy_id} passed every gate, but {limit} "
-                    "better candidate(s) use this decision's promotions: keep it in test.",
-                    {**inputs, "shadow_max_promotions": float(limit)},
-                    strategy_id=candidate.strategy_id,
-                )
-
-    def _gate_inputs(self, c: ShadowCandidate) -> tuple[dict[str, float], float]:
-        r = self.rules
-        inputs = {
-            "days_in_test": c.days_in_test,
-            "shadow_min_test_days": r.shadow_min_test_days,
-            "trade_count": float(c.trade_count),
-            "shadow_min_trades": float(r.shadow_min_trades),
-            "sharpe_ratio": c.sharpe_ratio,
-            "shadow_required_sharpe": r.shadow_required_sharpe,
-        }
-        margins = [
-            _relative(c.days_in_test, r.shadow_min_test_days),
-            _relative(c.trade_count, r.shadow_min_trades),
-            _relative(c.sharpe_ratio, r.shadow_required_sharpe),
-        ]
-        if c.deflated_sharpe_ratio is not None:
-            inputs["deflated_sharpe_ratio"] = c.deflated_sharpe_ratio
-            inputs["shadow_required_deflated_sharpe"] = r.shadow_required_deflated_sharpe
-            room = 1 - r.shadow_required_deflated_sharpe
-            margins.append(
-                (c.deflated_sharpe_ratio - r.shadow_required_deflated_sharpe) / room
-                if room
-                else 1.0
-            )
-        return inputs, min(margins)
-
-    def _gate_summary(self, c: ShadowCandidate) -> str:
-        r = self.rules
-        parts = [
-            f"{c.days_in_test:.1f} days >= {r.shadow_min_test_days:g}",
-            f"{c.trade_count} trades >= {r.shadow_min_trades}",
-            f"Sharpe {c.sharpe_ratio:.2f} > {r.shadow_required_sharpe:g}",
-        ]
-        if c.deflated_sharpe_ratio is not None:
-            parts.append(
-                f"deflated Sharpe {c.deflated_sharpe_ratio:.2f} >= "
-                f"{r.shadow_required_deflated_sharpe:g}"
-            )
-        return ", ".join(parts)
-
-    def _failed_gate(self, c: ShadowCandidate) -> MetaDecision | None:
-        r = self.rules
-        inputs, _ = self._gate_inputs(c)
-        keep = f"Shadow strategy {c.strategy_id}"
-        if not reaches(c.days_in_test, r.shadow_min_test_days):
-            rule, why = (
-                "shadow_test_days",
-                f"has tested {c.days_in_test:.1f} days of the {r.shadow_min_test_days:g} required",
-            )
-        elif c.trade_count < r.shadow_min_trades:
-            rule, why = (
-                "shadow_trade_count",
-                f"has made {c.trade_count} trades of the {r.shadow_min_trades} required",
-            )
-        elif not c.sharpe_ratio > r.shadow_required_sharpe + _EPS:
-            rule, why = (
-                "shadow_sharpe",
-                f"has a Sharpe ratio of {c.sharpe_ratio:.2f}, "
-                f"not above {r.shadow_required_sharpe:g}",
-            )
-        elif c.deflated_sharpe_ratio is not None and not reaches(
-            c.deflated_sharpe_ratio, r.shadow_required_deflated_sharpe
-        ):
-            rule, why = (
-                "shadow_deflated_sharpe",
-                f"has a deflated Sharpe ratio of {c.deflated_sharpe_ratio:.2f}, below "
-                f"{r.shadow_required_deflated_sharpe:g}: its Sharpe may come from the number of "
-                "strategies tried",
-            )
-        else:
-            return None
-        return _decision(
-            rule,
-            DecisionType.KEEP_SHADOW,
-            f"{keep} {why}: keep it in test.",
-            inputs,
-            strategy_id=c.strategy_id,
-        )
+        yield from shadow_decisions(state.shadow_candidates, self.rules)
 
     def _exploration(self, state: MetaState) -> Iterator[MetaDecision]:
         r = self.rules
@@ -502,7 +357,7 @@ class MetaPolicy:
             }
         if floor is not None:
             inputs |= {"regime_changed": 1.0, "regime_exploration_rate": floor}
-        step = max(r.exploration_hysteresis, _EPS)
+        step = max(r.exploration_hysteresis, EPS)
         change = f"from {current:.1%} to {proposed:.1%}"
         if reaches(proposed - current, step):
             if by_regime:
@@ -533,12 +388,12 @@ class MetaPolicy:
             kind = DecisionType.SWITCH_TO_EXPLOIT
         else:
             return
-        yield _decision(
+        yield decision(
             rule,
             kind,
             why,
             inputs,
-            margin=_relative(abs(proposed - current), step),
+            margin=relative(abs(proposed - current), step),
             proposed={"rl_exploration_rate": proposed},
         )
 
@@ -587,10 +442,10 @@ class MetaPolicy:
             "risk_multiplier_min": r.risk_multiplier_min,
             "risk_multiplier_max": r.risk_multiplier_max,
         }
-        moves = proposed > current + _EPS if up else proposed < current - _EPS
+        moves = proposed > current + EPS if up else proposed < current - EPS
         if not moves:
             bound = r.risk_multiplier_max if up else r.risk_multiplier_min
-            yield _decision(
+            yield decision(
                 "risk_at_bound",
                 DecisionType.HOLD,
                 f"{why}, but the risk multiplier {current:.2f} is already at "
@@ -599,7 +454,7 @@ class MetaPolicy:
             )
             return
         verb = "raise" if up else "lower"
-        yield _decision(
+        yield decision(
             rule,
             DecisionType.INCREASE_RISK if up else DecisionType.DECREASE_RISK,
             f"{why}: {verb} the risk multiplier by {r.risk_step:.0%}, from "
@@ -648,7 +503,7 @@ class MetaPolicy:
         if not reaches(distance, threshold):
             return
         moved = max(names, key=lambda n: abs(proposed.get(n, 0.0) - deployed.get(n, 0.0)))
-        yield _decision(
+        yield decision(
             "reweight_on_drift",
             DecisionType.REWEIGHT_STRATEGIES,
             f"The proposed weights of {len(proposed)} strategies are {distance:.1%} (total "
@@ -661,7 +516,7 @@ class MetaPolicy:
         )
 
     def _hold(self, state: MetaState) -> MetaDecision:
-        return _decision(
+        return decision(
             "hold",
             DecisionType.HOLD,
             f"No rule called for a change at performance {state.performance:.2f}, streak "
@@ -674,11 +529,6 @@ class MetaPolicy:
                 "risk_multiplier": state.risk_multiplier,
             },
         )
-
-
-def _relative(value: float, threshold: float) -> float:
-    """How far past a threshold, relative to it (1.0 when the threshold is zero)."""
-    return (value - threshold) / abs(threshold) if threshold else 1.0
 
 
 def _normalised(weights: Mapping[str, float]) -> dict[str, float]:

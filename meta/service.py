@@ -7,23 +7,19 @@ import time
 from collections.abc import AsyncIterator
 
 import grpc
-import sqlalchemy as sa
 
-from agents.service import agent_service
 from meta import _convert as convert
 from meta.agent import EXECUTES, MetaAgent
 from meta.config import ENV_PREFIX, MetaConfig
 from meta.engine import Clock, MetaEngine
 from meta.store import MetaStore
-from qtmesh import paging
 from qtmesh.api.meta.v1 import meta_pb2 as pb
 from qtmesh.api.meta.v1 import meta_pb2_grpc as pb_grpc
-from qtmesh.app import App, Built
-from qtmesh.channels import ChannelConfig
-from qtmesh.config import ConfigError
-from qtmesh.errors import InvalidArgument, Unavailable
-from qtmesh.server import Service
-from qtmesh.storage import redact
+from qtmesh.base import paging
+from qtmesh.base.errors import InvalidArgument, Unavailable
+from qtmesh.runtime.agent_service import agent_service
+from qtmesh.runtime.app import App, Built, Context
+from qtmesh.runtime.server import Service
 
 HISTORY_BATCH = 100
 
@@ -110,10 +106,11 @@ class MetaServicer(pb_grpc.MetaServiceServicer):
         offset = 0
         if request.page_token:
             fields = paging.decode_token(request.page_token, expect={"list": "sesa_trials"})
-            offset = fields.get("o")
+            issued = fields.get("o")
             # bool is an int to Python, but no token this server issued holds one.
-            if not (isinstance(offset, int) and not isinstance(offset, bool) and offset >= 0):
+            if not (isinstance(issued, int) and not isinstance(issued, bool) and issued >= 0):
                 raise InvalidArgument("page_token", "is not a token this server issued")
+            offset = issued
         log = await self._engine.trial_log(offset=offset, limit=size)
         more = offset + len(log.trials) < log.total_trials
         return pb.ListSesaTrialsResponse(
@@ -132,11 +129,7 @@ def wall_clock() -> int:
 
 
 async def build_engine(config: MetaConfig, *, clock: Clock = wall_clock) -> MetaEngine:
-    url = config.url()
-    try:
-        store = await asyncio.to_thread(MetaStore, url)
-    except (ValueError, OSError, sa.exc.SQLAlchemyError) as exc:
-        raise ConfigError("database_url", f"cannot open {redact(url)}: {exc}") from None
+    store = await asyncio.to_thread(config.open, MetaStore)
     engine = MetaEngine(store=store, learning=config.learning, rules=config.rules, clock=clock)
     await engine.start()
     return engine
@@ -145,8 +138,8 @@ async def build_engine(config: MetaConfig, *, clock: Clock = wall_clock) -> Meta
 def app(*, clock: Clock = wall_clock) -> App[MetaConfig]:
     """The meta App; tests inject ``clock`` (the served one uses the wall clock)."""
 
-    async def build(config: MetaConfig, _channels: ChannelConfig) -> Built:
-        engine = await build_engine(config, clock=clock)
+    async def build(ctx: Context[MetaConfig]) -> Built:
+        engine = await build_engine(ctx.config, clock=clock)
         servicer = MetaServicer(engine)
         service = Service.of(
             servicer,

@@ -15,11 +15,11 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
 
-from agents.contract import StrategyFamily, StrategyStage
 from meta.learning import Tracked
 from meta.model import Evaluation, MetaParameters, MutationSetting, ParameterChange, Trade
 from meta.tuning import Score, Trial
-from qtmesh.storage import SqlStore, create_engine
+from qtmesh.base.genome import StrategyFamily, StrategyStage
+from qtmesh.base.storage import SqlStore, create_engine
 
 metadata = sa.MetaData()
 

@@ -1,4 +1,5 @@
-"""The ``qtmesh`` command: serve one service, bring the mesh up, report its health."""
+"""The ``qtmesh`` command: serve one service, bring the mesh up, report its health, list the
+services and their settings."""
 
 from __future__ import annotations
 
@@ -16,12 +17,13 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
-from qtmesh import catalog
-from qtmesh import config as configuration
-from qtmesh.channels import CLIENT_ENV_PREFIX, ChannelConfig
-from qtmesh.server import ENV_PREFIX, ServerConfig, serve_until_signalled
-from qtmesh.supervisor import Mesh, StartupError, check_health
-from qtmesh.telemetry import configure_logging
+from qtmesh.base import config as configuration
+from qtmesh.runtime import catalog
+from qtmesh.runtime.channels import CLIENT_ENV_PREFIX, ChannelConfig
+from qtmesh.runtime.server import ENV_PREFIX, ServerConfig, serve_until_signalled
+from qtmesh.runtime.settings import settings_markdown
+from qtmesh.runtime.supervisor import Mesh, StartupError, check_health
+from qtmesh.runtime.telemetry import configure_logging
 
 STATE_FILE = Path(".qtmesh/mesh.json")
 LOG_DIR = Path(".qtmesh/logs")
@@ -83,6 +85,12 @@ def _parser() -> argparse.ArgumentParser:
 
     services = commands.add_parser("services", help="list the services and their default ports")
     services.set_defaults(run=_services)
+
+    settings = commands.add_parser(
+        "settings",
+        help="print every setting of every service (Markdown: docs/configuration.md)",
+    )
+    settings.set_defaults(run=_settings)
     return parser
 
 
@@ -222,6 +230,11 @@ def _status(args: argparse.Namespace) -> int:
         table.add_row(name, address, f"[{style}]{health[name]}[/]")
     Console().print(table)
     return 0 if all(h == "SERVING" for h in health.values()) else 1
+
+
+def _settings(_args: argparse.Namespace) -> int:
+    sys.stdout.write(settings_markdown())
+    return 0
 
 
 def _services(_args: argparse.Namespace) -> int:

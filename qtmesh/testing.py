@@ -19,9 +19,9 @@ from typing import Any
 
 import grpc
 
-from qtmesh.app import App
-from qtmesh.channels import ChannelConfig, open_channel
-from qtmesh.server import MeshServer, ServerConfig, Service
+from qtmesh.runtime.app import App
+from qtmesh.runtime.channels import ChannelConfig, open_channel
+from qtmesh.runtime.server import MeshServer, ServerConfig, Service
 
 
 @dataclasses.dataclass
@@ -130,7 +130,9 @@ def make_certificates(
         .sign(ca_key, hashes.SHA256())
     )
 
-    def leaf(common_name: str, usage: x509.ObjectIdentifier, san: list[x509.GeneralName]) -> tuple:
+    def leaf(
+        common_name: str, usage: x509.ObjectIdentifier, san: list[x509.GeneralName]
+    ) -> tuple[Any, Any]:
         key = ec.generate_private_key(ec.SECP256R1())
         builder = (
             x509.CertificateBuilder()
@@ -191,7 +193,7 @@ def temporary_postgres() -> Iterator[str | None]:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
-    quiet = {"stdout": subprocess.DEVNULL, "stderr": subprocess.PIPE, "check": True}
+    quiet: dict[str, Any] = {"stdout": subprocess.DEVNULL, "stderr": subprocess.PIPE, "check": True}
     try:
         subprocess.run(
             [*prefix, initdb, "-D", str(data), "-A", "trust", "-U", "qtmesh", "-N"], **quiet
@@ -227,7 +229,7 @@ def fresh_database(server_url: str) -> Iterator[str]:
     """A new, empty database on the PostgreSQL server at ``server_url``, dropped afterwards."""
     import sqlalchemy as sa
 
-    from qtmesh.storage import create_engine
+    from qtmesh.base.storage import create_engine
 
     name = f"t_{uuid.uuid4().hex[:16]}"
     admin = create_engine(server_url)

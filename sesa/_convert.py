@@ -5,14 +5,13 @@ from __future__ import annotations
 import dataclasses
 import math
 
-from agents._convert import genome_from_proto, genome_to_proto
+from backtest.evaluation import CostModel, Evaluation
+from backtest.metrics import Metrics, ScoreWeights
 from qtmesh.api.common.v1 import strategy_pb2
 from qtmesh.api.sesa.v1 import sesa_pb2 as pb
-from qtmesh.convert import enum_from_proto, enum_to_proto
-from qtmesh.errors import InvalidArgument
-from sesa.evaluation import CostModel, Evaluation
+from qtmesh.base.convert import enum_from_proto, enum_to_proto, genome_from_proto, genome_to_proto
+from qtmesh.base.errors import InvalidArgument
 from sesa.evolution import EvaluationType, EvolutionConfig, EvolutionResult, GenerationStats
-from sesa.metrics import Metrics, ScoreWeights
 from sesa.mutation import OPERATORS
 from sesa.selection import Judgement, SelectionConfig
 

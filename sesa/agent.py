@@ -5,7 +5,7 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Awaitable, Callable
 
-from agents.contract import (
+from qtmesh.base.contract import (
     Action,
     AgentContext,
     EnableStrategy,
@@ -15,7 +15,7 @@ from agents.contract import (
     Recommendation,
     RunEvolution,
 )
-from qtmesh.errors import InvalidArgument
+from qtmesh.base.errors import InvalidArgument
 from sesa.evolution import EvolutionResult
 from sesa.selection import Judgement
 

@@ -6,13 +6,13 @@ from collections.abc import AsyncIterator, Sequence
 
 import grpc
 
-from agents._convert import genome_from_proto, genome_to_proto
-from agents.contract import StrategyGenome
-from market._convert import series_to_proto
-from market.bars import BarSeries
+from qtmesh.api.common.v1 import strategy_pb2
 from qtmesh.api.sesa.v1 import sesa_pb2 as pb
 from qtmesh.api.sesa.v1 import sesa_pb2_grpc as pb_grpc
-from qtmesh.status import raising_mesh_errors
+from qtmesh.base.bars import BarSeries
+from qtmesh.base.convert import genome_from_proto, genome_to_proto, series_to_proto
+from qtmesh.base.genome import StrategyGenome
+from qtmesh.runtime.status import mesh_stub
 
 
 def bar_source(
@@ -29,9 +29,8 @@ class SesaClient:
     """Calls SesaService; failures raise the server's MeshError subclass. Results are the
     generated messages (StrategyEvaluation carries every metric by name)."""
 
-    def __init__(self, channel: grpc.aio.Channel, *, timeout: float | None = 60.0) -> None:
-        self._stub = pb_grpc.SesaServiceStub(channel)
-        self._timeout = timeout
+    def __init__(self, channel: grpc.aio.Channel) -> None:
+        self._stub = mesh_stub(pb_grpc.SesaServiceStub, channel)
 
     async def evolve(
         self,
@@ -54,57 +53,50 @@ class SesaClient:
         )
         call = self._stub.Evolve(request)
         try:
-            with raising_mesh_errors():
-                async for event in call:
-                    yield event.generation if event.HasField("generation") else event.result
+            async for event in call:
+                yield event.generation if event.HasField("generation") else event.result
         finally:
             call.cancel()
 
     async def evaluate(
         self, genomes: Sequence[StrategyGenome], *, bars: pb.BarSource, trials: int = 0
-    ) -> list[pb.StrategyEvaluation]:
-        with raising_mesh_errors():
-            response = await self._stub.Evaluate(
-                pb.EvaluateRequest(
-                    genomes=[genome_to_proto(g) for g in genomes], bars=bars, trials=trials
-                ),
-                timeout=self._timeout,
-            )
+    ) -> list[strategy_pb2.StrategyEvaluation]:
+        response = await self._stub.Evaluate(
+            pb.EvaluateRequest(
+                genomes=[genome_to_proto(g) for g in genomes], bars=bars, trials=trials
+            ),
+        )
         return list(response.evaluations)
 
     async def mutate(
         self,
         parents: Sequence[StrategyGenome],
         *,
-        operator: int,
+        operator: pb.MutationOperator,
         count: int,
         magnitude: float = 0.2,
         rate: float = 0.3,
         seed: int = 0,
     ) -> list[StrategyGenome]:
-        with raising_mesh_errors():
-            response = await self._stub.Mutate(
-                pb.MutateRequest(
-                    parents=[genome_to_proto(g) for g in parents],
-                    operator=operator,
-                    count=count,
-                    magnitude=magnitude,
-                    rate=rate,
-                    seed=seed,
-                ),
-                timeout=self._timeout,
-            )
+        response = await self._stub.Mutate(
+            pb.MutateRequest(
+                parents=[genome_to_proto(g) for g in parents],
+                operator=operator,
+                count=count,
+                magnitude=magnitude,
+                rate=rate,
+                seed=seed,
+            ),
+        )
         return [genome_from_proto(g, field="children") for g in response.children]
 
     async def select(
         self,
-        evaluations: Sequence[pb.StrategyEvaluation],
+        evaluations: Sequence[strategy_pb2.StrategyEvaluation],
         *,
         config: pb.SelectionConfig | None = None,
         trials: int = 0,
     ) -> pb.SelectResponse:
-        with raising_mesh_errors():
-            return await self._stub.Select(
-                pb.SelectRequest(evaluations=evaluations, config=config, trials=trials),
-                timeout=self._timeout,
-            )
+        return await self._stub.Select(
+            pb.SelectRequest(evaluations=evaluations, config=config, trials=trials),
+        )

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 
-from qtmesh.config import require, setting
+from qtmesh.base.config import require, setting
 
 ENV_PREFIX = "QTMESH_SESA_"
 

@@ -18,12 +18,11 @@ from collections.abc import Callable, Sequence
 
 import numpy as np
 
-from agents.contract import StrategyFamily, StrategyGenome
-from qtmesh.concurrency import CancelToken
-from qtmesh.errors import FailedPrecondition, InvalidArgument
-from sesa.evaluation import Evaluation, Evaluator, TrialLog, rescore_deflated
-from sesa.genome import Policy, reject_conflicting_ids
-from sesa.indicators import BarData
+from backtest.evaluation import Evaluation, Evaluator, TrialLog, rescore_deflated
+from backtest.indicators import BarData
+from qtmesh.base.concurrency import CancelToken
+from qtmesh.base.errors import FailedPrecondition, InvalidArgument
+from qtmesh.base.genome import Policy, StrategyFamily, StrategyGenome, reject_conflicting_ids
 from sesa.mutation import OPERATORS, MutationOperator
 from sesa.selection import Judgement, SelectionConfig, diverse_top, judge, select
 

@@ -18,10 +18,9 @@ import dataclasses
 import math
 from collections.abc import Sequence
 
-from agents.contract import StrategyStage
-from qtmesh.errors import InvalidArgument
-from sesa.evaluation import Evaluation
-from sesa.genome import Policy
+from backtest.evaluation import Evaluation
+from qtmesh.base.errors import InvalidArgument
+from qtmesh.base.genome import Policy, StrategyStage
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)

@@ -11,24 +11,7 @@ import grpc
 import numpy as np
 import structlog
 
-from agents._convert import genome_from_proto, genome_to_proto
-from agents.contract import ActionType
-from agents.service import agent_service
-from market._convert import series_from_proto
-from market.bars import validate_bars
-from market.client import MarketClient
-from qtmesh.api.sesa.v1 import sesa_pb2 as pb
-from qtmesh.api.sesa.v1 import sesa_pb2_grpc as pb_grpc
-from qtmesh.app import App, Built
-from qtmesh.catalog import DEFAULT_PORTS
-from qtmesh.channels import ChannelConfig, open_channel
-from qtmesh.concurrency import CancelToken, run_cancellable
-from qtmesh.errors import InvalidArgument
-from qtmesh.server import Service
-from sesa import _convert as convert
-from sesa.agent import FinishedEvolution, SesaAgent
-from sesa.config import ENV_PREFIX, SesaConfig
-from sesa.evaluation import (
+from backtest.evaluation import (
     MINIMUM_BARS,
     CostModel,
     EvaluationSettings,
@@ -36,9 +19,23 @@ from sesa.evaluation import (
     TrialLog,
     rescore_deflated,
 )
+from backtest.indicators import BarData
+from market.client import MarketClient
+from qtmesh.api.sesa.v1 import sesa_pb2 as pb
+from qtmesh.api.sesa.v1 import sesa_pb2_grpc as pb_grpc
+from qtmesh.base.bars import validate_bars
+from qtmesh.base.concurrency import CancelToken, run_cancellable
+from qtmesh.base.contract import ActionType
+from qtmesh.base.convert import genome_from_proto, genome_to_proto, series_from_proto
+from qtmesh.base.errors import InvalidArgument
+from qtmesh.base.genome import Policy, reject_conflicting_ids
+from qtmesh.runtime.agent_service import agent_service
+from qtmesh.runtime.app import App, Built, Context, Uses
+from qtmesh.runtime.server import Service
+from sesa import _convert as convert
+from sesa.agent import FinishedEvolution, SesaAgent
+from sesa.config import ENV_PREFIX, SesaConfig
 from sesa.evolution import EvaluationType, Evolution, EvolutionConfig
-from sesa.genome import Policy, reject_conflicting_ids
-from sesa.indicators import BarData
 from sesa.mutation import OPERATORS
 from sesa.scenarios import BlockBootstrap
 from sesa.selection import SelectionConfig, judge, select
@@ -340,9 +337,13 @@ class SesaServicer(pb_grpc.SesaServiceServicer):
                     seed,
                     0,
                 )
-                await run_cancellable(
-                    lambda token, e=evolution, d=data: e.start([], d, token=token)
-                )
+
+                def start(
+                    token: CancelToken, e: Evolution = evolution, d: BarData = data
+                ) -> object:
+                    return e.start([], d, token=token)
+
+                await run_cancellable(start)
                 while not evolution.finished:
                     await run_cancellable(evolution.step)
                 result = evolution.result()
@@ -383,15 +384,9 @@ def services(servicer: SesaServicer) -> list[Service]:
     ]
 
 
-async def build(config: SesaConfig, channels: ChannelConfig) -> Built:
-    channel = open_channel(channels.address_of("market", DEFAULT_PORTS["market"]), channels)
-    servicer = SesaServicer(config=config, market=MarketClient(channel))
-
-    async def close() -> None:
-        await servicer.close()
-        await channel.close()
-
-    return Built(services=services(servicer), close=close)
+async def build(ctx: Context[SesaConfig]) -> Built:
+    servicer = SesaServicer(config=ctx.config, market=ctx.client("market", MarketClient))
+    return Built(services=services(servicer), close=servicer.close)
 
 
 APP = App(
@@ -400,5 +395,5 @@ APP = App(
     config_type=SesaConfig,
     env_prefix=ENV_PREFIX,
     build=build,
-    depends_on=("market",),
+    uses=(Uses(service="market", client=MarketClient),),
 )

@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from agents.ceo.engine import ModeReport
-from agents.contract import StrategicMode
 from qtmesh.api.ceo.v1 import ceo_pb2 as pb
 from qtmesh.api.common.v1 import policy_pb2
-from qtmesh.convert import enum_from_proto, enum_to_proto, timestamp
+from qtmesh.base.contract import StrategicMode
+from qtmesh.base.convert import enum_from_proto, enum_to_proto, timestamp
 
 
-def _mode(mode: StrategicMode) -> int:
+def _mode(mode: StrategicMode) -> Any:
     return enum_to_proto(policy_pb2.StrategicMode, mode)
 
 
@@ -18,7 +20,7 @@ def report_to_proto(report: ModeReport) -> pb.GetModeResponse:
         mode=_mode(report.mode),
         rationale=report.rationale,
         inputs=dict(report.inputs),
-        indicated_mode=_mode(report.indicated) if report.indicated is not None else 0,
+        indicated_mode=_mode(report.indicated) if report.indicated is not None else None,
         score=report.score,
         target_mode=_mode(report.target),
         confirmations=report.confirmations,

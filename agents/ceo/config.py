@@ -4,24 +4,20 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from pathlib import Path
 
 from agents.ceo.scoring import Hysteresis, ScoringRule, check_anchors
-from agents.contract import StrategicMode
-from qtmesh.config import ConfigError, Secret, require, setting
-from qtmesh.storage import redact
+from agents.officer import FleetPeriods
+from qtmesh.base.config import ConfigError, require, setting
+from qtmesh.base.contract import StrategicMode
+from qtmesh.base.storage import DataDirConfig
 
 ENV_PREFIX = "QTMESH_CEO_"
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
-class CeoConfig:
-    data_dir: Path = setting(
-        Path(".qtmesh/data"), help="directory of the SQLite database ceo.db when no URL is set"
-    )
-    database_url: Secret | None = setting(
-        None, help="sqlite:///path or postgresql://user:pass@host/db; unset: SQLite in data_dir"
-    )
+class CeoConfig(DataDirConfig, FleetPeriods):
+    database_file = "ceo.db"
+
     initial_mode: str = setting("NORMAL", help="the mode before any SWITCH_MODE was executed")
     period_minutes: float = setting(
         60.0, help="length of one period of fleet returns; the CEO evaluates once per period"
@@ -57,29 +53,13 @@ class CeoConfig:
     )
 
     def __post_init__(self) -> None:
-        if self.database_url is not None:
-            scheme = self.database_url.reveal().partition(":")[0]
-            require(
-                scheme in ("sqlite", "postgresql") or scheme.startswith("postgresql+"),
-                "database_url",
-                f"expected sqlite:/// or postgresql://, got {redact(self.database_url.reveal())}",
-            )
+        self.check_database()
         require(
             self.initial_mode in StrategicMode.__members__,
             "initial_mode",
             f"must be one of {', '.join(StrategicMode.__members__)}",
         )
-        require(
-            math.isfinite(self.period_minutes) and 1 <= self.period_minutes <= 7 * 1440,
-            "period_minutes",
-            "must be in 1..10080 (one week)",
-        )
-        require(self.min_observations >= 2, "min_observations", "must be at least 2")
-        require(
-            self.lookback_periods >= self.min_observations,
-            "lookback_periods",
-            "must be at least min_observations",
-        )
+        self.check_periods()
         for name in ("drawdown", "volatility", "regime", "trend"):
             try:
                 check_anchors(name, getattr(self, f"{name}_anchors"))
@@ -95,16 +75,6 @@ class CeoConfig:
         require(0 <= self.switch_margin < 1, "switch_margin", "must be in [0, 1)")
         require(1 <= self.confirmations <= 100, "confirmations", "must be in 1..100")
         require(self.regime_timeout_seconds > 0, "regime_timeout_seconds", "must be positive")
-
-    @property
-    def url(self) -> str:
-        if self.database_url is not None:
-            return self.database_url.reveal()
-        return f"sqlite:///{self.data_dir / 'ceo.db'}"
-
-    @property
-    def period_nanos(self) -> int:
-        return round(self.period_minutes * 60e9)
 
     @property
     def weights(self) -> dict[str, float]:

@@ -16,7 +16,7 @@ import asyncio
 import contextlib
 import dataclasses
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from typing import Protocol
 
 import structlog
@@ -24,29 +24,23 @@ import structlog
 from agents.ceo.config import CeoConfig
 from agents.ceo.inputs import Regime, fleet_inputs, regime_of
 from agents.ceo.mode import Evaluation, ModeEvaluator, ModeState
-from agents.contract import (
+from agents.fleet_history import FleetHistory
+from agents.officer import Market, Officer
+from agents.policy_log import OwnedPolicy
+from agents.world_model.regimes import RegimeReport
+from qtmesh.base.bars import format_time
+from qtmesh.base.contract import (
     Action,
     ActionType,
-    AgentContext,
-    ExecutionResult,
     Priority,
     Recommendation,
     StrategicMode,
     SwitchMode,
 )
-from agents.fleet_history import FleetHistory, FleetReader, FleetSampler
-from agents.policy_log import OwnedPolicy
-from agents.refresh import ClockStream, Refresher, follow_clock
-from agents.world_model.regimes import RegimeReport
-from market.bars import format_time
-from qtmesh.errors import InvalidArgument, MeshError
+from qtmesh.base.errors import InvalidArgument, MeshError
 
 EXECUTES = (ActionType.SWITCH_MODE,)
 _log = structlog.get_logger("agents.ceo")
-
-
-class Market(FleetReader, ClockStream, Protocol):
-    """What the CEO reads from the market (implemented by MarketClient)."""
 
 
 class Regimes(Protocol):
@@ -73,8 +67,8 @@ class ModeReport:
     missing: tuple[str, ...]
 
 
-class Ceo:
-    """Implements :class:`agents.contract.Agent` plus GetMode."""
+class Ceo(Officer[ModeState]):
+    """Implements :class:`~qtmesh.base.contract.Agent` plus GetMode."""
 
     name = "ceo"
 
@@ -87,34 +81,15 @@ class Ceo:
         config: CeoConfig,
         wall_clock: Callable[[], int] = time.time_ns,
     ) -> None:
-        self._market = market
+        super().__init__(market=market, policy=mode, periods=config, wall_clock=wall_clock)
         self._regimes = regimes
-        self._mode = mode
         self._config = config
-        self._wall_clock = wall_clock
-        self._sampler = FleetSampler(
-            market, period=config.period_nanos, max_periods=config.lookback_periods
-        )
         self._evaluator = ModeEvaluator(config.rule, config.hysteresis)
         self._evaluated_until: int | None = None  # end time of the last period evaluated
-        self._refresher = Refresher(self._refresh, name=self.name)
-        self._follower: asyncio.Task[None] | None = None
-
-    async def start(self) -> None:
-        await self._mode.load()
-        self._follower = asyncio.ensure_future(follow_clock(self._market, self._on_step))
-        self._refresher.request()
-
-    async def close(self) -> None:
-        if self._follower is not None:
-            self._follower.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._follower
-        await self._refresher.close()
 
     @property
     def mode(self) -> ModeState:
-        return self._mode.value
+        return self._policy.value
 
     @property
     def last(self) -> Evaluation | None:
@@ -122,17 +97,13 @@ class Ceo:
 
     # -- evaluations -----------------------------------------------------------------------
 
-    def _on_step(self, position: int, clock_time: int) -> None:
-        history = self._sampler.history
-        if history is None or history.completed_periods(clock_time) > history.next_period:
-            self._refresher.request()
-
     async def _refresh(self) -> None:
         history = await self._sampler.update()
         n = history.observations
         if n == 0:
             return
         ends = history.end_times
+        new: Sequence[int]
         if self._evaluated_until is None or ends[-1] < self._evaluated_until:
             new = range(max(0, n - self._config.confirmations), n)  # first or restarted market
         else:
@@ -155,7 +126,7 @@ class Ceo:
                 )
             self._evaluator.evaluate(
                 dataclasses.replace(inputs, regime=regime),
-                self._mode.value.mode,
+                self._policy.value.mode,
                 note=(note + short).strip(),
             )
         self._evaluated_until = int(ends[-1])
@@ -211,7 +182,7 @@ class Ceo:
         market cannot be reached, the last evaluation there is)."""
         with contextlib.suppress(MeshError):
             await self._refresher.fresh()
-        state, last = self._mode.value, self._evaluator.last
+        state, last = self._policy.value, self._evaluator.last
         since = format_time(state.since) if state.since else "start-up"
         rationale = f"{state.mode.name} since {since} ({state.cause})."
         if last is None:
@@ -242,19 +213,14 @@ class Ceo:
 
     def _target(self, last: Evaluation) -> StrategicMode | None:
         """The mode to switch to, if the last evaluation calls for one against the mode now."""
-        current = self._mode.value.mode
+        current = self._policy.value.mode
         if last.current is not current or last.target is current:
             return None  # no switch called for, or one was executed since
         return last.target
 
     # -- the agent -------------------------------------------------------------------------
 
-    async def recommend(self, context: AgentContext) -> list[Recommendation]:
-        history = self._sampler.history
-        if history is None or (
-            context.market_position and context.market_position != history.position
-        ):
-            self._refresher.request()
+    def _recommendations(self) -> list[Recommendation]:
         last = self._evaluator.last
         target = self._target(last) if last is not None else None
         if last is None or target is None:
@@ -271,20 +237,12 @@ class Ceo:
             )
         ]
 
-    async def execute(self, action: Action, *, plan_sequence: int) -> ExecutionResult:
+    async def _policy_update(
+        self, action: Action, plan_sequence: int
+    ) -> tuple[Callable[[ModeState], tuple[ModeState, str]], int]:
         if not isinstance(action.parameters, SwitchMode):
             raise InvalidArgument("action.type", "the CEO executes only SWITCH_MODE")
-        key = action.idempotency_key
-        if not key:
-            raise InvalidArgument("action.idempotency_key", "must be set")
-        history = self._sampler.history
-        at = history.clock_time if history is not None else self._wall_clock()
+        at = self._market_time()
         mode = action.parameters.mode
         cause = f"action {action.id} of plan {plan_sequence}"
-        return await self._mode.change(
-            lambda state: state.switched(mode, at=at, cause=cause),
-            action_key=key,
-            action_id=action.id,
-            plan_sequence=plan_sequence,
-            market_time=at,
-        )
+        return (lambda state: state.switched(mode, at=at, cause=cause)), at

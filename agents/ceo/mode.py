@@ -9,8 +9,8 @@ from typing import Any
 
 from agents.ceo.inputs import CeoInputs
 from agents.ceo.scoring import Hysteresis, ScoringRule, confidence, indicated
-from agents.contract import StrategicMode
-from market.bars import format_time
+from qtmesh.base.bars import format_time
+from qtmesh.base.contract import StrategicMode
 
 
 @dataclasses.dataclass(frozen=True)

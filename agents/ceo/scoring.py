@@ -40,7 +40,7 @@ from collections.abc import Mapping
 
 import numpy as np
 
-from agents.contract import StrategicMode
+from qtmesh.base.contract import StrategicMode
 
 # Modes by level: severity 0 is expansion, 3 capital preservation.
 LEVELS = (

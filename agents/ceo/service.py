@@ -11,17 +11,15 @@ from agents.ceo import _convert as convert
 from agents.ceo.config import ENV_PREFIX, CeoConfig
 from agents.ceo.engine import EXECUTES, Ceo
 from agents.ceo.mode import ModeState
-from agents.contract import StrategicMode
 from agents.policy_log import OwnedPolicy, PolicyLog
-from agents.service import agent_service
 from agents.world_model.client import WorldModelClient
 from market.client import MarketClient
 from qtmesh.api.ceo.v1 import ceo_pb2 as pb
 from qtmesh.api.ceo.v1 import ceo_pb2_grpc as pb_grpc
-from qtmesh.app import App, Built
-from qtmesh.catalog import DEFAULT_PORTS
-from qtmesh.channels import ChannelConfig, open_channel
-from qtmesh.server import Service
+from qtmesh.base.contract import StrategicMode
+from qtmesh.runtime.agent_service import agent_service
+from qtmesh.runtime.app import App, Built, Context, Uses
+from qtmesh.runtime.server import Service
 
 MARKET_TIMEOUT_SECONDS = 10.0
 
@@ -47,7 +45,8 @@ def services(ceo: Ceo) -> list[Service]:
     ]
 
 
-async def build(config: CeoConfig, channels: ChannelConfig) -> Built:
+async def build(ctx: Context[CeoConfig]) -> Built:
+    config = ctx.config
     log = await asyncio.to_thread(PolicyLog.open, config.url, name="ceo")
     mode = OwnedPolicy(
         log,
@@ -55,13 +54,9 @@ async def build(config: CeoConfig, channels: ChannelConfig) -> Built:
         encode=ModeState.to_json,
         decode=ModeState.from_json,
     )
-    market_channel = open_channel(channels.address_of("market", DEFAULT_PORTS["market"]), channels)
-    world_channel = open_channel(
-        channels.address_of("world-model", DEFAULT_PORTS["world-model"]), channels
-    )
     ceo = Ceo(
-        market=MarketClient(market_channel, timeout=MARKET_TIMEOUT_SECONDS),
-        regimes=WorldModelClient(world_channel, timeout=config.regime_timeout_seconds),
+        market=ctx.client("market", MarketClient),
+        regimes=ctx.client("world-model", WorldModelClient),
         mode=mode,
         config=config,
     )
@@ -69,8 +64,6 @@ async def build(config: CeoConfig, channels: ChannelConfig) -> Built:
 
     async def close() -> None:
         await ceo.close()
-        await market_channel.close()
-        await world_channel.close()
         await asyncio.to_thread(log.close)
 
     return Built(services=services(ceo), close=close)
@@ -82,5 +75,12 @@ APP = App(
     config_type=CeoConfig,
     env_prefix=ENV_PREFIX,
     build=build,
-    depends_on=("market", "world-model"),
+    uses=lambda config: (
+        Uses(service="market", client=MarketClient, timeout=MARKET_TIMEOUT_SECONDS),
+        Uses(
+            service="world-model",
+            client=WorldModelClient,
+            timeout=config.regime_timeout_seconds,
+        ),
+    ),
 )

@@ -5,7 +5,7 @@ from __future__ import annotations
 from agents.memory.episodes import Episode, Recalled
 from agents.memory.summaries import SemanticSummary
 from qtmesh.api.memory.v1 import memory_pb2 as pb
-from qtmesh.convert import timestamp
+from qtmesh.base.convert import timestamp
 
 
 def episode_to_proto(episode: Episode) -> pb.Episode:

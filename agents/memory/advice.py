@@ -31,7 +31,8 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from agents.contract import (
+from agents.memory.episodes import Recalled
+from qtmesh.base.contract import (
     ActionParameters,
     AdjustExposure,
     HaltTrading,
@@ -40,7 +41,6 @@ from agents.contract import (
     StrategicMode,
     SwitchMode,
 )
-from agents.memory.episodes import Recalled
 
 HOLD = "hold"
 _DECISION = re.compile(r"^(?P<verb>[a-z_]+)(?:\s+(?P<key>[a-z_]+)=(?P<value>\S+))?$")

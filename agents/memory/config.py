@@ -7,19 +7,14 @@ from pathlib import Path
 
 from agents.memory.advice import AdvicePolicy
 from agents.memory.episodes import Limits
-from qtmesh.config import Secret, require, setting
-from qtmesh.storage import redact
+from qtmesh.base.config import require, setting
+from qtmesh.base.storage import DatabaseConfig
 
 ENV_PREFIX = "QTMESH_MEMORY_"
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
-class MemoryConfig:
-    database_url: Secret | None = setting(
-        None,
-        help="postgresql://user:password@host:port/db (or sqlite:///path); unset: SQLite at "
-        "sqlite_path",
-    )
+class MemoryConfig(DatabaseConfig):
     sqlite_path: Path = setting(
         Path(".qtmesh/memory.db"), help="SQLite file used when database_url is unset"
     )
@@ -32,13 +27,7 @@ class MemoryConfig:
     min_support: int = setting(3, help="Recommend needs this many similar episodes of a decision")
 
     def __post_init__(self) -> None:
-        if self.database_url is not None:
-            scheme = self.database_url.reveal().partition(":")[0]
-            require(
-                scheme in ("sqlite", "postgresql") or scheme.startswith("postgresql+"),
-                "database_url",
-                f"expected sqlite:/// or postgresql://, got {redact(self.database_url.reveal())}",
-            )
+        self.check_database()
         require(self.max_episodes >= 1, "max_episodes", "must be at least 1")
         require(self.max_k >= 1, "max_k", "must be at least 1")
         require(self.max_features >= 1, "max_features", "must be at least 1")
@@ -47,11 +36,8 @@ class MemoryConfig:
         require(-1 <= self.min_similarity <= 1, "min_similarity", "must be in [-1, 1]")
         require(self.min_support >= 1, "min_support", "must be at least 1")
 
-    @property
-    def url(self) -> str:
-        if self.database_url is not None:
-            return self.database_url.reveal()
-        return f"sqlite:///{self.sqlite_path}"
+    def sqlite_file(self) -> Path:
+        return self.sqlite_path
 
     @property
     def limits(self) -> Limits:

@@ -14,8 +14,8 @@ from collections.abc import Mapping
 
 import numpy as np
 
-from market.replay import Snapshot
-from qtmesh.errors import InvalidArgument
+from qtmesh.base.bars import Snapshot
+from qtmesh.base.errors import InvalidArgument
 
 FEATURE_HINT = "feature."
 

@@ -6,13 +6,13 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Protocol
 
-from agents.contract import Action, AgentContext, ExecutionResult, Recommendation
 from agents.memory.advice import AdvicePolicy, advise
 from agents.memory.context import hinted_features, sector_features
 from agents.memory.episodes import Recalled
 from agents.memory.store import EpisodeStore
-from market.replay import Snapshot
-from qtmesh.errors import InvalidArgument
+from qtmesh.base.bars import Snapshot
+from qtmesh.base.contract import Action, AgentContext, ExecutionResult, Recommendation
+from qtmesh.base.errors import InvalidArgument
 
 REGIME_HINT = "regime."
 
@@ -24,7 +24,7 @@ class MarketSnapshots(Protocol):
 
 
 class MemoryEngine:
-    """Implements :class:`agents.contract.Agent` over an :class:`EpisodeStore`."""
+    """Implements :class:`qtmesh.base.contract.Agent` over an :class:`EpisodeStore`."""
 
     name = "memory"
 

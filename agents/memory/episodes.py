@@ -25,8 +25,8 @@ from types import MappingProxyType
 
 import numpy as np
 
-from agents.contract import frozen_map
-from qtmesh.errors import InvalidArgument
+from qtmesh.base.errors import InvalidArgument
+from qtmesh.base.frozen import frozen_map
 
 NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:/\-]{0,63}$")
 ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:\-]{0,63}$")

@@ -11,14 +11,12 @@ from agents.memory import _convert as convert
 from agents.memory.config import ENV_PREFIX, MemoryConfig
 from agents.memory.engine import MemoryEngine
 from agents.memory.store import EpisodeStore
-from agents.service import agent_service
 from market.client import MarketClient
 from qtmesh.api.memory.v1 import memory_pb2 as pb
 from qtmesh.api.memory.v1 import memory_pb2_grpc as pb_grpc
-from qtmesh.app import App, Built
-from qtmesh.catalog import DEFAULT_PORTS
-from qtmesh.channels import ChannelConfig, open_channel
-from qtmesh.server import Service
+from qtmesh.runtime.agent_service import agent_service
+from qtmesh.runtime.app import App, Built, Context, Uses
+from qtmesh.runtime.server import Service
 
 
 class MemoryServicer(pb_grpc.MemoryServiceServicer):
@@ -69,13 +67,14 @@ def open_store(config: MemoryConfig) -> EpisodeStore:
     )
 
 
-async def build(config: MemoryConfig, channels: ChannelConfig) -> Built:
+async def build(ctx: Context[MemoryConfig]) -> Built:
+    config = ctx.config
     store = await asyncio.to_thread(open_store, config)
-    channel = open_channel(channels.address_of("market", DEFAULT_PORTS["market"]), channels)
-    engine = MemoryEngine(store, MarketClient(channel), policy=config.advice, k=config.recommend_k)
+    engine = MemoryEngine(
+        store, ctx.client("market", MarketClient), policy=config.advice, k=config.recommend_k
+    )
 
     async def close() -> None:
-        await channel.close()
         await asyncio.to_thread(store.close)
 
     return Built(services=services(engine), close=close)
@@ -87,5 +86,5 @@ APP = App(
     config_type=MemoryConfig,
     env_prefix=ENV_PREFIX,
     build=build,
-    depends_on=("market",),
+    uses=(Uses(service="market", client=MarketClient),),
 )

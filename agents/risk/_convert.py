@@ -4,12 +4,11 @@ from __future__ import annotations
 
 import dataclasses
 
-from agents._convert import limits_from_proto, limits_to_proto
 from agents.risk.assessment import Breach, RiskReport, SectorRisk
 from agents.risk.limits import PORTFOLIO, Halt
 from agents.risk.measures import TailRisk
 from qtmesh.api.risk.v1 import risk_pb2 as pb
-from qtmesh.convert import duration, timestamp
+from qtmesh.base.convert import duration, limits_from_proto, limits_to_proto, timestamp
 
 
 def tail_to_proto(tail: TailRisk) -> pb.TailRisk:

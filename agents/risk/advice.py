@@ -24,10 +24,10 @@ An action driven by several breaches takes the largest confidence.
 
 from __future__ import annotations
 
-from agents.contract import AdjustExposure, HaltTrading, Priority, Recommendation
 from agents.risk.assessment import Breach, RiskReport, RiskSettings
 from agents.risk.limits import PORTFOLIO
-from market.bars import format_time
+from qtmesh.base.bars import format_time
+from qtmesh.base.contract import AdjustExposure, HaltTrading, Priority, Recommendation
 
 _VAR_LIMITS = ("max_var_95", "sector_var_95")
 _EPS = 1e-12

@@ -29,12 +29,12 @@ from collections.abc import Collection, Mapping, Sequence
 
 import numpy as np
 
-from agents.contract import RiskLimits
 from agents.fleet_history import FleetHistory
 from agents.risk.limits import PORTFOLIO, Halt, RiskPolicy, check_sector
 from agents.risk.measures import TailRisk, check_series, drawdown, tail_risk
-from qtmesh.concurrency import CancelToken
-from qtmesh.errors import InvalidArgument
+from qtmesh.base.concurrency import CancelToken
+from qtmesh.base.contract import RiskLimits
+from qtmesh.base.errors import InvalidArgument
 
 MAX_EXPOSURE = 10.0
 

@@ -6,21 +6,20 @@ from collections.abc import Mapping, Sequence
 
 import grpc
 
-from agents._convert import limits_from_proto
 from agents.risk import _convert as convert
 from agents.risk.assessment import RiskReport
 from agents.risk.limits import Halt, RiskPolicy
 from qtmesh.api.risk.v1 import risk_pb2 as pb
 from qtmesh.api.risk.v1 import risk_pb2_grpc as pb_grpc
-from qtmesh.status import raising_mesh_errors
+from qtmesh.base.convert import limits_from_proto
+from qtmesh.runtime.status import mesh_stub
 
 
 class RiskClient:
     """Calls RiskService over ``channel``; failures raise the server's MeshError subclass."""
 
-    def __init__(self, channel: grpc.aio.Channel, *, timeout: float | None = 30.0) -> None:
-        self._stub = pb_grpc.RiskServiceStub(channel)
-        self._timeout = timeout
+    def __init__(self, channel: grpc.aio.Channel) -> None:
+        self._stub = mesh_stub(pb_grpc.RiskServiceStub, channel)
 
     async def assess(
         self, returns: Mapping[str, tuple[Sequence[float], float]] | None = None
@@ -32,13 +31,11 @@ class RiskClient:
                 for sector, (r, exposure) in (returns or {}).items()
             }
         )
-        with raising_mesh_errors():
-            response = await self._stub.AssessRisk(request, timeout=self._timeout)
+        response = await self._stub.AssessRisk(request)
         return convert.report_from_proto(response.report)
 
     async def limits(self) -> RiskPolicy:
-        with raising_mesh_errors():
-            response = await self._stub.GetLimits(pb.GetLimitsRequest(), timeout=self._timeout)
+        response = await self._stub.GetLimits(pb.GetLimitsRequest())
         return RiskPolicy(
             limits=limits_from_proto(response.limits, field="limits"),
             halts=tuple(convert.halt_from_proto(h) for h in response.halts),
@@ -46,8 +43,7 @@ class RiskClient:
 
     async def resume(self, scope: str, reason: str) -> tuple[bool, tuple[Halt, ...]]:
         """Releases the kill switch on ``scope``: (whether it was halted, the halts left)."""
-        with raising_mesh_errors():
-            response = await self._stub.ResumeTrading(
-                pb.ResumeTradingRequest(scope=scope, reason=reason), timeout=self._timeout
-            )
+        response = await self._stub.ResumeTrading(
+            pb.ResumeTradingRequest(scope=scope, reason=reason)
+        )
         return response.resumed, tuple(convert.halt_from_proto(h) for h in response.halts)

@@ -4,25 +4,21 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from pathlib import Path
 
-from agents.contract import RiskLimits
+from agents.officer import FleetPeriods
 from agents.risk.assessment import RiskSettings
 from agents.risk.limits import BOUNDS, check_limits
-from qtmesh.config import Secret, require, setting
-from qtmesh.storage import redact
+from qtmesh.base.config import require, setting
+from qtmesh.base.contract import RiskLimits
+from qtmesh.base.storage import DataDirConfig
 
 ENV_PREFIX = "QTMESH_RISK_"
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
-class RiskConfig:
-    data_dir: Path = setting(
-        Path(".qtmesh/data"), help="directory of the SQLite database risk.db when no URL is set"
-    )
-    database_url: Secret | None = setting(
-        None, help="sqlite:///path or postgresql://user:pass@host/db; unset: SQLite in data_dir"
-    )
+class RiskConfig(DataDirConfig, FleetPeriods):
+    database_file = "risk.db"
+
     period_minutes: float = setting(
         60.0, help="length of one return observation of the fleet: the horizon of VaR and CVaR"
     )
@@ -45,24 +41,8 @@ class RiskConfig:
     min_factor: float = setting(0.25, help="deepest exposure cut one recommendation asks for")
 
     def __post_init__(self) -> None:
-        if self.database_url is not None:
-            scheme = self.database_url.reveal().partition(":")[0]
-            require(
-                scheme in ("sqlite", "postgresql") or scheme.startswith("postgresql+"),
-                "database_url",
-                f"expected sqlite:/// or postgresql://, got {redact(self.database_url.reveal())}",
-            )
-        require(
-            math.isfinite(self.period_minutes) and 1 <= self.period_minutes <= 7 * 1440,
-            "period_minutes",
-            "must be in 1..10080 (one week)",
-        )
-        require(self.min_observations >= 2, "min_observations", "must be at least 2")
-        require(
-            self.lookback_periods >= self.min_observations,
-            "lookback_periods",
-            "must be at least min_observations",
-        )
+        self.check_database()
+        self.check_periods()
         require(
             self.max_observations >= self.min_observations,
             "max_observations",
@@ -79,16 +59,6 @@ class RiskConfig:
             "must be positive",
         )
         require(0 < self.min_factor < 1, "min_factor", "must be in (0, 1)")
-
-    @property
-    def url(self) -> str:
-        if self.database_url is not None:
-            return self.database_url.reveal()
-        return f"sqlite:///{self.data_dir / 'risk.db'}"
-
-    @property
-    def period_nanos(self) -> int:
-        return round(self.period_minutes * 60e9)
 
     @property
     def limits(self) -> RiskLimits:

@@ -10,41 +10,33 @@ the next cycle and answers with what it has.
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import time
 from collections.abc import Callable, Collection, Mapping, Sequence
-from typing import Protocol
 
-from agents.contract import (
-    Action,
-    ActionType,
-    AdjustRiskLimits,
-    AgentContext,
-    ExecutionResult,
-    HaltTrading,
-    Recommendation,
-)
-from agents.fleet_history import FleetReader, FleetSampler
+from agents.officer import Market, Officer
 from agents.policy_log import OwnedPolicy
-from agents.refresh import ClockStream, Refresher, follow_clock
 from agents.risk.advice import recommend
 from agents.risk.assessment import RiskInputs, RiskReport, assess, caller_inputs
 from agents.risk.config import RiskConfig
 from agents.risk.limits import PORTFOLIO, Halt, RiskPolicy
-from qtmesh.concurrency import run_cancellable
-from qtmesh.errors import FailedPrecondition, InvalidArgument
+from qtmesh.base.concurrency import run_cancellable
+from qtmesh.base.contract import (
+    Action,
+    ActionType,
+    AdjustRiskLimits,
+    HaltTrading,
+    Recommendation,
+)
+from qtmesh.base.errors import FailedPrecondition, InvalidArgument
 
 EXECUTES = (ActionType.HALT_TRADING, ActionType.ADJUST_RISK_LIMITS)
 MAX_REASON = 500
 
 
-class Market(FleetReader, ClockStream, Protocol):
-    """What the risk officer reads from the market (implemented by MarketClient)."""
-
-
-class RiskOfficer:
-    """Implements :class:`agents.contract.Agent` plus AssessRisk, limits and the kill switch."""
+class RiskOfficer(Officer[RiskPolicy]):
+    """Implements :class:`~qtmesh.base.contract.Agent` plus AssessRisk, limits and the kill
+    switch."""
 
     name = "risk"
 
@@ -56,42 +48,17 @@ class RiskOfficer:
         config: RiskConfig,
         wall_clock: Callable[[], int] = time.time_ns,
     ) -> None:
-        self._market = market
-        self._policy = policy
+        super().__init__(market=market, policy=policy, periods=config, wall_clock=wall_clock)
         self._config = config
         self._settings = config.settings
-        self._wall_clock = wall_clock
-        self._sampler = FleetSampler(
-            market, period=config.period_nanos, max_periods=config.lookback_periods
-        )
-        self._refresher = Refresher(self._refresh, name=self.name)
-        self._follower: asyncio.Task[None] | None = None
         self._report: RiskReport | None = None
-        self._recommendations: tuple[Recommendation, ...] = ()
-
-    async def start(self) -> None:
-        """Loads the stored policy and starts following the market's clock."""
-        await self._policy.load()
-        self._follower = asyncio.ensure_future(follow_clock(self._market, self._on_step))
-        self._refresher.request()
-
-    async def close(self) -> None:
-        if self._follower is not None:
-            self._follower.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._follower
-        await self._refresher.close()
+        self._recommendations_now: tuple[Recommendation, ...] = ()
 
     @property
     def policy(self) -> RiskPolicy:
         return self._policy.value
 
     # -- the fleet's risk ------------------------------------------------------------------
-
-    def _on_step(self, position: int, clock_time: int) -> None:
-        history = self._sampler.history
-        if history is None or history.completed_periods(clock_time) > history.next_period:
-            self._refresher.request()
 
     async def _refresh(self) -> None:
         await self._sampler.update()
@@ -103,7 +70,7 @@ class RiskOfficer:
             return
         inputs = RiskInputs.of_fleet(history, self._config.lookback_periods)
         self._report = assess(inputs, self._policy.value, self._settings)
-        self._recommendations = tuple(recommend(self._report, self._settings))
+        self._recommendations_now = tuple(recommend(self._report, self._settings))
 
     async def assess(
         self, returns: Mapping[str, tuple[Sequence[float], float]] | None = None
@@ -134,24 +101,17 @@ class RiskOfficer:
         history = self._sampler.history
         return history.sectors if history is not None else None
 
-    def _market_time(self) -> int:
-        history = self._sampler.history
-        return history.clock_time if history is not None else self._wall_clock()
-
     # -- the agent -------------------------------------------------------------------------
 
-    async def recommend(self, context: AgentContext) -> list[Recommendation]:
-        report = self._report
-        if report is None or (
-            context.market_position and context.market_position != report.market_position
-        ):
-            self._refresher.request()
-        return list(self._recommendations)
+    def _computed_position(self) -> int | None:
+        return self._report.market_position if self._report is not None else None
 
-    async def execute(self, action: Action, *, plan_sequence: int) -> ExecutionResult:
-        key = action.idempotency_key
-        if not key:
-            raise InvalidArgument("action.idempotency_key", "must be set")
+    def _recommendations(self) -> list[Recommendation]:
+        return list(self._recommendations_now)
+
+    async def _policy_update(
+        self, action: Action, plan_sequence: int
+    ) -> tuple[Callable[[RiskPolicy], tuple[RiskPolicy, str]], int]:
         sectors = await self._sectors()
         at = self._market_time()
         match action.parameters:
@@ -177,15 +137,7 @@ class RiskOfficer:
                 raise InvalidArgument(
                     "action.type", "the risk officer executes HALT_TRADING and ADJUST_RISK_LIMITS"
                 )
-        result = await self._policy.change(
-            update,
-            action_key=key,
-            action_id=action.id,
-            plan_sequence=plan_sequence,
-            market_time=at,
-        )
-        self._recompute()
-        return result
+        return update, at
 
     async def resume(self, scope: str, reason: str) -> bool:
         """Releases the kill switch on ``scope`` (an operator's call); False if not halted."""

@@ -15,9 +15,9 @@ import math
 from collections.abc import Collection, Mapping
 from typing import Any
 
-from agents.contract import RiskLimits
-from market.bars import format_time
-from qtmesh.errors import FailedPrecondition, InvalidArgument
+from qtmesh.base.bars import format_time
+from qtmesh.base.contract import RiskLimits
+from qtmesh.base.errors import FailedPrecondition, InvalidArgument
 
 PORTFOLIO = "portfolio"
 # Upper bound of each limit; every limit is above 0.

@@ -27,7 +27,7 @@ from statistics import NormalDist
 
 import numpy as np
 
-from qtmesh.errors import InvalidArgument
+from qtmesh.base.errors import InvalidArgument
 
 LEVELS = (0.95, 0.99)
 _NORMAL = NormalDist()

@@ -7,20 +7,18 @@ import asyncio
 
 import grpc
 
-from agents._convert import limits_to_proto
 from agents.policy_log import OwnedPolicy, PolicyLog
 from agents.risk import _convert as convert
 from agents.risk.config import ENV_PREFIX, RiskConfig
 from agents.risk.engine import EXECUTES, RiskOfficer
 from agents.risk.limits import RiskPolicy
-from agents.service import agent_service
 from market.client import MarketClient
 from qtmesh.api.risk.v1 import risk_pb2 as pb
 from qtmesh.api.risk.v1 import risk_pb2_grpc as pb_grpc
-from qtmesh.app import App, Built
-from qtmesh.catalog import DEFAULT_PORTS
-from qtmesh.channels import ChannelConfig, open_channel
-from qtmesh.server import Service
+from qtmesh.base.convert import limits_to_proto
+from qtmesh.runtime.agent_service import agent_service
+from qtmesh.runtime.app import App, Built, Context, Uses
+from qtmesh.runtime.server import Service
 
 MARKET_TIMEOUT_SECONDS = 10.0
 
@@ -72,7 +70,8 @@ def services(officer: RiskOfficer) -> list[Service]:
     ]
 
 
-async def build(config: RiskConfig, channels: ChannelConfig) -> Built:
+async def build(ctx: Context[RiskConfig]) -> Built:
+    config = ctx.config
     log = await asyncio.to_thread(PolicyLog.open, config.url, name="risk")
     policy = OwnedPolicy(
         log,
@@ -80,15 +79,11 @@ async def build(config: RiskConfig, channels: ChannelConfig) -> Built:
         encode=RiskPolicy.to_json,
         decode=RiskPolicy.from_json,
     )
-    channel = open_channel(channels.address_of("market", DEFAULT_PORTS["market"]), channels)
-    officer = RiskOfficer(
-        market=MarketClient(channel, timeout=MARKET_TIMEOUT_SECONDS), policy=policy, config=config
-    )
+    officer = RiskOfficer(market=ctx.client("market", MarketClient), policy=policy, config=config)
     await officer.start()
 
     async def close() -> None:
         await officer.close()
-        await channel.close()
         await asyncio.to_thread(log.close)
 
     return Built(services=services(officer), close=close)
@@ -100,5 +95,5 @@ APP = App(
     config_type=RiskConfig,
     env_prefix=ENV_PREFIX,
     build=build,
-    depends_on=("market",),
+    uses=(Uses(service="market", client=MarketClient, timeout=MARKET_TIMEOUT_SECONDS),),
 )

@@ -3,14 +3,19 @@
 
 from __future__ import annotations
 
-from agents._convert import genome_from_proto, genome_to_proto
-from agents.contract import StrategyStage
 from agents.strategy.book import ACTION, FLEET, Entry, Record
 from agents.strategy.performance import FLEET as MEASURED_BY_FLEET
 from agents.strategy.performance import SESA, Performance
 from qtmesh.api.common.v1 import strategy_pb2
 from qtmesh.api.strategy.v1 import strategy_officer_pb2 as pb
-from qtmesh.convert import enum_from_proto, enum_to_proto, timestamp
+from qtmesh.base.convert import (
+    enum_from_proto,
+    enum_to_proto,
+    genome_from_proto,
+    genome_to_proto,
+    timestamp,
+)
+from qtmesh.base.genome import StrategyStage
 
 
 def performance_from_evaluation(e: strategy_pb2.StrategyEvaluation) -> Performance:

@@ -8,8 +8,8 @@
   the risk officer's and the market's lever). MEDIUM; confidence 1 - PSR.
 * **Enable** a recovered strategy: a disabled one measured the same way with a positive total
   return and a PSR of at least ``enable_psr`` (0.95). LOW; confidence PSR.
-* **Promote** a shadow that passes the meta policy's gates, decided by the meta policy itself
-  (:class:`meta.policy.MetaPolicy` with the officer's rules, from ``MetaPolicyRules``): 7 days in
+* **Promote** a shadow that passes the meta policy's gates, judged by the meta policy's own
+  :func:`meta.promotion.shadow_decisions` with the officer's rules (``MetaPolicyRules``): 7 days in
   test on the replay clock, 50 trades, Sharpe above 1.0 and a deflated Sharpe ratio of at least
   0.95, at most ``shadow_max_promotions`` (the best first). MEDIUM; confidence and rationale are
   the meta policy's (0.5 at a gate, 1.0 at twice its distance).
@@ -27,20 +27,20 @@ import dataclasses
 from collections import defaultdict
 from collections.abc import Mapping, Sequence
 
-from agents.contract import (
+from agents.strategy.book import Entry
+from agents.strategy.performance import FLEET, Performance
+from meta.config import MetaPolicyRules
+from meta.model import DecisionType, ShadowCandidate
+from meta.promotion import shadow_decisions
+from qtmesh.base.contract import (
     DisableStrategy,
     EnableStrategy,
     Priority,
     PromoteStrategy,
     Recommendation,
     ReweightStrategies,
-    StrategyStage,
 )
-from agents.strategy.book import Entry
-from agents.strategy.performance import FLEET, Performance
-from meta.config import MetaPolicyRules
-from meta.model import DecisionType, MetaState, ShadowCandidate
-from meta.policy import MetaPolicy
+from qtmesh.base.genome import StrategyStage
 
 DAY_NANOS = 86_400 * 10**9
 
@@ -55,8 +55,9 @@ class OfficerRules:
 
 
 def _measured(p: Performance | None, rules: OfficerRules) -> bool:
-    enough = p is not None and p.trade_count >= rules.min_trades
-    return enough and (p.source != FLEET or p.observations >= rules.min_observations)
+    if p is None or p.trade_count < rules.min_trades:
+        return False
+    return p.source != FLEET or p.observations >= rules.min_observations
 
 
 def _summary(p: Performance) -> str:
@@ -75,7 +76,7 @@ def advise(
     clock_time: int,
 ) -> list[Recommendation]:
     recommendations = []
-    producing = defaultdict(int)
+    producing: defaultdict[str, int] = defaultdict(int)
     for e in entries:
         producing[e.record.sector] += e.producing
     losers = set()
@@ -156,17 +157,9 @@ def _promotions(
     clock_time: int,
 ) -> list[Recommendation]:
     candidates = shadow_candidates(entries, performance, clock_time)
-    if not candidates:
-        return []
-    state = MetaState(
-        now=clock_time,
-        last_evolution_time=clock_time,
-        last_retrain_time=clock_time,
-        shadow_candidates=tuple(candidates),
-    )
     by_id = {e.strategy_id: e for e in entries}
     recommendations = []
-    for d in MetaPolicy(rules.meta).decide(state):
+    for d in shadow_decisions(candidates, rules.meta):
         if d.type is not DecisionType.PROMOTE_SHADOW:
             continue
         record = by_id[d.strategy_id].record

@@ -32,11 +32,10 @@ from collections.abc import Mapping
 from types import MappingProxyType
 from typing import Any
 
-from agents.contract import StrategyFamily, StrategyGenome, StrategyStage
-from market.bars import format_time
 from market.fleet import FleetReport
-from qtmesh.errors import FailedPrecondition, InvalidArgument
-from sesa.genome import Policy
+from qtmesh.base.bars import format_time
+from qtmesh.base.errors import FailedPrecondition, InvalidArgument
+from qtmesh.base.genome import Policy, StrategyFamily, StrategyGenome, StrategyStage
 
 FLEET = "fleet"
 ACTION = "action"

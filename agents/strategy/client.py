@@ -9,24 +9,21 @@ from agents.strategy.book import Entry
 from agents.strategy.performance import Performance
 from qtmesh.api.strategy.v1 import strategy_officer_pb2 as pb
 from qtmesh.api.strategy.v1 import strategy_officer_pb2_grpc as pb_grpc
-from qtmesh.status import raising_mesh_errors
+from qtmesh.runtime.status import mesh_stub
 
 
 class StrategyOfficerClient:
     """Calls StrategyOfficerService; failures raise the server's MeshError subclass."""
 
-    def __init__(self, channel: grpc.aio.Channel, *, timeout: float | None = 30.0) -> None:
-        self._stub = pb_grpc.StrategyOfficerServiceStub(channel)
-        self._timeout = timeout
+    def __init__(self, channel: grpc.aio.Channel) -> None:
+        self._stub = mesh_stub(pb_grpc.StrategyOfficerServiceStub, channel)
 
     async def page(
         self, *, sector: str = "", page_size: int = 0, page_token: str = ""
     ) -> tuple[list[tuple[Entry, Performance | None]], str]:
-        with raising_mesh_errors():
-            response = await self._stub.ListStrategies(
-                pb.ListStrategiesRequest(sector=sector, page_size=page_size, page_token=page_token),
-                timeout=self._timeout,
-            )
+        response = await self._stub.ListStrategies(
+            pb.ListStrategiesRequest(sector=sector, page_size=page_size, page_token=page_token),
+        )
         return [convert.record_from_proto(r) for r in response.strategies], response.next_page_token
 
     async def book(self, *, sector: str = "") -> list[tuple[Entry, Performance | None]]:

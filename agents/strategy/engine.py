@@ -11,6 +11,7 @@ numbers). Recommend only reads what the last refresh computed.
 from __future__ import annotations
 
 import asyncio
+import builtins
 import contextlib
 import time
 from collections.abc import Callable
@@ -18,27 +19,25 @@ from typing import Protocol
 
 import structlog
 
-from agents.contract import (
-    Action,
-    ActionType,
-    AgentContext,
-    DisableStrategy,
-    EnableStrategy,
-    ExecutionResult,
-    PromoteStrategy,
-    Recommendation,
-    ReweightStrategies,
-    StrategyGenome,
-)
-from agents.fleet_history import FleetHistory, FleetReader, FleetSampler
+from agents.fleet_history import FleetHistory
+from agents.officer import Market, Officer
 from agents.policy_log import OwnedPolicy
-from agents.refresh import ClockStream, Refresher, follow_clock
 from agents.strategy.advice import advise
 from agents.strategy.book import ACTION, BookPolicy, Entry, Universe
 from agents.strategy.config import StrategyConfig
 from agents.strategy.performance import Performance, fleet_performance
-from qtmesh.errors import FailedPrecondition, InvalidArgument, MeshError
-from qtmesh.paging import decode_token, encode_token, page_size
+from qtmesh.base.contract import (
+    Action,
+    ActionType,
+    DisableStrategy,
+    EnableStrategy,
+    PromoteStrategy,
+    Recommendation,
+    ReweightStrategies,
+)
+from qtmesh.base.errors import FailedPrecondition, InvalidArgument, MeshError
+from qtmesh.base.genome import StrategyGenome
+from qtmesh.base.paging import decode_token, encode_token, page_size
 
 EXECUTES = (
     ActionType.ENABLE_STRATEGY,
@@ -47,10 +46,6 @@ EXECUTES = (
     ActionType.PROMOTE_STRATEGY,
 )
 _log = structlog.get_logger("agents.strategy")
-
-
-class Market(FleetReader, ClockStream, Protocol):
-    """What the strategy officer reads from the market (implemented by MarketClient)."""
 
 
 class ShadowEvaluator(Protocol):
@@ -63,8 +58,8 @@ class ShadowEvaluator(Protocol):
         ...
 
 
-class StrategyOfficer:
-    """Implements :class:`agents.contract.Agent` plus ListStrategies."""
+class StrategyOfficer(Officer[BookPolicy]):
+    """Implements :class:`~qtmesh.base.contract.Agent` plus ListStrategies."""
 
     name = "strategy"
 
@@ -77,41 +72,17 @@ class StrategyOfficer:
         config: StrategyConfig,
         wall_clock: Callable[[], int] = time.time_ns,
     ) -> None:
-        self._market = market
+        super().__init__(market=market, policy=book, periods=config, wall_clock=wall_clock)
         self._evaluator = evaluator
-        self._book = book
         self._config = config
         self._rules = config.rules
-        self._wall_clock = wall_clock
-        self._sampler = FleetSampler(
-            market, period=config.period_nanos, max_periods=config.lookback_periods
-        )
-        self._refresher = Refresher(self._refresh, name=self.name)
-        self._follower: asyncio.Task[None] | None = None
         self._universe: Universe | None = None
         self._fleet: dict[str, Performance] = {}
         # Per strategy SESA measures: (period evaluated at, stage start evaluated from, result).
         self._sesa: dict[str, tuple[int, int, Performance | None]] = {}
-        self._recommendations: tuple[Recommendation, ...] = ()
-
-    async def start(self) -> None:
-        await self._book.load()
-        self._follower = asyncio.ensure_future(follow_clock(self._market, self._on_step))
-        self._refresher.request()
-
-    async def close(self) -> None:
-        if self._follower is not None:
-            self._follower.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._follower
-        await self._refresher.close()
+        self._recommendations_now: tuple[Recommendation, ...] = ()
 
     # -- measures ----------------------------------------------------------------------------
-
-    def _on_step(self, position: int, clock_time: int) -> None:
-        history = self._sampler.history
-        if history is None or history.completed_periods(clock_time) > history.next_period:
-            self._refresher.request()
 
     async def _refresh(self) -> None:
         history = await self._sampler.update()
@@ -127,7 +98,7 @@ class StrategyOfficer:
         self._sesa = {k: v for k, v in self._sesa.items() if k in others}
         if self._evaluator is None:
             return
-        trials = max(1, sum(r.origin == ACTION for r in self._book.value.records.values()))
+        trials = max(1, sum(r.origin == ACTION for r in self._policy.value.records.values()))
         for sid, e in others.items():
             seen = self._sesa.get(sid)
             if seen is not None and seen[:2] == (history.next_period, e.record.since):
@@ -151,13 +122,13 @@ class StrategyOfficer:
     def entries(self) -> list[Entry]:
         if self._universe is None:
             return []
-        return self._book.value.entries(self._universe)
+        return self._policy.value.entries(self._universe)
 
     def _recompute(self) -> None:
         history = self._sampler.history
         if history is None or self._universe is None:
             return
-        self._recommendations = tuple(
+        self._recommendations_now = tuple(
             advise(self.entries(), self.performance(), self._rules, clock_time=history.clock_time)
         )
 
@@ -214,21 +185,15 @@ class StrategyOfficer:
 
     # -- the agent -----------------------------------------------------------------------------
 
-    async def recommend(self, context: AgentContext) -> list[Recommendation]:
-        history = self._sampler.history
-        if history is None or (
-            context.market_position and context.market_position != history.position
-        ):
-            self._refresher.request()
-        return list(self._recommendations)
+    # ``list`` names the method above inside this class.
+    def _recommendations(self) -> builtins.list[Recommendation]:
+        return builtins.list(self._recommendations_now)
 
-    async def execute(self, action: Action, *, plan_sequence: int) -> ExecutionResult:
-        key = action.idempotency_key
-        if not key:
-            raise InvalidArgument("action.idempotency_key", "must be set")
+    async def _policy_update(
+        self, action: Action, plan_sequence: int
+    ) -> tuple[Callable[[BookPolicy], tuple[BookPolicy, str]], int]:
         universe = await self._ready()
-        history = self._sampler.history
-        at = history.clock_time if history is not None else self._wall_clock()
+        at = self._market_time()
         field = "action.parameters"
         match action.parameters:
             case EnableStrategy(strategy_id=sid, sector=sector, genome=genome, weight=weight):
@@ -271,12 +236,4 @@ class StrategyOfficer:
                     "the strategy officer executes ENABLE_STRATEGY, DISABLE_STRATEGY, "
                     "REWEIGHT_STRATEGIES and PROMOTE_STRATEGY",
                 )
-        result = await self._book.change(
-            update,
-            action_key=key,
-            action_id=action.id,
-            plan_sequence=plan_sequence,
-            market_time=at,
-        )
-        self._recompute()
-        return result
+        return update, at

@@ -24,7 +24,7 @@ import numpy as np
 from scipy import stats
 
 from agents.fleet_history import FleetHistory
-from sesa.metrics import probabilistic_sharpe
+from backtest.metrics import probabilistic_sharpe
 
 FLEET = "fleet"
 SESA = "sesa"

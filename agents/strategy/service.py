@@ -8,24 +8,22 @@ import asyncio
 import grpc
 import structlog
 
-from agents.contract import StrategyGenome
 from agents.policy_log import OwnedPolicy, PolicyLog
-from agents.service import agent_service
 from agents.strategy import _convert as convert
 from agents.strategy.book import BookPolicy
 from agents.strategy.config import ENV_PREFIX, StrategyConfig
 from agents.strategy.engine import EXECUTES, StrategyOfficer
 from agents.strategy.performance import Performance
+from backtest.evaluation import MINIMUM_BARS
 from market.client import MarketClient
 from qtmesh.api.strategy.v1 import strategy_officer_pb2 as pb
 from qtmesh.api.strategy.v1 import strategy_officer_pb2_grpc as pb_grpc
-from qtmesh.app import App, Built
-from qtmesh.catalog import DEFAULT_PORTS
-from qtmesh.channels import ChannelConfig, open_channel
-from qtmesh.errors import InvalidArgument
-from qtmesh.server import Service
+from qtmesh.base.errors import InvalidArgument
+from qtmesh.base.genome import StrategyGenome
+from qtmesh.runtime.agent_service import agent_service
+from qtmesh.runtime.app import App, Built, Context, Uses
+from qtmesh.runtime.server import Service
 from sesa.client import SesaClient, bar_source
-from sesa.evaluation import MINIMUM_BARS
 
 MARKET_TIMEOUT_SECONDS = 10.0
 
@@ -89,19 +87,16 @@ def services(officer: StrategyOfficer) -> list[Service]:
     ]
 
 
-async def build(config: StrategyConfig, channels: ChannelConfig) -> Built:
+async def build(ctx: Context[StrategyConfig]) -> Built:
+    config = ctx.config
     log = await asyncio.to_thread(PolicyLog.open, config.url, name="strategy")
     book = OwnedPolicy(
         log, initial=BookPolicy(), encode=BookPolicy.to_json, decode=BookPolicy.from_json
     )
-    market_channel = open_channel(channels.address_of("market", DEFAULT_PORTS["market"]), channels)
-    sesa_channel = open_channel(channels.address_of("sesa", DEFAULT_PORTS["sesa"]), channels)
-    market = MarketClient(market_channel, timeout=MARKET_TIMEOUT_SECONDS)
+    market = ctx.client("market", MarketClient)
     officer = StrategyOfficer(
         market=market,
-        evaluator=SesaShadowEvaluator(
-            SesaClient(sesa_channel, timeout=config.sesa_timeout_seconds), market
-        ),
+        evaluator=SesaShadowEvaluator(ctx.client("sesa", SesaClient), market),
         book=book,
         config=config,
     )
@@ -109,8 +104,6 @@ async def build(config: StrategyConfig, channels: ChannelConfig) -> Built:
 
     async def close() -> None:
         await officer.close()
-        await market_channel.close()
-        await sesa_channel.close()
         await asyncio.to_thread(log.close)
 
     return Built(services=services(officer), close=close)
@@ -122,5 +115,8 @@ APP = App(
     config_type=StrategyConfig,
     env_prefix=ENV_PREFIX,
     build=build,
-    depends_on=("market", "sesa"),
+    uses=lambda config: (
+        Uses(service="market", client=MarketClient, timeout=MARKET_TIMEOUT_SECONDS),
+        Uses(service="sesa", client=SesaClient, timeout=config.sesa_timeout_seconds),
+    ),
 )

@@ -7,7 +7,7 @@ import numpy as np
 from agents.world_model.regimes import RegimeReport
 from agents.world_model.scenarios import ScenarioSummary
 from qtmesh.api.worldmodel.v1 import world_model_pb2 as pb
-from qtmesh.convert import timestamp
+from qtmesh.base.convert import timestamp
 
 
 def report_to_proto(report: RegimeReport) -> pb.RegimeEstimate:

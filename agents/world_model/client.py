@@ -11,24 +11,21 @@ from agents.world_model.regimes import RegimeReport
 from agents.world_model.scenarios import ScenarioSummary
 from qtmesh.api.worldmodel.v1 import world_model_pb2 as pb
 from qtmesh.api.worldmodel.v1 import world_model_pb2_grpc as pb_grpc
-from qtmesh.status import raising_mesh_errors
+from qtmesh.runtime.status import mesh_stub
 
 
 class WorldModelClient:
     """Calls WorldModelService over ``channel``; failures raise the server's MeshError subclass."""
 
-    def __init__(self, channel: grpc.aio.Channel, *, timeout: float | None = 30.0) -> None:
-        self._stub = pb_grpc.WorldModelServiceStub(channel)
-        self._timeout = timeout
+    def __init__(self, channel: grpc.aio.Channel) -> None:
+        self._stub = mesh_stub(pb_grpc.WorldModelServiceStub, channel)
 
     async def detect_regime(
         self, *, symbol: str = "", sector: str = "", lookback: int = 0
     ) -> RegimeReport:
-        with raising_mesh_errors():
-            response = await self._stub.DetectRegime(
-                pb.DetectRegimeRequest(symbol=symbol, sector=sector, lookback=lookback),
-                timeout=self._timeout,
-            )
+        response = await self._stub.DetectRegime(
+            pb.DetectRegimeRequest(symbol=symbol, sector=sector, lookback=lookback),
+        )
         return convert.report_from_proto(response.estimate)
 
     async def simulate(
@@ -44,21 +41,19 @@ class WorldModelClient:
         regime_conditioned: bool = False,
         include_paths: bool = False,
     ) -> ScenarioSummary:
-        with raising_mesh_errors():
-            response = await self._stub.Simulate(
-                pb.SimulateRequest(
-                    symbol=symbol,
-                    sector=sector,
-                    horizon=horizon,
-                    num_paths=num_paths,
-                    block_size=block_size,
-                    quantiles=quantiles,
-                    seed=seed,
-                    regime_conditioned=regime_conditioned,
-                    include_paths=include_paths,
-                ),
-                timeout=self._timeout,
-            )
+        response = await self._stub.Simulate(
+            pb.SimulateRequest(
+                symbol=symbol,
+                sector=sector,
+                horizon=horizon,
+                num_paths=num_paths,
+                block_size=block_size,
+                quantiles=quantiles,
+                seed=seed,
+                regime_conditioned=regime_conditioned,
+                include_paths=include_paths,
+            ),
+        )
         return convert.scenario_from_proto(
             response, symbol=symbol, sector=sector, regime_conditioned=regime_conditioned
         )

@@ -7,7 +7,7 @@ import dataclasses
 from agents.world_model.hmm import LABELS
 from agents.world_model.policy import ExposurePolicy
 from agents.world_model.regimes import Hysteresis, RegimeSettings
-from qtmesh.config import require, setting
+from qtmesh.base.config import require, setting
 
 ENV_PREFIX = "QTMESH_WORLD_MODEL_"
 

@@ -21,7 +21,6 @@ from typing import Any, Generic, Protocol, TypeVar
 import numpy as np
 import structlog
 
-from agents.contract import Action, AgentContext, ExecutionResult, Recommendation
 from agents.world_model.config import WorldModelConfig
 from agents.world_model.policy import recommend_exposure
 from agents.world_model.regimes import RegimeModel, RegimeReport, fit_regimes
@@ -33,10 +32,10 @@ from agents.world_model.scenarios import (
     simulate_terminal,
     terminal_quantiles,
 )
-from market.bars import BarSeries
-from market.replay import SymbolInfo
-from qtmesh.concurrency import run_cancellable
-from qtmesh.errors import FailedPrecondition, InvalidArgument, MeshError
+from qtmesh.base.bars import BarSeries, SymbolInfo
+from qtmesh.base.concurrency import run_cancellable
+from qtmesh.base.contract import Action, AgentContext, ExecutionResult, Recommendation
+from qtmesh.base.errors import FailedPrecondition, InvalidArgument, MeshError
 
 T = TypeVar("T")
 MAX_QUANTILES = 99
@@ -103,7 +102,7 @@ class _Shared(Generic[T]):
 
 
 class WorldModel:
-    """Implements :class:`agents.contract.Agent` plus regime detection and scenarios."""
+    """Implements :class:`qtmesh.base.contract.Agent` plus regime detection and scenarios."""
 
     name = "world-model"
 
@@ -162,11 +161,13 @@ class WorldModel:
         ):
             shared = _Shared(self._fit(key, subject, members, span, available), stamp=available)
             self._fitting[key] = shared
-            shared.task.add_done_callback(
-                lambda _, key=key, shared=shared: (
-                    self._fitting.pop(key, None) if self._fitting.get(key) is shared else None
-                )
-            )
+            fitting = shared
+
+            def forget(_task: object) -> None:
+                if self._fitting.get(key) is fitting:
+                    del self._fitting[key]
+
+            shared.task.add_done_callback(forget)
         return await shared.wait()
 
     async def _fit(
@@ -369,7 +370,7 @@ class WorldModel:
 
     async def close(self) -> None:
         """Stops the background refresh and every fit in progress."""
-        tasks = [t for t in (self._refresh,) if t is not None]
+        tasks: list[asyncio.Task[Any]] = [t for t in (self._refresh,) if t is not None]
         tasks += [shared.task for shared in self._fitting.values()]
         for task in tasks:
             task.cancel()

@@ -30,8 +30,8 @@ import math
 
 import numpy as np
 
-from qtmesh.concurrency import CancelToken
-from qtmesh.errors import InvalidArgument
+from qtmesh.base.concurrency import CancelToken
+from qtmesh.base.errors import InvalidArgument
 
 _LOG_2PI = math.log(2 * math.pi)
 _MIN_TRANSITION = 1e-10

@@ -19,9 +19,9 @@ import dataclasses
 
 import numpy as np
 
-from agents.contract import AdjustExposure, Priority, Recommendation
 from agents.world_model.regimes import RegimeModel
-from market.bars import format_time
+from qtmesh.base.bars import format_time
+from qtmesh.base.contract import AdjustExposure, Priority, Recommendation
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)

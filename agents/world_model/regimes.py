@@ -24,8 +24,8 @@ import dataclasses
 import numpy as np
 
 from agents.world_model.hmm import LABELS, GaussianHMM, check_observations, fit_hmm
-from qtmesh.concurrency import CancelToken
-from qtmesh.errors import InvalidArgument
+from qtmesh.base.concurrency import CancelToken
+from qtmesh.base.errors import InvalidArgument
 
 HOUR_NANOS = 3600 * 10**9
 DAY_NANOS = 24 * HOUR_NANOS

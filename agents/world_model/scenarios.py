@@ -24,8 +24,8 @@ from collections.abc import Iterator, Sequence
 
 import numpy as np
 
-from qtmesh.concurrency import CancelToken
-from qtmesh.errors import InvalidArgument
+from qtmesh.base.concurrency import CancelToken
+from qtmesh.base.errors import InvalidArgument
 
 DEFAULT_QUANTILES = (0.05, 0.25, 0.5, 0.75, 0.95)
 _CHUNK_VALUES = 1 << 18  # values per chunk: bounds memory and the time to notice a cancel

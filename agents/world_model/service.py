@@ -4,17 +4,15 @@ from __future__ import annotations
 
 import grpc
 
-from agents.service import agent_service
 from agents.world_model import _convert as convert
 from agents.world_model.config import ENV_PREFIX, WorldModelConfig
 from agents.world_model.engine import Subject, WorldModel
 from market.client import MarketClient
 from qtmesh.api.worldmodel.v1 import world_model_pb2 as pb
 from qtmesh.api.worldmodel.v1 import world_model_pb2_grpc as pb_grpc
-from qtmesh.app import App, Built
-from qtmesh.catalog import DEFAULT_PORTS
-from qtmesh.channels import ChannelConfig, open_channel
-from qtmesh.server import Service
+from qtmesh.runtime.agent_service import agent_service
+from qtmesh.runtime.app import App, Built, Context, Uses
+from qtmesh.runtime.server import Service
 
 
 class WorldModelServicer(pb_grpc.WorldModelServiceServicer):
@@ -56,17 +54,11 @@ def services(model: WorldModel) -> list[Service]:
     ]
 
 
-async def build(config: WorldModelConfig, channels: ChannelConfig) -> Built:
-    channel = open_channel(channels.address_of("market", DEFAULT_PORTS["market"]), channels)
-    model = WorldModel(MarketClient(channel), config)
-    if config.warm_up:
+async def build(ctx: Context[WorldModelConfig]) -> Built:
+    model = WorldModel(ctx.client("market", MarketClient), ctx.config)
+    if ctx.config.warm_up:
         model.refresh_in_background()
-
-    async def close() -> None:
-        await model.close()
-        await channel.close()
-
-    return Built(services=services(model), close=close)
+    return Built(services=services(model), close=model.close)
 
 
 APP = App(
@@ -75,5 +67,5 @@ APP = App(
     config_type=WorldModelConfig,
     env_prefix=ENV_PREFIX,
     build=build,
-    depends_on=("market",),
+    uses=(Uses(service="market", client=MarketClient),),
 )

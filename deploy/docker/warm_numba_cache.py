@@ -40,11 +40,10 @@ DISTRIBUTION = "qtmesh"
 def workload() -> None:
     """Runs every cached kernel with the argument types the services pass: an evaluation of each
     strategy family (every indicator, walk-forward folds) and a live backtest (no folds)."""
-    from agents.contract import StrategyFamily
+    from backtest.evaluation import Evaluator
+    from backtest.indicators import BarData
     from market.synthetic import SyntheticMarketSpec, generate
-    from sesa.evaluation import Evaluator
-    from sesa.genome import Policy
-    from sesa.indicators import BarData
+    from qtmesh.base.genome import Policy, StrategyFamily
 
     data = BarData(generate(SyntheticMarketSpec(seed=7, days=2)).series[0])
     policy = Policy()

@@ -9,9 +9,8 @@ from typing import ClassVar
 
 import numpy as np
 
-from agents.contract import StrategyFamily, StrategyGenome
-from qtmesh.errors import InvalidArgument
-from sesa.genome import Policy, make_genome
+from qtmesh.base.errors import InvalidArgument
+from qtmesh.base.genome import Policy, StrategyFamily, StrategyGenome, make_genome
 
 
 class MutationOperator(abc.ABC):

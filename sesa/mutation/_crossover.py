@@ -6,9 +6,8 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from agents.contract import StrategyGenome
-from qtmesh.errors import InvalidArgument
-from sesa.genome import Policy
+from qtmesh.base.errors import InvalidArgument
+from qtmesh.base.genome import Policy, StrategyGenome
 from sesa.mutation._base import MutationOperator, check_strength
 
 

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from agents.contract import StrategyFamily
-from sesa import genome
+from qtmesh.base import genome
+from qtmesh.base.genome import StrategyFamily
 from sesa.mutation._base import GroupMutation
 
 

@@ -6,8 +6,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from agents.contract import StrategyGenome
-from sesa.genome import Policy
+from qtmesh.base.genome import Policy, StrategyGenome
 from sesa.mutation._base import GroupMutation, MutationOperator, check_strength
 
 

@@ -6,7 +6,7 @@ import abc
 
 import numpy as np
 
-from market.bars import BarSeries
+from qtmesh.base.bars import BarSeries
 
 
 class ScenarioGenerator(abc.ABC):

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from market.bars import BarSeries, make_series
-from qtmesh.errors import InvalidArgument
+from qtmesh.base.bars import BarSeries, make_series
+from qtmesh.base.errors import InvalidArgument
 from sesa.scenarios._base import ScenarioGenerator
 
 DAY_NANOS = 86_400 * 10**9

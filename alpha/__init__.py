@@ -1,1 +1,0 @@
-"""Alpha reporting: encrypted, authenticated end-of-day performance reports per sector."""

@@ -1,0 +1,155 @@
+"""The report book: seals and stores sector reports once per (sector, trading day), serves them
+still encrypted, and wakes watchers when one is stored. No gRPC here."""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import os
+from collections.abc import Callable, Collection
+
+from alpha_reporting.crypto import Keyring, RandomBytes, open_report, seal
+from alpha_reporting.report import (
+    EncryptedReport,
+    SectorReport,
+    date_of,
+    parse_date,
+    report_id_for,
+    validate_report,
+)
+from alpha_reporting.store import ReportStore
+from qtmesh.base.errors import (
+    AlreadyExists,
+    FailedPrecondition,
+    InvalidArgument,
+    MeshError,
+    NotFound,
+)
+from qtmesh.base.signal import ChangeSignal
+
+Clock = Callable[[], int]
+
+
+class ReportBook:
+    def __init__(
+        self,
+        *,
+        store: ReportStore,
+        keyring: Keyring,
+        clock: Clock,
+        random_bytes: RandomBytes = os.urandom,
+    ) -> None:
+        self.store = store
+        self.keyring = keyring
+        self.signal = ChangeSignal()
+        self._clock = clock
+        self._random_bytes = random_bytes
+        self._lock = asyncio.Lock()
+        # The market's sectors once the watcher has seen them; reports of others are refused.
+        self.known_sectors: frozenset[str] | None = None
+        # The market's replay clock as the watcher last saw it; days from its date on are not
+        # complete, and a report of one would stand in for the fleet's (which is never written
+        # once a report of the day exists).
+        self.clock_time: int | None = None
+
+    def learn_sectors(self, sectors: Collection[str]) -> None:
+        self.known_sectors = frozenset(sectors)
+
+    def learn_clock(self, clock_time: int) -> None:
+        self.clock_time = clock_time
+
+    async def submit(self, report: SectorReport) -> tuple[EncryptedReport, bool]:
+        """Seals and stores ``report`` (its id defaults to the day's id); True if stored now.
+        Submitting the same report again returns the stored one; a different report for a
+        (sector, day) already reported is AlreadyExists; once the market clock is known, a
+        report of a day it has not left is FailedPrecondition."""
+        validate_report(report)
+        if self.known_sectors is not None and report.sector not in self.known_sectors:
+            raise InvalidArgument(
+                "report.sector",
+                f"unknown sector {report.sector!r}; the market has "
+                f"{', '.join(sorted(self.known_sectors))}",
+            )
+        if self.clock_time is not None:
+            today = date_of(self.clock_time)
+            if parse_date(report.trading_date, field="report.trading_date") >= today:
+                raise FailedPrecondition(
+                    f"report.trading_date: {report.trading_date} is not complete; the market "
+                    f"clock stands on {today.isoformat()}",
+                    metadata={"field": "report.trading_date", "trading_date": report.trading_date},
+                )
+        report = dataclasses.replace(
+            report, report_id=report.report_id or report_id_for(report.sector, report.trading_date)
+        )
+        async with self._lock:
+            existing = await self.store.run(self.store.of_day, report.sector, report.trading_date)
+            if existing is not None:
+                if existing.report_id == report.report_id and self._same(existing, report):
+                    return existing, False
+                raise AlreadyExists(
+                    f"{report.sector} on {report.trading_date} is already reported as "
+                    f"{existing.report_id}; a trading day is reported once",
+                    metadata={"report_id": existing.report_id},
+                )
+            clash = await self.store.run(self.store.get, report.report_id)
+            if clash is not None:
+                raise AlreadyExists(
+                    f"report id {report.report_id} is taken by {clash.sector} on "
+                    f"{clash.trading_date}",
+                    metadata={"report_id": report.report_id},
+                )
+            sealed = seal(
+                report, self.keyring, create_time=self._clock(), random_bytes=self._random_bytes
+            )
+            stored = await self.store.run(self.store.insert, sealed)
+            if stored is None:
+                raise AlreadyExists(f"report {report.report_id} was stored concurrently")
+            self.signal.notify()
+        return stored, True
+
+    def _same(self, stored: EncryptedReport, report: SectorReport) -> bool:
+        try:
+            return open_report(stored, self.keyring) == report
+        except MeshError:
+            return False
+
+    async def get(self, report_id: str) -> EncryptedReport:
+        if not report_id:
+            raise InvalidArgument("report_id", "must not be empty")
+        found = await self.store.run(self.store.get, report_id)
+        if found is None:
+            raise NotFound(f"no report {report_id!r}", metadata={"report_id": report_id})
+        return found
+
+    async def page(
+        self,
+        *,
+        sector: str,
+        start_date: str,
+        end_date: str,
+        after: tuple[str, str] | None,
+        limit: int,
+    ) -> list[EncryptedReport]:
+        check_window(start_date, end_date)
+        return await self.store.run(
+            lambda: self.store.page(
+                sector=sector, start_date=start_date, end_date=end_date, after=after, limit=limit
+            )
+        )
+
+    async def after_sequence(self, sequence: int, limit: int) -> list[EncryptedReport]:
+        return await self.store.run(self.store.after_sequence, sequence, limit)
+
+    async def last_sequence(self) -> int:
+        return await self.store.run(self.store.last_sequence)
+
+    async def reported(self, dates: list[str]) -> set[tuple[str, str]]:
+        return await self.store.run(self.store.reported, dates)
+
+
+def check_window(start_date: str, end_date: str) -> None:
+    """Validates an inclusive window of ISO dates; empty bounds are unbounded."""
+    start = parse_date(start_date, field="start_date") if start_date else None
+    end = parse_date(end_date, field="end_date") if end_date else None
+    if start is not None and end is not None and end < start:
+        raise InvalidArgument("end_date", f"{end_date} is before start_date {start_date}")

@@ -1,0 +1,29 @@
+"""The meta optimizer ("Sovereign Singularity"): audits encrypted alpha reports by sector and
+proposes fleet changes into an append-only, hash-chained ledger.
+"""
+
+from meta_optimizer.agent import MetaOptimizerAgent
+from meta_optimizer.audit import Audit, AuditSettings, ProposalType
+from meta_optimizer.client import MetaOptimizerClient
+from meta_optimizer.config import MetaOptimizerConfig
+from meta_optimizer.engine import MetaOptimizer, Pulse
+from meta_optimizer.ledger import ChainVerifier, Cycle, Proposal, Verification
+from meta_optimizer.schedule import CycleScheduler
+from meta_optimizer.store import LedgerStore
+
+__all__ = [
+    "Audit",
+    "AuditSettings",
+    "ChainVerifier",
+    "Cycle",
+    "CycleScheduler",
+    "LedgerStore",
+    "MetaOptimizer",
+    "MetaOptimizerAgent",
+    "MetaOptimizerClient",
+    "MetaOptimizerConfig",
+    "Proposal",
+    "ProposalType",
+    "Pulse",
+    "Verification",
+]

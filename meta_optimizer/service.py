@@ -1,0 +1,154 @@
+"""The meta optimizer's gRPC service: a thin adapter from MetaOptimizerService and AgentService
+to the optimizer engine, which reads reports from the alpha-reporting service."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+
+import grpc
+
+from alpha_reporting.client import AlphaReportingClient
+from meta_optimizer import _convert as convert
+from meta_optimizer.agent import EXECUTES, MetaOptimizerAgent
+from meta_optimizer.audit import ProposalType
+from meta_optimizer.config import ENV_PREFIX, MetaOptimizerConfig
+from meta_optimizer.engine import Clock, MetaOptimizer
+from meta_optimizer.schedule import CycleScheduler
+from meta_optimizer.store import LedgerStore, ProposalQuery
+from qtmesh.api.metaoptimizer.v1 import meta_optimizer_pb2 as pb
+from qtmesh.api.metaoptimizer.v1 import meta_optimizer_pb2_grpc as pb_grpc
+from qtmesh.base import paging
+from qtmesh.base.convert import enum_from_proto
+from qtmesh.base.errors import InvalidArgument
+from qtmesh.runtime.agent_service import agent_service
+from qtmesh.runtime.app import App, Built, Context, Uses
+from qtmesh.runtime.server import Service
+
+
+class MetaOptimizerServicer(pb_grpc.MetaOptimizerServiceServicer):
+    def __init__(self, optimizer: MetaOptimizer) -> None:
+        self._optimizer = optimizer
+
+    async def RunOptimizationCycle(
+        self, request: pb.RunOptimizationCycleRequest, context: grpc.aio.ServicerContext
+    ) -> pb.RunOptimizationCycleResponse:
+        cycle = await self._optimizer.run_cycle(
+            start_date=request.start_date, end_date=request.end_date
+        )
+        return pb.RunOptimizationCycleResponse(cycle=convert.cycle_to_proto(cycle))
+
+    async def ListProposals(
+        self, request: pb.ListProposalsRequest, context: grpc.aio.ServicerContext
+    ) -> pb.ListProposalsResponse:
+        size = paging.page_size(request.page_size, default=100, maximum=1000)
+        kind = None
+        if request.type:
+            kind = enum_from_proto(ProposalType, pb.ProposalType, request.type, field="type")
+        start = request.start_time.ToNanoseconds() if request.HasField("start_time") else None
+        end = request.end_time.ToNanoseconds() if request.HasField("end_time") else None
+        # The token carries the filters, so a page of one query is never read with another.
+        expect = {"sector": request.sector, "type": request.type, "start": start, "end": end}
+        after = -1
+        if request.page_token:
+            index = paging.decode_token(request.page_token, expect=expect).get("i")
+            if not (isinstance(index, int) and index >= 0):
+                raise InvalidArgument("page_token", "is not a token this server issued")
+            after = index
+        query = ProposalQuery(
+            sector=request.sector, type=kind, start_time=start, end_time=end, after_index=after
+        )
+        found = await self._optimizer.proposals(query, size + 1)
+        page = found[:size]
+        token = ""
+        if len(found) > size:
+            token = paging.encode_token(**expect, i=page[-1].ledger_index)
+        return pb.ListProposalsResponse(
+            proposals=[convert.proposal_to_proto(p) for p in page], next_page_token=token
+        )
+
+    async def GetProposal(
+        self, request: pb.GetProposalRequest, context: grpc.aio.ServicerContext
+    ) -> pb.GetProposalResponse:
+        found = await self._optimizer.proposal(request.id)
+        return pb.GetProposalResponse(proposal=convert.proposal_to_proto(found))
+
+    async def VerifyLedger(
+        self, request: pb.VerifyLedgerRequest, context: grpc.aio.ServicerContext
+    ) -> pb.VerifyLedgerResponse:
+        return convert.verification_to_proto(await self._optimizer.verify())
+
+    async def GetPulse(
+        self, request: pb.GetPulseRequest, context: grpc.aio.ServicerContext
+    ) -> pb.GetPulseResponse:
+        return convert.pulse_to_proto(await self._optimizer.pulse())
+
+
+def wall_clock() -> int:
+    return time.time_ns()
+
+
+def app(*, clock: Clock = wall_clock) -> App[MetaOptimizerConfig]:
+    """The meta optimizer App; tests inject the ``clock`` that stamps cycles and proposals."""
+
+    async def build(ctx: Context[MetaOptimizerConfig]) -> Built:
+        config = ctx.config
+        keyring = await asyncio.to_thread(config.load_keyring, service="meta-optimizer")
+        store = await asyncio.to_thread(config.open, LedgerStore)
+        alpha = ctx.client("alpha-reporting", AlphaReportingClient)
+        optimizer = MetaOptimizer(
+            store=store,
+            source=alpha,
+            keyring=keyring,
+            settings=config.audit,
+            clock=clock,
+        )
+
+        scheduling: asyncio.Task[None] | None = None
+        if config.auto_window_days:
+            scheduler = CycleScheduler(
+                optimizer=optimizer,
+                stream=alpha,
+                window_days=config.auto_window_days,
+                settle_seconds=config.auto_settle_seconds,
+                initial_backoff=config.reconnect_initial_seconds,
+                max_backoff=config.reconnect_max_seconds,
+            )
+            scheduling = asyncio.ensure_future(scheduler.run())
+
+        def drain() -> None:
+            if scheduling is not None:
+                scheduling.cancel()
+
+        async def close() -> None:
+            if scheduling is not None:
+                scheduling.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await scheduling
+            await store.run(store.close)
+
+        return Built(
+            services=[
+                Service.of(
+                    MetaOptimizerServicer(optimizer),
+                    pb_grpc.add_MetaOptimizerServiceServicer_to_server,
+                    pb.DESCRIPTOR.services_by_name["MetaOptimizerService"],
+                ),
+                agent_service(MetaOptimizerAgent(optimizer), executes=EXECUTES),
+            ],
+            drain=drain,
+            close=close,
+        )
+
+    return App(
+        name="meta-optimizer",
+        summary="alpha audit, fleet proposals and the hash-chained proposal ledger",
+        config_type=MetaOptimizerConfig,
+        env_prefix=ENV_PREFIX,
+        build=build,
+        uses=(Uses(service="alpha-reporting", client=AlphaReportingClient),),
+    )
+
+
+APP = app()

@@ -1,0 +1,139 @@
+"""One storage layer for both backends: SQLite (the embedded default, in WAL mode) and
+PostgreSQL by URL when several replicas share state.
+
+Stores define their tables with SQLAlchemy Core, which speaks both dialects, so one store class
+serves both and one test suite covers both. Calls block, so async code runs them through
+:meth:`SqlStore.run` in a worker thread.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, ClassVar, TypeVar
+
+import sqlalchemy as sa
+
+from qtmesh.base.config import ConfigError, Secret, require, setting
+
+T = TypeVar("T")
+
+
+def sqlite_url(path: Path) -> str:
+    return f"sqlite:///{path}"
+
+
+def create_engine(url: str) -> sa.Engine:
+    """An engine for ``sqlite:///path`` or ``postgresql://user:pass@host:port/db``."""
+    parsed = sa.make_url(url)
+    if parsed.get_backend_name() == "sqlite":
+        if parsed.database and parsed.database != ":memory:":
+            Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
+        engine = sa.create_engine(parsed, connect_args={"check_same_thread": False, "timeout": 30})
+
+        @sa.event.listens_for(engine, "connect")
+        def _configure(connection: Any, _record: Any) -> None:
+            cursor = connection.cursor()
+            cursor.execute("PRAGMA journal_mode=WAL")
+            cursor.execute("PRAGMA synchronous=NORMAL")
+            cursor.execute("PRAGMA foreign_keys=ON")
+            cursor.close()
+
+        return engine
+    if parsed.get_backend_name() == "postgresql":
+        return sa.create_engine(parsed.set(drivername="postgresql+psycopg"), pool_pre_ping=True)
+    raise ValueError(f"unsupported database URL {redact(url)!r}: use sqlite:/// or postgresql://")
+
+
+def redact(url: str) -> str:
+    """The URL with its password hidden, for logs and messages."""
+    try:
+        return sa.make_url(url).render_as_string(hide_password=True)
+    except sa.exc.ArgumentError:
+        return "<unparseable database URL>"
+
+
+def inserted_key(result: sa.CursorResult[Any]) -> int:
+    """The primary key a one-row INSERT assigned."""
+    key = result.inserted_primary_key
+    if key is None:
+        raise ValueError("the statement inserted no row")
+    return int(key[0])
+
+
+class SqlStore:
+    """Base of stores: creates the tables of ``metadata`` and runs blocking work off the loop."""
+
+    def __init__(self, engine: sa.Engine, metadata: sa.MetaData) -> None:
+        self.engine = engine
+        self.local = engine.dialect.name == "sqlite"
+        metadata.create_all(engine)
+
+    async def run(self, work: Callable[..., T], *args: Any) -> T:
+        return await asyncio.to_thread(work, *args)
+
+    async def run_short(self, work: Callable[..., T], *args: Any) -> T:
+        """Like :meth:`run`, but a short write to a local SQLite file runs on the event loop:
+        it takes about as long as the hop to a worker thread and back, which it saves."""
+        if self.local:
+            return work(*args)
+        return await asyncio.to_thread(work, *args)
+
+    def close(self) -> None:
+        self.engine.dispose()
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class DatabaseConfig:
+    """Where a service keeps its state: PostgreSQL or SQLite by ``database_url``, else its own
+    SQLite file (:meth:`sqlite_file`). A config inherits this setting and calls
+    ``check_database`` from its ``__post_init__``."""
+
+    database_url: Secret | None = setting(
+        None,
+        help="sqlite:///path or postgresql://user:pass@host/db; unset: the service's SQLite file",
+    )
+
+    def check_database(self) -> None:
+        if self.database_url is None:
+            return
+        url = self.database_url.reveal()
+        scheme = url.partition(":")[0]
+        require(
+            scheme in ("sqlite", "postgresql") or scheme.startswith("postgresql+"),
+            "database_url",
+            f"cannot open {redact(url)}: expected sqlite:/// or postgresql://",
+        )
+
+    def sqlite_file(self) -> Path:
+        raise NotImplementedError
+
+    @property
+    def url(self) -> str:
+        if self.database_url is not None:
+            return self.database_url.reveal()
+        return sqlite_url(self.sqlite_file())
+
+    def open(self, store: Callable[[str], T]) -> T:
+        """``store(url)``; a database that cannot be opened is a ConfigError naming
+        ``database_url`` (with the password hidden). Blocks: call it in a thread."""
+        try:
+            return store(self.url)
+        except (ValueError, OSError, sa.exc.SQLAlchemyError) as exc:
+            raise ConfigError("database_url", f"cannot open {redact(self.url)}: {exc}") from None
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class DataDirConfig(DatabaseConfig):
+    """:class:`DatabaseConfig` whose SQLite file is ``database_file`` in ``data_dir``."""
+
+    database_file: ClassVar[str]
+
+    data_dir: Path = setting(
+        Path(".qtmesh/data"), help="directory of the service's SQLite file when no URL is set"
+    )
+
+    def sqlite_file(self) -> Path:
+        return self.data_dir / self.database_file

@@ -1,0 +1,145 @@
+"""AgentService adapters: serve any :class:`~qtmesh.base.contract.Agent` over gRPC, and call a
+remote one through :class:`AgentClient`, which implements the same protocol."""
+
+from __future__ import annotations
+
+import asyncio
+from collections import OrderedDict
+from collections.abc import Collection
+from typing import Any
+
+import grpc
+
+from qtmesh.api.agent.v1 import agent_pb2 as pb
+from qtmesh.api.agent.v1 import agent_pb2_grpc as pb_grpc
+from qtmesh.base import convert
+from qtmesh.base.contract import (
+    Action,
+    ActionType,
+    Agent,
+    AgentContext,
+    ExecutionResult,
+    Recommendation,
+    validate_recommendations,
+)
+from qtmesh.base.errors import InvalidArgument, MeshError
+from qtmesh.runtime.server import Service
+from qtmesh.runtime.status import mesh_stub
+
+
+class AgentServicer(pb_grpc.AgentServiceServicer):
+    """Serves ``agent``. ExecuteAction accepts only the action types in ``executes`` and applies
+    each idempotency key once: a repeated key returns ``applied=False`` with the first result.
+    The keys of the last ``remembered`` applied actions are kept in memory."""
+
+    def __init__(
+        self, agent: Agent, *, executes: Collection[ActionType] = (), remembered: int = 10_000
+    ) -> None:
+        self._agent = agent
+        self._executes = frozenset(executes)
+        self._remembered = remembered
+        self._applied: OrderedDict[str, ExecutionResult] = OrderedDict()
+        self._running: dict[str, asyncio.Future[ExecutionResult]] = {}
+
+    async def Recommend(
+        self, request: pb.RecommendRequest, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> pb.RecommendResponse:
+        recommendations = await self._agent.recommend(convert.context_from_proto(request.context))
+        try:
+            validate_recommendations(self._agent.name, recommendations)
+        except InvalidArgument as exc:
+            # The caller's request was fine; the agent itself misbehaved.
+            raise MeshError(
+                f"agent {self._agent.name} produced an invalid recommendation: {exc}"
+            ) from None
+        return pb.RecommendResponse(
+            agent=self._agent.name,
+            recommendations=[convert.recommendation_to_proto(r) for r in recommendations],
+        )
+
+    async def ExecuteAction(
+        self, request: pb.ExecuteActionRequest, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> pb.ExecuteActionResponse:
+        action = convert.action_from_proto(request.action, field="action")
+        if action.action_type not in self._executes:
+            owned = ", ".join(sorted(t.name for t in self._executes)) or "none"
+            raise InvalidArgument(
+                "action.type",
+                f"{self._agent.name} does not execute {action.action_type.name} "
+                f"(it executes: {owned})",
+            )
+        key = action.idempotency_key
+        if not key:
+            raise InvalidArgument("action.idempotency_key", "must be set")
+        result = await self._execute_once(key, action, request.plan_sequence)
+        return pb.ExecuteActionResponse(applied=result.applied, detail=result.detail)
+
+    async def _execute_once(self, key: str, action: Action, plan_sequence: int) -> ExecutionResult:
+        if key in self._applied:
+            first = self._applied[key]
+            return ExecutionResult(False, f"already applied: {first.detail}")
+        if key in self._running:
+            first = await asyncio.shield(self._running[key])
+            return ExecutionResult(False, f"already applied: {first.detail}")
+        future: asyncio.Future[ExecutionResult] = asyncio.get_running_loop().create_future()
+        self._running[key] = future
+        try:
+            result = await self._agent.execute(action, plan_sequence=plan_sequence)
+        except asyncio.CancelledError:
+            future.cancel()
+            raise
+        except BaseException as exc:
+            future.set_exception(exc)
+            future.exception()  # marks it retrieved; waiters see it, nobody else must
+            raise
+        finally:
+            del self._running[key]
+        future.set_result(result)
+        self._applied[key] = result
+        while len(self._applied) > self._remembered:
+            self._applied.popitem(last=False)
+        return result
+
+
+def agent_service(agent: Agent, *, executes: Collection[ActionType] = ()) -> Service:
+    """The AgentService of ``agent``, ready to add to a MeshServer."""
+    return Service.of(
+        AgentServicer(agent, executes=executes),
+        pb_grpc.add_AgentServiceServicer_to_server,
+        pb.DESCRIPTOR.services_by_name["AgentService"],
+    )
+
+
+class AgentClient:
+    """A remote agent. Implements :class:`~qtmesh.base.contract.Agent`; failures raise MeshError."""
+
+    takes_timeout = True  # see qtmesh.base.contract.takes_timeout
+
+    def __init__(self, channel: grpc.aio.Channel, *, name: str) -> None:
+        self.name = name
+        self._stub = mesh_stub(pb_grpc.AgentServiceStub, channel)
+
+    async def recommend(
+        self, context: AgentContext, *, timeout: float | None = None
+    ) -> list[Recommendation]:
+        """``timeout`` (seconds) overrides the channel's default deadline for this call."""
+        response = await self._stub.Recommend(
+            pb.RecommendRequest(context=convert.context_to_proto(context)), timeout=timeout
+        )
+        recommendations = [
+            convert.recommendation_from_proto(r, field=f"recommendations[{i}]")
+            for i, r in enumerate(response.recommendations)
+        ]
+        validate_recommendations(self.name, recommendations)
+        return recommendations
+
+    async def execute(
+        self, action: Action, *, plan_sequence: int, timeout: float | None = None
+    ) -> ExecutionResult:
+        response = await self._stub.ExecuteAction(
+            pb.ExecuteActionRequest(
+                action=convert.action_to_proto(action), plan_sequence=plan_sequence
+            ),
+            timeout=timeout,
+        )
+        return ExecutionResult(response.applied, response.detail)

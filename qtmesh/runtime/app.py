@@ -1,0 +1,181 @@
+"""What a mesh service declares so the runtime can configure, build, serve and stop it.
+
+A service declares the clients it needs once, as :class:`Uses` entries of its :class:`App`. From
+that one declaration the runtime opens a channel per client before ``build`` runs, hands the
+clients to ``build`` through :meth:`Context.client`, closes the channels at shutdown, and derives
+the service's ``depends_on`` (the start order of ``qtmesh up``). A client that ``build`` asks for
+but the App does not declare, or one it declares but never asks for, is an error at build time,
+so the declaration and the wiring cannot drift apart.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from typing import Any, Generic, TypeVar
+
+import grpc
+import structlog
+
+from qtmesh.base import config as configuration
+from qtmesh.runtime.channels import ChannelConfig, open_channel
+from qtmesh.runtime.server import MeshServer, ServerConfig, Service
+
+C = TypeVar("C")
+T = TypeVar("T")
+_log = structlog.get_logger("qtmesh.app")
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class Uses:
+    """A client a service needs: the service it calls and how to make the client of a channel.
+
+    ``timeout`` is the default deadline, in seconds, of the client's calls with one response
+    (unset: the channel config's ``call_timeout_seconds``). ``retry_unavailable=False`` leaves
+    retrying to the caller (a caller that reports a dead peer within its own budget)."""
+
+    service: str
+    client: Callable[[grpc.aio.Channel], object]
+    timeout: float | None = None
+    retry_unavailable: bool = True
+
+
+@dataclasses.dataclass
+class Built:
+    """The gRPC services an app built, and its shutdown hooks.
+
+    ``drain`` runs when shutdown begins (health is NOT_SERVING): long-lived streams should end
+    so clients resume elsewhere. ``close`` runs after the server stopped: release resources.
+    The declared clients' channels close after ``close``.
+    """
+
+    services: Sequence[Service]
+    drain: Callable[[], None] | None = None
+    close: Callable[[], Awaitable[None]] | None = None
+
+
+class Context(Generic[C]):
+    """What ``build`` receives: the validated config and the clients the App declared."""
+
+    def __init__(self, config: C, channels: ChannelConfig, uses: Sequence[Uses]) -> None:
+        self.config = config
+        self.channels = channels
+        self._opened: list[tuple[Uses, grpc.aio.Channel, object]] = []
+        self._taken: set[int] = set()
+        for use in uses:
+            options = (
+                channels
+                if use.retry_unavailable
+                else dataclasses.replace(channels, retry_unavailable=False)
+            )
+            channel = open_channel(channels.address_of(use.service), options, timeout=use.timeout)
+            self._opened.append((use, channel, use.client(channel)))
+
+    def client(self, service: str, kind: type[T]) -> T:
+        """The client of type ``kind`` the App declared for ``service``."""
+        for index, (use, _channel, client) in enumerate(self._opened):
+            if use.service == service and isinstance(client, kind):
+                self._taken.add(index)
+                return client
+        raise LookupError(
+            f"no {kind.__name__} for {service!r} is declared in the App's uses "
+            f"(declared: {', '.join(sorted({u.service for u, _, _ in self._opened})) or 'none'})"
+        )
+
+    def check_all_taken(self, app: str) -> None:
+        """Raises LookupError naming the declared clients ``build`` never asked for."""
+        unused = [entry for i, entry in enumerate(self._opened) if i not in self._taken]
+        if unused:
+            names = ", ".join(f"{u.service} ({type(client).__name__})" for u, _, client in unused)
+            raise LookupError(f"{app} declares clients its build never takes: {names}")
+
+    async def close(self) -> None:
+        """Closes every declared client's channel; a failure is logged, the rest still close."""
+        results = await asyncio.gather(
+            *(channel.close() for _use, channel, _client in self._opened), return_exceptions=True
+        )
+        for (use, _channel, _client), failure in zip(self._opened, results, strict=True):
+            if isinstance(failure, Exception):
+                _log.warning("closing a channel failed", service=use.service, error=repr(failure))
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class App(Generic[C]):
+    """A mesh service: its name, its config class, the clients it uses and how to build its
+    servicers.
+
+    ``uses`` lists the clients (or, when they depend on the config, a function of the config
+    that returns them). ``build`` receives a :class:`Context`; it must not block: heavy start-up
+    work belongs in a thread.
+    """
+
+    name: str
+    summary: str
+    config_type: type[C]
+    env_prefix: str
+    build: Callable[[Context[C]], Awaitable[Built]]
+    uses: Sequence[Uses] | Callable[[C], Sequence[Uses]] = ()
+
+    def __post_init__(self) -> None:
+        # One spelling per service: the catalog name gives the environment prefix.
+        expected = configuration.service_env_prefix(self.name)
+        if self.env_prefix != expected:
+            raise ValueError(f"{self.name}: env_prefix is {self.env_prefix!r}, not {expected!r}")
+
+    def clients(self, config: C) -> Sequence[Uses]:
+        return self.uses(config) if callable(self.uses) else self.uses
+
+    @property
+    def depends_on(self) -> tuple[str, ...]:
+        """The services this one calls with its default config, in name order."""
+        return tuple(sorted({use.service for use in self.clients(self.config_type())}))
+
+    def load_config(
+        self,
+        *,
+        environ: Mapping[str, str] | None = None,
+        overrides: Mapping[str, Any] | None = None,
+    ) -> C:
+        return configuration.load(
+            self.config_type, env_prefix=self.env_prefix, environ=environ, overrides=overrides
+        )
+
+    async def create_server(
+        self,
+        config: C,
+        *,
+        server_config: ServerConfig,
+        channel_config: ChannelConfig,
+        default_port: int = 0,
+    ) -> MeshServer:
+        """Opens the declared clients, builds the servicers and wraps them in a MeshServer (not
+        started yet). The channels close when the server stops, or now if the build fails."""
+        context = Context(config, channel_config, self.clients(config))
+        try:
+            built = await self.build(context)
+        except BaseException:
+            await context.close()
+            raise
+
+        async def close() -> None:
+            try:
+                if built.close is not None:
+                    await built.close()
+            finally:
+                await context.close()
+
+        try:
+            context.check_all_taken(self.name)
+        except LookupError:
+            await close()
+            raise
+
+        return MeshServer(
+            name=self.name,
+            services=built.services,
+            config=server_config,
+            default_port=default_port,
+            on_drain=built.drain,
+            on_stop=close,
+        )

@@ -1,0 +1,303 @@
+"""One way to build, serve and stop every server: health, reflection, interceptors, limits, TLS.
+
+A :class:`MeshServer` hosts one or more gRPC services. ``stop`` is the shutdown sequence of
+docs/operations.md: health goes NOT_SERVING for every service, an optional drain period lets load
+balancers notice, then ``server.stop(grace)`` lets in-flight calls finish and cancels the rest.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import gc
+import signal
+from collections.abc import Awaitable, Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import grpc
+import structlog
+from google.protobuf.descriptor import ServiceDescriptor
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+
+from qtmesh.base.config import ConfigError, Secret, require, setting
+from qtmesh.runtime.interceptors import ServerInterceptor
+from qtmesh.runtime.security import TokenAuthenticator, parse_tokens, server_credentials
+from qtmesh.runtime.telemetry import LOG_FORMATS, LOG_LEVELS, LogFormat
+
+ENV_PREFIX = "QTMESH_"
+_log = structlog.get_logger("qtmesh.server")
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class ServerConfig:
+    """Settings every server shares. Environment variables are QTMESH_<NAME>."""
+
+    host: str = setting("127.0.0.1", help="interface to listen on (0.0.0.0 in containers)")
+    port: int | None = setting(
+        None, help="port to listen on; 0 picks a free one; unset: the service's default port"
+    )
+    health_port: int | None = setting(
+        None,
+        help="also serve grpc.health.v1 alone, in plaintext, on this port (for probes that "
+        "cannot speak TLS); 0 picks a free one; unset: no second port",
+    )
+    max_message_bytes: int = setting(
+        16 * 1024 * 1024, help="largest message received or sent, in bytes"
+    )
+    grace_seconds: float = setting(
+        5.0, help="on shutdown, how long in-flight calls may finish before they are cancelled"
+    )
+    drain_seconds: float = setting(
+        0.0, help="on shutdown, how long to report NOT_SERVING before refusing new calls"
+    )
+    keepalive_time_seconds: float = setting(30.0, help="interval of keepalive pings")
+    keepalive_timeout_seconds: float = setting(10.0, help="how long to wait for a ping ack")
+    max_connection_age_seconds: float = setting(
+        0.0, help="close connections after this age so clients re-resolve DNS (0: never)"
+    )
+    tls_cert_file: Path | None = setting(None, help="PEM server certificate; enables TLS")
+    tls_key_file: Path | None = setting(None, help="PEM private key of the server certificate")
+    tls_client_ca_file: Path | None = setting(
+        None, help="PEM CA that signs client certificates; enables mutual TLS"
+    )
+    auth_tokens: Secret | None = setting(
+        None, help="client:token pairs; when set, every call but health needs a bearer token"
+    )
+    log_format: LogFormat = setting(
+        "auto", help="auto (console on a terminal, else json), json, console"
+    )
+    log_level: str = setting("info", help="debug, info, warning or error")
+
+    def __post_init__(self) -> None:
+        require(self.port is None or 0 <= self.port <= 65535, "port", "must be in 0..65535")
+        require(
+            self.health_port is None or 0 <= self.health_port <= 65535,
+            "health_port",
+            "must be in 0..65535",
+        )
+        require(
+            self.health_port is None or self.health_port == 0 or self.health_port != self.port,
+            "health_port",
+            "must differ from port",
+        )
+        require(self.max_message_bytes >= 1024, "max_message_bytes", "must be at least 1024")
+        for name in ("grace_seconds", "drain_seconds", "max_connection_age_seconds"):
+            require(getattr(self, name) >= 0, name, "must not be negative")
+        for name in ("keepalive_time_seconds", "keepalive_timeout_seconds"):
+            require(getattr(self, name) > 0, name, "must be positive")
+        require(
+            (self.tls_cert_file is None) == (self.tls_key_file is None),
+            "tls_key_file" if self.tls_cert_file else "tls_cert_file",
+            "TLS needs both tls_cert_file and tls_key_file",
+        )
+        require(
+            self.tls_client_ca_file is None or self.tls_cert_file is not None,
+            "tls_client_ca_file",
+            "mutual TLS needs the server's own tls_cert_file and tls_key_file",
+        )
+        for name in ("tls_cert_file", "tls_key_file", "tls_client_ca_file"):
+            path = getattr(self, name)
+            require(path is None or path.is_file(), name, f"no such file: {path}")
+        if self.auth_tokens is not None:
+            parse_tokens(self.auth_tokens, setting="auth_tokens")
+        require(self.log_format in LOG_FORMATS, "log_format", f"must be one of {LOG_FORMATS}")
+        require(self.log_level in LOG_LEVELS, "log_level", f"must be one of {LOG_LEVELS}")
+
+    @property
+    def tls(self) -> bool:
+        return self.tls_cert_file is not None
+
+    def grpc_options(self) -> list[tuple[str, Any]]:
+        options: list[tuple[str, Any]] = [
+            ("grpc.so_reuseport", 0),
+            ("grpc.max_receive_message_length", self.max_message_bytes),
+            ("grpc.max_send_message_length", self.max_message_bytes),
+            ("grpc.keepalive_time_ms", int(self.keepalive_time_seconds * 1000)),
+            ("grpc.keepalive_timeout_ms", int(self.keepalive_timeout_seconds * 1000)),
+            ("grpc.keepalive_permit_without_calls", 1),
+            # Clients may ping as often as we do; stricter limits make gRPC close busy connections.
+            (
+                "grpc.http2.min_ping_interval_without_data_ms",
+                int(min(self.keepalive_time_seconds, 10) * 1000),
+            ),
+            ("grpc.http2.max_ping_strikes", 0),
+        ]
+        if self.max_connection_age_seconds > 0:
+            options += [
+                ("grpc.max_connection_age_ms", int(self.max_connection_age_seconds * 1000)),
+                ("grpc.max_connection_age_grace_ms", int(self.grace_seconds * 1000)),
+            ]
+        return options
+
+
+@dataclasses.dataclass(frozen=True)
+class Service:
+    """One gRPC service a server hosts: its full name and how to add its servicer."""
+
+    name: str
+    register: Callable[[grpc.aio.Server], None]
+
+    @classmethod
+    def of(
+        cls,
+        servicer: object,
+        add_to_server: Callable[[Any, grpc.aio.Server], None],
+        descriptor: ServiceDescriptor,
+    ) -> Service:
+        """The service ``descriptor`` (``x_pb2.DESCRIPTOR.services_by_name["X"]``) implemented by
+        ``servicer``, added with ``add_to_server`` (``x_pb2_grpc.add_XServicer_to_server``)."""
+        return cls(descriptor.full_name, lambda server: add_to_server(servicer, server))
+
+
+class MeshServer:
+    """A grpc.aio server with the mesh's health, reflection, interceptors and shutdown sequence."""
+
+    def __init__(
+        self,
+        *,
+        name: str,
+        services: Sequence[Service],
+        config: ServerConfig,
+        default_port: int = 0,
+        on_drain: Callable[[], None] | None = None,
+        on_stop: Callable[[], Awaitable[None]] | None = None,
+    ) -> None:
+        self.name = name
+        self.config = config
+        self.health = health.aio.HealthServicer()
+        self._services = list(services)
+        self._port = default_port if config.port is None else config.port
+        self._on_drain = on_drain
+        self._on_stop = on_stop
+        self._server: grpc.aio.Server | None = None
+        self._health_server: grpc.aio.Server | None = None
+        self._stopping: asyncio.Task[None] | None = None
+        self.address = ""
+        self.health_address = ""
+
+    @property
+    def service_names(self) -> list[str]:
+        return [s.name for s in self._services]
+
+    async def start(self) -> str:
+        """Binds, starts and marks every service SERVING; returns the bound ``host:port``."""
+        authenticator = None
+        if self.config.auth_tokens is not None:
+            authenticator = TokenAuthenticator(
+                parse_tokens(self.config.auth_tokens, setting="auth_tokens")
+            )
+        server = grpc.aio.server(
+            interceptors=[
+                ServerInterceptor(domain=f"{self.name}.qtmesh", authenticator=authenticator)
+            ],
+            options=self.config.grpc_options(),
+        )
+        for service in self._services:
+            service.register(server)
+        health_pb2_grpc.add_HealthServicer_to_server(self.health, server)
+        reflection.enable_server_reflection(
+            [*self.service_names, health.SERVICE_NAME, reflection.SERVICE_NAME], server
+        )
+        target = f"{self.config.host}:{self._port}"
+        try:
+            if self.config.tls:
+                credentials = server_credentials(
+                    cert_file=self.config.tls_cert_file,  # type: ignore[arg-type]
+                    key_file=self.config.tls_key_file,  # type: ignore[arg-type]
+                    client_ca_file=self.config.tls_client_ca_file,
+                )
+                port = server.add_secure_port(target, credentials)
+            else:
+                port = server.add_insecure_port(target)
+        except RuntimeError as exc:
+            raise ConfigError("port", f"cannot listen on {target}: {exc}") from None
+        await server.start()
+        self._server = server
+        self.address = f"{self.config.host}:{port}"
+        if self.config.health_port is not None:
+            try:
+                self._health_server, self.health_address = await self._start_health_server()
+            except ConfigError:
+                await server.stop(None)
+                self._server = None
+                raise
+        for name in ("", *self.service_names):
+            await self.health.set(name, health_pb2.HealthCheckResponse.SERVING)
+        _log.info(
+            "serving",
+            server=self.name,
+            address=self.address,
+            tls=self.config.tls,
+            health_address=self.health_address or None,
+        )
+        return self.address
+
+    async def _start_health_server(self) -> tuple[grpc.aio.Server, str]:
+        """A plaintext server with only the health service (the same servicer, so it reports
+        what the main server reports, NOT_SERVING on shutdown included): a kubelet gRPC probe
+        cannot present a client certificate or verify ours."""
+        server = grpc.aio.server(options=self.config.grpc_options())
+        health_pb2_grpc.add_HealthServicer_to_server(self.health, server)
+        target = f"{self.config.host}:{self.config.health_port}"
+        try:
+            port = server.add_insecure_port(target)
+        except RuntimeError as exc:
+            raise ConfigError("health_port", f"cannot listen on {target}: {exc}") from None
+        await server.start()
+        return server, f"{self.config.host}:{port}"
+
+    async def stop(self, grace: float | None = None) -> None:
+        """NOT_SERVING, on_drain, drain period, stop(grace), on_stop. Safe to call twice."""
+        if self._stopping is None:
+            self._stopping = asyncio.ensure_future(self._stop(grace))
+        await asyncio.shield(self._stopping)
+
+    async def _stop(self, grace: float | None) -> None:
+        if self._server is None:
+            return
+        grace = self.config.grace_seconds if grace is None else grace
+        _log.info("stopping", server=self.name, grace_seconds=grace)
+        await self.health.enter_graceful_shutdown()
+        if self._on_drain is not None:
+            self._on_drain()
+        if self.config.drain_seconds > 0:
+            await asyncio.sleep(self.config.drain_seconds)
+        stops = [self._server.stop(grace)]
+        if self._health_server is not None:
+            stops.append(self._health_server.stop(grace))
+        await asyncio.gather(*stops)
+        if self._on_stop is not None:
+            await self._on_stop()
+        _log.info("stopped", server=self.name)
+
+    async def wait_for_termination(self) -> None:
+        if self._server is not None:
+            await self._server.wait_for_termination()
+
+
+async def serve_until_signalled(
+    server: MeshServer, *, ready: Callable[[str], None] | None = None
+) -> None:
+    """Starts ``server``, calls ``ready(address)``, and stops gracefully on SIGTERM or SIGINT."""
+    await server.start()
+    # Everything loaded so far (modules, descriptors, compiled kernels) lives as long as the
+    # process: moved out of the collector's sight, full collections stop re-scanning it. A
+    # larger first generation lets the many short-lived objects of each call die uncollected;
+    # together they keep collector pauses out of the tail latency of streams and calls.
+    gc.collect()
+    gc.freeze()
+    gc.set_threshold(50_000, 20, 20)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    try:
+        if ready is not None:
+            ready(server.address)
+        await stop.wait()
+    finally:
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.remove_signal_handler(sig)
+        await server.stop()

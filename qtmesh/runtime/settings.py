@@ -1,0 +1,125 @@
+"""The reference of every setting, read from the config dataclasses themselves.
+
+``qtmesh settings`` prints it as Markdown, and docs/configuration.md is that output (a test
+fails when the two differ), so the reference cannot fall behind the code.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from qtmesh.base import config as configuration
+from qtmesh.runtime import catalog
+from qtmesh.runtime.channels import CLIENT_ENV_PREFIX, ChannelConfig
+from qtmesh.runtime.server import ENV_PREFIX, ServerConfig
+
+__all__ = ["settings_markdown"]
+
+_HEADER = """# Configuration
+
+Every setting of every service, generated from the config dataclasses by `qtmesh settings`
+(do not edit by hand: `make docs` regenerates this file, and a test fails when it is stale).
+
+A setting is read from its command-line flag (`qtmesh serve SERVICE --flag value`), else its
+environment variable, else its default, and is checked at start-up: a bad value stops the server
+with a message naming the flag and the variable. Lists are comma-separated (`a,b,c`), maps are
+`key=value` pairs separated by commas, booleans are `true`/`false` (also `1`/`0`, `yes`/`no`,
+`on`/`off`). Secrets never appear in logs or `repr`. A variable shown as *formerly* `X` is also
+read under its old name `X`, with a warning, until the next release.
+"""
+
+
+def _default(field: dataclasses.Field[Any]) -> Any:
+    if field.default is not dataclasses.MISSING:
+        return field.default
+    if field.default_factory is not dataclasses.MISSING:
+        return field.default_factory()
+    return None
+
+
+def _shown(value: Any) -> str:
+    if value is None:
+        return "unset"
+    if isinstance(value, tuple):
+        return ",".join(str(v) for v in value) or "(none)"
+    if isinstance(value, dict):
+        return ",".join(f"{k}={v}" for k, v in value.items()) or "(none)"
+    if isinstance(value, bool):
+        return str(value).lower()
+    if isinstance(value, Path):
+        return str(value)
+    return str(value)
+
+
+def _type_name(annotation: Any) -> str:
+    """A type as a reader would say it: ``float or unset``, ``list of str``, ``secret``."""
+    origin, args = typing.get_origin(annotation), typing.get_args(annotation)
+    if origin in (typing.Union, types.UnionType):
+        named = [_type_name(a) for a in args if a is not type(None)]
+        return " or ".join(named) + (" or unset" if type(None) in args else "")
+    if origin is typing.Literal:
+        return "one of " + ", ".join(str(a) for a in args)
+    if origin is tuple:
+        return f"list of {_type_name(args[0])}"
+    if origin in (dict, Mapping):
+        return "map"
+    if annotation is configuration.Secret:
+        return "secret"
+    if annotation is Path:
+        return "path"
+    return annotation.__name__ if isinstance(annotation, type) else str(annotation)
+
+
+def _table(cls: type, env_prefix: str) -> list[str]:
+    hints = typing.get_type_hints(cls)
+    rows = [
+        "| setting | variable | type | default | meaning |",
+        "|---|---|---|---|---|",
+    ]
+    for field in dataclasses.fields(cls):
+        variable = configuration.env_name(field, env_prefix)
+        old = configuration.renamed_variable(variable)
+        shown_variable = f"`{variable}`" + (f" (formerly `{old}`)" if old else "")
+        meaning = str(field.metadata.get("help", "")).replace("|", "\\|")
+        rows.append(
+            f"| `{configuration.flag_name(field)}` | {shown_variable} "
+            f"| {_type_name(hints[field.name])} | `{_shown(_default(field))}` | {meaning} |"
+        )
+    return rows
+
+
+def settings_markdown() -> str:
+    """The whole reference: every server's settings, every client's, then each service's."""
+    lines = [_HEADER]
+    lines += [
+        "## Every server",
+        "",
+        f"Variables `{ENV_PREFIX}<SETTING>`; the same for every service.",
+        "",
+        *_table(ServerConfig, ENV_PREFIX),
+        "",
+        "## Every client",
+        "",
+        f"How a process reaches the other services: variables `{CLIENT_ENV_PREFIX}<SETTING>` "
+        "(the addresses: `QTMESH_ADDRESSES`).",
+        "",
+        *_table(ChannelConfig, CLIENT_ENV_PREFIX),
+        "",
+    ]
+    for entry in catalog.CATALOG:
+        app = entry.load()
+        lines += [
+            f"## {app.name}",
+            "",
+            f"{app.summary[:1].upper()}{app.summary[1:]}. Variables `{app.env_prefix}<SETTING>`"
+            f"; default port {entry.default_port}.",
+            "",
+            *_table(app.config_type, app.env_prefix),
+            "",
+        ]
+    return "\n".join(lines).rstrip() + "\n"

@@ -1,0 +1,246 @@
+"""Runs several mesh services as child processes on one machine (``qtmesh up`` and the demo).
+
+Each child is ``python -m qtmesh serve NAME`` in its own session, told the addresses of the
+services started before it, and reports its bound address through an inherited pipe once it
+serves. On Linux a child also gets SIGKILL if the supervisor dies, so no child outlives it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import ctypes
+import dataclasses
+import json
+import os
+import signal
+import subprocess
+import sys
+from collections.abc import AsyncIterator, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from qtmesh.runtime import catalog
+from qtmesh.runtime.channels import ChannelConfig, open_channel
+
+STARTUP_TIMEOUT_S = 60.0
+STOP_TIMEOUT_S = 10.0
+
+
+class StartupError(RuntimeError):
+    """A child failed to start; the message includes the end of its log."""
+
+
+@dataclasses.dataclass
+class Child:
+    name: str
+    process: asyncio.subprocess.Process
+    log_path: Path
+    address: str = ""
+    status: str = "STARTING"
+
+    @property
+    def pid(self) -> int:
+        return self.process.pid
+
+
+def _die_with_parent() -> None:  # pragma: no cover - runs in the child between fork and exec
+    if sys.platform.startswith("linux"):
+        PR_SET_PDEATHSIG = 1
+        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+
+
+class Mesh:
+    """A set of running child services."""
+
+    def __init__(
+        self,
+        *,
+        host: str,
+        ephemeral: bool,
+        log_dir: Path,
+        env: Mapping[str, str],
+        channels: ChannelConfig | None = None,
+    ) -> None:
+        self.channels = channels
+        self.host = host
+        self.ephemeral = ephemeral
+        self.log_dir = log_dir
+        self.env = dict(env)
+        self.children: list[Child] = []
+
+    @property
+    def addresses(self) -> dict[str, str]:
+        return {c.name: c.address for c in self.children if c.address}
+
+    async def start(self, names: Sequence[str]) -> None:
+        """Starts ``names`` layer by layer; raises StartupError (after stopping all) on failure."""
+        self.log_dir.mkdir(parents=True, exist_ok=True)
+        try:
+            for layer in catalog.start_layers(list(names)):
+                await asyncio.gather(*(self._start_child(e) for e in layer))
+        except BaseException:
+            await self.stop()
+            raise
+
+    async def _start_child(self, entry: catalog.Entry) -> None:
+        port = 0 if self.ephemeral else entry.default_port
+        env = {**self.env, "PYTHONUNBUFFERED": "1"}
+        if self.addresses:
+            known = dict(
+                p.split("=", 1) for p in env.get("QTMESH_ADDRESSES", "").split(",") if "=" in p
+            )
+            known.update(self.addresses)
+            env["QTMESH_ADDRESSES"] = ",".join(f"{k}={v}" for k, v in known.items())
+        argv = ["-m", "qtmesh", "serve", entry.name, "--host", self.host, "--port", str(port)]
+        child = await spawn(
+            entry.name,
+            argv,
+            env=env,
+            log_path=self.log_dir / f"{entry.name}.log",
+            into=self.children,
+        )
+        child.status = await check_health(child.address, channels=self.channels)
+        if child.status != "SERVING":
+            raise StartupError(f"{entry.name} reports {child.status}\n{_tail(child.log_path)}")
+
+    async def wait_for_exit(self) -> Child:
+        """Returns the first child that exits (unexpectedly, while the mesh runs)."""
+        waits = {asyncio.ensure_future(c.process.wait()): c for c in self.children}
+        try:
+            done, _ = await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
+            return waits[done.pop()]
+        finally:
+            for task in waits:
+                task.cancel()
+
+    async def stop(self, within: float = STOP_TIMEOUT_S) -> dict[str, int]:
+        """SIGTERM to every child, SIGKILL to those still running after ``within`` s; exit codes."""
+        running = [c for c in self.children if c.process.returncode is None]
+        for child in running:
+            with contextlib.suppress(ProcessLookupError):
+                child.process.send_signal(signal.SIGTERM)
+        waits = [asyncio.ensure_future(c.process.wait()) for c in running]
+        if waits:
+            _, pending = await asyncio.wait(waits, timeout=within)
+            if pending:
+                for child in running:
+                    if child.process.returncode is None:
+                        with contextlib.suppress(ProcessLookupError):
+                            child.process.kill()
+                await asyncio.gather(*waits)
+        for child in self.children:
+            child.status = "STOPPED"
+        return {c.name: c.process.returncode or 0 for c in self.children}
+
+    def write_state(self, path: Path) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        state = {
+            c.name: {"address": c.address, "pid": c.pid, "log": str(c.log_path)}
+            for c in self.children
+        }
+        path.write_text(json.dumps(state, indent=2))
+
+
+async def spawn(
+    name: str,
+    argv: Sequence[str],
+    *,
+    env: Mapping[str, str],
+    log_path: Path,
+    into: list[Child] | None = None,
+) -> Child:
+    """Starts ``python argv --ready-fd N`` (output to ``log_path``) and waits for the first line
+    it writes to that descriptor (its address). The child is added to ``into`` as soon as it
+    exists, so a failed start can still be stopped. Raises StartupError with the log's tail."""
+    read_fd, write_fd = os.pipe()
+    with log_path.open("ab") as log:
+        process = await asyncio.create_subprocess_exec(
+            sys.executable,
+            *argv,
+            "--ready-fd",
+            str(write_fd),
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=log,
+            env=dict(env),
+            pass_fds=(write_fd,),
+            start_new_session=True,
+            preexec_fn=_die_with_parent,
+        )
+    os.close(write_fd)
+    child = Child(name, process, log_path)
+    if into is not None:
+        into.append(child)
+    try:
+        child.address = await asyncio.wait_for(_read_line(read_fd), timeout=STARTUP_TIMEOUT_S)
+    except TimeoutError:
+        raise StartupError(
+            f"{name} did not start within {STARTUP_TIMEOUT_S:.0f} s\n{_tail(log_path)}"
+        ) from None
+    if not child.address:
+        code = await process.wait()
+        raise StartupError(f"{name} exited with code {code}\n{_tail(log_path)}")
+    return child
+
+
+@contextlib.asynccontextmanager
+async def running_mesh(
+    names: Sequence[str],
+    *,
+    host: str = "127.0.0.1",
+    ephemeral: bool = True,
+    log_dir: Path,
+    env: Mapping[str, str] | None = None,
+) -> AsyncIterator[Mesh]:
+    """Starts ``names`` as child processes for the duration of the block."""
+    mesh = Mesh(host=host, ephemeral=ephemeral, log_dir=log_dir, env=env or os.environ)
+    await mesh.start(names)
+    try:
+        yield mesh
+    finally:
+        await mesh.stop()
+
+
+async def check_health(
+    address: str,
+    *,
+    service: str = "",
+    rpc_timeout: float = 2.0,
+    channels: ChannelConfig | None = None,
+) -> str:
+    """SERVING, NOT_SERVING, SERVICE_UNKNOWN or UNREACHABLE."""
+    async with open_channel(address, channels) as channel:
+        # The health stubs' type declares no methods.
+        stub: Any = health_pb2_grpc.HealthStub(channel)
+        try:
+            response = await stub.Check(
+                health_pb2.HealthCheckRequest(service=service), timeout=rpc_timeout
+            )
+        except grpc.aio.AioRpcError as exc:
+            return "UNREACHABLE" if exc.code() != grpc.StatusCode.NOT_FOUND else "SERVICE_UNKNOWN"
+        return health_pb2.HealthCheckResponse.ServingStatus.Name(response.status)
+
+
+async def _read_line(fd: int) -> str:
+    """The first line written to pipe ``fd``; empty if the writer closed it without one."""
+    loop = asyncio.get_running_loop()
+    reader = asyncio.StreamReader()
+    transport, _ = await loop.connect_read_pipe(
+        lambda: asyncio.StreamReaderProtocol(reader), os.fdopen(fd, "rb")
+    )
+    try:
+        return (await reader.readline()).decode().strip()
+    finally:
+        transport.close()
+
+
+def _tail(path: Path, lines: int = 20) -> str:
+    try:
+        text = path.read_text(errors="replace").splitlines()[-lines:]
+    except OSError:
+        return ""
+    return "\n".join(f"  | {line}" for line in text)

