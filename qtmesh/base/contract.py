@@ -32,6 +32,7 @@ class ActionType(enum.Enum):
     RUN_EVOLUTION = 9
     TUNE_LEARNING = 10
     SPAWN_ARB_MISSION = 11
+    RESUME_TRADING = 12
 
 
 class Priority(enum.IntEnum):
@@ -51,6 +52,7 @@ class ActionStatus(enum.Enum):
     BLOCKED = 5
     SUPERSEDED = 6
     HELD = 7
+    EXPIRED = 8
 
 
 class StrategicMode(enum.Enum):
@@ -80,6 +82,12 @@ class RiskLimits:
 @dataclasses.dataclass(frozen=True)
 class HaltTrading:
     action_type: ClassVar[ActionType] = ActionType.HALT_TRADING
+    scope: str = "portfolio"
+
+
+@dataclasses.dataclass(frozen=True)
+class ResumeTrading:
+    action_type: ClassVar[ActionType] = ActionType.RESUME_TRADING
     scope: str = "portfolio"
 
 
@@ -173,6 +181,7 @@ ActionParameters = (
     | RunEvolution
     | TuneLearning
     | SpawnArbMission
+    | ResumeTrading
 )
 
 PARAMETER_TYPES: Mapping[ActionType, type] = {
@@ -189,6 +198,7 @@ PARAMETER_TYPES: Mapping[ActionType, type] = {
         RunEvolution,
         TuneLearning,
         SpawnArbMission,
+        ResumeTrading,
     )
 }
 
@@ -226,6 +236,8 @@ class Recommendation:
     depends_on: tuple[str, ...] = ()
     evidence: Mapping[str, float] = dataclasses.field(default_factory=dict)
     intent_key: str = ""
+    # Market time (Unix ns) of the data it was computed from; 0: the cycle's as_of_time.
+    as_of_time: int = 0
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "evidence", frozen_map(self.evidence))
@@ -259,6 +271,10 @@ class Action:
     execute_by_time: int = 0
     update_time: int = 0
     consensus: float = 1.0
+    outcome: Mapping[str, str] = dataclasses.field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "outcome", MappingProxyType(dict(self.outcome)))
 
     @property
     def action_type(self) -> ActionType:
@@ -271,6 +287,11 @@ class ExecutionResult:
 
     applied: bool
     detail: str
+    # Machine-readable results by name (e.g. "evolution_id", "candidates", "meta_version").
+    outcome: Mapping[str, str] = dataclasses.field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "outcome", MappingProxyType(dict(self.outcome)))
 
 
 @runtime_checkable

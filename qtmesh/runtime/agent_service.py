@@ -72,15 +72,17 @@ class AgentServicer(pb_grpc.AgentServiceServicer):
         if not key:
             raise InvalidArgument("action.idempotency_key", "must be set")
         result = await self._execute_once(key, action, request.plan_sequence)
-        return pb.ExecuteActionResponse(applied=result.applied, detail=result.detail)
+        return pb.ExecuteActionResponse(
+            applied=result.applied, detail=result.detail, outcome=dict(result.outcome)
+        )
 
     async def _execute_once(self, key: str, action: Action, plan_sequence: int) -> ExecutionResult:
         if key in self._applied:
             first = self._applied[key]
-            return ExecutionResult(False, f"already applied: {first.detail}")
+            return ExecutionResult(False, f"already applied: {first.detail}", first.outcome)
         if key in self._running:
             first = await asyncio.shield(self._running[key])
-            return ExecutionResult(False, f"already applied: {first.detail}")
+            return ExecutionResult(False, f"already applied: {first.detail}", first.outcome)
         future: asyncio.Future[ExecutionResult] = asyncio.get_running_loop().create_future()
         self._running[key] = future
         try:
@@ -142,4 +144,4 @@ class AgentClient:
             ),
             timeout=timeout,
         )
-        return ExecutionResult(response.applied, response.detail)
+        return ExecutionResult(response.applied, response.detail, dict(response.outcome))

@@ -31,6 +31,7 @@ EVERY_KIND: list[c.ActionParameters] = [
     c.RunEvolution(symbols=("ORBT",), generations=5),
     c.TuneLearning(parameters={"rl_exploration_rate": 0.2}, retrain_models=True),
     c.SpawnArbMission(long_sector="Tech", short_sector="Energy", allocation=0.05),
+    c.ResumeTrading(scope="portfolio"),
 ]
 
 
@@ -51,7 +52,11 @@ class RecordingAgent:
     async def execute(self, action: c.Action, *, plan_sequence: int) -> c.ExecutionResult:
         await self.gate.wait()
         self.executed.append(action)
-        return c.ExecutionResult(True, f"did {action.action_type.name} for plan {plan_sequence}")
+        return c.ExecutionResult(
+            True,
+            f"did {action.action_type.name} for plan {plan_sequence}",
+            {"plan": str(plan_sequence)},
+        )
 
 
 def _recommendations() -> list[c.Recommendation]:
@@ -65,6 +70,7 @@ def _recommendations() -> list[c.Recommendation]:
             rationale=f"because {i}",
             depends_on=("r0",) if i else (),
             evidence={"x": float(i)},
+            as_of_time=1_000_000 * i,
         )
         for i, p in enumerate(EVERY_KIND)
     ]
@@ -101,8 +107,10 @@ async def test_execution_is_idempotent_per_key():
         again = await client.execute(_action("k-1"), plan_sequence=4)
         other = await client.execute(_action("k-2"), plan_sequence=5)
     assert first.applied
+    assert first.outcome == {"plan": "4"}
     assert not again.applied
     assert again.detail == "already applied: did ADJUST_EXPOSURE for plan 4"
+    assert again.outcome == {"plan": "4"}
     assert other.applied
     assert [a.idempotency_key for a in agent.executed] == ["k-1", "k-2"]
 

@@ -75,6 +75,8 @@ def parameters_to_proto(p: c.ActionParameters) -> pb.ActionParameters:
     match p:
         case c.HaltTrading():
             return pb.ActionParameters(halt_trading=pb.HaltTrading(scope=p.scope))
+        case c.ResumeTrading():
+            return pb.ActionParameters(resume_trading=pb.ResumeTrading(scope=p.scope))
         case c.AdjustExposure():
             return pb.ActionParameters(
                 adjust_exposure=pb.AdjustExposure(sector=p.sector, factor=p.factor)
@@ -143,6 +145,8 @@ def parameters_from_proto(message: pb.ActionParameters, *, field: str) -> c.Acti
     match kind:
         case "halt_trading":
             return c.HaltTrading(scope=message.halt_trading.scope or "portfolio")
+        case "resume_trading":
+            return c.ResumeTrading(scope=message.resume_trading.scope or "portfolio")
         case "adjust_exposure":
             exposure = message.adjust_exposure
             factor = _finite(exposure.factor, f"{where}.factor")
@@ -255,6 +259,7 @@ def recommendation_to_proto(r: c.Recommendation) -> pb.Recommendation:
         depends_on=r.depends_on,
         evidence=dict(r.evidence),
         intent_key=r.intent_key,
+        as_of_time=timestamp(r.as_of_time) if r.as_of_time else None,
     )
 
 
@@ -280,6 +285,7 @@ def recommendation_from_proto(message: pb.Recommendation, *, field: str) -> c.Re
         depends_on=tuple(message.depends_on),
         evidence=dict(message.evidence),
         intent_key=message.intent_key,
+        as_of_time=message.as_of_time.ToNanoseconds() if message.HasField("as_of_time") else 0,
     )
 
 
@@ -303,6 +309,7 @@ def action_to_proto(a: c.Action) -> pb.Action:
         execute_by_time=timestamp(a.execute_by_time) if a.execute_by_time else None,
         update_time=timestamp(a.update_time) if a.update_time else None,
         consensus=a.consensus,
+        outcome=dict(a.outcome),
     )
 
 
@@ -341,4 +348,5 @@ def action_from_proto(message: pb.Action, *, field: str) -> c.Action:
         else 0,
         update_time=message.update_time.ToNanoseconds() if message.HasField("update_time") else 0,
         consensus=message.consensus,
+        outcome=dict(message.outcome),
     )

@@ -27,6 +27,7 @@ class ActionType(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     ACTION_TYPE_RUN_EVOLUTION: _ClassVar[ActionType]
     ACTION_TYPE_TUNE_LEARNING: _ClassVar[ActionType]
     ACTION_TYPE_SPAWN_ARB_MISSION: _ClassVar[ActionType]
+    ACTION_TYPE_RESUME_TRADING: _ClassVar[ActionType]
 
 class Priority(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     __slots__ = ()
@@ -46,6 +47,7 @@ class ActionStatus(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     ACTION_STATUS_BLOCKED: _ClassVar[ActionStatus]
     ACTION_STATUS_SUPERSEDED: _ClassVar[ActionStatus]
     ACTION_STATUS_HELD: _ClassVar[ActionStatus]
+    ACTION_STATUS_EXPIRED: _ClassVar[ActionStatus]
 ACTION_TYPE_UNSPECIFIED: ActionType
 ACTION_TYPE_HALT_TRADING: ActionType
 ACTION_TYPE_ADJUST_EXPOSURE: ActionType
@@ -58,6 +60,7 @@ ACTION_TYPE_PROMOTE_STRATEGY: ActionType
 ACTION_TYPE_RUN_EVOLUTION: ActionType
 ACTION_TYPE_TUNE_LEARNING: ActionType
 ACTION_TYPE_SPAWN_ARB_MISSION: ActionType
+ACTION_TYPE_RESUME_TRADING: ActionType
 PRIORITY_UNSPECIFIED: Priority
 PRIORITY_LOW: Priority
 PRIORITY_MEDIUM: Priority
@@ -71,8 +74,15 @@ ACTION_STATUS_FAILED: ActionStatus
 ACTION_STATUS_BLOCKED: ActionStatus
 ACTION_STATUS_SUPERSEDED: ActionStatus
 ACTION_STATUS_HELD: ActionStatus
+ACTION_STATUS_EXPIRED: ActionStatus
 
 class HaltTrading(_message.Message):
+    __slots__ = ("scope",)
+    SCOPE_FIELD_NUMBER: _ClassVar[int]
+    scope: str
+    def __init__(self, scope: _Optional[str] = ...) -> None: ...
+
+class ResumeTrading(_message.Message):
     __slots__ = ("scope",)
     SCOPE_FIELD_NUMBER: _ClassVar[int]
     scope: str
@@ -173,7 +183,7 @@ class SpawnArbMission(_message.Message):
     def __init__(self, long_sector: _Optional[str] = ..., short_sector: _Optional[str] = ..., allocation: _Optional[float] = ...) -> None: ...
 
 class ActionParameters(_message.Message):
-    __slots__ = ("halt_trading", "adjust_exposure", "adjust_risk_limits", "switch_mode", "enable_strategy", "disable_strategy", "reweight_strategies", "promote_strategy", "run_evolution", "tune_learning", "spawn_arb_mission")
+    __slots__ = ("halt_trading", "adjust_exposure", "adjust_risk_limits", "switch_mode", "enable_strategy", "disable_strategy", "reweight_strategies", "promote_strategy", "run_evolution", "tune_learning", "spawn_arb_mission", "resume_trading")
     HALT_TRADING_FIELD_NUMBER: _ClassVar[int]
     ADJUST_EXPOSURE_FIELD_NUMBER: _ClassVar[int]
     ADJUST_RISK_LIMITS_FIELD_NUMBER: _ClassVar[int]
@@ -185,6 +195,7 @@ class ActionParameters(_message.Message):
     RUN_EVOLUTION_FIELD_NUMBER: _ClassVar[int]
     TUNE_LEARNING_FIELD_NUMBER: _ClassVar[int]
     SPAWN_ARB_MISSION_FIELD_NUMBER: _ClassVar[int]
+    RESUME_TRADING_FIELD_NUMBER: _ClassVar[int]
     halt_trading: HaltTrading
     adjust_exposure: AdjustExposure
     adjust_risk_limits: AdjustRiskLimits
@@ -196,7 +207,8 @@ class ActionParameters(_message.Message):
     run_evolution: RunEvolution
     tune_learning: TuneLearning
     spawn_arb_mission: SpawnArbMission
-    def __init__(self, halt_trading: _Optional[_Union[HaltTrading, _Mapping]] = ..., adjust_exposure: _Optional[_Union[AdjustExposure, _Mapping]] = ..., adjust_risk_limits: _Optional[_Union[AdjustRiskLimits, _Mapping]] = ..., switch_mode: _Optional[_Union[SwitchMode, _Mapping]] = ..., enable_strategy: _Optional[_Union[EnableStrategy, _Mapping]] = ..., disable_strategy: _Optional[_Union[DisableStrategy, _Mapping]] = ..., reweight_strategies: _Optional[_Union[ReweightStrategies, _Mapping]] = ..., promote_strategy: _Optional[_Union[PromoteStrategy, _Mapping]] = ..., run_evolution: _Optional[_Union[RunEvolution, _Mapping]] = ..., tune_learning: _Optional[_Union[TuneLearning, _Mapping]] = ..., spawn_arb_mission: _Optional[_Union[SpawnArbMission, _Mapping]] = ...) -> None: ...
+    resume_trading: ResumeTrading
+    def __init__(self, halt_trading: _Optional[_Union[HaltTrading, _Mapping]] = ..., adjust_exposure: _Optional[_Union[AdjustExposure, _Mapping]] = ..., adjust_risk_limits: _Optional[_Union[AdjustRiskLimits, _Mapping]] = ..., switch_mode: _Optional[_Union[SwitchMode, _Mapping]] = ..., enable_strategy: _Optional[_Union[EnableStrategy, _Mapping]] = ..., disable_strategy: _Optional[_Union[DisableStrategy, _Mapping]] = ..., reweight_strategies: _Optional[_Union[ReweightStrategies, _Mapping]] = ..., promote_strategy: _Optional[_Union[PromoteStrategy, _Mapping]] = ..., run_evolution: _Optional[_Union[RunEvolution, _Mapping]] = ..., tune_learning: _Optional[_Union[TuneLearning, _Mapping]] = ..., spawn_arb_mission: _Optional[_Union[SpawnArbMission, _Mapping]] = ..., resume_trading: _Optional[_Union[ResumeTrading, _Mapping]] = ...) -> None: ...
 
 class AgentContext(_message.Message):
     __slots__ = ("cycle_id", "as_of_time", "market_position", "hints")
@@ -218,7 +230,7 @@ class AgentContext(_message.Message):
     def __init__(self, cycle_id: _Optional[str] = ..., as_of_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., market_position: _Optional[int] = ..., hints: _Optional[_Mapping[str, str]] = ...) -> None: ...
 
 class Recommendation(_message.Message):
-    __slots__ = ("id", "action_type", "priority", "target", "parameters", "confidence", "rationale", "depends_on", "evidence", "intent_key")
+    __slots__ = ("id", "action_type", "priority", "target", "parameters", "confidence", "rationale", "depends_on", "evidence", "intent_key", "as_of_time")
     class EvidenceEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -236,6 +248,7 @@ class Recommendation(_message.Message):
     DEPENDS_ON_FIELD_NUMBER: _ClassVar[int]
     EVIDENCE_FIELD_NUMBER: _ClassVar[int]
     INTENT_KEY_FIELD_NUMBER: _ClassVar[int]
+    AS_OF_TIME_FIELD_NUMBER: _ClassVar[int]
     id: str
     action_type: ActionType
     priority: Priority
@@ -246,7 +259,8 @@ class Recommendation(_message.Message):
     depends_on: _containers.RepeatedScalarFieldContainer[str]
     evidence: _containers.ScalarMap[str, float]
     intent_key: str
-    def __init__(self, id: _Optional[str] = ..., action_type: _Optional[_Union[ActionType, str]] = ..., priority: _Optional[_Union[Priority, str]] = ..., target: _Optional[str] = ..., parameters: _Optional[_Union[ActionParameters, _Mapping]] = ..., confidence: _Optional[float] = ..., rationale: _Optional[str] = ..., depends_on: _Optional[_Iterable[str]] = ..., evidence: _Optional[_Mapping[str, float]] = ..., intent_key: _Optional[str] = ...) -> None: ...
+    as_of_time: _timestamp_pb2.Timestamp
+    def __init__(self, id: _Optional[str] = ..., action_type: _Optional[_Union[ActionType, str]] = ..., priority: _Optional[_Union[Priority, str]] = ..., target: _Optional[str] = ..., parameters: _Optional[_Union[ActionParameters, _Mapping]] = ..., confidence: _Optional[float] = ..., rationale: _Optional[str] = ..., depends_on: _Optional[_Iterable[str]] = ..., evidence: _Optional[_Mapping[str, float]] = ..., intent_key: _Optional[str] = ..., as_of_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
 
 class RecommendRequest(_message.Message):
     __slots__ = ("context",)
@@ -263,7 +277,14 @@ class RecommendResponse(_message.Message):
     def __init__(self, agent: _Optional[str] = ..., recommendations: _Optional[_Iterable[_Union[Recommendation, _Mapping]]] = ...) -> None: ...
 
 class Action(_message.Message):
-    __slots__ = ("id", "type", "priority", "target", "parameters", "confidence", "rationale", "depends_on", "status", "status_detail", "source_agents", "superseded_by", "owner", "idempotency_key", "attempts", "execute_by_time", "update_time", "consensus")
+    __slots__ = ("id", "type", "priority", "target", "parameters", "confidence", "rationale", "depends_on", "status", "status_detail", "source_agents", "superseded_by", "owner", "idempotency_key", "attempts", "execute_by_time", "update_time", "consensus", "outcome")
+    class OutcomeEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: str
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[str] = ...) -> None: ...
     ID_FIELD_NUMBER: _ClassVar[int]
     TYPE_FIELD_NUMBER: _ClassVar[int]
     PRIORITY_FIELD_NUMBER: _ClassVar[int]
@@ -282,6 +303,7 @@ class Action(_message.Message):
     EXECUTE_BY_TIME_FIELD_NUMBER: _ClassVar[int]
     UPDATE_TIME_FIELD_NUMBER: _ClassVar[int]
     CONSENSUS_FIELD_NUMBER: _ClassVar[int]
+    OUTCOME_FIELD_NUMBER: _ClassVar[int]
     id: str
     type: ActionType
     priority: Priority
@@ -300,7 +322,8 @@ class Action(_message.Message):
     execute_by_time: _timestamp_pb2.Timestamp
     update_time: _timestamp_pb2.Timestamp
     consensus: float
-    def __init__(self, id: _Optional[str] = ..., type: _Optional[_Union[ActionType, str]] = ..., priority: _Optional[_Union[Priority, str]] = ..., target: _Optional[str] = ..., parameters: _Optional[_Union[ActionParameters, _Mapping]] = ..., confidence: _Optional[float] = ..., rationale: _Optional[str] = ..., depends_on: _Optional[_Iterable[str]] = ..., status: _Optional[_Union[ActionStatus, str]] = ..., status_detail: _Optional[str] = ..., source_agents: _Optional[_Iterable[str]] = ..., superseded_by: _Optional[str] = ..., owner: _Optional[str] = ..., idempotency_key: _Optional[str] = ..., attempts: _Optional[int] = ..., execute_by_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., update_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., consensus: _Optional[float] = ...) -> None: ...
+    outcome: _containers.ScalarMap[str, str]
+    def __init__(self, id: _Optional[str] = ..., type: _Optional[_Union[ActionType, str]] = ..., priority: _Optional[_Union[Priority, str]] = ..., target: _Optional[str] = ..., parameters: _Optional[_Union[ActionParameters, _Mapping]] = ..., confidence: _Optional[float] = ..., rationale: _Optional[str] = ..., depends_on: _Optional[_Iterable[str]] = ..., status: _Optional[_Union[ActionStatus, str]] = ..., status_detail: _Optional[str] = ..., source_agents: _Optional[_Iterable[str]] = ..., superseded_by: _Optional[str] = ..., owner: _Optional[str] = ..., idempotency_key: _Optional[str] = ..., attempts: _Optional[int] = ..., execute_by_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., update_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., consensus: _Optional[float] = ..., outcome: _Optional[_Mapping[str, str]] = ...) -> None: ...
 
 class ExecuteActionRequest(_message.Message):
     __slots__ = ("action", "plan_sequence")
@@ -311,9 +334,18 @@ class ExecuteActionRequest(_message.Message):
     def __init__(self, action: _Optional[_Union[Action, _Mapping]] = ..., plan_sequence: _Optional[int] = ...) -> None: ...
 
 class ExecuteActionResponse(_message.Message):
-    __slots__ = ("applied", "detail")
+    __slots__ = ("applied", "detail", "outcome")
+    class OutcomeEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: str
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[str] = ...) -> None: ...
     APPLIED_FIELD_NUMBER: _ClassVar[int]
     DETAIL_FIELD_NUMBER: _ClassVar[int]
+    OUTCOME_FIELD_NUMBER: _ClassVar[int]
     applied: bool
     detail: str
-    def __init__(self, applied: _Optional[bool] = ..., detail: _Optional[str] = ...) -> None: ...
+    outcome: _containers.ScalarMap[str, str]
+    def __init__(self, applied: _Optional[bool] = ..., detail: _Optional[str] = ..., outcome: _Optional[_Mapping[str, str]] = ...) -> None: ...
