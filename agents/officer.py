@@ -4,9 +4,10 @@ refreshing in the background, and changing the policy each owns only through exe
 An :class:`Officer` samples the fleet's returns once per period (:class:`FleetPeriods`), refreshes
 whenever the market's clock completes a period or a planning cycle's context shows a newer market
 position, and answers Recommend from what the last refresh computed, so Recommend never waits on
-the market. Its policy (the mode, the risk limits, the strategy book) is an
+the market. The policy an officer owns (the CEO's mode, the risk officer's limits) is an
 :class:`~agents.policy_log.OwnedPolicy`: an executed action changes it once per idempotency key,
-recorded with the plan and action that caused it and the market time it took effect.
+recorded with the plan and action that caused it and the market time it took effect. An officer
+may own none: the strategy officer recommends changes to the book the market's fleet owns.
 """
 
 from __future__ import annotations
@@ -71,12 +72,12 @@ class Officer(abc.ABC, Generic[P]):
         self,
         *,
         market: Market,
-        policy: OwnedPolicy[P],
+        policy: OwnedPolicy[P] | None,
         periods: FleetPeriods,
         wall_clock: Callable[[], int] = time.time_ns,
     ) -> None:
         self._market = market
-        self._policy = policy
+        self._owned = policy
         self._wall_clock = wall_clock
         self._sampler = FleetSampler(
             market, period=periods.period_nanos, max_periods=periods.lookback_periods
@@ -86,7 +87,8 @@ class Officer(abc.ABC, Generic[P]):
 
     async def start(self) -> None:
         """Loads the stored policy, starts following the market's clock and refreshing."""
-        await self._policy.load()
+        if self._owned is not None:
+            await self._owned.load()
         self._follower = asyncio.ensure_future(follow_clock(self._market, self._on_step))
         self._refresher.request()
 
@@ -96,6 +98,13 @@ class Officer(abc.ABC, Generic[P]):
             with contextlib.suppress(asyncio.CancelledError):
                 await self._follower
         await self._refresher.close()
+
+    @property
+    def _policy(self) -> OwnedPolicy[P]:
+        """The policy this officer owns (officers that own none never ask for it)."""
+        if self._owned is None:
+            raise RuntimeError(f"the {self.name} officer owns no policy")
+        return self._owned
 
     @abc.abstractmethod
     async def _refresh(self) -> None:
@@ -135,6 +144,8 @@ class Officer(abc.ABC, Generic[P]):
     async def execute(self, action: Action, *, plan_sequence: int) -> ExecutionResult:
         """Changes the policy as the action asks, once for its idempotency key, recorded with its
         plan and the market time it took effect."""
+        if self._owned is None:
+            raise InvalidArgument("action.type", f"the {self.name} officer executes no action")
         key = action.idempotency_key
         if not key:
             raise InvalidArgument("action.idempotency_key", "must be set")
@@ -149,12 +160,13 @@ class Officer(abc.ABC, Generic[P]):
         self._recompute()
         return result
 
-    @abc.abstractmethod
     async def _policy_update(
         self, action: Action, plan_sequence: int
     ) -> tuple[Callable[[P], tuple[P, str]], int]:
         """How ``action`` changes the policy (raising InvalidArgument for an action this officer
-        does not execute), and the market time it takes effect."""
+        does not execute), and the market time it takes effect. Officers that own a policy
+        override it."""
+        raise InvalidArgument("action.type", f"the {self.name} officer executes no action")
 
     def _recompute(self) -> None:
         """Recomputes the recommendations after the policy changed (default: nothing to do)."""

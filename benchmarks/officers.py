@@ -42,7 +42,6 @@ async def run(repeats: int, hours: int) -> dict[str, object]:
             "QTMESH_MARKET_DATA_DIR": str(data),
             "QTMESH_RISK_DATA_DIR": str(data),
             "QTMESH_CEO_DATA_DIR": str(data),
-            "QTMESH_STRATEGY_DATA_DIR": str(data),
         }
         async with running_mesh(SERVICES, log_dir=Path(directory), env=env) as mesh:
             channels = {name: open_channel(mesh.addresses[name], timeout=120) for name in SERVICES}

@@ -21,6 +21,7 @@ _STATUS_STYLE = {
     ActionStatus.BLOCKED: "red",
     ActionStatus.HELD: "yellow",
     ActionStatus.SUPERSEDED: "dim",
+    ActionStatus.EXPIRED: "yellow",
 }
 
 
@@ -72,7 +73,12 @@ def agents_table(plan: Plan) -> Table:
 
 async def show(console: Console, addresses: Mapping[str, str]) -> Plan:
     """Generates and executes one plan at the federation in ``addresses``, printing the stream."""
-    final_statuses = (ActionStatus.COMPLETED, ActionStatus.FAILED, ActionStatus.BLOCKED)
+    final_statuses = (
+        ActionStatus.COMPLETED,
+        ActionStatus.FAILED,
+        ActionStatus.BLOCKED,
+        ActionStatus.EXPIRED,
+    )
     async with open_channel(addresses["federation"], timeout=60) as channel:
         client = FederationClient(channel)
         delivered: list[str] = []
@@ -98,7 +104,8 @@ async def show(console: Console, addresses: Mapping[str, str]) -> Plan:
 
         listening = asyncio.ensure_future(subscriber())
         plan = await client.generate_plan(hints={"source": "demo"}, execute=True)
-        await asyncio.wait_for(settled.wait(), timeout=60)
+        # An evolution the plan runs completes when it has finished: allow for it.
+        await asyncio.wait_for(settled.wait(), timeout=300)
         listening.cancel()
         final = await client.get_plan(plan.sequence)
     console.print(agents_table(final))

@@ -1,10 +1,13 @@
 """The demo's section on the three officers, for the current replayed market.
 
 Risk officer: the fleet's risk report (portfolio and sector VaR/CVaR, exposures against limits,
-breaches, halts). CEO: the strategic mode with the inputs it was chosen from. Strategy officer:
-the strategy book with each strategy's recent performance. Then each officer's recommendations.
-The reports are asked for first: each refreshes its officer's cache to the market's clock, so the
-recommendations that follow are for the market as it is now.
+breaches, and the halts of the fleet's kill switch). CEO: the strategic mode with the inputs it
+was chosen from. Strategy officer: the strategy book, which the market's fleet owns and trades,
+with each strategy's recent performance (the fleet's periods for a deployed strategy, its own
+stage record for a shadow or a promoted one). Then each officer's recommendations; the market
+executes the strategy actions and the halts. The reports are asked for first: each refreshes its
+officer's cache to the market's clock, so the recommendations that follow are for the market as
+it is now.
 """
 
 from __future__ import annotations
@@ -42,7 +45,7 @@ BOOK_ROWS_PER_SECTOR = 4
 
 async def show(console: Console, addresses: Mapping[str, str]) -> None:
     """Prints the section; needs the market, risk, ceo and strategy services at ``addresses``
-    (and, behind them, the world model and SESA)."""
+    (and, behind the CEO, the world model)."""
     async with (
         open_channel(addresses["market"]) as market_channel,
         open_channel(addresses["risk"], timeout=60) as risk_channel,
@@ -180,7 +183,7 @@ def _print_mode(console: Console, report: ModeReport) -> None:
 def _book_table(book: Sequence[tuple[Entry, Performance | None]]) -> Table:
     table = Table(
         title=f"Strategy book: {len(book)} strategies (the best {BOOK_ROWS_PER_SECTOR} of each "
-        "sector by Sharpe, then any shadow)"
+        "sector by Sharpe, then every one not deployed with the fleet: shadows, promoted)"
     )
     for column in (
         "strategy",

@@ -23,6 +23,7 @@ from rich.table import Table
 
 from examples import (
     _agents_section,
+    _effects_section,
     _federation_section,
     _meta_optimizer_section,
     _meta_section,
@@ -138,7 +139,6 @@ async def main(hours: int) -> int:
                 "QTMESH_META_OPTIMIZER_DATA_DIR": str(data),
                 "QTMESH_RISK_DATA_DIR": str(data),
                 "QTMESH_CEO_DATA_DIR": str(data),
-                "QTMESH_STRATEGY_DATA_DIR": str(data),
                 "QTMESH_META_DATA_DIR": str(data),
                 "QTMESH_FEDERATION_DATA_DIR": str(data),
                 "QTMESH_MEMORY_SQLITE_PATH": str(data / "memory.db"),
@@ -179,7 +179,13 @@ async def main(hours: int) -> int:
                 await _meta_optimizer_section.show(console, mesh.addresses, apply=False)
                 await _officers_section.show(console, mesh.addresses)
                 console.rule("Federation: the Global Action Plan")
-                await _federation_section.show(console, mesh.addresses)
+                async with open_channel(mesh.addresses["market"]) as channel:
+                    before = await MarketClient(channel).fleet()
+                plan = await _federation_section.show(console, mesh.addresses)
+                console.rule("What the plan changed in the fleet")
+                await _effects_section.show(
+                    console, mesh.addresses, plan_sequence=plan.sequence, before=before, hours=6
+                )
         except StartupError as exc:
             console.print(f"[red]the mesh did not start:[/] {exc}", highlight=False)
             return 1

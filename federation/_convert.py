@@ -73,6 +73,7 @@ def status_to_proto(update: StatusUpdate) -> pb.ActionStatusUpdate:
         update_time=timestamp(update.update_time),
         action_type=enum_to_proto(agent_pb2.ActionType, update.action_type),
         priority=enum_to_proto(agent_pb2.Priority, update.priority),
+        outcome=dict(update.outcome),
     )
 
 
@@ -91,4 +92,5 @@ def status_from_proto(message: pb.ActionStatusUpdate, sequence: int) -> StatusUp
         detail=message.detail,
         attempts=message.attempts,
         update_time=message.update_time.ToNanoseconds(),
+        outcome=dict(message.outcome),
     )

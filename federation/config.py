@@ -3,27 +3,40 @@
 from __future__ import annotations
 
 import dataclasses
+import math
+from collections.abc import Mapping
 
-from qtmesh.base.config import require, setting
-from qtmesh.base.contract import ActionType
+from qtmesh.base.config import ConfigError, require, setting
+from qtmesh.base.contract import ActionType, Priority
 from qtmesh.base.storage import DataDirConfig
 
 ENV_PREFIX = "QTMESH_FEDERATION_"
 
 # Which service executes each action type (ExecuteAction is sent there).
+# The market's fleet executes everything that changes what it trades: one owner of the book.
 DEFAULT_OWNERS = {
-    "HALT_TRADING": "risk",
+    "HALT_TRADING": "market",
+    "RESUME_TRADING": "market",
     "ADJUST_RISK_LIMITS": "risk",
     "ADJUST_EXPOSURE": "market",
     "SPAWN_ARB_MISSION": "market",
     "SWITCH_MODE": "ceo",
-    "ENABLE_STRATEGY": "strategy",
-    "DISABLE_STRATEGY": "strategy",
-    "REWEIGHT_STRATEGIES": "strategy",
-    "PROMOTE_STRATEGY": "strategy",
+    "ENABLE_STRATEGY": "market",
+    "DISABLE_STRATEGY": "market",
+    "REWEIGHT_STRATEGIES": "market",
+    "PROMOTE_STRATEGY": "market",
     "RUN_EVOLUTION": "sesa",
     "TUNE_LEARNING": "meta",
 }
+
+# How long after the plan's as_of_time (market time) an action of each priority may start; a
+# priority not listed has no window (critical actions run first instead, low ones when
+# convenient).
+DEFAULT_PRIORITY_WINDOWS = {"HIGH": "60", "MEDIUM": "300"}
+
+# Per-attempt ExecuteAction timeouts that differ from action_timeout_seconds: an evolution
+# completes only once it has run.
+DEFAULT_ACTION_TIMEOUTS = {"RUN_EVOLUTION": "600"}
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -48,11 +61,30 @@ class FederationConfig(DataDirConfig):
     max_concurrent_actions: int = setting(
         5, help="actions executing at once, across every plan being executed"
     )
-    action_timeout_seconds: float = setting(10.0, help="cap on one ExecuteAction call")
+    action_timeout_seconds: float = setting(
+        10.0, help="cap on one ExecuteAction attempt of a type not in action_timeouts"
+    )
+    action_timeouts: dict[str, str] = setting(
+        DEFAULT_ACTION_TIMEOUTS,
+        help="ACTION_TYPE=seconds pairs: cap on one ExecuteAction attempt of that type",
+    )
     action_attempts: int = setting(3, help="attempts of an ExecuteAction that can be retried")
     retry_backoff_seconds: float = setting(0.05, help="first backoff between attempts (doubles)")
     min_consensus_for_critical: float = setting(
         0.80, help="agreement a critical action needs to execute, 0..1"
+    )
+    priority_windows: dict[str, str] = setting(
+        DEFAULT_PRIORITY_WINDOWS,
+        help="PRIORITY=seconds pairs: market time after the plan's as_of_time by which an "
+        "action must start, else it expires; unlisted priorities have no window",
+    )
+    max_recommendation_age_seconds: float = setting(
+        86_400.0,
+        help="market time a recommendation's data may be older than the cycle's as_of_time; "
+        "an older one is superseded",
+    )
+    max_plan_actions: int = setting(
+        20, help="actions a plan takes at most; the lowest ranked of the rest are superseded"
     )
     enable_sesa_integration: bool = setting(True, help="ask SESA for recommendations")
     enable_meta_learning_integration: bool = setting(True, help="ask meta for recommendations")
@@ -85,8 +117,14 @@ class FederationConfig(DataDirConfig):
             "shutdown_grace_seconds",
         ):
             require(getattr(self, name) >= 0, name, "must not be negative")
-        for name in ("agent_timeout_seconds", "cycle_deadline_seconds", "action_timeout_seconds"):
-            require(getattr(self, name) > 0, name, "must be positive")
+        for name in (
+            "agent_timeout_seconds",
+            "cycle_deadline_seconds",
+            "action_timeout_seconds",
+            "max_recommendation_age_seconds",
+        ):
+            value = getattr(self, name)
+            require(math.isfinite(value) and value > 0, name, "must be a positive number")
         require(
             self.deadline_reserve_seconds < self.cycle_deadline_seconds,
             "deadline_reserve_seconds",
@@ -101,8 +139,12 @@ class FederationConfig(DataDirConfig):
         )
         require(self.subscriber_queue >= 1, "subscriber_queue", "must be at least 1")
         require(self.history_page >= 1, "history_page", "must be at least 1")
+        require(1 <= self.max_plan_actions <= 1000, "max_plan_actions", "must be in 1..1000")
         for name in self.owners:
             require(name in ActionType.__members__, "owners", f"unknown action type {name!r}")
+        # Parsed once here, so a bad pair stops start-up with its name.
+        _seconds_by_name(self.action_timeouts, ActionType.__members__, "action_timeouts")
+        _seconds_by_name(self.priority_windows, Priority.__members__, "priority_windows")
 
     @property
     def asked_agents(self) -> tuple[str, ...]:
@@ -116,3 +158,38 @@ class FederationConfig(DataDirConfig):
     @property
     def owner_by_type(self) -> dict[ActionType, str]:
         return {ActionType[name]: service for name, service in self.owners.items()}
+
+    @property
+    def timeout_by_type(self) -> dict[ActionType, float]:
+        """The per-attempt ExecuteAction timeout of every action type, in seconds."""
+        special = _seconds_by_name(self.action_timeouts, ActionType.__members__, "action_timeouts")
+        return {kind: special.get(kind.name, self.action_timeout_seconds) for kind in ActionType}
+
+    @property
+    def window_by_priority(self) -> dict[Priority, int]:
+        """Each windowed priority's window, in nanoseconds of market time."""
+        windows = _seconds_by_name(self.priority_windows, Priority.__members__, "priority_windows")
+        return {Priority[name]: round(seconds * 1e9) for name, seconds in windows.items()}
+
+    @property
+    def max_recommendation_age(self) -> int:
+        """``max_recommendation_age_seconds`` in nanoseconds."""
+        return round(self.max_recommendation_age_seconds * 1e9)
+
+
+def _seconds_by_name(
+    pairs: Mapping[str, str], names: Mapping[str, object], setting: str
+) -> dict[str, float]:
+    """NAME=seconds pairs as floats, each name one of ``names`` and each value positive."""
+    values = {}
+    for name, text in pairs.items():
+        if name not in names:
+            raise ConfigError(setting, f"unknown name {name!r}; known: {', '.join(names)}")
+        try:
+            seconds = float(text)
+        except (TypeError, ValueError):
+            raise ConfigError(setting, f"{name}={text!r} is not a number of seconds") from None
+        if not (math.isfinite(seconds) and seconds > 0):
+            raise ConfigError(setting, f"{name}={text} must be a positive number of seconds")
+        values[name] = seconds
+    return values

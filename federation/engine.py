@@ -13,6 +13,16 @@ Every cycle's context tells the agents what has been done: the hint ``completed/
 (for example ``completed/run_evolution``) holds the market time, in Unix nanoseconds, of the
 latest completion of an action of that type since the federation started. Hints a GeneratePlan
 caller gives take precedence.
+
+The clock: a plan's as_of_time, the windows its actions must start in and the age of the data
+its recommendations rest on are all market time, from ``market_clock``. Without one (or while
+the market has never been reached) the wall clock stands in, and the windows' messages say
+"wall clock".
+
+Outcomes: what an owner returns beside its detail when it completes an action is recorded on
+the action (``Action.outcome``, in the plan's stored state, which GetPlan and ListPlans read) and
+carried by the COMPLETED status update the hub publishes. The wire's ActionStatusUpdate has no
+field for it yet, so a gRPC subscriber reads it from the plan once it sees the completion.
 """
 
 from __future__ import annotations
@@ -40,7 +50,7 @@ if TYPE_CHECKING:
 _log = structlog.get_logger("federation")
 _T = TypeVar("_T")
 # Statuses after which an action never changes again.
-FINAL = (ActionStatus.COMPLETED, ActionStatus.FAILED, ActionStatus.BLOCKED)
+FINAL = (ActionStatus.COMPLETED, ActionStatus.FAILED, ActionStatus.BLOCKED, ActionStatus.EXPIRED)
 INTERRUPTED = "interrupted by shutdown"
 COMPLETED_HINT = "completed/"
 
@@ -59,8 +69,8 @@ MarketClock = Callable[[], tuple[int, int] | None]
 class Federation:
     """Plans with ``agents``, executes through ``owners`` (service name -> Agent).
 
-    ``market_clock`` gives (as_of_time, market_position) for the agents' context; without it
-    the wall clock is the planning time.
+    ``market_clock`` gives (as_of_time, market_position) for the agents' context and the
+    actions' windows; without it the wall clock is the planning time (module docstring).
     """
 
     def __init__(
@@ -98,7 +108,7 @@ class Federation:
         for key, value in (hints or {}).items():
             if not key or len(key) > 128 or len(value) > 1024:
                 raise InvalidArgument(f"hints[{key}]", "keys of 1-128 and values up to 1024 chars")
-        as_of, position = await self._clock()
+        as_of, position = self._clock()
         done = {
             f"{COMPLETED_HINT}{kind.name.lower()}": str(t) for kind, t in self._completed.items()
         }
@@ -125,6 +135,9 @@ class Federation:
             context=context,
             min_consensus_for_critical=self.config.min_consensus_for_critical,
             owners=self.config.owner_by_type,
+            windows=self.config.window_by_priority,
+            max_age=self.config.max_recommendation_age,
+            max_actions=self.config.max_plan_actions,
         )
         plan = await self._unit(self._append_plan(draft, execute))
         _log.info("plan", sequence=plan.sequence, summary=plan.summary)
@@ -156,8 +169,14 @@ class Federation:
     async def execute(self, plan: Plan) -> dict[str, ActionStatus]:
         """Executes a stored plan's pending actions, recording each status change."""
 
-        async def on_status(action: Action, status: ActionStatus, detail: str, tried: int) -> None:
-            await self.record_status(plan.sequence, action.id, status, detail, tried)
+        async def on_status(
+            action: Action,
+            status: ActionStatus,
+            detail: str,
+            tried: int,
+            outcome: Mapping[str, str],
+        ) -> None:
+            await self.record_status(plan.sequence, action.id, status, detail, tried, outcome)
 
         for action in plan.actions:
             if action.status is ActionStatus.PENDING:
@@ -168,25 +187,47 @@ class Federation:
             on_status=on_status,
             slots=self._slots,
             timeout=self.config.action_timeout_seconds,
+            timeouts=self.config.timeout_by_type,
             attempts=self.config.action_attempts,
             backoff=self.config.retry_backoff_seconds,
+            clock=self._now,
         )
 
     async def record_status(
-        self, plan_sequence: int, action_id: str, status: ActionStatus, detail: str, attempts: int
+        self,
+        plan_sequence: int,
+        action_id: str,
+        status: ActionStatus,
+        detail: str,
+        attempts: int,
+        outcome: Mapping[str, str] | None = None,
     ) -> StatusUpdate:
         return await self._unit(
-            self._append_status(plan_sequence, action_id, status, detail, attempts)
+            self._append_status(plan_sequence, action_id, status, detail, attempts, outcome)
         )
 
     async def _append_status(
-        self, plan_sequence: int, action_id: str, status: ActionStatus, detail: str, attempts: int
+        self,
+        plan_sequence: int,
+        action_id: str,
+        status: ActionStatus,
+        detail: str,
+        attempts: int,
+        outcome: Mapping[str, str] | None,
     ) -> StatusUpdate:
         async with self._write:
-            return await self._write_status(plan_sequence, action_id, status, detail, attempts)
+            return await self._write_status(
+                plan_sequence, action_id, status, detail, attempts, outcome
+            )
 
     async def _write_status(
-        self, plan_sequence: int, action_id: str, status: ActionStatus, detail: str, attempts: int
+        self,
+        plan_sequence: int,
+        action_id: str,
+        status: ActionStatus,
+        detail: str,
+        attempts: int,
+        outcome: Mapping[str, str] | None = None,
     ) -> StatusUpdate:
         """Stores and publishes a status change; the caller holds the write lock."""
         update = await self.store.run_short(
@@ -197,10 +238,11 @@ class Federation:
             detail,
             attempts,
             self._wall_clock(),
+            outcome,
         )
         self.hub.publish(Event(update.sequence, update=update))
         if status is ActionStatus.COMPLETED:
-            at, _ = await self._clock()
+            at, _ = self._clock()
             kind = update.action_type
             self._completed[kind] = max(at, self._completed.get(kind, at))
         key = (plan_sequence, action_id)
@@ -312,7 +354,15 @@ class Federation:
         self._unfinished.clear()
         self.hub.close_all()
 
-    async def _clock(self) -> tuple[int, int]:
+    def _clock(self) -> tuple[int, int]:
+        """(as_of_time, market position): the market's clock, else the wall clock and 0."""
         latest = self._market_clock() if self._market_clock is not None else None
         # A market that cannot be reached costs the context its replay clock, not the plan.
         return latest if latest is not None else (self._wall_clock(), 0)
+
+    def _now(self) -> tuple[int, str]:
+        """The time windows are checked against, and which clock it is."""
+        latest = self._market_clock() if self._market_clock is not None else None
+        if latest is None:
+            return self._wall_clock(), "wall clock"
+        return latest[0], "market clock"

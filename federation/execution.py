@@ -1,30 +1,52 @@
-"""Executing a plan: ExecuteAction on each action's owner, dependencies first, bounded.
+"""Executing a plan: ExecuteAction on each action's owner, critical first, dependencies first,
+inside each action's window, bounded.
 
 * Only PENDING actions run, started in priority order; at most as many at once as ``slots``
   allows. The federation passes one semaphore for all its plans, so the bound holds across
   plans executing at the same time.
+* Critical actions run before anything else in the plan: a non-critical action starts only once
+  every critical action of the plan has settled (completed, failed, blocked or expired). The
+  dependencies of a critical action, whatever their priority, run with the critical ones (else
+  the two would wait for each other).
 * An action starts once every dependency has COMPLETED; if one did not (it failed, was
-  blocked, held or superseded, or is not in the plan), the action is BLOCKED naming it. Actions
-  on (or behind) a dependency cycle are BLOCKED at once: they could never start.
-* Each attempt has ``timeout``; UNAVAILABLE and timeouts are retried up to ``attempts`` times
-  with doubling backoff. Every attempt carries the same idempotency key, so an owner applies
-  an action once however often it is asked.
-* Status moves PENDING -> EXECUTING -> COMPLETED or FAILED (or BLOCKED); each change is
-  reported through ``on_status`` before the next one happens. If ``on_status`` raises, the
-  other actions are cancelled and the error propagates: nothing keeps running untracked.
+  blocked, expired, held or superseded, or is not in the plan), the action is BLOCKED naming it.
+  Actions on (or behind) a dependency cycle are BLOCKED at once: they could never start.
+* Windows: an action with an ``execute_by_time`` that has not started when ``clock`` (market
+  time) passes it is EXPIRED with the two times, and never runs late. It is checked when the
+  action would start: before it waits for a slot and again once it has one. Starting is what
+  counts; an action that started in time finishes, retries included.
+* Each attempt has the timeout of its action type (``timeouts``, else ``timeout``); UNAVAILABLE
+  and timeouts are retried up to ``attempts`` times with doubling backoff. Every attempt
+  carries the same idempotency key, so an owner applies an action once however often it is
+  asked.
+* Status moves PENDING -> EXECUTING -> COMPLETED or FAILED (or BLOCKED or EXPIRED); each change
+  is reported through ``on_status`` before the next one happens, a completion with the outcome
+  the owner returned. If ``on_status`` raises, the other actions are cancelled and the error
+  propagates: nothing keeps running untracked.
 """
 
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Awaitable, Callable, Mapping
 
 from federation.plan import Plan
-from qtmesh.base.contract import Action, ActionStatus, Agent, takes_timeout
+from qtmesh.base.bars import format_time
+from qtmesh.base.contract import Action, ActionStatus, ActionType, Agent, Priority, takes_timeout
 from qtmesh.base.errors import DeadlineExceeded, MeshError, Unavailable
 
-OnStatus = Callable[[Action, ActionStatus, str, int], Awaitable[None]]
-_FINAL = (ActionStatus.COMPLETED, ActionStatus.FAILED, ActionStatus.BLOCKED)
+# (action, status, detail, attempts, outcome): outcome is the owner's, set on COMPLETED only.
+OnStatus = Callable[[Action, ActionStatus, str, int, Mapping[str, str]], Awaitable[None]]
+# The time windows are checked against and its name for messages, e.g. "market clock".
+Clock = Callable[[], tuple[int, str]]
+_FINAL = (ActionStatus.COMPLETED, ActionStatus.FAILED, ActionStatus.BLOCKED, ActionStatus.EXPIRED)
+_NO_OUTCOME: Mapping[str, str] = {}
+
+
+def wall_clock() -> tuple[int, str]:
+    """The clock of windows when no market clock is given."""
+    return time.time_ns(), "wall clock"
 
 
 async def execute_plan(
@@ -37,10 +59,14 @@ async def execute_plan(
     backoff: float,
     max_concurrent: int | None = None,
     slots: asyncio.Semaphore | None = None,
+    timeouts: Mapping[ActionType, float] | None = None,
+    clock: Clock = wall_clock,
 ) -> dict[str, ActionStatus]:
     """Runs the plan's pending actions; returns every action's final status.
 
     Give ``slots`` to share a concurrency bound with other plans, else ``max_concurrent``.
+    ``timeouts`` overrides ``timeout`` per action type; ``clock`` is what windows are checked
+    against (the federation passes the market's clock).
     """
     if slots is None:
         if max_concurrent is None:
@@ -52,10 +78,33 @@ async def execute_plan(
         if a.status is not ActionStatus.PENDING:
             done[a.id].set()
     stuck = _unorderable(plan)
+    first = _critical_phase(plan)
+    limits = timeouts or {}
 
-    async def settle(action: Action, final: ActionStatus, detail: str, tried: int) -> None:
+    async def settle(
+        action: Action,
+        final: ActionStatus,
+        detail: str,
+        tried: int,
+        outcome: Mapping[str, str] = _NO_OUTCOME,
+    ) -> None:
         status[action.id] = final
-        await on_status(action, final, detail, tried)
+        await on_status(action, final, detail, tried, outcome)
+
+    async def expired(action: Action) -> bool:
+        """Settles the action EXPIRED if its window has passed."""
+        if not action.execute_by_time:
+            return False
+        now, name = clock()
+        if now <= action.execute_by_time:
+            return False
+        await settle(
+            action,
+            ActionStatus.EXPIRED,
+            f"not started by {format_time(action.execute_by_time)}: {name} at {format_time(now)}",
+            0,
+        )
+        return True
 
     async def run(action: Action) -> None:
         # Set however the action ends (even by an error or cancellation), so no dependent
@@ -74,6 +123,9 @@ async def execute_plan(
                 0,
             )
             return
+        if action.id not in first:
+            for critical in first:
+                await done[critical].wait()
         for dependency in action.depends_on:
             if dependency in done:
                 await done[dependency].wait()
@@ -94,17 +146,24 @@ async def execute_plan(
                 0,
             )
             return
+        if await expired(action):
+            return
+        limit = limits.get(action.action_type, timeout)
         async with slots:
+            if await expired(action):
+                return
             tried = 0
-            await on_status(action, ActionStatus.EXECUTING, f"sent to {action.owner}", 0)
+            await on_status(
+                action, ActionStatus.EXECUTING, f"sent to {action.owner}", 0, _NO_OUTCOME
+            )
             status[action.id] = ActionStatus.EXECUTING
             while True:
                 tried += 1
                 try:
-                    async with asyncio.timeout(timeout):
+                    async with asyncio.timeout(limit):
                         if takes_timeout(owner):
                             result = await owner.execute(
-                                action, plan_sequence=plan.sequence, timeout=timeout
+                                action, plan_sequence=plan.sequence, timeout=limit
                             )
                         else:
                             result = await owner.execute(action, plan_sequence=plan.sequence)
@@ -112,7 +171,11 @@ async def execute_plan(
                     if tried < attempts:
                         await asyncio.sleep(backoff * 2 ** (tried - 1))
                         continue
-                    reason = "timed out" if not isinstance(exc, Unavailable) else exc.message
+                    reason = (
+                        f"timed out ({limit:g} s each)"
+                        if not isinstance(exc, Unavailable)
+                        else exc.message
+                    )
                     await settle(
                         action, ActionStatus.FAILED, f"after {tried} attempts: {reason}", tried
                     )
@@ -124,7 +187,7 @@ async def execute_plan(
                     await settle(action, ActionStatus.FAILED, f"{type(exc).__name__}: {exc}", tried)
                     return
                 detail = result.detail if result.applied else f"already applied ({result.detail})"
-                await settle(action, ActionStatus.COMPLETED, detail, tried)
+                await settle(action, ActionStatus.COMPLETED, detail, tried, result.outcome)
                 return
 
     pending = sorted(
@@ -136,6 +199,21 @@ async def execute_plan(
             group.create_task(run(action))
     assert all(status[a.id] in _FINAL or a.status is not ActionStatus.PENDING for a in plan.actions)
     return status
+
+
+def _critical_phase(plan: Plan) -> set[str]:
+    """The pending critical actions and, transitively, the pending actions they depend on: the
+    ones that run before the rest of the plan."""
+    pending = {a.id: a for a in plan.actions if a.status is ActionStatus.PENDING}
+    phase: set[str] = set()
+    todo = [a.id for a in pending.values() if a.priority is Priority.CRITICAL]
+    while todo:
+        action_id = todo.pop()
+        if action_id in phase:
+            continue
+        phase.add(action_id)
+        todo.extend(d for d in pending[action_id].depends_on if d in pending)
+    return phase
 
 
 def _unorderable(plan: Plan) -> set[str]:

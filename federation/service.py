@@ -370,8 +370,11 @@ class MarketClockWatcher:
         snapshot = await self._market.snapshot()
         connected()
         self._latest = (snapshot.clock_time, snapshot.position)
+        # Only the clock is wanted: one symbol's bars keep each step's message small, so the
+        # watcher keeps up when the clock moves thousands of steps at once.
+        symbols = [snapshot.quotes[0].bar.symbol] if snapshot.quotes else []
         async for position, clock_time, _bars in self._market.stream_bars(
-            after_position=snapshot.position
+            symbols, after_position=snapshot.position
         ):
             self._latest = (clock_time, position)
 

@@ -11,6 +11,7 @@ nothing that was acknowledged. One federation writes a history at a time.
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Mapping
 
 import sqlalchemy as sa
 
@@ -80,8 +81,10 @@ class PlanStore(SqlStore):
         detail: str,
         attempts: int,
         now: int,
+        outcome: Mapping[str, str] | None = None,
     ) -> StatusUpdate:
-        """Records a status change of an action and applies it to its plan, atomically."""
+        """Records a status change of an action and applies it to its plan, atomically; an
+        ``outcome`` (what the owner returned on completion) is kept on the plan's action."""
         with self.engine.begin() as connection:
             plan, had_state = self._current(connection, plan_sequence)
             try:
@@ -98,6 +101,7 @@ class PlanStore(SqlStore):
                 detail=detail,
                 attempts=attempts,
                 update_time=now,
+                outcome=outcome or {},
             )
             sequence = inserted_key(
                 connection.execute(
@@ -111,7 +115,9 @@ class PlanStore(SqlStore):
                     ),
                 )
             )
-            state = records.encode_plan(with_status(plan, action_id, status, detail, attempts, now))
+            state = records.encode_plan(
+                with_status(plan, action_id, status, detail, attempts, now, outcome)
+            )
             if had_state:
                 connection.execute(
                     plan_states.update()

@@ -5,8 +5,17 @@ from __future__ import annotations
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from market import fleet
+from qtmesh.api.common.v1 import strategy_pb2
 from qtmesh.api.market.v1 import market_pb2 as pb
-from qtmesh.base.convert import genome_from_proto, genome_to_proto, timestamp
+from qtmesh.base.convert import (
+    enum_from_proto,
+    enum_to_proto,
+    genome_from_proto,
+    genome_to_proto,
+    timestamp,
+)
+from qtmesh.base.errors import InvalidArgument
+from qtmesh.base.genome import StrategyStage
 
 # -- the paper fleet ------------------------------------------------------------------------------
 
@@ -40,6 +49,7 @@ def fleet_to_proto(report: fleet.FleetReport) -> pb.Fleet:
                 trade_count=s.trade_count,
                 gross_exposure=s.gross_exposure,
                 net_exposure=s.net_exposure,
+                halted=s.halted,
             )
             for s in report.sectors
         ],
@@ -54,6 +64,13 @@ def fleet_to_proto(report: fleet.FleetReport) -> pb.Fleet:
                 roi=s.roi,
                 pnl=s.pnl,
                 trade_count=s.trade_count,
+                stage=enum_to_proto(strategy_pb2.StrategyStage, s.stage),
+                enabled=s.enabled,
+                since_time=timestamp(s.since),
+                origin=s.origin,
+                trials=s.trials,
+                book_weight=s.book_weight,
+                record=_record_to_proto(s.record) if s.record is not None else None,
             )
             for s in report.strategies
         ],
@@ -72,17 +89,52 @@ def fleet_to_proto(report: fleet.FleetReport) -> pb.Fleet:
             )
             for m in report.missions
         ],
-        changes=[
-            pb.FleetChange(
-                sequence=c.sequence,
-                time=timestamp(c.time),
-                action_id=c.cause.action_id,
-                plan_sequence=c.cause.plan_sequence,
-                detail=c.detail,
-                allocations=dict(c.allocations),
-            )
-            for c in report.changes
-        ],
+        changes=[change_to_proto(c) for c in report.changes],
+        halted=sorted(report.halted),
+        scale=report.scale,
+    )
+
+
+def change_to_proto(c: fleet.FleetChange) -> pb.FleetChange:
+    return pb.FleetChange(
+        sequence=c.sequence,
+        time=timestamp(c.time),
+        action_id=c.cause.action_id,
+        plan_sequence=c.cause.plan_sequence,
+        detail=c.detail,
+        allocations=dict(c.allocations),
+        action_key=c.cause.action_key,
+        strategies=[e.strategy_id for e in c.book],
+        halted=sorted(c.halted),
+        scale=c.scale,
+    )
+
+
+def _record_to_proto(r: fleet.StageRecord) -> pb.StageRecord:
+    return pb.StageRecord(
+        start_time=timestamp(r.start_time),
+        bar_count=r.bar_count,
+        total_return=r.total_return,
+        sharpe=r.sharpe,
+        trade_count=r.trade_count,
+        deflated_sharpe=r.deflated_sharpe,
+        volatility=r.volatility,
+        max_drawdown=r.max_drawdown,
+        probabilistic_sharpe=r.probabilistic_sharpe,
+    )
+
+
+def _record_from_proto(r: pb.StageRecord) -> fleet.StageRecord:
+    return fleet.StageRecord(
+        start_time=r.start_time.ToNanoseconds(),
+        bar_count=r.bar_count,
+        total_return=r.total_return,
+        sharpe=r.sharpe,
+        trade_count=r.trade_count,
+        deflated_sharpe=r.deflated_sharpe if r.HasField("deflated_sharpe") else None,
+        volatility=r.volatility,
+        max_drawdown=r.max_drawdown,
+        probabilistic_sharpe=r.probabilistic_sharpe,
     )
 
 
@@ -115,6 +167,7 @@ def fleet_from_proto(message: pb.Fleet) -> fleet.FleetReport:
                 trade_count=s.trade_count,
                 gross_exposure=s.gross_exposure,
                 net_exposure=s.net_exposure,
+                halted=s.halted,
             )
             for s in message.sectors
         ),
@@ -131,6 +184,18 @@ def fleet_from_proto(message: pb.Fleet) -> fleet.FleetReport:
                 roi=s.roi,
                 pnl=s.pnl,
                 trade_count=s.trade_count,
+                stage=enum_from_proto(
+                    StrategyStage,
+                    strategy_pb2.StrategyStage,
+                    s.stage or strategy_pb2.STRATEGY_STAGE_PRODUCTION,
+                    field=f"strategies[{i}].stage",
+                ),
+                enabled=s.enabled,
+                since=s.since_time.ToNanoseconds(),
+                origin=s.origin,
+                trials=s.trials,
+                book_weight=s.book_weight,
+                record=_record_from_proto(s.record) if s.HasField("record") else None,
             )
             for i, s in enumerate(message.strategies)
         ),
@@ -151,17 +216,24 @@ def fleet_from_proto(message: pb.Fleet) -> fleet.FleetReport:
             )
             for m in message.missions
         ),
-        changes=tuple(
-            fleet.FleetChange(
-                sequence=c.sequence,
-                time=c.time.ToNanoseconds(),
-                cause=fleet.Cause("", c.action_id, c.plan_sequence),
-                allocations=dict(c.allocations),
-                mission=None,
-                detail=c.detail,
-            )
-            for c in message.changes
-        ),
+        changes=tuple(change_from_proto(c) for c in message.changes),
+        halted=frozenset(message.halted),
+        scale=message.scale,
+    )
+
+
+def change_from_proto(c: pb.FleetChange) -> fleet.FleetChange:
+    """The change as reported: its book entries are named in ``strategies`` of the message and
+    read in full from the fleet's strategies, so the domain change carries none."""
+    return fleet.FleetChange(
+        sequence=c.sequence,
+        time=c.time.ToNanoseconds(),
+        cause=fleet.Cause(c.action_key, c.action_id, c.plan_sequence),
+        allocations=dict(c.allocations),
+        mission=None,
+        detail=c.detail,
+        halted=frozenset(c.halted),
+        scale=c.scale,
     )
 
 
@@ -196,3 +268,21 @@ def trade_from_proto(message: pb.FleetTrade) -> fleet.Trade:
         return_fraction=message.return_fraction,
         pnl=message.pnl,
     )
+
+
+def candidates_from_proto(request: pb.AddShadowsRequest) -> list[fleet.Candidate]:
+    candidates = []
+    for i, c in enumerate(request.candidates):
+        where = f"candidates[{i}]"
+        if not c.strategy_id:
+            raise InvalidArgument(f"{where}.strategy_id", "must not be empty")
+        if not c.HasField("genome"):
+            raise InvalidArgument(f"{where}.genome", "must be set")
+        candidates.append(
+            fleet.Candidate(
+                strategy_id=c.strategy_id,
+                sector=c.sector,
+                genome=genome_from_proto(c.genome, field=f"{where}.genome"),
+            )
+        )
+    return candidates

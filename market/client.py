@@ -8,13 +8,14 @@ import grpc
 import numpy as np
 
 from market import _convert as convert
-from market.fleet import FleetReport, Trade
+from market.fleet import Candidate, FleetChange, FleetReport, Trade
 from market.replay import AdvanceResult, IngestResult
 from qtmesh.api.market.v1 import market_pb2 as pb
 from qtmesh.api.market.v1 import market_pb2_grpc as pb_grpc
 from qtmesh.base.bars import COLUMNS, Bar, BarSeries, Snapshot, SymbolInfo, make_series
 from qtmesh.base.convert import (
     bar_from_proto,
+    genome_to_proto,
     series_from_proto,
     series_to_proto,
     snapshot_from_proto,
@@ -119,6 +120,52 @@ class MarketClient:
             request.end_time.CopyFrom(convert.timestamp(end_time))
         response = await self._stub.GetFleet(request)
         return convert.fleet_from_proto(response.fleet)
+
+    async def add_shadows(
+        self,
+        candidates: Sequence[Candidate],
+        *,
+        evolution_id: str,
+        trials: int,
+        action_key: str,
+        action_id: str = "",
+        plan_sequence: int = 0,
+    ) -> tuple[FleetChange, bool]:
+        """Adds an evolution's candidates to the book as shadows, once per ``action_key``;
+        (the change that added them, False if the key was seen before)."""
+        response = await self._stub.AddShadows(
+            pb.AddShadowsRequest(
+                evolution_id=evolution_id,
+                candidates=[
+                    pb.ShadowCandidate(
+                        strategy_id=c.strategy_id,
+                        sector=c.sector,
+                        genome=genome_to_proto(c.genome),
+                    )
+                    for c in candidates
+                ],
+                trials=trials,
+                action_key=action_key,
+                action_id=action_id,
+                plan_sequence=plan_sequence,
+            )
+        )
+        change = convert.change_from_proto(response.change)
+        return change, response.applied
+
+    async def apply_meta_parameters(
+        self, *, version: int, risk_multiplier: float, position_size_scale: float
+    ) -> tuple[FleetChange, bool]:
+        """Scales every position by meta's parameters of ``version`` from the next bar, once per
+        version; (the change, False if the version was applied before)."""
+        response = await self._stub.ApplyMetaParameters(
+            pb.ApplyMetaParametersRequest(
+                version=version,
+                risk_multiplier=risk_multiplier,
+                position_size_scale=position_size_scale,
+            )
+        )
+        return convert.change_from_proto(response.change), response.applied
 
     async def trades_page(
         self,

@@ -169,6 +169,31 @@ class MarketServicer(pb_grpc.MarketServiceServicer):
         )
         return pb.GetFleetResponse(fleet=convert.fleet_to_proto(report))
 
+    async def AddShadows(
+        self, request: pb.AddShadowsRequest, context: grpc.aio.ServicerContext
+    ) -> pb.AddShadowsResponse:
+        change, applied = await self._fleet.add_shadows(
+            convert.candidates_from_proto(request),
+            evolution_id=request.evolution_id,
+            trials=request.trials,
+            action_key=request.action_key,
+            action_id=request.action_id,
+            plan_sequence=request.plan_sequence,
+        )
+        return pb.AddShadowsResponse(change=convert.change_to_proto(change), applied=applied)
+
+    async def ApplyMetaParameters(
+        self, request: pb.ApplyMetaParametersRequest, context: grpc.aio.ServicerContext
+    ) -> pb.ApplyMetaParametersResponse:
+        change, applied = await self._fleet.apply_meta(
+            version=request.version,
+            risk_multiplier=request.risk_multiplier,
+            position_size_scale=request.position_size_scale,
+        )
+        return pb.ApplyMetaParametersResponse(
+            change=convert.change_to_proto(change), applied=applied
+        )
+
     async def ListTrades(
         self, request: pb.ListTradesRequest, context: grpc.aio.ServicerContext
     ) -> pb.ListTradesResponse:

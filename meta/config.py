@@ -13,6 +13,7 @@ import math
 from typing import Any
 
 from qtmesh.base.config import require, setting
+from qtmesh.base.reconnect import ReconnectConfig
 from qtmesh.base.storage import DataDirConfig
 
 ENV_PREFIX = "QTMESH_META_"
@@ -352,7 +353,7 @@ class MetaPolicyRules(ShadowGates):
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
-class MetaConfig(DataDirConfig, MetaPolicyRules, MetaLearningConfig):
+class MetaConfig(DataDirConfig, MetaPolicyRules, MetaLearningConfig, ReconnectConfig):
     """Every setting of the meta service: the OS's, the policy's and where state is stored.
 
     ``risk_multiplier_min`` and ``risk_multiplier_max`` are declared by both parents and are one
@@ -361,8 +362,15 @@ class MetaConfig(DataDirConfig, MetaPolicyRules, MetaLearningConfig):
 
     database_file = "meta.db"
 
+    scale_fleet: bool = setting(
+        True,
+        help="give each new risk multiplier and position-size scale to the market's fleet, "
+        "which scales every position by their product",
+    )
+
     def __post_init__(self) -> None:
         self.check_database()
+        self.check_reconnect()
         MetaLearningConfig.__post_init__(self)
         MetaPolicyRules.__post_init__(self)
         # The policy's decisions must land inside the bounds the OS enforces.

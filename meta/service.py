@@ -3,22 +3,25 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from collections.abc import AsyncIterator
 
 import grpc
 
+from market.client import MarketClient
 from meta import _convert as convert
 from meta.agent import EXECUTES, MetaAgent
 from meta.config import ENV_PREFIX, MetaConfig
 from meta.engine import Clock, MetaEngine
+from meta.fleet_scale import publish_scale
 from meta.store import MetaStore
 from qtmesh.api.meta.v1 import meta_pb2 as pb
 from qtmesh.api.meta.v1 import meta_pb2_grpc as pb_grpc
 from qtmesh.base import paging
 from qtmesh.base.errors import InvalidArgument, Unavailable
 from qtmesh.runtime.agent_service import agent_service
-from qtmesh.runtime.app import App, Built, Context
+from qtmesh.runtime.app import App, Built, Context, Uses
 from qtmesh.runtime.server import Service
 
 HISTORY_BATCH = 100
@@ -147,7 +150,22 @@ def app(*, clock: Clock = wall_clock) -> App[MetaConfig]:
             pb.DESCRIPTOR.services_by_name["MetaService"],
         )
 
+        publisher: asyncio.Task[None] | None = None
+        if ctx.config.scale_fleet:
+            publisher = asyncio.ensure_future(
+                publish_scale(
+                    engine,
+                    ctx.client("market", MarketClient),
+                    initial_backoff=ctx.config.reconnect_initial_seconds,
+                    max_backoff=ctx.config.reconnect_max_seconds,
+                )
+            )
+
         async def close() -> None:
+            if publisher is not None:
+                publisher.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await publisher
             await engine.store.run(engine.store.close)
 
         return Built(
@@ -162,6 +180,9 @@ def app(*, clock: Clock = wall_clock) -> App[MetaConfig]:
         config_type=MetaConfig,
         env_prefix=ENV_PREFIX,
         build=build,
+        uses=lambda config: (
+            (Uses(service="market", client=MarketClient),) if config.scale_fleet else ()
+        ),
     )
 
 

@@ -1,13 +1,22 @@
-"""The meta optimizer ("Sovereign Singularity"): audits encrypted alpha reports by sector and
-proposes fleet changes into an append-only, hash-chained ledger.
+"""The meta optimizer ("Sovereign Singularity"): audits encrypted alpha reports by sector,
+proposes fleet changes into an append-only, hash-chained ledger, and records what became of each
+proposal (applied, rejected or expired) from the federation's plans.
 """
 
 from meta_optimizer.agent import MetaOptimizerAgent
 from meta_optimizer.audit import Audit, AuditSettings, ProposalType
-from meta_optimizer.client import MetaOptimizerClient
+from meta_optimizer.client import MetaOptimizerClient, PlanFeed
 from meta_optimizer.config import MetaOptimizerConfig
 from meta_optimizer.engine import MetaOptimizer, Pulse
-from meta_optimizer.ledger import ChainVerifier, Cycle, Proposal, Verification
+from meta_optimizer.follower import PlanFollower
+from meta_optimizer.ledger import (
+    ChainVerifier,
+    Cycle,
+    Proposal,
+    ProposalState,
+    Transition,
+    Verification,
+)
 from meta_optimizer.schedule import CycleScheduler
 from meta_optimizer.store import LedgerStore
 
@@ -22,8 +31,12 @@ __all__ = [
     "MetaOptimizerAgent",
     "MetaOptimizerClient",
     "MetaOptimizerConfig",
+    "PlanFeed",
+    "PlanFollower",
     "Proposal",
+    "ProposalState",
     "ProposalType",
     "Pulse",
+    "Transition",
     "Verification",
 ]

@@ -1,5 +1,6 @@
 """Conversions between the meta optimizer's domain types and ``qtmesh.api.metaoptimizer.v1``
-messages."""
+messages, and from the federation's plan stream (``qtmesh.api.federation.v1``) to the events the
+lifecycle reads (the meta optimizer does not import the federation's package: they are peers)."""
 
 from __future__ import annotations
 
@@ -7,9 +8,54 @@ from google.protobuf.duration_pb2 import Duration
 
 from meta_optimizer.audit import GapTest, ProposalType, SectorAudit
 from meta_optimizer.engine import Pulse
-from meta_optimizer.ledger import Cycle, CycleStatus, Proposal, Verification
+from meta_optimizer.ledger import (
+    Cycle,
+    CycleStatus,
+    Proposal,
+    ProposalState,
+    Transition,
+    Verification,
+)
+from meta_optimizer.lifecycle import (
+    FederationEvent,
+    PlanAction,
+    PlanEvent,
+    SkippedEvent,
+    StatusEvent,
+)
+from qtmesh.api.agent.v1 import agent_pb2
+from qtmesh.api.federation.v1 import federation_pb2
 from qtmesh.api.metaoptimizer.v1 import meta_optimizer_pb2 as pb
+from qtmesh.base.contract import ActionStatus
 from qtmesh.base.convert import duration, enum_from_proto, enum_to_proto, timestamp
+from qtmesh.base.errors import InvalidArgument
+
+
+def transition_to_proto(t: Transition) -> pb.ProposalTransition:
+    return pb.ProposalTransition(
+        state=enum_to_proto(pb.ProposalState, t.state),
+        plan_sequence=t.plan_sequence,
+        plan_id=t.plan_id,
+        action_id=t.action_id,
+        reason=t.reason,
+        time=timestamp(t.time),
+        market_time=timestamp(t.market_time),
+        event_sequence=t.event_sequence,
+    )
+
+
+def transition_from_proto(proposal_id: str, m: pb.ProposalTransition) -> Transition:
+    return Transition(
+        proposal_id=proposal_id,
+        state=enum_from_proto(ProposalState, pb.ProposalState, m.state, field="transition.state"),
+        plan_sequence=m.plan_sequence,
+        plan_id=m.plan_id,
+        action_id=m.action_id,
+        event_sequence=m.event_sequence,
+        reason=m.reason,
+        time=m.time.ToNanoseconds(),
+        market_time=m.market_time.ToNanoseconds(),
+    )
 
 
 def proposal_to_proto(p: Proposal) -> pb.Proposal:
@@ -30,6 +76,10 @@ def proposal_to_proto(p: Proposal) -> pb.Proposal:
         factor=p.factor,
         allocation=p.allocation,
         p_value=p.p_value,
+        state=enum_to_proto(pb.ProposalState, p.state),
+        transition=transition_to_proto(p.transition) if p.transition is not None else None,
+        as_of_time=timestamp(p.as_of_time) if p.as_of_time else None,
+        expire_time=timestamp(p.expire_time) if p.expire_time else None,
     )
 
 
@@ -51,6 +101,15 @@ def proposal_from_proto(message: pb.Proposal) -> Proposal:
         ledger_index=message.ledger_index,
         previous_hash=message.previous_hash,
         entry_hash=message.entry_hash,
+        # A server older than the lifecycle leaves it unset: everything was proposed then.
+        state=enum_from_proto(ProposalState, pb.ProposalState, message.state, field="state")
+        if message.state
+        else ProposalState.PROPOSED,
+        transition=transition_from_proto(message.id, message.transition)
+        if message.HasField("transition")
+        else None,
+        as_of_time=message.as_of_time.ToNanoseconds() if message.HasField("as_of_time") else 0,
+        expire_time=message.expire_time.ToNanoseconds() if message.HasField("expire_time") else 0,
     )
 
 
@@ -187,6 +246,8 @@ def pulse_to_proto(p: Pulse) -> pb.GetPulseResponse:
         cycle_count=p.cycle_count,
         proposal_count=p.proposal_count,
         arb_missions=[proposal_to_proto(a) for a in p.arb_missions],
+        active_proposal_count=p.active_proposal_count,
+        followed_sequence=p.followed_sequence,
     )
 
 
@@ -195,4 +256,48 @@ def pulse_from_proto(m: pb.GetPulseResponse) -> Pulse:
         cycle_from_proto(m.last_cycle) if m.HasField("last_cycle") else None,
         m.cycle_count,
         m.proposal_count,
+        active_proposal_count=m.active_proposal_count,
+        followed_sequence=m.followed_sequence,
     )
+
+
+# -- the federation's plan stream -----------------------------------------------------------------
+
+
+def _action_status(value: int) -> ActionStatus | None:
+    """The status, or None for one this version does not know (a newer federation's)."""
+    try:
+        return enum_from_proto(ActionStatus, agent_pb2.ActionStatus, value, field="status")
+    except InvalidArgument:
+        return None
+
+
+def federation_event_from_proto(m: federation_pb2.SubscribePlansResponse) -> FederationEvent:
+    """What the lifecycle reads of one SubscribePlans event."""
+    if m.HasField("plan"):
+        plan = m.plan
+        actions = []
+        for a in plan.actions:
+            status = _action_status(a.status)
+            if status is not None:
+                actions.append(PlanAction(a.id, a.idempotency_key, status, a.status_detail))
+        return PlanEvent(
+            sequence=m.sequence,
+            plan_id=plan.id,
+            create_time=plan.create_time.ToNanoseconds(),
+            market_time=plan.context.as_of_time.ToNanoseconds(),
+            actions=tuple(actions),
+        )
+    if m.HasField("status_update"):
+        update = m.status_update
+        status = _action_status(update.status)
+        if status is not None:
+            return StatusEvent(
+                sequence=m.sequence,
+                plan_sequence=update.plan_sequence,
+                action_id=update.action_id,
+                status=status,
+                detail=update.detail,
+                update_time=update.update_time.ToNanoseconds(),
+            )
+    return SkippedEvent(m.sequence)

@@ -1,5 +1,7 @@
-"""The meta optimizer as an agent of the federation: the latest cycle's proposals become
-recommendations, so they reach the Global Action Plan.
+"""The meta optimizer as an agent of the federation: the latest cycle's proposals that are still
+PROPOSED and within their deadline become recommendations, so they reach the Global Action Plan.
+Once applied, rejected or expired (:mod:`meta_optimizer.lifecycle`) a proposal is no longer
+offered.
 
 What each proposal becomes (target; priority):
 
@@ -9,18 +11,19 @@ What each proposal becomes (target; priority):
 - ARB_MISSION: SpawnArbMission(long, short, allocation) (market/fleet/arb/<long>-<short>; LOW:
   a new, speculative position)
 
-Confidence is the proposal's (1 - p of its test), the rationale its sentence, and the evidence
-its numbers. The meta optimizer executes nothing itself: the federation sends these actions to
-the market's AgentService, which owns the fleet and records every change with its action.
+Confidence is the proposal's (1 - p of its test), the rationale its sentence, the evidence its
+numbers, and ``as_of_time`` the market time of the data it rests on (the end of the newest
+trading day audited). The meta optimizer executes nothing itself: the federation sends these
+actions to the market's AgentService, which owns the fleet and records every change with its
+action.
 """
 
 from __future__ import annotations
 
-import hashlib
-
 from meta_optimizer.audit import ProposalType
 from meta_optimizer.engine import MetaOptimizer
-from meta_optimizer.ledger import Proposal
+from meta_optimizer.ledger import Proposal, ProposalState
+from meta_optimizer.lifecycle import AGENT, intent_key_of
 from qtmesh.base.contract import (
     Action,
     ActionType,
@@ -63,33 +66,32 @@ def recommendation_of(p: Proposal) -> Recommendation:
         rationale=p.rationale,
         evidence=evidence,
         intent_key=intent_key_of(p),
+        as_of_time=p.as_of_time,
     )
 
 
-def intent_key_of(p: Proposal) -> str:
-    """What the proposal asks, on which evidence: its type, sectors and the reports it rests on.
-
-    The latest cycle's proposals are offered in every federation cycle until a newer cycle
-    replaces them, and a second cycle over the same reports proposes the same again under new
-    ids; one key for one intent on one body of evidence makes the fleet apply it once. New
-    reports make a new intent (a sector still losing a day later is cut again)."""
-    evidence = hashlib.sha256("\n".join(sorted(p.report_ids)).encode()).hexdigest()[:16]
-    sectors = f"{p.target_sector}-{p.counter_sector}" if p.counter_sector else p.target_sector
-    return f"{p.type.name.lower()}/{sectors}/{evidence}"
+def offered(p: Proposal, market_time: int) -> bool:
+    """Whether the agent still offers ``p`` at ``market_time`` (0: unknown, no deadline)."""
+    if p.state is not ProposalState.PROPOSED:
+        return False
+    return not (market_time and p.expire_time and market_time >= p.expire_time)
 
 
 class MetaOptimizerAgent:
     """Implements :class:`qtmesh.base.contract.Agent` over a :class:`MetaOptimizer`."""
 
-    name = "meta-optimizer"
+    name = AGENT
 
     def __init__(self, optimizer: MetaOptimizer) -> None:
         self._optimizer = optimizer
 
     async def recommend(self, context: AgentContext) -> list[Recommendation]:
-        """The latest cycle's proposals; none before the first cycle."""
+        """The latest cycle's proposals still PROPOSED and before their deadline at the context's
+        market time; none before the first cycle."""
         cycle = await self._optimizer.last_cycle()
-        return [recommendation_of(p) for p in cycle.proposals] if cycle else []
+        if cycle is None:
+            return []
+        return [recommendation_of(p) for p in cycle.proposals if offered(p, context.as_of_time)]
 
     async def execute(self, action: Action, *, plan_sequence: int) -> ExecutionResult:
         raise InvalidArgument(

@@ -1,13 +1,18 @@
-"""Async client of the meta optimizer, returning the same domain objects as its engine."""
+"""Async client of the meta optimizer, returning the same domain objects as its engine; and the
+meta optimizer's own client of the federation's plan stream (:class:`PlanFeed`)."""
 
 from __future__ import annotations
+
+from collections.abc import AsyncGenerator
 
 import grpc
 
 from meta_optimizer import _convert as convert
 from meta_optimizer.audit import ProposalType
 from meta_optimizer.engine import Pulse
-from meta_optimizer.ledger import Cycle, Proposal, Verification
+from meta_optimizer.ledger import Cycle, Proposal, ProposalState, Verification
+from meta_optimizer.lifecycle import FederationEvent
+from qtmesh.api.federation.v1 import federation_pb2, federation_pb2_grpc
 from qtmesh.api.metaoptimizer.v1 import meta_optimizer_pb2 as pb
 from qtmesh.api.metaoptimizer.v1 import meta_optimizer_pb2_grpc as pb_grpc
 from qtmesh.base.convert import enum_to_proto, timestamp
@@ -33,13 +38,16 @@ class MetaOptimizerClient:
         type: ProposalType | None = None,
         start_time: int | None = None,
         end_time: int | None = None,
+        state: ProposalState | None = None,
         page_size: int = 0,
         page_token: str = "",
     ) -> tuple[list[Proposal], str]:
-        """One page of the ledger, oldest first, and the next page's token."""
+        """One page of the ledger, oldest first, and the next page's token; ``state``
+        PROPOSED lists the active proposals."""
         request = pb.ListProposalsRequest(
             sector=sector,
             type=enum_to_proto(pb.ProposalType, type) if type else None,
+            state=enum_to_proto(pb.ProposalState, state) if state else None,
             page_size=page_size,
             page_token=page_token,
         )
@@ -59,13 +67,19 @@ class MetaOptimizerClient:
         type: ProposalType | None = None,
         start_time: int | None = None,
         end_time: int | None = None,
+        state: ProposalState | None = None,
     ) -> list[Proposal]:
         """The proposal history (the spec's get_proposal_history), every page."""
         found: list[Proposal] = []
         token = ""
         while True:
             page, token = await self.proposals_page(
-                sector=sector, type=type, start_time=start_time, end_time=end_time, page_token=token
+                sector=sector,
+                type=type,
+                start_time=start_time,
+                end_time=end_time,
+                state=state,
+                page_token=token,
             )
             found += page
             if not token:
@@ -82,3 +96,23 @@ class MetaOptimizerClient:
     async def pulse(self) -> Pulse:
         response = await self._stub.GetPulse(pb.GetPulseRequest())
         return convert.pulse_from_proto(response)
+
+
+class PlanFeed:
+    """The federation's SubscribePlans stream as the lifecycle reads it
+    (:class:`meta_optimizer.follower.PlanStream`): every plan and status update, unfiltered."""
+
+    def __init__(self, channel: grpc.aio.Channel) -> None:
+        self._stub = mesh_stub(federation_pb2_grpc.FederationServiceStub, channel)
+
+    async def watch(self, *, after_sequence: int) -> AsyncGenerator[FederationEvent, None]:
+        """Every event after ``after_sequence`` (0: from the first), then live ones; ends or
+        raises the federation's MeshError when the stream does."""
+        call = self._stub.SubscribePlans(
+            federation_pb2.SubscribePlansRequest(after_sequence=after_sequence)
+        )
+        try:
+            async for message in call:
+                yield convert.federation_event_from_proto(message)
+        finally:
+            call.cancel()

@@ -9,6 +9,7 @@ import math
 
 from alpha_reporting.config import KeyringConfig
 from meta_optimizer.audit import AuditSettings
+from meta_optimizer.lifecycle import DEFAULT_TTL_DAYS
 from qtmesh.base.config import require, setting
 from qtmesh.base.reconnect import ReconnectConfig
 from qtmesh.base.storage import DataDirConfig
@@ -45,6 +46,16 @@ class MetaOptimizerConfig(DataDirConfig, ReconnectConfig, KeyringConfig):
     auto_settle_seconds: float = setting(
         2.0, help="quiet time on the report stream after which a newly reported day is complete"
     )
+    proposal_ttl_days: float = setting(
+        DEFAULT_TTL_DAYS,
+        help="market days after the data a proposal rests on within which it must be applied; "
+        "then it expires (a newer cycle replaces it sooner)",
+    )
+    follow_plans: bool = setting(
+        True,
+        help="follow the federation's plan stream to record what became of each proposal "
+        "(applied, rejected or expired)",
+    )
 
     def __post_init__(self) -> None:
         self.check_database()
@@ -78,6 +89,11 @@ class MetaOptimizerConfig(DataDirConfig, ReconnectConfig, KeyringConfig):
             math.isfinite(self.auto_settle_seconds) and self.auto_settle_seconds > 0,
             "auto_settle_seconds",
             "must be positive",
+        )
+        require(
+            math.isfinite(self.proposal_ttl_days) and 0 < self.proposal_ttl_days <= 365,
+            "proposal_ttl_days",
+            "must be in (0, 365]",
         )
         self.check_reconnect()
 

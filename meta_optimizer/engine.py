@@ -1,6 +1,7 @@
 """The meta optimizer's cycle: read the encrypted reports of a window, open and verify each,
 audit them, and append the proposals and the cycle record to the ledger. Also the ledger's
-reads, its verification and the pulse. No gRPC here; clocks are injected."""
+reads, its verification, the pulse, and the record of what the federation's plans did to the
+proposals (:mod:`meta_optimizer.lifecycle`). No gRPC here; clocks are injected."""
 
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ from alpha_reporting.engine import check_window
 from alpha_reporting.report import EncryptedReport, SectorReport
 from meta_optimizer.audit import AuditSettings, ProposalType, audit
 from meta_optimizer.ledger import ChainVerifier, Cycle, CycleStatus, Proposal, Verification, chain
+from meta_optimizer.lifecycle import FederationEvent, Position, Step
 from meta_optimizer.store import LedgerStore, ProposalQuery
 from qtmesh.base.errors import InvalidArgument, MeshError, NotFound
 
@@ -35,6 +37,9 @@ class Pulse:
     last_cycle: Cycle | None
     cycle_count: int
     proposal_count: int
+    # Proposals still PROPOSED, and the last federation event the plan follower recorded.
+    active_proposal_count: int = 0
+    followed_sequence: int = 0
 
     @property
     def arb_missions(self) -> tuple[Proposal, ...]:
@@ -178,9 +183,26 @@ class MetaOptimizer:
     async def pulse(self) -> Pulse:
         def read() -> Pulse:
             cycles, proposals = self.store.counts()
-            return Pulse(self.store.last_cycle(), cycles, proposals)
+            return Pulse(
+                self.store.last_cycle(),
+                cycles,
+                proposals,
+                active_proposal_count=self.store.active_count(),
+                followed_sequence=self.store.position().after_sequence,
+            )
 
         return await self.store.run(read)
 
     async def last_cycle(self) -> Cycle | None:
         return await self.store.run(self.store.last_cycle)
+
+    # -- the lifecycle ---------------------------------------------------------------------------
+
+    async def record_event(self, event: FederationEvent) -> Step:
+        """Records what a federation event (of the plan stream, in sequence order) did to the
+        proposals; an event recorded before changes nothing."""
+        return await self.store.run(self.store.record_event, event)
+
+    async def followed(self) -> Position:
+        """Where the plan follower is: resume after ``after_sequence``."""
+        return await self.store.run(self.store.position)

@@ -17,6 +17,11 @@ What the ledger alone cannot show is the removal of the newest cycle record toge
 entries: the rest is a shorter ledger that verifies. That is detectable only against a head hash
 published outside the database, which VerifyLedger returns (``head_hash``) and every cycle
 carries (``head_index``, ``head_hash``, also in the pulse's last cycle).
+
+What became of a proposal is not part of its entry: an entry is never rewritten. Its lifecycle
+(``state``, ``transition``) and the market times derived from its cycle (``as_of_time``,
+``expire_time``) are read beside it and left out of the canonical encoding; the transition is a
+row of its own (see :mod:`meta_optimizer.lifecycle`).
 """
 
 from __future__ import annotations
@@ -31,6 +36,33 @@ from meta_optimizer.audit import GapTest, ProposalDraft, ProposalType, SectorAud
 
 FORMAT = "qtmesh.metaopt.ledger.v1"
 GENESIS = "0" * 64
+
+
+class ProposalState(enum.Enum):
+    """PROPOSED when a cycle appends it; then once, and finally, one of the other three."""
+
+    PROPOSED = 1
+    APPLIED = 2
+    EXPIRED = 3
+    REJECTED = 4
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class Transition:
+    """A proposal's move out of PROPOSED and what made it: the federation plan (its sequence and
+    id) and the action of that plan ("" when it expired at a plan that did not carry it), the
+    event of the plan stream, the federation's time of that event and the plan's market time
+    (Unix ns)."""
+
+    proposal_id: str
+    state: ProposalState
+    plan_sequence: int
+    plan_id: str
+    action_id: str
+    event_sequence: int
+    reason: str
+    time: int
+    market_time: int
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -51,10 +83,22 @@ class Proposal:
     ledger_index: int
     previous_hash: str
     entry_hash: str = ""
+    # Read beside the entry, never hashed (the module docstring).
+    state: ProposalState = ProposalState.PROPOSED
+    transition: Transition | None = None
+    # Market time (Unix ns) of the data it rests on: the end of the newest trading day of its
+    # sectors that its cycle audited; 0 if unknown.
+    as_of_time: int = 0
+    # Market time at which it expires unless applied before (0: unknown).
+    expire_time: int = 0
+
+
+# The fields of a Proposal that are not part of its ledger entry.
+NOT_HASHED = frozenset({"entry_hash", "state", "transition", "as_of_time", "expire_time"})
 
 
 def canonical(p: Proposal) -> bytes:
-    fields = {f.name: getattr(p, f.name) for f in dataclasses.fields(p) if f.name != "entry_hash"}
+    fields = {f.name: getattr(p, f.name) for f in dataclasses.fields(p) if f.name not in NOT_HASHED}
     fields["type"] = p.type.name
     fields["report_ids"] = list(p.report_ids)
     fields["format"] = FORMAT

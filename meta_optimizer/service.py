@@ -1,5 +1,6 @@
 """The meta optimizer's gRPC service: a thin adapter from MetaOptimizerService and AgentService
-to the optimizer engine, which reads reports from the alpha-reporting service."""
+to the optimizer engine, which reads reports from the alpha-reporting service and follows the
+federation's plans to record what became of each proposal."""
 
 from __future__ import annotations
 
@@ -13,8 +14,11 @@ from alpha_reporting.client import AlphaReportingClient
 from meta_optimizer import _convert as convert
 from meta_optimizer.agent import EXECUTES, MetaOptimizerAgent
 from meta_optimizer.audit import ProposalType
+from meta_optimizer.client import PlanFeed
 from meta_optimizer.config import ENV_PREFIX, MetaOptimizerConfig
 from meta_optimizer.engine import Clock, MetaOptimizer
+from meta_optimizer.follower import Observer, PlanFollower
+from meta_optimizer.ledger import ProposalState
 from meta_optimizer.schedule import CycleScheduler
 from meta_optimizer.store import LedgerStore, ProposalQuery
 from qtmesh.api.metaoptimizer.v1 import meta_optimizer_pb2 as pb
@@ -46,10 +50,15 @@ class MetaOptimizerServicer(pb_grpc.MetaOptimizerServiceServicer):
         kind = None
         if request.type:
             kind = enum_from_proto(ProposalType, pb.ProposalType, request.type, field="type")
+        state = None
+        if request.state:
+            state = enum_from_proto(ProposalState, pb.ProposalState, request.state, field="state")
         start = request.start_time.ToNanoseconds() if request.HasField("start_time") else None
         end = request.end_time.ToNanoseconds() if request.HasField("end_time") else None
         # The token carries the filters, so a page of one query is never read with another.
         expect = {"sector": request.sector, "type": request.type, "start": start, "end": end}
+        if state is not None:
+            expect["state"] = request.state  # absent when unset: earlier tokens still read
         after = -1
         if request.page_token:
             index = paging.decode_token(request.page_token, expect=expect).get("i")
@@ -57,7 +66,12 @@ class MetaOptimizerServicer(pb_grpc.MetaOptimizerServiceServicer):
                 raise InvalidArgument("page_token", "is not a token this server issued")
             after = index
         query = ProposalQuery(
-            sector=request.sector, type=kind, start_time=start, end_time=end, after_index=after
+            sector=request.sector,
+            type=kind,
+            start_time=start,
+            end_time=end,
+            after_index=after,
+            state=state,
         )
         found = await self._optimizer.proposals(query, size + 1)
         page = found[:size]
@@ -89,13 +103,26 @@ def wall_clock() -> int:
     return time.time_ns()
 
 
-def app(*, clock: Clock = wall_clock) -> App[MetaOptimizerConfig]:
-    """The meta optimizer App; tests inject the ``clock`` that stamps cycles and proposals."""
+def uses(config: MetaOptimizerConfig) -> list[Uses]:
+    """Alpha-reporting's client, and the federation's plan stream when ``follow_plans``: followed,
+    not a start-order dependency (the federation starts after the meta optimizer, whose
+    recommendations it asks for; the follower reconnects until it is up)."""
+    declared = [Uses(service="alpha-reporting", client=AlphaReportingClient)]
+    if config.follow_plans:
+        declared.append(Uses(service="federation", client=PlanFeed, followed=True))
+    return declared
+
+
+def app(*, clock: Clock = wall_clock, observe: Observer | None = None) -> App[MetaOptimizerConfig]:
+    """The meta optimizer App; tests inject the ``clock`` that stamps cycles and proposals, and
+    ``observe``, called after each federation event the plan follower recorded."""
 
     async def build(ctx: Context[MetaOptimizerConfig]) -> Built:
         config = ctx.config
         keyring = await asyncio.to_thread(config.load_keyring, service="meta-optimizer")
-        store = await asyncio.to_thread(config.open, LedgerStore)
+        store = await asyncio.to_thread(
+            config.open, lambda url: LedgerStore(url, ttl_days=config.proposal_ttl_days)
+        )
         alpha = ctx.client("alpha-reporting", AlphaReportingClient)
         optimizer = MetaOptimizer(
             store=store,
@@ -105,7 +132,7 @@ def app(*, clock: Clock = wall_clock) -> App[MetaOptimizerConfig]:
             clock=clock,
         )
 
-        scheduling: asyncio.Task[None] | None = None
+        tasks: list[asyncio.Task[None]] = []
         if config.auto_window_days:
             scheduler = CycleScheduler(
                 optimizer=optimizer,
@@ -115,17 +142,26 @@ def app(*, clock: Clock = wall_clock) -> App[MetaOptimizerConfig]:
                 initial_backoff=config.reconnect_initial_seconds,
                 max_backoff=config.reconnect_max_seconds,
             )
-            scheduling = asyncio.ensure_future(scheduler.run())
+            tasks.append(asyncio.ensure_future(scheduler.run()))
+        if config.follow_plans:
+            follower = PlanFollower(
+                optimizer=optimizer,
+                stream=ctx.client("federation", PlanFeed),
+                initial_backoff=config.reconnect_initial_seconds,
+                max_backoff=config.reconnect_max_seconds,
+                observe=observe,
+            )
+            tasks.append(asyncio.ensure_future(follower.run()))
 
         def drain() -> None:
-            if scheduling is not None:
-                scheduling.cancel()
+            for task in tasks:
+                task.cancel()
 
         async def close() -> None:
-            if scheduling is not None:
-                scheduling.cancel()
+            for task in tasks:
+                task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
-                    await scheduling
+                    await task
             await store.run(store.close)
 
         return Built(
@@ -147,7 +183,7 @@ def app(*, clock: Clock = wall_clock) -> App[MetaOptimizerConfig]:
         config_type=MetaOptimizerConfig,
         env_prefix=ENV_PREFIX,
         build=build,
-        uses=(Uses(service="alpha-reporting", client=AlphaReportingClient),),
+        uses=uses,
     )
 
 

@@ -1,10 +1,19 @@
-"""Persistence of the proposal ledger and the cycle records on SQLite or PostgreSQL.
+"""Persistence of the proposal ledger, the cycle records and the proposals' lifecycle on SQLite
+or PostgreSQL.
 
 The ledger table is append-only: this module inserts entries and never updates or deletes one.
 A cycle's entries and its record are written in one transaction, after reading the ledger's
 head in that transaction; the ledger index is the primary key, so two replicas appending at
 once cannot both extend the same head (the loser retries on the new head). Methods block; async
 callers go through :meth:`SqlStore.run`.
+
+The lifecycle lives beside the ledger, never in it: ``metaopt_transitions`` holds each
+proposal's one move out of PROPOSED (the proposal id is its primary key, so a final state is
+never replaced; rows are inserted, never updated); no row means PROPOSED. The plan follower's
+working state is ``metaopt_carriers`` (the actions that carry an undecided intent, with their
+last status) and ``metaopt_follower`` (the last federation event recorded). One event's
+transitions, carriers and position are written in one transaction, so a restart resumes after
+the last event recorded and records none twice.
 """
 
 from __future__ import annotations
@@ -18,7 +27,30 @@ from typing import Any
 import sqlalchemy as sa
 
 from meta_optimizer.audit import GapTest, ProposalType, SectorAudit
-from meta_optimizer.ledger import GENESIS, Cycle, CycleHead, CycleStatus, Proposal
+from meta_optimizer.ledger import (
+    GENESIS,
+    Cycle,
+    CycleHead,
+    CycleStatus,
+    Proposal,
+    ProposalState,
+    Transition,
+)
+from meta_optimizer.lifecycle import (
+    DAY_NANOS,
+    DEFAULT_TTL_DAYS,
+    Candidate,
+    Carrier,
+    FederationEvent,
+    Position,
+    Step,
+    data_time,
+    deadline_of,
+    decide,
+    intent_key_of,
+    proposal_data_time,
+)
+from qtmesh.base.contract import ActionStatus
 from qtmesh.base.storage import SqlStore, create_engine
 
 metadata = sa.MetaData()
@@ -66,6 +98,47 @@ cycles = sa.Table(
     sa.Column("head_hash", sa.Text, nullable=False),
 )
 
+# Each proposal's move out of PROPOSED (none: still PROPOSED); inserted once, never updated.
+transitions = sa.Table(
+    "metaopt_transitions",
+    metadata,
+    sa.Column("proposal_id", sa.Text, primary_key=True),
+    sa.Column("state", sa.Text, nullable=False),
+    sa.Column("plan_sequence", sa.BigInteger, nullable=False),
+    sa.Column("plan_id", sa.Text, nullable=False),
+    sa.Column("action_id", sa.Text, nullable=False),
+    sa.Column("event_sequence", sa.BigInteger, nullable=False),
+    sa.Column("reason", sa.Text, nullable=False),
+    sa.Column("transition_time", sa.BigInteger, nullable=False),
+    sa.Column("market_time", sa.BigInteger, nullable=False),
+    sa.Index("metaopt_transitions_by_state", "state"),
+)
+
+# The follower's working state: plan actions carrying an undecided intent, as last reported.
+carriers = sa.Table(
+    "metaopt_carriers",
+    metadata,
+    sa.Column("plan_sequence", sa.BigInteger, primary_key=True, autoincrement=False),
+    sa.Column("action_id", sa.Text, primary_key=True),
+    sa.Column("plan_id", sa.Text, nullable=False),
+    sa.Column("intent_key", sa.Text, nullable=False),
+    sa.Column("market_time", sa.BigInteger, nullable=False),
+    sa.Column("status", sa.Text, nullable=False),
+    sa.Column("detail", sa.Text, nullable=False),
+    sa.Column("update_time", sa.BigInteger, nullable=False),
+    sa.Index("metaopt_carriers_by_intent", "intent_key"),
+)
+
+# Where the plan follower is: one row.
+follower = sa.Table(
+    "metaopt_follower",
+    metadata,
+    sa.Column("name", sa.Text, primary_key=True),
+    sa.Column("after_sequence", sa.BigInteger, nullable=False),
+    sa.Column("market_time", sa.BigInteger, nullable=False),
+)
+FOLLOWER = "federation"
+
 RETRIES = 5
 BATCH = 1000
 
@@ -77,6 +150,7 @@ class ProposalQuery:
     start_time: int | None = None
     end_time: int | None = None
     after_index: int = -1
+    state: ProposalState | None = None
 
 
 def _proposal(row: Any) -> Proposal:
@@ -121,9 +195,74 @@ def _proposal_row(p: Proposal) -> dict[str, Any]:
     }
 
 
+def _transition(row: Any) -> Transition:
+    return Transition(
+        proposal_id=row.proposal_id,
+        state=ProposalState[row.state],
+        plan_sequence=row.plan_sequence,
+        plan_id=row.plan_id,
+        action_id=row.action_id,
+        event_sequence=row.event_sequence,
+        reason=row.reason,
+        time=row.transition_time,
+        market_time=row.market_time,
+    )
+
+
+def _transition_row(t: Transition) -> dict[str, Any]:
+    return {
+        "proposal_id": t.proposal_id,
+        "state": t.state.name,
+        "plan_sequence": t.plan_sequence,
+        "plan_id": t.plan_id,
+        "action_id": t.action_id,
+        "event_sequence": t.event_sequence,
+        "reason": t.reason,
+        "transition_time": t.time,
+        "market_time": t.market_time,
+    }
+
+
+def _carrier(row: Any) -> Carrier:
+    return Carrier(
+        plan_sequence=row.plan_sequence,
+        action_id=row.action_id,
+        plan_id=row.plan_id,
+        intent_key=row.intent_key,
+        market_time=row.market_time,
+        status=ActionStatus[row.status],
+        detail=row.detail,
+        update_time=row.update_time,
+    )
+
+
+def _carrier_row(c: Carrier) -> dict[str, Any]:
+    return {
+        "plan_sequence": c.plan_sequence,
+        "action_id": c.action_id,
+        "plan_id": c.plan_id,
+        "intent_key": c.intent_key,
+        "market_time": c.market_time,
+        "status": c.status.name,
+        "detail": c.detail,
+        "update_time": c.update_time,
+    }
+
+
+def _audits(text: str) -> tuple[SectorAudit, ...]:
+    return tuple(
+        SectorAudit(**{**a, "report_ids": tuple(a["report_ids"])})
+        for a in json.loads(text)["sectors"]
+    )
+
+
 class LedgerStore(SqlStore):
-    def __init__(self, url: str) -> None:
+    """The ledger and the lifecycle; ``ttl_days`` is the market time a proposal has to be
+    applied after the data it rests on (see :mod:`meta_optimizer.lifecycle`)."""
+
+    def __init__(self, url: str, *, ttl_days: float = DEFAULT_TTL_DAYS) -> None:
         super().__init__(create_engine(url), metadata)
+        self.ttl = round(ttl_days * DAY_NANOS)
 
     # -- writes ----------------------------------------------------------------------------------
 
@@ -146,16 +285,153 @@ class LedgerStore(SqlStore):
                     if cycle.proposals:
                         c.execute(ledger.insert(), [_proposal_row(p) for p in cycle.proposals])
                     c.execute(cycles.insert().values(**_cycle_row(cycle)))
-                return cycle
+                dressed = [self._dress(p, cycle.sectors, None) for p in cycle.proposals]
+                return dataclasses.replace(cycle, proposals=tuple(dressed))
             except sa.exc.IntegrityError:
                 if attempt == RETRIES - 1:
                     raise
         raise AssertionError("unreachable")
 
+    def record_event(self, event: FederationEvent) -> Step:
+        """Records what one federation event does to the proposals (:func:`lifecycle.decide`)
+        with the follower's new position, in one transaction. An event at or before the
+        position was recorded already: nothing changes."""
+        with self.engine.begin() as c:
+            position = self._position(c)
+            if event.sequence <= position.after_sequence:
+                return Step((), (), frozenset(), position)
+            candidates = self._candidates(c)
+            intents = {x.intent_key for x in candidates}
+            found = (
+                [
+                    _carrier(r)
+                    for r in c.execute(
+                        carriers.select().where(carriers.c.intent_key.in_(sorted(intents)))
+                    )
+                ]
+                if intents
+                else []
+            )
+            step = decide(
+                event, position=position, candidates=candidates, carriers=found, ttl=self.ttl
+            )
+            if step.transitions:
+                c.execute(transitions.insert(), [_transition_row(t) for t in step.transitions])
+            for carrier in step.carriers:
+                c.execute(
+                    carriers.delete()
+                    .where(carriers.c.plan_sequence == carrier.plan_sequence)
+                    .where(carriers.c.action_id == carrier.action_id)
+                )
+            if step.carriers:
+                c.execute(carriers.insert(), [_carrier_row(x) for x in step.carriers])
+            if step.resolved:
+                c.execute(carriers.delete().where(carriers.c.intent_key.in_(sorted(step.resolved))))
+            values = {
+                "after_sequence": step.position.after_sequence,
+                "market_time": step.position.market_time,
+            }
+            updated = c.execute(follower.update().where(follower.c.name == FOLLOWER).values(values))
+            if not updated.rowcount:
+                c.execute(follower.insert().values(name=FOLLOWER, **values))
+        return step
+
+    def position(self) -> Position:
+        """The last federation event recorded (0: none)."""
+        with self.engine.connect() as c:
+            return self._position(c)
+
+    def _position(self, c: sa.Connection) -> Position:
+        row = c.execute(follower.select().where(follower.c.name == FOLLOWER)).first()
+        return Position(row.after_sequence, row.market_time) if row is not None else Position()
+
+    def _candidates(self, c: sa.Connection) -> list[Candidate]:
+        """Every PROPOSED proposal a cycle recorded (one appended by hand beyond its cycle's head
+        is never a candidate), with its deadline."""
+        rows = list(
+            c.execute(
+                sa.select(ledger, cycles.c.sequence.label("cycle_sequence"), cycles.c.audit)
+                .join(cycles, cycles.c.cycle_id == ledger.c.cycle_id)
+                .outerjoin(transitions, transitions.c.proposal_id == ledger.c.proposal_id)
+                .where(transitions.c.proposal_id.is_(None))
+                .where(ledger.c.ledger_index <= cycles.c.head_index)
+                .order_by(ledger.c.ledger_index)
+            )
+        )
+        if not rows:
+            return []
+        oldest = min(r.cycle_sequence for r in rows)
+        newer = [
+            (r.sequence, r.cycle_id, data_time(_audits(r.audit)))
+            for r in c.execute(
+                sa.select(cycles.c.sequence, cycles.c.cycle_id, cycles.c.audit)
+                .where(cycles.c.sequence > oldest)
+                .order_by(cycles.c.sequence)
+            )
+        ]
+        audits: dict[str, tuple[SectorAudit, ...]] = {}
+        found = []
+        for row in rows:
+            p = _proposal(row)
+            if p.cycle_id not in audits:
+                audits[p.cycle_id] = _audits(row.audit)
+            as_of = proposal_data_time(p, audits[p.cycle_id])
+            later = [(t, cid) for seq, cid, t in newer if seq > row.cycle_sequence]
+            replaced_at, replaced_by = min(later) if later else (None, "")
+            deadline = deadline_of(as_of, self.ttl, replaced_at)
+            found.append(
+                Candidate(
+                    proposal_id=p.id,
+                    intent_key=intent_key_of(p),
+                    as_of_time=as_of,
+                    deadline=deadline,
+                    # The newer cycle, if it ends the proposal's life no later than the TTL.
+                    replaced_by=replaced_by if deadline == max(as_of, replaced_at or 0) else "",
+                )
+            )
+        return found
+
     # -- reads -----------------------------------------------------------------------------------
 
+    def _dress(
+        self, p: Proposal, sectors: tuple[SectorAudit, ...], transition: Transition | None
+    ) -> Proposal:
+        as_of = proposal_data_time(p, sectors)
+        return dataclasses.replace(
+            p,
+            state=transition.state if transition is not None else ProposalState.PROPOSED,
+            transition=transition,
+            as_of_time=as_of,
+            expire_time=as_of + self.ttl if as_of else 0,
+        )
+
+    def _dressed(self, c: sa.Connection, found: list[Proposal]) -> list[Proposal]:
+        """``found`` with their lifecycle and market times."""
+        if not found:
+            return []
+        ids = sorted({p.id for p in found})
+        moved = {
+            t.proposal_id: t
+            for t in map(
+                _transition,
+                c.execute(transitions.select().where(transitions.c.proposal_id.in_(ids))),
+            )
+        }
+        names = sorted({p.cycle_id for p in found})
+        audits = {
+            r.cycle_id: _audits(r.audit)
+            for r in c.execute(
+                sa.select(cycles.c.cycle_id, cycles.c.audit).where(cycles.c.cycle_id.in_(names))
+            )
+        }
+        return [self._dress(p, audits.get(p.cycle_id, ()), moved.get(p.id)) for p in found]
+
     def proposals(self, query: ProposalQuery, limit: int) -> list[Proposal]:
-        select = ledger.select().where(ledger.c.ledger_index > query.after_index)
+        select = (
+            sa.select(ledger)
+            .outerjoin(transitions, transitions.c.proposal_id == ledger.c.proposal_id)
+            .where(ledger.c.ledger_index > query.after_index)
+        )
         if query.sector:
             select = select.where(
                 sa.or_(
@@ -169,14 +445,18 @@ class LedgerStore(SqlStore):
             select = select.where(ledger.c.create_time >= query.start_time)
         if query.end_time is not None:
             select = select.where(ledger.c.create_time <= query.end_time)
+        if query.state is ProposalState.PROPOSED:
+            select = select.where(transitions.c.proposal_id.is_(None))
+        elif query.state is not None:
+            select = select.where(transitions.c.state == query.state.name)
         select = select.order_by(ledger.c.ledger_index).limit(limit)
         with self.engine.connect() as c:
-            return [_proposal(row) for row in c.execute(select)]
+            return self._dressed(c, [_proposal(row) for row in c.execute(select)])
 
     def proposal(self, proposal_id: str) -> Proposal | None:
         with self.engine.connect() as c:
             row = c.execute(ledger.select().where(ledger.c.proposal_id == proposal_id)).first()
-        return _proposal(row) if row is not None else None
+            return self._dressed(c, [_proposal(row)])[0] if row is not None else None
 
     @contextlib.contextmanager
     def snapshot(self) -> Iterator[ChainSnapshot]:
@@ -198,15 +478,18 @@ class LedgerStore(SqlStore):
             row = c.execute(cycles.select().order_by(cycles.c.sequence.desc()).limit(1)).first()
             if row is None:
                 return None
-            proposals = [
-                _proposal(r)
-                for r in c.execute(
-                    ledger.select()
-                    .where(ledger.c.cycle_id == row.cycle_id)
-                    .where(ledger.c.ledger_index <= row.head_index)
-                    .order_by(ledger.c.ledger_index)
-                )
-            ]
+            proposals = self._dressed(
+                c,
+                [
+                    _proposal(r)
+                    for r in c.execute(
+                        ledger.select()
+                        .where(ledger.c.cycle_id == row.cycle_id)
+                        .where(ledger.c.ledger_index <= row.head_index)
+                        .order_by(ledger.c.ledger_index)
+                    )
+                ],
+            )
         return _cycle(row, proposals)
 
     def counts(self) -> tuple[int, int]:
@@ -215,6 +498,17 @@ class LedgerStore(SqlStore):
             cycle_count = c.execute(sa.select(sa.func.count()).select_from(cycles)).scalar_one()
             entry_count = c.execute(sa.select(sa.func.count()).select_from(ledger)).scalar_one()
         return int(cycle_count), int(entry_count)
+
+    def active_count(self) -> int:
+        """Proposals still PROPOSED."""
+        with self.engine.connect() as c:
+            count = c.execute(
+                sa.select(sa.func.count())
+                .select_from(ledger)
+                .outerjoin(transitions, transitions.c.proposal_id == ledger.c.proposal_id)
+                .where(transitions.c.proposal_id.is_(None))
+            ).scalar_one()
+        return int(count)
 
 
 class ChainSnapshot:
@@ -281,9 +575,7 @@ def _cycle_row(cycle: Cycle) -> dict[str, Any]:
 
 def _cycle(row: Any, proposals: list[Proposal]) -> Cycle:
     audit = json.loads(row.audit)
-    sectors = tuple(
-        SectorAudit(**{**a, "report_ids": tuple(a["report_ids"])}) for a in audit["sectors"]
-    )
+    sectors = _audits(row.audit)
     return Cycle(
         id=row.cycle_id,
         sequence=row.sequence,

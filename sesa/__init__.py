@@ -1,6 +1,14 @@
 """SESA, the Self-Evolving Strategy Architect: mutate, evaluate, select strategies, repeat."""
 
-from sesa.agent import FinishedEvolution, SesaAgent
+from sesa.agent import (
+    EvolutionOrder,
+    EvolutionReport,
+    FinishedEvolution,
+    SesaAgent,
+    ShadowBook,
+    book_candidates,
+    book_strategy_id,
+)
 from sesa.client import SesaClient, bar_source
 from sesa.config import SesaConfig
 from sesa.evolution import (
@@ -11,6 +19,7 @@ from sesa.evolution import (
     GenerationStats,
 )
 from sesa.mutation import OPERATORS, MutationOperator
+from sesa.priors import Priors, TunedParameters
 from sesa.scenarios import BlockBootstrap, ScenarioGenerator
 from sesa.selection import Judgement, SelectionConfig, judge, select
 
@@ -20,17 +29,24 @@ __all__ = [
     "EvaluationType",
     "Evolution",
     "EvolutionConfig",
+    "EvolutionOrder",
+    "EvolutionReport",
     "EvolutionResult",
     "FinishedEvolution",
     "GenerationStats",
     "Judgement",
     "MutationOperator",
+    "Priors",
     "ScenarioGenerator",
     "SelectionConfig",
     "SesaAgent",
     "SesaClient",
     "SesaConfig",
+    "ShadowBook",
+    "TunedParameters",
     "bar_source",
+    "book_candidates",
+    "book_strategy_id",
     "judge",
     "select",
 ]

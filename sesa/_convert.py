@@ -11,6 +11,7 @@ from qtmesh.api.common.v1 import strategy_pb2
 from qtmesh.api.sesa.v1 import sesa_pb2 as pb
 from qtmesh.base.convert import enum_from_proto, enum_to_proto, genome_from_proto, genome_to_proto
 from qtmesh.base.errors import InvalidArgument
+from sesa.agent import FinishedEvolution
 from sesa.evolution import EvaluationType, EvolutionConfig, EvolutionResult, GenerationStats
 from sesa.mutation import OPERATORS
 from sesa.selection import Judgement, SelectionConfig
@@ -102,8 +103,10 @@ def stats_to_proto(s: GenerationStats) -> pb.GenerationStats:
     )
 
 
-def result_to_proto(r: EvolutionResult) -> pb.EvolutionResult:
-    return pb.EvolutionResult(
+def result_to_proto(
+    r: EvolutionResult, finished: FinishedEvolution | None = None
+) -> pb.EvolutionResult:
+    message = pb.EvolutionResult(
         top=[judgement_to_proto(j) for j in r.top],
         shadow_candidates=[judgement_to_proto(j) for j in r.shadow_candidates],
         production_candidates=[judgement_to_proto(j) for j in r.production_candidates],
@@ -111,6 +114,19 @@ def result_to_proto(r: EvolutionResult) -> pb.EvolutionResult:
         trials=r.trials,
         elapsed_seconds=r.elapsed_seconds,
     )
+    if finished is not None:
+        message.evolution_id = finished.evolution_id
+        book = finished.shadow_book
+        if book is not None:
+            message.shadow_book.CopyFrom(
+                pb.ShadowBookChange(
+                    strategy_ids=book.strategy_ids,
+                    applied=book.applied,
+                    change_sequence=book.change_sequence,
+                    detail=book.detail,
+                )
+            )
+    return message
 
 
 def evolution_config_from_proto(message: pb.EvolutionConfig) -> EvolutionConfig:

@@ -40,16 +40,20 @@ class SesaClient:
         config: pb.EvolutionConfig | None = None,
         seed: int = 0,
         prior_trials: int = 0,
+        shadow_book_key: str = "",
     ) -> AsyncIterator[pb.GenerationStats | pb.EvolutionResult]:
         """Yields one GenerationStats per generation, then the EvolutionResult. Closing the
         generator cancels the evolution on the server: wrap the loop in
-        ``contextlib.aclosing`` to do so at once when breaking out early."""
+        ``contextlib.aclosing`` to do so at once when breaking out early. With
+        ``shadow_book_key`` the selected candidates join the market's strategy book as
+        shadows, once per key (the result's ``shadow_book`` says what the book did)."""
         request = pb.EvolveRequest(
             seeds=[genome_to_proto(g) for g in seeds],
             config=config or pb.EvolutionConfig(),
             bars=bars,
             seed=seed,
             prior_trials=prior_trials,
+            shadow_book_key=shadow_book_key,
         )
         call = self._stub.Evolve(request)
         try:

@@ -22,7 +22,11 @@ class SesaConfig:
     max_genomes: int = setting(5000, help="largest batch an Evaluate, Mutate or Select takes")
     max_bars: int = setting(1_000_000, help="largest bar window evaluated")
     cached_windows: int = setting(8, help="bar windows (with their indicators) kept in memory")
-    recommend_top: int = setting(3, help="candidates proposed per Recommend")
+    meta_timeout_seconds: float = setting(
+        5.0,
+        help="deadline of reading meta's parameters for RUN_EVOLUTION; past it (or with meta "
+        "down) the evolution runs on SESA's own defaults",
+    )
 
     def __post_init__(self) -> None:
         require(bool(self.symbols), "symbols", "name at least one symbol")
@@ -34,4 +38,4 @@ class SesaConfig:
         require(self.max_genomes >= 1, "max_genomes", "must be at least 1")
         require(self.max_bars >= 1000, "max_bars", "must be at least 1000")
         require(self.cached_windows >= 1, "cached_windows", "must be at least 1")
-        require(self.recommend_top >= 1, "recommend_top", "must be at least 1")
+        require(0 < self.meta_timeout_seconds <= 600, "meta_timeout_seconds", "must be in (0, 600]")

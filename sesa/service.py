@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
+import uuid
 from collections import OrderedDict
 from collections.abc import AsyncIterator
 
@@ -21,22 +20,35 @@ from backtest.evaluation import (
 )
 from backtest.indicators import BarData
 from market.client import MarketClient
+from market.fleet import Candidate
+from meta.client import MetaClient
 from qtmesh.api.sesa.v1 import sesa_pb2 as pb
 from qtmesh.api.sesa.v1 import sesa_pb2_grpc as pb_grpc
 from qtmesh.base.bars import validate_bars
 from qtmesh.base.concurrency import CancelToken, run_cancellable
 from qtmesh.base.contract import ActionType
 from qtmesh.base.convert import genome_from_proto, genome_to_proto, series_from_proto
-from qtmesh.base.errors import InvalidArgument
+from qtmesh.base.errors import InvalidArgument, MeshError
 from qtmesh.base.genome import Policy, reject_conflicting_ids
 from qtmesh.runtime.agent_service import agent_service
 from qtmesh.runtime.app import App, Built, Context, Uses
 from qtmesh.runtime.server import Service
 from sesa import _convert as convert
-from sesa.agent import FinishedEvolution, SesaAgent
+from sesa.agent import (
+    EvolutionOrder,
+    EvolutionReport,
+    FinishedEvolution,
+    SesaAgent,
+    ShadowBook,
+    book_candidates,
+    book_strategy_id,
+    evolution_id,
+    evolution_seed,
+)
 from sesa.config import ENV_PREFIX, SesaConfig
-from sesa.evolution import EvaluationType, Evolution, EvolutionConfig
+from sesa.evolution import EvaluationType, Evolution, EvolutionConfig, EvolutionResult
 from sesa.mutation import OPERATORS
+from sesa.priors import Priors, TunedParameters
 from sesa.scenarios import BlockBootstrap
 from sesa.selection import SelectionConfig, judge, select
 
@@ -45,18 +57,23 @@ _log = structlog.get_logger("sesa")
 
 
 class SesaServicer(pb_grpc.SesaServiceServicer):
-    def __init__(self, *, config: SesaConfig, market: MarketClient, policy: Policy | None = None):
+    def __init__(
+        self,
+        *,
+        config: SesaConfig,
+        market: MarketClient,
+        meta: MetaClient | None = None,
+        policy: Policy | None = None,
+    ):
         self._config = config
         self._market = market
+        self._meta = meta
         self._policy = policy or Policy()
         self._windows: OrderedDict[tuple[str, int, int, int], BarData] = OrderedDict()
-        self._background: asyncio.Task[None] | None = None
-        self._background_detail = ""
-        self._background_runs = 0
         self.agent = SesaAgent(
-            start_evolution=self._start_background_evolution,
+            run_evolution=self._run_order,
+            check_order=self._check_order,
             default_symbols=config.symbols,
-            top=config.recommend_top,
         )
 
     # -- RPCs ------------------------------------------------------------------------------------
@@ -83,6 +100,20 @@ class SesaServicer(pb_grpc.SesaServiceServicer):
         seeds = [genome_from_proto(g, field=f"seeds[{i}]") for i, g in enumerate(request.seeds)]
         data = await self._bars(request.bars, field="bars", days=config.evaluation_lookback_days)
         config.check_scenario_bars(data.n)
+        book_key = request.shadow_book_key
+        sector = data.sector
+        if book_key:
+            # Checked before the work: the book takes only symbols the market trades.
+            sector = (await self._sectors()).get(data.symbol, "")
+            if not sector:
+                raise InvalidArgument(
+                    "shadow_book_key",
+                    f"the bars are of {data.symbol!r}, not a market symbol: its candidates "
+                    "cannot join the book",
+                )
+            evolution_name = evolution_id("evolve", book_key, data.symbol)
+        else:
+            evolution_name = f"evo-{uuid.uuid4().hex[:12]}"
         evolution = await self._evolution(
             config, evaluator, selection, request.seed, request.prior_trials
         )
@@ -98,8 +129,22 @@ class SesaServicer(pb_grpc.SesaServiceServicer):
             stats = await run_cancellable(evolution.step)
             yield pb.EvolveResponse(generation=convert.stats_to_proto(stats))
         result = evolution.result()
-        self.agent.remember(FinishedEvolution(result, data.symbol, data.sector, int(data.time[-1])))
-        yield pb.EvolveResponse(result=convert.result_to_proto(result))
+        book = None
+        if book_key:
+            book = await self._add_to_book(
+                result,
+                symbol=data.symbol,
+                sector=sector,
+                evolution_name=evolution_name,
+                key=book_key,
+                action_id="",
+                plan_sequence=0,
+            )
+        finished = FinishedEvolution(
+            result, data.symbol, sector, int(data.time[-1]), evolution_name, book
+        )
+        self.agent.remember(finished)
+        yield pb.EvolveResponse(result=convert.result_to_proto(result, finished))
 
     async def Evaluate(
         self, request: pb.EvaluateRequest, context: grpc.aio.ServicerContext
@@ -298,78 +343,128 @@ class SesaServicer(pb_grpc.SesaServiceServicer):
             self._windows.popitem(last=False)
         return data
 
-    @property
-    def background_evolution(self) -> asyncio.Task[None] | None:
-        """The latest background run started by RUN_EVOLUTION (done or not), if any."""
-        return self._background
+    # -- RUN_EVOLUTION (the agent calls these) -----------------------------------------------
 
-    async def _start_background_evolution(self, symbols: tuple[str, ...], generations: int) -> str:
-        """Starts an evolution per symbol in the background (RUN_EVOLUTION); returns what ran.
-        At most one runs at a time: a request while one runs joins it (each run takes every
-        core; plans repeated cycle after cycle would otherwise stack them up)."""
-        config = EvolutionConfig(num_generations=generations or EvolutionConfig().num_generations)
-        for symbol in symbols:
-            await self._market.snapshot([symbol])  # unknown symbols fail now, not later
-        if self._background is not None and not self._background.done():
-            _log.info("evolution already running", symbols=symbols)
-            return f"not started: the {self._background_detail} is still running"
+    async def _check_order(self, order: EvolutionOrder) -> None:
+        """Rejects what no evolution could run: unknown symbols, generations out of range."""
+        field = "action.parameters.run_evolution"
+        if not 0 <= order.generations <= 1000:
+            raise InvalidArgument(f"{field}.generations", f"{order.generations} is not in 0..1000")
+        sectors = await self._sectors()
+        for i, symbol in enumerate(order.symbols):
+            if symbol not in sectors:
+                raise InvalidArgument(f"{field}.symbols[{i}]", f"unknown symbol {symbol!r}")
 
-        self._background_runs += 1
-        seed = self._background_runs
+    async def _run_order(self, order: EvolutionOrder) -> EvolutionReport:
+        """Runs a RUN_EVOLUTION to its end: meta's parameters (or SESA's defaults), one
+        evolution per symbol, each one's candidates into the market's book as shadows."""
+        priors = await self._priors()
+        generations = order.generations or EvolutionConfig().num_generations
+        config = priors.config(EvolutionConfig(num_generations=generations))
+        seeds = priors.seeds(self._policy)
+        sectors = await self._sectors()
+        evaluator = self._evaluator(pb.CostModel(), False, pb.ScoreWeights(), False)
+        finished = []
+        for symbol in order.symbols:
+            name = evolution_id("run_evolution", order.key, symbol)
+            data = await self._bars(
+                pb.BarSource(window=pb.BarWindow(symbol=symbol)),
+                field="action.parameters.run_evolution.symbols",
+                days=config.evaluation_lookback_days,
+            )
+            evolution = await self._evolution(
+                config, evaluator, SelectionConfig(), evolution_seed(order.key, symbol), 0
+            )
 
-        async def run() -> None:
-            try:
-                await evolve_all()
-            except Exception:
-                _log.exception("background evolution failed", symbols=symbols)
+            def start(token: CancelToken, e: Evolution = evolution, d: BarData = data) -> object:
+                return e.start(seeds, d, token=token)
 
-        async def evolve_all() -> None:
-            for symbol in symbols:
-                data = await self._bars(
-                    pb.BarSource(window=pb.BarWindow(symbol=symbol)),
-                    field="symbols",
-                    days=config.evaluation_lookback_days,
-                )
-                evolution = await self._evolution(
-                    config,
-                    self._evaluator(pb.CostModel(), False, pb.ScoreWeights(), False),
-                    SelectionConfig(),
-                    seed,
-                    0,
-                )
+            await run_cancellable(start)
+            while not evolution.finished:
+                await run_cancellable(evolution.step)
+            result = evolution.result()
+            book = await self._add_to_book(
+                result,
+                symbol=symbol,
+                sector=sectors[symbol],
+                evolution_name=name,
+                key=order.book_key(symbol),
+                action_id=order.action_id,
+                plan_sequence=order.plan_sequence,
+            )
+            done = FinishedEvolution(
+                result, symbol, sectors[symbol], int(data.time[-1]), name, book
+            )
+            self.agent.remember(done)
+            finished.append(done)
+            _log.info(
+                "evolution finished",
+                evolution_id=name,
+                symbol=symbol,
+                key=order.key,
+                trials=result.trials,
+                candidates=list(book.strategy_ids),
+                meta_version=priors.version,
+            )
+        return EvolutionReport(order, priors, config, tuple(seeds), tuple(finished))
 
-                def start(
-                    token: CancelToken, e: Evolution = evolution, d: BarData = data
-                ) -> object:
-                    return e.start([], d, token=token)
-
-                await run_cancellable(start)
-                while not evolution.finished:
-                    await run_cancellable(evolution.step)
-                result = evolution.result()
-                self.agent.remember(
-                    FinishedEvolution(result, data.symbol, data.sector, int(data.time[-1]))
-                )
-                _log.info(
-                    "evolution finished",
-                    symbol=symbol,
-                    trials=result.trials,
-                    shadow=len(result.shadow_candidates),
-                    production=len(result.production_candidates),
-                )
-
-        self._background = asyncio.ensure_future(run())
-        self._background_detail = (
-            f"evolution of {config.num_generations} generations on {', '.join(symbols)}"
+    async def _priors(self) -> Priors:
+        """Meta's current parameters; SESA's own defaults when meta cannot be read."""
+        if self._meta is None:
+            return Priors(None, "SESA has no meta client")
+        try:
+            p = await self._meta.parameters()
+        except MeshError as exc:
+            _log.warning("meta parameters unavailable; SESA's defaults used", error=repr(exc))
+            return Priors(None, f"{exc.code}: {exc.message}")
+        return Priors(
+            TunedParameters(
+                version=p.version,
+                sesa_mutation_rate=p.sesa_mutation_rate,
+                sesa_mutation_magnitude=p.sesa_mutation_magnitude,
+                rl_learning_rate=p.rl_learning_rate,
+                rl_exploration_rate=p.rl_exploration_rate,
+                rl_discount=p.rl_discount,
+            )
         )
-        return f"{self._background_detail} started"
+
+    async def _sectors(self) -> dict[str, str]:
+        return {s.symbol: s.sector for s in await self._market.list_symbols()}
+
+    async def _add_to_book(
+        self,
+        result: EvolutionResult,
+        *,
+        symbol: str,
+        sector: str,
+        evolution_name: str,
+        key: str,
+        action_id: str,
+        plan_sequence: int,
+    ) -> ShadowBook:
+        """Sends the evolution's selected candidates to the market's book as shadows (nothing
+        when none passed the gates)."""
+        chosen = book_candidates(result)
+        if not chosen:
+            return ShadowBook((), False, 0, "no candidate passed the gates: none sent")
+        candidates = [
+            Candidate(book_strategy_id(symbol, j.genome_id), sector, j.evaluation.genome)
+            for j in chosen
+        ]
+        change, applied = await self._market.add_shadows(
+            candidates,
+            evolution_id=evolution_name,
+            trials=result.trials,
+            action_key=key,
+            action_id=action_id,
+            plan_sequence=plan_sequence,
+        )
+        return ShadowBook(
+            tuple(c.strategy_id for c in candidates), applied, change.sequence, change.detail
+        )
 
     async def close(self) -> None:
-        task = self._background
-        if task is not None:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await task
+        await self.agent.close()
 
 
 def services(servicer: SesaServicer) -> list[Service]:
@@ -385,7 +480,11 @@ def services(servicer: SesaServicer) -> list[Service]:
 
 
 async def build(ctx: Context[SesaConfig]) -> Built:
-    servicer = SesaServicer(config=ctx.config, market=ctx.client("market", MarketClient))
+    servicer = SesaServicer(
+        config=ctx.config,
+        market=ctx.client("market", MarketClient),
+        meta=ctx.client("meta", MetaClient),
+    )
     return Built(services=services(servicer), close=servicer.close)
 
 
@@ -395,5 +494,9 @@ APP = App(
     config_type=SesaConfig,
     env_prefix=ENV_PREFIX,
     build=build,
-    uses=(Uses(service="market", client=MarketClient),),
+    uses=lambda config: (
+        Uses(service="market", client=MarketClient),
+        # Read once per RUN_EVOLUTION; meta calls only the market: no start-order cycle.
+        Uses(service="meta", client=MetaClient, timeout=config.meta_timeout_seconds),
+    ),
 )

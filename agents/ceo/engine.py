@@ -7,7 +7,9 @@ and the world model's regime of every sector, once, under ``regime_timeout_secon
 world model does not answer, the CEO decides without the regime and says so in the rationale.
 Every completed period is evaluated in order, so the hysteresis counts periods, not calls. At
 start-up the last ``confirmations`` periods are evaluated, which rebuilds the pending switch a
-restart forgot.
+restart forgot. A recommended switch carries the market time of the data its evaluation rests on
+(``as_of_time``: the period's end, or the oldest sector regime if older), so an evaluation the
+CEO could not refresh shows its age to the federation.
 """
 
 from __future__ import annotations
@@ -234,6 +236,7 @@ class Ceo(Officer[ModeState]):
                 confidence=last.confidence,
                 rationale=last.rationale,
                 evidence=last.evidence(),
+                as_of_time=last.inputs.as_of_time,
             )
         ]
 

@@ -15,6 +15,9 @@ Regime: per sector, P(volatile) - P(calm) from the world model's regime probabil
 normal state), averaged with the sectors' allocations as weights (equal weights when nothing is
 allocated); p, the probability of each sector's reported regime averaged the same way, is how
 sure the world model is.
+
+The inputs' ``as_of_time`` is the market time of the oldest data they rest on: the end of the
+period, or the oldest sector regime when the world model's models are older.
 """
 
 from __future__ import annotations
@@ -35,6 +38,7 @@ class Regime:
     probability: float  # of the reported regimes, allocation-weighted
     probabilities: Mapping[str, float]  # calm/normal/volatile, allocation-weighted
     by_sector: Mapping[str, str]  # reported regime per sector
+    as_of_time: int = 0  # market time of the oldest sector's regime model (its last bar)
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -56,6 +60,13 @@ class CeoInputs:
 
     def missing(self) -> tuple[str, ...]:
         return tuple(name for name, value in self.values().items() if value is None)
+
+    @property
+    def as_of_time(self) -> int:
+        """Market time of the oldest data the inputs rest on (module docstring)."""
+        if self.regime is not None and self.regime.as_of_time:
+            return min(self.time, self.regime.as_of_time)
+        return self.time
 
 
 def fleet_inputs(
@@ -104,4 +115,5 @@ def regime_of(reports: Mapping[str, RegimeReport], allocations: Mapping[str, flo
         probability=reported,
         probabilities=probabilities,
         by_sector={s: reports[s].regime for s in sectors},
+        as_of_time=min(reports[s].as_of_time for s in sectors),
     )

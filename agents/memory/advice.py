@@ -20,7 +20,8 @@ among those with n >= ``min_support``) is recommended when m > 0 and it is an ac
 (the last factor shrinks small samples); priority MEDIUM from a confidence of
 ``medium_confidence`` on, else LOW. Decisions that consistently failed (m < 0, c >= 0.6)
 are named in the rationale as ones to avoid. An empty memory, or no similar enough episode,
-recommends nothing.
+recommends nothing. A recommendation carries the market time of the context it was recalled for
+(``as_of_time``: the clock of the market snapshot the features came from).
 """
 
 from __future__ import annotations
@@ -122,9 +123,10 @@ def decision_records(recalled: Sequence[Recalled], policy: AdvicePolicy) -> list
 
 
 def advise(
-    sector: str, recalled: Sequence[Recalled], policy: AdvicePolicy
+    sector: str, recalled: Sequence[Recalled], policy: AdvicePolicy, *, as_of_time: int = 0
 ) -> Recommendation | None:
-    """The decision that worked best in similar past contexts of ``sector``, as an action."""
+    """The decision that worked best in similar past contexts of ``sector``, as an action;
+    ``as_of_time`` is the market time of the context recalled for."""
     records = decision_records(recalled, policy)
     supported = [r for r in records if r.count >= policy.min_support]
     if not supported:
@@ -171,4 +173,5 @@ def advise(
         confidence=confidence,
         rationale=rationale,
         evidence=evidence,
+        as_of_time=as_of_time,
     )

@@ -1,5 +1,6 @@
 """The memory engine as an agent: recall what happened in contexts like the current one, and
-recommend what worked there (see :mod:`agents.memory.advice`)."""
+recommend what worked there (see :mod:`agents.memory.advice`). Its recommendations carry the
+market time of the snapshot the current context was read from."""
 
 from __future__ import annotations
 
@@ -51,7 +52,7 @@ class MemoryEngine:
         recalled = await self.store.run(self._recall_sectors, snapshot, extra, context.hints)
         recommendations = []
         for sector, episodes in recalled.items():
-            recommendation = advise(sector, episodes, self._policy)
+            recommendation = advise(sector, episodes, self._policy, as_of_time=snapshot.clock_time)
             if recommendation is not None:
                 recommendations.append(recommendation)
         return recommendations

@@ -1,9 +1,15 @@
 """What the risk officer recommends from a risk report (see :mod:`agents.risk.assessment`).
 
-* **Standing halts.** While the kill switch is engaged on a scope, the officer re-asserts it every
-  cycle (CRITICAL HaltTrading, confidence 1) so that, in the plan, it outranks any risk-on
+* **Standing halts.** While the fleet's kill switch is engaged on a scope and a breach of that
+  scope stands, the officer re-asserts it every cycle (CRITICAL HaltTrading, confidence 1, one
+  intent per halt so the fleet applies it once) so that, in the plan, it outranks any risk-on
   proposal on the same target. With the portfolio halted it recommends nothing else; with a
-  sector halted, nothing else for that sector. Only an operator's ResumeTrading lifts a halt.
+  sector halted, nothing else for that sector.
+* **Resume.** Once the halted scope has no breach left over the lookback (a halted fleet is
+  flat, so its drawdown and VaR fade as the periods before the halt leave the lookback), and
+  its returns are enough to measure VaR: HIGH ResumeTrading on it, confidence
+  min(1, 0.5 + 0.5 (1 - u)), u the largest of drawdown / max_drawdown and VaR95 / max_var_95.
+  An operator can also resume at once with the risk service's ResumeTrading.
 * **Halt.** Portfolio drawdown or historical VaR95 at least ``halt_margin`` (25%) over its limit:
   CRITICAL HaltTrading on the portfolio.
 * **Cut the portfolio.** Otherwise, any portfolio breach (VaR95, drawdown, gross exposure):
@@ -25,9 +31,15 @@ An action driven by several breaches takes the largest confidence.
 from __future__ import annotations
 
 from agents.risk.assessment import Breach, RiskReport, RiskSettings
-from agents.risk.limits import PORTFOLIO
+from agents.risk.limits import PORTFOLIO, Halt
 from qtmesh.base.bars import format_time
-from qtmesh.base.contract import AdjustExposure, HaltTrading, Priority, Recommendation
+from qtmesh.base.contract import (
+    AdjustExposure,
+    HaltTrading,
+    Priority,
+    Recommendation,
+    ResumeTrading,
+)
 
 _VAR_LIMITS = ("max_var_95", "sector_var_95")
 _EPS = 1e-12
@@ -65,7 +77,13 @@ def describe(breach: Breach, report: RiskReport) -> str:
 
 def recommend(report: RiskReport, settings: RiskSettings) -> list[Recommendation]:
     """The officer's recommendations for ``report``; none without breaches or halts."""
-    recommendations = [_standing(report, scope) for scope in (h.scope for h in report.halts)]
+    recommendations = []
+    for halt in report.halts:
+        standing = [b for b in report.breaches if b.scope == halt.scope]
+        if standing or not report.tail_measured:
+            recommendations.append(_standing(report, halt))
+        else:
+            recommendations.append(_resume(report, halt))
     if report.trading_halted:
         return recommendations
     halted = {h.scope for h in report.halts}
@@ -135,19 +153,43 @@ def _context(report: RiskReport) -> str:
     )
 
 
-def _standing(report: RiskReport, scope: str) -> Recommendation:
-    halt = next(h for h in report.halts if h.scope == scope)
+def _standing(report: RiskReport, halt: Halt) -> Recommendation:
     return Recommendation(
-        id=f"risk/halt/{scope}",
+        id=f"risk/halt/{halt.scope}",
         priority=Priority.CRITICAL,
-        target=_target(scope),
-        parameters=HaltTrading(scope=scope),
+        target=_target(halt.scope),
+        parameters=HaltTrading(scope=halt.scope),
         confidence=1.0,
         rationale=(
-            f"The kill switch on {scope} has been engaged since {format_time(halt.since)} "
-            f"({halt.reason}); it stands until an operator calls ResumeTrading."
+            f"The kill switch on {halt.scope} has been engaged since {format_time(halt.since)} "
+            f"({halt.reason}); it stands while a breach of {halt.scope} stands "
+            f"{_context(report)}."
         ),
         evidence={"halted": 1.0},
+        intent_key=f"halt/{halt.scope}/{halt.since}",
+        as_of_time=report.as_of_time,
+    )
+
+
+def _resume(report: RiskReport, halt: Halt) -> Recommendation:
+    limits = report.limits
+    used = max(
+        report.drawdown / limits.max_drawdown,
+        report.portfolio.historical_var_95 / limits.max_var_95,
+    )
+    return Recommendation(
+        id=f"risk/resume/{halt.scope}",
+        priority=Priority.HIGH,
+        target=_target(halt.scope),
+        parameters=ResumeTrading(scope=halt.scope),
+        confidence=min(1.0, 0.5 + 0.5 * max(0.0, 1 - used)),
+        rationale=(
+            f"Resume trading on {halt.scope}, halted since {format_time(halt.since)}: no limit "
+            f"is breached over the lookback any more {_context(report)}."
+        ),
+        evidence={**_evidence([], report), "limit_use": used},
+        intent_key=f"resume/{halt.scope}/{halt.since}",
+        as_of_time=report.as_of_time,
     )
 
 
@@ -166,6 +208,7 @@ def _halt(
             f"halts {_context(report)}."
         ),
         evidence=_evidence(portfolio, report),
+        as_of_time=report.as_of_time,
     )
 
 
@@ -191,6 +234,7 @@ def _cut(
             f"Scale {subject} exposure by {factor:.2f}{note}: {reasons} {_context(report)}."
         ),
         evidence={**_evidence(breaches, report), "factor": factor},
+        as_of_time=report.as_of_time,
     )
 
 

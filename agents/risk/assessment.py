@@ -198,9 +198,11 @@ def assess(
     policy: RiskPolicy,
     settings: RiskSettings,
     *,
+    halts: tuple[Halt, ...] = (),
     token: CancelToken | None = None,
 ) -> RiskReport:
-    """The report of ``inputs`` under ``policy``'s limits; ``token`` is polled per sector."""
+    """The report of ``inputs`` under ``policy``'s limits with the fleet's ``halts``; ``token``
+    is polled per sector."""
     limits = policy.limits
     n = inputs.portfolio.shape[0]
     measured = n >= max(settings.min_observations, 2)
@@ -250,7 +252,7 @@ def assess(
         drawdown=inputs.drawdown,
         limits=limits,
         breaches=tuple(breaches),
-        halts=policy.halts,
+        halts=halts,
         observations=n,
         horizon=inputs.horizon,
         market_position=inputs.market_position,

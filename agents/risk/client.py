@@ -34,11 +34,13 @@ class RiskClient:
         response = await self._stub.AssessRisk(request)
         return convert.report_from_proto(response.report)
 
-    async def limits(self) -> RiskPolicy:
+    async def limits(self) -> tuple[RiskPolicy, tuple[Halt, ...]]:
+        """The limits the officer owns, and the fleet's halts as the officer last read them (the
+        portfolio's first)."""
         response = await self._stub.GetLimits(pb.GetLimitsRequest())
-        return RiskPolicy(
-            limits=limits_from_proto(response.limits, field="limits"),
-            halts=tuple(convert.halt_from_proto(h) for h in response.halts),
+        return (
+            RiskPolicy(limits=limits_from_proto(response.limits, field="limits")),
+            tuple(convert.halt_from_proto(h) for h in response.halts),
         )
 
     async def resume(self, scope: str, reason: str) -> tuple[bool, tuple[Halt, ...]]:

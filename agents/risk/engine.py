@@ -1,9 +1,11 @@
 """The risk officer as an agent: the fleet's risk kept fresh in the background, recommendations
-read from it, and the risk limits and kill switch it owns.
+read from it, and the risk limits it owns. The kill switch is the market fleet's: the officer
+recommends HALT_TRADING and RESUME_TRADING, reads the halts from the fleet, and forwards an
+operator's ResumeTrading to the fleet as an action.
 
 The report and the recommendations are recomputed whenever the market's clock completes a period
 (one hour by default), when AssessRisk asks for the fleet's report, and after every change of the
-limits or the kill switch; Recommend only reads them and never waits for the market. When the
+limits; Recommend only reads them and never waits for the market. When the
 planning context shows a market position the cache has not seen, Recommend starts a refresh for
 the next cycle and answers with what it has.
 """
@@ -12,26 +14,32 @@ from __future__ import annotations
 
 import contextlib
 import time
+import uuid
 from collections.abc import Callable, Collection, Mapping, Sequence
+
+import structlog
 
 from agents.officer import Market, Officer
 from agents.policy_log import OwnedPolicy
 from agents.risk.advice import recommend
 from agents.risk.assessment import RiskInputs, RiskReport, assess, caller_inputs
 from agents.risk.config import RiskConfig
-from agents.risk.limits import PORTFOLIO, Halt, RiskPolicy
+from agents.risk.limits import PORTFOLIO, Halt, RiskPolicy, fleet_halts
 from qtmesh.base.concurrency import run_cancellable
 from qtmesh.base.contract import (
     Action,
     ActionType,
     AdjustRiskLimits,
-    HaltTrading,
+    Agent,
+    Priority,
     Recommendation,
+    ResumeTrading,
 )
-from qtmesh.base.errors import FailedPrecondition, InvalidArgument
+from qtmesh.base.errors import InvalidArgument, MeshError
 
-EXECUTES = (ActionType.HALT_TRADING, ActionType.ADJUST_RISK_LIMITS)
+EXECUTES = (ActionType.ADJUST_RISK_LIMITS,)
 MAX_REASON = 500
+_log = structlog.get_logger("agents.risk")
 
 
 class RiskOfficer(Officer[RiskPolicy]):
@@ -46,9 +54,12 @@ class RiskOfficer(Officer[RiskPolicy]):
         market: Market,
         policy: OwnedPolicy[RiskPolicy],
         config: RiskConfig,
+        fleet: Agent | None = None,
         wall_clock: Callable[[], int] = time.time_ns,
     ) -> None:
+        """``fleet`` executes an operator's resume (the market's AgentService)."""
         super().__init__(market=market, policy=policy, periods=config, wall_clock=wall_clock)
+        self._fleet = fleet
         self._config = config
         self._settings = config.settings
         self._report: RiskReport | None = None
@@ -57,6 +68,19 @@ class RiskOfficer(Officer[RiskPolicy]):
     @property
     def policy(self) -> RiskPolicy:
         return self._policy.value
+
+    @property
+    def halts(self) -> tuple[Halt, ...]:
+        """The fleet's halts as last read."""
+        history = self._sampler.history
+        return fleet_halts(history.current) if history is not None else ()
+
+    async def current_halts(self) -> tuple[Halt, ...]:
+        """The fleet's halts now: the market is read first (a halt it executed since the last
+        refresh is shown at once); as last read if it cannot be reached."""
+        with contextlib.suppress(MeshError):
+            await self._refresher.fresh()
+        return self.halts
 
     # -- the fleet's risk ------------------------------------------------------------------
 
@@ -69,7 +93,7 @@ class RiskOfficer(Officer[RiskPolicy]):
         if history is None:
             return
         inputs = RiskInputs.of_fleet(history, self._config.lookback_periods)
-        self._report = assess(inputs, self._policy.value, self._settings)
+        self._report = assess(inputs, self.policy, self._settings, halts=self.halts)
         self._recommendations_now = tuple(recommend(self._report, self._settings))
 
     async def assess(
@@ -89,8 +113,10 @@ class RiskOfficer(Officer[RiskPolicy]):
             maximum=self._config.max_observations,
             max_sectors=self._config.max_sectors,
         )
-        policy, settings = self._policy.value, self._settings
-        return await run_cancellable(lambda token: assess(inputs, policy, settings, token=token))
+        policy, settings, halts = self.policy, self._settings, self.halts
+        return await run_cancellable(
+            lambda token: assess(inputs, policy, settings, halts=halts, token=token)
+        )
 
     async def _sectors(self) -> Collection[str] | None:
         """The market's sectors, reading the market once if it was never read; None if it
@@ -122,40 +148,47 @@ class RiskOfficer(Officer[RiskPolicy]):
                         limits, sectors=sectors, field="action.parameters.adjust_risk_limits.limits"
                     )
 
-            case HaltTrading(scope=scope):
-                reason = f"action {action.id} of plan {plan_sequence}"
-                if action.rationale:
-                    reason += f": {action.rationale[:MAX_REASON]}"
-                halt = Halt(scope or PORTFOLIO, at, reason, action.id)
-
-                def update(policy: RiskPolicy) -> tuple[RiskPolicy, str]:
-                    return policy.with_halt(
-                        halt, sectors=sectors, field="action.parameters.halt_trading.scope"
-                    )
-
             case _:
                 raise InvalidArgument(
-                    "action.type", "the risk officer executes HALT_TRADING and ADJUST_RISK_LIMITS"
+                    "action.type",
+                    "the risk officer executes ADJUST_RISK_LIMITS (the market's fleet executes "
+                    "HALT_TRADING and RESUME_TRADING)",
                 )
         return update, at
 
     async def resume(self, scope: str, reason: str) -> bool:
-        """Releases the kill switch on ``scope`` (an operator's call); False if not halted."""
+        """Releases the fleet's kill switch on ``scope`` (an operator's call): a RESUME_TRADING
+        action executed by the fleet at once. False if the scope was not halted."""
         if not scope:
             raise InvalidArgument("scope", "must be 'portfolio' or a halted sector")
         if not reason.strip():
             raise InvalidArgument("reason", "must say why trading may resume")
         if len(reason) > MAX_REASON:
             raise InvalidArgument("reason", f"at most {MAX_REASON} characters")
-        if self._policy.value.halt_of(scope) is None:
+        await self._refresher.fresh()
+        if scope not in {h.scope for h in self.halts}:
             return False
-        try:
-            await self._policy.change(
-                lambda policy: policy.without_halt(scope, reason),
-                action_key=None,
-                market_time=self._market_time(),
-            )
-        except FailedPrecondition:
-            return False  # resumed by a concurrent call
-        self._recompute()
+        if self._fleet is None:
+            raise InvalidArgument("scope", "this risk officer has no fleet to resume")
+        action = Action(
+            id=f"operator-resume-{uuid.uuid4().hex[:12]}",
+            priority=Priority.HIGH,
+            target=PORTFOLIO if scope == PORTFOLIO else f"sector/{scope}",
+            parameters=ResumeTrading(scope=scope),
+            confidence=1.0,
+            rationale=f"operator: {reason}",
+            source_agents=("operator",),
+            owner="market",
+            idempotency_key=f"operator/resume/{uuid.uuid4().hex}",
+        )
+        result = await self._fleet.execute(action, plan_sequence=0)
+        # The fleet's change names the action; the operator's reason is kept here.
+        _log.info(
+            "operator resume",
+            scope=scope,
+            reason=reason,
+            action_id=action.id,
+            detail=result.detail,
+        )
+        await self._refresher.fresh()
         return True

@@ -1,11 +1,12 @@
-"""What the risk officer owns: the risk limits and the kill switch, and how actions change them.
+"""What the risk officer owns: the risk limits, and how actions change them; and the halts it
+reads from the market's fleet, which owns the kill switch (HALT_TRADING and RESUME_TRADING are
+the fleet's to execute, since the fleet is what stops trading).
 
 Limits are fractions of equity. ADJUST_RISK_LIMITS sets the limits it gives and leaves those it
 gives as 0 unchanged; each must lie in (0, its bound]. A sector entry sets that sector's exposure
 limit (0 removes the override, so the sector falls back to ``max_sector_exposure``); sectors must
-be the market's. HALT_TRADING engages the kill switch on the portfolio or on one sector; only an
-operator's ResumeTrading releases it. Every function returns the new policy and a sentence saying
-what changed, or raises InvalidArgument naming the field, so a rejected action changes nothing.
+be the market's. Every function returns the new policy and a sentence saying what changed, or
+raises InvalidArgument naming the field, so a rejected action changes nothing.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ import math
 from collections.abc import Collection, Mapping
 from typing import Any
 
-from qtmesh.base.bars import format_time
+from market.fleet import FleetReport
 from qtmesh.base.contract import RiskLimits
 from qtmesh.base.errors import FailedPrecondition, InvalidArgument
 
@@ -40,14 +41,6 @@ class Halt:
 @dataclasses.dataclass(frozen=True)
 class RiskPolicy:
     limits: RiskLimits
-    halts: tuple[Halt, ...] = ()
-
-    @property
-    def trading_halted(self) -> bool:
-        return self.halt_of(PORTFOLIO) is not None
-
-    def halt_of(self, scope: str) -> Halt | None:
-        return next((h for h in self.halts if h.scope == scope), None)
 
     def sector_limit(self, sector: str) -> float:
         return self.limits.sector_exposure_limits.get(sector, self.limits.max_sector_exposure)
@@ -87,25 +80,6 @@ class RiskPolicy:
         limits = RiskLimits(**values, sector_exposure_limits=overrides)
         return dataclasses.replace(self, limits=limits), "limits: " + "; ".join(notes)
 
-    def with_halt(
-        self, halt: Halt, *, sectors: Collection[str] | None, field: str
-    ) -> tuple[RiskPolicy, str]:
-        if halt.scope != PORTFOLIO:
-            check_sector(halt.scope, sectors, field=field)
-        standing = self.halt_of(halt.scope)
-        if standing is not None:
-            return self, f"{halt.scope} already halted since {format_time(standing.since)}"
-        return (
-            dataclasses.replace(self, halts=(*self.halts, halt)),
-            f"kill switch engaged on {halt.scope}: {halt.reason}",
-        )
-
-    def without_halt(self, scope: str, reason: str) -> tuple[RiskPolicy, str]:
-        if self.halt_of(scope) is None:
-            raise FailedPrecondition(f"{scope} is not halted")
-        halts = tuple(h for h in self.halts if h.scope != scope)
-        return dataclasses.replace(self, halts=halts), f"trading resumed on {scope}: {reason}"
-
     def to_json(self) -> dict[str, Any]:
         limits = self.limits
         return {
@@ -113,15 +87,29 @@ class RiskPolicy:
                 **{name: getattr(limits, name) for name in BOUNDS},
                 "sector_exposure_limits": dict(limits.sector_exposure_limits),
             },
-            "halts": [dataclasses.asdict(h) for h in self.halts],
         }
 
     @classmethod
     def from_json(cls, data: Mapping[str, Any]) -> RiskPolicy:
-        return cls(
-            limits=RiskLimits(**data["limits"]),
-            halts=tuple(Halt(**h) for h in data["halts"]),
-        )
+        # A policy stored before the fleet owned the kill switch also holds "halts": ignored.
+        return cls(limits=RiskLimits(**data["limits"]))
+
+
+def fleet_halts(fleet: FleetReport) -> tuple[Halt, ...]:
+    """The scopes the fleet has halted, each with the change that halted it."""
+    halts = []
+    for scope in sorted(fleet.halted):
+        since, reason, action_id = fleet.clock_time, "halted", ""
+        before: frozenset[str] = frozenset()
+        for change in fleet.changes:
+            if scope in change.halted and scope not in before:
+                since = change.time
+                reason = f"fleet change {change.sequence}: {change.detail}"
+                action_id = change.cause.action_id
+            before = change.halted
+        halts.append(Halt(scope, since, reason, action_id))
+    # The portfolio first: it is the halt that stops everything.
+    return tuple(sorted(halts, key=lambda h: (h.scope != PORTFOLIO, h.scope)))
 
 
 def check_sector(sector: str, sectors: Collection[str] | None, *, field: str) -> str:

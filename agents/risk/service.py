@@ -1,5 +1,5 @@
-"""The risk officer's gRPC server: RiskService (AssessRisk, GetLimits, ResumeTrading) and
-AgentService (Recommend; ExecuteAction for HALT_TRADING and ADJUST_RISK_LIMITS)."""
+"""The risk officer's gRPC server: RiskService (AssessRisk, GetLimits, ResumeTrading, which the
+market's fleet executes) and AgentService (Recommend; ExecuteAction for ADJUST_RISK_LIMITS)."""
 
 from __future__ import annotations
 
@@ -11,12 +11,12 @@ from agents.policy_log import OwnedPolicy, PolicyLog
 from agents.risk import _convert as convert
 from agents.risk.config import ENV_PREFIX, RiskConfig
 from agents.risk.engine import EXECUTES, RiskOfficer
-from agents.risk.limits import RiskPolicy
+from agents.risk.limits import PORTFOLIO, Halt, RiskPolicy
 from market.client import MarketClient
 from qtmesh.api.risk.v1 import risk_pb2 as pb
 from qtmesh.api.risk.v1 import risk_pb2_grpc as pb_grpc
 from qtmesh.base.convert import limits_to_proto
-from qtmesh.runtime.agent_service import agent_service
+from qtmesh.runtime.agent_service import AgentClient, agent_service
 from qtmesh.runtime.app import App, Built, Context, Uses
 from qtmesh.runtime.server import Service
 
@@ -40,22 +40,23 @@ class RiskServicer(pb_grpc.RiskServiceServicer):
     async def GetLimits(
         self, request: pb.GetLimitsRequest, context: grpc.aio.ServicerContext
     ) -> pb.GetLimitsResponse:
-        return _limits_response(self._officer.policy)
+        halts = await self._officer.current_halts()
+        return _limits_response(self._officer.policy, halts)
 
     async def ResumeTrading(
         self, request: pb.ResumeTradingRequest, context: grpc.aio.ServicerContext
     ) -> pb.ResumeTradingResponse:
         resumed = await self._officer.resume(request.scope, request.reason)
         return pb.ResumeTradingResponse(
-            resumed=resumed, halts=[convert.halt_to_proto(h) for h in self._officer.policy.halts]
+            resumed=resumed, halts=[convert.halt_to_proto(h) for h in self._officer.halts]
         )
 
 
-def _limits_response(policy: RiskPolicy) -> pb.GetLimitsResponse:
+def _limits_response(policy: RiskPolicy, halts: tuple[Halt, ...]) -> pb.GetLimitsResponse:
     return pb.GetLimitsResponse(
         limits=limits_to_proto(policy.limits),
-        trading_halted=policy.trading_halted,
-        halts=[convert.halt_to_proto(h) for h in policy.halts],
+        trading_halted=any(h.scope == PORTFOLIO for h in halts),
+        halts=[convert.halt_to_proto(h) for h in halts],
     )
 
 
@@ -79,7 +80,12 @@ async def build(ctx: Context[RiskConfig]) -> Built:
         encode=RiskPolicy.to_json,
         decode=RiskPolicy.from_json,
     )
-    officer = RiskOfficer(market=ctx.client("market", MarketClient), policy=policy, config=config)
+    officer = RiskOfficer(
+        market=ctx.client("market", MarketClient),
+        policy=policy,
+        config=config,
+        fleet=ctx.client("market", AgentClient),
+    )
     await officer.start()
 
     async def close() -> None:
@@ -95,5 +101,12 @@ APP = App(
     config_type=RiskConfig,
     env_prefix=ENV_PREFIX,
     build=build,
-    uses=(Uses(service="market", client=MarketClient, timeout=MARKET_TIMEOUT_SECONDS),),
+    uses=(
+        Uses(service="market", client=MarketClient, timeout=MARKET_TIMEOUT_SECONDS),
+        Uses(
+            service="market",
+            client=lambda channel: AgentClient(channel, name="market"),
+            timeout=MARKET_TIMEOUT_SECONDS,
+        ),
+    ),
 )

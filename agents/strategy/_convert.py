@@ -1,11 +1,10 @@
-"""Conversions between the strategy officer's domain objects and ``qtmesh.api.strategy.v1``
-(and SESA's evaluations into the officer's measures)."""
+"""Conversions between the strategy officer's domain objects and ``qtmesh.api.strategy.v1``."""
 
 from __future__ import annotations
 
 from agents.strategy.book import ACTION, FLEET, Entry, Record
 from agents.strategy.performance import FLEET as MEASURED_BY_FLEET
-from agents.strategy.performance import SESA, Performance
+from agents.strategy.performance import RECORD, Performance
 from qtmesh.api.common.v1 import strategy_pb2
 from qtmesh.api.strategy.v1 import strategy_officer_pb2 as pb
 from qtmesh.base.convert import (
@@ -16,22 +15,6 @@ from qtmesh.base.convert import (
     timestamp,
 )
 from qtmesh.base.genome import StrategyStage
-
-
-def performance_from_evaluation(e: strategy_pb2.StrategyEvaluation) -> Performance:
-    """SESA's evaluation of a genome over all the bars it was given."""
-    m = e.metrics
-    return Performance(
-        source=SESA,
-        observations=m.bar_count,
-        total_return=m.total_return,
-        volatility=m.annualized_volatility,
-        sharpe=m.sharpe_ratio,
-        max_drawdown=m.max_drawdown,
-        trade_count=m.trade_count,
-        psr=m.probabilistic_sharpe_ratio,
-        deflated_sharpe=m.deflated_sharpe_ratio,
-    )
 
 
 def metrics_to_proto(p: Performance) -> strategy_pb2.StrategyMetrics:
@@ -58,6 +41,8 @@ def record_to_proto(entry: Entry, performance: Performance | None) -> pb.Strateg
         symbol=r.symbol,
         stage_since_time=timestamp(r.since),
         in_fleet=entry.in_fleet,
+        origin=r.origin,
+        trials=r.trials,
         strategy_id=r.strategy_id,
     )
     if performance is not None:
@@ -77,13 +62,14 @@ def record_from_proto(message: pb.StrategyRecord) -> tuple[Entry, Performance | 
         enabled=message.enabled,
         raw_weight=message.weight,
         since=message.stage_since_time.ToNanoseconds(),
-        origin=FLEET if message.in_fleet else ACTION,
+        origin=message.origin or (FLEET if message.in_fleet else ACTION),
+        trials=message.trials or 1,
     )
     performance = None
     if message.HasField("recent"):
         m = message.recent
         performance = Performance(
-            source=MEASURED_BY_FLEET if message.in_fleet else SESA,
+            source=MEASURED_BY_FLEET if message.in_fleet else RECORD,
             observations=m.bar_count,
             total_return=m.total_return,
             volatility=m.annualized_volatility,

@@ -14,11 +14,19 @@
   0.95, at most ``shadow_max_promotions`` (the best first). MEDIUM; confidence and rationale are
   the meta policy's (0.5 at a gate, 1.0 at twice its distance).
 * **Reweight** by inverse volatility within each sector: every enabled production strategy with
-  a measured volatility gets a weight proportional to 1 / its volatility, and the sector keeps
+  a measured volatility gets a weight proportional to m / its volatility, and the sector keeps
   its total weight (sector allocations are not the officer's to move); strategies being disabled
-  get 0, and those without a measure keep theirs. Recommended when the total-variation distance
-  0.5 sum |w_new - w| reaches the meta policy's ``reweight_threshold`` (0.10). LOW; confidence
-  min(1, 0.5 + 0.5 (distance - threshold) / threshold).
+  get 0, and those without a measure keep theirs. A sector that trades no capital now (halted)
+  is left out: the fleet refuses weights that leave a sector none, and there is nothing to move.
+  Recommended when the total-variation distance 0.5 sum |w_new - w| reaches the meta policy's
+  ``reweight_threshold`` (0.10). LOW; confidence min(1, 0.5 + 0.5 (distance - threshold) /
+  threshold). m is meta's strategy weight of the strategy (by its id or its genome's id)
+  relative to the mean of those meta weighs in the sector, 1 for one meta has no weight for; the
+  rationale and the evidence (``meta_version``) name the version of meta's weights used.
+
+Weights here are the entries' shares of the capital the fleet's producing strategies trade; the
+fleet reads the weights of a reweighting relative within each sector, so a sector's split is what
+changes. Every recommendation carries ``as_of_time``, the market time it was computed at.
 """
 
 from __future__ import annotations
@@ -68,12 +76,25 @@ def _summary(p: Performance) -> str:
     )
 
 
+@dataclasses.dataclass(frozen=True)
+class MetaWeights:
+    """Meta's strategy weights (by strategy id or genome id) and the version they are of."""
+
+    weights: Mapping[str, float]
+    version: int
+
+    def of(self, e: Entry) -> float | None:
+        value = self.weights.get(e.strategy_id, self.weights.get(e.record.genome.id))
+        return value if value is not None and value > 0 else None
+
+
 def advise(
     entries: Sequence[Entry],
     performance: Mapping[str, Performance],
     rules: OfficerRules,
     *,
     clock_time: int,
+    meta: MetaWeights | None = None,
 ) -> list[Recommendation]:
     recommendations = []
     producing: defaultdict[str, int] = defaultdict(int)
@@ -90,17 +111,17 @@ def advise(
                 continue
             producing[e.record.sector] -= 1
             losers.add(e.strategy_id)
-            recommendations.append(_disable(e, p, rules))
+            recommendations.append(_disable(e, p, rules, clock_time))
         elif not e.record.enabled and p.total_return > 0 and p.psr >= rules.enable_psr:
-            recommendations.append(_enable(e, p, rules))
+            recommendations.append(_enable(e, p, rules, clock_time))
     recommendations += _promotions(entries, performance, rules, clock_time)
-    reweight = _reweight(entries, performance, losers, rules)
+    reweight = _reweight(entries, performance, losers, rules, clock_time=clock_time, meta=meta)
     if reweight is not None:
         recommendations.append(reweight)
     return recommendations
 
 
-def _disable(e: Entry, p: Performance, rules: OfficerRules) -> Recommendation:
+def _disable(e: Entry, p: Performance, rules: OfficerRules, clock_time: int) -> Recommendation:
     return Recommendation(
         id=f"strategy/disable/{e.strategy_id}",
         priority=Priority.MEDIUM,
@@ -112,10 +133,11 @@ def _disable(e: Entry, p: Performance, rules: OfficerRules) -> Recommendation:
             f"{rules.disable_psr:.0%}."
         ),
         evidence=_evidence(p),
+        as_of_time=clock_time,
     )
 
 
-def _enable(e: Entry, p: Performance, rules: OfficerRules) -> Recommendation:
+def _enable(e: Entry, p: Performance, rules: OfficerRules, clock_time: int) -> Recommendation:
     return Recommendation(
         id=f"strategy/enable/{e.strategy_id}",
         priority=Priority.LOW,
@@ -126,13 +148,14 @@ def _enable(e: Entry, p: Performance, rules: OfficerRules) -> Recommendation:
             f"Enable {e.strategy_id} again: {_summary(p)}, at least {rules.enable_psr:.0%}."
         ),
         evidence=_evidence(p),
+        as_of_time=clock_time,
     )
 
 
 def shadow_candidates(
     entries: Sequence[Entry], performance: Mapping[str, Performance], clock_time: int
 ) -> list[ShadowCandidate]:
-    """The meta policy's view of every enabled shadow SESA has evaluated."""
+    """The meta policy's view of every enabled shadow with a record in the fleet."""
     candidates = []
     for e in entries:
         p = performance.get(e.strategy_id)
@@ -172,8 +195,12 @@ def _promotions(
                     strategy_id=d.strategy_id, genome=record.genome, sector=record.sector
                 ),
                 confidence=d.confidence,
-                rationale=f"{d.rationale} (SESA on {record.symbol} since it entered the book)",
+                rationale=(
+                    f"{d.rationale} (its paper record on {record.symbol} since it entered the "
+                    f"book, {record.trials} trials counted)"
+                ),
                 evidence=d.inputs,
+                as_of_time=clock_time,
             )
         )
     return recommendations
@@ -184,13 +211,23 @@ def _reweight(
     performance: Mapping[str, Performance],
     losers: set[str],
     rules: OfficerRules,
+    *,
+    clock_time: int,
+    meta: MetaWeights | None = None,
 ) -> Recommendation | None:
-    producing = [e for e in entries if e.producing]
-    current = {e.strategy_id: e.weight for e in producing}
-    proposed = dict(current)
     by_sector: dict[str, list[Entry]] = defaultdict(list)
-    for e in producing:
-        by_sector[e.record.sector].append(e)
+    for e in entries:
+        if e.producing:
+            by_sector[e.record.sector].append(e)
+    # A sector without capital now (halted) has nothing to move, and weights of 0 for all its
+    # strategies are what the fleet refuses.
+    by_sector = {
+        sector: members
+        for sector, members in by_sector.items()
+        if sum(e.weight for e in members) > 0
+    }
+    current = {e.strategy_id: e.weight for members in by_sector.values() for e in members}
+    proposed = dict(current)
     for members in by_sector.values():
         total = sum(current[e.strategy_id] for e in members)
         kept = [e for e in members if e.strategy_id not in losers]
@@ -206,7 +243,11 @@ def _reweight(
         if not measured:
             continue  # the losers are out even when no survivor can be measured yet
         fixed = sum(current[e.strategy_id] for e in kept if e not in measured)
-        inverse = {e.strategy_id: 1 / performance[e.strategy_id].volatility for e in measured}
+        tilt = _tilt(measured, meta)
+        inverse = {
+            e.strategy_id: tilt[e.strategy_id] / performance[e.strategy_id].volatility
+            for e in measured
+        }
         scale = max(total - fixed, 0.0) / sum(inverse.values())
         for e in members:
             if e.strategy_id in inverse:
@@ -216,6 +257,11 @@ def _reweight(
     if not current or distance < threshold or distance == 0:
         return None
     confidence = 1.0 if threshold == 0 else min(1.0, 0.5 + 0.5 * (distance - threshold) / threshold)
+    evidence = {"total_variation": distance, "reweight_threshold": threshold}
+    how = "inverse volatility"
+    if meta is not None and any(meta.of(e) is not None for e in entries if e.producing):
+        how = f"inverse volatility tilted by meta's strategy weights (version {meta.version})"
+        evidence["meta_version"] = float(meta.version)
     return Recommendation(
         id="strategy/reweight",
         priority=Priority.LOW,
@@ -223,12 +269,21 @@ def _reweight(
         parameters=ReweightStrategies(weights=proposed),
         confidence=confidence,
         rationale=(
-            f"Reweight by inverse volatility within each sector: {distance:.1%} of the weight "
+            f"Reweight by {how} within each sector: {distance:.1%} of the weight "
             f"moves (threshold {threshold:.0%}), toward the steadier strategies; sectors keep "
             "their totals."
         ),
-        evidence={"total_variation": distance, "reweight_threshold": threshold},
+        evidence=evidence,
+        as_of_time=clock_time,
     )
+
+
+def _tilt(members: Sequence[Entry], meta: MetaWeights | None) -> dict[str, float]:
+    """Each member's meta weight relative to the mean of the members meta weighs (1 for a
+    member meta has no weight for, and for all without meta)."""
+    weighed = {e.strategy_id: w for e in members if meta is not None and (w := meta.of(e))}
+    mean = sum(weighed.values()) / len(weighed) if weighed else 1.0
+    return {e.strategy_id: weighed.get(e.strategy_id, mean) / mean for e in members}
 
 
 def _evidence(p: Performance) -> dict[str, float]:

@@ -13,15 +13,14 @@ from agents.officer import FleetPeriods
 from agents.strategy.advice import OfficerRules
 from meta.config import MetaPolicyRules, ShadowGates
 from qtmesh.base.config import require, setting
-from qtmesh.base.storage import DataDirConfig
 
 ENV_PREFIX = "QTMESH_STRATEGY_"
 _META = MetaPolicyRules()
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
-class StrategyConfig(DataDirConfig, FleetPeriods, ShadowGates):
-    database_file = "strategy.db"
+class StrategyConfig(FleetPeriods, ShadowGates):
+    """The officer stores nothing: the book it advises on is the market fleet's."""
 
     period_minutes: float = setting(60.0, help="length of one period of fleet returns")
     lookback_periods: int = setting(72, help="periods recent fleet performance is measured over")
@@ -36,17 +35,14 @@ class StrategyConfig(DataDirConfig, FleetPeriods, ShadowGates):
     reweight_threshold: float = setting(
         _META.reweight_threshold, help="total-variation distance of weights that reweights"
     )
-    sesa_timeout_seconds: float = setting(30.0, help="cap on one SESA evaluation of a shadow")
     default_page_size: int = setting(100, help="strategies per ListStrategies page by default")
     max_page_size: int = setting(1000, help="most strategies per ListStrategies page")
 
     def __post_init__(self) -> None:
-        self.check_database()
         self.check_periods()
         require(self.min_trades >= 0, "min_trades", "must not be negative")
         require(0 < self.disable_psr < 1, "disable_psr", "must be in (0, 1)")
         require(self.disable_psr < self.enable_psr < 1, "enable_psr", "must be in (disable_psr, 1)")
-        require(self.sesa_timeout_seconds > 0, "sesa_timeout_seconds", "must be positive")
         require(
             1 <= self.default_page_size <= self.max_page_size,
             "default_page_size",

@@ -1,16 +1,16 @@
-"""The strategy officer as an agent: the book it owns, its strategies' performance kept fresh in
-the background, and the recommendations read from them.
+"""The strategy officer as an agent: it reads the strategy book the market's fleet owns and
+trades, keeps its strategies' performance fresh in the background, and recommends the actions
+that change the book (the market executes them).
 
 Whenever the market's clock completes a period (and when ListStrategies asks), a refresh reads
-the fleet's new periods, measures the fleet's strategies from them, and has SESA evaluate every
-other strategy of the book once per period (bounded by ``sesa_timeout_seconds`` each; a SESA
-that does not answer leaves those strategies unmeasured, so nothing is promoted on stale
-numbers). Recommend only reads what the last refresh computed.
+the fleet's new periods and measures its strategies: a deployed strategy in production by the
+fleet's paper P&L per period over the lookback, any other (a shadow, or one promoted or added
+later) by its own record since it entered its stage, which the fleet keeps on every bar (for a
+shadow, its paper record with no capital). Recommend only reads what the last refresh computed.
 """
 
 from __future__ import annotations
 
-import asyncio
 import builtins
 import contextlib
 import time
@@ -19,46 +19,28 @@ from typing import Protocol
 
 import structlog
 
-from agents.fleet_history import FleetHistory
 from agents.officer import Market, Officer
-from agents.policy_log import OwnedPolicy
-from agents.strategy.advice import advise
-from agents.strategy.book import ACTION, BookPolicy, Entry, Universe
+from agents.strategy.advice import MetaWeights, advise
+from agents.strategy.book import Entry, entries_of
 from agents.strategy.config import StrategyConfig
-from agents.strategy.performance import Performance, fleet_performance
-from qtmesh.base.contract import (
-    Action,
-    ActionType,
-    DisableStrategy,
-    EnableStrategy,
-    PromoteStrategy,
-    Recommendation,
-    ReweightStrategies,
-)
+from agents.strategy.performance import Performance, book_performance
+from meta.model import MetaParameters
+from qtmesh.base.contract import Recommendation
 from qtmesh.base.errors import FailedPrecondition, InvalidArgument, MeshError
-from qtmesh.base.genome import StrategyGenome
 from qtmesh.base.paging import decode_token, encode_token, page_size
 
-EXECUTES = (
-    ActionType.ENABLE_STRATEGY,
-    ActionType.DISABLE_STRATEGY,
-    ActionType.REWEIGHT_STRATEGIES,
-    ActionType.PROMOTE_STRATEGY,
-)
+# The market executes the strategy actions now: the officer only recommends them.
+EXECUTES: tuple = ()
 _log = structlog.get_logger("agents.strategy")
 
 
-class ShadowEvaluator(Protocol):
-    """Evaluates a genome on a symbol's bars since a market time (SESA, in the service)."""
+class MetaReader(Protocol):
+    """Where meta's strategy weights come from (implemented by MetaClient)."""
 
-    async def evaluate(
-        self, genome: StrategyGenome, *, symbol: str, since: int, trials: int
-    ) -> Performance | None:
-        """None while the symbol has too few bars since ``since`` to evaluate."""
-        ...
+    async def parameters(self) -> MetaParameters: ...
 
 
-class StrategyOfficer(Officer[BookPolicy]):
+class StrategyOfficer(Officer[None]):
     """Implements :class:`~qtmesh.base.contract.Agent` plus ListStrategies."""
 
     name = "strategy"
@@ -67,79 +49,68 @@ class StrategyOfficer(Officer[BookPolicy]):
         self,
         *,
         market: Market,
-        evaluator: ShadowEvaluator | None,
-        book: OwnedPolicy[BookPolicy],
         config: StrategyConfig,
+        meta: MetaReader | None = None,
         wall_clock: Callable[[], int] = time.time_ns,
     ) -> None:
-        super().__init__(market=market, policy=book, periods=config, wall_clock=wall_clock)
-        self._evaluator = evaluator
+        """``meta`` gives the strategy weights that tilt reweighting (none: inverse volatility
+        alone)."""
+        super().__init__(market=market, policy=None, periods=config, wall_clock=wall_clock)
+        self._meta = meta
+        self._meta_weights: MetaWeights | None = None
         self._config = config
         self._rules = config.rules
-        self._universe: Universe | None = None
-        self._fleet: dict[str, Performance] = {}
-        # Per strategy SESA measures: (period evaluated at, stage start evaluated from, result).
-        self._sesa: dict[str, tuple[int, int, Performance | None]] = {}
+        self._entries: list[Entry] | None = None
+        self._performance: dict[str, Performance] = {}
         self._recommendations_now: tuple[Recommendation, ...] = ()
 
     # -- measures ----------------------------------------------------------------------------
 
     async def _refresh(self) -> None:
         history = await self._sampler.update()
-        self._universe = Universe.of_fleet(history.current)
-        self._fleet = fleet_performance(history, self._config.lookback_periods)
-        await self._evaluate_others(history)
+        entries = entries_of(history.current)
+        self._performance = book_performance(entries, history, self._config.lookback_periods)
+        self._entries = entries
+        if self._meta is not None:
+            try:
+                parameters = await self._meta.parameters()
+            except MeshError as exc:
+                # Keeps the last weights read: meta away for a while changes no recommendation.
+                _log.warning("cannot read meta's strategy weights", error=exc.message)
+            else:
+                self._meta_weights = MetaWeights(
+                    dict(parameters.strategy_weights), parameters.version
+                )
         self._recompute()
 
-    async def _evaluate_others(self, history: FleetHistory) -> None:
-        """SESA measures of the strategies the fleet does not trade, once per period each."""
-        entries = self.entries()
-        others = {e.strategy_id: e for e in entries if not e.in_fleet}
-        self._sesa = {k: v for k, v in self._sesa.items() if k in others}
-        if self._evaluator is None:
-            return
-        trials = max(1, sum(r.origin == ACTION for r in self._policy.value.records.values()))
-        for sid, e in others.items():
-            seen = self._sesa.get(sid)
-            if seen is not None and seen[:2] == (history.next_period, e.record.since):
-                continue
-            try:
-                async with asyncio.timeout(self._config.sesa_timeout_seconds):
-                    measured = await self._evaluator.evaluate(
-                        e.record.genome, symbol=e.record.symbol, since=e.record.since, trials=trials
-                    )
-            except (MeshError, TimeoutError) as exc:
-                _log.warning(
-                    "cannot evaluate a strategy", strategy=sid, error=str(exc) or "timeout"
-                )
-                continue
-            self._sesa[sid] = (history.next_period, e.record.since, measured)
-
     def performance(self) -> dict[str, Performance]:
-        measured = {sid: p for sid, (_, _, p) in self._sesa.items() if p is not None}
-        return {**self._fleet, **measured}
+        return dict(self._performance)
 
     def entries(self) -> list[Entry]:
-        if self._universe is None:
-            return []
-        return self._policy.value.entries(self._universe)
+        return list(self._entries or [])
 
     def _recompute(self) -> None:
         history = self._sampler.history
-        if history is None or self._universe is None:
+        if history is None or self._entries is None:
             return
         self._recommendations_now = tuple(
-            advise(self.entries(), self.performance(), self._rules, clock_time=history.clock_time)
+            advise(
+                self._entries,
+                self._performance,
+                self._rules,
+                clock_time=history.clock_time,
+                meta=self._meta_weights,
+            )
         )
 
-    async def _ready(self) -> Universe:
-        """The fleet's deployment, reading the market if it was never read."""
-        if self._universe is None:
+    async def _ready(self) -> list[Entry]:
+        """The fleet's book, reading the market if it was never read."""
+        if self._entries is None:
             with contextlib.suppress(MeshError):
                 await self._refresher.fresh()
-        if self._universe is None:
+        if self._entries is None:
             raise FailedPrecondition("the fleet is not known yet: the market has not answered")
-        return self._universe
+        return self._entries
 
     # -- the book ------------------------------------------------------------------------------
 
@@ -151,9 +122,10 @@ class StrategyOfficer(Officer[BookPolicy]):
         if not token:
             with contextlib.suppress(MeshError):
                 await self._refresher.fresh()
-        universe = await self._ready()
-        if sector and sector not in universe.sector_symbols:
-            known = ", ".join(universe.sector_symbols)
+        entries = await self._ready()
+        sectors = sorted({e.record.sector for e in entries})
+        if sector and sector not in sectors:
+            known = ", ".join(sectors)
             raise InvalidArgument("sector", f"unknown sector {sector!r} (known: {known})")
         limit = page_size(
             size, default=self._config.default_page_size, maximum=self._config.max_page_size
@@ -171,7 +143,7 @@ class StrategyOfficer(Officer[BookPolicy]):
             after = (cursor[0], cursor[1])
         entries = [
             e
-            for e in self.entries()
+            for e in entries
             if (not sector or e.record.sector == sector)
             and (after is None or (e.record.sector, e.strategy_id) > after)
         ]
@@ -188,52 +160,3 @@ class StrategyOfficer(Officer[BookPolicy]):
     # ``list`` names the method above inside this class.
     def _recommendations(self) -> builtins.list[Recommendation]:
         return builtins.list(self._recommendations_now)
-
-    async def _policy_update(
-        self, action: Action, plan_sequence: int
-    ) -> tuple[Callable[[BookPolicy], tuple[BookPolicy, str]], int]:
-        universe = await self._ready()
-        at = self._market_time()
-        field = "action.parameters"
-        match action.parameters:
-            case EnableStrategy(strategy_id=sid, sector=sector, genome=genome, weight=weight):
-
-                def update(book: BookPolicy) -> tuple[BookPolicy, str]:
-                    return book.enable(
-                        universe,
-                        strategy_id=sid,
-                        sector=sector,
-                        genome=genome,
-                        weight=weight,
-                        at=at,
-                        field=f"{field}.enable_strategy",
-                    )
-
-            case DisableStrategy(strategy_id=sid):
-
-                def update(book: BookPolicy) -> tuple[BookPolicy, str]:
-                    return book.disable(
-                        universe, strategy_id=sid, field=f"{field}.disable_strategy"
-                    )
-
-            case ReweightStrategies(weights=weights):
-
-                def update(book: BookPolicy) -> tuple[BookPolicy, str]:
-                    return book.reweight(
-                        universe, weights=weights, field=f"{field}.reweight_strategies"
-                    )
-
-            case PromoteStrategy(strategy_id=sid):
-
-                def update(book: BookPolicy) -> tuple[BookPolicy, str]:
-                    return book.promote(
-                        universe, strategy_id=sid, at=at, field=f"{field}.promote_strategy"
-                    )
-
-            case _:
-                raise InvalidArgument(
-                    "action.type",
-                    "the strategy officer executes ENABLE_STRATEGY, DISABLE_STRATEGY, "
-                    "REWEIGHT_STRATEGIES and PROMOTE_STRATEGY",
-                )
-        return update, at

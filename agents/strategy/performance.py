@@ -10,29 +10,38 @@ and P the periods in a year (a 365-day year):
   true per-period Sharpe ratio is above 0 given the estimate, n and the returns' skewness and
   excess kurtosis (SESA's ``probabilistic_sharpe``, so the convention is the platform's).
 
-Any other strategy of the book (a shadow, or a promoted strategy the fleet does not trade) is
-measured by SESA: an evaluation of its genome on its symbol's bars since it entered its stage,
-which also gives a deflated Sharpe ratio given the number of shadows tested (the trials).
+Any other strategy of the book (a shadow, or a strategy promoted or added later) is measured by
+its own record in the fleet since it entered its stage (:class:`market.fleet.StageRecord`): per
+bar, on the live replay bars, with a deflated Sharpe ratio that counts the trials that found it
+(for an evolution's candidate, every genome the evolution evaluated).
+
+Each strategy is measured one way only (:func:`book_performance`): a deployed strategy has no
+measure until the fleet has two periods, never its per-bar record in their place, so that
+``min_observations`` fleet returns stay what a disable or an enable needs.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import math
+from collections.abc import Sequence
 
 import numpy as np
 from scipy import stats
 
 from agents.fleet_history import FleetHistory
+from agents.strategy.book import Entry
 from backtest.metrics import probabilistic_sharpe
+from market.fleet import StageRecord
+from qtmesh.base.genome import StrategyStage
 
 FLEET = "fleet"
-SESA = "sesa"
+RECORD = "record"
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
 class Performance:
-    source: str  # FLEET (per period of the fleet) or SESA (per bar of an evaluation)
+    source: str  # FLEET (per period of the fleet) or RECORD (per bar since its stage began)
     observations: int
     total_return: float
     volatility: float  # annualised
@@ -79,3 +88,38 @@ def fleet_performance(history: FleetHistory, lookback: int) -> dict[str, Perform
             psr=psr,
         )
     return performances
+
+
+def record_performance(record: StageRecord) -> Performance:
+    """A strategy measured by its own record since it entered its stage."""
+    return Performance(
+        source=RECORD,
+        observations=record.bar_count,
+        total_return=record.total_return,
+        volatility=record.volatility,
+        sharpe=record.sharpe,
+        max_drawdown=record.max_drawdown,
+        trade_count=record.trade_count,
+        psr=record.probabilistic_sharpe,
+        deflated_sharpe=record.deflated_sharpe,
+    )
+
+
+def book_performance(
+    entries: Sequence[Entry], history: FleetHistory, lookback: int
+) -> dict[str, Performance]:
+    """Each strategy of the book as the officer measures it: a deployed strategy in production by
+    the fleet's periods over ``lookback`` (none before two periods), any other by its record
+    since it entered its stage (none before two bars)."""
+    by_fleet = fleet_performance(history, lookback)
+    records = {s.strategy.id: s.record for s in history.current.strategies}
+    performance = {}
+    for e in entries:
+        if e.in_fleet and e.record.stage is StrategyStage.PRODUCTION:
+            if e.strategy_id in by_fleet:
+                performance[e.strategy_id] = by_fleet[e.strategy_id]
+            continue
+        record = records.get(e.strategy_id)
+        if record is not None and record.bar_count >= 2:
+            performance[e.strategy_id] = record_performance(record)
+    return performance

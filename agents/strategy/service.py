@@ -1,63 +1,28 @@
 """The strategy officer's gRPC server: StrategyOfficerService (ListStrategies) and AgentService
-(Recommend; ExecuteAction for ENABLE, DISABLE, REWEIGHT and PROMOTE_STRATEGY)."""
+(Recommend; it executes nothing: the market's fleet executes the strategy actions)."""
 
 from __future__ import annotations
-
-import asyncio
 
 import grpc
 import structlog
 
-from agents.policy_log import OwnedPolicy, PolicyLog
 from agents.strategy import _convert as convert
-from agents.strategy.book import BookPolicy
 from agents.strategy.config import ENV_PREFIX, StrategyConfig
 from agents.strategy.engine import EXECUTES, StrategyOfficer
-from agents.strategy.performance import Performance
-from backtest.evaluation import MINIMUM_BARS
 from market.client import MarketClient
+from meta.client import MetaClient
 from qtmesh.api.strategy.v1 import strategy_officer_pb2 as pb
 from qtmesh.api.strategy.v1 import strategy_officer_pb2_grpc as pb_grpc
-from qtmesh.base.errors import InvalidArgument
-from qtmesh.base.genome import StrategyGenome
 from qtmesh.runtime.agent_service import agent_service
 from qtmesh.runtime.app import App, Built, Context, Uses
 from qtmesh.runtime.server import Service
-from sesa.client import SesaClient, bar_source
 
 MARKET_TIMEOUT_SECONDS = 10.0
+META_TIMEOUT_SECONDS = 5.0
 
 _log = structlog.get_logger("agents.strategy")
 # The field the market names when a start lies after its clock.
 _NO_BARS_YET = frozenset({"start_time"})
-
-
-class SesaShadowEvaluator:
-    """Evaluates a genome with SESA on the bars its symbol had after a market time."""
-
-    def __init__(self, sesa: SesaClient, market: MarketClient) -> None:
-        self._sesa = sesa
-        self._market = market
-
-    async def evaluate(
-        self, genome: StrategyGenome, *, symbol: str, since: int, trials: int
-    ) -> Performance | None:
-        try:
-            bars = await self._market.bars(symbol, start_time=since + 1)
-        except InvalidArgument as exc:
-            # The market refuses a start after its clock: no bar after ``since`` yet. Anything
-            # else is a real problem with the request, kept visible rather than read as "wait".
-            if exc.field not in _NO_BARS_YET:
-                _log.warning(
-                    "shadow bars refused", symbol=symbol, field=exc.field, problem=exc.problem
-                )
-            return None
-        if len(bars) < MINIMUM_BARS:
-            return None
-        (evaluation,) = await self._sesa.evaluate(
-            [genome], bars=bar_source(bars=bars), trials=trials
-        )
-        return convert.performance_from_evaluation(evaluation)
 
 
 class StrategyOfficerServicer(pb_grpc.StrategyOfficerServiceServicer):
@@ -88,35 +53,26 @@ def services(officer: StrategyOfficer) -> list[Service]:
 
 
 async def build(ctx: Context[StrategyConfig]) -> Built:
-    config = ctx.config
-    log = await asyncio.to_thread(PolicyLog.open, config.url, name="strategy")
-    book = OwnedPolicy(
-        log, initial=BookPolicy(), encode=BookPolicy.to_json, decode=BookPolicy.from_json
-    )
-    market = ctx.client("market", MarketClient)
     officer = StrategyOfficer(
-        market=market,
-        evaluator=SesaShadowEvaluator(ctx.client("sesa", SesaClient), market),
-        book=book,
-        config=config,
+        market=ctx.client("market", MarketClient),
+        config=ctx.config,
+        meta=ctx.client("meta", MetaClient),
     )
     await officer.start()
-
-    async def close() -> None:
-        await officer.close()
-        await asyncio.to_thread(log.close)
-
-    return Built(services=services(officer), close=close)
+    return Built(services=services(officer), close=officer.close)
 
 
 APP = App(
     name="strategy",
-    summary="the AI Strategy Officer: enabling, disabling, reweighting, promoting strategies",
+    summary="the AI Strategy Officer: recommends enabling, disabling, reweighting, promoting",
     config_type=StrategyConfig,
     env_prefix=ENV_PREFIX,
     build=build,
     uses=lambda config: (
         Uses(service="market", client=MarketClient, timeout=MARKET_TIMEOUT_SECONDS),
-        Uses(service="sesa", client=SesaClient, timeout=config.sesa_timeout_seconds),
+        # Meta's strategy weights tilt reweighting; a meta away keeps the last ones read.
+        Uses(
+            service="meta", client=MetaClient, timeout=META_TIMEOUT_SECONDS, retry_unavailable=False
+        ),
     ),
 )

@@ -4,6 +4,8 @@ scenarios from them, and exposure recommendations read from the precomputed mode
 Fitting is the slow part (a fraction of a second per series), so models are cached per series
 and lookback and refitted once the market has ``refit_bars`` new bars. Recommend never waits for
 a fit: it reads the cached sector models and, if any may be stale, starts a background refresh.
+Each recommendation carries the market time its model was fitted at (``as_of_time``, the time of
+its last bar), so a cached model that could not be refitted shows its age to the federation.
 DetectRegime and Simulate wait for a fresh model; concurrent callers share one fit, which runs
 off the event loop and is cancelled when every caller waiting for it has gone.
 """

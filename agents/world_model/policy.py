@@ -10,7 +10,9 @@ management in the sense of Moreira & Muir 2017). Scaling up also needs the regim
 its mean return at least ``min_drift_t`` standard errors above zero (default 0: a positive mean;
 over days of data a drift is rarely significant, so a stricter bar would all but never pass).
 Changes smaller than ``min_change`` are not worth an action. The confidence is the probability
-of the regime.
+of the regime. A recommendation's ``as_of_time`` is the market time of the last bar its regime
+model was fitted on, so the federation can tell (and supersede) one that rests on a regime
+computed long before the cycle it is offered in.
 """
 
 from __future__ import annotations
@@ -89,4 +91,5 @@ def recommend_exposure(
             f"by a factor of {factor:.2f}."
         ),
         evidence=evidence,
+        as_of_time=model.as_of_time,
     )

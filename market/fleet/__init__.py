@@ -3,7 +3,8 @@ fill model; their P&L, positions and trades, and the allocations that only execu
 change.
 
 Modules, each importing only those listed before it: :mod:`~market.fleet.setup` (what is
-deployed, and its limits), :mod:`~market.fleet.state` (the allocations and the changes executed
+deployed, and its limits), :mod:`~market.fleet.book` (the strategy book the fleet trades),
+:mod:`~market.fleet.state` (the allocations and the changes executed
 actions make), :mod:`~market.fleet.report` (the value types reported),
 :mod:`~market.fleet.simulation` (the backtests and the accounting below),
 :mod:`~market.fleet.store` (persistence of the changes), :mod:`~market.fleet.engine` (the fleet
@@ -17,11 +18,21 @@ Accounting (fractions of fleet equity; per-bar returns run from the previous clo
   close, fill at the next open, commission and slippage in basis points, ATR stops) on its
   symbol's bars from ``warmup_bars`` before the deployment up to the clock, without walk-forward
   folds. Positions held at the deployment are taken over as they stand.
-* **Sectors.** Sector s holds allocation w_s. Its capital is split equally among its n_s
-  strategies and rebalanced every bar, so its per-bar return is r_s(t) = mean_i r_i(t) and each
-  strategy's weight is w_s / n_s. The rest of equity is cash, earning nothing.
-* **Changes.** An executed action changes allocations from the first bar after the market time
-  of its execution; a change never takes effect before an earlier one.
+* **Sectors.** Sector s holds allocation w_s. Its capital is split among its producing
+  (enabled, production) strategies in proportion to their book weights v_i and rebalanced every
+  bar, so its per-bar return is r_s(t) = sum_i v_i r_i(t) / sum_i v_i and each strategy trades
+  w_s v_i / sum_i v_i of equity. The rest of equity is cash, earning nothing.
+* **The book.** Only strategies the book has producing carry capital; a shadow paper-trades
+  its own record with none (see :mod:`market.fleet.book`). A strategy that stops (disabled,
+  replaced or halted) holds its position from the previous close to the next open, where it is
+  flattened at the fill cost; one that starts (added, enabled, promoted or resumed) enters at
+  the next open at the fill cost, at the position its signal holds then.
+* **Halts.** A halted sector trades nothing (its strategies flat from the next open, an
+  arb-mission with a leg in it closed at the close of the halt's bar) while its nominal
+  allocation is kept for the resume.
+* **Changes.** An executed action changes allocations, the book or the halts from the first
+  bar after the market time of its execution; a change never takes effect before an earlier
+  one.
 * **Arb-missions.** Allocation a on each leg: long the equal-weighted basket of one sector's
   symbols, short the other's. The legs fill at the open of the first bar after the action and
   close at the close of the last bar within the mission's duration; each fill costs commission
@@ -39,11 +50,13 @@ Accounting (fractions of fleet equity; per-bar returns run from the previous clo
 """
 
 from market.fleet.agent import EXECUTES, FleetAgent
+from market.fleet.book import BookEntry, Candidate
 from market.fleet.engine import FleetEngine
 from market.fleet.report import (
     FleetReport,
     MissionBook,
     SectorBook,
+    StageRecord,
     StrategyBook,
     Trade,
     TradeQuery,
@@ -66,6 +79,8 @@ __all__ = [
     "EXECUTES",
     "ArbMission",
     "Backtester",
+    "BookEntry",
+    "Candidate",
     "Cause",
     "DeployedStrategy",
     "FleetAgent",
@@ -79,6 +94,7 @@ __all__ = [
     "FleetStore",
     "MissionBook",
     "SectorBook",
+    "StageRecord",
     "StrategyBook",
     "Trade",
     "TradeQuery",

@@ -1,13 +1,15 @@
-"""The paper fleet as an agent of the federation: it executes the GAP actions that reshape the
-fleet (ADJUST_EXPOSURE scales a sector's allocation, SPAWN_ARB_MISSION opens a long-short sector
-pair) and recommends nothing itself; the meta optimizer proposes, the fleet executes."""
+"""The paper fleet as an agent of the federation: it executes the GAP actions that reshape what
+the fleet trades (ADJUST_EXPOSURE scales a sector's allocation, SPAWN_ARB_MISSION opens a
+long-short sector pair, the strategy actions change the book, HALT_TRADING and RESUME_TRADING
+stop and restart trading) and recommends nothing itself: the officers and the meta optimizer
+propose, the fleet executes."""
 
 from __future__ import annotations
 
-from market.fleet.engine import FleetEngine
-from qtmesh.base.contract import Action, ActionType, AgentContext, ExecutionResult, Recommendation
+from market.fleet.engine import EXECUTABLE, FleetEngine
+from qtmesh.base.contract import Action, AgentContext, ExecutionResult, Recommendation
 
-EXECUTES = (ActionType.ADJUST_EXPOSURE, ActionType.SPAWN_ARB_MISSION)
+EXECUTES = EXECUTABLE
 
 
 class FleetAgent:

@@ -1,24 +1,50 @@
 """The paper fleet in the running market: simulates it on the replay's bars when asked (cached
 until the clock moves or an action changes it) and applies executed actions, once per
-idempotency key, persisting each change before it takes effect. No gRPC here."""
+idempotency key, persisting each change before it takes effect. It owns the strategy book: the
+strategy actions, the halts and an evolution's shadows all change it here and nowhere else.
+No gRPC here."""
 
 from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable
 
+from market.fleet.book import Candidate
 from market.fleet.report import FleetReport, Trade, TradeQuery
 from market.fleet.setup import FleetSetup
 from market.fleet.simulation import Backtester, FleetRun, simulate
-from market.fleet.state import Cause, FleetState
+from market.fleet.state import Cause, FleetChange, FleetState
 from market.fleet.store import FleetStore
 from market.replay import Replay
 from qtmesh.base.bars import format_time
 from qtmesh.base.concurrency import CancelToken, run_cancellable
-from qtmesh.base.contract import Action, AdjustExposure, ExecutionResult, SpawnArbMission
+from qtmesh.base.contract import (
+    Action,
+    ActionType,
+    AdjustExposure,
+    DisableStrategy,
+    EnableStrategy,
+    ExecutionResult,
+    HaltTrading,
+    PromoteStrategy,
+    ResumeTrading,
+    ReweightStrategies,
+    SpawnArbMission,
+)
 from qtmesh.base.errors import InvalidArgument
 
 Clock = Callable[[], int]
+# The action types the fleet executes.
+EXECUTABLE = (
+    ActionType.ADJUST_EXPOSURE,
+    ActionType.SPAWN_ARB_MISSION,
+    ActionType.ENABLE_STRATEGY,
+    ActionType.DISABLE_STRATEGY,
+    ActionType.REWEIGHT_STRATEGIES,
+    ActionType.PROMOTE_STRATEGY,
+    ActionType.HALT_TRADING,
+    ActionType.RESUME_TRADING,
+)
 
 
 class FleetEngine:
@@ -77,7 +103,7 @@ class FleetEngine:
     async def trades(self, query: TradeQuery, limit: int) -> tuple[list[Trade], bool]:
         if query.sector:
             self.setup.check_sector(query.sector, field="sector")
-        if query.strategy_id and query.strategy_id not in {s.id for s in self.setup.strategies}:
+        if query.strategy_id and query.strategy_id not in set(self._state.strategy_ids()):
             raise InvalidArgument("strategy_id", f"unknown strategy {query.strategy_id!r}")
         if (
             query.start_time is not None
@@ -120,46 +146,146 @@ class FleetEngine:
     # -- actions ---------------------------------------------------------------------------------
 
     async def execute(self, action: Action, *, plan_sequence: int) -> ExecutionResult:
-        """Applies AdjustExposure or SpawnArbMission at the replay clock, once per idempotency
-        key: a key seen before (even before a restart) changes nothing."""
-        key = action.idempotency_key
-        if not key:
-            raise InvalidArgument("action.idempotency_key", "must be set")
-        async with self._changing:
-            seen = await self.store.run(self.store.change_of_action, key)
-            if seen is not None:
-                return ExecutionResult(
-                    False, f"already applied as fleet change {seen.sequence}: {seen.detail}"
-                )
-            state = self._state
-            at = state.next_time(self.replay.clock_time)
-            cause = Cause(key, action.id, plan_sequence)
+        """Applies an action the fleet executes at the replay clock, once per idempotency key: a
+        key seen before (even before a restart) changes nothing."""
+        field = "action.parameters"
+
+        def change_of(state: FleetState, at: int, cause: Cause) -> FleetChange:
             match action.parameters:
                 case AdjustExposure(sector=sector, factor=factor):
-                    change = state.adjust_exposure(
-                        sector,
-                        factor,
-                        at=at,
-                        cause=cause,
-                        field="action.parameters.adjust_exposure",
+                    return state.adjust_exposure(
+                        sector, factor, at=at, cause=cause, field=f"{field}.adjust_exposure"
                     )
                 case SpawnArbMission(
                     long_sector=long_sector, short_sector=short_sector, allocation=allocation
                 ):
-                    change = state.spawn_arb_mission(
+                    return state.spawn_arb_mission(
                         long_sector,
                         short_sector,
                         allocation,
                         at=at,
                         cause=cause,
-                        field="action.parameters.spawn_arb_mission",
+                        field=f"{field}.spawn_arb_mission",
                     )
-                case _:
-                    raise InvalidArgument(
-                        "action.type", "the fleet executes ADJUST_EXPOSURE and SPAWN_ARB_MISSION"
+                case EnableStrategy(strategy_id=sid, sector=sector, genome=genome, weight=weight):
+                    return state.enable_strategy(
+                        strategy_id=sid,
+                        sector=sector,
+                        genome=genome,
+                        weight=weight,
+                        at=at,
+                        cause=cause,
+                        field=f"{field}.enable_strategy",
                     )
+                case DisableStrategy(strategy_id=sid):
+                    return state.disable_strategy(
+                        strategy_id=sid, at=at, cause=cause, field=f"{field}.disable_strategy"
+                    )
+                case ReweightStrategies(weights=weights):
+                    return state.reweight_strategies(
+                        weights=weights, at=at, cause=cause, field=f"{field}.reweight_strategies"
+                    )
+                case PromoteStrategy(strategy_id=sid, replaces=replaces):
+                    return state.promote_strategy(
+                        strategy_id=sid,
+                        replaces=replaces,
+                        at=at,
+                        cause=cause,
+                        field=f"{field}.promote_strategy",
+                    )
+                case HaltTrading(scope=scope):
+                    return state.halt(scope, at=at, cause=cause, field=f"{field}.halt_trading")
+                case ResumeTrading(scope=scope):
+                    return state.resume(scope, at=at, cause=cause, field=f"{field}.resume_trading")
+            raise InvalidArgument(
+                "action.type",
+                "the fleet executes " + ", ".join(t.name for t in EXECUTABLE),
+            )
+
+        change = await self._apply(action.idempotency_key, action.id, plan_sequence, change_of)
+        if change is None:
+            seen = await self.store.run(self.store.change_of_action, action.idempotency_key)
+            assert seen is not None
+            return ExecutionResult(
+                False, f"already applied as fleet change {seen.sequence}: {seen.detail}"
+            )
+        return ExecutionResult(
+            True,
+            f"fleet change {change.sequence} from {format_time(change.time)}: {change.detail}",
+            {"fleet_change": str(change.sequence)},
+        )
+
+    async def add_shadows(
+        self,
+        candidates: list[Candidate],
+        *,
+        evolution_id: str,
+        trials: int,
+        action_key: str,
+        action_id: str,
+        plan_sequence: int,
+    ) -> tuple[FleetChange, bool]:
+        """An evolution's candidates join the book as shadows, recorded with the action that ran
+        the evolution (or, for one run by hand, the key its caller gives); once per key."""
+        if not action_key:
+            raise InvalidArgument("action_key", "must be set")
+
+        def change_of(state: FleetState, at: int, cause: Cause) -> FleetChange:
+            return state.add_shadows(
+                candidates,
+                evolution_id=evolution_id,
+                trials=trials,
+                at=at,
+                cause=cause,
+                field="request",
+            )
+
+        change = await self._apply(action_key, action_id, plan_sequence, change_of)
+        if change is None:
+            seen = await self.store.run(self.store.change_of_action, action_key)
+            assert seen is not None
+            return seen, False
+        return change, True
+
+    async def apply_meta(
+        self, *, version: int, risk_multiplier: float, position_size_scale: float
+    ) -> tuple[FleetChange, bool]:
+        """Meta's parameters of ``version`` scale every position from the next bar; once per
+        version (the key ``meta/parameters/<version>``)."""
+        key = f"meta/parameters/{version}"
+
+        def change_of(state: FleetState, at: int, cause: Cause) -> FleetChange:
+            return state.apply_meta(
+                version=version,
+                risk_multiplier=risk_multiplier,
+                position_size_scale=position_size_scale,
+                at=at,
+                cause=cause,
+            )
+
+        change = await self._apply(key, f"meta-v{version}", 0, change_of)
+        if change is None:
+            seen = await self.store.run(self.store.change_of_action, key)
+            assert seen is not None
+            return seen, False
+        return change, True
+
+    async def _apply(
+        self,
+        key: str,
+        action_id: str,
+        plan_sequence: int,
+        change_of: Callable[[FleetState, int, Cause], FleetChange],
+    ) -> FleetChange | None:
+        """The change ``change_of`` makes, persisted and in effect; None if ``key`` was seen."""
+        if not key:
+            raise InvalidArgument("action.idempotency_key", "must be set")
+        async with self._changing:
+            if await self.store.run(self.store.change_of_action, key) is not None:
+                return None
+            state = self._state
+            at = state.next_time(self.replay.clock_time)
+            change = change_of(state, at, Cause(key, action_id, plan_sequence))
             await self.store.run(self.store.append, self._fingerprint, change, self._clock())
             self._state = state.with_change(change)
-        return ExecutionResult(
-            True, f"fleet change {change.sequence} from {format_time(at)}: {change.detail}"
-        )
+        return change

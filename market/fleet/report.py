@@ -7,8 +7,10 @@ from __future__ import annotations
 
 import dataclasses
 
+from market.fleet.book import DEPLOYMENT
 from market.fleet.setup import DeployedStrategy
 from market.fleet.state import ArbMission, FleetChange
+from qtmesh.base.genome import StrategyStage
 
 
 @dataclasses.dataclass(frozen=True)
@@ -24,16 +26,45 @@ class SectorBook:
     trade_count: int
     gross_exposure: float
     net_exposure: float
+    # Halted at the end of the window: it trades nothing, its allocation is kept for a resume.
+    halted: bool = False
+
+
+@dataclasses.dataclass(frozen=True)
+class StageRecord:
+    """A strategy's own record since it entered its stage: for a shadow, its paper record.
+    Returns are per bar while it trades; Sharpe is annualised; the deflated Sharpe ratio counts
+    the trials that found it (None with fewer than two bars)."""
+
+    start_time: int
+    bar_count: int
+    total_return: float
+    sharpe: float
+    trade_count: int
+    deflated_sharpe: float | None
+    volatility: float = 0.0  # annualised
+    max_drawdown: float = 0.0
+    probabilistic_sharpe: float = 0.5  # P(true Sharpe > 0)
 
 
 @dataclasses.dataclass(frozen=True)
 class StrategyBook:
+    """One strategy of the book over the window; ``weight`` is the fraction of equity it trades
+    at the window's end (0 for a shadow, a disabled or a halted strategy)."""
+
     strategy: DeployedStrategy
     weight: float
     position: int
     roi: float
     pnl: float
     trade_count: int
+    stage: StrategyStage = StrategyStage.PRODUCTION
+    enabled: bool = True
+    since: int = 0
+    origin: str = DEPLOYMENT
+    trials: int = 1
+    book_weight: float = 1.0  # relative, within the sector
+    record: StageRecord | None = None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -61,6 +92,10 @@ class FleetReport:
     strategies: tuple[StrategyBook, ...]
     missions: tuple[MissionBook, ...]
     changes: tuple[FleetChange, ...]
+    # Scopes halted from the end of the window on ("portfolio" or sectors).
+    halted: frozenset[str] = frozenset()
+    # Meta's scale of every position from the end of the window on.
+    scale: float = 1.0
 
 
 @dataclasses.dataclass(frozen=True)

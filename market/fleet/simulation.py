@@ -14,41 +14,50 @@ import numpy as np
 
 from backtest.evaluation import Backtest, EvaluationSettings, Evaluator
 from backtest.indicators import BarData
+from backtest.metrics import expected_max_sharpe, probabilistic_sharpe, sharpe_null_floor
+from market.fleet import book as books
+from market.fleet.book import BookEntry
 from market.fleet.report import (
     FleetReport,
     MissionBook,
     SectorBook,
+    StageRecord,
     StrategyBook,
     Trade,
     TradeQuery,
 )
-from market.fleet.setup import FleetSetup
-from market.fleet.state import FleetState
+from market.fleet.setup import DeployedStrategy, FleetSetup
+from market.fleet.state import PORTFOLIO, FleetState
 from qtmesh.base.bars import NANOS_PER_YEAR, BarSeries
 from qtmesh.base.concurrency import CancelToken
 from qtmesh.base.errors import InvalidArgument
+from qtmesh.base.genome import StrategyGenome
 
 
 class Backtester:
-    """Backtests of the deployed strategies per symbol, reused while the symbol's bars are
-    unchanged. Kernel and indicators are causal, so a longer run never changes earlier bars."""
+    """Backtests of the book's strategies per symbol, reused while the symbol's bars and its
+    strategies are unchanged. Kernel and indicators are causal, so a longer run never changes
+    earlier bars, and a strategy added later is backtested from the same warm-up as the
+    deployed ones: it takes its signal's position over as it stands when it joins."""
 
     def __init__(self, setup: FleetSetup, *, evaluator: Evaluator | None = None) -> None:
         self._setup = setup
         self._evaluator = evaluator or Evaluator(settings=EvaluationSettings(costs=setup.costs))
-        self._cache: dict[str, tuple[int, int, Backtest]] = {}
+        self._cache: dict[str, tuple[int, int, tuple[str, ...], Backtest]] = {}
 
-    def run(self, symbol: str, series: BarSeries) -> tuple[int, Backtest]:
-        """(index of the first bar run, backtest of the symbol's strategies in setup order)."""
+    def run(
+        self, symbol: str, series: BarSeries, genomes: Sequence[StrategyGenome]
+    ) -> tuple[int, Backtest]:
+        """(index of the first bar run, backtest of ``genomes`` in their order)."""
         n = len(series)
+        ids = tuple(g.id for g in genomes)
         cached = self._cache.get(symbol)
-        if cached is not None and cached[1] == n:
-            return cached[0], cached[2]
+        if cached is not None and cached[1] == n and cached[2] == ids:
+            return cached[0], cached[3]
         deployed = int(np.searchsorted(series.time, self._setup.deployment_time, "right"))
         first = max(0, deployed - self._setup.warmup_bars)
-        genomes = [s.genome for s in self._setup.strategies if s.symbol == symbol]
-        result = self._evaluator.backtest(genomes, BarData(series.slice(first, n)))
-        self._cache[symbol] = (first, n, result)
+        result = self._evaluator.backtest(list(genomes), BarData(series.slice(first, n)))
+        self._cache[symbol] = (first, n, ids, result)
         return first, result
 
 
@@ -59,12 +68,14 @@ class FleetRun:
     state: FleetState
     clock_time: int
     position: int
+    entries: tuple[BookEntry, ...]  # the rows: every strategy the book held, as it stands
     times: np.ndarray  # (T,) bar times after the deployment, up to the clock
-    positions: np.ndarray  # (S, T) held at each close
+    positions: np.ndarray  # (S, T) held at each close, 0 while inactive
     log_growth: np.ndarray  # (S, T+1) cumulative log(1 + r_i), from 0
     contribution: np.ndarray  # (S, T+1) cumulative E(t-1) w_i(t) r_i(t), from 0
+    returns: np.ndarray  # (S, T) per-bar returns while active (paper returns for shadows)
     sector_returns: np.ndarray  # (K, T)
-    weights: np.ndarray  # (K, T) allocations in effect
+    weights: np.ndarray  # (K, T) nominal allocations in effect
     symbols: tuple[str, ...]  # the rows of ``closes``
     closes: np.ndarray  # (Y, T+1) closes per symbol, column 0 before the first bar
     mission_terms: np.ndarray  # (M, T) a * spread return less costs
@@ -95,25 +106,38 @@ class FleetRun:
         at = int(self.times[last]) if bars else min(end_time or self.clock_time, self.clock_time)
         # Held from the end of the window on: changes executed at its last bar count.
         allocations = self.state.allocations_at(at + 1)
-        trade_counts = self.trades.entries_per_strategy(i0, i1, len(setup.strategies))
+        halted = self.state.halted_at(at + 1)
+        book = self.state.book_at(at + 1)
+        scale = self.state.scale_at(at + 1)
+        effective = self.state.effective_allocations(allocations, halted)
+        trading = books.producing_weights(
+            book, setup, {sector: value * scale for sector, value in effective.items()}
+        )
+        trade_counts = self.trades.entries_per_strategy(i0, i1, len(self.entries))
         sectors = []
         strategies = []
         for k, name in enumerate(setup.sectors):
             if sector and name != sector:
                 continue
-            members = setup.strategies_of(name)
+            members = [i for i, e in enumerate(self.entries) if e.sector == name]
             r = self.sector_returns[k, i0:i1]
             path = np.cumprod(1 + r)
             peak = np.maximum.accumulate(np.concatenate([[1.0], path]))[1:]
             symbols = [self._symbol_index(s) for s in setup.sector_symbols[name]]
             bench = float(np.mean(self.closes[symbols, i1] / self.closes[symbols, i0] - 1))
-            held = self.positions[members, last] if bars else np.zeros(len(members))
-            weight = allocations[name]
+            held = {i: int(self.positions[i, last]) if bars else 0 for i in members}
+            weight_of = {i: trading.get(self.entries[i].strategy_id, 0.0) for i in members}
+            producing = [
+                i
+                for i in members
+                if book.get(self.entries[i].strategy_id) is not None
+                and book[self.entries[i].strategy_id].producing
+            ]
             sectors.append(
                 SectorBook(
                     sector=name,
-                    allocation=weight,
-                    strategy_count=len(members),
+                    allocation=allocations[name],
+                    strategy_count=len(producing),
                     roi=float(path[-1] - 1) if bars else 0.0,
                     pnl=float(
                         np.sum(self.contribution[members, i1] - self.contribution[members, i0])
@@ -123,20 +147,31 @@ class FleetRun:
                     if bars >= 2
                     else 0.0,
                     max_drawdown=float(np.max(1 - path / peak)) if bars else 0.0,
-                    trade_count=int(trade_counts[members].sum()),
-                    gross_exposure=float(weight * np.mean(np.abs(held))) if members else 0.0,
-                    net_exposure=float(weight * np.mean(held)) if members else 0.0,
+                    trade_count=int(trade_counts[producing].sum()),
+                    gross_exposure=float(sum(weight_of[i] * abs(held[i]) for i in members)),
+                    net_exposure=float(sum(weight_of[i] * held[i] for i in members)),
+                    halted=PORTFOLIO in halted or name in halted,
                 )
             )
             for i in members:
+                entry = book.get(self.entries[i].strategy_id, self.entries[i])
                 strategies.append(
                     StrategyBook(
-                        strategy=setup.strategies[i],
-                        weight=weight / len(members),
-                        position=int(held[members.index(i)]),
+                        strategy=DeployedStrategy(
+                            entry.strategy_id, entry.sector, entry.symbol, entry.genome
+                        ),
+                        weight=weight_of[i],
+                        position=held[i],
                         roi=float(math.expm1(self.log_growth[i, i1] - self.log_growth[i, i0])),
                         pnl=float(self.contribution[i, i1] - self.contribution[i, i0]),
                         trade_count=int(trade_counts[i]),
+                        stage=entry.stage,
+                        enabled=entry.enabled,
+                        since=entry.since,
+                        origin=entry.origin,
+                        trials=entry.trials,
+                        book_weight=entry.weight,
+                        record=self._stage_record(i, entry, i1),
                     )
                 )
         missions = []
@@ -147,7 +182,7 @@ class FleetRun:
             missions.append(
                 MissionBook(
                     mission=mission,
-                    active=mission.open_time <= at < mission.close_time,
+                    active=mission.open_time <= at < self.state.mission_end(mission),
                     roi=float(np.prod(1 + terms / mission.allocation) - 1),
                     pnl=float(np.sum(self.equity[i0:i1] * terms)),
                 )
@@ -168,15 +203,19 @@ class FleetRun:
             strategies=tuple(strategies),
             missions=tuple(missions),
             changes=self.state.changes,
+            halted=halted,
+            scale=scale,
         )
 
     def list_trades(self, query: TradeQuery, limit: int) -> tuple[list[Trade], bool]:
         """Trades matching ``query``, ordered by (entry time, strategy id); True if more."""
-        setup = self.setup
         table = self.trades
         mask = np.ones(table.size, dtype=bool)
         if query.sector:
-            members = np.array(setup.strategies_of(query.sector), dtype=np.int64)
+            members = np.array(
+                [i for i, e in enumerate(self.entries) if e.sector == query.sector],
+                dtype=np.int64,
+            )
             mask &= np.isin(table.strategy, members)
         if query.strategy_id:
             mask &= table.strategy == self._strategy_index(query.strategy_id)
@@ -196,7 +235,7 @@ class FleetRun:
 
     def _trade(self, j: int) -> Trade:
         t = self.trades
-        strategy = self.setup.strategies[t.strategy[j]]
+        strategy = self.entries[t.strategy[j]]
         start, end = int(t.start[j]), int(t.end[j])
         i = int(t.strategy[j])
         value = 0.0
@@ -207,7 +246,7 @@ class FleetRun:
         exit_index = int(t.exit[j])
         entry_index = int(t.entry[j])
         return Trade(
-            strategy_id=strategy.id,
+            strategy_id=strategy.strategy_id,
             sector=strategy.sector,
             symbol=strategy.symbol,
             side=int(t.side[j]),
@@ -218,12 +257,46 @@ class FleetRun:
             pnl=pnl,
         )
 
+    def _stage_record(self, i: int, entry: BookEntry, stop: int) -> StageRecord:
+        """Row ``i``'s record over the bars after it entered its stage, up to ``stop``."""
+        first = int(np.searchsorted(self.times, entry.since, "right"))
+        first = min(first, stop)
+        r = self.returns[i, first:stop]
+        n = r.size
+        total = float(math.expm1(self.log_growth[i, stop] - self.log_growth[i, first]))
+        sd = float(np.std(r, ddof=1)) if n >= 2 else 0.0
+        per_bar = float(np.mean(r)) / sd if sd > 0 else 0.0
+        deflated = None
+        psr = 0.5
+        path = np.exp(self.log_growth[i, first : stop + 1] - self.log_growth[i, first])
+        drawdown = float(np.max(1 - path / np.maximum.accumulate(path))) if n else 0.0
+        if n >= 2:
+            centred = r - r.mean()
+            m2 = float(np.mean(centred**2))
+            skew = float(np.mean(centred**3)) / m2**1.5 if m2 > 0 else 0.0
+            kurtosis = float(np.mean(centred**4)) / m2**2 - 3 if m2 > 0 else 0.0
+            benchmark = expected_max_sharpe(entry.trials, sharpe_null_floor(n))
+            deflated = probabilistic_sharpe(per_bar, benchmark, n, skew, kurtosis)
+            if sd > 0:
+                psr = probabilistic_sharpe(per_bar, 0.0, n, skew, kurtosis)
+        return StageRecord(
+            start_time=entry.since,
+            bar_count=n,
+            total_return=total,
+            sharpe=per_bar * math.sqrt(self.bars_per_year),
+            trade_count=int(self.trades.entries_per_strategy(first, stop, len(self.entries))[i]),
+            deflated_sharpe=deflated,
+            volatility=sd * math.sqrt(self.bars_per_year),
+            max_drawdown=drawdown,
+            probabilistic_sharpe=psr,
+        )
+
     def _symbol_index(self, symbol: str) -> int:
         return self.symbols.index(symbol)
 
     def _strategy_index(self, strategy_id: str) -> int:
-        for i, s in enumerate(self.setup.strategies):
-            if s.id == strategy_id:
+        for i, e in enumerate(self.entries):
+            if e.strategy_id == strategy_id:
                 return i
         raise InvalidArgument("strategy_id", f"unknown strategy {strategy_id!r}")
 
@@ -300,6 +373,9 @@ def simulate(
     """The fleet over the bars after its deployment up to ``clock_time`` (the replay's
     ``position``); ``series`` holds each deployed symbol's bars up to the clock."""
     setup = state.setup
+    final = state.book
+    entries = tuple(final[sid] for sid in state.strategy_ids())
+    rows_of = {e.strategy_id: i for i, e in enumerate(entries)}
     symbols = sorted({s.symbol for s in setup.strategies})
     after = [
         s.time[np.searchsorted(s.time, setup.deployment_time, "right") :]
@@ -308,15 +384,18 @@ def simulate(
     times = np.unique(np.concatenate(after)) if after else np.zeros(0, dtype=np.int64)
     times = times[times <= clock_time]
     bars = times.size
-    returns = np.zeros((len(setup.strategies), bars))
-    positions = np.zeros((len(setup.strategies), bars), dtype=np.int8)
+    count = len(entries)
+    raw = np.zeros((count, bars))
+    held = np.zeros((count, bars), dtype=np.int8)
     closes = np.empty((len(symbols), bars + 1))
     opens = np.empty((len(symbols), bars))
+    symbol_of = np.array([symbols.index(e.symbol) for e in entries], dtype=np.int64)
     for y, symbol in enumerate(symbols):
         if token is not None:
             token.raise_if_cancelled()
         bars_of = series[symbol]
-        first, backtest = backtester.run(symbol, bars_of)
+        rows = [i for i, e in enumerate(entries) if e.symbol == symbol]
+        first, backtest = backtester.run(symbol, bars_of, [entries[i].genome for i in rows])
         index = np.searchsorted(bars_of.time, times, "left")
         present = (index < len(bars_of)) & (
             bars_of.time[np.minimum(index, len(bars_of) - 1)] == times
@@ -330,44 +409,52 @@ def simulate(
         opens[y] = np.where(
             present, bars_of.open[np.minimum(index, len(bars_of) - 1)], closes[y, :-1]
         )
-        rows = [i for i, s in enumerate(setup.strategies) if s.symbol == symbol]
         local = index[present] - first
         for j, i in enumerate(rows):
-            returns[i, present] = backtest.returns[j, local]
-            held = np.zeros(bars, dtype=np.int8)
-            held[present] = backtest.positions[j, local]
+            raw[i, present] = backtest.returns[j, local]
+            kept = np.zeros(bars, dtype=np.int8)
+            kept[present] = backtest.positions[j, local]
             # A symbol without a bar keeps its position through the gap.
-            positions[i] = _carry(held, present)
-    sector_returns = np.zeros((len(setup.sectors), bars))
+            held[i] = _carry(kept, present)
+    schedule = _schedule(state, entries, rows_of, times)
+    returns, positions = _book_returns(
+        raw, held, schedule.active, closes[symbol_of], opens[symbol_of], setup
+    )
+    # Capital weights: the sector's nominal allocation times the strategy's share in it. A
+    # strategy that goes inactive keeps its last share for the bar it exits in (the gap to the
+    # open it is flattened at), and none after.
+    exits = schedule.exits
+    share = np.where(exits, schedule.previous_share, schedule.share)
+    sector_of = np.array([setup.sectors.index(e.sector) for e in entries], dtype=np.int64)
     weights = np.empty((len(setup.sectors), bars))
     for k, sector in enumerate(setup.sectors):
-        members = setup.strategies_of(sector)
-        if members:
-            sector_returns[k] = returns[members].mean(axis=0)
         weights[k] = setup.initial_allocations[sector]
     for change in state.changes:
         effective = times > change.time
         for k, sector in enumerate(setup.sectors):
             weights[k, effective] = change.allocations[sector]
+    scale = schedule.scale
+    sector_returns = np.zeros((len(setup.sectors), bars))
+    np.add.at(sector_returns, sector_of, share * returns)
     mission_terms = _mission_terms(state, times, closes, opens, symbols)
-    growth = np.sum(weights * sector_returns, axis=0) + mission_terms.sum(axis=0)
+    growth = np.sum(weights * scale * sector_returns, axis=0) + mission_terms.sum(axis=0)
     equity = setup.capital * np.concatenate([[1.0], np.cumprod(1 + growth)])
-    sector_of = np.array([setup.sectors.index(s.sector) for s in setup.strategies], dtype=np.int64)
-    counts = np.array([len(setup.strategies_of(s.sector)) for s in setup.strategies])
-    strategy_weights = weights[sector_of] / counts[:, None] if len(sector_of) else weights[:0]
-    contribution = np.zeros((len(setup.strategies), bars + 1))
+    strategy_weights = weights[sector_of] * scale * share if count else np.zeros((0, bars))
+    contribution = np.zeros((count, bars + 1))
     np.cumsum(equity[:-1] * strategy_weights * returns, axis=1, out=contribution[:, 1:])
-    log_growth = np.zeros((len(setup.strategies), bars + 1))
+    log_growth = np.zeros((count, bars + 1))
     np.cumsum(np.log1p(np.maximum(returns, -1 + 1e-12)), axis=1, out=log_growth[:, 1:])
     spacing = float(np.median(np.diff(times))) if bars > 1 else 60e9
     return FleetRun(
         state=state,
         clock_time=clock_time,
         position=position,
+        entries=entries,
         times=times,
         positions=positions,
         log_growth=log_growth,
         contribution=contribution,
+        returns=returns,
         sector_returns=sector_returns,
         weights=weights,
         symbols=tuple(symbols),
@@ -375,8 +462,99 @@ def simulate(
         mission_terms=mission_terms,
         equity=equity,
         bars_per_year=NANOS_PER_YEAR / spacing,
-        trades=_TradeTable.of(positions, [s.id for s in setup.strategies]),
+        trades=_TradeTable.of(positions, [e.strategy_id for e in entries]),
     )
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class _Schedule:
+    """The book per bar: which rows trade, and each producing row's share of its sector."""
+
+    active: np.ndarray  # (S, T) bool: trading (production, not halted) or paper trading
+    share: np.ndarray  # (S, T) share of the sector's capital, 0 unless producing
+    previous_share: np.ndarray  # (S, T) the share at the bar before
+    exits: np.ndarray  # (S, T) bool: active at the bar before, not at this one
+    scale: np.ndarray  # (T,) the meta position scale in effect (1: none)
+
+
+def _schedule(
+    state: FleetState,
+    entries: tuple[BookEntry, ...],
+    rows_of: Mapping[str, int],
+    times: np.ndarray,
+) -> _Schedule:
+    count = len(entries)
+    change_times = np.array([c.time for c in state.changes], dtype=np.int64)
+    # Segment k holds the bars after the first k changes: changes apply from the next bar.
+    segment = np.searchsorted(change_times, times, "left")
+    segments = len(state.changes) + 1
+    active = np.zeros((count, segments), dtype=bool)
+    share = np.zeros((count, segments))
+    book = books.initial_book(state.setup)
+    halted: frozenset[str] = frozenset()
+    scales = np.ones(segments)
+    for k in range(segments):
+        if k > 0:
+            change = state.changes[k - 1]
+            book = {**book, **{e.strategy_id: e for e in change.book}}
+            halted = change.halted
+            scales[k] = change.scale
+        totals: dict[str, float] = {}
+        for e in book.values():
+            if e.producing:
+                totals[e.sector] = totals.get(e.sector, 0.0) + e.weight
+        for sid, e in book.items():
+            i = rows_of[sid]
+            stopped = PORTFOLIO in halted or e.sector in halted
+            if e.shadowing:
+                active[i, k] = True
+            elif e.producing and not stopped:
+                active[i, k] = True
+                total = totals[e.sector]
+                share[i, k] = e.weight / total if total > 0 else 0.0
+    per_bar_active = active[:, segment]
+    per_bar_share = share[:, segment]
+    previous_active = np.concatenate([per_bar_active[:, :1], per_bar_active[:, :-1]], axis=1)
+    previous_share = np.concatenate([per_bar_share[:, :1], per_bar_share[:, :-1]], axis=1)
+    return _Schedule(
+        active=per_bar_active,
+        share=per_bar_share,
+        previous_share=previous_share,
+        exits=previous_active & ~per_bar_active,
+        scale=scales[segment],
+    )
+
+
+def _book_returns(
+    raw: np.ndarray,
+    held: np.ndarray,
+    active: np.ndarray,
+    closes: np.ndarray,
+    opens: np.ndarray,
+    setup: FleetSetup,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Per-bar returns and positions of each row as the book has it trade.
+
+    While active a row earns its backtest's returns. In the bar it stops (disabled, or halted)
+    it holds its position from the previous close to this bar's open, where it is flattened at
+    the fill cost; in the bar it starts (added, enabled, promoted or resumed) it enters at this
+    bar's open at the fill cost and earns the rest of the backtest's return from there (the
+    open-to-close part; a stop inside that bar is not modelled apart).
+    """
+    if raw.size == 0:
+        return raw, held
+    cost = (setup.costs.commission_bps + setup.costs.slippage_bps) / 1e4
+    carried = np.concatenate([np.zeros((held.shape[0], 1), dtype=held.dtype), held[:, :-1]], axis=1)
+    before = np.concatenate([active[:, :1], active[:, :-1]], axis=1)
+    gap = carried * (opens / closes[:, :-1] - 1)
+    stops = before & ~active
+    starts = ~before & active
+    returns = np.where(active, raw, 0.0)
+    returns = np.where(stops, gap - np.abs(carried) * cost, returns)
+    entered = raw - gap - np.abs(held) * cost * (carried == held)
+    returns = np.where(starts, entered, returns)
+    positions = np.where(active, held, 0).astype(np.int8)
+    return returns, positions
 
 
 def _carry(held: np.ndarray, present: np.ndarray) -> np.ndarray:
@@ -409,7 +587,8 @@ def _mission_terms(
         return held, entered
 
     for m, mission in enumerate(missions):
-        inside = np.flatnonzero((times > mission.open_time) & (times <= mission.close_time))
+        end = state.mission_end(mission)
+        inside = np.flatnonzero((times > mission.open_time) & (times <= end))
         if inside.size == 0:
             continue
         long_held, long_entered = basket(mission.long_sector)
@@ -420,7 +599,7 @@ def _mission_terms(
         terms[m, inside[0]] -= mission.allocation * cost
         # Booked on the last bar inside only when it lies on the close time: before a later bar
         # exists nothing says it was the last, and charging it then would restate it.
-        exit_bar = int(np.searchsorted(times, mission.close_time, "left"))
+        exit_bar = int(np.searchsorted(times, end, "left"))
         if exit_bar < times.size:
             terms[m, exit_bar] -= mission.allocation * cost
     return terms

@@ -1,9 +1,12 @@
 """Persistence of the paper fleet on SQLite or PostgreSQL: deployments and the changes executed
-actions made to them, so allocations, arb-missions and idempotency keys survive a restart.
+actions made to them, so allocations, arb-missions, the strategy book, halts and idempotency
+keys survive a restart.
 
 A deployment is identified by its fingerprint (strategies, starting allocations, deployment
 time, costs): a restarted market with the same data and settings finds its changes again, while
-different data starts a new deployment. Changes are append-only. Methods block; async callers go
+different data starts a new deployment. Changes are append-only. What a change did to the book
+and the halts is kept in a table of its own (``fleet_change_book``), so a database written
+before the book moved to the fleet opens unchanged. Methods block; async callers go
 through :meth:`SqlStore.run`.
 """
 
@@ -13,7 +16,9 @@ from typing import Any
 
 import sqlalchemy as sa
 
+from market.fleet.book import BookEntry
 from market.fleet.state import ArbMission, Cause, FleetChange
+from qtmesh.base.genome import StrategyFamily, StrategyGenome, StrategyStage
 from qtmesh.base.storage import SqlStore, create_engine
 
 metadata = sa.MetaData()
@@ -45,7 +50,57 @@ changes = sa.Table(
 )
 
 
-def _change(row: Any) -> FleetChange:
+book_changes = sa.Table(
+    "fleet_change_book",
+    metadata,
+    sa.Column("fingerprint", sa.Text, primary_key=True),
+    sa.Column("sequence", sa.BigInteger, primary_key=True, autoincrement=False),
+    sa.Column("entries", sa.JSON, nullable=False),
+    sa.Column("halted", sa.JSON, nullable=False),
+    sa.Column("scale", sa.Float, nullable=False),
+    sa.ForeignKeyConstraint(
+        ["fingerprint", "sequence"], ["fleet_changes.fingerprint", "fleet_changes.sequence"]
+    ),
+)
+
+
+def _entry_json(e: BookEntry) -> dict[str, Any]:
+    g = e.genome
+    return {
+        "strategy_id": e.strategy_id,
+        "sector": e.sector,
+        "symbol": e.symbol,
+        "genome": {
+            "id": g.id,
+            "family": g.family.name,
+            "parameters": dict(g.parameters),
+            "parent_ids": list(g.parent_ids),
+            "generation": g.generation,
+            "origin": g.origin,
+        },
+        "stage": e.stage.name,
+        "enabled": e.enabled,
+        "weight": e.weight,
+        "since": e.since,
+        "origin": e.origin,
+        "trials": e.trials,
+    }
+
+
+def _entry(data: dict[str, Any]) -> BookEntry:
+    g = data["genome"]
+    genome = StrategyGenome(
+        id=g["id"],
+        family=StrategyFamily[g["family"]],
+        parameters=g["parameters"],
+        parent_ids=tuple(g["parent_ids"]),
+        generation=g["generation"],
+        origin=g["origin"],
+    )
+    return BookEntry(**{**data, "genome": genome, "stage": StrategyStage[data["stage"]]})
+
+
+def _change(row: Any, book: Any = None) -> FleetChange:
     mission = ArbMission(**row.mission) if row.mission else None
     return FleetChange(
         sequence=row.sequence,
@@ -54,6 +109,9 @@ def _change(row: Any) -> FleetChange:
         allocations=row.allocations,
         mission=mission,
         detail=row.detail,
+        book=tuple(_entry(e) for e in book.entries) if book is not None else (),
+        halted=frozenset(book.halted) if book is not None else frozenset(),
+        scale=book.scale if book is not None else 1.0,
     )
 
 
@@ -80,13 +138,27 @@ class FleetStore(SqlStore):
                 changes.select()
                 .where(changes.c.fingerprint == fingerprint)
                 .order_by(changes.c.sequence)
-            )
-            return [_change(row) for row in rows]
+            ).all()
+            extra = {
+                row.sequence: row
+                for row in c.execute(
+                    book_changes.select().where(book_changes.c.fingerprint == fingerprint)
+                )
+            }
+            return [_change(row, extra.get(row.sequence)) for row in rows]
 
     def change_of_action(self, action_key: str) -> FleetChange | None:
         with self.engine.connect() as c:
             row = c.execute(changes.select().where(changes.c.action_key == action_key)).first()
-        return _change(row) if row is not None else None
+            if row is None:
+                return None
+            book = c.execute(
+                book_changes.select().where(
+                    (book_changes.c.fingerprint == row.fingerprint)
+                    & (book_changes.c.sequence == row.sequence)
+                )
+            ).first()
+        return _change(row, book)
 
     def append(self, fingerprint: str, change: FleetChange, now: int) -> None:
         mission = change.mission
@@ -113,5 +185,14 @@ class FleetStore(SqlStore):
                     },
                     detail=change.detail,
                     record_time=now,
+                )
+            )
+            c.execute(
+                book_changes.insert().values(
+                    fingerprint=fingerprint,
+                    sequence=change.sequence,
+                    entries=[_entry_json(e) for e in change.book],
+                    halted=sorted(change.halted),
+                    scale=change.scale,
                 )
             )

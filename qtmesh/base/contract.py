@@ -142,6 +142,9 @@ class PromoteStrategy:
     strategy_id: str
     genome: StrategyGenome | None = None
     sector: str = ""
+    # A production strategy of the same sector it replaces: it takes that one's weight, and
+    # that one is disabled by the same change.
+    replaces: str = ""
 
 
 @dataclasses.dataclass(frozen=True)

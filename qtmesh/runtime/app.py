@@ -3,9 +3,14 @@
 A service declares the clients it needs once, as :class:`Uses` entries of its :class:`App`. From
 that one declaration the runtime opens a channel per client before ``build`` runs, hands the
 clients to ``build`` through :meth:`Context.client`, closes the channels at shutdown, and derives
-the service's ``depends_on`` (the start order of ``qtmesh up``). A client that ``build`` asks for
-but the App does not declare, or one it declares but never asks for, is an error at build time,
-so the declaration and the wiring cannot drift apart.
+the service's ``depends_on`` (the start order of ``qtmesh up``) and ``calls`` (every service it
+calls). A client that ``build`` asks for but the App does not declare, or one it declares but
+never asks for, is an error at build time, so the declaration and the wiring cannot drift apart.
+
+A client declared ``followed=True`` is one whose stream the service follows in the background,
+reconnecting until the other service is up: it is in ``calls`` but not in ``depends_on``, so the
+other service may start later, and may itself depend on this one (the federation asks the meta
+optimizer for recommendations; the meta optimizer follows the federation's plans).
 """
 
 from __future__ import annotations
@@ -33,12 +38,15 @@ class Uses:
 
     ``timeout`` is the default deadline, in seconds, of the client's calls with one response
     (unset: the channel config's ``call_timeout_seconds``). ``retry_unavailable=False`` leaves
-    retrying to the caller (a caller that reports a dead peer within its own budget)."""
+    retrying to the caller (a caller that reports a dead peer within its own budget).
+    ``followed=True``: the service only follows the other's stream and reconnects until it is
+    up, so the other is no start-order dependency (not in ``App.depends_on``)."""
 
     service: str
     client: Callable[[grpc.aio.Channel], object]
     timeout: float | None = None
     retry_unavailable: bool = True
+    followed: bool = False
 
 
 @dataclasses.dataclass
@@ -128,7 +136,15 @@ class App(Generic[C]):
 
     @property
     def depends_on(self) -> tuple[str, ...]:
-        """The services this one calls with its default config, in name order."""
+        """The services this one must start after: those it calls with its default config, but
+        for those it only follows (``Uses.followed``), in name order."""
+        uses = self.clients(self.config_type())
+        return tuple(sorted({use.service for use in uses if not use.followed}))
+
+    @property
+    def calls(self) -> tuple[str, ...]:
+        """Every service this one calls with its default config, followed ones included, in
+        name order (what a network policy must let it reach)."""
         return tuple(sorted({use.service for use in self.clients(self.config_type())}))
 
     def load_config(

@@ -14,6 +14,7 @@ import dataclasses
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 from collections.abc import AsyncIterator, Mapping, Sequence
@@ -71,6 +72,9 @@ class Mesh:
         self.log_dir = log_dir
         self.env = dict(env)
         self.children: list[Child] = []
+        # The address of every service to start, known before any starts: a service may follow
+        # one that starts after it (a followed client is no start-order dependency).
+        self._planned: dict[str, str] = {}
 
     @property
     def addresses(self) -> dict[str, str]:
@@ -79,21 +83,26 @@ class Mesh:
     async def start(self, names: Sequence[str]) -> None:
         """Starts ``names`` layer by layer; raises StartupError (after stopping all) on failure."""
         self.log_dir.mkdir(parents=True, exist_ok=True)
+        layers = catalog.start_layers(list(names))
+        for entry in (e for layer in layers for e in layer):
+            port = _free_port(self.host) if self.ephemeral else entry.default_port
+            self._planned[entry.name] = f"{_bracketed(self.host)}:{port}"
         try:
-            for layer in catalog.start_layers(list(names)):
+            for layer in layers:
                 await asyncio.gather(*(self._start_child(e) for e in layer))
         except BaseException:
             await self.stop()
             raise
 
     async def _start_child(self, entry: catalog.Entry) -> None:
-        port = 0 if self.ephemeral else entry.default_port
+        port = int(self._planned[entry.name].rsplit(":", 1)[1])
         env = {**self.env, "PYTHONUNBUFFERED": "1"}
-        if self.addresses:
-            known = dict(
-                p.split("=", 1) for p in env.get("QTMESH_ADDRESSES", "").split(",") if "=" in p
-            )
-            known.update(self.addresses)
+        known = dict(
+            p.split("=", 1) for p in env.get("QTMESH_ADDRESSES", "").split(",") if "=" in p
+        )
+        known.update({k: v for k, v in self._planned.items() if k != entry.name})
+        known.update(self.addresses)
+        if known:
             env["QTMESH_ADDRESSES"] = ",".join(f"{k}={v}" for k, v in known.items())
         argv = ["-m", "qtmesh", "serve", entry.name, "--host", self.host, "--port", str(port)]
         child = await spawn(
@@ -143,6 +152,19 @@ class Mesh:
             for c in self.children
         }
         path.write_text(json.dumps(state, indent=2))
+
+
+def _free_port(host: str) -> int:
+    """A port no one listens on now. The child binds it a moment later; a port taken in between
+    makes that child fail to start, with the reason in its log."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as probe:
+        probe.bind((host, 0))
+        return int(probe.getsockname()[1])
+
+
+def _bracketed(host: str) -> str:
+    return f"[{host}]" if ":" in host and not host.startswith("[") else host
 
 
 async def spawn(

@@ -203,9 +203,28 @@ def test_data_directories_and_gates_come_from_the_environment(tmp_path):
     for app, variable in (
         ("risk", "QTMESH_RISK_DATA_DIR"),
         ("ceo", "QTMESH_CEO_DATA_DIR"),
-        ("strategy", "QTMESH_STRATEGY_DATA_DIR"),
     ):
         config = catalog.entry(app).load().load_config(environ={variable: str(tmp_path)})
         assert config.url == f"sqlite:///{tmp_path / f'{app}.db'}"
     strategy = catalog.entry("strategy").load().load_config(environ={})
     assert strategy.rules.meta == MetaPolicyRules()
+    gated = (
+        catalog.entry("strategy")
+        .load()
+        .load_config(environ={"QTMESH_STRATEGY_SHADOW_MIN_TEST_DAYS": "2.5"})
+    )
+    assert gated.rules.meta == dataclasses.replace(MetaPolicyRules(), shadow_min_test_days=2.5)
+
+
+def test_the_strategy_officer_stores_nothing_and_calls_the_market_and_meta():
+    # The book it advises on is the market fleet's, which also keeps its shadows' records; meta
+    # gives the strategy weights that tilt its reweighting.
+    app = catalog.entry("strategy").load()
+    fields = {f.name for f in dataclasses.fields(app.config_type)}
+    assert not fields & {"data_dir", "database_url", "sesa_timeout_seconds"}
+    assert app.depends_on == ("market", "meta")
+    assert app.calls == ("market", "meta")
+    # The risk officer calls the market twice: its fleet, and its AgentService for a resume.
+    risk = catalog.entry("risk").load()
+    assert risk.depends_on == ("market",)
+    assert [u.service for u in risk.clients(risk.config_type())] == ["market", "market"]

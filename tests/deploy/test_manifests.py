@@ -69,6 +69,11 @@ def depends_on(service: str) -> tuple[str, ...]:
     return catalog.entry(service).load().depends_on
 
 
+def calls(service: str) -> tuple[str, ...]:
+    """Every service ``service`` calls: its depends_on and the streams it follows."""
+    return catalog.entry(service).load().calls
+
+
 def service_settings(service: str) -> set[str]:
     """Every QTMESH_* variable the server of ``service`` reads."""
     names = {configuration.env_name(f, ENV_PREFIX) for f in dataclasses.fields(ServerConfig)}
@@ -558,7 +563,7 @@ def test_network_policies_allow_exactly_the_calls_the_code_makes(overlay: Overla
             assert rule["ports"] == [{"protocol": "TCP", "port": DEFAULT_PORTS[target]}]
             allowed |= {(_peer(peer), target) for peer in rule["from"]}
 
-    expected = {(caller, callee) for caller in DEFAULT_PORTS for callee in depends_on(caller)}
+    expected = {(caller, callee) for caller in DEFAULT_PORTS for callee in calls(caller)}
     expected |= {("federation", callee) for callee in federation_calls()}
     outside = {"subscriber", "ingress"} | ({"outside"} if overlay.name == "prod" else set())
     expected |= {(caller, "federation") for caller in outside}

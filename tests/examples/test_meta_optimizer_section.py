@@ -27,7 +27,10 @@ async def test_the_section_replays_days_runs_a_cycle_and_applies_it(tmp_path):
         async with serving_app(ALPHA, alpha_config, channel_config=channels) as alpha:
             channels = channels.with_addresses({"alpha-reporting": alpha.address})
             # Only the section's own cycle, so the ledger holds exactly its proposals.
-            config = MetaOptimizerConfig(data_dir=tmp_path, keyring_file=keys, auto_window_days=0)
+            # No federation here: it must not follow one at the default address either.
+            config = MetaOptimizerConfig(
+                data_dir=tmp_path, keyring_file=keys, auto_window_days=0, follow_plans=False
+            )
             async with serving_app(METAOPT, config, channel_config=channels) as optimizer:
                 addresses = {
                     "market": market.address,

@@ -11,7 +11,7 @@ from federation.engine import INTERRUPTED, Federation
 from federation.store import PlanStore
 from qtmesh.base import contract as c
 from qtmesh.base.storage import create_engine, sqlite_url
-from tests.helpers.federation import Owner
+from tests.helpers.federation import MARKET, Owner
 
 
 class Agent(Owner):
@@ -163,4 +163,125 @@ async def test_agents_are_told_when_each_action_type_last_completed(tmp_path):
         "completed/enable_strategy": str(market[0]),
         "regime_changed": "true",
     }
+    await fed.close()
+
+
+class Advisor(Owner):
+    """Recommends what it is given and executes it (once ``gate`` opens), returning
+    ``outcome``."""
+
+    def __init__(self, recommendations, gate=None, outcome=None) -> None:
+        super().__init__(gate=gate)
+        self.recommendations = recommendations
+        self.outcome = outcome or {}
+
+    async def recommend(self, context):
+        return list(self.recommendations)
+
+    async def execute(self, action, *, plan_sequence):
+        result = await super().execute(action, plan_sequence=plan_sequence)
+        return c.ExecutionResult(result.applied, result.detail, self.outcome)
+
+
+def advised(tmp_path, advisor: Advisor, **kwargs) -> Federation:
+    store = PlanStore(create_engine(sqlite_url(tmp_path / "federation.db")))
+    config = FederationConfig(
+        agents=("owner",),
+        owners={t.name: "owner" for t in c.ActionType},
+        gap_update_interval_seconds=0.0,
+        data_dir=tmp_path,
+        **kwargs.pop("settings", {}),
+    )
+    return Federation(
+        config=config, agents={"owner": advisor}, owners={"owner": advisor}, store=store, **kwargs
+    )
+
+
+def recommendation(rid, parameters, priority=c.Priority.HIGH, as_of_time=0):
+    return c.Recommendation(
+        id=rid,
+        priority=priority,
+        target="t",
+        parameters=parameters,
+        confidence=0.8,
+        rationale=rid,
+        as_of_time=as_of_time,
+    )
+
+
+WALL = 1_900_000_000 * 10**9
+
+
+async def test_a_plan_is_timed_and_aged_on_the_market_clock(tmp_path):
+    advisor = Advisor(
+        [
+            recommendation("evolve", c.RunEvolution(), c.Priority.HIGH, as_of_time=MARKET - 10**9),
+            recommendation(
+                "old", c.EnableStrategy(strategy_id="s1"), as_of_time=MARKET - 2 * 86_400 * 10**9
+            ),
+        ]
+    )
+    fed = advised(
+        tmp_path,
+        advisor,
+        market_clock=lambda: (MARKET, 42),
+        wall_clock=lambda: WALL,
+        settings={"priority_windows": {"HIGH": "30"}},
+    )
+    plan = await fed.generate_plan()
+    assert plan.context.as_of_time == MARKET
+    assert plan.create_time == WALL
+    evolve, old = plan.actions
+    assert evolve.execute_by_time == MARKET + 30 * 10**9
+    assert old.status is c.ActionStatus.SUPERSEDED
+    assert "2d of market time before the plan's" in old.status_detail
+    await fed.close()
+
+
+async def test_without_a_market_clock_windows_run_on_the_wall_clock(tmp_path):
+    wall = [WALL]
+    gate = asyncio.Event()
+    advisor = Advisor(
+        [
+            recommendation("first", c.RunEvolution()),
+            recommendation("second", c.EnableStrategy(strategy_id="s1")),
+        ],
+        gate=gate,
+    )
+    fed = advised(
+        tmp_path, advisor, wall_clock=lambda: wall[0], settings={"max_concurrent_actions": 1}
+    )
+    plan = await fed.generate_plan(execute=True)
+    assert {a.execute_by_time for a in plan.actions} == {WALL + 60 * 10**9}
+    async with advisor.started:
+        await advisor.started.wait_for(lambda: advisor.running == 1)
+    wall[0] = WALL + 61 * 10**9
+    gate.set()
+    assert await fed.wait_for_executions()
+    stored = fed.store.get_plan(plan.sequence)
+    first, second = stored.actions
+    assert first.status is c.ActionStatus.COMPLETED
+    assert second.status is c.ActionStatus.EXPIRED
+    assert second.status_detail == (
+        "not started by 2030-03-17T17:47:40Z: wall clock at 2030-03-17T17:47:41Z"
+    )
+    await fed.close()
+
+
+async def test_an_owners_outcome_is_stored_on_the_action_and_published(tmp_path):
+    outcome = {"evolution_id": "evo-1", "candidates": "4"}
+    advisor = Advisor([recommendation("evolve", c.RunEvolution())], outcome=outcome)
+    fed = advised(tmp_path, advisor, market_clock=lambda: (MARKET, 1))
+    subscription = fed.hub.subscribe()
+    plan = await fed.generate_plan(execute=True)
+    assert await fed.wait_for_executions()
+    events = [await subscription.next() for _ in range(3)]
+    completed = events[-1].update
+    assert completed is not None
+    assert completed.status is c.ActionStatus.COMPLETED
+    assert dict(completed.outcome) == outcome
+    executing = events[1].update
+    assert executing is not None
+    assert dict(executing.outcome) == {}
+    assert dict(fed.store.get_plan(plan.sequence).actions[0].outcome) == outcome
     await fed.close()

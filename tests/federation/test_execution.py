@@ -1,5 +1,6 @@
-"""Executing a plan against in-process owners: dependencies, bounded concurrency, retries,
-timeouts and the status sequence each action goes through."""
+"""Executing a plan against in-process owners: dependencies, critical actions first, windows on
+the market clock, bounded concurrency, retries, timeouts per action type, outcomes, and the
+status sequence each action goes through."""
 
 from __future__ import annotations
 
@@ -12,7 +13,9 @@ from federation.execution import execute_plan
 from federation.plan import Plan
 from qtmesh.base import contract as c
 from qtmesh.base.errors import InvalidArgument, Unavailable
-from tests.helpers.federation import Owner
+from tests.helpers.federation import MARKET, Owner
+
+EVOLVE = c.RunEvolution()
 
 
 def action(
@@ -22,12 +25,15 @@ def action(
     depends_on=(),
     priority=c.Priority.MEDIUM,
     status=c.ActionStatus.PENDING,
+    execute_by_time: int = 0,
+    parameters: c.ActionParameters = EVOLVE,
 ) -> c.Action:
     return c.Action(
         id=aid,
         priority=priority,
         target=f"t/{aid}",
-        parameters=c.RunEvolution(),
+        parameters=parameters,
+        execute_by_time=execute_by_time,
         confidence=0.5,
         rationale="r",
         depends_on=depends_on,
@@ -51,11 +57,17 @@ def plan_of(*actions: c.Action) -> Plan:
     )
 
 
-async def run(plan: Plan, owners, **overrides):
+async def run(plan: Plan, owners, *, outcomes: dict | None = None, **overrides):
+    """Executes ``plan``; returns the final statuses and every (id, status, detail, attempts)
+    reported, in order. ``outcomes`` collects each completed action's outcome by id."""
     history: list[tuple[str, c.ActionStatus, str, int]] = []
 
-    async def on_status(a: c.Action, status: c.ActionStatus, detail: str, attempts: int) -> None:
+    async def on_status(
+        a: c.Action, status: c.ActionStatus, detail: str, attempts: int, outcome
+    ) -> None:
         history.append((a.id, status, detail, attempts))
+        if outcomes is not None and status is c.ActionStatus.COMPLETED:
+            outcomes[a.id] = dict(outcome)
 
     settings = {"max_concurrent": 5, "timeout": 5.0, "attempts": 3, "backoff": 0.0, **overrides}
     final = await execute_plan(plan, owners=owners, on_status=on_status, **settings)
@@ -196,7 +208,9 @@ async def test_a_failing_status_report_stops_the_execution_and_leaves_nothing_ru
     gate = asyncio.Event()
     owner = Owner(gate=gate)
 
-    async def on_status(a: c.Action, status: c.ActionStatus, detail: str, attempts: int) -> None:
+    async def on_status(
+        a: c.Action, status: c.ActionStatus, detail: str, attempts: int, outcome
+    ) -> None:
         if a.id == "a1" and status is c.ActionStatus.COMPLETED:
             raise RuntimeError("history is gone")
 
@@ -257,3 +271,143 @@ async def test_plans_sharing_slots_share_the_concurrency_bound():
     await both
     assert owner.peak == 3
     assert len(owner.keys) == 6
+
+
+class MarketClock:
+    """The market's clock as the federation sees it; a test moves it."""
+
+    def __init__(self, now: int = MARKET) -> None:
+        self.now = now
+
+    def __call__(self) -> tuple[int, str]:
+        return self.now, "market clock"
+
+
+async def test_critical_actions_settle_before_anything_else_starts():
+    gate = asyncio.Event()
+    owner = Owner(gate=gate)
+    plan = plan_of(
+        action("halt", priority=c.Priority.CRITICAL),
+        action("cut", priority=c.Priority.CRITICAL),
+        action("high", priority=c.Priority.HIGH),
+        action("low", priority=c.Priority.LOW),
+    )
+    running = asyncio.ensure_future(run(plan, {"owner": owner}, max_concurrent=5))
+    async with owner.started:
+        await owner.started.wait_for(lambda: owner.running == 2)
+    for _ in range(20):
+        await asyncio.sleep(0)  # give the others every chance to start beside them
+    assert sorted(owner.keys) == ["gap-1/cut", "gap-1/halt"]  # slots were free
+    gate.set()
+    final, history = await running
+    assert set(final.values()) == {c.ActionStatus.COMPLETED}
+    order = [(h[0], h[1]) for h in history]
+    last_critical = max(order.index((a, c.ActionStatus.COMPLETED)) for a in ("halt", "cut"))
+    assert last_critical < min(order.index((a, c.ActionStatus.EXECUTING)) for a in ("high", "low"))
+
+
+async def test_the_rest_of_a_plan_runs_after_a_failed_critical_action_and_its_dependencies():
+    owner = Owner({"halt": [InvalidArgument("x", "no")]})
+    plan = plan_of(
+        # A critical action's dependency runs with it, whatever its priority (no deadlock).
+        action("prepare", priority=c.Priority.LOW),
+        action("halt", priority=c.Priority.CRITICAL, depends_on=("prepare",)),
+        action("high", priority=c.Priority.HIGH),
+    )
+    final, history = await run(plan, {"owner": owner})
+    assert final == {
+        "prepare": c.ActionStatus.COMPLETED,
+        "halt": c.ActionStatus.FAILED,
+        "high": c.ActionStatus.COMPLETED,  # settled is enough: failed counts
+    }
+    order = [(h[0], h[1]) for h in history]
+    assert order.index(("halt", c.ActionStatus.FAILED)) < order.index(
+        ("high", c.ActionStatus.EXECUTING)
+    )
+
+
+async def test_an_action_that_cannot_start_in_its_window_expires_and_never_runs_late():
+    clock = MarketClock()
+    gate = asyncio.Event()
+    owner = Owner(gate=gate)
+    five_minutes = 300 * 10**9
+    plan = plan_of(
+        action("high", priority=c.Priority.HIGH, execute_by_time=MARKET + 60 * 10**9),
+        action("medium", priority=c.Priority.MEDIUM, execute_by_time=MARKET + five_minutes),
+        action("after", priority=c.Priority.MEDIUM, depends_on=("medium",)),
+        action("low", priority=c.Priority.LOW),  # no window: when convenient
+    )
+    # One slot: the medium action waits for the high one, while the market moves on.
+    running = asyncio.ensure_future(run(plan, {"owner": owner}, max_concurrent=1, clock=clock))
+    async with owner.started:
+        await owner.started.wait_for(lambda: owner.running == 1)
+    clock.now = MARKET + five_minutes + 1
+    gate.set()
+    final, history = await running
+    assert final == {
+        "high": c.ActionStatus.COMPLETED,
+        "medium": c.ActionStatus.EXPIRED,
+        "after": c.ActionStatus.BLOCKED,
+        "low": c.ActionStatus.COMPLETED,
+    }
+    details = {h[0]: h[2] for h in history}
+    assert details["medium"] == (
+        "not started by 2027-01-15T08:05:00Z: market clock at 2027-01-15T08:05:00.000000001Z"
+    )
+    assert details["after"] == "dependency not completed: medium is expired"
+    assert "gap-1/medium" not in owner.keys
+    assert owner.keys == ["gap-1/high", "gap-1/low"]
+
+
+async def test_an_action_starting_at_the_end_of_its_window_runs():
+    clock = MarketClock(MARKET + 60 * 10**9)
+    plan = plan_of(action("high", priority=c.Priority.HIGH, execute_by_time=MARKET + 60 * 10**9))
+    final, _ = await run(plan, {"owner": Owner()}, clock=clock)
+    assert final == {"high": c.ActionStatus.COMPLETED}
+
+
+class TimedOwner(Owner):
+    """A remote-like owner: records the deadline each call is given."""
+
+    takes_timeout = True
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.timeouts: dict[str, float] = {}
+
+    async def execute(self, action, *, plan_sequence, timeout=None):
+        self.timeouts[action.id] = timeout
+        return await super().execute(action, plan_sequence=plan_sequence)
+
+
+async def test_each_action_type_has_its_own_timeout():
+    owner = TimedOwner()
+    plan = plan_of(
+        action("evolve", parameters=c.RunEvolution()),
+        action("tune", parameters=c.TuneLearning(retrain_models=True)),
+    )
+    await run(plan, {"owner": owner}, timeout=10.0, timeouts={c.ActionType.RUN_EVOLUTION: 600.0})
+    assert owner.timeouts == {"evolve": 600.0, "tune": 10.0}
+    slow = Owner(gate=asyncio.Event())  # never answers
+    final, history = await run(
+        plan_of(action("tune", parameters=c.TuneLearning(retrain_models=True))),
+        {"owner": slow},
+        timeout=5.0,
+        timeouts={c.ActionType.TUNE_LEARNING: 0.05},
+        attempts=1,
+    )
+    assert final == {"tune": c.ActionStatus.FAILED}
+    assert history[-1][2] == "after 1 attempts: timed out (0.05 s each)"
+
+
+class OutcomeOwner(Owner):
+    async def execute(self, action, *, plan_sequence):
+        await super().execute(action, plan_sequence=plan_sequence)
+        return c.ExecutionResult(True, "evolved", {"evolution_id": "evo-3", "candidates": "2"})
+
+
+async def test_the_owners_outcome_is_reported_with_the_completion():
+    outcomes: dict = {}
+    final, _ = await run(plan_of(action("a1")), {"owner": OutcomeOwner()}, outcomes=outcomes)
+    assert final == {"a1": c.ActionStatus.COMPLETED}
+    assert outcomes == {"a1": {"evolution_id": "evo-3", "candidates": "2"}}

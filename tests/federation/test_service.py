@@ -1,5 +1,6 @@
-"""The federation over gRPC with real agent servers on port 0: fan-out outcomes, execution,
-the resumable stream (disconnects, restarts, stalled subscribers, filters), and history."""
+"""The federation over gRPC with real agent servers on port 0: fan-out outcomes, execution
+(critical first, windows and staleness on the market clock, owners' outcomes), the resumable
+stream (disconnects, restarts, stalled subscribers, filters), and history."""
 
 from __future__ import annotations
 
@@ -20,7 +21,17 @@ from qtmesh.base import contract as c
 from qtmesh.base.errors import FailedPrecondition, InvalidArgument, NotFound, Unavailable
 from qtmesh.base.storage import create_engine, sqlite_url
 from qtmesh.runtime.status import error_info
-from tests.helpers.federation import EVOLVE, TUNE, FakeAgent, mesh, rec
+from tests.helpers.federation import (
+    DAY,
+    EVOLVE,
+    MARKET,
+    TUNE,
+    FakeAgent,
+    MarketClock,
+    mesh,
+    rec,
+    served_federation,
+)
 
 
 async def read_all(stream, into: list) -> None:
@@ -66,7 +77,8 @@ async def test_a_slow_dead_or_failing_agent_costs_its_vote_not_the_plan(tmp_path
     assert "is not another recommendation" in outcomes["invalid"].detail
     assert [a.action_type for a in plan.actions] == [c.ActionType.RUN_EVOLUTION]
     assert plan.actions[0].source_agents == ("good",)
-    assert plan.confidence == pytest.approx(0.9)
+    # Five of the six agents asked gave no vote: each counts as a zero-confidence one.
+    assert plan.confidence == pytest.approx(0.9 / 6)
 
 
 async def test_execution_is_streamed_and_stored_and_applied_once(tmp_path):
@@ -365,9 +377,11 @@ class _FlakyMarket:
         self.calls += 1
         if self.calls == 1:
             raise ValueError("malformed snapshot")
-        return dataclasses.make_dataclass("Snapshot", ["clock_time", "position"])(1234, 7)
+        return dataclasses.make_dataclass("Snapshot", ["clock_time", "position", "quotes"])(
+            1234, 7, ()
+        )
 
-    async def stream_bars(self, *, after_position):
+    async def stream_bars(self, symbols=(), *, after_position):
         self.followed.set()
         await asyncio.Event().wait()
         yield  # pragma: no cover
@@ -383,3 +397,148 @@ async def test_the_market_clock_is_followed_again_after_an_unexpected_error():
     assert watcher.latest() == (1234, 7)
     running.cancel()
     await asyncio.gather(running, return_exceptions=True)
+
+
+async def take_until(stream, done) -> list:
+    """Events of ``stream`` up to and including the first (sequence, event) ``done`` accepts."""
+    events = []
+    async for event in stream:
+        events.append(event)
+        if done(event):
+            break
+    return events
+
+
+def settles(action_id: str):
+    """Accepts the status update that ends ``action_id``."""
+    final = (c.ActionStatus.COMPLETED, c.ActionStatus.FAILED, c.ActionStatus.EXPIRED)
+
+    def done(event) -> bool:
+        update = event[1]
+        return (
+            isinstance(update, StatusUpdate)
+            and update.action_id == action_id
+            and (update.status in (*final, c.ActionStatus.BLOCKED))
+        )
+
+    return done
+
+
+async def test_an_action_not_started_in_its_market_time_window_expires(tmp_path):
+    clock = MarketClock(MARKET)
+    gate = asyncio.Event()
+    owner = FakeAgent(
+        "owner",
+        [
+            rec("evolve", EVOLVE, 0.9, c.Priority.HIGH),
+            rec("tune", TUNE, 0.6, c.Priority.MEDIUM),
+            # Its data is five market days old: superseded, never sent.
+            rec(
+                "up",
+                c.AdjustExposure(sector="Crypto", factor=1.3),
+                0.9,
+                c.Priority.HIGH,
+                as_of_time=MARKET - 5 * DAY,
+            ),
+        ],
+        gate=gate,
+        gated=(c.ActionType.RUN_EVOLUTION,),
+    )
+    async with served_federation(
+        tmp_path, [owner], market_clock=clock, max_concurrent_actions=1
+    ) as (server, _fed):
+        client = FederationClient(server.channel)
+        plan = await client.generate_plan(execute=True)
+        by_type = {a.action_type: a for a in plan.actions}
+        evolve = by_type[c.ActionType.RUN_EVOLUTION]
+        tune = by_type[c.ActionType.TUNE_LEARNING]
+        stale = by_type[c.ActionType.ADJUST_EXPOSURE]
+        assert plan.context.as_of_time == MARKET
+        assert evolve.execute_by_time == MARKET + 60 * 10**9
+        assert tune.execute_by_time == MARKET + 300 * 10**9
+        assert stale.status is c.ActionStatus.SUPERSEDED
+        assert "5d of market time" in stale.status_detail
+        # The evolution holds the only slot while the market moves past the tuning's window.
+        await owner.wait_executing(1)
+        stream = client.subscribe(after_sequence=plan.sequence)
+        clock.now = MARKET + 300 * 10**9 + 1
+        gate.set()
+        events = await asyncio.wait_for(take_until(stream, settles(tune.id)), timeout=10)
+        stored = await client.get_plan(plan.sequence)
+        with pytest.raises(FailedPrecondition, match="already expired"):
+            await client.report_status(plan.sequence, tune.id, c.ActionStatus.COMPLETED)
+    expired = events[-1][1]
+    assert expired.status is c.ActionStatus.EXPIRED
+    assert expired.detail == (
+        "not started by 2027-01-15T08:05:00Z: market clock at 2027-01-15T08:05:00.000000001Z"
+    )
+    assert stored.action(tune.id).status is c.ActionStatus.EXPIRED
+    assert stored.action(evolve.id).status is c.ActionStatus.COMPLETED
+    assert owner.executing == [evolve.id]  # never run late, the stale one never sent
+
+
+async def test_critical_actions_complete_before_the_others_are_sent(tmp_path):
+    gate = asyncio.Event()
+    owner = FakeAgent(
+        "owner",
+        [
+            rec("evolve", EVOLVE, 0.9, c.Priority.HIGH),
+            rec("tune", TUNE, 0.9, c.Priority.LOW),
+            rec("halt", c.HaltTrading(scope="Crypto"), 0.9, c.Priority.CRITICAL),
+        ],
+        gate=gate,
+        gated=(c.ActionType.HALT_TRADING,),
+    )
+    async with served_federation(tmp_path, [owner], market_clock=MarketClock(MARKET)) as (
+        server,
+        _fed,
+    ):
+        client = FederationClient(server.channel)
+        stream = client.subscribe(after_sequence=0)
+        plan = await client.generate_plan(execute=True)
+        halt = next(a for a in plan.actions if a.priority is c.Priority.CRITICAL)
+        await owner.wait_executing(1)
+        for _ in range(50):
+            await asyncio.sleep(0)  # every chance for the others to be sent beside it
+        assert owner.executing == [halt.id]
+        gate.set()
+        events = await asyncio.wait_for(take(stream, 1 + 2 * len(plan.actions)), timeout=10)
+    order = [(u.action_id, u.status) for _, u in events[1:]]
+    done = order.index((halt.id, c.ActionStatus.COMPLETED))
+    others = [a.id for a in plan.actions if a.id != halt.id]
+    assert all(order.index((a, c.ActionStatus.EXECUTING)) > done for a in others)
+
+
+async def test_an_owners_outcome_is_kept_on_the_action_for_subscribers_and_history(tmp_path):
+    outcome = {"evolution_id": "evo-9", "candidates": "3"}
+    owner = FakeAgent("owner", [rec("evolve", EVOLVE, 0.8)], outcome=outcome)
+    async with served_federation(tmp_path, [owner], market_clock=MarketClock(MARKET)) as (
+        server,
+        _fed,
+    ):
+        client = FederationClient(server.channel)
+        stream = asyncio.ensure_future(take(client.subscribe(after_sequence=0), 3))
+        plan = await client.generate_plan(execute=True)
+        events = await asyncio.wait_for(stream, timeout=10)
+        # A subscriber that sees the completion finds the outcome on the plan's action.
+        (_, completed) = events[-1]
+        assert completed.status is c.ActionStatus.COMPLETED
+        stored = await client.get_plan(completed.plan_sequence)
+        listed = [p async for p in client.list_plans()]
+    assert dict(stored.action(completed.action_id).outcome) == outcome
+    assert [dict(a.outcome) for p in listed for a in p.actions] == [outcome]
+    assert dict(plan.actions[0].outcome) == {}  # the plan as created had none yet
+
+
+async def test_the_completed_status_update_carries_the_outcome_on_the_stream(tmp_path):
+    outcome = {"evolution_id": "evo-9"}
+    owner = FakeAgent("owner", [rec("evolve", EVOLVE, 0.8)], outcome=outcome)
+    async with served_federation(tmp_path, [owner], market_clock=MarketClock(MARKET)) as (
+        server,
+        _fed,
+    ):
+        client = FederationClient(server.channel)
+        stream = asyncio.ensure_future(take(client.subscribe(after_sequence=0), 3))
+        await client.generate_plan(execute=True)
+        (_, completed) = (await asyncio.wait_for(stream, timeout=10))[-1]
+    assert dict(completed.outcome) == outcome

@@ -104,3 +104,21 @@ def test_listing_pages_and_filters(database_url):
     )
     assert [p.create_time for p in critical] == [300, 600, 900]
     store.close()
+
+
+def test_an_outcome_is_kept_on_the_action_across_a_restart(database_url):
+    store = PlanStore(create_engine(database_url))
+    plan = store.append_plan(draft(100, EVOLVE))
+    outcome = {"evolution_id": "evo-7", "candidates": "2"}
+    update = store.append_status(
+        plan.sequence, "a1", c.ActionStatus.COMPLETED, "done", 1, 102, outcome
+    )
+    assert dict(update.outcome) == outcome
+    store.close()
+    reopened = PlanStore(create_engine(database_url))
+    assert dict(reopened.get_plan(plan.sequence).action("a1").outcome) == outcome
+    (listed,) = reopened.list_plans(
+        after_sequence=0, limit=10, start_time=None, end_time=None, min_priority=None
+    )
+    assert dict(listed.action("a1").outcome) == outcome
+    reopened.close()

@@ -1,30 +1,56 @@
-"""Fakes of the federation tests: scripted agents and owners, recommendation builders, and a
-federation served over real agent servers."""
+"""Fakes of the federation tests: scripted agents and owners, recommendation builders, a
+market clock a test moves, and a federation served over real agent servers."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+from collections.abc import Mapping
 from pathlib import Path
 
 from federation.config import FederationConfig
-from federation.service import APP
+from federation.engine import Federation
+from federation.service import APP, FederationServicer, service_of
+from federation.store import PlanStore
 from qtmesh.base import contract as c
-from qtmesh.runtime.agent_service import agent_service
+from qtmesh.base.storage import create_engine, sqlite_url
+from qtmesh.runtime.agent_service import AgentClient, agent_service
 from qtmesh.runtime.channels import ChannelConfig
-from qtmesh.testing import serving, serving_app
+from qtmesh.testing import Running, serving, serving_app
+
+MARKET = 1_800_000_000 * 10**9  # a market clock far from the wall clock: 2027-01-15T08:00:00Z
+DAY = 86_400 * 10**9
 
 
 class FakeAgent:
-    """An agent with scripted answers; ``block`` makes Recommend hang until cancelled."""
+    """An agent with scripted answers; ``block`` makes Recommend hang until cancelled.
 
-    def __init__(self, name, recommendations=(), *, block=False, error=None) -> None:
+    Executing, it returns ``outcome``; with ``gate`` it holds the actions of ``gated`` types
+    (every type if empty) until the gate opens. ``executing`` holds the ids it has been sent.
+    """
+
+    def __init__(
+        self,
+        name,
+        recommendations=(),
+        *,
+        block=False,
+        error=None,
+        outcome: Mapping[str, str] | None = None,
+        gate: asyncio.Event | None = None,
+        gated: tuple[c.ActionType, ...] = (),
+    ) -> None:
         self.name = name
         self.recommendations = list(recommendations)
         self.block = block
         self.error = error
         self.cancelled = asyncio.Event()
         self.executed: list[str] = []
+        self.outcome = dict(outcome or {})
+        self.gate = gate
+        self.gated = gated
+        self.executing: list[str] = []
+        self.sent = asyncio.Condition()
 
     async def recommend(self, context: c.AgentContext) -> list[c.Recommendation]:
         if self.block:
@@ -38,11 +64,21 @@ class FakeAgent:
         return list(self.recommendations)
 
     async def execute(self, action: c.Action, *, plan_sequence: int) -> c.ExecutionResult:
+        async with self.sent:
+            self.executing.append(action.id)
+            self.sent.notify_all()
+        if self.gate is not None and (not self.gated or action.action_type in self.gated):
+            await self.gate.wait()
         self.executed.append(action.idempotency_key)
-        return c.ExecutionResult(True, f"{self.name} did {action.id}")
+        return c.ExecutionResult(True, f"{self.name} did {action.id}", self.outcome)
+
+    async def wait_executing(self, count: int) -> None:
+        """Returns once ``count`` actions have been sent to this agent."""
+        async with self.sent:
+            await self.sent.wait_for(lambda: len(self.executing) >= count)
 
 
-def rec(rid, parameters, confidence=0.7, priority=c.Priority.MEDIUM, depends_on=()):
+def rec(rid, parameters, confidence=0.7, priority=c.Priority.MEDIUM, depends_on=(), as_of_time=0):
     return c.Recommendation(
         id=rid,
         priority=priority,
@@ -51,7 +87,56 @@ def rec(rid, parameters, confidence=0.7, priority=c.Priority.MEDIUM, depends_on=
         confidence=confidence,
         rationale=f"because {rid}",
         depends_on=depends_on,
+        as_of_time=as_of_time,
     )
+
+
+class MarketClock:
+    """The market clock a federation follows, as (clock time, position); a test moves it."""
+
+    def __init__(self, now: int, position: int = 100) -> None:
+        self.now = now
+        self.position = position
+
+    def __call__(self) -> tuple[int, int]:
+        return self.now, self.position
+
+
+@contextlib.asynccontextmanager
+async def served_federation(tmp_path: Path, agents: list[FakeAgent], *, market_clock, **config):
+    """A federation on ``market_clock`` over each fake agent served on its own port (asked, and
+    owner of every action type), itself served on port 0; yields (running server, Federation).
+    """
+    async with contextlib.AsyncExitStack() as stack:
+        clients = {}
+        for agent in agents:
+            running = await stack.enter_async_context(
+                serving([agent_service(agent, executes=list(c.ActionType))], name=agent.name)
+            )
+            clients[agent.name] = AgentClient(running.channel, name=agent.name)
+        owner = agents[0].name
+        settings = {
+            "agents": tuple(clients),
+            "owners": {t.name: owner for t in c.ActionType},
+            "gap_update_interval_seconds": 0.0,
+            "data_dir": tmp_path,
+            **config,
+        }
+        store = PlanStore(create_engine(sqlite_url(tmp_path / "federation.db")))
+        stack.callback(store.close)
+        federation = Federation(
+            config=FederationConfig(**settings),
+            agents=clients,
+            owners=clients,
+            store=store,
+            market_clock=market_clock,
+        )
+        stack.push_async_callback(federation.close)
+        servicer = FederationServicer(federation)
+        server: Running = await stack.enter_async_context(
+            serving([service_of(servicer)], name="federation")
+        )
+        yield server, federation
 
 
 EVOLVE = c.RunEvolution(symbols=("ORBT",))

@@ -1,12 +1,25 @@
-"""Builders of the meta-optimizer tests: sector reports with planted alpha, and seeded noise."""
+"""Builders of the meta-optimizer tests: sector reports with planted alpha, seeded noise, and the
+pieces of the lifecycle tests: a federation served on port 0 with a market clock the test sets,
+the fleet that executes the proposals' actions, and an observer of the plan follower."""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import datetime
+from pathlib import Path
 
 import numpy as np
 
 from alpha_reporting.report import SectorReport, report_id_for
+from federation.config import FederationConfig
+from federation.engine import Federation
+from federation.service import FederationServicer, service_of
+from federation.store import PlanStore
+from qtmesh.base import contract as c
+from qtmesh.base.errors import FailedPrecondition
+from qtmesh.base.storage import create_engine, sqlite_url
+from qtmesh.testing import serving
 
 
 def planted(sector: str, alphas, *, benchmark: float = 0.001, first: int = 4) -> list:
@@ -33,3 +46,124 @@ def planted(sector: str, alphas, *, benchmark: float = 0.001, first: int = 4) ->
 
 def noise(seed: int, mean: float, scale: float, days: int = 8) -> np.ndarray:
     return mean + scale * np.random.default_rng(seed).standard_normal(days)
+
+
+def day_end(date: str) -> int:
+    """Unix ns of 00:00 UTC after ``date``: the market time of that day's data."""
+    moment = datetime.datetime.combine(
+        datetime.date.fromisoformat(date) + datetime.timedelta(days=1),
+        datetime.time(),
+        tzinfo=datetime.UTC,
+    )
+    return int(moment.timestamp()) * 10**9
+
+
+HOUR = 3600 * 10**9
+DAY = 24 * HOUR
+
+
+class Fleet:
+    """The market's side: executes ADJUST_EXPOSURE and SPAWN_ARB_MISSION once per key, refusing
+    every action on a sector in ``refuse`` (FAILED_PRECONDITION)."""
+
+    name = "market"
+
+    def __init__(self, refuse: tuple[str, ...] = ()) -> None:
+        self.refuse = set(refuse)
+        self.applied: list[str] = []
+
+    async def recommend(self, context: c.AgentContext) -> list[c.Recommendation]:
+        return []
+
+    async def execute(self, action: c.Action, *, plan_sequence: int) -> c.ExecutionResult:
+        p = action.parameters
+        sector = p.sector if isinstance(p, c.AdjustExposure) else getattr(p, "long_sector", "")
+        if sector in self.refuse:
+            raise FailedPrecondition(f"{sector} takes no changes today")
+        if action.idempotency_key in self.applied:
+            return c.ExecutionResult(False, f"{action.target} already changed")
+        self.applied.append(action.idempotency_key)
+        return c.ExecutionResult(True, f"{action.target} changed")
+
+
+class Later:
+    """The meta optimizer as the federation asks it, bound once its server is up (the
+    federation's address must be known first); unbound, it recommends nothing."""
+
+    name = "meta-optimizer"
+
+    def __init__(self) -> None:
+        self.agent: c.Agent | None = None
+
+    async def recommend(self, context: c.AgentContext) -> list[c.Recommendation]:
+        return await self.agent.recommend(context) if self.agent is not None else []
+
+    async def execute(self, action: c.Action, *, plan_sequence: int) -> c.ExecutionResult:
+        raise AssertionError("the meta optimizer executes nothing")
+
+
+class MarketClock:
+    """The market's replay clock as the federation reads it; tests move ``time``."""
+
+    def __init__(self, time: int) -> None:
+        self.time = time
+
+    def __call__(self) -> tuple[int, int]:
+        return self.time, 0
+
+
+class Progress:
+    """Observes the plan follower: every event sequence it recorded, in order, and the
+    transitions it made; ``reach(n)`` waits until it recorded event ``n``."""
+
+    def __init__(self) -> None:
+        self.sequences: list[int] = []
+        self.transitions: list = []
+        self._moved = asyncio.Event()
+
+    def __call__(self, sequence: int, transitions) -> None:
+        self.sequences.append(sequence)
+        self.transitions += transitions
+        self._moved.set()
+
+    async def reach(self, sequence: int, timeout: float = 10.0) -> None:
+        async with asyncio.timeout(timeout):
+            while not self.sequences or self.sequences[-1] < sequence:
+                self._moved.clear()
+                await self._moved.wait()
+
+
+@contextlib.asynccontextmanager
+async def federation_serving(
+    tmp_path: Path, *, agents: dict[str, c.Agent], fleet: Fleet, clock: MarketClock, **settings
+):
+    """The federation engine asking ``agents`` and executing on ``fleet``, its stream served on
+    port 0; yields (running server, engine)."""
+    store = PlanStore(create_engine(sqlite_url(tmp_path / "federation" / "federation.db")))
+    config = FederationConfig(
+        data_dir=tmp_path / "federation",
+        agents=tuple(agents),
+        gap_update_interval_seconds=0.0,
+        agent_timeout_seconds=5.0,
+        **settings,
+    )
+    federation = Federation(
+        config=config, agents=agents, owners={"market": fleet}, store=store, market_clock=clock
+    )
+    servicer = FederationServicer(federation)
+    try:
+        async with serving(
+            [service_of(servicer)], name="federation", on_drain=servicer.drain
+        ) as running:
+            yield running, federation
+    finally:
+        await federation.close()
+        store.close()
+
+
+async def plan(federation: Federation, *, execute: bool = True):
+    """One planning cycle, executed to its end; the plan and the last event's sequence."""
+    made = await federation.generate_plan(execute=execute)
+    await federation.wait_for_executions()
+    last = await federation.store.run(federation.store.last_sequence)
+    return made, last

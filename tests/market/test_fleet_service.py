@@ -16,9 +16,12 @@ from qtmesh.base.contract import (
     Action,
     AdjustExposure,
     AgentContext,
+    DisableStrategy,
     HaltTrading,
     Priority,
     SpawnArbMission,
+    StrategicMode,
+    SwitchMode,
 )
 from qtmesh.base.convert import timestamp
 from qtmesh.base.errors import InvalidArgument
@@ -161,7 +164,9 @@ async def test_actions_change_allocations_once_and_survive_a_restart(tmp_path):
         (AdjustExposure(sector="Tech", factor=50.0), "adjust_exposure.factor"),
         (SpawnArbMission("Tech", "Tech", 0.1), "spawn_arb_mission.short_sector"),
         (SpawnArbMission("Tech", "Gold", 0.1), "spawn_arb_mission.short_sector"),
-        (HaltTrading(), "action.type"),
+        (HaltTrading(scope="Metals"), "halt_trading.scope"),
+        (DisableStrategy(strategy_id="NOPE/ma-1"), "disable_strategy.strategy_id"),
+        (SwitchMode(mode=StrategicMode.DEFENSIVE), "action.type"),
     ],
 )
 async def test_bad_actions_are_refused_and_change_nothing(market, parameters, field):

@@ -53,7 +53,9 @@ class Clock:
 
 @contextlib.asynccontextmanager
 async def meta_server(data_dir: Path, clock: Clock | None = None):
-    async with serving_app(app(clock=clock or Clock()), MetaConfig(data_dir=data_dir)) as running:
+    # Alone, meta must not push its scale to whatever market listens at the default address.
+    config = MetaConfig(data_dir=data_dir, scale_fleet=False)
+    async with serving_app(app(clock=clock or Clock()), config) as running:
         yield running
 
 

@@ -30,11 +30,12 @@ from qtmesh.base.contract import Action, ActionType, AdjustExposure, AgentContex
 from qtmesh.base.convert import timestamp
 from qtmesh.base.errors import InvalidArgument, NotFound
 from qtmesh.base.storage import create_engine
+from qtmesh.runtime import catalog
 from qtmesh.runtime.agent_service import AgentClient
 from qtmesh.runtime.channels import ChannelConfig
 from qtmesh.runtime.status import error_info
 from qtmesh.testing import serving_app
-from tests.helpers.meta_optimizer import noise, planted
+from tests.helpers.meta_optimizer import day_end, noise, planted
 
 K1 = base64.b64encode(b"1" * 32).decode()
 K2 = base64.b64encode(b"2" * 32).decode()
@@ -79,6 +80,7 @@ async def services(
             keyring=Secret(optimizer_keys),
             retired_key_ids=retired,
             auto_window_days=0,  # the tests ask for every cycle they check
+            follow_plans=False,  # no federation here (test_lifecycle_service.py has one)
         )
         async with serving_app(
             metaopt_app(clock=clock or Ticks()), config, channel_config=channels
@@ -254,7 +256,7 @@ async def test_reports_under_a_rotated_out_key_or_tampered_are_rejected(tmp_path
 
 
 async def test_an_unreachable_source_fails_the_cycle_on_record(tmp_path):
-    config = MetaOptimizerConfig(data_dir=tmp_path, keyring=Secret(f"k1:{K1}"))
+    config = MetaOptimizerConfig(data_dir=tmp_path, keyring=Secret(f"k1:{K1}"), follow_plans=False)
     channels = ChannelConfig(addresses={"alpha-reporting": "127.0.0.1:1"})
     async with serving_app(metaopt_app(), config, channel_config=channels) as optimizer:
         client = MetaOptimizerClient(optimizer.channel)
@@ -287,6 +289,12 @@ async def test_proposals_reach_the_federation_as_recommendations(tmp_path):
         assert reinforce.confidence == pytest.approx(cycle.proposals[0].confidence)
         assert reinforce.rationale == cycle.proposals[0].rationale
         assert reinforce.evidence["p_value"] == pytest.approx(cycle.proposals[0].p_value)
+        # The market time of the data: the end of the last reported day, 2026-02-11.
+        assert {r.as_of_time for r in recommendations} == {day_end("2026-02-11")}
+        # Not offered once the market has moved a day past that data (proposal_ttl_days).
+        late = AgentContext(cycle_id="gap-3", as_of_time=day_end("2026-02-12"))
+        assert await agent.recommend(late) == []
+        assert len(await agent.recommend(AgentContext(cycle_id="gap-4"))) == 3
 
 
 @pytest.mark.parametrize(
@@ -304,6 +312,7 @@ async def test_proposals_reach_the_federation_as_recommendations(tmp_path):
         ),
         ("ListProposals", pb.ListProposalsRequest(page_size=-1), "page_size"),
         ("ListProposals", pb.ListProposalsRequest(type=99), "type"),
+        ("ListProposals", pb.ListProposalsRequest(state=99), "state"),
         ("ListProposals", pb.ListProposalsRequest(page_token="nope"), "page_token"),
         (
             "ListProposals",
@@ -341,3 +350,17 @@ async def test_the_optimizer_executes_nothing(tmp_path):
         with pytest.raises(InvalidArgument) as bad:
             await agent.execute(action, plan_sequence=1)
         assert bad.value.field == "action.type"
+
+
+def test_the_federation_it_follows_is_no_start_order_dependency():
+    app = metaopt_app()
+    assert app.depends_on == ("alpha-reporting",)
+    assert app.calls == ("alpha-reporting", "federation")
+    # The federation asks the meta optimizer, so it starts after it; the follower reconnects.
+    layers = [
+        [e.name for e in layer]
+        for layer in catalog.start_layers(["federation", "meta-optimizer", "alpha-reporting"])
+    ]
+    assert layers == [["alpha-reporting"], ["meta-optimizer"], ["federation"]]
+    config = MetaOptimizerConfig(keyring=Secret(f"k1:{K1}"), follow_plans=False)
+    assert [u.service for u in app.clients(config)] == ["alpha-reporting"]

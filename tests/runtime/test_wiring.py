@@ -1,6 +1,6 @@
 """The runtime owns the wiring: the clients an App declares are opened for its build and closed at
-shutdown, its depends_on follows from them, and every mesh channel carries request ids, default
-deadlines and error mapping for the mesh's clients."""
+shutdown, its depends_on follows from them (but for the clients it only follows), and every mesh
+channel carries request ids, default deadlines and error mapping for the mesh's clients."""
 
 from __future__ import annotations
 
@@ -103,6 +103,43 @@ async def test_the_declared_clients_are_opened_for_build_and_closed_at_shutdown(
         # The server stopped, and with it the channel its build was given.
         with pytest.raises(grpc.aio.UsageError):
             await made.behind.recommend(AgentContext(cycle_id="after"))
+
+
+async def test_a_followed_client_is_opened_and_closed_but_is_no_start_order_dependency():
+    recorder = Recorder()
+    followed: list[AgentClient] = []
+
+    async def build(ctx: Context[RelayConfig]) -> Built:
+        relay = Relay(ctx.client("peer", AgentClient))
+        followed.append(ctx.client("upstream", AgentClient))
+        return Built(services=[agent_service(relay)])
+
+    app = App(
+        name="relay",
+        summary="relays Recommend and follows an upstream that may start after it",
+        config_type=RelayConfig,
+        env_prefix="QTMESH_RELAY_",
+        build=build,
+        uses=(
+            Uses(service="peer", client=functools.partial(AgentClient, name="peer")),
+            Uses(
+                service="upstream",
+                client=functools.partial(AgentClient, name="upstream"),
+                followed=True,
+            ),
+        ),
+    )
+    assert app.depends_on == ("peer",)
+    assert app.calls == ("peer", "upstream")
+    async with serving([recorder_service(recorder)]) as peer:
+        # Nothing serves upstream yet: the relay builds and serves all the same.
+        channels = ChannelConfig(addresses={"peer": peer.address, "upstream": "127.0.0.1:1"})
+        async with serving_app(app, RelayConfig(), channel_config=channels) as relay:
+            client = AgentClient(relay.channel, name="relay")
+            assert await client.recommend(AgentContext(cycle_id="c")) == []
+        (upstream,) = followed
+        with pytest.raises(grpc.aio.UsageError):
+            await upstream.recommend(AgentContext(cycle_id="after"))
 
 
 async def test_a_build_that_takes_an_undeclared_client_or_leaves_a_declared_one_fails():

@@ -1,5 +1,5 @@
 """The SESA server over gRPC, against a real market server: Evolve, Evaluate, Mutate, Select,
-the agent contract, validation and cancellation."""
+validation and cancellation (RUN_EVOLUTION and the shadow book: test_run_evolution.py)."""
 
 from __future__ import annotations
 
@@ -12,7 +12,6 @@ import pytest
 import sesa.service
 from backtest.evaluation import Evaluator
 from backtest.indicators import BarData
-from market.client import MarketClient
 from market.config import MarketConfig
 from market.service import APP as MARKET
 from market.synthetic import SyntheticMarketSpec, generate
@@ -20,16 +19,12 @@ from qtmesh.api.common.v1 import strategy_pb2
 from qtmesh.api.market.v1 import market_pb2
 from qtmesh.api.sesa.v1 import sesa_pb2 as pb
 from qtmesh.api.sesa.v1 import sesa_pb2_grpc
-from qtmesh.base.contract import Action, ActionType, AgentContext, Priority, RunEvolution
-from qtmesh.base.errors import InvalidArgument
 from qtmesh.base.genome import Policy, StrategyFamily, StrategyGenome
-from qtmesh.runtime.agent_service import AgentClient
-from qtmesh.runtime.channels import ChannelConfig, open_channel
+from qtmesh.runtime.channels import ChannelConfig
 from qtmesh.runtime.status import error_info
-from qtmesh.testing import serving, serving_app
+from qtmesh.testing import serving_app
 from sesa.client import SesaClient, bar_source
 from sesa.config import SesaConfig
-from sesa.service import DAY_NANOS
 
 POLICY = Policy()
 QUICK = pb.EvolutionConfig(
@@ -317,101 +312,3 @@ async def test_a_client_that_cancels_evolve_stops_the_work(mesh, monkeypatch):
     # The generation in flight was the last: the stream started none after the cancel.
     assert cancelled_at >= 2
     assert calls == cancelled_at
-
-
-@pytest.fixture
-async def served():
-    """SESA against a real market, with its servicer at hand to await background runs."""
-    async with serving_app(MARKET, MarketConfig(synthetic_days=8, seed=5)) as market:
-        channel = open_channel(market.address)
-        servicer = sesa.service.SesaServicer(config=SesaConfig(), market=MarketClient(channel))
-        try:
-            async with serving(sesa.service.services(servicer)) as running:
-                yield running, servicer
-        finally:
-            await servicer.close()
-            await channel.close()
-
-
-def run_evolution(key: str, symbols: tuple[str, ...] = ("NOVA",)) -> Action:
-    return Action(
-        id=key,
-        priority=Priority.LOW,
-        target="sesa/evolution",
-        parameters=RunEvolution(symbols=symbols, generations=1),
-        confidence=0.6,
-        rationale="test",
-        idempotency_key=key,
-    )
-
-
-async def test_sesa_as_an_agent_proposes_candidates_and_runs_evolutions(served):
-    running, servicer = served
-    agent = AgentClient(running.channel, name="sesa")
-    context = AgentContext(cycle_id="c1")
-    (first,) = await agent.recommend(context)
-    assert first.action_type is ActionType.RUN_EVOLUTION
-    assert "no evolution has run yet" in first.rationale
-
-    result = await agent.execute(run_evolution("run-1"), plan_sequence=1)
-    assert result.applied
-    assert "NOVA" in result.detail
-    await servicer.background_evolution
-    assert servicer.agent.latest is not None
-    assert servicer.agent.latest.symbol == "NOVA"
-    with pytest.raises(InvalidArgument):
-        await agent.execute(run_evolution("run-2", ("NOPE",)), plan_sequence=1)
-
-    # Evolve on the same symbol through the RPC; the agent then proposes its candidates.
-    client = SesaClient(running.channel)
-    events = await collect(client, bars=bar_source(symbol="NOVA"), config=QUICK, seed=2)
-    evolved = events[-1]
-    latest = servicer.agent.latest
-    assert latest.result.trials == evolved.trials
-    expected = {f"promote-{e.genome.id}" for e in evolved.production_candidates[:3]}
-    expected |= {f"shadow-{e.genome.id}" for e in evolved.shadow_candidates[:3]}
-    recommendations = await agent.recommend(context)
-    assert {r.id for r in recommendations} == expected
-    # A day after the evolution's last bar it is stale: a new evolution is proposed as well.
-    later = AgentContext(cycle_id="c2", as_of_time=latest.finished_time + 2 * DAY_NANOS)
-    recommendations = await agent.recommend(later)
-    assert {r.id for r in recommendations} == expected | {"run-evolution"}
-    (stale,) = [r for r in recommendations if r.action_type is ActionType.RUN_EVOLUTION]
-    assert "the latest evolution finished 48 h ago" in stale.rationale
-    for r in recommendations:
-        assert 0 <= r.confidence <= 1
-        assert r.rationale
-        if r.action_type is ActionType.ENABLE_STRATEGY:
-            assert "deflated Sharpe ratio" in r.rationale
-            assert isinstance(r.parameters.genome, StrategyGenome)
-
-
-async def test_run_evolution_while_one_runs_joins_it(served, monkeypatch):
-    running, servicer = served
-    release = asyncio.Event()
-    calls = 0
-    original = sesa.service.run_cancellable
-
-    async def held(work):
-        nonlocal calls
-        calls += 1
-        await release.wait()
-        return await original(work)
-
-    monkeypatch.setattr(sesa.service, "run_cancellable", held)
-    agent = AgentClient(running.channel, name="sesa")
-    first = await agent.execute(run_evolution("run-1"), plan_sequence=1)
-    assert first.detail.endswith("started")
-    task = servicer.background_evolution
-    second = await agent.execute(run_evolution("run-2"), plan_sequence=2)
-    assert "not started" in second.detail
-    assert "still running" in second.detail
-    assert servicer.background_evolution is task
-    release.set()
-    await task
-    assert calls == 2  # one run: generation 0, then generation 1
-    # Once it has finished, the next request starts a new run.
-    third = await agent.execute(run_evolution("run-3"), plan_sequence=3)
-    assert third.detail.endswith("started")
-    await servicer.background_evolution
-    assert calls == 4

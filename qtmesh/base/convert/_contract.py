@@ -112,6 +112,7 @@ def parameters_to_proto(p: c.ActionParameters) -> pb.ActionParameters:
                     strategy_id=p.strategy_id,
                     genome=genome_to_proto(p.genome) if p.genome else None,
                     sector=p.sector,
+                    replaces=p.replaces,
                 )
             )
         case c.RunEvolution():
@@ -194,6 +195,7 @@ def parameters_from_proto(message: pb.ActionParameters, *, field: str) -> c.Acti
                 if promote.HasField("genome")
                 else None,
                 sector=promote.sector,
+                replaces=promote.replaces,
             )
         case "run_evolution":
             evolve = message.run_evolution

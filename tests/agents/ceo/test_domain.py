@@ -284,3 +284,17 @@ async def test_a_fleet_without_sectors_has_no_regime():
     assert "no sectors" in why
     with pytest.raises(ValueError, match="at least one sector"):
         regime_of({}, {})
+
+
+def test_the_inputs_are_as_old_as_their_oldest_data():
+    history = planted_history(np.zeros(10))
+    inputs = fleet_inputs(history, 9, lookback=168, min_observations=6)
+    assert inputs.as_of_time == inputs.time == T0 + 10 * HOUR_NANOS
+    fresh = dataclasses.replace(report("Tech", 0.2, 0.6, 0.2), as_of_time=T0 + 10 * HOUR_NANOS)
+    stale = dataclasses.replace(report("Energy", 0.2, 0.6, 0.2), as_of_time=T0 + HOUR_NANOS)
+    regime = regime_of({"Tech": fresh, "Energy": stale}, {})
+    assert regime.as_of_time == T0 + HOUR_NANOS
+    # The world model's oldest regime is older than the period: the evaluation is that old.
+    assert dataclasses.replace(inputs, regime=regime).as_of_time == T0 + HOUR_NANOS
+    newer = regime_of({"Tech": dataclasses.replace(fresh, as_of_time=T0 + 11 * HOUR_NANOS)}, {})
+    assert dataclasses.replace(inputs, regime=newer).as_of_time == inputs.time

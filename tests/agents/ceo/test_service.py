@@ -185,6 +185,8 @@ async def test_a_switch_is_recommended_at_high_priority_executed_once_and_kept(t
             # 1.5 past the normal band (capped at 1), no regime: 1.0 x 0.8.
             assert recommendation.confidence == pytest.approx(0.8)
             assert "switch to CAPITAL_PRESERVATION" in recommendation.rationale
+            # Stamped with the market time of the period it was evaluated at (no regime).
+            assert recommendation.as_of_time == report.evaluated_time > 0
             result = await agent.execute(
                 switch("plan-1/a1", StrategicMode.CAPITAL_PRESERVATION), plan_sequence=1
             )

@@ -166,8 +166,9 @@ def test_advice_recommends_what_worked_and_warns_against_what_failed():
         + _recalled("halt_trading", [0.9, 0.9, 0.9], 0.2)  # not similar enough
     )
     policy = AdvicePolicy(min_similarity=0.5, min_support=3)
-    recommendation = advise("Tech", recalled, policy)
+    recommendation = advise("Tech", recalled, policy, as_of_time=1_767_571_200 * 10**9)
     assert recommendation is not None
+    assert recommendation.as_of_time == 1_767_571_200 * 10**9
     assert recommendation.parameters == AdjustExposure(sector="Tech", factor=0.8)
     assert recommendation.target == "sector/Tech"
     mean = np.mean([0.02, 0.01, 0.03, -0.005])

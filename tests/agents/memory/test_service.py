@@ -151,7 +151,8 @@ async def test_recommend_repeats_what_worked_in_similar_contexts(database_url):
         agent = AgentClient(memory.channel, name="memory")
         assert await agent.recommend(AgentContext(cycle_id="empty")) == []
 
-        now = sector_features(await MarketClient(market.channel).snapshot(), "Tech")
+        snapshot = await MarketClient(market.channel).snapshot()
+        now = sector_features(snapshot, "Tech")
         rng = np.random.default_rng(1)
         client = MemoryClient(memory.channel)
 
@@ -176,6 +177,8 @@ async def test_recommend_repeats_what_worked_in_similar_contexts(database_url):
             recommendation.evidence["mean_similarity"] * 5 / 8
         )
         assert recommendation.priority is Priority.MEDIUM
+        # Stamped with the market time of the context it was recalled for.
+        assert recommendation.as_of_time == snapshot.clock_time > 0
         assert "Avoid" in recommendation.rationale
         assert "'adjust_exposure factor=1.25' (-1.000% over 4, 100% losses)" in (
             recommendation.rationale

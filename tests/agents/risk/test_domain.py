@@ -1,6 +1,7 @@
 """The risk officer's method on known inputs: VaR and CVaR against numpy, empyrical and scipy and
 on a known normal distribution; limits breached into halts and cuts with their numbers; the
-kill switch; changes of the limits and their validation."""
+fleet's kill switch as the officer reads it (a standing halt re-asserted while its breach stands,
+a resume recommended once it has cleared); changes of the limits and their validation."""
 
 from __future__ import annotations
 
@@ -15,7 +16,7 @@ from scipy import stats
 
 from agents.risk.advice import recommend
 from agents.risk.assessment import RiskInputs, RiskSettings, assess, caller_inputs
-from agents.risk.limits import PORTFOLIO, Halt, RiskPolicy
+from agents.risk.limits import PORTFOLIO, Halt, RiskPolicy, fleet_halts
 from agents.risk.measures import (
     historical_cvar,
     historical_var,
@@ -23,15 +24,17 @@ from agents.risk.measures import (
     parametric_var,
     tail_risk,
 )
+from market.fleet import Cause, FleetReport, FleetState, deploy
 from qtmesh.base.concurrency import Cancelled, CancelToken
-from qtmesh.base.contract import AdjustExposure, HaltTrading, Priority, RiskLimits
-from qtmesh.base.errors import FailedPrecondition, InvalidArgument
+from qtmesh.base.contract import AdjustExposure, HaltTrading, Priority, ResumeTrading, RiskLimits
+from qtmesh.base.errors import InvalidArgument
 
 LIMITS = RiskLimits(
     max_var_95=0.01, max_drawdown=0.05, max_gross_exposure=1.0, max_sector_exposure=0.35
 )
 SETTINGS = RiskSettings()
 HOUR = 3600 * 10**9
+T0 = 1_767_571_200 * 10**9
 
 
 def test_historical_figures_match_numpy_and_empyrical_exactly():
@@ -113,7 +116,7 @@ def inputs(
         gross_exposure=sum(exposures),
         drawdown=drawdown,
         sector_drawdowns=(0.0, 0.0),
-        as_of_time=1_767_571_200 * 10**9,
+        as_of_time=T0,
         horizon=HOUR,
         market_position=10,
     )
@@ -138,6 +141,16 @@ def test_a_drawdown_past_the_halt_margin_recommends_a_critical_halt_with_the_num
     assert "per 1 h over 100 returns" in halt.rationale
     assert halt.confidence == 1.0  # past the halt threshold (25% over)
     assert halt.evidence["max_drawdown.value"] == 0.07
+    assert halt.as_of_time == T0
+
+
+def test_a_breach_exactly_at_the_halt_margin_halts_and_one_just_below_cuts():
+    # 25% over the 5% limit is 6.25%.
+    (halt,) = recommend(assess(inputs(drawdown=0.0625), RiskPolicy(LIMITS), SETTINGS), SETTINGS)
+    assert halt.parameters == HaltTrading(scope=PORTFOLIO)
+    (cut,) = recommend(assess(inputs(drawdown=0.0624), RiskPolicy(LIMITS), SETTINGS), SETTINGS)
+    assert cut.parameters == AdjustExposure(sector="", factor=pytest.approx(0.05 / 0.0624))
+    assert cut.priority is Priority.CRITICAL
 
 
 def test_a_smaller_breach_cuts_exposure_in_proportion_with_confidence_from_its_size():
@@ -148,6 +161,7 @@ def test_a_smaller_breach_cuts_exposure_in_proportion_with_confidence_from_its_s
     # 10% over the limit, halting at 25% over: 0.5 + 0.5 * 0.10 / 0.25.
     assert cut.confidence == pytest.approx(0.7)
     assert "drawdown 5.50% is 10% over its 5.00% limit" in cut.rationale
+    assert cut.as_of_time == T0
 
 
 def test_a_var_breach_scales_exposure_back_to_the_limit_and_is_discounted_for_few_returns():
@@ -203,22 +217,118 @@ def test_sector_cuts_account_for_a_portfolio_cut_in_the_same_round():
     assert "sector/Tech" not in by_target
 
 
-def test_a_standing_halt_is_reasserted_and_vetoes_every_other_recommendation():
-    halt = Halt(PORTFOLIO, 1_767_571_200 * 10**9, "action h1 of plan 4: drawdown", "h1")
-    report = assess(inputs(drawdown=0.055), RiskPolicy(LIMITS, (halt,)), SETTINGS)
-    assert report.trading_halted
-    (standing,) = recommend(report, SETTINGS)
+def test_a_standing_halt_is_reasserted_while_its_breach_stands_and_vetoes_the_rest():
+    halt = Halt(PORTFOLIO, T0 - HOUR, "fleet change 1: portfolio halted", "h1")
+    for drawdown in (0.055, 0.07):  # a cut's breach, then one past the halt margin
+        report = assess(inputs(drawdown=drawdown), RiskPolicy(LIMITS), SETTINGS, halts=(halt,))
+        assert report.trading_halted
+        (standing,) = recommend(report, SETTINGS)
+        assert standing.parameters == HaltTrading(scope=PORTFOLIO)
+        assert standing.priority is Priority.CRITICAL
+        assert standing.target == "portfolio"
+        assert standing.confidence == 1.0
+        # One intent per halt: re-asserted every cycle, the fleet applies it once.
+        assert standing.intent_key == f"halt/portfolio/{halt.since}"
+        assert standing.as_of_time == T0
+        assert "it stands while a breach of portfolio stands" in standing.rationale
+        assert "(fleet change 1: portfolio halted)" in standing.rationale
+    # Too few returns to measure VaR: nothing says the breach has cleared, so it stands too.
+    few = assess(inputs(n=19), RiskPolicy(LIMITS), SETTINGS, halts=(halt,))
+    assert few.breaches == ()
+    (standing,) = recommend(few, SETTINGS)
     assert standing.parameters == HaltTrading(scope=PORTFOLIO)
-    assert standing.confidence == 1.0
-    assert "until an operator calls ResumeTrading" in standing.rationale
-    # A halted sector is left alone; the rest of the portfolio is still watched.
-    sector_halt = Halt("Energy", halt.since, "test", "h2")
+    # A halted sector with its breach standing is re-asserted; the rest is still watched.
+    sector_halt = Halt("Energy", T0 - HOUR, "test", "h2")
     limits = RiskLimits(
         max_var_95=1.0, max_drawdown=0.05, max_gross_exposure=1.0, max_sector_exposure=0.1
     )
-    report = assess(inputs(), RiskPolicy(limits, (sector_halt,)), SETTINGS)
-    targets = sorted(r.target for r in recommend(report, SETTINGS))
-    assert targets == ["sector/Energy", "sector/Tech"]
+    report = assess(inputs(), RiskPolicy(limits), SETTINGS, halts=(sector_halt,))
+    by_target = {r.target: r for r in recommend(report, SETTINGS)}
+    assert sorted(by_target) == ["sector/Energy", "sector/Tech"]
+    assert by_target["sector/Energy"].parameters == HaltTrading(scope="Energy")
+    assert by_target["sector/Energy"].intent_key == f"halt/Energy/{sector_halt.since}"
+    assert by_target["sector/Tech"].parameters == AdjustExposure(
+        sector="Tech", factor=pytest.approx(0.1 / 0.2)
+    )
+
+
+def test_a_halt_whose_breach_has_cleared_is_recommended_for_resumption():
+    halt = Halt(PORTFOLIO, T0 - 5 * HOUR, "fleet change 1: portfolio halted", "h1")
+    report = assess(inputs(drawdown=0.01), RiskPolicy(LIMITS), SETTINGS, halts=(halt,))
+    assert report.breaches == ()
+    assert report.tail_measured
+    (resume,) = recommend(report, SETTINGS)
+    assert resume.parameters == ResumeTrading(scope=PORTFOLIO)
+    assert resume.priority is Priority.HIGH
+    assert resume.target == "portfolio"
+    assert resume.intent_key == f"resume/portfolio/{halt.since}"
+    assert resume.as_of_time == T0
+    used = max(0.01 / LIMITS.max_drawdown, report.portfolio.historical_var_95 / LIMITS.max_var_95)
+    assert resume.evidence["limit_use"] == pytest.approx(used)
+    assert resume.confidence == pytest.approx(0.5 + 0.5 * (1 - used))
+    assert "no limit is breached over the lookback any more" in resume.rationale
+    # A flat fleet uses none of its limits: a sure resume.
+    flat = assess(inputs(sigma=0.0), RiskPolicy(LIMITS), SETTINGS, halts=(halt,))
+    (resume,) = recommend(flat, SETTINGS)
+    assert resume.confidence == 1.0
+    # A sector whose own breach cleared is resumed while another sector's breach is cut.
+    sector_halt = Halt("Energy", T0 - HOUR, "test", "h2")
+    limits = dataclasses.replace(LIMITS, sector_exposure_limits={"Tech": 0.1})
+    report = assess(inputs(), RiskPolicy(limits), SETTINGS, halts=(sector_halt,))
+    by_target = {r.target: r for r in recommend(report, SETTINGS)}
+    assert by_target["sector/Energy"].parameters == ResumeTrading(scope="Energy")
+    assert by_target["sector/Energy"].intent_key == f"resume/Energy/{sector_halt.since}"
+    assert by_target["sector/Tech"].parameters == AdjustExposure(
+        sector="Tech", factor=pytest.approx(0.1 / 0.2)
+    )
+
+
+def test_the_halts_are_read_from_the_fleets_changes_the_portfolio_first():
+    setup = deploy({"AAA": "Tech", "CCC": "Energy"}, deployment_time=T0)
+    state = FleetState(setup)
+    steps = (
+        ("halt", "Tech", "h1"),
+        ("resume", "Tech", "r1"),
+        ("halt", "Tech", "h3"),  # halted again: the halt that stands is this one
+        ("halt", PORTFOLIO, "h4"),
+        ("halt", PORTFOLIO, "h5"),  # already halted: changes nothing
+    )
+    for k, (kind, scope, action_id) in enumerate(steps):
+        change = getattr(state, kind)(
+            scope, at=T0 + (k + 1) * HOUR, cause=Cause(f"key-{k}", action_id, k), field="f"
+        )
+        state = state.with_change(change)
+    fleet = FleetReport(
+        deployment_time=T0,
+        clock_time=T0 + 9 * HOUR,
+        position=9 * 60,
+        start_time=None,
+        end_time=None,
+        bar_count=0,
+        capital=1e6,
+        equity=1e6,
+        total_return=0.0,
+        pnl=0.0,
+        sectors=(),
+        strategies=(),
+        missions=(),
+        changes=state.changes,
+        halted=state.halted,
+    )
+    portfolio, tech = fleet_halts(fleet)
+    assert (portfolio.scope, portfolio.since, portfolio.action_id) == (
+        PORTFOLIO,
+        T0 + 4 * HOUR,
+        "h4",
+    )
+    assert portfolio.reason.startswith("fleet change 4: portfolio halted")
+    assert (tech.scope, tech.since, tech.action_id) == ("Tech", T0 + 3 * HOUR, "h3")
+    assert tech.reason.startswith("fleet change 3: Tech halted")
+    # Resuming the portfolio lifts every halt.
+    resumed = state.resume(PORTFOLIO, at=T0 + 9 * HOUR, cause=Cause("k", "r2", 9), field="f")
+    state = state.with_change(resumed)
+    cleared = dataclasses.replace(fleet, changes=state.changes, halted=state.halted)
+    assert fleet_halts(cleared) == ()
 
 
 def test_too_few_returns_leave_tail_figures_out_and_never_break_a_var_limit():
@@ -259,6 +369,15 @@ def test_limits_change_as_given_and_zero_leaves_a_limit_alone():
     )
     assert removed.sector_limit("Tech") == 0.35
     assert RiskPolicy.from_json(changed.to_json()) == changed
+    assert set(changed.to_json()) == {"limits"}
+
+
+def test_a_policy_stored_with_halts_before_the_fleet_owned_them_still_loads():
+    stored = {
+        **RiskPolicy(LIMITS).to_json(),
+        "halts": [{"scope": "Tech", "since": T0, "reason": "old", "action_id": "h1"}],
+    }
+    assert RiskPolicy.from_json(stored) == RiskPolicy(LIMITS)
 
 
 @pytest.mark.parametrize(
@@ -279,23 +398,6 @@ def test_bad_limits_are_rejected_naming_the_field(given, field):
     with pytest.raises(InvalidArgument) as error:
         RiskPolicy(LIMITS).with_limits(given, sectors={"Tech"}, field="limits")
     assert error.value.field == field
-
-
-def test_halts_need_a_known_scope_and_only_resume_lifts_them():
-    policy = RiskPolicy(LIMITS)
-    halted, detail = policy.with_halt(Halt("Tech", 1, "why"), sectors={"Tech"}, field="scope")
-    assert detail == "kill switch engaged on Tech: why"
-    again, detail = halted.with_halt(Halt("Tech", 2, "again"), sectors={"Tech"}, field="scope")
-    assert again == halted
-    assert detail.startswith("Tech already halted since")
-    with pytest.raises(InvalidArgument):
-        policy.with_halt(Halt("Mining", 1, "why"), sectors={"Tech"}, field="scope")
-    with pytest.raises(FailedPrecondition):
-        policy.with_halt(Halt("Tech", 1, "why"), sectors=None, field="scope")
-    resumed, _ = halted.without_halt("Tech", "fixed")
-    assert resumed.halts == ()
-    with pytest.raises(FailedPrecondition):
-        resumed.without_halt("Tech", "fixed")
 
 
 @pytest.mark.parametrize(

@@ -1,6 +1,8 @@
 """The risk officer over gRPC, reading a real market server: hourly tail risk of the paper fleet,
-caller-given returns, a breach turned into a critical halt, the kill switch and the limits it
-owns (once per key, across restarts), and bad requests."""
+caller-given returns, a breach past the halt margin turned into a critical halt that the market
+executes, re-asserted while the breach stands and resumed once it has cleared, the operator's
+ResumeTrading forwarded to the market's fleet, the limits it owns (once per key, across
+restarts), and bad requests."""
 
 from __future__ import annotations
 
@@ -27,6 +29,8 @@ from qtmesh.base.contract import (
     AgentContext,
     HaltTrading,
     Priority,
+    Recommendation,
+    ResumeTrading,
     RiskLimits,
     StrategicMode,
     SwitchMode,
@@ -68,6 +72,21 @@ def action(key: str, parameters, *, action_id: str = "a1") -> Action:
         parameters=parameters,
         confidence=0.9,
         rationale="test",
+        idempotency_key=key,
+    )
+
+
+def executed(r: Recommendation, key: str) -> Action:
+    """A recommendation as the federation hands it to its owner (the market, for halts)."""
+    return Action(
+        id=r.id,
+        priority=r.priority,
+        target=r.target,
+        parameters=r.parameters,
+        confidence=r.confidence,
+        rationale=r.rationale,
+        source_agents=("risk",),
+        owner="market",
         idempotency_key=key,
     )
 
@@ -207,47 +226,147 @@ async def test_a_breached_limit_becomes_a_critical_halt_with_the_numbers(tmp_pat
         assert report.limits.max_var_95 == pytest.approx(var / 2)
 
 
-async def test_the_kill_switch_and_limits_survive_a_restart_and_apply_once(tmp_path):
+async def test_a_halt_the_market_executes_stands_while_its_breach_does_then_is_resumed(tmp_path):
+    # A lookback of five hourly returns, so the periods before the halt leave it within hours.
+    config = risk_config(tmp_path, lookback_periods=5)
+    async with (
+        market_server(tmp_path) as market,
+        risk_server(market, config) as risk,
+    ):
+        markets = MarketClient(market.channel)
+        fleet_agent = AgentClient(market.channel, name="market")
+        agent = AgentClient(risk.channel, name="risk")
+        client = RiskClient(risk.channel)
+        await markets.advance(10 * 60)
+        var = (await client.assess()).portfolio.historical_var_95
+        assert var > 0
+        limits = AdjustRiskLimits(RiskLimits(max_var_95=var / 2))
+        assert (await agent.execute(action("plan-1/limits", limits), plan_sequence=1)).applied
+
+        # 100% over the limit, past the 25% halt margin: a critical halt of the portfolio.
+        (halt,) = await agent.recommend(AgentContext(cycle_id="c1"))
+        assert halt.parameters == HaltTrading(scope="portfolio")
+        assert halt.priority is Priority.CRITICAL
+        halted_at = (await markets.fleet()).clock_time
+        assert halt.as_of_time == halted_at
+        result = await fleet_agent.execute(executed(halt, "plan-2/halt"), plan_sequence=2)
+        assert "portfolio halted" in result.detail
+
+        # The officer reads the halt from the fleet at its next refresh and re-asserts it, one
+        # intent for the halt, while the breach stands.
+        report = await client.assess()
+        assert [(h.scope, h.since, h.action_id) for h in report.halts] == [
+            ("portfolio", halted_at, halt.id)
+        ]
+        assert report.trading_halted
+        assert "max_var_95" in [b.limit for b in report.breaches]
+        (standing,) = await agent.recommend(AgentContext(cycle_id="c2"))
+        assert standing.parameters == HaltTrading(scope="portfolio")
+        assert standing.intent_key == f"halt/portfolio/{halted_at}"
+        assert standing.confidence == 1.0
+        await markets.advance(60)
+        report = await client.assess()
+        assert report.breaches
+        (again,) = await agent.recommend(AgentContext(cycle_id="c3"))
+        assert again.parameters == HaltTrading(scope="portfolio")
+        assert again.intent_key == standing.intent_key
+        fleet = await markets.fleet()
+        assert fleet.halted == frozenset({"portfolio"})
+        assert all(s.gross_exposure == 0 for s in fleet.sectors)
+
+        # Flat since the halt: once the lookback holds only flat hours, nothing is breached and
+        # the officer recommends resuming.
+        await markets.advance(6 * 60)
+        report = await client.assess()
+        assert report.observations == 5
+        assert report.breaches == ()
+        assert report.portfolio.historical_var_95 == 0
+        (resume,) = await agent.recommend(AgentContext(cycle_id="c4"))
+        assert resume.parameters == ResumeTrading(scope="portfolio")
+        assert resume.priority is Priority.HIGH
+        assert resume.intent_key == f"resume/portfolio/{halted_at}"
+        assert resume.confidence == 1.0
+        result = await fleet_agent.execute(executed(resume, "plan-5/resume"), plan_sequence=5)
+        assert "portfolio resumed" in result.detail
+        assert (await markets.fleet()).halted == frozenset()
+        report = await client.assess()
+        assert report.halts == ()
+        assert await agent.recommend(AgentContext(cycle_id="c5")) == []
+
+
+async def test_the_operators_resume_trading_resumes_the_fleet(tmp_path):
+    async with (
+        market_server(tmp_path) as market,
+        risk_server(market, risk_config(tmp_path)) as risk,
+    ):
+        markets = MarketClient(market.channel)
+        fleet_agent = AgentClient(market.channel, name="market")
+        client = RiskClient(risk.channel)
+        await markets.advance(60)
+        halted = await fleet_agent.execute(
+            action("plan-2/halt", HaltTrading(scope="Crypto"), action_id="h1"), plan_sequence=2
+        )
+        assert "Crypto halted" in halted.detail
+        policy, halts = await client.limits()
+        assert policy.limits == RiskConfig(min_observations=5).limits
+        assert [(h.scope, h.action_id) for h in halts] == [("Crypto", "h1")]
+        assert halts[0].reason.startswith("fleet change 1: Crypto halted")
+        stub = risk_pb2_grpc.RiskServiceStub(risk.channel)
+        assert not (await stub.GetLimits(risk_pb2.GetLimitsRequest())).trading_halted
+        with pytest.raises(InvalidArgument) as error:
+            await client.resume("Crypto", " ")
+        assert error.value.field == "reason"
+        with pytest.raises(InvalidArgument) as error:
+            await client.resume("", "why")
+        assert error.value.field == "scope"
+        assert await client.resume("Crypto", "the desk checked the feed") == (True, ())
+        fleet = await markets.fleet()
+        assert fleet.halted == frozenset()
+        resumed = fleet.changes[-1]
+        assert resumed.halted == frozenset()
+        assert resumed.cause.action_id.startswith("operator-resume-")
+        assert "Crypto resumed" in resumed.detail
+        assert await client.resume("Crypto", "again") == (False, ())
+        assert len((await markets.fleet()).changes) == 2  # nothing sent to the fleet
+
+        # The portfolio: halted through the market, resumed by the operator.
+        await fleet_agent.execute(action("plan-3/halt", HaltTrading()), plan_sequence=3)
+        # GetLimits reads the fleet's halts as they are now.
+        assert (await stub.GetLimits(risk_pb2.GetLimitsRequest())).trading_halted
+        resumed, left = await client.resume("portfolio", "limits reviewed")
+        assert (resumed, left) == (True, ())
+        assert (await markets.fleet()).halted == frozenset()
+        _, halts = await client.limits()
+        assert halts == ()
+
+
+async def test_the_limits_survive_a_restart_and_apply_once_and_the_halts_are_the_fleets(
+    tmp_path,
+):
     config = risk_config(tmp_path)
     async with market_server(tmp_path) as market:
         async with risk_server(market, config) as risk:
             agent = AgentClient(risk.channel, name="risk")
-            halted = await agent.execute(
-                action("plan-2/halt", HaltTrading(scope="Crypto"), action_id="h1"),
-                plan_sequence=2,
-            )
-            assert halted.applied
-            assert halted.detail.startswith("kill switch engaged on Crypto: action h1 of plan 2")
             limits = AdjustRiskLimits(RiskLimits(max_drawdown=0.08))
-            assert (await agent.execute(action("plan-2/limits", limits), plan_sequence=2)).applied
+            result = await agent.execute(action("plan-2/limits", limits), plan_sequence=2)
+            assert result.applied
+            assert result.detail == "limits: max_drawdown 5.00% -> 8.00%"
+        await AgentClient(market.channel, name="market").execute(
+            action("plan-3/halt", HaltTrading(scope="Crypto"), action_id="h1"), plan_sequence=3
+        )
         async with risk_server(market, config) as risk:
             agent = AgentClient(risk.channel, name="risk")
-            policy = await RiskClient(risk.channel).limits()
+            policy, halts = await RiskClient(risk.channel).limits()
             assert policy.limits.max_drawdown == 0.08
-            assert [h.scope for h in policy.halts] == ["Crypto"]
-            assert not policy.trading_halted
-            again = await agent.execute(
-                action("plan-2/halt", HaltTrading(scope="Crypto"), action_id="h1"),
-                plan_sequence=2,
-            )
+            # The halt was executed by the market while the officer was down: it reads it.
+            assert [h.scope for h in halts] == ["Crypto"]
+            again = await agent.execute(action("plan-2/limits", limits), plan_sequence=2)
             assert not again.applied
             assert "already applied as change 1" in again.detail
             recommendations = await agent.recommend(AgentContext(cycle_id="c2"))
-            assert [(r.target, r.priority) for r in recommendations] == [
-                ("sector/Crypto", Priority.CRITICAL)
+            assert [(r.target, r.parameters) for r in recommendations] == [
+                ("sector/Crypto", HaltTrading(scope="Crypto"))
             ]
-            assert "stands until an operator calls ResumeTrading" in recommendations[0].rationale
-            client = RiskClient(risk.channel)
-            with pytest.raises(InvalidArgument) as error:
-                await client.resume("Crypto", " ")
-            assert error.value.field == "reason"
-            assert await client.resume("Crypto", "the desk checked the feed") == (True, ())
-            assert await client.resume("Crypto", "again") == (False, ())
-            portfolio = await agent.execute(
-                action("plan-3/halt", HaltTrading(scope="portfolio")), plan_sequence=3
-            )
-            assert portfolio.applied
-            assert (await client.limits()).trading_halted
 
 
 async def test_it_executes_only_its_actions_and_rejects_bad_limits(tmp_path):
@@ -256,11 +375,15 @@ async def test_it_executes_only_its_actions_and_rejects_bad_limits(tmp_path):
         risk_server(market, risk_config(tmp_path)) as risk,
     ):
         agent = AgentClient(risk.channel, name="risk")
-        with pytest.raises(InvalidArgument) as error:
-            await agent.execute(
-                action("k1", SwitchMode(mode=StrategicMode.DEFENSIVE)), plan_sequence=1
-            )
-        assert error.value.field == "action.type"
+        # The kill switch is the market fleet's to execute.
+        for parameters in (
+            SwitchMode(mode=StrategicMode.DEFENSIVE),
+            HaltTrading(scope="portfolio"),
+            ResumeTrading(scope="portfolio"),
+        ):
+            with pytest.raises(InvalidArgument) as error:
+                await agent.execute(action("k1", parameters), plan_sequence=1)
+            assert error.value.field == "action.type"
         for limits, field in (
             (RiskLimits(max_drawdown=2.0), "limits.max_drawdown"),
             (RiskLimits(sector_exposure_limits={"Mining": 0.1}), "sector_exposure_limits[Mining]"),
@@ -268,12 +391,10 @@ async def test_it_executes_only_its_actions_and_rejects_bad_limits(tmp_path):
             with pytest.raises(InvalidArgument) as error:
                 await agent.execute(action("k2", AdjustRiskLimits(limits)), plan_sequence=1)
             assert error.value.field.endswith(field)
-        with pytest.raises(InvalidArgument) as error:
-            await agent.execute(action("k3", HaltTrading(scope="Mining")), plan_sequence=1)
-        assert error.value.field == "action.parameters.halt_trading.scope"
-        policy = await RiskClient(risk.channel).limits()
+        policy, halts = await RiskClient(risk.channel).limits()
         assert policy.limits.max_drawdown == 0.05
-        assert policy.halts == ()
+        assert halts == ()
+        assert (await MarketClient(market.channel).fleet()).halted == frozenset()
 
 
 async def test_recommend_answers_without_a_market_and_assess_says_it_is_unavailable(tmp_path):
@@ -296,7 +417,7 @@ async def test_limits_persist_in_either_database(tmp_path, database_url):
             agent = AgentClient(risk.channel, name="risk")
             assert (await agent.execute(action("p1/limits", limits), plan_sequence=1)).applied
         async with risk_server(market, config) as risk:
-            policy = await RiskClient(risk.channel).limits()
+            policy, _ = await RiskClient(risk.channel).limits()
             assert policy.limits.max_var_95 == 0.01
             assert dict(policy.limits.sector_exposure_limits) == {"Tech": 0.2}
             again = await AgentClient(risk.channel, name="risk").execute(

@@ -181,6 +181,8 @@ def test_a_planted_switch_in_prices_is_found_and_drives_exposure():
     assert recommendation.priority is Priority.HIGH
     assert recommendation.confidence == pytest.approx(model.probabilities[2])
     assert "volatile regime" in recommendation.rationale
+    # Stamped with the market time its regime was computed at: the model's last bar.
+    assert recommendation.as_of_time == model.as_of_time == int(minutes(4 * DAY + 1)[-1])
 
 
 def test_a_calm_rising_regime_raises_exposure_and_a_calm_falling_one_does_not():

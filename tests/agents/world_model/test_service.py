@@ -18,6 +18,7 @@ from agents.world_model.client import WorldModelClient
 from agents.world_model.config import WorldModelConfig
 from agents.world_model.engine import WorldModel
 from agents.world_model.service import APP, services
+from federation.plan import AgentAnswer, AgentReport, CallOutcome, build_plan
 from market.client import MarketClient
 from market.config import MarketConfig
 from market.service import APP as MARKET
@@ -25,7 +26,7 @@ from market.sources import save_bars
 from qtmesh.api.worldmodel.v1 import world_model_pb2, world_model_pb2_grpc
 from qtmesh.base.bars import make_series
 from qtmesh.base.concurrency import Cancelled
-from qtmesh.base.contract import Action, AdjustExposure, AgentContext, Priority
+from qtmesh.base.contract import Action, ActionStatus, AdjustExposure, AgentContext, Priority
 from qtmesh.base.errors import FailedPrecondition, InvalidArgument
 from qtmesh.runtime.agent_service import AgentClient
 from qtmesh.runtime.channels import ChannelConfig
@@ -128,6 +129,40 @@ async def test_recommendations_come_from_the_fitted_sector_models(planted_market
         assert raise_.parameters.factor > 1.1
         assert raise_.priority is Priority.LOW
         assert "trends" in raise_.rationale
+        assert cut.as_of_time == storm.as_of_time > 0  # when its regime was computed
+
+
+async def test_a_recommendation_from_a_model_the_market_has_moved_past_shows_its_age(
+    planted_market,
+):
+    async with mesh(planted_market) as (market, world):
+        client = WorldModelClient(world.channel)
+        prices = MarketClient(market.channel)
+        storm = await client.detect_regime(sector="Storm")
+        await client.detect_regime(sector="Calm")
+        await prices.advance(10)  # fewer bars than refit_bars: the cached models stand
+        clock = (await prices.snapshot()).clock_time
+        context = AgentContext(cycle_id="c1", as_of_time=clock)
+        recommendations = await AgentClient(world.channel, name="world-model").recommend(context)
+    stamped = {r.target: r.as_of_time for r in recommendations}
+    assert stamped["sector/Storm"] == storm.as_of_time == clock - 10 * 60 * 10**9
+    # A federation that allows less than those ten minutes of market time supersedes them.
+    answer = AgentAnswer(
+        AgentReport("world-model", CallOutcome.OK, 0.0, 1, len(recommendations)),
+        tuple(recommendations),
+    )
+    plan = build_plan(
+        [answer],
+        plan_id="gap-1",
+        sequence=1,
+        now=clock,
+        context=context,
+        min_consensus_for_critical=0.8,
+        owners={},
+        max_age=5 * 60 * 10**9,
+    )
+    assert {a.status for a in plan.actions} == {ActionStatus.SUPERSEDED}
+    assert all("10m of market time before" in a.status_detail for a in plan.actions)
 
 
 async def test_recommend_answers_from_the_cache_and_refreshes_in_the_background(planted_market):

@@ -140,14 +140,16 @@ class ReweightStrategies(_message.Message):
     def __init__(self, weights: _Optional[_Mapping[str, float]] = ...) -> None: ...
 
 class PromoteStrategy(_message.Message):
-    __slots__ = ("strategy_id", "genome", "sector")
+    __slots__ = ("strategy_id", "genome", "sector", "replaces")
     STRATEGY_ID_FIELD_NUMBER: _ClassVar[int]
     GENOME_FIELD_NUMBER: _ClassVar[int]
     SECTOR_FIELD_NUMBER: _ClassVar[int]
+    REPLACES_FIELD_NUMBER: _ClassVar[int]
     strategy_id: str
     genome: _strategy_pb2.StrategyGenome
     sector: str
-    def __init__(self, strategy_id: _Optional[str] = ..., genome: _Optional[_Union[_strategy_pb2.StrategyGenome, _Mapping]] = ..., sector: _Optional[str] = ...) -> None: ...
+    replaces: str
+    def __init__(self, strategy_id: _Optional[str] = ..., genome: _Optional[_Union[_strategy_pb2.StrategyGenome, _Mapping]] = ..., sector: _Optional[str] = ..., replaces: _Optional[str] = ...) -> None: ...
 
 class RunEvolution(_message.Message):
     __slots__ = ("symbols", "generations")

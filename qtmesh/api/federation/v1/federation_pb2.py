@@ -28,45 +28,49 @@ from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__
 from qtmesh.api.agent.v1 import agent_pb2 as qtmesh_dot_api_dot_agent_dot_v1_dot_agent__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n)qtmesh/api/federation/v1/federation.proto\x12\x18qtmesh.api.federation.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x1fqtmesh/api/agent/v1/agent.proto\"\xc5\x01\n\x0b\x41gentReport\x12\r\n\x05\x61gent\x18\x01 \x01(\t\x12;\n\x07outcome\x18\x02 \x01(\x0e\x32*.qtmesh.api.federation.v1.AgentCallOutcome\x12*\n\x07latency\x18\x03 \x01(\x0b\x32\x19.google.protobuf.Duration\x12\x10\n\x08\x61ttempts\x18\x04 \x01(\x05\x12\x1c\n\x14recommendation_count\x18\x05 \x01(\x05\x12\x0e\n\x06\x64\x65tail\x18\x06 \x01(\t\"\xb8\x02\n\x10GlobalActionPlan\x12\n\n\x02id\x18\x01 \x01(\t\x12\x10\n\x08sequence\x18\x02 \x01(\x03\x12/\n\x0b\x63reate_time\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x12\n\nconfidence\x18\x04 \x01(\x01\x12\x17\n\x0f\x63onsensus_score\x18\x05 \x01(\x01\x12,\n\x07\x61\x63tions\x18\x06 \x03(\x0b\x32\x1b.qtmesh.api.agent.v1.Action\x12\x35\n\x06\x61gents\x18\x07 \x03(\x0b\x32%.qtmesh.api.federation.v1.AgentReport\x12\x32\n\x07\x63ontext\x18\x08 \x01(\x0b\x32!.qtmesh.api.agent.v1.AgentContext\x12\x0f\n\x07summary\x18\t \x01(\t\"\xab\x02\n\x12\x41\x63tionStatusUpdate\x12\x15\n\rplan_sequence\x18\x01 \x01(\x03\x12\x11\n\taction_id\x18\x02 \x01(\t\x12\x31\n\x06status\x18\x03 \x01(\x0e\x32!.qtmesh.api.agent.v1.ActionStatus\x12\x0e\n\x06\x64\x65tail\x18\x04 \x01(\t\x12\x10\n\x08\x61ttempts\x18\x05 \x01(\x05\x12/\n\x0bupdate_time\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x34\n\x0b\x61\x63tion_type\x18\x07 \x01(\x0e\x32\x1f.qtmesh.api.agent.v1.ActionType\x12/\n\x08priority\x18\x08 \x01(\x0e\x32\x1d.qtmesh.api.agent.v1.Priority\"\x9d\x01\n\x13GeneratePlanRequest\x12G\n\x05hints\x18\x01 \x03(\x0b\x32\x38.qtmesh.api.federation.v1.GeneratePlanRequest.HintsEntry\x12\x0f\n\x07\x65xecute\x18\x02 \x01(\x08\x1a,\n\nHintsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"P\n\x14GeneratePlanResponse\x12\x38\n\x04plan\x18\x01 \x01(\x0b\x32*.qtmesh.api.federation.v1.GlobalActionPlan\"\"\n\x0eGetPlanRequest\x12\x10\n\x08sequence\x18\x01 \x01(\x03\"K\n\x0fGetPlanResponse\x12\x38\n\x04plan\x18\x01 \x01(\x0b\x32*.qtmesh.api.federation.v1.GlobalActionPlan\"\xcc\x01\n\x10ListPlansRequest\x12.\n\nstart_time\x18\x01 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12,\n\x08\x65nd_time\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x33\n\x0cmin_priority\x18\x03 \x01(\x0e\x32\x1d.qtmesh.api.agent.v1.Priority\x12\x11\n\tpage_size\x18\x04 \x01(\x05\x12\x12\n\npage_token\x18\x05 \x01(\t\"g\n\x11ListPlansResponse\x12\x39\n\x05plans\x18\x01 \x03(\x0b\x32*.qtmesh.api.federation.v1.GlobalActionPlan\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"\xb3\x01\n\x15SubscribePlansRequest\x12\x1b\n\x0e\x61\x66ter_sequence\x18\x01 \x01(\x03H\x00\x88\x01\x01\x12\x33\n\x0cmin_priority\x18\x02 \x01(\x0e\x32\x1d.qtmesh.api.agent.v1.Priority\x12\x35\n\x0c\x61\x63tion_types\x18\x03 \x03(\x0e\x32\x1f.qtmesh.api.agent.v1.ActionTypeB\x11\n\x0f_after_sequence\"\xb6\x01\n\x16SubscribePlansResponse\x12\x10\n\x08sequence\x18\x01 \x01(\x03\x12:\n\x04plan\x18\x02 \x01(\x0b\x32*.qtmesh.api.federation.v1.GlobalActionPlanH\x00\x12\x45\n\rstatus_update\x18\x03 \x01(\x0b\x32,.qtmesh.api.federation.v1.ActionStatusUpdateH\x00\x42\x07\n\x05\x65vent\"\x88\x01\n\x19ReportActionStatusRequest\x12\x15\n\rplan_sequence\x18\x01 \x01(\x03\x12\x11\n\taction_id\x18\x02 \x01(\t\x12\x31\n\x06status\x18\x03 \x01(\x0e\x32!.qtmesh.api.agent.v1.ActionStatus\x12\x0e\n\x06\x64\x65tail\x18\x04 \x01(\t\".\n\x1aReportActionStatusResponse\x12\x10\n\x08sequence\x18\x01 \x01(\x03*\xb5\x01\n\x10\x41gentCallOutcome\x12\"\n\x1e\x41GENT_CALL_OUTCOME_UNSPECIFIED\x10\x00\x12\x19\n\x15\x41GENT_CALL_OUTCOME_OK\x10\x01\x12 \n\x1c\x41GENT_CALL_OUTCOME_TIMED_OUT\x10\x02\x12\"\n\x1e\x41GENT_CALL_OUTCOME_UNAVAILABLE\x10\x03\x12\x1c\n\x18\x41GENT_CALL_OUTCOME_ERROR\x10\x04\x32\xc0\x04\n\x11\x46\x65\x64\x65rationService\x12m\n\x0cGeneratePlan\x12-.qtmesh.api.federation.v1.GeneratePlanRequest\x1a..qtmesh.api.federation.v1.GeneratePlanResponse\x12^\n\x07GetPlan\x12(.qtmesh.api.federation.v1.GetPlanRequest\x1a).qtmesh.api.federation.v1.GetPlanResponse\x12\x64\n\tListPlans\x12*.qtmesh.api.federation.v1.ListPlansRequest\x1a+.qtmesh.api.federation.v1.ListPlansResponse\x12u\n\x0eSubscribePlans\x12/.qtmesh.api.federation.v1.SubscribePlansRequest\x1a\x30.qtmesh.api.federation.v1.SubscribePlansResponse0\x01\x12\x7f\n\x12ReportActionStatus\x12\x33.qtmesh.api.federation.v1.ReportActionStatusRequest\x1a\x34.qtmesh.api.federation.v1.ReportActionStatusResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n)qtmesh/api/federation/v1/federation.proto\x12\x18qtmesh.api.federation.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x1fqtmesh/api/agent/v1/agent.proto\"\xc5\x01\n\x0b\x41gentReport\x12\r\n\x05\x61gent\x18\x01 \x01(\t\x12;\n\x07outcome\x18\x02 \x01(\x0e\x32*.qtmesh.api.federation.v1.AgentCallOutcome\x12*\n\x07latency\x18\x03 \x01(\x0b\x32\x19.google.protobuf.Duration\x12\x10\n\x08\x61ttempts\x18\x04 \x01(\x05\x12\x1c\n\x14recommendation_count\x18\x05 \x01(\x05\x12\x0e\n\x06\x64\x65tail\x18\x06 \x01(\t\"\xb8\x02\n\x10GlobalActionPlan\x12\n\n\x02id\x18\x01 \x01(\t\x12\x10\n\x08sequence\x18\x02 \x01(\x03\x12/\n\x0b\x63reate_time\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x12\n\nconfidence\x18\x04 \x01(\x01\x12\x17\n\x0f\x63onsensus_score\x18\x05 \x01(\x01\x12,\n\x07\x61\x63tions\x18\x06 \x03(\x0b\x32\x1b.qtmesh.api.agent.v1.Action\x12\x35\n\x06\x61gents\x18\x07 \x03(\x0b\x32%.qtmesh.api.federation.v1.AgentReport\x12\x32\n\x07\x63ontext\x18\x08 \x01(\x0b\x32!.qtmesh.api.agent.v1.AgentContext\x12\x0f\n\x07summary\x18\t \x01(\t\"\xa7\x03\n\x12\x41\x63tionStatusUpdate\x12\x15\n\rplan_sequence\x18\x01 \x01(\x03\x12\x11\n\taction_id\x18\x02 \x01(\t\x12\x31\n\x06status\x18\x03 \x01(\x0e\x32!.qtmesh.api.agent.v1.ActionStatus\x12\x0e\n\x06\x64\x65tail\x18\x04 \x01(\t\x12\x10\n\x08\x61ttempts\x18\x05 \x01(\x05\x12/\n\x0bupdate_time\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x34\n\x0b\x61\x63tion_type\x18\x07 \x01(\x0e\x32\x1f.qtmesh.api.agent.v1.ActionType\x12/\n\x08priority\x18\x08 \x01(\x0e\x32\x1d.qtmesh.api.agent.v1.Priority\x12J\n\x07outcome\x18\t \x03(\x0b\x32\x39.qtmesh.api.federation.v1.ActionStatusUpdate.OutcomeEntry\x1a.\n\x0cOutcomeEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"\x9d\x01\n\x13GeneratePlanRequest\x12G\n\x05hints\x18\x01 \x03(\x0b\x32\x38.qtmesh.api.federation.v1.GeneratePlanRequest.HintsEntry\x12\x0f\n\x07\x65xecute\x18\x02 \x01(\x08\x1a,\n\nHintsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"P\n\x14GeneratePlanResponse\x12\x38\n\x04plan\x18\x01 \x01(\x0b\x32*.qtmesh.api.federation.v1.GlobalActionPlan\"\"\n\x0eGetPlanRequest\x12\x10\n\x08sequence\x18\x01 \x01(\x03\"K\n\x0fGetPlanResponse\x12\x38\n\x04plan\x18\x01 \x01(\x0b\x32*.qtmesh.api.federation.v1.GlobalActionPlan\"\xcc\x01\n\x10ListPlansRequest\x12.\n\nstart_time\x18\x01 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12,\n\x08\x65nd_time\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x33\n\x0cmin_priority\x18\x03 \x01(\x0e\x32\x1d.qtmesh.api.agent.v1.Priority\x12\x11\n\tpage_size\x18\x04 \x01(\x05\x12\x12\n\npage_token\x18\x05 \x01(\t\"g\n\x11ListPlansResponse\x12\x39\n\x05plans\x18\x01 \x03(\x0b\x32*.qtmesh.api.federation.v1.GlobalActionPlan\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"\xb3\x01\n\x15SubscribePlansRequest\x12\x1b\n\x0e\x61\x66ter_sequence\x18\x01 \x01(\x03H\x00\x88\x01\x01\x12\x33\n\x0cmin_priority\x18\x02 \x01(\x0e\x32\x1d.qtmesh.api.agent.v1.Priority\x12\x35\n\x0c\x61\x63tion_types\x18\x03 \x03(\x0e\x32\x1f.qtmesh.api.agent.v1.ActionTypeB\x11\n\x0f_after_sequence\"\xb6\x01\n\x16SubscribePlansResponse\x12\x10\n\x08sequence\x18\x01 \x01(\x03\x12:\n\x04plan\x18\x02 \x01(\x0b\x32*.qtmesh.api.federation.v1.GlobalActionPlanH\x00\x12\x45\n\rstatus_update\x18\x03 \x01(\x0b\x32,.qtmesh.api.federation.v1.ActionStatusUpdateH\x00\x42\x07\n\x05\x65vent\"\x88\x01\n\x19ReportActionStatusRequest\x12\x15\n\rplan_sequence\x18\x01 \x01(\x03\x12\x11\n\taction_id\x18\x02 \x01(\t\x12\x31\n\x06status\x18\x03 \x01(\x0e\x32!.qtmesh.api.agent.v1.ActionStatus\x12\x0e\n\x06\x64\x65tail\x18\x04 \x01(\t\".\n\x1aReportActionStatusResponse\x12\x10\n\x08sequence\x18\x01 \x01(\x03*\xb5\x01\n\x10\x41gentCallOutcome\x12\"\n\x1e\x41GENT_CALL_OUTCOME_UNSPECIFIED\x10\x00\x12\x19\n\x15\x41GENT_CALL_OUTCOME_OK\x10\x01\x12 \n\x1c\x41GENT_CALL_OUTCOME_TIMED_OUT\x10\x02\x12\"\n\x1e\x41GENT_CALL_OUTCOME_UNAVAILABLE\x10\x03\x12\x1c\n\x18\x41GENT_CALL_OUTCOME_ERROR\x10\x04\x32\xc0\x04\n\x11\x46\x65\x64\x65rationService\x12m\n\x0cGeneratePlan\x12-.qtmesh.api.federation.v1.GeneratePlanRequest\x1a..qtmesh.api.federation.v1.GeneratePlanResponse\x12^\n\x07GetPlan\x12(.qtmesh.api.federation.v1.GetPlanRequest\x1a).qtmesh.api.federation.v1.GetPlanResponse\x12\x64\n\tListPlans\x12*.qtmesh.api.federation.v1.ListPlansRequest\x1a+.qtmesh.api.federation.v1.ListPlansResponse\x12u\n\x0eSubscribePlans\x12/.qtmesh.api.federation.v1.SubscribePlansRequest\x1a\x30.qtmesh.api.federation.v1.SubscribePlansResponse0\x01\x12\x7f\n\x12ReportActionStatus\x12\x33.qtmesh.api.federation.v1.ReportActionStatusRequest\x1a\x34.qtmesh.api.federation.v1.ReportActionStatusResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'qtmesh.api.federation.v1.federation_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
+  _globals['_ACTIONSTATUSUPDATE_OUTCOMEENTRY']._loaded_options = None
+  _globals['_ACTIONSTATUSUPDATE_OUTCOMEENTRY']._serialized_options = b'8\001'
   _globals['_GENERATEPLANREQUEST_HINTSENTRY']._loaded_options = None
   _globals['_GENERATEPLANREQUEST_HINTSENTRY']._serialized_options = b'8\001'
-  _globals['_AGENTCALLOUTCOME']._serialized_start=2208
-  _globals['_AGENTCALLOUTCOME']._serialized_end=2389
+  _globals['_AGENTCALLOUTCOME']._serialized_start=2332
+  _globals['_AGENTCALLOUTCOME']._serialized_end=2513
   _globals['_AGENTREPORT']._serialized_start=170
   _globals['_AGENTREPORT']._serialized_end=367
   _globals['_GLOBALACTIONPLAN']._serialized_start=370
   _globals['_GLOBALACTIONPLAN']._serialized_end=682
   _globals['_ACTIONSTATUSUPDATE']._serialized_start=685
-  _globals['_ACTIONSTATUSUPDATE']._serialized_end=984
-  _globals['_GENERATEPLANREQUEST']._serialized_start=987
-  _globals['_GENERATEPLANREQUEST']._serialized_end=1144
-  _globals['_GENERATEPLANREQUEST_HINTSENTRY']._serialized_start=1100
-  _globals['_GENERATEPLANREQUEST_HINTSENTRY']._serialized_end=1144
-  _globals['_GENERATEPLANRESPONSE']._serialized_start=1146
-  _globals['_GENERATEPLANRESPONSE']._serialized_end=1226
-  _globals['_GETPLANREQUEST']._serialized_start=1228
-  _globals['_GETPLANREQUEST']._serialized_end=1262
-  _globals['_GETPLANRESPONSE']._serialized_start=1264
-  _globals['_GETPLANRESPONSE']._serialized_end=1339
-  _globals['_LISTPLANSREQUEST']._serialized_start=1342
-  _globals['_LISTPLANSREQUEST']._serialized_end=1546
-  _globals['_LISTPLANSRESPONSE']._serialized_start=1548
-  _globals['_LISTPLANSRESPONSE']._serialized_end=1651
-  _globals['_SUBSCRIBEPLANSREQUEST']._serialized_start=1654
-  _globals['_SUBSCRIBEPLANSREQUEST']._serialized_end=1833
-  _globals['_SUBSCRIBEPLANSRESPONSE']._serialized_start=1836
-  _globals['_SUBSCRIBEPLANSRESPONSE']._serialized_end=2018
-  _globals['_REPORTACTIONSTATUSREQUEST']._serialized_start=2021
-  _globals['_REPORTACTIONSTATUSREQUEST']._serialized_end=2157
-  _globals['_REPORTACTIONSTATUSRESPONSE']._serialized_start=2159
-  _globals['_REPORTACTIONSTATUSRESPONSE']._serialized_end=2205
-  _globals['_FEDERATIONSERVICE']._serialized_start=2392
-  _globals['_FEDERATIONSERVICE']._serialized_end=2968
+  _globals['_ACTIONSTATUSUPDATE']._serialized_end=1108
+  _globals['_ACTIONSTATUSUPDATE_OUTCOMEENTRY']._serialized_start=1062
+  _globals['_ACTIONSTATUSUPDATE_OUTCOMEENTRY']._serialized_end=1108
+  _globals['_GENERATEPLANREQUEST']._serialized_start=1111
+  _globals['_GENERATEPLANREQUEST']._serialized_end=1268
+  _globals['_GENERATEPLANREQUEST_HINTSENTRY']._serialized_start=1224
+  _globals['_GENERATEPLANREQUEST_HINTSENTRY']._serialized_end=1268
+  _globals['_GENERATEPLANRESPONSE']._serialized_start=1270
+  _globals['_GENERATEPLANRESPONSE']._serialized_end=1350
+  _globals['_GETPLANREQUEST']._serialized_start=1352
+  _globals['_GETPLANREQUEST']._serialized_end=1386
+  _globals['_GETPLANRESPONSE']._serialized_start=1388
+  _globals['_GETPLANRESPONSE']._serialized_end=1463
+  _globals['_LISTPLANSREQUEST']._serialized_start=1466
+  _globals['_LISTPLANSREQUEST']._serialized_end=1670
+  _globals['_LISTPLANSRESPONSE']._serialized_start=1672
+  _globals['_LISTPLANSRESPONSE']._serialized_end=1775
+  _globals['_SUBSCRIBEPLANSREQUEST']._serialized_start=1778
+  _globals['_SUBSCRIBEPLANSREQUEST']._serialized_end=1957
+  _globals['_SUBSCRIBEPLANSRESPONSE']._serialized_start=1960
+  _globals['_SUBSCRIBEPLANSRESPONSE']._serialized_end=2142
+  _globals['_REPORTACTIONSTATUSREQUEST']._serialized_start=2145
+  _globals['_REPORTACTIONSTATUSREQUEST']._serialized_end=2281
+  _globals['_REPORTACTIONSTATUSRESPONSE']._serialized_start=2283
+  _globals['_REPORTACTIONSTATUSRESPONSE']._serialized_end=2329
+  _globals['_FEDERATIONSERVICE']._serialized_start=2516
+  _globals['_FEDERATIONSERVICE']._serialized_end=3092
 # @@protoc_insertion_point(module_scope)

@@ -65,7 +65,14 @@ class GlobalActionPlan(_message.Message):
     def __init__(self, id: _Optional[str] = ..., sequence: _Optional[int] = ..., create_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., confidence: _Optional[float] = ..., consensus_score: _Optional[float] = ..., actions: _Optional[_Iterable[_Union[_agent_pb2.Action, _Mapping]]] = ..., agents: _Optional[_Iterable[_Union[AgentReport, _Mapping]]] = ..., context: _Optional[_Union[_agent_pb2.AgentContext, _Mapping]] = ..., summary: _Optional[str] = ...) -> None: ...
 
 class ActionStatusUpdate(_message.Message):
-    __slots__ = ("plan_sequence", "action_id", "status", "detail", "attempts", "update_time", "action_type", "priority")
+    __slots__ = ("plan_sequence", "action_id", "status", "detail", "attempts", "update_time", "action_type", "priority", "outcome")
+    class OutcomeEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: str
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[str] = ...) -> None: ...
     PLAN_SEQUENCE_FIELD_NUMBER: _ClassVar[int]
     ACTION_ID_FIELD_NUMBER: _ClassVar[int]
     STATUS_FIELD_NUMBER: _ClassVar[int]
@@ -74,6 +81,7 @@ class ActionStatusUpdate(_message.Message):
     UPDATE_TIME_FIELD_NUMBER: _ClassVar[int]
     ACTION_TYPE_FIELD_NUMBER: _ClassVar[int]
     PRIORITY_FIELD_NUMBER: _ClassVar[int]
+    OUTCOME_FIELD_NUMBER: _ClassVar[int]
     plan_sequence: int
     action_id: str
     status: _agent_pb2.ActionStatus
@@ -82,7 +90,8 @@ class ActionStatusUpdate(_message.Message):
     update_time: _timestamp_pb2.Timestamp
     action_type: _agent_pb2.ActionType
     priority: _agent_pb2.Priority
-    def __init__(self, plan_sequence: _Optional[int] = ..., action_id: _Optional[str] = ..., status: _Optional[_Union[_agent_pb2.ActionStatus, str]] = ..., detail: _Optional[str] = ..., attempts: _Optional[int] = ..., update_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., action_type: _Optional[_Union[_agent_pb2.ActionType, str]] = ..., priority: _Optional[_Union[_agent_pb2.Priority, str]] = ...) -> None: ...
+    outcome: _containers.ScalarMap[str, str]
+    def __init__(self, plan_sequence: _Optional[int] = ..., action_id: _Optional[str] = ..., status: _Optional[_Union[_agent_pb2.ActionStatus, str]] = ..., detail: _Optional[str] = ..., attempts: _Optional[int] = ..., update_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., action_type: _Optional[_Union[_agent_pb2.ActionType, str]] = ..., priority: _Optional[_Union[_agent_pb2.Priority, str]] = ..., outcome: _Optional[_Mapping[str, str]] = ...) -> None: ...
 
 class GeneratePlanRequest(_message.Message):
     __slots__ = ("hints", "execute")

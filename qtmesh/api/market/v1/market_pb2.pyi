@@ -218,7 +218,7 @@ class IngestBarsResponse(_message.Message):
     def __init__(self, bars_added: _Optional[int] = ..., new_symbols: _Optional[_Iterable[str]] = ..., length: _Optional[int] = ...) -> None: ...
 
 class FleetSector(_message.Message):
-    __slots__ = ("sector", "allocation", "strategy_count", "roi", "pnl", "benchmark_return", "volatility", "max_drawdown", "trade_count", "gross_exposure", "net_exposure")
+    __slots__ = ("sector", "allocation", "strategy_count", "roi", "pnl", "benchmark_return", "volatility", "max_drawdown", "trade_count", "gross_exposure", "net_exposure", "halted")
     SECTOR_FIELD_NUMBER: _ClassVar[int]
     ALLOCATION_FIELD_NUMBER: _ClassVar[int]
     STRATEGY_COUNT_FIELD_NUMBER: _ClassVar[int]
@@ -230,6 +230,7 @@ class FleetSector(_message.Message):
     TRADE_COUNT_FIELD_NUMBER: _ClassVar[int]
     GROSS_EXPOSURE_FIELD_NUMBER: _ClassVar[int]
     NET_EXPOSURE_FIELD_NUMBER: _ClassVar[int]
+    HALTED_FIELD_NUMBER: _ClassVar[int]
     sector: str
     allocation: float
     strategy_count: int
@@ -241,10 +242,33 @@ class FleetSector(_message.Message):
     trade_count: int
     gross_exposure: float
     net_exposure: float
-    def __init__(self, sector: _Optional[str] = ..., allocation: _Optional[float] = ..., strategy_count: _Optional[int] = ..., roi: _Optional[float] = ..., pnl: _Optional[float] = ..., benchmark_return: _Optional[float] = ..., volatility: _Optional[float] = ..., max_drawdown: _Optional[float] = ..., trade_count: _Optional[int] = ..., gross_exposure: _Optional[float] = ..., net_exposure: _Optional[float] = ...) -> None: ...
+    halted: bool
+    def __init__(self, sector: _Optional[str] = ..., allocation: _Optional[float] = ..., strategy_count: _Optional[int] = ..., roi: _Optional[float] = ..., pnl: _Optional[float] = ..., benchmark_return: _Optional[float] = ..., volatility: _Optional[float] = ..., max_drawdown: _Optional[float] = ..., trade_count: _Optional[int] = ..., gross_exposure: _Optional[float] = ..., net_exposure: _Optional[float] = ..., halted: _Optional[bool] = ...) -> None: ...
+
+class StageRecord(_message.Message):
+    __slots__ = ("start_time", "bar_count", "total_return", "sharpe", "trade_count", "deflated_sharpe", "volatility", "max_drawdown", "probabilistic_sharpe")
+    START_TIME_FIELD_NUMBER: _ClassVar[int]
+    BAR_COUNT_FIELD_NUMBER: _ClassVar[int]
+    TOTAL_RETURN_FIELD_NUMBER: _ClassVar[int]
+    SHARPE_FIELD_NUMBER: _ClassVar[int]
+    TRADE_COUNT_FIELD_NUMBER: _ClassVar[int]
+    DEFLATED_SHARPE_FIELD_NUMBER: _ClassVar[int]
+    VOLATILITY_FIELD_NUMBER: _ClassVar[int]
+    MAX_DRAWDOWN_FIELD_NUMBER: _ClassVar[int]
+    PROBABILISTIC_SHARPE_FIELD_NUMBER: _ClassVar[int]
+    start_time: _timestamp_pb2.Timestamp
+    bar_count: int
+    total_return: float
+    sharpe: float
+    trade_count: int
+    deflated_sharpe: float
+    volatility: float
+    max_drawdown: float
+    probabilistic_sharpe: float
+    def __init__(self, start_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., bar_count: _Optional[int] = ..., total_return: _Optional[float] = ..., sharpe: _Optional[float] = ..., trade_count: _Optional[int] = ..., deflated_sharpe: _Optional[float] = ..., volatility: _Optional[float] = ..., max_drawdown: _Optional[float] = ..., probabilistic_sharpe: _Optional[float] = ...) -> None: ...
 
 class FleetStrategy(_message.Message):
-    __slots__ = ("strategy_id", "sector", "symbol", "genome", "weight", "position", "roi", "pnl", "trade_count")
+    __slots__ = ("strategy_id", "sector", "symbol", "genome", "weight", "position", "roi", "pnl", "trade_count", "stage", "enabled", "since_time", "origin", "trials", "book_weight", "record")
     STRATEGY_ID_FIELD_NUMBER: _ClassVar[int]
     SECTOR_FIELD_NUMBER: _ClassVar[int]
     SYMBOL_FIELD_NUMBER: _ClassVar[int]
@@ -254,6 +278,13 @@ class FleetStrategy(_message.Message):
     ROI_FIELD_NUMBER: _ClassVar[int]
     PNL_FIELD_NUMBER: _ClassVar[int]
     TRADE_COUNT_FIELD_NUMBER: _ClassVar[int]
+    STAGE_FIELD_NUMBER: _ClassVar[int]
+    ENABLED_FIELD_NUMBER: _ClassVar[int]
+    SINCE_TIME_FIELD_NUMBER: _ClassVar[int]
+    ORIGIN_FIELD_NUMBER: _ClassVar[int]
+    TRIALS_FIELD_NUMBER: _ClassVar[int]
+    BOOK_WEIGHT_FIELD_NUMBER: _ClassVar[int]
+    RECORD_FIELD_NUMBER: _ClassVar[int]
     strategy_id: str
     sector: str
     symbol: str
@@ -263,7 +294,14 @@ class FleetStrategy(_message.Message):
     roi: float
     pnl: float
     trade_count: int
-    def __init__(self, strategy_id: _Optional[str] = ..., sector: _Optional[str] = ..., symbol: _Optional[str] = ..., genome: _Optional[_Union[_strategy_pb2.StrategyGenome, _Mapping]] = ..., weight: _Optional[float] = ..., position: _Optional[int] = ..., roi: _Optional[float] = ..., pnl: _Optional[float] = ..., trade_count: _Optional[int] = ...) -> None: ...
+    stage: _strategy_pb2.StrategyStage
+    enabled: bool
+    since_time: _timestamp_pb2.Timestamp
+    origin: str
+    trials: int
+    book_weight: float
+    record: StageRecord
+    def __init__(self, strategy_id: _Optional[str] = ..., sector: _Optional[str] = ..., symbol: _Optional[str] = ..., genome: _Optional[_Union[_strategy_pb2.StrategyGenome, _Mapping]] = ..., weight: _Optional[float] = ..., position: _Optional[int] = ..., roi: _Optional[float] = ..., pnl: _Optional[float] = ..., trade_count: _Optional[int] = ..., stage: _Optional[_Union[_strategy_pb2.StrategyStage, str]] = ..., enabled: _Optional[bool] = ..., since_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., origin: _Optional[str] = ..., trials: _Optional[int] = ..., book_weight: _Optional[float] = ..., record: _Optional[_Union[StageRecord, _Mapping]] = ...) -> None: ...
 
 class ArbMission(_message.Message):
     __slots__ = ("mission_id", "long_sector", "short_sector", "allocation", "open_time", "close_time", "active", "roi", "pnl", "action_id")
@@ -290,7 +328,7 @@ class ArbMission(_message.Message):
     def __init__(self, mission_id: _Optional[str] = ..., long_sector: _Optional[str] = ..., short_sector: _Optional[str] = ..., allocation: _Optional[float] = ..., open_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., close_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., active: _Optional[bool] = ..., roi: _Optional[float] = ..., pnl: _Optional[float] = ..., action_id: _Optional[str] = ...) -> None: ...
 
 class FleetChange(_message.Message):
-    __slots__ = ("sequence", "time", "action_id", "plan_sequence", "detail", "allocations")
+    __slots__ = ("sequence", "time", "action_id", "plan_sequence", "detail", "allocations", "action_key", "strategies", "halted", "scale")
     class AllocationsEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -304,16 +342,24 @@ class FleetChange(_message.Message):
     PLAN_SEQUENCE_FIELD_NUMBER: _ClassVar[int]
     DETAIL_FIELD_NUMBER: _ClassVar[int]
     ALLOCATIONS_FIELD_NUMBER: _ClassVar[int]
+    ACTION_KEY_FIELD_NUMBER: _ClassVar[int]
+    STRATEGIES_FIELD_NUMBER: _ClassVar[int]
+    HALTED_FIELD_NUMBER: _ClassVar[int]
+    SCALE_FIELD_NUMBER: _ClassVar[int]
     sequence: int
     time: _timestamp_pb2.Timestamp
     action_id: str
     plan_sequence: int
     detail: str
     allocations: _containers.ScalarMap[str, float]
-    def __init__(self, sequence: _Optional[int] = ..., time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., action_id: _Optional[str] = ..., plan_sequence: _Optional[int] = ..., detail: _Optional[str] = ..., allocations: _Optional[_Mapping[str, float]] = ...) -> None: ...
+    action_key: str
+    strategies: _containers.RepeatedScalarFieldContainer[str]
+    halted: _containers.RepeatedScalarFieldContainer[str]
+    scale: float
+    def __init__(self, sequence: _Optional[int] = ..., time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., action_id: _Optional[str] = ..., plan_sequence: _Optional[int] = ..., detail: _Optional[str] = ..., allocations: _Optional[_Mapping[str, float]] = ..., action_key: _Optional[str] = ..., strategies: _Optional[_Iterable[str]] = ..., halted: _Optional[_Iterable[str]] = ..., scale: _Optional[float] = ...) -> None: ...
 
 class Fleet(_message.Message):
-    __slots__ = ("deployment_time", "clock_time", "position", "start_time", "end_time", "bar_count", "capital", "equity", "total_return", "pnl", "sectors", "strategies", "missions", "changes")
+    __slots__ = ("deployment_time", "clock_time", "position", "start_time", "end_time", "bar_count", "capital", "equity", "total_return", "pnl", "sectors", "strategies", "missions", "changes", "halted", "scale")
     DEPLOYMENT_TIME_FIELD_NUMBER: _ClassVar[int]
     CLOCK_TIME_FIELD_NUMBER: _ClassVar[int]
     POSITION_FIELD_NUMBER: _ClassVar[int]
@@ -328,6 +374,8 @@ class Fleet(_message.Message):
     STRATEGIES_FIELD_NUMBER: _ClassVar[int]
     MISSIONS_FIELD_NUMBER: _ClassVar[int]
     CHANGES_FIELD_NUMBER: _ClassVar[int]
+    HALTED_FIELD_NUMBER: _ClassVar[int]
+    SCALE_FIELD_NUMBER: _ClassVar[int]
     deployment_time: _timestamp_pb2.Timestamp
     clock_time: _timestamp_pb2.Timestamp
     position: int
@@ -342,7 +390,9 @@ class Fleet(_message.Message):
     strategies: _containers.RepeatedCompositeFieldContainer[FleetStrategy]
     missions: _containers.RepeatedCompositeFieldContainer[ArbMission]
     changes: _containers.RepeatedCompositeFieldContainer[FleetChange]
-    def __init__(self, deployment_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., clock_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., position: _Optional[int] = ..., start_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., end_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., bar_count: _Optional[int] = ..., capital: _Optional[float] = ..., equity: _Optional[float] = ..., total_return: _Optional[float] = ..., pnl: _Optional[float] = ..., sectors: _Optional[_Iterable[_Union[FleetSector, _Mapping]]] = ..., strategies: _Optional[_Iterable[_Union[FleetStrategy, _Mapping]]] = ..., missions: _Optional[_Iterable[_Union[ArbMission, _Mapping]]] = ..., changes: _Optional[_Iterable[_Union[FleetChange, _Mapping]]] = ...) -> None: ...
+    halted: _containers.RepeatedScalarFieldContainer[str]
+    scale: float
+    def __init__(self, deployment_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., clock_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., position: _Optional[int] = ..., start_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., end_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., bar_count: _Optional[int] = ..., capital: _Optional[float] = ..., equity: _Optional[float] = ..., total_return: _Optional[float] = ..., pnl: _Optional[float] = ..., sectors: _Optional[_Iterable[_Union[FleetSector, _Mapping]]] = ..., strategies: _Optional[_Iterable[_Union[FleetStrategy, _Mapping]]] = ..., missions: _Optional[_Iterable[_Union[ArbMission, _Mapping]]] = ..., changes: _Optional[_Iterable[_Union[FleetChange, _Mapping]]] = ..., halted: _Optional[_Iterable[str]] = ..., scale: _Optional[float] = ...) -> None: ...
 
 class GetFleetRequest(_message.Message):
     __slots__ = ("start_time", "end_time", "sector")
@@ -409,3 +459,55 @@ class ListTradesResponse(_message.Message):
     trades: _containers.RepeatedCompositeFieldContainer[FleetTrade]
     next_page_token: str
     def __init__(self, trades: _Optional[_Iterable[_Union[FleetTrade, _Mapping]]] = ..., next_page_token: _Optional[str] = ...) -> None: ...
+
+class ShadowCandidate(_message.Message):
+    __slots__ = ("strategy_id", "sector", "genome")
+    STRATEGY_ID_FIELD_NUMBER: _ClassVar[int]
+    SECTOR_FIELD_NUMBER: _ClassVar[int]
+    GENOME_FIELD_NUMBER: _ClassVar[int]
+    strategy_id: str
+    sector: str
+    genome: _strategy_pb2.StrategyGenome
+    def __init__(self, strategy_id: _Optional[str] = ..., sector: _Optional[str] = ..., genome: _Optional[_Union[_strategy_pb2.StrategyGenome, _Mapping]] = ...) -> None: ...
+
+class AddShadowsRequest(_message.Message):
+    __slots__ = ("evolution_id", "candidates", "trials", "action_key", "action_id", "plan_sequence")
+    EVOLUTION_ID_FIELD_NUMBER: _ClassVar[int]
+    CANDIDATES_FIELD_NUMBER: _ClassVar[int]
+    TRIALS_FIELD_NUMBER: _ClassVar[int]
+    ACTION_KEY_FIELD_NUMBER: _ClassVar[int]
+    ACTION_ID_FIELD_NUMBER: _ClassVar[int]
+    PLAN_SEQUENCE_FIELD_NUMBER: _ClassVar[int]
+    evolution_id: str
+    candidates: _containers.RepeatedCompositeFieldContainer[ShadowCandidate]
+    trials: int
+    action_key: str
+    action_id: str
+    plan_sequence: int
+    def __init__(self, evolution_id: _Optional[str] = ..., candidates: _Optional[_Iterable[_Union[ShadowCandidate, _Mapping]]] = ..., trials: _Optional[int] = ..., action_key: _Optional[str] = ..., action_id: _Optional[str] = ..., plan_sequence: _Optional[int] = ...) -> None: ...
+
+class AddShadowsResponse(_message.Message):
+    __slots__ = ("change", "applied")
+    CHANGE_FIELD_NUMBER: _ClassVar[int]
+    APPLIED_FIELD_NUMBER: _ClassVar[int]
+    change: FleetChange
+    applied: bool
+    def __init__(self, change: _Optional[_Union[FleetChange, _Mapping]] = ..., applied: _Optional[bool] = ...) -> None: ...
+
+class ApplyMetaParametersRequest(_message.Message):
+    __slots__ = ("version", "risk_multiplier", "position_size_scale")
+    VERSION_FIELD_NUMBER: _ClassVar[int]
+    RISK_MULTIPLIER_FIELD_NUMBER: _ClassVar[int]
+    POSITION_SIZE_SCALE_FIELD_NUMBER: _ClassVar[int]
+    version: int
+    risk_multiplier: float
+    position_size_scale: float
+    def __init__(self, version: _Optional[int] = ..., risk_multiplier: _Optional[float] = ..., position_size_scale: _Optional[float] = ...) -> None: ...
+
+class ApplyMetaParametersResponse(_message.Message):
+    __slots__ = ("change", "applied")
+    CHANGE_FIELD_NUMBER: _ClassVar[int]
+    APPLIED_FIELD_NUMBER: _ClassVar[int]
+    change: FleetChange
+    applied: bool
+    def __init__(self, change: _Optional[_Union[FleetChange, _Mapping]] = ..., applied: _Optional[bool] = ...) -> None: ...

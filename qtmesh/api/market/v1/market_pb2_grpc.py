@@ -77,6 +77,16 @@ class MarketServiceStub:
                 request_serializer=qtmesh_dot_api_dot_market_dot_v1_dot_market__pb2.ListTradesRequest.SerializeToString,
                 response_deserializer=qtmesh_dot_api_dot_market_dot_v1_dot_market__pb2.ListTradesResponse.FromString,
                 _registered_method=True)
+        self.AddShadows = channel.unary_unary(
+                '/qtmesh.api.market.v1.MarketService/AddShadows',
+                request_serializer=qtmesh_dot_api_dot_market_dot_v1_dot_market__pb2.AddShadowsRequest.SerializeToString,
+                response_deserializer=qtmesh_dot_api_dot_market_dot_v1_dot_market__pb2.AddShadowsResponse.FromString,
+                _registered_method=True)
+        self.ApplyMetaParameters = channel.unary_unary(
+                '/qtmesh.api.market.v1.MarketService/ApplyMetaParameters',
+                request_serializer=qtmesh_dot_api_dot_market_dot_v1_dot_market__pb2.ApplyMetaParametersRequest.SerializeToString,
+                response_deserializer=qtmesh_dot_api_dot_market_dot_v1_dot_market__pb2.ApplyMetaParametersResponse.FromString,
+                _registered_method=True)
 
 
 class MarketServiceServicer:
@@ -140,6 +150,22 @@ class MarketServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def AddShadows(self, request, context):
+        """An evolution's selected candidates join the strategy book as shadows: they paper-trade
+        from the next bar with no capital. Applied once per action_key.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ApplyMetaParameters(self, request, context):
+        """A new version of the meta-learning OS's parameters: its risk multiplier times its
+        position-size scale multiplies every position from the next bar. Applied once per version.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_MarketServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -182,6 +208,16 @@ def add_MarketServiceServicer_to_server(servicer, server):
                     servicer.ListTrades,
                     request_deserializer=qtmesh_dot_api_dot_market_dot_v1_dot_market__pb2.ListTradesRequest.FromString,
                     response_serializer=qtmesh_dot_api_dot_market_dot_v1_dot_market__pb2.ListTradesResponse.SerializeToString,
+            ),
+            'AddShadows': grpc.unary_unary_rpc_method_handler(
+                    servicer.AddShadows,
+                    request_deserializer=qtmesh_dot_api_dot_market_dot_v1_dot_market__pb2.AddShadowsRequest.FromString,
+                    response_serializer=qtmesh_dot_api_dot_market_dot_v1_dot_market__pb2.AddShadowsResponse.SerializeToString,
+            ),
+            'ApplyMetaParameters': grpc.unary_unary_rpc_method_handler(
+                    servicer.ApplyMetaParameters,
+                    request_deserializer=qtmesh_dot_api_dot_market_dot_v1_dot_market__pb2.ApplyMetaParametersRequest.FromString,
+                    response_serializer=qtmesh_dot_api_dot_market_dot_v1_dot_market__pb2.ApplyMetaParametersResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -402,6 +438,60 @@ class MarketService:
             '/qtmesh.api.market.v1.MarketService/ListTrades',
             qtmesh_dot_api_dot_market_dot_v1_dot_market__pb2.ListTradesRequest.SerializeToString,
             qtmesh_dot_api_dot_market_dot_v1_dot_market__pb2.ListTradesResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def AddShadows(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/qtmesh.api.market.v1.MarketService/AddShadows',
+            qtmesh_dot_api_dot_market_dot_v1_dot_market__pb2.AddShadowsRequest.SerializeToString,
+            qtmesh_dot_api_dot_market_dot_v1_dot_market__pb2.AddShadowsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ApplyMetaParameters(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/qtmesh.api.market.v1.MarketService/ApplyMetaParameters',
+            qtmesh_dot_api_dot_market_dot_v1_dot_market__pb2.ApplyMetaParametersRequest.SerializeToString,
+            qtmesh_dot_api_dot_market_dot_v1_dot_market__pb2.ApplyMetaParametersResponse.FromString,
             options,
             channel_credentials,
             insecure,

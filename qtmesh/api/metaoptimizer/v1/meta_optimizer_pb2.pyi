@@ -19,6 +19,14 @@ class ProposalType(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     PROPOSAL_TYPE_RISK_MITIGATION: _ClassVar[ProposalType]
     PROPOSAL_TYPE_ARB_MISSION: _ClassVar[ProposalType]
 
+class ProposalState(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    PROPOSAL_STATE_UNSPECIFIED: _ClassVar[ProposalState]
+    PROPOSAL_STATE_PROPOSED: _ClassVar[ProposalState]
+    PROPOSAL_STATE_APPLIED: _ClassVar[ProposalState]
+    PROPOSAL_STATE_EXPIRED: _ClassVar[ProposalState]
+    PROPOSAL_STATE_REJECTED: _ClassVar[ProposalState]
+
 class CycleStatus(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     __slots__ = ()
     CYCLE_STATUS_UNSPECIFIED: _ClassVar[CycleStatus]
@@ -29,13 +37,38 @@ PROPOSAL_TYPE_UNSPECIFIED: ProposalType
 PROPOSAL_TYPE_REINFORCEMENT: ProposalType
 PROPOSAL_TYPE_RISK_MITIGATION: ProposalType
 PROPOSAL_TYPE_ARB_MISSION: ProposalType
+PROPOSAL_STATE_UNSPECIFIED: ProposalState
+PROPOSAL_STATE_PROPOSED: ProposalState
+PROPOSAL_STATE_APPLIED: ProposalState
+PROPOSAL_STATE_EXPIRED: ProposalState
+PROPOSAL_STATE_REJECTED: ProposalState
 CYCLE_STATUS_UNSPECIFIED: CycleStatus
 CYCLE_STATUS_SUCCEEDED: CycleStatus
 CYCLE_STATUS_PARTIAL: CycleStatus
 CYCLE_STATUS_FAILED: CycleStatus
 
+class ProposalTransition(_message.Message):
+    __slots__ = ("state", "plan_sequence", "plan_id", "action_id", "reason", "time", "market_time", "event_sequence")
+    STATE_FIELD_NUMBER: _ClassVar[int]
+    PLAN_SEQUENCE_FIELD_NUMBER: _ClassVar[int]
+    PLAN_ID_FIELD_NUMBER: _ClassVar[int]
+    ACTION_ID_FIELD_NUMBER: _ClassVar[int]
+    REASON_FIELD_NUMBER: _ClassVar[int]
+    TIME_FIELD_NUMBER: _ClassVar[int]
+    MARKET_TIME_FIELD_NUMBER: _ClassVar[int]
+    EVENT_SEQUENCE_FIELD_NUMBER: _ClassVar[int]
+    state: ProposalState
+    plan_sequence: int
+    plan_id: str
+    action_id: str
+    reason: str
+    time: _timestamp_pb2.Timestamp
+    market_time: _timestamp_pb2.Timestamp
+    event_sequence: int
+    def __init__(self, state: _Optional[_Union[ProposalState, str]] = ..., plan_sequence: _Optional[int] = ..., plan_id: _Optional[str] = ..., action_id: _Optional[str] = ..., reason: _Optional[str] = ..., time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., market_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., event_sequence: _Optional[int] = ...) -> None: ...
+
 class Proposal(_message.Message):
-    __slots__ = ("id", "type", "action", "target_sector", "counter_sector", "rationale", "confidence", "report_ids", "cycle_id", "create_time", "ledger_index", "previous_hash", "entry_hash", "factor", "allocation", "p_value")
+    __slots__ = ("id", "type", "action", "target_sector", "counter_sector", "rationale", "confidence", "report_ids", "cycle_id", "create_time", "ledger_index", "previous_hash", "entry_hash", "factor", "allocation", "p_value", "state", "transition", "as_of_time", "expire_time")
     ID_FIELD_NUMBER: _ClassVar[int]
     TYPE_FIELD_NUMBER: _ClassVar[int]
     ACTION_FIELD_NUMBER: _ClassVar[int]
@@ -52,6 +85,10 @@ class Proposal(_message.Message):
     FACTOR_FIELD_NUMBER: _ClassVar[int]
     ALLOCATION_FIELD_NUMBER: _ClassVar[int]
     P_VALUE_FIELD_NUMBER: _ClassVar[int]
+    STATE_FIELD_NUMBER: _ClassVar[int]
+    TRANSITION_FIELD_NUMBER: _ClassVar[int]
+    AS_OF_TIME_FIELD_NUMBER: _ClassVar[int]
+    EXPIRE_TIME_FIELD_NUMBER: _ClassVar[int]
     id: str
     type: ProposalType
     action: str
@@ -68,7 +105,11 @@ class Proposal(_message.Message):
     factor: float
     allocation: float
     p_value: float
-    def __init__(self, id: _Optional[str] = ..., type: _Optional[_Union[ProposalType, str]] = ..., action: _Optional[str] = ..., target_sector: _Optional[str] = ..., counter_sector: _Optional[str] = ..., rationale: _Optional[str] = ..., confidence: _Optional[float] = ..., report_ids: _Optional[_Iterable[str]] = ..., cycle_id: _Optional[str] = ..., create_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., ledger_index: _Optional[int] = ..., previous_hash: _Optional[str] = ..., entry_hash: _Optional[str] = ..., factor: _Optional[float] = ..., allocation: _Optional[float] = ..., p_value: _Optional[float] = ...) -> None: ...
+    state: ProposalState
+    transition: ProposalTransition
+    as_of_time: _timestamp_pb2.Timestamp
+    expire_time: _timestamp_pb2.Timestamp
+    def __init__(self, id: _Optional[str] = ..., type: _Optional[_Union[ProposalType, str]] = ..., action: _Optional[str] = ..., target_sector: _Optional[str] = ..., counter_sector: _Optional[str] = ..., rationale: _Optional[str] = ..., confidence: _Optional[float] = ..., report_ids: _Optional[_Iterable[str]] = ..., cycle_id: _Optional[str] = ..., create_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., ledger_index: _Optional[int] = ..., previous_hash: _Optional[str] = ..., entry_hash: _Optional[str] = ..., factor: _Optional[float] = ..., allocation: _Optional[float] = ..., p_value: _Optional[float] = ..., state: _Optional[_Union[ProposalState, str]] = ..., transition: _Optional[_Union[ProposalTransition, _Mapping]] = ..., as_of_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., expire_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
 
 class SectorAudit(_message.Message):
     __slots__ = ("sector", "report_count", "roi", "alpha", "mean_daily_alpha", "alpha_stddev", "alpha_t_stat", "volatility", "max_drawdown", "fleet_size", "benchmark_return", "p_value_positive", "p_value_negative", "first_date", "last_date", "report_ids")
@@ -177,20 +218,22 @@ class RunOptimizationCycleResponse(_message.Message):
     def __init__(self, cycle: _Optional[_Union[OptimizationCycle, _Mapping]] = ...) -> None: ...
 
 class ListProposalsRequest(_message.Message):
-    __slots__ = ("sector", "type", "start_time", "end_time", "page_size", "page_token")
+    __slots__ = ("sector", "type", "start_time", "end_time", "page_size", "page_token", "state")
     SECTOR_FIELD_NUMBER: _ClassVar[int]
     TYPE_FIELD_NUMBER: _ClassVar[int]
     START_TIME_FIELD_NUMBER: _ClassVar[int]
     END_TIME_FIELD_NUMBER: _ClassVar[int]
     PAGE_SIZE_FIELD_NUMBER: _ClassVar[int]
     PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    STATE_FIELD_NUMBER: _ClassVar[int]
     sector: str
     type: ProposalType
     start_time: _timestamp_pb2.Timestamp
     end_time: _timestamp_pb2.Timestamp
     page_size: int
     page_token: str
-    def __init__(self, sector: _Optional[str] = ..., type: _Optional[_Union[ProposalType, str]] = ..., start_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., end_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., page_size: _Optional[int] = ..., page_token: _Optional[str] = ...) -> None: ...
+    state: ProposalState
+    def __init__(self, sector: _Optional[str] = ..., type: _Optional[_Union[ProposalType, str]] = ..., start_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., end_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., page_size: _Optional[int] = ..., page_token: _Optional[str] = ..., state: _Optional[_Union[ProposalState, str]] = ...) -> None: ...
 
 class ListProposalsResponse(_message.Message):
     __slots__ = ("proposals", "next_page_token")
@@ -235,13 +278,17 @@ class GetPulseRequest(_message.Message):
     def __init__(self) -> None: ...
 
 class GetPulseResponse(_message.Message):
-    __slots__ = ("last_cycle", "cycle_count", "proposal_count", "arb_missions")
+    __slots__ = ("last_cycle", "cycle_count", "proposal_count", "arb_missions", "active_proposal_count", "followed_sequence")
     LAST_CYCLE_FIELD_NUMBER: _ClassVar[int]
     CYCLE_COUNT_FIELD_NUMBER: _ClassVar[int]
     PROPOSAL_COUNT_FIELD_NUMBER: _ClassVar[int]
     ARB_MISSIONS_FIELD_NUMBER: _ClassVar[int]
+    ACTIVE_PROPOSAL_COUNT_FIELD_NUMBER: _ClassVar[int]
+    FOLLOWED_SEQUENCE_FIELD_NUMBER: _ClassVar[int]
     last_cycle: OptimizationCycle
     cycle_count: int
     proposal_count: int
     arb_missions: _containers.RepeatedCompositeFieldContainer[Proposal]
-    def __init__(self, last_cycle: _Optional[_Union[OptimizationCycle, _Mapping]] = ..., cycle_count: _Optional[int] = ..., proposal_count: _Optional[int] = ..., arb_missions: _Optional[_Iterable[_Union[Proposal, _Mapping]]] = ...) -> None: ...
+    active_proposal_count: int
+    followed_sequence: int
+    def __init__(self, last_cycle: _Optional[_Union[OptimizationCycle, _Mapping]] = ..., cycle_count: _Optional[int] = ..., proposal_count: _Optional[int] = ..., arb_missions: _Optional[_Iterable[_Union[Proposal, _Mapping]]] = ..., active_proposal_count: _Optional[int] = ..., followed_sequence: _Optional[int] = ...) -> None: ...

@@ -73,7 +73,8 @@ class MetaOptimizerServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def ListProposals(self, request, context):
-        """The proposal ledger, oldest first, filtered by sector, type and time.
+        """The proposal ledger, oldest first, filtered by sector, type, time and state
+        (state PROPOSED: the active proposals).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

@@ -71,8 +71,9 @@ class RiskServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def ResumeTrading(self, request, context):
-        """Releases the kill switch on a scope: an operator's decision. Halts come from executed
-        HaltTrading actions; nothing but this call lifts one.
+        """Releases the kill switch on a scope at once: an operator's decision, executed by the
+        market's fleet as a RESUME_TRADING action. Halts are the fleet's (executed HaltTrading
+        actions); the officer also recommends RESUME_TRADING once no breach is left.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

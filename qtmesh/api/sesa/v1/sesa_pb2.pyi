@@ -114,18 +114,20 @@ class EvolutionConfig(_message.Message):
     def __init__(self, num_mutations_per_parent: _Optional[int] = ..., mutation_rate: _Optional[float] = ..., mutation_magnitude: _Optional[float] = ..., evaluation_type: _Optional[_Union[EvaluationType, str]] = ..., evaluation_lookback_days: _Optional[int] = ..., num_generations: _Optional[int] = ..., elite_carry_forward: _Optional[int] = ..., costs: _Optional[_Union[CostModel, _Mapping]] = ..., weights: _Optional[_Union[ScoreWeights, _Mapping]] = ..., top_k: _Optional[int] = ..., scenario_paths: _Optional[int] = ...) -> None: ...
 
 class EvolveRequest(_message.Message):
-    __slots__ = ("seeds", "config", "bars", "seed", "prior_trials")
+    __slots__ = ("seeds", "config", "bars", "seed", "prior_trials", "shadow_book_key")
     SEEDS_FIELD_NUMBER: _ClassVar[int]
     CONFIG_FIELD_NUMBER: _ClassVar[int]
     BARS_FIELD_NUMBER: _ClassVar[int]
     SEED_FIELD_NUMBER: _ClassVar[int]
     PRIOR_TRIALS_FIELD_NUMBER: _ClassVar[int]
+    SHADOW_BOOK_KEY_FIELD_NUMBER: _ClassVar[int]
     seeds: _containers.RepeatedCompositeFieldContainer[_strategy_pb2.StrategyGenome]
     config: EvolutionConfig
     bars: BarSource
     seed: int
     prior_trials: int
-    def __init__(self, seeds: _Optional[_Iterable[_Union[_strategy_pb2.StrategyGenome, _Mapping]]] = ..., config: _Optional[_Union[EvolutionConfig, _Mapping]] = ..., bars: _Optional[_Union[BarSource, _Mapping]] = ..., seed: _Optional[int] = ..., prior_trials: _Optional[int] = ...) -> None: ...
+    shadow_book_key: str
+    def __init__(self, seeds: _Optional[_Iterable[_Union[_strategy_pb2.StrategyGenome, _Mapping]]] = ..., config: _Optional[_Union[EvolutionConfig, _Mapping]] = ..., bars: _Optional[_Union[BarSource, _Mapping]] = ..., seed: _Optional[int] = ..., prior_trials: _Optional[int] = ..., shadow_book_key: _Optional[str] = ...) -> None: ...
 
 class GenerationStats(_message.Message):
     __slots__ = ("generation", "best_composite", "median_composite", "worst_composite", "diversity", "evaluated", "passed_gates", "trials", "top", "elapsed_seconds")
@@ -152,20 +154,36 @@ class GenerationStats(_message.Message):
     def __init__(self, generation: _Optional[int] = ..., best_composite: _Optional[float] = ..., median_composite: _Optional[float] = ..., worst_composite: _Optional[float] = ..., diversity: _Optional[float] = ..., evaluated: _Optional[int] = ..., passed_gates: _Optional[int] = ..., trials: _Optional[int] = ..., top: _Optional[_Iterable[_Union[_strategy_pb2.StrategyEvaluation, _Mapping]]] = ..., elapsed_seconds: _Optional[float] = ...) -> None: ...
 
 class EvolutionResult(_message.Message):
-    __slots__ = ("top", "shadow_candidates", "production_candidates", "generations", "trials", "elapsed_seconds")
+    __slots__ = ("top", "shadow_candidates", "production_candidates", "generations", "trials", "elapsed_seconds", "evolution_id", "shadow_book")
     TOP_FIELD_NUMBER: _ClassVar[int]
     SHADOW_CANDIDATES_FIELD_NUMBER: _ClassVar[int]
     PRODUCTION_CANDIDATES_FIELD_NUMBER: _ClassVar[int]
     GENERATIONS_FIELD_NUMBER: _ClassVar[int]
     TRIALS_FIELD_NUMBER: _ClassVar[int]
     ELAPSED_SECONDS_FIELD_NUMBER: _ClassVar[int]
+    EVOLUTION_ID_FIELD_NUMBER: _ClassVar[int]
+    SHADOW_BOOK_FIELD_NUMBER: _ClassVar[int]
     top: _containers.RepeatedCompositeFieldContainer[_strategy_pb2.StrategyEvaluation]
     shadow_candidates: _containers.RepeatedCompositeFieldContainer[_strategy_pb2.StrategyEvaluation]
     production_candidates: _containers.RepeatedCompositeFieldContainer[_strategy_pb2.StrategyEvaluation]
     generations: _containers.RepeatedCompositeFieldContainer[GenerationStats]
     trials: int
     elapsed_seconds: float
-    def __init__(self, top: _Optional[_Iterable[_Union[_strategy_pb2.StrategyEvaluation, _Mapping]]] = ..., shadow_candidates: _Optional[_Iterable[_Union[_strategy_pb2.StrategyEvaluation, _Mapping]]] = ..., production_candidates: _Optional[_Iterable[_Union[_strategy_pb2.StrategyEvaluation, _Mapping]]] = ..., generations: _Optional[_Iterable[_Union[GenerationStats, _Mapping]]] = ..., trials: _Optional[int] = ..., elapsed_seconds: _Optional[float] = ...) -> None: ...
+    evolution_id: str
+    shadow_book: ShadowBookChange
+    def __init__(self, top: _Optional[_Iterable[_Union[_strategy_pb2.StrategyEvaluation, _Mapping]]] = ..., shadow_candidates: _Optional[_Iterable[_Union[_strategy_pb2.StrategyEvaluation, _Mapping]]] = ..., production_candidates: _Optional[_Iterable[_Union[_strategy_pb2.StrategyEvaluation, _Mapping]]] = ..., generations: _Optional[_Iterable[_Union[GenerationStats, _Mapping]]] = ..., trials: _Optional[int] = ..., elapsed_seconds: _Optional[float] = ..., evolution_id: _Optional[str] = ..., shadow_book: _Optional[_Union[ShadowBookChange, _Mapping]] = ...) -> None: ...
+
+class ShadowBookChange(_message.Message):
+    __slots__ = ("strategy_ids", "applied", "change_sequence", "detail")
+    STRATEGY_IDS_FIELD_NUMBER: _ClassVar[int]
+    APPLIED_FIELD_NUMBER: _ClassVar[int]
+    CHANGE_SEQUENCE_FIELD_NUMBER: _ClassVar[int]
+    DETAIL_FIELD_NUMBER: _ClassVar[int]
+    strategy_ids: _containers.RepeatedScalarFieldContainer[str]
+    applied: bool
+    change_sequence: int
+    detail: str
+    def __init__(self, strategy_ids: _Optional[_Iterable[str]] = ..., applied: _Optional[bool] = ..., change_sequence: _Optional[int] = ..., detail: _Optional[str] = ...) -> None: ...
 
 class EvolveResponse(_message.Message):
     __slots__ = ("generation", "result")

@@ -27,7 +27,7 @@ from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__
 from qtmesh.api.common.v1 import strategy_pb2 as qtmesh_dot_api_dot_common_dot_v1_dot_strategy__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n-qtmesh/api/strategy/v1/strategy_officer.proto\x12\x16qtmesh.api.strategy.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a#qtmesh/api/common/v1/strategy.proto\"\xcf\x02\n\x0eStrategyRecord\x12\x34\n\x06genome\x18\x01 \x01(\x0b\x32$.qtmesh.api.common.v1.StrategyGenome\x12\x0e\n\x06sector\x18\x02 \x01(\t\x12\x32\n\x05stage\x18\x03 \x01(\x0e\x32#.qtmesh.api.common.v1.StrategyStage\x12\x0f\n\x07\x65nabled\x18\x04 \x01(\x08\x12\x0e\n\x06weight\x18\x05 \x01(\x01\x12\x35\n\x06recent\x18\x06 \x01(\x0b\x32%.qtmesh.api.common.v1.StrategyMetrics\x12\x0e\n\x06symbol\x18\x07 \x01(\t\x12\x34\n\x10stage_since_time\x18\x08 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x10\n\x08in_fleet\x18\t \x01(\x08\x12\x13\n\x0bstrategy_id\x18\n \x01(\t\"N\n\x15ListStrategiesRequest\x12\x0e\n\x06sector\x18\x01 \x01(\t\x12\x11\n\tpage_size\x18\x02 \x01(\x05\x12\x12\n\npage_token\x18\x03 \x01(\t\"m\n\x16ListStrategiesResponse\x12:\n\nstrategies\x18\x01 \x03(\x0b\x32&.qtmesh.api.strategy.v1.StrategyRecord\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t2\x89\x01\n\x16StrategyOfficerService\x12o\n\x0eListStrategies\x12-.qtmesh.api.strategy.v1.ListStrategiesRequest\x1a..qtmesh.api.strategy.v1.ListStrategiesResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n-qtmesh/api/strategy/v1/strategy_officer.proto\x12\x16qtmesh.api.strategy.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a#qtmesh/api/common/v1/strategy.proto\"\xef\x02\n\x0eStrategyRecord\x12\x34\n\x06genome\x18\x01 \x01(\x0b\x32$.qtmesh.api.common.v1.StrategyGenome\x12\x0e\n\x06sector\x18\x02 \x01(\t\x12\x32\n\x05stage\x18\x03 \x01(\x0e\x32#.qtmesh.api.common.v1.StrategyStage\x12\x0f\n\x07\x65nabled\x18\x04 \x01(\x08\x12\x0e\n\x06weight\x18\x05 \x01(\x01\x12\x35\n\x06recent\x18\x06 \x01(\x0b\x32%.qtmesh.api.common.v1.StrategyMetrics\x12\x0e\n\x06symbol\x18\x07 \x01(\t\x12\x34\n\x10stage_since_time\x18\x08 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x10\n\x08in_fleet\x18\t \x01(\x08\x12\x13\n\x0bstrategy_id\x18\n \x01(\t\x12\x0e\n\x06origin\x18\x0b \x01(\t\x12\x0e\n\x06trials\x18\x0c \x01(\x05\"N\n\x15ListStrategiesRequest\x12\x0e\n\x06sector\x18\x01 \x01(\t\x12\x11\n\tpage_size\x18\x02 \x01(\x05\x12\x12\n\npage_token\x18\x03 \x01(\t\"m\n\x16ListStrategiesResponse\x12:\n\nstrategies\x18\x01 \x03(\x0b\x32&.qtmesh.api.strategy.v1.StrategyRecord\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t2\x89\x01\n\x16StrategyOfficerService\x12o\n\x0eListStrategies\x12-.qtmesh.api.strategy.v1.ListStrategiesRequest\x1a..qtmesh.api.strategy.v1.ListStrategiesResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -35,11 +35,11 @@ _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'qtmesh.api.strategy.v1.stra
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
   _globals['_STRATEGYRECORD']._serialized_start=144
-  _globals['_STRATEGYRECORD']._serialized_end=479
-  _globals['_LISTSTRATEGIESREQUEST']._serialized_start=481
-  _globals['_LISTSTRATEGIESREQUEST']._serialized_end=559
-  _globals['_LISTSTRATEGIESRESPONSE']._serialized_start=561
-  _globals['_LISTSTRATEGIESRESPONSE']._serialized_end=670
-  _globals['_STRATEGYOFFICERSERVICE']._serialized_start=673
-  _globals['_STRATEGYOFFICERSERVICE']._serialized_end=810
+  _globals['_STRATEGYRECORD']._serialized_end=511
+  _globals['_LISTSTRATEGIESREQUEST']._serialized_start=513
+  _globals['_LISTSTRATEGIESREQUEST']._serialized_end=591
+  _globals['_LISTSTRATEGIESRESPONSE']._serialized_start=593
+  _globals['_LISTSTRATEGIESRESPONSE']._serialized_end=702
+  _globals['_STRATEGYOFFICERSERVICE']._serialized_start=705
+  _globals['_STRATEGYOFFICERSERVICE']._serialized_end=842
 # @@protoc_insertion_point(module_scope)

@@ -12,7 +12,7 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 DESCRIPTOR: _descriptor.FileDescriptor
 
 class StrategyRecord(_message.Message):
-    __slots__ = ("genome", "sector", "stage", "enabled", "weight", "recent", "symbol", "stage_since_time", "in_fleet", "strategy_id")
+    __slots__ = ("genome", "sector", "stage", "enabled", "weight", "recent", "symbol", "stage_since_time", "in_fleet", "strategy_id", "origin", "trials")
     GENOME_FIELD_NUMBER: _ClassVar[int]
     SECTOR_FIELD_NUMBER: _ClassVar[int]
     STAGE_FIELD_NUMBER: _ClassVar[int]
@@ -23,6 +23,8 @@ class StrategyRecord(_message.Message):
     STAGE_SINCE_TIME_FIELD_NUMBER: _ClassVar[int]
     IN_FLEET_FIELD_NUMBER: _ClassVar[int]
     STRATEGY_ID_FIELD_NUMBER: _ClassVar[int]
+    ORIGIN_FIELD_NUMBER: _ClassVar[int]
+    TRIALS_FIELD_NUMBER: _ClassVar[int]
     genome: _strategy_pb2.StrategyGenome
     sector: str
     stage: _strategy_pb2.StrategyStage
@@ -33,7 +35,9 @@ class StrategyRecord(_message.Message):
     stage_since_time: _timestamp_pb2.Timestamp
     in_fleet: bool
     strategy_id: str
-    def __init__(self, genome: _Optional[_Union[_strategy_pb2.StrategyGenome, _Mapping]] = ..., sector: _Optional[str] = ..., stage: _Optional[_Union[_strategy_pb2.StrategyStage, str]] = ..., enabled: _Optional[bool] = ..., weight: _Optional[float] = ..., recent: _Optional[_Union[_strategy_pb2.StrategyMetrics, _Mapping]] = ..., symbol: _Optional[str] = ..., stage_since_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., in_fleet: _Optional[bool] = ..., strategy_id: _Optional[str] = ...) -> None: ...
+    origin: str
+    trials: int
+    def __init__(self, genome: _Optional[_Union[_strategy_pb2.StrategyGenome, _Mapping]] = ..., sector: _Optional[str] = ..., stage: _Optional[_Union[_strategy_pb2.StrategyStage, str]] = ..., enabled: _Optional[bool] = ..., weight: _Optional[float] = ..., recent: _Optional[_Union[_strategy_pb2.StrategyMetrics, _Mapping]] = ..., symbol: _Optional[str] = ..., stage_since_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., in_fleet: _Optional[bool] = ..., strategy_id: _Optional[str] = ..., origin: _Optional[str] = ..., trials: _Optional[int] = ...) -> None: ...
 
 class ListStrategiesRequest(_message.Message):
     __slots__ = ("sector", "page_size", "page_token")
