@@ -47,6 +47,7 @@ docs: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python -m benchmarks.market
+	$(BIN)/python -m benchmarks.fleet
 	$(BIN)/python -m benchmarks.evaluation
 	$(BIN)/python -m benchmarks.evolution
 	$(BIN)/python -m benchmarks.noise

@@ -347,7 +347,7 @@ class MetaEngine:
             moved = "; ".join(filter(None, [moved, "RL retraining requested"]))
         if evolution_ran:
             moved = "; ".join(filter(None, [moved, "SESA evolution recorded"]))
-        return TuneResult(True, f"version {new.version}: {moved}", new)
+        return TuneResult(True, f"version {new.version}: {moved}{_reaches(changes)}", new)
 
     # -- reads -----------------------------------------------------------------------------------
 
@@ -510,3 +510,21 @@ def override_rules(rules: MetaPolicyRules, overrides: Mapping[str, float]) -> Me
 def _latest(*times: int | None) -> int | None:
     known = [t for t in times if t is not None]
     return max(known) if known else None
+
+
+# Where each tuned parameter is read (see meta/fleet_scale.py and SESA's RUN_EVOLUTION).
+_READ_BY = {
+    "risk_multiplier": "the fleet's position scale, from its next bar",
+    "position_size_scale": "the fleet's position scale, from its next bar",
+    "sesa_mutation_rate": "SESA's next evolution",
+    "sesa_mutation_magnitude": "SESA's next evolution",
+    "rl_learning_rate": "the Q-learning priors of SESA's next evolution",
+    "rl_exploration_rate": "the Q-learning priors of SESA's next evolution",
+    "rl_discount": "the Q-learning priors of SESA's next evolution",
+}
+
+
+def _reaches(changes: Sequence[ParameterChange]) -> str:
+    """Who reads what changed: an executed action says what it changes downstream."""
+    readers = sorted({_READ_BY[c.name] for c in changes if c.name in _READ_BY})
+    return f" (read by {', '.join(readers)})" if readers else ""

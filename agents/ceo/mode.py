@@ -25,7 +25,12 @@ class ModeState:
         if mode is self.mode:
             since = format_time(self.since) if self.since else "start-up"
             return self, f"already {mode.name} since {since}"
-        return ModeState(mode, at, cause), f"mode {self.mode.name} -> {mode.name}"
+        # The mode changes no position itself: say so, and what it does change.
+        return ModeState(mode, at, cause), (
+            f"mode {self.mode.name} -> {mode.name} (the fleet trades as before: the mode is the "
+            "CEO's stance, and in a plan a switch to DEFENSIVE or CAPITAL_PRESERVATION outranks "
+            "sector raises)"
+        )
 
     def to_json(self) -> dict[str, Any]:
         return {"mode": self.mode.name, "since": self.since, "cause": self.cause}

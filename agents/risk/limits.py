@@ -78,7 +78,12 @@ class RiskPolicy:
         if not notes:
             raise InvalidArgument(field, "sets no limit (a limit given as 0 stays unchanged)")
         limits = RiskLimits(**values, sector_exposure_limits=overrides)
-        return dataclasses.replace(self, limits=limits), "limits: " + "; ".join(notes)
+        return dataclasses.replace(self, limits=limits), (
+            "limits: "
+            + "; ".join(notes)
+            + " (the fleet trades as before: the officer's next breaches, and the cuts or halts "
+            "they call for, are judged by them)"
+        )
 
     def to_json(self) -> dict[str, Any]:
         limits = self.limits

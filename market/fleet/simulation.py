@@ -16,7 +16,7 @@ from backtest.evaluation import Backtest, EvaluationSettings, Evaluator
 from backtest.indicators import BarData
 from backtest.metrics import expected_max_sharpe, probabilistic_sharpe, sharpe_null_floor
 from market.fleet import book as books
-from market.fleet.book import BookEntry
+from market.fleet.book import DEPLOYMENT, BookEntry
 from market.fleet.report import (
     FleetReport,
     MissionBook,
@@ -171,7 +171,11 @@ class FleetRun:
                         origin=entry.origin,
                         trials=entry.trials,
                         book_weight=entry.weight,
-                        record=self._stage_record(i, entry, i1),
+                        # The deployed strategies are measured by the fleet's own books; a record
+                        # is what the others (shadows, added, promoted) are judged by.
+                        record=None
+                        if entry.origin == DEPLOYMENT
+                        else self._stage_record(i, entry, i1),
                     )
                 )
         missions = []
@@ -263,18 +267,23 @@ class FleetRun:
         first = min(first, stop)
         r = self.returns[i, first:stop]
         n = r.size
-        total = float(math.expm1(self.log_growth[i, stop] - self.log_growth[i, first]))
-        sd = float(np.std(r, ddof=1)) if n >= 2 else 0.0
-        per_bar = float(np.mean(r)) / sd if sd > 0 else 0.0
+        growth = self.log_growth[i, first : stop + 1]
+        total = float(math.expm1(growth[-1] - growth[0]))
+        # Largest fall from a peak, in log terms first: one exp instead of one per bar.
+        fall = float(np.min(growth - np.maximum.accumulate(growth))) if n else 0.0
+        drawdown = -math.expm1(fall)
         deflated = None
         psr = 0.5
-        path = np.exp(self.log_growth[i, first : stop + 1] - self.log_growth[i, first])
-        drawdown = float(np.max(1 - path / np.maximum.accumulate(path))) if n else 0.0
+        sd = 0.0
+        per_bar = 0.0
         if n >= 2:
             centred = r - r.mean()
-            m2 = float(np.mean(centred**2))
-            skew = float(np.mean(centred**3)) / m2**1.5 if m2 > 0 else 0.0
-            kurtosis = float(np.mean(centred**4)) / m2**2 - 3 if m2 > 0 else 0.0
+            squared = centred * centred
+            m2 = float(squared.mean())
+            sd = math.sqrt(m2 * n / (n - 1))
+            per_bar = float(r.mean()) / sd if sd > 0 else 0.0
+            skew = float((squared * centred).mean()) / m2**1.5 if m2 > 0 else 0.0
+            kurtosis = float((squared * squared).mean()) / m2**2 - 3 if m2 > 0 else 0.0
             benchmark = expected_max_sharpe(entry.trials, sharpe_null_floor(n))
             deflated = probabilistic_sharpe(per_bar, benchmark, n, skew, kurtosis)
             if sd > 0:
@@ -417,25 +426,30 @@ def simulate(
             # A symbol without a bar keeps its position through the gap.
             held[i] = _carry(kept, present)
     schedule = _schedule(state, entries, rows_of, times)
-    returns, positions = _book_returns(
-        raw, held, schedule.active, closes[symbol_of], opens[symbol_of], setup
-    )
+    returns, positions = _book_returns(raw, held, schedule.active, closes, opens, symbol_of, setup)
     # Capital weights: the sector's nominal allocation times the strategy's share in it. A
     # strategy that goes inactive keeps its last share for the bar it exits in (the gap to the
     # open it is flattened at), and none after.
     exits = schedule.exits
-    share = np.where(exits, schedule.previous_share, schedule.share)
+    share = schedule.share.copy()
+    share[exits] = schedule.previous_share[exits]
     sector_of = np.array([setup.sectors.index(e.sector) for e in entries], dtype=np.int64)
-    weights = np.empty((len(setup.sectors), bars))
-    for k, sector in enumerate(setup.sectors):
-        weights[k] = setup.initial_allocations[sector]
-    for change in state.changes:
-        effective = times > change.time
-        for k, sector in enumerate(setup.sectors):
-            weights[k, effective] = change.allocations[sector]
+    # Nominal allocations per segment of bars between changes, then per bar.
+    by_segment = np.array(
+        [
+            [allocations[sector] for sector in setup.sectors]
+            for allocations in (
+                setup.initial_allocations,
+                *(change.allocations for change in state.changes),
+            )
+        ]
+    ).T
+    weights = by_segment[:, schedule.segment]
     scale = schedule.scale
     sector_returns = np.zeros((len(setup.sectors), bars))
-    np.add.at(sector_returns, sector_of, share * returns)
+    members = np.zeros((len(setup.sectors), count))
+    members[sector_of, np.arange(count)] = 1.0
+    np.matmul(members, share * returns, out=sector_returns)
     mission_terms = _mission_terms(state, times, closes, opens, symbols)
     growth = np.sum(weights * scale * sector_returns, axis=0) + mission_terms.sum(axis=0)
     equity = setup.capital * np.concatenate([[1.0], np.cumprod(1 + growth)])
@@ -474,6 +488,7 @@ class _Schedule:
     share: np.ndarray  # (S, T) share of the sector's capital, 0 unless producing
     previous_share: np.ndarray  # (S, T) the share at the bar before
     exits: np.ndarray  # (S, T) bool: active at the bar before, not at this one
+    segment: np.ndarray  # (T,) how many changes apply to each bar
     scale: np.ndarray  # (T,) the meta position scale in effect (1: none)
 
 
@@ -521,6 +536,7 @@ def _schedule(
         share=per_bar_share,
         previous_share=previous_share,
         exits=previous_active & ~per_bar_active,
+        segment=segment,
         scale=scales[segment],
     )
 
@@ -531,6 +547,7 @@ def _book_returns(
     active: np.ndarray,
     closes: np.ndarray,
     opens: np.ndarray,
+    symbol_of: np.ndarray,
     setup: FleetSetup,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Per-bar returns and positions of each row as the book has it trade.
@@ -539,21 +556,33 @@ def _book_returns(
     it holds its position from the previous close to this bar's open, where it is flattened at
     the fill cost; in the bar it starts (added, enabled, promoted or resumed) it enters at this
     bar's open at the fill cost and earns the rest of the backtest's return from there (the
-    open-to-close part; a stop inside that bar is not modelled apart).
+    open-to-close part; a stop inside that bar is not modelled apart). ``closes`` and ``opens``
+    are per symbol (``symbol_of`` maps rows to them), ``closes`` from the close before the first
+    bar on.
     """
     if raw.size == 0:
         return raw, held
     cost = (setup.costs.commission_bps + setup.costs.slippage_bps) / 1e4
-    carried = np.concatenate([np.zeros((held.shape[0], 1), dtype=held.dtype), held[:, :-1]], axis=1)
-    before = np.concatenate([active[:, :1], active[:, :-1]], axis=1)
-    gap = carried * (opens / closes[:, :-1] - 1)
-    stops = before & ~active
-    starts = ~before & active
-    returns = np.where(active, raw, 0.0)
-    returns = np.where(stops, gap - np.abs(carried) * cost, returns)
-    entered = raw - gap - np.abs(held) * cost * (carried == held)
-    returns = np.where(starts, entered, returns)
-    positions = np.where(active, held, 0).astype(np.int8)
+    returns = raw * active
+    positions = (held * active).astype(np.int8)
+    before = np.empty_like(active)
+    before[:, 0] = active[:, 0]
+    before[:, 1:] = active[:, :-1]
+
+    def gap(rows: np.ndarray, bars: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """The position carried into each bar, and its return from the close to the open."""
+        carried = held[rows, bars - 1].astype(float)
+        symbols = symbol_of[rows]
+        return carried, carried * (opens[symbols, bars] / closes[symbols, bars] - 1)
+
+    # Transitions are rare: only their bars are computed apart.
+    rows, bars = np.nonzero(before & ~active)  # stops: flattened at the open
+    carried, overnight = gap(rows, bars)
+    returns[rows, bars] = overnight - np.abs(carried) * cost
+    rows, bars = np.nonzero(~before & active)  # starts: enter at the open
+    carried, overnight = gap(rows, bars)
+    now = held[rows, bars].astype(float)
+    returns[rows, bars] = raw[rows, bars] - overnight - np.abs(now) * cost * (carried == now)
     return returns, positions
 
 

@@ -267,3 +267,24 @@ async def test_enabling_a_new_strategy_adds_a_shadow_with_a_valid_genome(market)
             action("en2", EnableStrategy(strategy_id="X/y", sector="Energy")), plan_sequence=2
         )
     assert bad.value.field.endswith("enable_strategy.genome")
+
+
+async def test_a_strategy_enabled_again_trades_from_the_next_bar(market):
+    client = MarketClient(market.channel)
+    agent = AgentClient(market.channel, name="market")
+    await client.advance(300)
+    fleet = await client.fleet()
+    target = a_busy_strategy(fleet)
+    weight = strategy(fleet, target).weight
+    await agent.execute(action("off", DisableStrategy(strategy_id=target)), plan_sequence=1)
+    off = await window_after(client, fleet.clock_time, 120)
+    assert strategy(off, target).weight == 0
+    result = await agent.execute(
+        action("on", EnableStrategy(strategy_id=target), action_id="a2"), plan_sequence=2
+    )
+    assert f"{target} enabled" in result.detail
+    on = await window_after(client, off.clock_time, 600)
+    assert strategy(on, target).weight == pytest.approx(weight)
+    assert strategy(on, target).pnl != 0
+    trades = await client.trades(strategy_id=target)
+    assert any(t.entry_time > off.clock_time for t in trades)

@@ -74,7 +74,9 @@ async def test_a_changed_scale_is_pushed_once_per_version_and_retried_while_the_
             assert fleet.calls == []
             await agent.execute(tune("t1", {"rl_learning_rate": 0.005}), plan_sequence=1)
             assert fleet.calls == []
-            await agent.execute(tune("t2", {"risk_multiplier": 1.2}), plan_sequence=2)
+            tuned = await agent.execute(tune("t2", {"risk_multiplier": 1.2}), plan_sequence=2)
+            # The action says who reads what it changed.
+            assert "read by the fleet's position scale, from its next bar" in tuned.detail
             await fleet.called.wait()
             (call,) = fleet.calls
             assert (call.version, call.risk_multiplier, call.position_size_scale) == (3, 1.2, 1.0)

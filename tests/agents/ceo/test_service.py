@@ -191,7 +191,7 @@ async def test_a_switch_is_recommended_at_high_priority_executed_once_and_kept(t
                 switch("plan-1/a1", StrategicMode.CAPITAL_PRESERVATION), plan_sequence=1
             )
             assert result.applied
-            assert result.detail == "mode NORMAL -> CAPITAL_PRESERVATION"
+            assert result.detail.startswith("mode NORMAL -> CAPITAL_PRESERVATION (the fleet")
             assert await agent.recommend(AgentContext(cycle_id="c2")) == []
             clock = (await MarketClient(market.channel).snapshot()).clock_time
         async with ceo_server(config, addresses) as ceo:

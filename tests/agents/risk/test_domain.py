@@ -362,7 +362,10 @@ def test_limits_change_as_given_and_zero_leaves_a_limit_alone():
     assert changed.sector_limit("Tech") == 0.2
     assert changed.sector_limit("Energy") == 0.35
     assert (
-        detail == "limits: max_drawdown 5.00% -> 8.00%; Tech exposure limit the default -> 20.00%"
+        detail
+        == "limits: max_drawdown 5.00% -> 8.00%; Tech exposure limit the default -> 20.00% (the "
+        "fleet trades as before: the officer's next breaches, and the cuts or halts they call "
+        "for, are judged by them)"
     )
     removed, _ = changed.with_limits(
         RiskLimits(sector_exposure_limits={"Tech": 0}), sectors={"Tech"}, field="limits"

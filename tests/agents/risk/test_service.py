@@ -350,7 +350,7 @@ async def test_the_limits_survive_a_restart_and_apply_once_and_the_halts_are_the
             limits = AdjustRiskLimits(RiskLimits(max_drawdown=0.08))
             result = await agent.execute(action("plan-2/limits", limits), plan_sequence=2)
             assert result.applied
-            assert result.detail == "limits: max_drawdown 5.00% -> 8.00%"
+            assert result.detail.startswith("limits: max_drawdown 5.00% -> 8.00% (the fleet")
         await AgentClient(market.channel, name="market").execute(
             action("plan-3/halt", HaltTrading(scope="Crypto"), action_id="h1"), plan_sequence=3
         )
