@@ -25,12 +25,12 @@ from agents.strategy.book import Entry, entries_of
 from agents.strategy.config import StrategyConfig
 from agents.strategy.performance import Performance, book_performance
 from meta.model import MetaParameters
-from qtmesh.base.contract import Recommendation
+from qtmesh.base.contract import ActionType, Recommendation
 from qtmesh.base.errors import FailedPrecondition, InvalidArgument, MeshError
 from qtmesh.base.paging import decode_token, encode_token, page_size
 
 # The market executes the strategy actions now: the officer only recommends them.
-EXECUTES: tuple = ()
+EXECUTES: tuple[ActionType, ...] = ()
 _log = structlog.get_logger("agents.strategy")
 
 
