@@ -30,15 +30,31 @@ def _short(text: str, limit: int = 110) -> str:
 
 
 def plan_table(plan: Plan) -> Table:
+    """One line per action: the rationale and the status detail are cut to fit, not wrapped
+    (the subscriber's events below carry the details in full)."""
     table = Table(
         title=f"Global Action Plan #{plan.sequence}: consensus {plan.consensus_score:.2f}, "
-        f"confidence {plan.confidence:.2f}"
+        f"confidence {plan.confidence:.2f}",
+        expand=True,
     )
-    for column in ("priority", "action", "target", "agents", "conf.", "status", "rationale"):
-        table.add_column(column, justify="right" if column == "conf." else "left")
+    # Fixed columns; the rationale takes what the console's width leaves.
+    widths = {"priority": 8, "action": 16, "target": 18, "agents": 12, "conf.": 5, "status": 10}
+    for column, width in widths.items():
+        table.add_column(
+            column,
+            justify="right" if column == "conf." else "left",
+            no_wrap=True,
+            overflow="ellipsis",
+            min_width=width,
+            max_width=width,
+        )
+    table.add_column("rationale [status detail]", overflow="ellipsis", no_wrap=True, ratio=1)
     for action in plan.actions:
         style = _STATUS_STYLE.get(action.status, "")
         status = action.status.name.lower()
+        text = _short(action.rationale, 80)
+        if action.status_detail:
+            text += f" [{_short(action.status_detail, 60)}]"
         table.add_row(
             action.priority.name.lower(),
             action.action_type.name.lower(),
@@ -46,11 +62,7 @@ def plan_table(plan: Plan) -> Table:
             ", ".join(action.source_agents),
             f"{action.confidence:.2f}",
             f"[{style}]{status}[/]" if style else status,
-            escape(
-                f"{_short(action.rationale)} [{_short(action.status_detail, 60)}]"
-                if action.status_detail
-                else _short(action.rationale)
-            ),
+            escape(text),
         )
     return table
 

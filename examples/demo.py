@@ -140,6 +140,7 @@ async def main(hours: int) -> int:
                 "QTMESH_RISK_DATA_DIR": str(data),
                 "QTMESH_CEO_DATA_DIR": str(data),
                 "QTMESH_META_DATA_DIR": str(data),
+                "QTMESH_SESA_DATA_DIR": str(data),
                 "QTMESH_FEDERATION_DATA_DIR": str(data),
                 "QTMESH_MEMORY_SQLITE_PATH": str(data / "memory.db"),
                 # Plan when asked (below), not on the federation's 30-second timer.

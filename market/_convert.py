@@ -15,7 +15,7 @@ from qtmesh.base.convert import (
     timestamp,
 )
 from qtmesh.base.errors import InvalidArgument
-from qtmesh.base.genome import StrategyStage
+from qtmesh.base.genome import StrategyFamily, StrategyStage
 
 # -- the paper fleet ------------------------------------------------------------------------------
 
@@ -253,6 +253,7 @@ def trade_to_proto(t: fleet.Trade) -> pb.FleetTrade:
         bar_count=t.bar_count,
         return_fraction=t.return_fraction,
         pnl=t.pnl,
+        family=enum_to_proto(strategy_pb2.StrategyFamily, t.family) if t.family else None,
     )
 
 
@@ -267,7 +268,28 @@ def trade_from_proto(message: pb.FleetTrade) -> fleet.Trade:
         bar_count=message.bar_count,
         return_fraction=message.return_fraction,
         pnl=message.pnl,
+        family=_family(message.family),
     )
+
+
+def _family(value: int) -> StrategyFamily | None:
+    """A trade's family; None when unset or one this client does not know (a newer server)."""
+    try:
+        return enum_from_proto(StrategyFamily, strategy_pb2.StrategyFamily, value, field="family")
+    except InvalidArgument:
+        return None
+
+
+def cursor_to_proto(cursor: tuple[int, str] | None) -> pb.TradeCursor | None:
+    if cursor is None:
+        return None
+    return pb.TradeCursor(exit_time=timestamp(cursor[0]), strategy_id=cursor[1])
+
+
+def cursor_from_proto(message: pb.TradeCursor, *, field: str) -> tuple[int, str]:
+    if not message.HasField("exit_time"):
+        raise InvalidArgument(f"{field}.exit_time", "must be set")
+    return (message.exit_time.ToNanoseconds(), message.strategy_id)
 
 
 def candidates_from_proto(request: pb.AddShadowsRequest) -> list[fleet.Candidate]:

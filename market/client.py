@@ -8,7 +8,7 @@ import grpc
 import numpy as np
 
 from market import _convert as convert
-from market.fleet import Candidate, FleetChange, FleetReport, Trade
+from market.fleet import Candidate, ClosedTrades, FleetChange, FleetReport, Trade
 from market.replay import AdvanceResult, IngestResult
 from qtmesh.api.market.v1 import market_pb2 as pb
 from qtmesh.api.market.v1 import market_pb2_grpc as pb_grpc
@@ -210,3 +210,24 @@ class MarketClient:
             trades += page
             if not token:
                 return trades
+
+    async def watch_trades(
+        self, *, after: tuple[int, str] | None = None
+    ) -> AsyncIterator[ClosedTrades]:
+        """The fleet's closed trades in the order they closed, after the cursor ``after`` (exit
+        time, strategy id; unset: from the first), then live as the clock moves."""
+        request = pb.WatchTradesRequest(after=convert.cursor_to_proto(after))
+        call = self._stub.WatchTrades(request)
+        try:
+            async for message in call:
+                yield ClosedTrades(
+                    trades=tuple(convert.trade_from_proto(t) for t in message.trades),
+                    cursor=(message.cursor.exit_time.ToNanoseconds(), message.cursor.strategy_id)
+                    if message.HasField("cursor")
+                    else None,
+                    clock_time=message.clock_time.ToNanoseconds(),
+                    position=message.position,
+                    caught_up=message.caught_up,
+                )
+        finally:
+            call.cancel()

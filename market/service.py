@@ -20,6 +20,7 @@ from market.synthetic import SyntheticMarketSpec, generate
 from qtmesh.api.market.v1 import market_pb2 as pb
 from qtmesh.api.market.v1 import market_pb2_grpc as pb_grpc
 from qtmesh.base import paging
+from qtmesh.base.bars import format_time
 from qtmesh.base.config import ConfigError
 from qtmesh.base.convert import (
     bar_to_proto,
@@ -39,6 +40,8 @@ DEFAULT_PAGE = 50_000
 MAX_PAGE = 500_000
 DEFAULT_TRADE_PAGE = 500
 MAX_TRADE_PAGE = 5_000
+# Closed trades per WatchTrades message.
+WATCH_BATCH = 1_000
 
 
 class MarketServicer(pb_grpc.MarketServiceServicer):
@@ -227,6 +230,47 @@ class MarketServicer(pb_grpc.MarketServiceServicer):
             if more and last is not None
             else "",
         )
+
+    async def WatchTrades(
+        self, request: pb.WatchTradesRequest, context: grpc.aio.ServicerContext
+    ) -> AsyncIterator[pb.WatchTradesResponse]:
+        after = (
+            convert.cursor_from_proto(request.after, field="after")
+            if request.HasField("after")
+            else None
+        )
+        # Headers now, so a follower knows it is connected before the first trade closes.
+        await context.send_initial_metadata(())
+        sent_position: int | None = None
+        while True:
+            # Taken before reading, so a clock move after the read still wakes us.
+            moved = self._signal.current()
+            if self._replay.position != sent_position:
+                run, trades = await self._fleet.closed_trades(after)
+                clock = convert.timestamp(run.clock_time)
+                batches = [
+                    trades[i : i + WATCH_BATCH] for i in range(0, len(trades), WATCH_BATCH)
+                ] or [[]]
+                for i, batch in enumerate(batches):
+                    if batch:
+                        after = batch[-1].cursor
+                    yield pb.WatchTradesResponse(
+                        trades=[convert.trade_to_proto(t) for t in batch],
+                        cursor=convert.cursor_to_proto(after),
+                        clock_time=clock,
+                        position=run.position,
+                        caught_up=i == len(batches) - 1,
+                    )
+                sent_position = run.position
+                continue
+            if self._signal.draining:
+                where = (
+                    "from the first trade"
+                    if after is None
+                    else f"after the trade of {after[1]} closed at {format_time(after[0])}"
+                )
+                raise Unavailable(f"server is shutting down; resume {where}")
+            await moved.wait()
 
 
 def _is_int(value: object) -> TypeGuard[int]:

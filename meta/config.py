@@ -367,6 +367,11 @@ class MetaConfig(DataDirConfig, MetaPolicyRules, MetaLearningConfig, ReconnectCo
         help="give each new risk multiplier and position-size scale to the market's fleet, "
         "which scales every position by their product",
     )
+    learn_from_fleet: bool = setting(
+        True,
+        help="follow the market's stream of the paper fleet's closed trades and adapt on them, "
+        "on the market clock",
+    )
 
     def __post_init__(self) -> None:
         self.check_database()

@@ -36,7 +36,7 @@ from meta.model import (
     validate_trades,
 )
 from meta.policy import MetaPolicy
-from meta.store import Credit, MetaStore, StoredContext, VersionRecord, Write
+from meta.store import Credit, MetaStore, StoredContext, StreamCursor, VersionRecord, Write
 from meta.tuning import MutationTuner, Score, Trial, trial_at
 from qtmesh.base.config import ConfigError
 from qtmesh.base.errors import InvalidArgument
@@ -133,9 +133,12 @@ class MetaEngine:
         *,
         now: int | None = None,
         caller: CallerState | None = None,
+        cause: str = "meta update",
+        cursor: StreamCursor | None = None,
     ) -> UpdateResult:
         """Records the trades and evaluations, adapts the parameters when due and enough trades
-        are in the window, and runs the policy on the resulting state."""
+        are in the window (a new version names ``cause``), and runs the policy on the resulting
+        state. ``cursor``, a followed stream's position after ``trades``, is stored with them."""
         at = self.now(now)
         caller = caller or CallerState()
         async with self._lock:
@@ -145,8 +148,10 @@ class MetaEngine:
             await asyncio.to_thread(self._validate_update, trades, evaluations, caller, at)
             stored = await self._read(at, trades, evaluations)
             result, write = await asyncio.to_thread(
-                self._plan_update, current, stored, trades, evaluations, caller, at
+                self._plan_update, current, stored, trades, evaluations, caller, at, cause
             )
+            if cursor is not None:
+                write = dataclasses.replace(write, cursor=cursor)
             await self.store.run(self.store.write, write)
             if write.version is not None:
                 self._current = write.version
@@ -172,6 +177,7 @@ class MetaEngine:
         evaluations: Sequence[Evaluation],
         caller: CallerState,
         at: int,
+        cause: str = "meta update",
     ) -> tuple[UpdateResult, Write]:
         """What an update returns and writes; pure given what the store held."""
         new_trades = [t for t in trades if t.key not in stored.existing_trade_keys]
@@ -189,7 +195,9 @@ class MetaEngine:
         stats = summarize(
             window, now=at, window_hours=self.learning.performance_window_hours, families=families
         )
-        adaptation = self.os.adapt(current.parameters, current.tracked, stats, evaluations, now=at)
+        adaptation = self.os.adapt(
+            current.parameters, current.tracked, stats, evaluations, now=at, cause=cause
+        )
         credits = self._credits(stored, new_evaluations)
         state = self._state(
             at,
@@ -223,6 +231,15 @@ class MetaEngine:
             prune_trades_before=window_start,
         )
         return result, write
+
+    def due(self, now: int) -> bool:
+        """Whether an update at ``now`` may adapt (the interval since the last one has passed);
+        the window must still hold enough trades."""
+        return self.os.due(self.current.tracked, now)
+
+    async def stream_cursor(self, stream: str) -> StreamCursor | None:
+        """Where the followed ``stream`` stands: its last trade counted."""
+        return await self.store.run(self.store.stream_cursor, stream)
 
     # -- decisions ---------------------------------------------------------------------------------
 

@@ -105,6 +105,8 @@ def summarize(
     by_family: dict[str, list[float]] = {}
     for t in inside:
         family = (families or {}).get(t.strategy_id)
+        if family is None and t.family is not None:
+            family = t.family.name
         if family is not None:
             by_family.setdefault(family, []).append(t.return_fraction)
     family_sharpe = {}
@@ -308,9 +310,10 @@ class MetaLearningOS:
         evaluations: Sequence[Evaluation],
         *,
         now: int,
+        cause: str = "meta update",
     ) -> Adaptation:
-        """One adaptation at ``now``; ``adapted`` is False (and nothing moves) when it is not due
-        or the window holds fewer than min_samples_for_update trades."""
+        """One adaptation at ``now``, recorded with ``cause``; ``adapted`` is False (and nothing
+        moves) when it is not due or the window holds fewer than min_samples_for_update trades."""
         c = self.config
         if not self.due(tracked, now):
             due = (tracked.last_adaptation_time or 0) + c.interval_nanos
@@ -404,7 +407,7 @@ class MetaLearningOS:
             **values,
             version=parameters.version + 1,
             update_time=now,
-            cause="meta update",
+            cause=cause,
         )
         baseline = tracked.baseline_performance
         baseline = (

@@ -53,6 +53,9 @@ class Trade:
     entry_time: int
     exit_time: int
     return_fraction: float
+    # The strategy's family (its model, for the model weights) when the trade's source knows it;
+    # an evaluation's family of the same strategy takes precedence.
+    family: StrategyFamily | None = None
 
     @property
     def key(self) -> tuple[str, str, int, int]:

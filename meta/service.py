@@ -15,6 +15,7 @@ from meta.agent import EXECUTES, MetaAgent
 from meta.config import ENV_PREFIX, MetaConfig
 from meta.engine import Clock, MetaEngine
 from meta.fleet_scale import publish_scale
+from meta.fleet_trades import learn_from_fleet
 from meta.store import MetaStore
 from qtmesh.api.meta.v1 import meta_pb2 as pb
 from qtmesh.api.meta.v1 import meta_pb2_grpc as pb_grpc
@@ -150,22 +151,37 @@ def app(*, clock: Clock = wall_clock) -> App[MetaConfig]:
             pb.DESCRIPTOR.services_by_name["MetaService"],
         )
 
-        publisher: asyncio.Task[None] | None = None
-        if ctx.config.scale_fleet:
-            publisher = asyncio.ensure_future(
-                publish_scale(
-                    engine,
-                    ctx.client("market", MarketClient),
-                    initial_backoff=ctx.config.reconnect_initial_seconds,
-                    max_backoff=ctx.config.reconnect_max_seconds,
+        config = ctx.config
+        tasks: list[asyncio.Task[None]] = []
+        if config.scale_fleet:
+            tasks.append(
+                asyncio.ensure_future(
+                    publish_scale(
+                        engine,
+                        ctx.client("market", MarketClient),
+                        initial_backoff=config.reconnect_initial_seconds,
+                        max_backoff=config.reconnect_max_seconds,
+                    )
+                )
+            )
+        if config.learn_from_fleet:
+            tasks.append(
+                asyncio.ensure_future(
+                    learn_from_fleet(
+                        engine,
+                        ctx.client("market", MarketClient),
+                        initial_backoff=config.reconnect_initial_seconds,
+                        max_backoff=config.reconnect_max_seconds,
+                    )
                 )
             )
 
         async def close() -> None:
-            if publisher is not None:
-                publisher.cancel()
+            for task in tasks:
+                task.cancel()
+            for task in tasks:
                 with contextlib.suppress(asyncio.CancelledError):
-                    await publisher
+                    await task
             await engine.store.run(engine.store.close)
 
         return Built(
@@ -181,7 +197,9 @@ def app(*, clock: Clock = wall_clock) -> App[MetaConfig]:
         env_prefix=ENV_PREFIX,
         build=build,
         uses=lambda config: (
-            (Uses(service="market", client=MarketClient),) if config.scale_fleet else ()
+            (Uses(service="market", client=MarketClient),)
+            if config.scale_fleet or config.learn_from_fleet
+            else ()
         ),
     )
 

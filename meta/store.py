@@ -87,7 +87,35 @@ credits = sa.Table(
     sa.Index("meta_sesa_credits_by_time", "evaluated_time"),
 )
 
+# The families of strategies whose trades named one (the paper fleet's do): the model weights
+# read them when no evaluation of the strategy gave a family.
+trade_families = sa.Table(
+    "meta_trade_families",
+    metadata,
+    sa.Column("strategy_id", sa.Text, primary_key=True),
+    sa.Column("family", sa.Text, nullable=False),
+)
+
+# Where each followed stream of trades stands (the paper fleet's: the last trade counted, by
+# exit time and strategy id), written with the trades it counted.
+stream_cursors = sa.Table(
+    "meta_stream_cursors",
+    metadata,
+    sa.Column("stream", sa.Text, primary_key=True),
+    sa.Column("exit_time", sa.BigInteger, nullable=False),
+    sa.Column("strategy_id", sa.Text, nullable=False),
+)
+
 _CHUNK = 500
+
+
+@dataclasses.dataclass(frozen=True)
+class StreamCursor:
+    """The last trade of a followed stream that was counted."""
+
+    stream: str
+    exit_time: int
+    strategy_id: str
 
 
 @dataclasses.dataclass(frozen=True)
@@ -120,6 +148,8 @@ class Write:
     version: VersionRecord | None = None
     trial: Trial | None = None
     prune_trades_before: int | None = None
+    # The followed stream's position after ``trades``.
+    cursor: StreamCursor | None = None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -199,6 +229,13 @@ class MetaStore(SqlStore):
         with self.engine.connect() as c:
             row = c.execute(versions.select().where(versions.c.action_key == key)).first()
         return _record(row) if row is not None else None
+
+    def stream_cursor(self, stream: str) -> StreamCursor | None:
+        with self.engine.connect() as c:
+            row = c.execute(
+                stream_cursors.select().where(stream_cursors.c.stream == stream)
+            ).first()
+        return StreamCursor(stream, row.exit_time, row.strategy_id) if row is not None else None
 
     # -- the trial log --------------------------------------------------------------------------
 
@@ -301,6 +338,8 @@ class MetaStore(SqlStore):
                     .where(evaluations.c.strategy_id.in_(chunk), evaluations.c.family.is_not(None))
                     .order_by(evaluations.c.evaluated_time)
                 )
+                named = sa.select(trade_families).where(trade_families.c.strategy_id.in_(chunk))
+                families |= {r.strategy_id: r.family for r in c.execute(named)}
                 families |= {r.strategy_id: r.family for r in c.execute(query)}
             for chunk in _chunks(incoming_ids):
                 existing_evaluations |= {
@@ -404,6 +443,22 @@ class MetaStore(SqlStore):
                         }
                         for t in w.trades
                     ],
+                )
+                named = {t.strategy_id: t.family.name for t in w.trades if t.family is not None}
+                if named:
+                    c.execute(
+                        self._insert_ignoring_duplicates(trade_families),
+                        [{"strategy_id": k, "family": v} for k, v in sorted(named.items())],
+                    )
+            if w.cursor is not None:
+                cursor = w.cursor
+                c.execute(stream_cursors.delete().where(stream_cursors.c.stream == cursor.stream))
+                c.execute(
+                    stream_cursors.insert().values(
+                        stream=cursor.stream,
+                        exit_time=cursor.exit_time,
+                        strategy_id=cursor.strategy_id,
+                    )
                 )
             if w.evaluations:
                 c.execute(

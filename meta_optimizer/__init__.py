@@ -12,6 +12,8 @@ from meta_optimizer.follower import PlanFollower
 from meta_optimizer.ledger import (
     ChainVerifier,
     Cycle,
+    EventKind,
+    LedgerEvent,
     Proposal,
     ProposalState,
     Transition,
@@ -26,6 +28,8 @@ __all__ = [
     "ChainVerifier",
     "Cycle",
     "CycleScheduler",
+    "EventKind",
+    "LedgerEvent",
     "LedgerStore",
     "MetaOptimizer",
     "MetaOptimizerAgent",

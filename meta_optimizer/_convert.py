@@ -11,6 +11,8 @@ from meta_optimizer.engine import Pulse
 from meta_optimizer.ledger import (
     Cycle,
     CycleStatus,
+    EventKind,
+    LedgerEvent,
     Proposal,
     ProposalState,
     Transition,
@@ -301,3 +303,34 @@ def federation_event_from_proto(m: federation_pb2.SubscribePlansResponse) -> Fed
                 update_time=update.update_time.ToNanoseconds(),
             )
     return SkippedEvent(m.sequence)
+
+
+def event_to_proto(e: LedgerEvent) -> pb.WatchLedgerResponse:
+    message = pb.WatchLedgerResponse(sequence=e.sequence)
+    if e.kind is EventKind.CYCLE and e.cycle is not None:
+        message.cycle.CopyFrom(cycle_to_proto(e.cycle))
+    elif e.kind is EventKind.PROPOSAL and e.proposal is not None:
+        message.proposal.CopyFrom(proposal_to_proto(e.proposal))
+    elif e.kind is EventKind.TRANSITION and e.proposal is not None:
+        message.transition.CopyFrom(proposal_to_proto(e.proposal))
+    return message
+
+
+def event_from_proto(m: pb.WatchLedgerResponse) -> LedgerEvent | None:
+    """The event; None for a kind this client does not know (a newer server's)."""
+    which = m.WhichOneof("event")
+    if which == "cycle":
+        return LedgerEvent(
+            sequence=m.sequence, kind=EventKind.CYCLE, cycle=cycle_from_proto(m.cycle)
+        )
+    if which == "proposal":
+        return LedgerEvent(
+            sequence=m.sequence, kind=EventKind.PROPOSAL, proposal=proposal_from_proto(m.proposal)
+        )
+    if which == "transition":
+        return LedgerEvent(
+            sequence=m.sequence,
+            kind=EventKind.TRANSITION,
+            proposal=proposal_from_proto(m.transition),
+        )
+    return None

@@ -10,7 +10,7 @@ import grpc
 from meta_optimizer import _convert as convert
 from meta_optimizer.audit import ProposalType
 from meta_optimizer.engine import Pulse
-from meta_optimizer.ledger import Cycle, Proposal, ProposalState, Verification
+from meta_optimizer.ledger import Cycle, LedgerEvent, Proposal, ProposalState, Verification
 from meta_optimizer.lifecycle import FederationEvent
 from qtmesh.api.federation.v1 import federation_pb2, federation_pb2_grpc
 from qtmesh.api.metaoptimizer.v1 import meta_optimizer_pb2 as pb
@@ -96,6 +96,25 @@ class MetaOptimizerClient:
     async def pulse(self) -> Pulse:
         response = await self._stub.GetPulse(pb.GetPulseRequest())
         return convert.pulse_from_proto(response)
+
+    async def watch(
+        self, *, after_sequence: int | None = None
+    ) -> AsyncGenerator[LedgerEvent, None]:
+        """The ledger's stream: every event after ``after_sequence`` once (0: from the first;
+        None: only those after the subscription), then live ones. Raises the server's MeshError
+        when the stream ends: ResourceExhausted for a subscriber that fell behind, Unavailable
+        on drain, both with ``metadata["resume_after_sequence"]``."""
+        request = pb.WatchLedgerRequest()
+        if after_sequence is not None:
+            request.after_sequence = after_sequence
+        call = self._stub.WatchLedger(request)
+        try:
+            async for message in call:
+                event = convert.event_from_proto(message)
+                if event is not None:
+                    yield event
+        finally:
+            call.cancel()
 
 
 class PlanFeed:

@@ -9,6 +9,7 @@ import math
 
 from alpha_reporting.config import KeyringConfig
 from meta_optimizer.audit import AuditSettings
+from meta_optimizer.engine import DEFAULT_QUEUE_SIZE
 from meta_optimizer.lifecycle import DEFAULT_TTL_DAYS
 from qtmesh.base.config import require, setting
 from qtmesh.base.reconnect import ReconnectConfig
@@ -57,6 +58,12 @@ class MetaOptimizerConfig(DataDirConfig, ReconnectConfig, KeyringConfig):
         "(applied, rejected or expired)",
     )
 
+    watch_queue_events: int = setting(
+        DEFAULT_QUEUE_SIZE,
+        help="live events a WatchLedger subscriber may fall behind before its stream ends "
+        "(RESOURCE_EXHAUSTED, naming the sequence to resume after)",
+    )
+
     def __post_init__(self) -> None:
         self.check_database()
         KeyringConfig.__post_init__(self)
@@ -94,6 +101,11 @@ class MetaOptimizerConfig(DataDirConfig, ReconnectConfig, KeyringConfig):
             math.isfinite(self.proposal_ttl_days) and 0 < self.proposal_ttl_days <= 365,
             "proposal_ttl_days",
             "must be in (0, 365]",
+        )
+        require(
+            1 <= self.watch_queue_events <= 1_000_000,
+            "watch_queue_events",
+            "must be in 1..1000000",
         )
         self.check_reconnect()
 

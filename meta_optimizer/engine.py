@@ -15,13 +15,25 @@ from alpha_reporting.crypto import Keyring, open_report
 from alpha_reporting.engine import check_window
 from alpha_reporting.report import EncryptedReport, SectorReport
 from meta_optimizer.audit import AuditSettings, ProposalType, audit
-from meta_optimizer.ledger import ChainVerifier, Cycle, CycleStatus, Proposal, Verification, chain
+from meta_optimizer.ledger import (
+    ChainVerifier,
+    Cycle,
+    CycleStatus,
+    LedgerEvent,
+    Proposal,
+    Verification,
+    chain,
+)
 from meta_optimizer.lifecycle import FederationEvent, Position, Step
 from meta_optimizer.store import LedgerStore, ProposalQuery
+from meta_optimizer.watch import EventHub
 from qtmesh.base.errors import InvalidArgument, MeshError, NotFound
 
 Clock = Callable[[], int]
 Timer = Callable[[], float]
+
+# Live events a subscriber may fall behind before its stream ends (RESOURCE_EXHAUSTED).
+DEFAULT_QUEUE_SIZE = 1000
 
 
 class ReportSource(Protocol):
@@ -84,6 +96,7 @@ class MetaOptimizer:
         settings: AuditSettings,
         clock: Clock,
         timer: Timer = time.perf_counter,
+        queue_size: int = DEFAULT_QUEUE_SIZE,
     ) -> None:
         self.store = store
         self.source = source
@@ -92,6 +105,8 @@ class MetaOptimizer:
         self._clock = clock
         self._timer = timer
         self._lock = asyncio.Lock()
+        # The ledger stream's live subscribers; every event is published once it is stored.
+        self.hub = EventHub(queue_size=queue_size)
 
     async def run_cycle(self, *, start_date: str = "", end_date: str = "") -> Cycle:
         """Audits the reports of the inclusive date window (empty bounds: unbounded) and appends
@@ -146,7 +161,9 @@ class MetaOptimizer:
                     head_hash=head.entry_hash if head else previous_hash,
                 )
 
-            return await self.store.run(self.store.append_cycle, build)
+            cycle, logged = await self.store.run(self.store.append_cycle_logged, build)
+            self.hub.publish(logged)
+            return cycle
 
     # -- reads -----------------------------------------------------------------------------------
 
@@ -196,12 +213,25 @@ class MetaOptimizer:
     async def last_cycle(self) -> Cycle | None:
         return await self.store.run(self.store.last_cycle)
 
+    # -- the ledger's stream ---------------------------------------------------------------------
+
+    async def last_event_sequence(self) -> int:
+        """The stream's last event stored (0: none yet)."""
+        return await self.store.run(self.store.last_event_sequence)
+
+    async def events_after(self, after: int, limit: int) -> tuple[list[LedgerEvent], int]:
+        """Up to ``limit`` stored events after ``after``, in sequence order, and the sequence
+        read through."""
+        return await self.store.run(self.store.events_after, after, limit)
+
     # -- the lifecycle ---------------------------------------------------------------------------
 
     async def record_event(self, event: FederationEvent) -> Step:
         """Records what a federation event (of the plan stream, in sequence order) did to the
         proposals; an event recorded before changes nothing."""
-        return await self.store.run(self.store.record_event, event)
+        step, logged = await self.store.run(self.store.record_event_logged, event)
+        self.hub.publish(logged)
+        return step
 
     async def followed(self) -> Position:
         """Where the plan follower is: resume after ``after_sequence``."""

@@ -283,3 +283,24 @@ class Cycle:
     rejections: tuple[str, ...]
     head_index: int
     head_hash: str
+
+
+class EventKind(enum.Enum):
+    """What a :class:`LedgerEvent` records."""
+
+    PROPOSAL = 1  # a proposal appended to the ledger (PROPOSED)
+    CYCLE = 2  # a cycle recorded, after its proposals
+    TRANSITION = 3  # a proposal's move out of PROPOSED
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class LedgerEvent:
+    """One event of the ledger's stream, at ``sequence`` 1, 2, 3, ... over every kind. A
+    PROPOSAL event carries the proposal as appended, a CYCLE event the cycle with its proposals as
+    appended (both PROPOSED, however they moved since), a TRANSITION event the proposal with its
+    final state and transition."""
+
+    sequence: int
+    kind: EventKind
+    proposal: Proposal | None = None
+    cycle: Cycle | None = None

@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
+from collections.abc import AsyncIterator
 
 import grpc
 
@@ -25,10 +26,13 @@ from qtmesh.api.metaoptimizer.v1 import meta_optimizer_pb2 as pb
 from qtmesh.api.metaoptimizer.v1 import meta_optimizer_pb2_grpc as pb_grpc
 from qtmesh.base import paging
 from qtmesh.base.convert import enum_from_proto
-from qtmesh.base.errors import InvalidArgument
+from qtmesh.base.errors import InvalidArgument, ResourceExhausted, Unavailable
 from qtmesh.runtime.agent_service import agent_service
 from qtmesh.runtime.app import App, Built, Context, Uses
 from qtmesh.runtime.server import Service
+
+# Stored events read per query while a subscriber catches up.
+WATCH_BATCH = 500
 
 
 class MetaOptimizerServicer(pb_grpc.MetaOptimizerServiceServicer):
@@ -98,6 +102,71 @@ class MetaOptimizerServicer(pb_grpc.MetaOptimizerServiceServicer):
     ) -> pb.GetPulseResponse:
         return convert.pulse_to_proto(await self._optimizer.pulse())
 
+    async def WatchLedger(
+        self, request: pb.WatchLedgerRequest, context: grpc.aio.ServicerContext
+    ) -> AsyncIterator[pb.WatchLedgerResponse]:
+        """Stored events after the cursor, then live ones from the hub. The subscription is
+        taken before the store is read, so no event falls between the two; an event the hub
+        did not hold (a catch-up longer than the queue, or a gap) is read from the store, where
+        every event is before it is published."""
+        optimizer = self._optimizer
+        hub = optimizer.hub
+        subscription = hub.subscribe()
+        try:
+            last = await optimizer.last_event_sequence()
+            cursor = last
+            if request.HasField("after_sequence"):
+                cursor = request.after_sequence
+                if not 0 <= cursor <= last:
+                    raise InvalidArgument(
+                        "after_sequence",
+                        f"must be in 0..{last}, the last event stored (got {cursor})",
+                    )
+            if hub.closed:
+                raise _draining(cursor)
+            # Headers now, so a subscriber knows it is connected before the next event exists.
+            await context.send_initial_metadata(())
+            while True:
+                while True:  # from the store
+                    batch, through = await optimizer.events_after(cursor, WATCH_BATCH)
+                    for event in batch:
+                        yield convert.event_to_proto(event)
+                    read, cursor = through - cursor, through
+                    subscription.discard_through(cursor)
+                    if subscription.overflowed:
+                        # What it missed is stored, and anything published from here on reaches
+                        # the new subscription: reading on from the store loses nothing.
+                        hub.unsubscribe(subscription)
+                        subscription = hub.subscribe()
+                        continue
+                    if read < WATCH_BATCH:
+                        break
+                while True:  # live
+                    live = await subscription.next()
+                    if live is None:
+                        if subscription.overflowed:
+                            raise ResourceExhausted(
+                                f"subscriber fell {hub.queue_size} events behind; "
+                                f"resume with after_sequence={cursor}",
+                                metadata={"resume_after_sequence": str(cursor)},
+                            )
+                        raise _draining(cursor)
+                    if live.sequence <= cursor:
+                        continue  # delivered from the store already
+                    if live.sequence > cursor + 1:
+                        break  # published out of order: the store has the ones between
+                    cursor = live.sequence
+                    yield convert.event_to_proto(live)
+        finally:
+            hub.unsubscribe(subscription)
+
+
+def _draining(cursor: int) -> Unavailable:
+    return Unavailable(
+        f"server is shutting down; resume with after_sequence={cursor}",
+        metadata={"resume_after_sequence": str(cursor)},
+    )
+
 
 def wall_clock() -> int:
     return time.time_ns()
@@ -130,6 +199,7 @@ def app(*, clock: Clock = wall_clock, observe: Observer | None = None) -> App[Me
             keyring=keyring,
             settings=config.audit,
             clock=clock,
+            queue_size=config.watch_queue_events,
         )
 
         tasks: list[asyncio.Task[None]] = []
@@ -154,6 +224,7 @@ def app(*, clock: Clock = wall_clock, observe: Observer | None = None) -> App[Me
             tasks.append(asyncio.ensure_future(follower.run()))
 
         def drain() -> None:
+            optimizer.hub.close()
             for task in tasks:
                 task.cancel()
 

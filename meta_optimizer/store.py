@@ -14,6 +14,17 @@ working state is ``metaopt_carriers`` (the actions that carry an undecided inten
 last status) and ``metaopt_follower`` (the last federation event recorded). One event's
 transitions, carriers and position are written in one transaction, so a restart resumes after
 the last event recorded and records none twice.
+
+The ledger's stream is ``metaopt_events``: one row per proposal appended, cycle recorded and
+transition made, at sequence 1, 2, 3, ..., written in the transaction of what it records (a
+cycle's proposals, then the cycle; an event's transitions), so the stream and the ledger never
+disagree and a restart resumes it. A row names what it records (the proposal or cycle id); the
+event is read from the ledger, the cycles and the transitions, which never change, so a replay
+reads as the live event did. A sequence is the stream's largest plus one, read in the writing
+transaction; the sequence is the primary key, so two writers cannot take the same one (the loser
+retries), and the events commit in sequence order. A database written before the stream existed
+gets its events once, on open: each cycle's proposals and the cycle, in cycle order, then the
+transitions in the order they were recorded.
 """
 
 from __future__ import annotations
@@ -21,6 +32,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import json
+import threading
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -32,6 +44,8 @@ from meta_optimizer.ledger import (
     Cycle,
     CycleHead,
     CycleStatus,
+    EventKind,
+    LedgerEvent,
     Proposal,
     ProposalState,
     Transition,
@@ -138,6 +152,15 @@ follower = sa.Table(
     sa.Column("market_time", sa.BigInteger, nullable=False),
 )
 FOLLOWER = "federation"
+
+# The ledger's stream: what each event records (a proposal or cycle id), in sequence order.
+events = sa.Table(
+    "metaopt_events",
+    metadata,
+    sa.Column("sequence", sa.BigInteger, primary_key=True, autoincrement=False),
+    sa.Column("kind", sa.Text, nullable=False),
+    sa.Column("ref", sa.Text, nullable=False),
+)
 
 RETRIES = 5
 BATCH = 1000
@@ -263,15 +286,24 @@ class LedgerStore(SqlStore):
     def __init__(self, url: str, *, ttl_days: float = DEFAULT_TTL_DAYS) -> None:
         super().__init__(create_engine(url), metadata)
         self.ttl = round(ttl_days * DAY_NANOS)
+        # Writers of this process take turns; other processes are kept apart by the keys.
+        self._writing = threading.Lock()
+        self._backfill()
 
     # -- writes ----------------------------------------------------------------------------------
 
     def append_cycle(self, build: Callable[[int, int, str], Cycle]) -> Cycle:
         """Appends the cycle ``build(sequence, first_index, previous_hash)`` makes on the current
         head, with its proposals, in one transaction; retries if another writer got there first."""
+        return self.append_cycle_logged(build)[0]
+
+    def append_cycle_logged(
+        self, build: Callable[[int, int, str], Cycle]
+    ) -> tuple[Cycle, list[LedgerEvent]]:
+        """:meth:`append_cycle`, and the stream's events it wrote (its proposals, then it)."""
         for attempt in range(RETRIES):
             try:
-                with self.engine.begin() as c:
+                with self._writing, self.engine.begin() as c:
                     sequence = c.execute(sa.select(sa.func.max(cycles.c.sequence))).scalar()
                     head = c.execute(
                         sa.select(ledger.c.ledger_index, ledger.c.entry_hash)
@@ -285,8 +317,21 @@ class LedgerStore(SqlStore):
                     if cycle.proposals:
                         c.execute(ledger.insert(), [_proposal_row(p) for p in cycle.proposals])
                     c.execute(cycles.insert().values(**_cycle_row(cycle)))
+                    first = _append_events(
+                        c,
+                        [(EventKind.PROPOSAL, p.id) for p in cycle.proposals]
+                        + [(EventKind.CYCLE, cycle.id)],
+                    )
                 dressed = [self._dress(p, cycle.sectors, None) for p in cycle.proposals]
-                return dataclasses.replace(cycle, proposals=tuple(dressed))
+                cycle = dataclasses.replace(cycle, proposals=tuple(dressed))
+                logged = [
+                    LedgerEvent(sequence=first + k, kind=EventKind.PROPOSAL, proposal=p)
+                    for k, p in enumerate(dressed)
+                ]
+                logged.append(
+                    LedgerEvent(sequence=first + len(dressed), kind=EventKind.CYCLE, cycle=cycle)
+                )
+                return cycle, logged
             except sa.exc.IntegrityError:
                 if attempt == RETRIES - 1:
                     raise
@@ -296,10 +341,26 @@ class LedgerStore(SqlStore):
         """Records what one federation event does to the proposals (:func:`lifecycle.decide`)
         with the follower's new position, in one transaction. An event at or before the
         position was recorded already: nothing changes."""
+        return self.record_event_logged(event)[0]
+
+    def record_event_logged(self, event: FederationEvent) -> tuple[Step, list[LedgerEvent]]:
+        """:meth:`record_event`, and the stream's events it wrote (one per transition); retries
+        if another writer got there first."""
+        for attempt in range(RETRIES):
+            try:
+                with self._writing:
+                    return self._record(event)
+            except sa.exc.IntegrityError:
+                if attempt == RETRIES - 1:
+                    raise
+        raise AssertionError("unreachable")
+
+    def _record(self, event: FederationEvent) -> tuple[Step, list[LedgerEvent]]:
+        logged: list[LedgerEvent] = []
         with self.engine.begin() as c:
             position = self._position(c)
             if event.sequence <= position.after_sequence:
-                return Step((), (), frozenset(), position)
+                return Step((), (), frozenset(), position), logged
             candidates = self._candidates(c)
             intents = {x.intent_key for x in candidates}
             found = (
@@ -317,6 +378,14 @@ class LedgerStore(SqlStore):
             )
             if step.transitions:
                 c.execute(transitions.insert(), [_transition_row(t) for t in step.transitions])
+                ids = [t.proposal_id for t in step.transitions]
+                first = _append_events(c, [(EventKind.TRANSITION, i) for i in ids])
+                rows = c.execute(ledger.select().where(ledger.c.proposal_id.in_(sorted(ids))))
+                moved = {p.id: p for p in self._dressed(c, [_proposal(r) for r in rows])}
+                logged = [
+                    LedgerEvent(sequence=first + k, kind=EventKind.TRANSITION, proposal=moved[i])
+                    for k, i in enumerate(ids)
+                ]
             for carrier in step.carriers:
                 c.execute(
                     carriers.delete()
@@ -334,7 +403,45 @@ class LedgerStore(SqlStore):
             updated = c.execute(follower.update().where(follower.c.name == FOLLOWER).values(values))
             if not updated.rowcount:
                 c.execute(follower.insert().values(name=FOLLOWER, **values))
-        return step
+        return step, logged
+
+    def _backfill(self) -> None:
+        """The events of a database written before the stream existed (see the module)."""
+        with self.engine.connect() as c:
+            if c.execute(sa.select(events.c.sequence).limit(1)).first() is not None:
+                return
+            if c.execute(sa.select(cycles.c.sequence).limit(1)).first() is None:
+                return
+        items: list[tuple[EventKind, str]] = []
+        try:
+            with self._writing, self.engine.begin() as c:
+                if c.execute(sa.select(events.c.sequence).limit(1)).first() is not None:
+                    return
+                recorded = list(
+                    c.execute(
+                        sa.select(cycles.c.cycle_id, cycles.c.head_index).order_by(
+                            cycles.c.sequence
+                        )
+                    )
+                )
+                for cycle in recorded:
+                    entries = c.execute(
+                        sa.select(ledger.c.proposal_id)
+                        .where(ledger.c.cycle_id == cycle.cycle_id)
+                        .where(ledger.c.ledger_index <= cycle.head_index)
+                        .order_by(ledger.c.ledger_index)
+                    )
+                    items += [(EventKind.PROPOSAL, r.proposal_id) for r in entries]
+                    items.append((EventKind.CYCLE, cycle.cycle_id))
+                moved = c.execute(
+                    sa.select(transitions.c.proposal_id)
+                    .join(ledger, ledger.c.proposal_id == transitions.c.proposal_id)
+                    .order_by(transitions.c.event_sequence, ledger.c.ledger_index)
+                )
+                items += [(EventKind.TRANSITION, r.proposal_id) for r in moved]
+                _append_events(c, items)
+        except sa.exc.IntegrityError:
+            pass  # another replica wrote them first
 
     def position(self) -> Position:
         """The last federation event recorded (0: none)."""
@@ -392,6 +499,95 @@ class LedgerStore(SqlStore):
         return found
 
     # -- reads -----------------------------------------------------------------------------------
+
+    def last_event_sequence(self) -> int:
+        """The stream's last sequence (0: no event yet)."""
+        with self.engine.connect() as c:
+            return int(c.execute(sa.select(sa.func.max(events.c.sequence))).scalar() or 0)
+
+    def events_after(self, after: int, limit: int) -> tuple[list[LedgerEvent], int]:
+        """Up to ``limit`` events after ``after``, in sequence order, each as it read live, and
+        the sequence read through (``after`` when there are none; the sequences have no gaps,
+        so fewer than ``limit`` read means the end)."""
+        with self.engine.connect() as c:
+            rows = list(
+                c.execute(
+                    events.select()
+                    .where(events.c.sequence > after)
+                    .order_by(events.c.sequence)
+                    .limit(limit)
+                )
+            )
+            cycle_ids = sorted({r.ref for r in rows if r.kind == EventKind.CYCLE.name})
+            proposal_ids = sorted({r.ref for r in rows if r.kind != EventKind.CYCLE.name})
+            entries = {
+                p.id: p
+                for p in map(
+                    _proposal,
+                    c.execute(ledger.select().where(ledger.c.proposal_id.in_(proposal_ids)))
+                    if proposal_ids
+                    else [],
+                )
+            }
+            names = sorted(set(cycle_ids) | {p.cycle_id for p in entries.values()})
+            recorded = (
+                {
+                    r.cycle_id: r
+                    for r in c.execute(cycles.select().where(cycles.c.cycle_id.in_(names)))
+                }
+                if names
+                else {}
+            )
+            audits = {name: _audits(r.audit) for name, r in recorded.items()}
+            moved = (
+                {
+                    t.proposal_id: t
+                    for t in map(
+                        _transition,
+                        c.execute(
+                            transitions.select().where(transitions.c.proposal_id.in_(proposal_ids))
+                        ),
+                    )
+                }
+                if proposal_ids
+                else {}
+            )
+            members: dict[str, list[Proposal]] = {name: [] for name in cycle_ids}
+            if cycle_ids:
+                for r in c.execute(
+                    ledger.select()
+                    .where(ledger.c.cycle_id.in_(cycle_ids))
+                    .order_by(ledger.c.ledger_index)
+                ):
+                    if r.ledger_index <= recorded[r.cycle_id].head_index:
+                        members[r.cycle_id].append(_proposal(r))
+        found: list[LedgerEvent] = []
+        through = rows[-1].sequence if rows else after
+        for row in rows:
+            # An event whose record was removed by hand is left out (VerifyLedger finds that).
+            kind = EventKind[row.kind]
+            if kind is EventKind.CYCLE:
+                record = recorded.get(row.ref)
+                if record is None:
+                    continue
+                proposals = [self._dress(p, audits[row.ref], None) for p in members[row.ref]]
+                found.append(
+                    LedgerEvent(sequence=row.sequence, kind=kind, cycle=_cycle(record, proposals))
+                )
+                continue
+            entry = entries.get(row.ref)
+            if entry is None or (kind is EventKind.TRANSITION and row.ref not in moved):
+                continue
+            sectors = audits.get(entry.cycle_id, ())
+            transition = moved[row.ref] if kind is EventKind.TRANSITION else None
+            found.append(
+                LedgerEvent(
+                    sequence=row.sequence,
+                    kind=kind,
+                    proposal=self._dress(entry, sectors, transition),
+                )
+            )
+        return found, through
 
     def _dress(
         self, p: Proposal, sectors: tuple[SectorAudit, ...], transition: Transition | None
@@ -594,3 +790,17 @@ def _cycle(row: Any, proposals: list[Proposal]) -> Cycle:
         head_index=row.head_index,
         head_hash=row.head_hash,
     )
+
+
+def _append_events(c: sa.Connection, items: list[tuple[EventKind, str]]) -> int:
+    """Writes ``items`` as the stream's next events; the sequence of the first."""
+    first = int(c.execute(sa.select(sa.func.max(events.c.sequence))).scalar() or 0) + 1
+    if items:
+        c.execute(
+            events.insert(),
+            [
+                {"sequence": first + k, "kind": kind.name, "ref": ref}
+                for k, (kind, ref) in enumerate(items)
+            ],
+        )
+    return first

@@ -5,13 +5,13 @@ from __future__ import annotations
 import dataclasses
 import math
 
-from backtest.evaluation import CostModel, Evaluation
+from backtest.evaluation import CostModel, Evaluation, EvaluationSettings
 from backtest.metrics import Metrics, ScoreWeights
 from qtmesh.api.common.v1 import strategy_pb2
 from qtmesh.api.sesa.v1 import sesa_pb2 as pb
 from qtmesh.base.convert import enum_from_proto, enum_to_proto, genome_from_proto, genome_to_proto
 from qtmesh.base.errors import InvalidArgument
-from sesa.agent import FinishedEvolution
+from sesa.agent import FinishedEvolution, ShadowBook, book_candidates, book_strategy_id
 from sesa.evolution import EvaluationType, EvolutionConfig, EvolutionResult, GenerationStats
 from sesa.mutation import OPERATORS
 from sesa.selection import Judgement, SelectionConfig
@@ -118,14 +118,7 @@ def result_to_proto(
         message.evolution_id = finished.evolution_id
         book = finished.shadow_book
         if book is not None:
-            message.shadow_book.CopyFrom(
-                pb.ShadowBookChange(
-                    strategy_ids=book.strategy_ids,
-                    applied=book.applied,
-                    change_sequence=book.change_sequence,
-                    detail=book.detail,
-                )
-            )
+            message.shadow_book.CopyFrom(shadow_book_to_proto(book))
     return message
 
 
@@ -190,3 +183,69 @@ def selection_from_proto(message: pb.SelectionConfig) -> SelectionConfig:
         if message.HasField(name)
     }
     return SelectionConfig(**values)
+
+
+def shadow_book_to_proto(book: ShadowBook) -> pb.ShadowBookChange:
+    return pb.ShadowBookChange(
+        strategy_ids=book.strategy_ids,
+        applied=book.applied,
+        change_sequence=book.change_sequence,
+        detail=book.detail,
+    )
+
+
+def evolution_config_to_proto(
+    config: EvolutionConfig, settings: EvaluationSettings, top_k: int
+) -> pb.EvolutionConfig:
+    """The settings an evolution runs with, every field set."""
+    return pb.EvolutionConfig(
+        num_mutations_per_parent=config.num_mutations_per_parent,
+        mutation_rate=config.mutation_rate,
+        mutation_magnitude=config.mutation_magnitude,
+        evaluation_type=enum_to_proto(pb.EvaluationType, config.evaluation_type),
+        evaluation_lookback_days=config.evaluation_lookback_days,
+        num_generations=config.num_generations,
+        elite_carry_forward=config.elite_carry_forward,
+        costs=pb.CostModel(
+            commission_bps=settings.costs.commission_bps,
+            slippage_bps=settings.costs.slippage_bps,
+        ),
+        weights=pb.ScoreWeights(**dataclasses.asdict(settings.weights)),
+        top_k=top_k,
+        scenario_paths=config.scenario_paths,
+    )
+
+
+def candidate_to_proto(j: Judgement, symbol: str) -> pb.CandidateSummary:
+    oos = j.evaluation.out_of_sample
+    return pb.CandidateSummary(
+        genome_id=j.genome_id,
+        strategy_id=book_strategy_id(symbol, j.genome_id),
+        stage=enum_to_proto(strategy_pb2.StrategyStage, j.stage),
+        composite_score=j.evaluation.composite_score,
+        sharpe_ratio=oos.sharpe_ratio,
+        deflated_sharpe_ratio=oos.deflated_sharpe_ratio,
+        win_rate=oos.win_rate,
+        profit_factor=oos.profit_factor,
+        max_drawdown=oos.max_drawdown,
+        trade_count=oos.trade_count,
+        promotion_readiness=j.promotion_readiness,
+        gate_failures=j.gate_failures,
+    )
+
+
+def summary_to_proto(
+    r: EvolutionResult, symbol: str, book: ShadowBook | None
+) -> pb.EvolutionSummary:
+    chosen = book_candidates(r)
+    message = pb.EvolutionSummary(
+        trials=r.trials,
+        generations=len(r.generations),
+        elapsed_seconds=r.elapsed_seconds,
+        candidates=[candidate_to_proto(j, symbol) for j in chosen],
+    )
+    if not chosen and r.top:
+        message.best.CopyFrom(candidate_to_proto(r.top[0], symbol))
+    if book is not None:
+        message.shadow_book.CopyFrom(shadow_book_to_proto(book))
+    return message

@@ -104,3 +104,22 @@ class SesaClient:
         return await self._stub.Select(
             pb.SelectRequest(evaluations=evaluations, config=config, trials=trials),
         )
+
+    async def watch_evolutions(
+        self, *, after_sequence: int | None = None
+    ) -> AsyncIterator[pb.WatchEvolutionsResponse]:
+        """Yields the events of every evolution SESA runs (Evolve calls and RUN_EVOLUTION
+        actions): each with its ``sequence``, ``evolution_id`` and one of ``started``,
+        ``generation`` or ``ended``. Without ``after_sequence``, live events only; with it,
+        every kept event after it, once, then live ones. To resume after the stream ends
+        (UNAVAILABLE on shutdown, RESOURCE_EXHAUSTED when too slow: both name the sequence),
+        watch again with the last sequence received."""
+        request = pb.WatchEvolutionsRequest()
+        if after_sequence is not None:
+            request.after_sequence = after_sequence
+        call = self._stub.WatchEvolutions(request)
+        try:
+            async for event in call:
+                yield event
+        finally:
+            call.cancel()

@@ -5,12 +5,18 @@ from __future__ import annotations
 import dataclasses
 
 from qtmesh.base.config import require, setting
+from qtmesh.base.storage import DataDirConfig
 
 ENV_PREFIX = "QTMESH_SESA_"
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
-class SesaConfig:
+class SesaConfig(DataDirConfig):
+    """SESA's settings; its state is the evolution event log (``sesa.db`` in ``data_dir``, or
+    ``database_url``)."""
+
+    database_file = "sesa.db"
+
     symbols: tuple[str, ...] = setting(
         ("ORBT",), help="symbols evolved on when a request or an action names none"
     )
@@ -28,7 +34,20 @@ class SesaConfig:
         "down) the evolution runs on SESA's own defaults",
     )
 
+    kept_events: int = setting(
+        10_000,
+        help="evolution events kept for WatchEvolutions to resume from; older ones are dropped",
+    )
+    watch_queue_events: int = setting(
+        1000,
+        help="events a WatchEvolutions subscriber may fall behind before it is cut off "
+        "(RESOURCE_EXHAUSTED, with the sequence to resume after)",
+    )
+
     def __post_init__(self) -> None:
+        self.check_database()
+        require(self.kept_events >= 1, "kept_events", "must be at least 1")
+        require(self.watch_queue_events >= 1, "watch_queue_events", "must be at least 1")
         require(bool(self.symbols), "symbols", "name at least one symbol")
         for name in ("commission_bps", "slippage_bps"):
             require(0 <= getattr(self, name) <= 1000, name, "must be in 0..1000")

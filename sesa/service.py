@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import dataclasses
 import uuid
 from collections import OrderedDict
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
 
 import grpc
 import numpy as np
@@ -27,9 +30,21 @@ from qtmesh.api.sesa.v1 import sesa_pb2_grpc as pb_grpc
 from qtmesh.base.bars import validate_bars
 from qtmesh.base.concurrency import CancelToken, run_cancellable
 from qtmesh.base.contract import ActionType
-from qtmesh.base.convert import genome_from_proto, genome_to_proto, series_from_proto
-from qtmesh.base.errors import InvalidArgument, MeshError
-from qtmesh.base.genome import Policy, reject_conflicting_ids
+from qtmesh.base.convert import (
+    genome_from_proto,
+    genome_to_proto,
+    series_from_proto,
+    timestamp,
+)
+from qtmesh.base.errors import (
+    FailedPrecondition,
+    InvalidArgument,
+    MeshError,
+    ResourceExhausted,
+    Unavailable,
+)
+from qtmesh.base.genome import Policy, StrategyFamily, StrategyGenome, reject_conflicting_ids
+from qtmesh.base.storage import create_engine
 from qtmesh.runtime.agent_service import agent_service
 from qtmesh.runtime.app import App, Built, Context, Uses
 from qtmesh.runtime.server import Service
@@ -46,14 +61,43 @@ from sesa.agent import (
     evolution_seed,
 )
 from sesa.config import ENV_PREFIX, SesaConfig
-from sesa.evolution import EvaluationType, Evolution, EvolutionConfig, EvolutionResult
+from sesa.events import EventLog
+from sesa.evolution import (
+    EvaluationType,
+    Evolution,
+    EvolutionConfig,
+    EvolutionResult,
+    GenerationStats,
+)
 from sesa.mutation import OPERATORS
 from sesa.priors import Priors, TunedParameters
 from sesa.scenarios import BlockBootstrap
 from sesa.selection import SelectionConfig, judge, select
+from sesa.store import ENDED, GENERATION, STARTED, EvolutionStore, StoredEvent
 
 DAY_NANOS = 86_400 * 10**9
+HISTORY_PAGE = 200  # events read from the store at a time when a subscriber resumes
 _log = structlog.get_logger("sesa")
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class _Run:
+    """One evolution to run and publish: everything it needs once validated."""
+
+    name: str  # the evolution id
+    symbol: str
+    sector: str
+    data: BarData
+    seeds: list[StrategyGenome]
+    evolution: Evolution
+    config: EvolutionConfig
+    evaluator: Evaluator
+    selection: SelectionConfig
+    seed: int
+    prior_trials: int
+    origin: pb.ActionOrigin | pb.EvolveOrigin
+    # Sends the result's candidates to the market's book (None: they are only returned).
+    book: Callable[[EvolutionResult], Awaitable[ShadowBook]] | None
 
 
 class SesaServicer(pb_grpc.SesaServiceServicer):
@@ -62,10 +106,12 @@ class SesaServicer(pb_grpc.SesaServiceServicer):
         *,
         config: SesaConfig,
         market: MarketClient,
+        events: EventLog,
         meta: MetaClient | None = None,
         policy: Policy | None = None,
     ):
         self._config = config
+        self.events = events
         self._market = market
         self._meta = meta
         self._policy = policy or Policy()
@@ -97,7 +143,12 @@ class SesaServicer(pb_grpc.SesaServiceServicer):
             raise InvalidArgument(
                 "seeds", f"{len(request.seeds)} genomes exceed {self._config.max_genomes}"
             )
-        seeds = [genome_from_proto(g, field=f"seeds[{i}]") for i, g in enumerate(request.seeds)]
+        # Checked now, so a bad seed fails before the evolution starts (and is published).
+        seeds = [
+            self._policy.validate(genome_from_proto(g, field=f"seeds[{i}]"), field=f"seeds[{i}]")
+            for i, g in enumerate(request.seeds)
+        ]
+        reject_conflicting_ids(seeds, field="seeds")
         data = await self._bars(request.bars, field="bars", days=config.evaluation_lookback_days)
         config.check_scenario_bars(data.n)
         book_key = request.shadow_book_key
@@ -117,34 +168,103 @@ class SesaServicer(pb_grpc.SesaServiceServicer):
         evolution = await self._evolution(
             config, evaluator, selection, request.seed, request.prior_trials
         )
-        seed = request.seed
-        # Bootstrapping the paths is heavy work too: off the event loop and cancellable.
-        stats = await run_cancellable(
-            lambda token: evolution.start(
-                seeds, data, paths=self._scenarios(data, config, seed, token), token=token
-            )
+        run = _Run(
+            name=evolution_name,
+            symbol=data.symbol,
+            sector=sector,
+            data=data,
+            seeds=seeds,
+            evolution=evolution,
+            config=config,
+            evaluator=evaluator,
+            selection=selection,
+            seed=request.seed,
+            prior_trials=request.prior_trials,
+            origin=pb.EvolveOrigin(
+                peer=context.peer() or "",
+                request_id=str(structlog.contextvars.get_contextvars().get("request_id", "")),
+                shadow_book_key=book_key,
+            ),
+            book=(
+                None
+                if not book_key
+                else lambda result: self._add_to_book(
+                    result,
+                    symbol=data.symbol,
+                    sector=sector,
+                    evolution_name=evolution_name,
+                    key=book_key,
+                    action_id="",
+                    plan_sequence=0,
+                )
+            ),
         )
-        yield pb.EvolveResponse(generation=convert.stats_to_proto(stats))
-        while not evolution.finished:
-            stats = await run_cancellable(evolution.step)
-            yield pb.EvolveResponse(generation=convert.stats_to_proto(stats))
-        result = evolution.result()
-        book = None
-        if book_key:
-            book = await self._add_to_book(
-                result,
-                symbol=data.symbol,
-                sector=sector,
-                evolution_name=evolution_name,
-                key=book_key,
-                action_id="",
-                plan_sequence=0,
-            )
-        finished = FinishedEvolution(
-            result, data.symbol, sector, int(data.time[-1]), evolution_name, book
-        )
-        self.agent.remember(finished)
-        yield pb.EvolveResponse(result=convert.result_to_proto(result, finished))
+        async with contextlib.aclosing(self._evolving(run)) as events:
+            async for event in events:
+                if isinstance(event, GenerationStats):
+                    yield pb.EvolveResponse(generation=convert.stats_to_proto(event))
+                else:
+                    yield pb.EvolveResponse(result=convert.result_to_proto(event.result, event))
+
+    async def WatchEvolutions(
+        self, request: pb.WatchEvolutionsRequest, context: grpc.aio.ServicerContext
+    ) -> AsyncIterator[pb.WatchEvolutionsResponse]:
+        log = self.events
+        store = log.store
+        # Subscribe before reading the log, so no event falls between the two.
+        subscription = log.subscribe()
+        try:
+            oldest, last = await store.run(store.bounds)
+            if request.HasField("after_sequence"):
+                after = request.after_sequence
+                if not 0 <= after <= last:
+                    raise InvalidArgument(
+                        "after_sequence",
+                        f"must be in 0..{last}, the last sequence (got {after})",
+                    )
+                _check_kept(after, oldest)
+            else:
+                after = last
+            if log.draining:
+                raise _draining(after)
+            # Headers now, so a subscriber knows it is connected before the next event.
+            await context.send_initial_metadata(())
+            if request.HasField("after_sequence"):
+                while True:
+                    oldest, page = await store.run(store.page, after, HISTORY_PAGE)
+                    _check_kept(after, oldest)  # dropped while this subscriber read
+                    for event in page:
+                        after = event.sequence
+                        yield _event_message(event)
+
+                        def delivered(e: StoredEvent, last: int = after) -> bool:
+                            return e.sequence <= last
+
+                        # Live events the log has delivered need no room in the queue.
+                        subscription.discard_while(delivered)
+                        if subscription.overflowed:
+                            # Every event it missed is stored (stored before it is offered),
+                            # so reading on from the log loses nothing.
+                            log.unsubscribe(subscription)
+                            subscription = log.subscribe()
+                    if len(page) < HISTORY_PAGE:
+                        break
+            while True:
+                live = await subscription.next()
+                if live is None:
+                    if subscription.overflowed:
+                        raise ResourceExhausted(
+                            f"subscriber fell {log.queue_size} events behind; resume with "
+                            f"after_sequence={after}",
+                            metadata={"resume_after_sequence": str(after)},
+                        )
+                    raise _draining(after)
+                if live.sequence <= after:
+                    continue  # already delivered from the log
+                after = live.sequence
+                yield _event_message(live)
+        finally:
+            log.unsubscribe(subscription)
 
     async def Evaluate(
         self, request: pb.EvaluateRequest, context: grpc.aio.ServicerContext
@@ -372,30 +492,56 @@ class SesaServicer(pb_grpc.SesaServiceServicer):
                 field="action.parameters.run_evolution.symbols",
                 days=config.evaluation_lookback_days,
             )
-            evolution = await self._evolution(
-                config, evaluator, SelectionConfig(), evolution_seed(order.key, symbol), 0
-            )
+            seed = evolution_seed(order.key, symbol)
+            selection = SelectionConfig()
+            evolution = await self._evolution(config, evaluator, selection, seed, 0)
+            sector = sectors[symbol]
 
-            def start(token: CancelToken, e: Evolution = evolution, d: BarData = data) -> object:
-                return e.start(seeds, d, token=token)
+            def book(
+                result: EvolutionResult,
+                symbol: str = symbol,
+                sector: str = sector,
+                name: str = name,
+            ) -> Awaitable[ShadowBook]:
+                return self._add_to_book(
+                    result,
+                    symbol=symbol,
+                    sector=sector,
+                    evolution_name=name,
+                    key=order.book_key(symbol),
+                    action_id=order.action_id,
+                    plan_sequence=order.plan_sequence,
+                )
 
-            await run_cancellable(start)
-            while not evolution.finished:
-                await run_cancellable(evolution.step)
-            result = evolution.result()
-            book = await self._add_to_book(
-                result,
+            run = _Run(
+                name=name,
                 symbol=symbol,
-                sector=sectors[symbol],
-                evolution_name=name,
-                key=order.book_key(symbol),
-                action_id=order.action_id,
-                plan_sequence=order.plan_sequence,
+                sector=sector,
+                data=data,
+                seeds=seeds,
+                evolution=evolution,
+                config=config,
+                evaluator=evaluator,
+                selection=selection,
+                seed=seed,
+                prior_trials=0,
+                origin=pb.ActionOrigin(
+                    action_key=order.key,
+                    action_id=order.action_id,
+                    plan_sequence=order.plan_sequence,
+                    symbols=order.symbols,
+                    book_key=order.book_key(symbol),
+                    meta_version=priors.version,
+                ),
+                book=book,
             )
-            done = FinishedEvolution(
-                result, symbol, sectors[symbol], int(data.time[-1]), name, book
-            )
-            self.agent.remember(done)
+            done = None
+            async with contextlib.aclosing(self._evolving(run)) as events:
+                async for event in events:
+                    if isinstance(event, FinishedEvolution):
+                        done = event
+            assert done is not None
+            result, book_change = done.result, done.shadow_book
             finished.append(done)
             _log.info(
                 "evolution finished",
@@ -403,10 +549,128 @@ class SesaServicer(pb_grpc.SesaServiceServicer):
                 symbol=symbol,
                 key=order.key,
                 trials=result.trials,
-                candidates=list(book.strategy_ids),
+                candidates=list(book_change.strategy_ids) if book_change else [],
                 meta_version=priors.version,
             )
         return EvolutionReport(order, priors, config, tuple(seeds), tuple(finished))
+
+    async def _evolving(
+        self, run: _Run
+    ) -> AsyncGenerator[GenerationStats | FinishedEvolution, None]:
+        """Runs ``run``, yielding each generation's stats, then the finished evolution, and
+        publishes its start, every generation and its end (finished, failed or cancelled)."""
+        data, config, evolution = run.data, run.config, run.evolution
+        started = pb.EvolutionStarted(
+            symbol=run.symbol,
+            sector=run.sector,
+            config=convert.evolution_config_to_proto(
+                config, run.evaluator.settings, run.selection.top_k
+            ),
+            seed=run.seed,
+            prior_trials=run.prior_trials,
+            seed_count=len(run.seeds) or len(StrategyFamily),
+            bars_end_time=timestamp(int(data.time[-1])),
+            bar_count=data.n,
+        )
+        if isinstance(run.origin, pb.ActionOrigin):
+            started.action.CopyFrom(run.origin)
+        else:
+            started.evolve.CopyFrom(run.origin)
+        start = (await self._publish(run.name, STARTED, 0, started=started)).sequence
+        result: EvolutionResult | None = None
+        book: ShadowBook | None = None
+        try:
+            # Bootstrapping the paths is heavy work too: off the event loop and cancellable.
+            stats = await run_cancellable(
+                lambda token: evolution.start(
+                    run.seeds,
+                    data,
+                    paths=self._scenarios(data, config, run.seed, token),
+                    token=token,
+                )
+            )
+            await self._publish(run.name, GENERATION, start, generation=stats)
+            yield stats
+            while not evolution.finished:
+                stats = await run_cancellable(evolution.step)
+                await self._publish(run.name, GENERATION, start, generation=stats)
+                yield stats
+            result = evolution.result()
+            if run.book is not None:
+                book = await run.book(result)
+        except (asyncio.CancelledError, GeneratorExit):
+            await self._ended(
+                run,
+                start,
+                pb.EvolutionEnded(
+                    outcome=pb.EVOLUTION_OUTCOME_CANCELLED,
+                    error_message="cancelled: its caller went away or SESA shut down",
+                ),
+                result,
+                book,
+            )
+            raise
+        except Exception as exc:
+            code = exc.code if isinstance(exc, MeshError) else "INTERNAL"
+            message = exc.message if isinstance(exc, MeshError) else repr(exc)
+            await self._ended(
+                run,
+                start,
+                pb.EvolutionEnded(
+                    outcome=pb.EVOLUTION_OUTCOME_FAILED, error_code=code, error_message=message
+                ),
+                result,
+                book,
+            )
+            raise
+        finished = FinishedEvolution(
+            result, run.symbol, run.sector, int(data.time[-1]), run.name, book
+        )
+        self.agent.remember(finished)
+        await self._ended(
+            run, start, pb.EvolutionEnded(outcome=pb.EVOLUTION_OUTCOME_FINISHED), result, book
+        )
+        yield finished
+
+    async def _ended(
+        self,
+        run: _Run,
+        start: int,
+        ended: pb.EvolutionEnded,
+        result: EvolutionResult | None,
+        book: ShadowBook | None,
+    ) -> None:
+        if result is not None:
+            ended.summary.CopyFrom(convert.summary_to_proto(result, run.symbol, book))
+        if ended.outcome == pb.EVOLUTION_OUTCOME_FINISHED:
+            await self._publish(run.name, ENDED, start, ended=ended)
+            return
+        # Already failing: a log that cannot be written is logged, not raised over the cause.
+        try:
+            await self._publish(run.name, ENDED, start, ended=ended)
+        except Exception as exc:  # pragma: no cover - the store failing as well
+            _log.error("evolution end not recorded", evolution_id=run.name, error=repr(exc))
+
+    async def _publish(
+        self,
+        name: str,
+        kind: int,
+        start: int,
+        *,
+        started: pb.EvolutionStarted | None = None,
+        generation: GenerationStats | None = None,
+        ended: pb.EvolutionEnded | None = None,
+    ) -> StoredEvent:
+        message = pb.WatchEvolutionsResponse(evolution_id=name)
+        if started is not None:
+            message.started.CopyFrom(started)
+        if generation is not None:
+            message.generation.CopyFrom(convert.stats_to_proto(generation))
+        if ended is not None:
+            message.ended.CopyFrom(ended)
+        return await self.events.append(
+            name, kind, message.SerializeToString(), start_sequence=start
+        )
 
     async def _priors(self) -> Priors:
         """Meta's current parameters; SESA's own defaults when meta cannot be read."""
@@ -467,6 +731,46 @@ class SesaServicer(pb_grpc.SesaServiceServicer):
         await self.agent.close()
 
 
+def _check_kept(after: int, oldest: int) -> None:
+    """Refuses a resume from before the oldest kept event (events after it were dropped)."""
+    if oldest and after < oldest - 1:
+        raise FailedPrecondition(
+            f"after_sequence: events {after + 1}..{oldest - 1} were dropped from the bounded log; "
+            f"the oldest available is sequence {oldest} (resume with after_sequence >= "
+            f"{oldest - 1})",
+            metadata={"field": "after_sequence", "oldest_sequence": str(oldest)},
+        )
+
+
+def _draining(after: int) -> Unavailable:
+    return Unavailable(
+        f"server is shutting down; resume with after_sequence={after}",
+        metadata={"resume_after_sequence": str(after)},
+    )
+
+
+def _event_message(event: StoredEvent) -> pb.WatchEvolutionsResponse:
+    message = pb.WatchEvolutionsResponse.FromString(event.payload)
+    message.sequence = event.sequence
+    message.start_sequence = event.start_sequence
+    message.event_time.CopyFrom(timestamp(event.event_time))
+    return message
+
+
+async def _record_interrupted(events: EventLog) -> None:
+    """Ends the runs a previous SESA left started (it stopped without closing: a crash)."""
+    store = events.store
+    for start, name in await store.run(store.unended):
+        message = pb.WatchEvolutionsResponse(
+            evolution_id=name,
+            ended=pb.EvolutionEnded(
+                outcome=pb.EVOLUTION_OUTCOME_INTERRUPTED,
+                error_message="SESA stopped before the evolution ended",
+            ),
+        )
+        await events.append(name, ENDED, message.SerializeToString(), start_sequence=start)
+
+
 def services(servicer: SesaServicer) -> list[Service]:
     """SesaService and SESA's AgentService, both served by ``servicer``."""
     return [
@@ -480,12 +784,30 @@ def services(servicer: SesaServicer) -> list[Service]:
 
 
 async def build(ctx: Context[SesaConfig]) -> Built:
+    config = ctx.config
+    store = await asyncio.to_thread(
+        config.open, lambda url: EvolutionStore(create_engine(url), keep=config.kept_events)
+    )
+    try:
+        events = EventLog(store, queue_size=config.watch_queue_events)
+        await _record_interrupted(events)
+    except BaseException:
+        store.close()
+        raise
     servicer = SesaServicer(
-        config=ctx.config,
+        config=config,
         market=ctx.client("market", MarketClient),
         meta=ctx.client("meta", MetaClient),
+        events=events,
     )
-    return Built(services=services(servicer), close=servicer.close)
+
+    async def close() -> None:
+        try:
+            await servicer.close()  # running evolutions end (cancelled) and say so in the log
+        finally:
+            store.close()
+
+    return Built(services=services(servicer), drain=events.drain, close=close)
 
 
 APP = App(

@@ -53,6 +53,7 @@ from market.fleet.agent import EXECUTES, FleetAgent
 from market.fleet.book import BookEntry, Candidate
 from market.fleet.engine import FleetEngine
 from market.fleet.report import (
+    ClosedTrades,
     FleetReport,
     MissionBook,
     SectorBook,
@@ -82,6 +83,7 @@ __all__ = [
     "BookEntry",
     "Candidate",
     "Cause",
+    "ClosedTrades",
     "DeployedStrategy",
     "FleetAgent",
     "FleetChange",

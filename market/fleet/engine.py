@@ -114,6 +114,12 @@ class FleetEngine:
         run = await self.run()
         return run.list_trades(query, limit)
 
+    async def closed_trades(self, after: tuple[int, str] | None) -> tuple[FleetRun, list[Trade]]:
+        """The fleet at the clock and its trades closed after the keyset ``after`` (exit time,
+        strategy id), in the order they closed."""
+        run = await self.run()
+        return run, run.closed_trades(after)
+
     async def run(self) -> FleetRun:
         """The fleet simulated up to the clock; recomputed only when the clock or the changes
         moved. The backtests run off the event loop and stop if the caller is cancelled."""

@@ -10,7 +10,7 @@ import dataclasses
 from market.fleet.book import DEPLOYMENT
 from market.fleet.setup import DeployedStrategy
 from market.fleet.state import ArbMission, FleetChange
-from qtmesh.base.genome import StrategyStage
+from qtmesh.base.genome import StrategyFamily, StrategyStage
 
 
 @dataclasses.dataclass(frozen=True)
@@ -109,10 +109,31 @@ class Trade:
     bar_count: int
     return_fraction: float
     pnl: float
+    # The family of the strategy's genome.
+    family: StrategyFamily | None = None
 
     @property
     def trade_id(self) -> str:
         return f"{self.strategy_id}@{self.entry_time}"
+
+    @property
+    def cursor(self) -> tuple[int, str] | None:
+        """Where a closed trade stands in the order trades close: (exit time, strategy id);
+        None while open."""
+        return None if self.exit_time is None else (self.exit_time, self.strategy_id)
+
+
+@dataclasses.dataclass(frozen=True)
+class ClosedTrades:
+    """One message of the stream of closed trades: trades closed after the previous cursor, in
+    the order they closed, as the fleet stood at ``clock_time``. ``cursor`` is the last trade
+    sent so far (exit time, strategy id); ``caught_up`` marks the last message of a clock step."""
+
+    trades: tuple[Trade, ...]
+    cursor: tuple[int, str] | None
+    clock_time: int
+    position: int
+    caught_up: bool
 
 
 @dataclasses.dataclass(frozen=True)

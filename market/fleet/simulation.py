@@ -237,6 +237,23 @@ class FleetRun:
         page = chosen[:limit]
         return [self._trade(int(j)) for j in page], chosen.size > limit
 
+    def closed_trades(self, after: tuple[int, str] | None = None) -> list[Trade]:
+        """The trades closed by the clock, in the order they closed: by (exit time, strategy
+        id), only those after the keyset ``after``. A strategy closes at most one trade per
+        bar, so the key is unique; a closed trade's bars are all at or before the clock and the
+        accounting is causal, so it never changes as the clock moves on."""
+        table = self.trades
+        closed = np.flatnonzero(table.exit >= 0)
+        exit_times = self.times[table.exit[closed]]
+        rank = table.rank[table.strategy[closed]]
+        if after is not None:
+            time, strategy_id = after
+            after_rank = table.rank_of(strategy_id)
+            keep = (exit_times > time) | ((exit_times == time) & (rank > after_rank))
+            closed, exit_times, rank = closed[keep], exit_times[keep], rank[keep]
+        order = np.lexsort((rank, exit_times))
+        return [self._trade(int(j)) for j in closed[order]]
+
     def _trade(self, j: int) -> Trade:
         t = self.trades
         strategy = self.entries[t.strategy[j]]
@@ -259,6 +276,7 @@ class FleetRun:
             bar_count=(exit_index if exit_index >= 0 else self.times.size) - entry_index,
             return_fraction=float(value),
             pnl=pnl,
+            family=strategy.genome.family,
         )
 
     def _stage_record(self, i: int, entry: BookEntry, stop: int) -> StageRecord:

@@ -53,6 +53,9 @@ KUBECTL_MISSING = (
 USER_ID = GROUP_ID = 10001
 # Services that may run several replicas: the others own state in one process.
 REPLICATED = {"sesa", "world-model", "memory"}
+# Stores kept per replica on the pod's own disk by design: SESA's evolution event log has one
+# writer per log and each autoscaled replica streams its own evolutions (docs/services/sesa.md).
+PER_REPLICA_STORES = {"sesa"}
 # Volume types a writable path may live on, and those the restricted standard allows at all.
 WRITABLE_VOLUMES = {"emptyDir", "persistentVolumeClaim"}
 RESTRICTED_VOLUMES = WRITABLE_VOLUMES | {
@@ -629,7 +632,9 @@ def test_prod_is_mutual_tls_and_postgresql_with_probes_on_the_health_port():
             assert volume["secret"]["secretName"] == "qtmesh-tls", name
         assert int(env["QTMESH_HEALTH_PORT"]) not in DEFAULT_PORTS.values()
         stores = [key for key in env if key.endswith(("_DATA_DIR", "_SQLITE_PATH"))]
-        if stores:
+        if stores and name in PER_REPLICA_STORES:
+            assert not any(key.endswith("_DATABASE_URL") for key in env), name
+        elif stores:
             (url,) = [key for key in env if key.endswith("_DATABASE_URL")]
             assert _from_secret(env[url], "qtmesh-database"), name
             assert env[url]["secretKeyRef"]["key"] == name
@@ -645,4 +650,5 @@ def test_dev_is_plaintext_with_sqlite_on_persistent_volumes():
             if key.endswith(("_DATA_DIR", "_SQLITE_PATH")):
                 mount = _mount_of(value, overlay.server(name))
                 (volume,) = [v for v in pod["volumes"] if v["name"] == mount["name"]]
-                assert "persistentVolumeClaim" in volume, (name, key)
+                expected = "emptyDir" if name in PER_REPLICA_STORES else "persistentVolumeClaim"
+                assert expected in volume, (name, key)

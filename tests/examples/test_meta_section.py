@@ -19,8 +19,10 @@ from qtmesh.testing import serving_app
 async def test_the_meta_section_shows_one_update_with_reasons(tmp_path):
     async with (
         serving_app(MARKET, MarketConfig(synthetic_days=10, replay_start=0.9)) as market,
-        # This meta has no market of its own to scale: it pushes nothing.
-        serving_app(META, MetaConfig(data_dir=tmp_path, scale_fleet=False)) as meta,
+        # This meta is given no market address: it neither scales nor follows one.
+        serving_app(
+            META, MetaConfig(data_dir=tmp_path, scale_fleet=False, learn_from_fleet=False)
+        ) as meta,
     ):
         addresses = {"market": market.address, "meta": meta.address}
         out = io.StringIO()

@@ -1,6 +1,7 @@
 """Builders of the meta-optimizer tests: sector reports with planted alpha, seeded noise, and the
 pieces of the lifecycle tests: a federation served on port 0 with a market clock the test sets,
-the fleet that executes the proposals' actions, and an observer of the plan follower."""
+the fleet that executes the proposals' actions, an observer of the plan follower, and a reader
+of the ledger's stream."""
 
 from __future__ import annotations
 
@@ -17,7 +18,7 @@ from federation.engine import Federation
 from federation.service import FederationServicer, service_of
 from federation.store import PlanStore
 from qtmesh.base import contract as c
-from qtmesh.base.errors import FailedPrecondition
+from qtmesh.base.errors import FailedPrecondition, MeshError
 from qtmesh.base.storage import create_engine, sqlite_url
 from qtmesh.testing import serving
 
@@ -167,3 +168,49 @@ async def plan(federation: Federation, *, execute: bool = True):
     await federation.wait_for_executions()
     last = await federation.store.run(federation.store.last_sequence)
     return made, last
+
+
+class Watcher:
+    """Reads ``client.watch(after_sequence=...)`` into ``events`` in the background; ``reach(n)``
+    waits until it received event ``n``, ``ended()`` until the stream ended (its error)."""
+
+    def __init__(self, client, *, after_sequence: int | None) -> None:
+        self.events: list = []
+        self.error: MeshError | None = None
+        self._moved = asyncio.Event()
+        self._task = asyncio.ensure_future(self._read(client, after_sequence))
+
+    async def _read(self, client, after_sequence: int | None) -> None:
+        try:
+            async for event in client.watch(after_sequence=after_sequence):
+                self.events.append(event)
+                self._moved.set()
+        except MeshError as exc:
+            self.error = exc
+        finally:
+            self._moved.set()
+
+    @property
+    def sequences(self) -> list[int]:
+        return [e.sequence for e in self.events]
+
+    @property
+    def done(self) -> bool:
+        return self._task.done()
+
+    async def reach(self, sequence: int, timeout: float = 10.0) -> None:
+        async with asyncio.timeout(timeout):
+            while not self.events or self.events[-1].sequence < sequence:
+                if self._task.done():
+                    raise AssertionError(f"the stream ended before {sequence}: {self.error!r}")
+                self._moved.clear()
+                await self._moved.wait()
+
+    async def ended(self, timeout: float = 10.0) -> MeshError | None:
+        await asyncio.wait_for(asyncio.shield(self._task), timeout)
+        return self.error
+
+    async def close(self) -> None:
+        self._task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await self._task

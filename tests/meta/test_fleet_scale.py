@@ -65,8 +65,12 @@ async def test_a_changed_scale_is_pushed_once_per_version_and_retried_while_the_
     )
     async with serving([market]) as fake:
         channels = ChannelConfig(addresses={"market": fake.address})
+        # This fake market streams no trades: meta only publishes to it.
         config = MetaConfig(
-            data_dir=tmp_path, reconnect_initial_seconds=0.01, reconnect_max_seconds=0.01
+            data_dir=tmp_path,
+            reconnect_initial_seconds=0.01,
+            reconnect_max_seconds=0.01,
+            learn_from_fleet=False,
         )
         async with serving_app(app(), config, channel_config=channels) as meta:
             agent = AgentClient(meta.channel, name="meta")

@@ -53,8 +53,9 @@ class Clock:
 
 @contextlib.asynccontextmanager
 async def meta_server(data_dir: Path, clock: Clock | None = None):
-    # Alone, meta must not push its scale to whatever market listens at the default address.
-    config = MetaConfig(data_dir=data_dir, scale_fleet=False)
+    # Alone, meta must not push its scale to (nor learn from) whatever market listens at the
+    # default address.
+    config = MetaConfig(data_dir=data_dir, scale_fleet=False, learn_from_fleet=False)
     async with serving_app(app(clock=clock or Clock()), config) as running:
         yield running
 

@@ -49,6 +49,7 @@ def test_bad_fleet_settings_name_the_setting(settings, name):
         ({"reinforcement_factor": 1.0}, "reinforcement_factor"),
         ({"mitigation_factor": 1.0}, "mitigation_factor"),
         ({"arb_allocation": 2.0}, "arb_allocation"),
+        ({"watch_queue_events": 0}, "watch_queue_events"),
         ({"keyring": Secret(f"k1:{KEY}"), "retired_key_ids": ("k1",)}, "retired_key_ids"),
     ],
 )

@@ -7,6 +7,7 @@ import dataclasses
 import hashlib
 import itertools
 import json
+from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 import sqlalchemy as sa
@@ -20,11 +21,12 @@ from meta_optimizer.ledger import (
     Cycle,
     CycleHead,
     CycleStatus,
+    EventKind,
     canonical,
     chain,
     hash_of,
 )
-from meta_optimizer.store import LedgerStore, ProposalQuery, _proposal_row, cycles, ledger
+from meta_optimizer.store import LedgerStore, ProposalQuery, _proposal_row, cycles, events, ledger
 
 TIME = 1_800_000_000 * 10**9
 
@@ -366,3 +368,50 @@ def test_any_ledger_verifies_and_any_altered_entry_is_named(sizes, data):
     for e in altered:
         verifier.feed(e, index=e.ledger_index)
     assert verifier.result().first_bad_index == bad
+
+
+def test_the_stream_holds_each_cycle_s_proposals_then_the_cycle_in_one_sequence(database_url):
+    """Two stores on one database (replicas) appending at once: every cycle's events are written
+    with it, at sequences 1, 2, 3, ... with no gap and none twice; a reopened store (or one whose
+    database lost the stream) reads the same events; a forged entry is in no event."""
+    stores = [LedgerStore(database_url), LedgerStore(database_url)]
+    try:
+        with ThreadPoolExecutor(4) as pool:
+            appended = list(pool.map(lambda k: append(stores[k % 2], DRAFTS[: k % 4]), range(8)))
+        by_sequence = sorted(appended, key=lambda c: c.sequence)
+        newest = max((p for c in appended for p in c.proposals), key=lambda p: p.ledger_index)
+        forge_after(stores[0], newest, cycle_id=by_sequence[-1].id)
+        found, through = stores[1].events_after(0, 1000)
+        total = sum(len(c.proposals) + 1 for c in appended)
+        assert [e.sequence for e in found] == list(range(1, total + 1))
+        assert through == total
+        assert stores[0].last_event_sequence() == total
+        cycles_seen = [e.cycle for e in found if e.kind is EventKind.CYCLE]
+        assert [c.id for c in cycles_seen] == [c.id for c in by_sequence]
+        for e in found:
+            if e.kind is EventKind.PROPOSAL:
+                assert e.proposal == stores[0].proposal(e.proposal.id)
+        for cycle in cycles_seen:
+            (at,) = [k for k, e in enumerate(found) if e.cycle is cycle]
+            members = [e.proposal for e in found[at - len(cycle.proposals) : at]]
+            assert members == list(cycle.proposals)
+        # Paged, and after the end.
+        first, through = stores[0].events_after(0, 3)
+        rest, end = stores[0].events_after(through, 1000)
+        assert (first + rest, end) == (found, total)
+        assert stores[0].events_after(total, 10) == ([], total)
+    finally:
+        for store in stores:
+            store.close()
+    store = LedgerStore(database_url)
+    try:
+        assert store.events_after(0, 1000) == (found, total)
+        with store.engine.begin() as c:
+            c.execute(events.delete())
+    finally:
+        store.close()
+    store = LedgerStore(database_url)  # a database from before the stream: written on open
+    try:
+        assert store.events_after(0, 1000) == (found, total)
+    finally:
+        store.close()

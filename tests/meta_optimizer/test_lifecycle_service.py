@@ -2,7 +2,8 @@
 on port 0 whose market clock the test sets. A proposal is applied when an action carrying it
 completes, rejected when one is refused, stays proposed when superseded and is applied by a later
 plan, expires past its deadline or once a newer cycle replaces it; ListProposals filters by state;
-and the plan follower resumes after a restart without recording an event twice."""
+the plan follower resumes after a restart without recording an event twice; and the ledger's
+stream carries each transition after its proposal, also when resumed after a restart."""
 
 from __future__ import annotations
 
@@ -17,7 +18,7 @@ from alpha_reporting.service import app as alpha_app
 from federation.engine import Federation
 from meta_optimizer.client import MetaOptimizerClient
 from meta_optimizer.config import MetaOptimizerConfig
-from meta_optimizer.ledger import ProposalState
+from meta_optimizer.ledger import EventKind, ProposalState
 from meta_optimizer.lifecycle import intent_key_of
 from meta_optimizer.service import app as metaopt_app
 from qtmesh.base import contract as c
@@ -33,6 +34,7 @@ from tests.helpers.meta_optimizer import (
     Later,
     MarketClock,
     Progress,
+    Watcher,
     day_end,
     federation_serving,
     noise,
@@ -291,3 +293,40 @@ async def test_the_follower_resumes_after_a_restart_without_recording_an_event_t
                 p.id for p in cycle.proposals
             ]
             assert after.transitions == []
+
+
+async def test_the_ledger_stream_carries_each_transition_after_its_proposal(tmp_path):
+    progress = Progress()
+    async with world(tmp_path, refuse=("Energy",)) as w:
+        async with optimizer(w, tmp_path, progress) as (client, _):
+            watcher = Watcher(client, after_sequence=0)
+            try:
+                cycle = await client.run_cycle()
+                reinforce, mitigate, arb = cycle.proposals
+                made, last = await plan(w.federation)
+                await progress.reach(last)
+                await watcher.reach(7)
+            finally:
+                await watcher.close()
+            kinds = [e.kind for e in watcher.events]
+            assert (
+                kinds == [EventKind.PROPOSAL] * 3 + [EventKind.CYCLE] + [EventKind.TRANSITION] * 3
+            )
+            assert watcher.sequences == list(range(1, 8))
+            moved = {e.proposal.id: e.proposal for e in watcher.events[4:]}
+            assert {i: p.state for i, p in moved.items()} == {
+                reinforce.id: APPLIED,
+                mitigate.id: REJECTED,
+                arb.id: APPLIED,
+            }
+            for p in cycle.proposals:
+                assert moved[p.id] == await client.proposal(p.id)
+                assert moved[p.id].transition.plan_id == made.id
+        # After a restart the stream resumes where a subscriber left it, transitions included.
+        async with optimizer(w, tmp_path, Progress()) as (client, _):
+            resumed = Watcher(client, after_sequence=4)
+            try:
+                await resumed.reach(7)
+            finally:
+                await resumed.close()
+            assert resumed.events == watcher.events[4:]

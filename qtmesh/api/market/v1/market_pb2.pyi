@@ -411,7 +411,7 @@ class GetFleetResponse(_message.Message):
     def __init__(self, fleet: _Optional[_Union[Fleet, _Mapping]] = ...) -> None: ...
 
 class FleetTrade(_message.Message):
-    __slots__ = ("trade_id", "strategy_id", "sector", "symbol", "side", "entry_time", "exit_time", "open", "bar_count", "return_fraction", "pnl")
+    __slots__ = ("trade_id", "strategy_id", "sector", "symbol", "side", "entry_time", "exit_time", "open", "bar_count", "return_fraction", "pnl", "family")
     TRADE_ID_FIELD_NUMBER: _ClassVar[int]
     STRATEGY_ID_FIELD_NUMBER: _ClassVar[int]
     SECTOR_FIELD_NUMBER: _ClassVar[int]
@@ -423,6 +423,7 @@ class FleetTrade(_message.Message):
     BAR_COUNT_FIELD_NUMBER: _ClassVar[int]
     RETURN_FRACTION_FIELD_NUMBER: _ClassVar[int]
     PNL_FIELD_NUMBER: _ClassVar[int]
+    FAMILY_FIELD_NUMBER: _ClassVar[int]
     trade_id: str
     strategy_id: str
     sector: str
@@ -434,7 +435,8 @@ class FleetTrade(_message.Message):
     bar_count: int
     return_fraction: float
     pnl: float
-    def __init__(self, trade_id: _Optional[str] = ..., strategy_id: _Optional[str] = ..., sector: _Optional[str] = ..., symbol: _Optional[str] = ..., side: _Optional[_Union[TradeSide, str]] = ..., entry_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., exit_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., open: _Optional[bool] = ..., bar_count: _Optional[int] = ..., return_fraction: _Optional[float] = ..., pnl: _Optional[float] = ...) -> None: ...
+    family: _strategy_pb2.StrategyFamily
+    def __init__(self, trade_id: _Optional[str] = ..., strategy_id: _Optional[str] = ..., sector: _Optional[str] = ..., symbol: _Optional[str] = ..., side: _Optional[_Union[TradeSide, str]] = ..., entry_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., exit_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., open: _Optional[bool] = ..., bar_count: _Optional[int] = ..., return_fraction: _Optional[float] = ..., pnl: _Optional[float] = ..., family: _Optional[_Union[_strategy_pb2.StrategyFamily, str]] = ...) -> None: ...
 
 class ListTradesRequest(_message.Message):
     __slots__ = ("sector", "strategy_id", "start_time", "end_time", "page_size", "page_token")
@@ -459,6 +461,34 @@ class ListTradesResponse(_message.Message):
     trades: _containers.RepeatedCompositeFieldContainer[FleetTrade]
     next_page_token: str
     def __init__(self, trades: _Optional[_Iterable[_Union[FleetTrade, _Mapping]]] = ..., next_page_token: _Optional[str] = ...) -> None: ...
+
+class TradeCursor(_message.Message):
+    __slots__ = ("exit_time", "strategy_id")
+    EXIT_TIME_FIELD_NUMBER: _ClassVar[int]
+    STRATEGY_ID_FIELD_NUMBER: _ClassVar[int]
+    exit_time: _timestamp_pb2.Timestamp
+    strategy_id: str
+    def __init__(self, exit_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., strategy_id: _Optional[str] = ...) -> None: ...
+
+class WatchTradesRequest(_message.Message):
+    __slots__ = ("after",)
+    AFTER_FIELD_NUMBER: _ClassVar[int]
+    after: TradeCursor
+    def __init__(self, after: _Optional[_Union[TradeCursor, _Mapping]] = ...) -> None: ...
+
+class WatchTradesResponse(_message.Message):
+    __slots__ = ("trades", "cursor", "clock_time", "position", "caught_up")
+    TRADES_FIELD_NUMBER: _ClassVar[int]
+    CURSOR_FIELD_NUMBER: _ClassVar[int]
+    CLOCK_TIME_FIELD_NUMBER: _ClassVar[int]
+    POSITION_FIELD_NUMBER: _ClassVar[int]
+    CAUGHT_UP_FIELD_NUMBER: _ClassVar[int]
+    trades: _containers.RepeatedCompositeFieldContainer[FleetTrade]
+    cursor: TradeCursor
+    clock_time: _timestamp_pb2.Timestamp
+    position: int
+    caught_up: bool
+    def __init__(self, trades: _Optional[_Iterable[_Union[FleetTrade, _Mapping]]] = ..., cursor: _Optional[_Union[TradeCursor, _Mapping]] = ..., clock_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., position: _Optional[int] = ..., caught_up: _Optional[bool] = ...) -> None: ...
 
 class ShadowCandidate(_message.Message):
     __slots__ = ("strategy_id", "sector", "genome")

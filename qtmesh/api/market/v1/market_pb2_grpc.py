@@ -77,6 +77,11 @@ class MarketServiceStub:
                 request_serializer=qtmesh_dot_api_dot_market_dot_v1_dot_market__pb2.ListTradesRequest.SerializeToString,
                 response_deserializer=qtmesh_dot_api_dot_market_dot_v1_dot_market__pb2.ListTradesResponse.FromString,
                 _registered_method=True)
+        self.WatchTrades = channel.unary_stream(
+                '/qtmesh.api.market.v1.MarketService/WatchTrades',
+                request_serializer=qtmesh_dot_api_dot_market_dot_v1_dot_market__pb2.WatchTradesRequest.SerializeToString,
+                response_deserializer=qtmesh_dot_api_dot_market_dot_v1_dot_market__pb2.WatchTradesResponse.FromString,
+                _registered_method=True)
         self.AddShadows = channel.unary_unary(
                 '/qtmesh.api.market.v1.MarketService/AddShadows',
                 request_serializer=qtmesh_dot_api_dot_market_dot_v1_dot_market__pb2.AddShadowsRequest.SerializeToString,
@@ -150,6 +155,14 @@ class MarketServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def WatchTrades(self, request, context):
+        """The fleet's closed trades in the order they closed (exit time, then strategy id), from a
+        cursor onward, then live as the replay clock moves. A closed trade never changes later.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def AddShadows(self, request, context):
         """An evolution's selected candidates join the strategy book as shadows: they paper-trade
         from the next bar with no capital. Applied once per action_key.
@@ -208,6 +221,11 @@ def add_MarketServiceServicer_to_server(servicer, server):
                     servicer.ListTrades,
                     request_deserializer=qtmesh_dot_api_dot_market_dot_v1_dot_market__pb2.ListTradesRequest.FromString,
                     response_serializer=qtmesh_dot_api_dot_market_dot_v1_dot_market__pb2.ListTradesResponse.SerializeToString,
+            ),
+            'WatchTrades': grpc.unary_stream_rpc_method_handler(
+                    servicer.WatchTrades,
+                    request_deserializer=qtmesh_dot_api_dot_market_dot_v1_dot_market__pb2.WatchTradesRequest.FromString,
+                    response_serializer=qtmesh_dot_api_dot_market_dot_v1_dot_market__pb2.WatchTradesResponse.SerializeToString,
             ),
             'AddShadows': grpc.unary_unary_rpc_method_handler(
                     servicer.AddShadows,
@@ -438,6 +456,33 @@ class MarketService:
             '/qtmesh.api.market.v1.MarketService/ListTrades',
             qtmesh_dot_api_dot_market_dot_v1_dot_market__pb2.ListTradesRequest.SerializeToString,
             qtmesh_dot_api_dot_market_dot_v1_dot_market__pb2.ListTradesResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def WatchTrades(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/qtmesh.api.market.v1.MarketService/WatchTrades',
+            qtmesh_dot_api_dot_market_dot_v1_dot_market__pb2.WatchTradesRequest.SerializeToString,
+            qtmesh_dot_api_dot_market_dot_v1_dot_market__pb2.WatchTradesResponse.FromString,
             options,
             channel_credentials,
             insecure,

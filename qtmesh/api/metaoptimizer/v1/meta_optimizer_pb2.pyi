@@ -292,3 +292,21 @@ class GetPulseResponse(_message.Message):
     active_proposal_count: int
     followed_sequence: int
     def __init__(self, last_cycle: _Optional[_Union[OptimizationCycle, _Mapping]] = ..., cycle_count: _Optional[int] = ..., proposal_count: _Optional[int] = ..., arb_missions: _Optional[_Iterable[_Union[Proposal, _Mapping]]] = ..., active_proposal_count: _Optional[int] = ..., followed_sequence: _Optional[int] = ...) -> None: ...
+
+class WatchLedgerRequest(_message.Message):
+    __slots__ = ("after_sequence",)
+    AFTER_SEQUENCE_FIELD_NUMBER: _ClassVar[int]
+    after_sequence: int
+    def __init__(self, after_sequence: _Optional[int] = ...) -> None: ...
+
+class WatchLedgerResponse(_message.Message):
+    __slots__ = ("sequence", "proposal", "cycle", "transition")
+    SEQUENCE_FIELD_NUMBER: _ClassVar[int]
+    PROPOSAL_FIELD_NUMBER: _ClassVar[int]
+    CYCLE_FIELD_NUMBER: _ClassVar[int]
+    TRANSITION_FIELD_NUMBER: _ClassVar[int]
+    sequence: int
+    proposal: Proposal
+    cycle: OptimizationCycle
+    transition: Proposal
+    def __init__(self, sequence: _Optional[int] = ..., proposal: _Optional[_Union[Proposal, _Mapping]] = ..., cycle: _Optional[_Union[OptimizationCycle, _Mapping]] = ..., transition: _Optional[_Union[Proposal, _Mapping]] = ...) -> None: ...

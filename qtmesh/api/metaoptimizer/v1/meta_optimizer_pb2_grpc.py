@@ -60,6 +60,11 @@ class MetaOptimizerServiceStub:
                 request_serializer=qtmesh_dot_api_dot_metaoptimizer_dot_v1_dot_meta__optimizer__pb2.GetPulseRequest.SerializeToString,
                 response_deserializer=qtmesh_dot_api_dot_metaoptimizer_dot_v1_dot_meta__optimizer__pb2.GetPulseResponse.FromString,
                 _registered_method=True)
+        self.WatchLedger = channel.unary_stream(
+                '/qtmesh.api.metaoptimizer.v1.MetaOptimizerService/WatchLedger',
+                request_serializer=qtmesh_dot_api_dot_metaoptimizer_dot_v1_dot_meta__optimizer__pb2.WatchLedgerRequest.SerializeToString,
+                response_deserializer=qtmesh_dot_api_dot_metaoptimizer_dot_v1_dot_meta__optimizer__pb2.WatchLedgerResponse.FromString,
+                _registered_method=True)
 
 
 class MetaOptimizerServiceServicer:
@@ -100,6 +105,17 @@ class MetaOptimizerServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def WatchLedger(self, request, context):
+        """Every proposal appended to the ledger, every cycle recorded and every proposal's move out of
+        PROPOSED, in one sequence: the events after after_sequence once each, then live ones. A
+        subscriber that falls watch_queue_size events behind ends with RESOURCE_EXHAUSTED, and a
+        draining server ends every stream with UNAVAILABLE; both name the sequence to resume after
+        (also in the ErrorInfo metadata, resume_after_sequence).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_MetaOptimizerServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -127,6 +143,11 @@ def add_MetaOptimizerServiceServicer_to_server(servicer, server):
                     servicer.GetPulse,
                     request_deserializer=qtmesh_dot_api_dot_metaoptimizer_dot_v1_dot_meta__optimizer__pb2.GetPulseRequest.FromString,
                     response_serializer=qtmesh_dot_api_dot_metaoptimizer_dot_v1_dot_meta__optimizer__pb2.GetPulseResponse.SerializeToString,
+            ),
+            'WatchLedger': grpc.unary_stream_rpc_method_handler(
+                    servicer.WatchLedger,
+                    request_deserializer=qtmesh_dot_api_dot_metaoptimizer_dot_v1_dot_meta__optimizer__pb2.WatchLedgerRequest.FromString,
+                    response_serializer=qtmesh_dot_api_dot_metaoptimizer_dot_v1_dot_meta__optimizer__pb2.WatchLedgerResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -264,6 +285,33 @@ class MetaOptimizerService:
             '/qtmesh.api.metaoptimizer.v1.MetaOptimizerService/GetPulse',
             qtmesh_dot_api_dot_metaoptimizer_dot_v1_dot_meta__optimizer__pb2.GetPulseRequest.SerializeToString,
             qtmesh_dot_api_dot_metaoptimizer_dot_v1_dot_meta__optimizer__pb2.GetPulseResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def WatchLedger(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/qtmesh.api.metaoptimizer.v1.MetaOptimizerService/WatchLedger',
+            qtmesh_dot_api_dot_metaoptimizer_dot_v1_dot_meta__optimizer__pb2.WatchLedgerRequest.SerializeToString,
+            qtmesh_dot_api_dot_metaoptimizer_dot_v1_dot_meta__optimizer__pb2.WatchLedgerResponse.FromString,
             options,
             channel_credentials,
             insecure,

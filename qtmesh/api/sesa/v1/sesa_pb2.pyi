@@ -31,6 +31,14 @@ class EvaluationType(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     EVALUATION_TYPE_UNSPECIFIED: _ClassVar[EvaluationType]
     EVALUATION_TYPE_BACKTEST: _ClassVar[EvaluationType]
     EVALUATION_TYPE_SIMULATION: _ClassVar[EvaluationType]
+
+class EvolutionOutcome(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    EVOLUTION_OUTCOME_UNSPECIFIED: _ClassVar[EvolutionOutcome]
+    EVOLUTION_OUTCOME_FINISHED: _ClassVar[EvolutionOutcome]
+    EVOLUTION_OUTCOME_FAILED: _ClassVar[EvolutionOutcome]
+    EVOLUTION_OUTCOME_CANCELLED: _ClassVar[EvolutionOutcome]
+    EVOLUTION_OUTCOME_INTERRUPTED: _ClassVar[EvolutionOutcome]
 MUTATION_OPERATOR_UNSPECIFIED: MutationOperator
 MUTATION_OPERATOR_PARAMETER_TWEAK: MutationOperator
 MUTATION_OPERATOR_TIME_WINDOW: MutationOperator
@@ -44,6 +52,11 @@ MUTATION_OPERATOR_CROSSOVER: MutationOperator
 EVALUATION_TYPE_UNSPECIFIED: EvaluationType
 EVALUATION_TYPE_BACKTEST: EvaluationType
 EVALUATION_TYPE_SIMULATION: EvaluationType
+EVOLUTION_OUTCOME_UNSPECIFIED: EvolutionOutcome
+EVOLUTION_OUTCOME_FINISHED: EvolutionOutcome
+EVOLUTION_OUTCOME_FAILED: EvolutionOutcome
+EVOLUTION_OUTCOME_CANCELLED: EvolutionOutcome
+EVOLUTION_OUTCOME_INTERRUPTED: EvolutionOutcome
 
 class BarSource(_message.Message):
     __slots__ = ("window", "bars")
@@ -270,3 +283,133 @@ class SelectResponse(_message.Message):
     selected: _containers.RepeatedCompositeFieldContainer[_strategy_pb2.StrategyEvaluation]
     judged: _containers.RepeatedCompositeFieldContainer[_strategy_pb2.StrategyEvaluation]
     def __init__(self, selected: _Optional[_Iterable[_Union[_strategy_pb2.StrategyEvaluation, _Mapping]]] = ..., judged: _Optional[_Iterable[_Union[_strategy_pb2.StrategyEvaluation, _Mapping]]] = ...) -> None: ...
+
+class WatchEvolutionsRequest(_message.Message):
+    __slots__ = ("after_sequence",)
+    AFTER_SEQUENCE_FIELD_NUMBER: _ClassVar[int]
+    after_sequence: int
+    def __init__(self, after_sequence: _Optional[int] = ...) -> None: ...
+
+class WatchEvolutionsResponse(_message.Message):
+    __slots__ = ("sequence", "event_time", "evolution_id", "start_sequence", "started", "generation", "ended")
+    SEQUENCE_FIELD_NUMBER: _ClassVar[int]
+    EVENT_TIME_FIELD_NUMBER: _ClassVar[int]
+    EVOLUTION_ID_FIELD_NUMBER: _ClassVar[int]
+    START_SEQUENCE_FIELD_NUMBER: _ClassVar[int]
+    STARTED_FIELD_NUMBER: _ClassVar[int]
+    GENERATION_FIELD_NUMBER: _ClassVar[int]
+    ENDED_FIELD_NUMBER: _ClassVar[int]
+    sequence: int
+    event_time: _timestamp_pb2.Timestamp
+    evolution_id: str
+    start_sequence: int
+    started: EvolutionStarted
+    generation: GenerationStats
+    ended: EvolutionEnded
+    def __init__(self, sequence: _Optional[int] = ..., event_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., evolution_id: _Optional[str] = ..., start_sequence: _Optional[int] = ..., started: _Optional[_Union[EvolutionStarted, _Mapping]] = ..., generation: _Optional[_Union[GenerationStats, _Mapping]] = ..., ended: _Optional[_Union[EvolutionEnded, _Mapping]] = ...) -> None: ...
+
+class EvolutionStarted(_message.Message):
+    __slots__ = ("symbol", "sector", "config", "seed", "prior_trials", "seed_count", "bars_end_time", "bar_count", "action", "evolve")
+    SYMBOL_FIELD_NUMBER: _ClassVar[int]
+    SECTOR_FIELD_NUMBER: _ClassVar[int]
+    CONFIG_FIELD_NUMBER: _ClassVar[int]
+    SEED_FIELD_NUMBER: _ClassVar[int]
+    PRIOR_TRIALS_FIELD_NUMBER: _ClassVar[int]
+    SEED_COUNT_FIELD_NUMBER: _ClassVar[int]
+    BARS_END_TIME_FIELD_NUMBER: _ClassVar[int]
+    BAR_COUNT_FIELD_NUMBER: _ClassVar[int]
+    ACTION_FIELD_NUMBER: _ClassVar[int]
+    EVOLVE_FIELD_NUMBER: _ClassVar[int]
+    symbol: str
+    sector: str
+    config: EvolutionConfig
+    seed: int
+    prior_trials: int
+    seed_count: int
+    bars_end_time: _timestamp_pb2.Timestamp
+    bar_count: int
+    action: ActionOrigin
+    evolve: EvolveOrigin
+    def __init__(self, symbol: _Optional[str] = ..., sector: _Optional[str] = ..., config: _Optional[_Union[EvolutionConfig, _Mapping]] = ..., seed: _Optional[int] = ..., prior_trials: _Optional[int] = ..., seed_count: _Optional[int] = ..., bars_end_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., bar_count: _Optional[int] = ..., action: _Optional[_Union[ActionOrigin, _Mapping]] = ..., evolve: _Optional[_Union[EvolveOrigin, _Mapping]] = ...) -> None: ...
+
+class ActionOrigin(_message.Message):
+    __slots__ = ("action_key", "action_id", "plan_sequence", "symbols", "book_key", "meta_version")
+    ACTION_KEY_FIELD_NUMBER: _ClassVar[int]
+    ACTION_ID_FIELD_NUMBER: _ClassVar[int]
+    PLAN_SEQUENCE_FIELD_NUMBER: _ClassVar[int]
+    SYMBOLS_FIELD_NUMBER: _ClassVar[int]
+    BOOK_KEY_FIELD_NUMBER: _ClassVar[int]
+    META_VERSION_FIELD_NUMBER: _ClassVar[int]
+    action_key: str
+    action_id: str
+    plan_sequence: int
+    symbols: _containers.RepeatedScalarFieldContainer[str]
+    book_key: str
+    meta_version: str
+    def __init__(self, action_key: _Optional[str] = ..., action_id: _Optional[str] = ..., plan_sequence: _Optional[int] = ..., symbols: _Optional[_Iterable[str]] = ..., book_key: _Optional[str] = ..., meta_version: _Optional[str] = ...) -> None: ...
+
+class EvolveOrigin(_message.Message):
+    __slots__ = ("peer", "request_id", "shadow_book_key")
+    PEER_FIELD_NUMBER: _ClassVar[int]
+    REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
+    SHADOW_BOOK_KEY_FIELD_NUMBER: _ClassVar[int]
+    peer: str
+    request_id: str
+    shadow_book_key: str
+    def __init__(self, peer: _Optional[str] = ..., request_id: _Optional[str] = ..., shadow_book_key: _Optional[str] = ...) -> None: ...
+
+class EvolutionEnded(_message.Message):
+    __slots__ = ("outcome", "summary", "error_code", "error_message")
+    OUTCOME_FIELD_NUMBER: _ClassVar[int]
+    SUMMARY_FIELD_NUMBER: _ClassVar[int]
+    ERROR_CODE_FIELD_NUMBER: _ClassVar[int]
+    ERROR_MESSAGE_FIELD_NUMBER: _ClassVar[int]
+    outcome: EvolutionOutcome
+    summary: EvolutionSummary
+    error_code: str
+    error_message: str
+    def __init__(self, outcome: _Optional[_Union[EvolutionOutcome, str]] = ..., summary: _Optional[_Union[EvolutionSummary, _Mapping]] = ..., error_code: _Optional[str] = ..., error_message: _Optional[str] = ...) -> None: ...
+
+class EvolutionSummary(_message.Message):
+    __slots__ = ("trials", "generations", "elapsed_seconds", "candidates", "best", "shadow_book")
+    TRIALS_FIELD_NUMBER: _ClassVar[int]
+    GENERATIONS_FIELD_NUMBER: _ClassVar[int]
+    ELAPSED_SECONDS_FIELD_NUMBER: _ClassVar[int]
+    CANDIDATES_FIELD_NUMBER: _ClassVar[int]
+    BEST_FIELD_NUMBER: _ClassVar[int]
+    SHADOW_BOOK_FIELD_NUMBER: _ClassVar[int]
+    trials: int
+    generations: int
+    elapsed_seconds: float
+    candidates: _containers.RepeatedCompositeFieldContainer[CandidateSummary]
+    best: CandidateSummary
+    shadow_book: ShadowBookChange
+    def __init__(self, trials: _Optional[int] = ..., generations: _Optional[int] = ..., elapsed_seconds: _Optional[float] = ..., candidates: _Optional[_Iterable[_Union[CandidateSummary, _Mapping]]] = ..., best: _Optional[_Union[CandidateSummary, _Mapping]] = ..., shadow_book: _Optional[_Union[ShadowBookChange, _Mapping]] = ...) -> None: ...
+
+class CandidateSummary(_message.Message):
+    __slots__ = ("genome_id", "strategy_id", "stage", "composite_score", "sharpe_ratio", "deflated_sharpe_ratio", "win_rate", "profit_factor", "max_drawdown", "trade_count", "promotion_readiness", "gate_failures")
+    GENOME_ID_FIELD_NUMBER: _ClassVar[int]
+    STRATEGY_ID_FIELD_NUMBER: _ClassVar[int]
+    STAGE_FIELD_NUMBER: _ClassVar[int]
+    COMPOSITE_SCORE_FIELD_NUMBER: _ClassVar[int]
+    SHARPE_RATIO_FIELD_NUMBER: _ClassVar[int]
+    DEFLATED_SHARPE_RATIO_FIELD_NUMBER: _ClassVar[int]
+    WIN_RATE_FIELD_NUMBER: _ClassVar[int]
+    PROFIT_FACTOR_FIELD_NUMBER: _ClassVar[int]
+    MAX_DRAWDOWN_FIELD_NUMBER: _ClassVar[int]
+    TRADE_COUNT_FIELD_NUMBER: _ClassVar[int]
+    PROMOTION_READINESS_FIELD_NUMBER: _ClassVar[int]
+    GATE_FAILURES_FIELD_NUMBER: _ClassVar[int]
+    genome_id: str
+    strategy_id: str
+    stage: _strategy_pb2.StrategyStage
+    composite_score: float
+    sharpe_ratio: float
+    deflated_sharpe_ratio: float
+    win_rate: float
+    profit_factor: float
+    max_drawdown: float
+    trade_count: int
+    promotion_readiness: float
+    gate_failures: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, genome_id: _Optional[str] = ..., strategy_id: _Optional[str] = ..., stage: _Optional[_Union[_strategy_pb2.StrategyStage, str]] = ..., composite_score: _Optional[float] = ..., sharpe_ratio: _Optional[float] = ..., deflated_sharpe_ratio: _Optional[float] = ..., win_rate: _Optional[float] = ..., profit_factor: _Optional[float] = ..., max_drawdown: _Optional[float] = ..., trade_count: _Optional[int] = ..., promotion_readiness: _Optional[float] = ..., gate_failures: _Optional[_Iterable[str]] = ...) -> None: ...

@@ -55,6 +55,11 @@ class SesaServiceStub:
                 request_serializer=qtmesh_dot_api_dot_sesa_dot_v1_dot_sesa__pb2.SelectRequest.SerializeToString,
                 response_deserializer=qtmesh_dot_api_dot_sesa_dot_v1_dot_sesa__pb2.SelectResponse.FromString,
                 _registered_method=True)
+        self.WatchEvolutions = channel.unary_stream(
+                '/qtmesh.api.sesa.v1.SesaService/WatchEvolutions',
+                request_serializer=qtmesh_dot_api_dot_sesa_dot_v1_dot_sesa__pb2.WatchEvolutionsRequest.SerializeToString,
+                response_deserializer=qtmesh_dot_api_dot_sesa_dot_v1_dot_sesa__pb2.WatchEvolutionsResponse.FromString,
+                _registered_method=True)
 
 
 class SesaServiceServicer:
@@ -88,6 +93,15 @@ class SesaServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def WatchEvolutions(self, request, context):
+        """Every evolution this server runs (Evolve calls and RUN_EVOLUTION actions): its start, each
+        generation and its end, as numbered events. Resume with after_sequence to receive every
+        later event exactly once, then live events.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_SesaServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -110,6 +124,11 @@ def add_SesaServiceServicer_to_server(servicer, server):
                     servicer.Select,
                     request_deserializer=qtmesh_dot_api_dot_sesa_dot_v1_dot_sesa__pb2.SelectRequest.FromString,
                     response_serializer=qtmesh_dot_api_dot_sesa_dot_v1_dot_sesa__pb2.SelectResponse.SerializeToString,
+            ),
+            'WatchEvolutions': grpc.unary_stream_rpc_method_handler(
+                    servicer.WatchEvolutions,
+                    request_deserializer=qtmesh_dot_api_dot_sesa_dot_v1_dot_sesa__pb2.WatchEvolutionsRequest.FromString,
+                    response_serializer=qtmesh_dot_api_dot_sesa_dot_v1_dot_sesa__pb2.WatchEvolutionsResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -220,6 +239,33 @@ class SesaService:
             '/qtmesh.api.sesa.v1.SesaService/Select',
             qtmesh_dot_api_dot_sesa_dot_v1_dot_sesa__pb2.SelectRequest.SerializeToString,
             qtmesh_dot_api_dot_sesa_dot_v1_dot_sesa__pb2.SelectResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def WatchEvolutions(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/qtmesh.api.sesa.v1.SesaService/WatchEvolutions',
+            qtmesh_dot_api_dot_sesa_dot_v1_dot_sesa__pb2.WatchEvolutionsRequest.SerializeToString,
+            qtmesh_dot_api_dot_sesa_dot_v1_dot_sesa__pb2.WatchEvolutionsResponse.FromString,
             options,
             channel_credentials,
             insecure,
