@@ -3,7 +3,6 @@
 from federation.client import FederationClient
 from federation.config import FederationConfig
 from federation.engine import Federation
-from federation.hub import Hub
 from federation.plan import AgentReport, CallOutcome, Event, Plan, StatusUpdate, build_plan
 from federation.store import PlanStore
 
@@ -14,7 +13,6 @@ __all__ = [
     "Federation",
     "FederationClient",
     "FederationConfig",
-    "Hub",
     "Plan",
     "PlanStore",
     "StatusUpdate",

@@ -38,10 +38,10 @@ import structlog
 from federation.config import FederationConfig
 from federation.execution import execute_plan
 from federation.fanout import ask_all
-from federation.hub import Hub
 from federation.plan import Event, Plan, StatusUpdate, build_plan
 from qtmesh.base.contract import Action, ActionStatus, ActionType, Agent, AgentContext
 from qtmesh.base.errors import FailedPrecondition, InvalidArgument, MeshError
+from qtmesh.base.hub import Hub
 
 if TYPE_CHECKING:
     # The store is an adapter (its records are protobuf); the engine only calls it.

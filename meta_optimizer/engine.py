@@ -26,8 +26,8 @@ from meta_optimizer.ledger import (
 )
 from meta_optimizer.lifecycle import FederationEvent, Position, Step
 from meta_optimizer.store import LedgerStore, ProposalQuery
-from meta_optimizer.watch import EventHub
 from qtmesh.base.errors import InvalidArgument, MeshError, NotFound
+from qtmesh.base.hub import Hub
 
 Clock = Callable[[], int]
 Timer = Callable[[], float]
@@ -106,7 +106,7 @@ class MetaOptimizer:
         self._timer = timer
         self._lock = asyncio.Lock()
         # The ledger stream's live subscribers; every event is published once it is stored.
-        self.hub = EventHub(queue_size=queue_size)
+        self.hub: Hub[LedgerEvent] = Hub(queue_size=queue_size)
 
     async def run_cycle(self, *, start_date: str = "", end_date: str = "") -> Cycle:
         """Audits the reports of the inclusive date window (empty bounds: unbounded) and appends
@@ -162,7 +162,7 @@ class MetaOptimizer:
                 )
 
             cycle, logged = await self.store.run(self.store.append_cycle_logged, build)
-            self.hub.publish(logged)
+            self._publish(logged)
             return cycle
 
     # -- reads -----------------------------------------------------------------------------------
@@ -230,8 +230,12 @@ class MetaOptimizer:
         """Records what a federation event (of the plan stream, in sequence order) did to the
         proposals; an event recorded before changes nothing."""
         step, logged = await self.store.run(self.store.record_event_logged, event)
-        self.hub.publish(logged)
+        self._publish(logged)
         return step
+
+    def _publish(self, events: list[LedgerEvent]) -> None:
+        for event in events:
+            self.hub.publish(event)
 
     async def followed(self) -> Position:
         """Where the plan follower is: resume after ``after_sequence``."""

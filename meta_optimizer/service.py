@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import time
 from collections.abc import AsyncIterator
 
@@ -19,7 +20,7 @@ from meta_optimizer.client import PlanFeed
 from meta_optimizer.config import ENV_PREFIX, MetaOptimizerConfig
 from meta_optimizer.engine import Clock, MetaOptimizer
 from meta_optimizer.follower import Observer, PlanFollower
-from meta_optimizer.ledger import ProposalState
+from meta_optimizer.ledger import LedgerEvent, ProposalState
 from meta_optimizer.schedule import CycleScheduler
 from meta_optimizer.store import LedgerStore, ProposalQuery
 from qtmesh.api.metaoptimizer.v1 import meta_optimizer_pb2 as pb
@@ -132,7 +133,7 @@ class MetaOptimizerServicer(pb_grpc.MetaOptimizerServiceServicer):
                     for event in batch:
                         yield convert.event_to_proto(event)
                     read, cursor = through - cursor, through
-                    subscription.discard_through(cursor)
+                    subscription.discard_while(functools.partial(_at_or_before, cursor))
                     if subscription.overflowed:
                         # What it missed is stored, and anything published from here on reaches
                         # the new subscription: reading on from the store loses nothing.
@@ -159,6 +160,10 @@ class MetaOptimizerServicer(pb_grpc.MetaOptimizerServiceServicer):
                     yield convert.event_to_proto(live)
         finally:
             hub.unsubscribe(subscription)
+
+
+def _at_or_before(sequence: int, event: LedgerEvent) -> bool:
+    return event.sequence <= sequence
 
 
 def _draining(cursor: int) -> Unavailable:
@@ -224,7 +229,7 @@ def app(*, clock: Clock = wall_clock, observe: Observer | None = None) -> App[Me
             tasks.append(asyncio.ensure_future(follower.run()))
 
         def drain() -> None:
-            optimizer.hub.close()
+            optimizer.hub.close_all()
             for task in tasks:
                 task.cancel()
 

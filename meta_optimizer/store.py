@@ -413,35 +413,36 @@ class LedgerStore(SqlStore):
             if c.execute(sa.select(cycles.c.sequence).limit(1)).first() is None:
                 return
         items: list[tuple[EventKind, str]] = []
-        try:
-            with self._writing, self.engine.begin() as c:
-                if c.execute(sa.select(events.c.sequence).limit(1)).first() is not None:
-                    return
-                recorded = list(
-                    c.execute(
-                        sa.select(cycles.c.cycle_id, cycles.c.head_index).order_by(
-                            cycles.c.sequence
-                        )
-                    )
+        # A replica opening the same database at the same moment may write them first: its
+        # events stand, and this one's insert fails on their sequences.
+        with (
+            contextlib.suppress(sa.exc.IntegrityError),
+            self._writing,
+            self.engine.begin() as c,
+        ):
+            if c.execute(sa.select(events.c.sequence).limit(1)).first() is not None:
+                return
+            recorded = list(
+                c.execute(
+                    sa.select(cycles.c.cycle_id, cycles.c.head_index).order_by(cycles.c.sequence)
                 )
-                for cycle in recorded:
-                    entries = c.execute(
-                        sa.select(ledger.c.proposal_id)
-                        .where(ledger.c.cycle_id == cycle.cycle_id)
-                        .where(ledger.c.ledger_index <= cycle.head_index)
-                        .order_by(ledger.c.ledger_index)
-                    )
-                    items += [(EventKind.PROPOSAL, r.proposal_id) for r in entries]
-                    items.append((EventKind.CYCLE, cycle.cycle_id))
-                moved = c.execute(
-                    sa.select(transitions.c.proposal_id)
-                    .join(ledger, ledger.c.proposal_id == transitions.c.proposal_id)
-                    .order_by(transitions.c.event_sequence, ledger.c.ledger_index)
+            )
+            for cycle in recorded:
+                entries = c.execute(
+                    sa.select(ledger.c.proposal_id)
+                    .where(ledger.c.cycle_id == cycle.cycle_id)
+                    .where(ledger.c.ledger_index <= cycle.head_index)
+                    .order_by(ledger.c.ledger_index)
                 )
-                items += [(EventKind.TRANSITION, r.proposal_id) for r in moved]
-                _append_events(c, items)
-        except sa.exc.IntegrityError:
-            pass  # another replica wrote them first
+                items += [(EventKind.PROPOSAL, r.proposal_id) for r in entries]
+                items.append((EventKind.CYCLE, cycle.cycle_id))
+            moved = c.execute(
+                sa.select(transitions.c.proposal_id)
+                .join(ledger, ledger.c.proposal_id == transitions.c.proposal_id)
+                .order_by(transitions.c.event_sequence, ledger.c.ledger_index)
+            )
+            items += [(EventKind.TRANSITION, r.proposal_id) for r in moved]
+            _append_events(c, items)
 
     def position(self) -> Position:
         """The last federation event recorded (0: none)."""

@@ -69,6 +69,7 @@ from qtmesh.base.errors import (
 )
 from qtmesh.base.frozen import frozen_map
 from qtmesh.base.genome import Policy, StrategyFamily, StrategyGenome, StrategyStage
+from qtmesh.base.hub import Hub, Subscription
 from qtmesh.base.paging import decode_token, encode_token, page_size
 from qtmesh.base.reconnect import ReconnectConfig, follow_forever
 from qtmesh.base.signal import ChangeSignal
@@ -100,6 +101,7 @@ __all__ = [
     "ExecutionResult",
     "FailedPrecondition",
     "HaltTrading",
+    "Hub",
     "InvalidArgument",
     "MeshError",
     "NotFound",
@@ -122,6 +124,7 @@ __all__ = [
     "StrategyFamily",
     "StrategyGenome",
     "StrategyStage",
+    "Subscription",
     "SwitchMode",
     "SymbolInfo",
     "TuneLearning",

@@ -108,7 +108,11 @@ class DatabaseConfig:
         )
 
     def sqlite_file(self) -> Path:
-        raise NotImplementedError
+        """Where the SQLite file lives when no URL is set: each config says (DataDirConfig by
+        its ``data_dir``, the memory engine by its ``sqlite_path``)."""
+        raise NotImplementedError(
+            f"{type(self).__name__} must define sqlite_file() or inherit DataDirConfig"
+        )
 
     @property
     def url(self) -> str:

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncio
 
-from federation.hub import Hub
+from qtmesh.base.hub import Hub
 
 
 async def test_every_subscriber_gets_every_event_in_order():

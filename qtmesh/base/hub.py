@@ -1,8 +1,12 @@
-"""Fan-out of plan events to subscribers, each with a bounded queue of its own.
+"""Fan-out of a service's events to its live subscribers, each with a bounded queue of its own:
+the federation's plans, SESA's evolutions and the meta optimizer's ledger.
 
 Publishing never waits: an event is offered to every subscriber's queue, and a subscriber
 whose queue is full is cut off (told the sequence to resume after) instead of slowing the
 publisher or the other subscribers. Memory stays within ``queue_size`` events per subscriber.
+Every user stores its events before publishing them, so a stream replays from its store what a
+queue did not hold. :meth:`Hub.close_all` (on drain) ends every subscription, and any taken
+after it.
 
 A queue is a deque plus one future to wake its reader, bound to the event loop once at
 subscription: ``asyncio.Queue`` looks the running loop up on every ``get``, which costs a system
@@ -74,12 +78,17 @@ class Subscription(Generic[T]):
 class Hub(Generic[T]):
     def __init__(self, *, queue_size: int) -> None:
         self.queue_size = queue_size
+        self.closed = False
         self._subscriptions: set[Subscription[T]] = set()
 
     def subscribe(self) -> Subscription[T]:
-        """A new subscription; call from the event loop its reader runs on."""
+        """A new subscription (already ended once the hub is closed); call from the event loop
+        its reader runs on."""
         subscription: Subscription[T] = Subscription(self.queue_size, asyncio.get_running_loop())
-        self._subscriptions.add(subscription)
+        if self.closed:
+            subscription.close()
+        else:
+            self._subscriptions.add(subscription)
         return subscription
 
     def unsubscribe(self, subscription: Subscription[T]) -> None:
@@ -91,6 +100,7 @@ class Hub(Generic[T]):
                 self._subscriptions.discard(subscription)
 
     def close_all(self) -> None:
+        self.closed = True
         for subscription in self._subscriptions:
             subscription.close()
         self._subscriptions.clear()
