@@ -208,12 +208,12 @@ class FleetEngine:
                 "the fleet executes " + ", ".join(t.name for t in EXECUTABLE),
             )
 
-        change = await self._apply(action.idempotency_key, action.id, plan_sequence, change_of)
-        if change is None:
-            seen = await self.store.run(self.store.change_of_action, action.idempotency_key)
-            assert seen is not None
+        change, applied = await self._apply(
+            action.idempotency_key, action.id, plan_sequence, change_of
+        )
+        if not applied:
             return ExecutionResult(
-                False, f"already applied as fleet change {seen.sequence}: {seen.detail}"
+                False, f"already applied as fleet change {change.sequence}: {change.detail}"
             )
         return ExecutionResult(
             True,
@@ -246,12 +246,7 @@ class FleetEngine:
                 field="request",
             )
 
-        change = await self._apply(action_key, action_id, plan_sequence, change_of)
-        if change is None:
-            seen = await self.store.run(self.store.change_of_action, action_key)
-            assert seen is not None
-            return seen, False
-        return change, True
+        return await self._apply(action_key, action_id, plan_sequence, change_of)
 
     async def apply_meta(
         self, *, version: int, risk_multiplier: float, position_size_scale: float
@@ -269,12 +264,7 @@ class FleetEngine:
                 cause=cause,
             )
 
-        change = await self._apply(key, f"meta-v{version}", 0, change_of)
-        if change is None:
-            seen = await self.store.run(self.store.change_of_action, key)
-            assert seen is not None
-            return seen, False
-        return change, True
+        return await self._apply(key, f"meta-v{version}", 0, change_of)
 
     async def _apply(
         self,
@@ -282,16 +272,18 @@ class FleetEngine:
         action_id: str,
         plan_sequence: int,
         change_of: Callable[[FleetState, int, Cause], FleetChange],
-    ) -> FleetChange | None:
-        """The change ``change_of`` makes, persisted and in effect; None if ``key`` was seen."""
+    ) -> tuple[FleetChange, bool]:
+        """(the change ``change_of`` makes, persisted and in effect, True), or (the change
+        ``key`` made before, False)."""
         if not key:
             raise InvalidArgument("action.idempotency_key", "must be set")
         async with self._changing:
-            if await self.store.run(self.store.change_of_action, key) is not None:
-                return None
+            seen = await self.store.run(self.store.change_of_action, key)
+            if seen is not None:
+                return seen, False
             state = self._state
             at = state.next_time(self.replay.clock_time)
             change = change_of(state, at, Cause(key, action_id, plan_sequence))
             await self.store.run(self.store.append, self._fingerprint, change, self._clock())
             self._state = state.with_change(change)
-        return change
+        return change, True

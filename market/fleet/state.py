@@ -21,6 +21,7 @@ bar after the fleet is given a new version of meta's parameters; each change nam
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 from collections.abc import Mapping
 
@@ -92,8 +93,9 @@ class FleetState:
     def halted(self) -> frozenset[str]:
         return self.changes[-1].halted if self.changes else frozenset()
 
-    @property
+    @functools.cached_property
     def book(self) -> dict[str, BookEntry]:
+        """The book after every change (computed once: the state never changes)."""
         return self.book_at(None)
 
     @property
@@ -179,16 +181,19 @@ class FleetState:
         at: int,
         cause: Cause,
         detail: str,
+        allocations: Mapping[str, float] | None = None,
+        mission: ArbMission | None = None,
         book: tuple[BookEntry, ...] = (),
         halted: frozenset[str] | None = None,
         scale: float | None = None,
     ) -> FleetChange:
+        """The next change: what it gives, and everything else as it stands."""
         return FleetChange(
             sequence=len(self.changes) + 1,
             time=at,
             cause=cause,
-            allocations=self.allocations,
-            mission=None,
+            allocations=self.allocations if allocations is None else allocations,
+            mission=mission,
             detail=detail,
             book=book,
             halted=self.halted if halted is None else halted,
@@ -360,16 +365,7 @@ class FleetState:
                 clipped = " (capped by max_sector_allocation/max_total_allocation)"
             notes.append(f"{s} {old:.2%} -> {value:.2%}{clipped}")
         detail = f"allocation x{factor:g}: " + "; ".join(notes)
-        return FleetChange(
-            sequence=len(self.changes) + 1,
-            time=at,
-            cause=cause,
-            allocations=new,
-            mission=None,
-            detail=detail,
-            halted=self.halted,
-            scale=self.scale,
-        )
+        return self._change(at=at, cause=cause, detail=detail, allocations=new)
 
     def spawn_arb_mission(
         self,
@@ -409,14 +405,10 @@ class FleetState:
         )
         clipped = " (capped)" if value < allocation - 1e-12 else ""
         days = limits.arb_mission_nanos / DAY_NANOS
-        return FleetChange(
-            sequence=sequence,
-            time=at,
+        return self._change(
+            at=at,
             cause=cause,
-            allocations=self.allocations,
-            mission=mission,
             detail=f"{mission.id}: long {long_sector} / short {short_sector}, "
             f"{value:.2%} of equity per leg{clipped}, for {days:g} days",
-            halted=self.halted,
-            scale=self.scale,
+            mission=mission,
         )
