@@ -1,6 +1,6 @@
-"""The agents that exist only as agents (CEO, risk, strategy, memory, world model), and what the
-three officers share. Every service, these and the others, serves the agent contract of
-:mod:`qtmesh.base.contract` through :mod:`qtmesh.runtime.agent_service`.
+"""The agents that exist only as agents (CEO, risk, strategy), and what the three officers share.
+Every service, these and the others, serves the agent contract of :mod:`qtmesh.base.contract`
+through :mod:`qtmesh.runtime.agent_service`.
 """
 
 from agents.fleet_history import FleetHistory, FleetReader, FleetSampler

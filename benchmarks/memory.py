@@ -22,10 +22,10 @@ from pathlib import Path
 import numpy as np
 import sqlalchemy as sa
 
-from agents.memory.client import MemoryClient
-from agents.memory.episodes import Episode
-from agents.memory.store import EPISODES, STATE, TALLIES, EpisodeStore
 from benchmarks._report import emit, percentiles_ms
+from memory.client import MemoryClient
+from memory.episodes import Episode
+from memory.store import EPISODES, STATE, TALLIES, EpisodeStore
 from qtmesh.base.contract import AgentContext
 from qtmesh.base.storage import create_engine, sqlite_url
 from qtmesh.runtime.agent_service import AgentClient

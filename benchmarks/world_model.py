@@ -14,15 +14,15 @@ from pathlib import Path
 
 import numpy as np
 
-from agents.world_model.client import WorldModelClient
-from agents.world_model.regimes import RegimeSettings, fit_regimes
-from agents.world_model.scenarios import simulate
 from benchmarks._report import emit, percentiles_ms
 from market.synthetic import SyntheticMarketSpec, generate
 from qtmesh.base.contract import AgentContext
 from qtmesh.runtime.agent_service import AgentClient
 from qtmesh.runtime.channels import open_channel
 from qtmesh.runtime.supervisor import running_mesh
+from world_model.client import WorldModelClient
+from world_model.regimes import RegimeSettings, fit_regimes
+from world_model.scenarios import simulate
 
 WINDOW = 43_200  # 30 days of one-minute bars
 HORIZON = 1440

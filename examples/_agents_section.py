@@ -18,18 +18,18 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from agents.memory.advice import decision_text
-from agents.memory.client import MemoryClient
-from agents.memory.context import sector_features
-from agents.memory.episodes import Episode
-from agents.world_model.client import WorldModelClient
 from market.client import MarketClient
 from market.replay import Replay
+from memory.advice import decision_text
+from memory.client import MemoryClient
+from memory.context import sector_features
+from memory.episodes import Episode
 from qtmesh.base.bars import BarSeries
 from qtmesh.base.contract import AdjustExposure, AgentContext, Recommendation
 from qtmesh.base.errors import AlreadyExists
 from qtmesh.runtime.agent_service import AgentClient
 from qtmesh.runtime.channels import open_channel
+from world_model.client import WorldModelClient
 
 BARS_PER_DAY = 1440
 STEP_BARS = 360  # one decision every six hours
@@ -103,7 +103,7 @@ async def _history(market: MarketClient) -> list[BarSeries]:
 
 def backfill_episodes(series: Sequence[BarSeries], *, rng: np.random.Generator) -> list[Episode]:
     """Episodes from replaying ``series`` in-process: every ``STEP_BARS`` after the first day,
-    per sector, the context is :func:`agents.memory.context.sector_features` of the replay's
+    per sector, the context is :func:`memory.context.sector_features` of the replay's
     snapshot, the decision an exploratory exposure factor drawn from ``rng`` (0.8, hold or 1.25)
     and the outcome the P&L of that change over the next step, (factor - 1) x the sector's
     return. The regime label is the tercile of the sector's 24 h volatility over the history.

@@ -29,7 +29,6 @@ from agents.ceo.mode import Evaluation, ModeEvaluator, ModeState
 from agents.fleet_history import FleetHistory
 from agents.officer import Market, Officer
 from agents.policy_log import OwnedPolicy
-from agents.world_model.regimes import RegimeReport
 from qtmesh.base.bars import format_time
 from qtmesh.base.contract import (
     Action,
@@ -40,6 +39,7 @@ from qtmesh.base.contract import (
     SwitchMode,
 )
 from qtmesh.base.errors import InvalidArgument, MeshError
+from world_model.regimes import RegimeReport
 
 EXECUTES = (ActionType.SWITCH_MODE,)
 _log = structlog.get_logger("agents.ceo")

@@ -29,7 +29,7 @@ from collections.abc import Mapping
 import numpy as np
 
 from agents.fleet_history import FleetHistory
-from agents.world_model.regimes import RegimeReport
+from world_model.regimes import RegimeReport
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)

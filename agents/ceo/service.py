@@ -12,7 +12,6 @@ from agents.ceo.config import ENV_PREFIX, CeoConfig
 from agents.ceo.engine import EXECUTES, Ceo
 from agents.ceo.mode import ModeState
 from agents.policy_log import OwnedPolicy, PolicyLog
-from agents.world_model.client import WorldModelClient
 from market.client import MarketClient
 from qtmesh.api.ceo.v1 import ceo_pb2 as pb
 from qtmesh.api.ceo.v1 import ceo_pb2_grpc as pb_grpc
@@ -20,6 +19,7 @@ from qtmesh.base.contract import StrategicMode
 from qtmesh.runtime.agent_service import agent_service
 from qtmesh.runtime.app import App, Built, Context, Uses
 from qtmesh.runtime.server import Service
+from world_model.client import WorldModelClient
 
 MARKET_TIMEOUT_SECONDS = 10.0
 

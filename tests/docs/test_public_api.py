@@ -25,8 +25,8 @@ PACKAGES = [
     "agents.ceo",
     "agents.risk",
     "agents.strategy",
-    "agents.memory",
-    "agents.world_model",
+    "memory",
+    "world_model",
     "federation",
 ]
 

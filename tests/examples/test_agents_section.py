@@ -7,15 +7,15 @@ from pathlib import Path
 
 from rich.console import Console
 
-from agents.memory.config import MemoryConfig
-from agents.memory.service import APP as MEMORY
-from agents.world_model.config import WorldModelConfig
-from agents.world_model.service import APP as WORLD_MODEL
 from examples._agents_section import show
 from market.config import MarketConfig
 from market.service import APP as MARKET
+from memory.config import MemoryConfig
+from memory.service import APP as MEMORY
 from qtmesh.runtime.channels import ChannelConfig
 from qtmesh.testing import serving_app
+from world_model.config import WorldModelConfig
+from world_model.service import APP as WORLD_MODEL
 
 
 async def test_the_section_prints_regimes_scenarios_memory_and_recommendations(tmp_path: Path):

@@ -13,8 +13,6 @@ from agents.risk.config import RiskConfig
 from agents.risk.service import APP as RISK
 from agents.strategy.config import StrategyConfig
 from agents.strategy.service import APP as STRATEGY
-from agents.world_model.config import WorldModelConfig
-from agents.world_model.service import APP as WORLD_MODEL
 from examples._officers_section import show
 from market.client import MarketClient
 from market.config import MarketConfig
@@ -23,6 +21,8 @@ from market.service import APP as MARKET
 from qtmesh.base.genome import Policy, StrategyFamily
 from qtmesh.runtime.channels import ChannelConfig
 from qtmesh.testing import serving_app
+from world_model.config import WorldModelConfig
+from world_model.service import APP as WORLD_MODEL
 
 
 async def test_the_section_prints_risk_mode_book_and_recommendations(tmp_path: Path):

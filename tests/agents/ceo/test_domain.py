@@ -21,10 +21,10 @@ from agents.ceo.inputs import CeoInputs, fleet_inputs, regime_of
 from agents.ceo.mode import ModeEvaluator, ModeState
 from agents.ceo.scoring import Hysteresis, ScoringRule, confidence, indicated
 from agents.fleet_history import HOUR_NANOS, FleetHistory
-from agents.world_model.regimes import RegimeReport
 from market.fleet import FleetReport
 from qtmesh.base.contract import StrategicMode as M
 from qtmesh.base.errors import Unavailable
+from world_model.regimes import RegimeReport
 
 T0 = 1_767_571_200 * 10**9
 RULE = ScoringRule()

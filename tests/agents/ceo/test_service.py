@@ -14,8 +14,6 @@ import pytest
 from agents.ceo.client import CeoClient
 from agents.ceo.config import CeoConfig
 from agents.ceo.service import APP
-from agents.world_model.config import WorldModelConfig
-from agents.world_model.service import APP as WORLD_MODEL
 from market.client import MarketClient
 from market.config import MarketConfig
 from market.service import APP as MARKET
@@ -33,6 +31,8 @@ from qtmesh.base.errors import InvalidArgument
 from qtmesh.runtime.agent_service import AgentClient
 from qtmesh.runtime.channels import ChannelConfig
 from qtmesh.testing import serving_app
+from world_model.config import WorldModelConfig
+from world_model.service import APP as WORLD_MODEL
 
 DAY = 1440
 T0 = 1_767_571_200 * 10**9  # 2026-01-05T00:00:00Z

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from agents.memory.episodes import Episode, Recalled
-from agents.memory.summaries import SemanticSummary
+from memory.episodes import Episode, Recalled
+from memory.summaries import SemanticSummary
 from qtmesh.api.memory.v1 import memory_pb2 as pb
 from qtmesh.base.convert import timestamp
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 import dataclasses
 from pathlib import Path
 
-from agents.memory.advice import AdvicePolicy
-from agents.memory.episodes import Limits
+from memory.advice import AdvicePolicy
+from memory.episodes import Limits
 from qtmesh.base.config import require, setting
 from qtmesh.base.storage import DatabaseConfig
 

@@ -12,7 +12,7 @@ Preparation (:func:`observations`), in order:
 4. winsorised at the median +- ``winsorize`` robust standard deviations (1.4826 MAD): a Gaussian
    HMM otherwise spends a state on isolated jumps instead of on volatility regimes.
 
-The HMM (:mod:`agents.world_model.hmm`) is fitted on those steps. The current regime
+The HMM (:mod:`world_model.hmm`) is fitted on those steps. The current regime
 probabilities are the filtered probabilities of the last step; every bar also gets the most
 likely (smoothed) state of its step, which regime-conditioned scenarios draw from.
 """
@@ -23,9 +23,9 @@ import dataclasses
 
 import numpy as np
 
-from agents.world_model.hmm import LABELS, GaussianHMM, check_observations, fit_hmm
 from qtmesh.base.concurrency import CancelToken
 from qtmesh.base.errors import InvalidArgument
+from world_model.hmm import LABELS, GaussianHMM, check_observations, fit_hmm
 
 HOUR_NANOS = 3600 * 10**9
 DAY_NANOS = 24 * HOUR_NANOS

@@ -21,9 +21,9 @@ import dataclasses
 
 import numpy as np
 
-from agents.world_model.regimes import RegimeModel
 from qtmesh.base.bars import format_time
 from qtmesh.base.contract import AdjustExposure, Priority, Recommendation
+from world_model.regimes import RegimeModel
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)

@@ -4,15 +4,15 @@ from __future__ import annotations
 
 import grpc
 
-from agents.world_model import _convert as convert
-from agents.world_model.config import ENV_PREFIX, WorldModelConfig
-from agents.world_model.engine import Subject, WorldModel
 from market.client import MarketClient
 from qtmesh.api.worldmodel.v1 import world_model_pb2 as pb
 from qtmesh.api.worldmodel.v1 import world_model_pb2_grpc as pb_grpc
 from qtmesh.runtime.agent_service import agent_service
 from qtmesh.runtime.app import App, Built, Context, Uses
 from qtmesh.runtime.server import Service
+from world_model import _convert as convert
+from world_model.config import ENV_PREFIX, WorldModelConfig
+from world_model.engine import Subject, WorldModel
 
 
 class WorldModelServicer(pb_grpc.WorldModelServiceServicer):

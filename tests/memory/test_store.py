@@ -8,9 +8,9 @@ import dataclasses
 import numpy as np
 import pytest
 
-from agents.memory.episodes import Episode
-from agents.memory.index import EpisodeIndex as _Index
-from agents.memory.store import EpisodeStore
+from memory.episodes import Episode
+from memory.index import EpisodeIndex as _Index
+from memory.store import EpisodeStore
 from qtmesh.base.errors import AlreadyExists, InvalidArgument
 
 NAMES = ("return_24h", "volatility_24h", "momentum", "spread")

@@ -6,12 +6,12 @@ from collections.abc import Sequence
 
 import grpc
 
-from agents.world_model import _convert as convert
-from agents.world_model.regimes import RegimeReport
-from agents.world_model.scenarios import ScenarioSummary
 from qtmesh.api.worldmodel.v1 import world_model_pb2 as pb
 from qtmesh.api.worldmodel.v1 import world_model_pb2_grpc as pb_grpc
 from qtmesh.runtime.status import mesh_stub
+from world_model import _convert as convert
+from world_model.regimes import RegimeReport
+from world_model.scenarios import ScenarioSummary
 
 
 class WorldModelClient:

@@ -6,10 +6,10 @@ from collections.abc import Mapping
 
 import grpc
 
-from agents.memory import _convert as convert
-from agents.memory.episodes import Episode, Recalled
-from agents.memory.store import StoreResult
-from agents.memory.summaries import SemanticSummary
+from memory import _convert as convert
+from memory.episodes import Episode, Recalled
+from memory.store import StoreResult
+from memory.summaries import SemanticSummary
 from qtmesh.api.memory.v1 import memory_pb2 as pb
 from qtmesh.api.memory.v1 import memory_pb2_grpc as pb_grpc
 from qtmesh.runtime.status import mesh_stub

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import numpy as np
 
-from agents.world_model.regimes import RegimeReport
-from agents.world_model.scenarios import ScenarioSummary
 from qtmesh.api.worldmodel.v1 import world_model_pb2 as pb
 from qtmesh.base.convert import timestamp
+from world_model.regimes import RegimeReport
+from world_model.scenarios import ScenarioSummary
 
 
 def report_to_proto(report: RegimeReport) -> pb.RegimeEstimate:

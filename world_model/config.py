@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import dataclasses
 
-from agents.world_model.hmm import LABELS
-from agents.world_model.policy import ExposurePolicy
-from agents.world_model.regimes import Hysteresis, RegimeSettings
 from qtmesh.base.config import require, setting
+from world_model.hmm import LABELS
+from world_model.policy import ExposurePolicy
+from world_model.regimes import Hysteresis, RegimeSettings
 
 ENV_PREFIX = "QTMESH_WORLD_MODEL_"
 

@@ -12,7 +12,7 @@ episode), however many distinct names pass through memory.
 
 How it stays consistent with the database. The index is a cache of the ``seq``, regime, sector
 and features of the rows of ``memory_episodes``; it never reads the database, and only
-:class:`agents.memory.store.EpisodeStore` changes it, under the store's lock, when it syncs:
+:class:`memory.store.EpisodeStore` changes it, under the store's lock, when it syncs:
 
 * the store reads the state version and does nothing more if the index already reflects it;
 * otherwise it calls :meth:`EpisodeIndex.drop_before` with the smallest ``seq`` left in the
@@ -54,7 +54,7 @@ from collections.abc import Mapping, Sequence
 
 import numpy as np
 
-from agents.memory.episodes import similarities
+from memory.episodes import similarities
 from qtmesh.base.errors import InvalidArgument
 
 # Spreads relative to the root mean square: at most this, E[x^2] - E[x]^2 in float64 is rounding
@@ -135,7 +135,7 @@ class EpisodeIndex:
     def search(
         self, features: Mapping[str, float], k: int, *, regime: str = "", sector: str = ""
     ) -> list[tuple[int, float]]:
-        """The ``k`` live episodes most similar to ``features`` (see agents.memory.episodes)
+        """The ``k`` live episodes most similar to ``features`` (see memory.episodes)
         among those of ``regime`` and ``sector`` (empty: any), as ``(seq, similarity)``, most
         similar first and, among equals, the most recently stored first.
 

@@ -13,11 +13,6 @@ import grpc
 import numpy as np
 import pytest
 
-from agents.world_model import engine
-from agents.world_model.client import WorldModelClient
-from agents.world_model.config import WorldModelConfig
-from agents.world_model.engine import WorldModel
-from agents.world_model.service import APP, services
 from federation.plan import AgentAnswer, AgentReport, CallOutcome, build_plan
 from market.client import MarketClient
 from market.config import MarketConfig
@@ -32,6 +27,11 @@ from qtmesh.runtime.agent_service import AgentClient
 from qtmesh.runtime.channels import ChannelConfig
 from qtmesh.runtime.status import error_info
 from qtmesh.testing import serving, serving_app
+from world_model import engine
+from world_model.client import WorldModelClient
+from world_model.config import WorldModelConfig
+from world_model.engine import WorldModel
+from world_model.service import APP, services
 
 DAY = 1440
 BARS = 4 * DAY + 1

@@ -13,16 +13,16 @@ from hypothesis import given
 from hypothesis import strategies as st
 from scipy import stats
 
-from agents.world_model.config import WorldModelConfig
-from agents.world_model.hmm import GaussianHMM, fit_hmm
-from agents.world_model.policy import ExposurePolicy, recommend_exposure
-from agents.world_model.regimes import Hysteresis, RegimeSettings, fit_regimes
-from agents.world_model.scenarios import simulate, simulate_terminal, terminal_quantiles
 from market.synthetic import SyntheticMarketSpec, generate
 from qtmesh.base.concurrency import Cancelled, CancelToken
 from qtmesh.base.config import ConfigError
 from qtmesh.base.contract import AdjustExposure, Priority
 from qtmesh.base.errors import InvalidArgument
+from world_model.config import WorldModelConfig
+from world_model.hmm import GaussianHMM, fit_hmm
+from world_model.policy import ExposurePolicy, recommend_exposure
+from world_model.regimes import Hysteresis, RegimeSettings, fit_regimes
+from world_model.scenarios import simulate, simulate_terminal, terminal_quantiles
 
 DAY = 1440
 T0 = 1_767_571_200 * 10**9  # 2026-01-05T00:00:00Z

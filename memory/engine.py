@@ -1,5 +1,5 @@
 """The memory engine as an agent: recall what happened in contexts like the current one, and
-recommend what worked there (see :mod:`agents.memory.advice`). Its recommendations carry the
+recommend what worked there (see :mod:`memory.advice`). Its recommendations carry the
 market time of the snapshot the current context was read from."""
 
 from __future__ import annotations
@@ -7,10 +7,10 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Protocol
 
-from agents.memory.advice import AdvicePolicy, advise
-from agents.memory.context import hinted_features, sector_features
-from agents.memory.episodes import Recalled
-from agents.memory.store import EpisodeStore
+from memory.advice import AdvicePolicy, advise
+from memory.context import hinted_features, sector_features
+from memory.episodes import Recalled
+from memory.store import EpisodeStore
 from qtmesh.base.bars import Snapshot
 from qtmesh.base.contract import Action, AgentContext, ExecutionResult, Recommendation
 from qtmesh.base.errors import InvalidArgument
@@ -40,7 +40,7 @@ class MemoryEngine:
     async def recommend(self, context: AgentContext) -> list[Recommendation]:
         """Per sector with episodes in memory: the decision that worked in similar contexts.
 
-        The context of a sector is :func:`agents.memory.context.sector_features` of the current
+        The context of a sector is :func:`memory.context.sector_features` of the current
         market plus any ``feature.<name>`` hints; a ``regime.<sector>`` hint restricts recall
         to episodes of that regime when memory has some.
         """

@@ -32,7 +32,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from agents.memory.episodes import Recalled
+from memory.episodes import Recalled
 from qtmesh.base.contract import (
     ActionParameters,
     AdjustExposure,

@@ -23,10 +23,14 @@ from typing import Any, Generic, Protocol, TypeVar
 import numpy as np
 import structlog
 
-from agents.world_model.config import WorldModelConfig
-from agents.world_model.policy import recommend_exposure
-from agents.world_model.regimes import RegimeModel, RegimeReport, fit_regimes
-from agents.world_model.scenarios import (
+from qtmesh.base.bars import BarSeries, SymbolInfo
+from qtmesh.base.concurrency import run_cancellable
+from qtmesh.base.contract import Action, AgentContext, ExecutionResult, Recommendation
+from qtmesh.base.errors import FailedPrecondition, InvalidArgument, MeshError
+from world_model.config import WorldModelConfig
+from world_model.policy import recommend_exposure
+from world_model.regimes import RegimeModel, RegimeReport, fit_regimes
+from world_model.scenarios import (
     DEFAULT_QUANTILES,
     ScenarioSummary,
     check_quantiles,
@@ -34,14 +38,10 @@ from agents.world_model.scenarios import (
     simulate_terminal,
     terminal_quantiles,
 )
-from qtmesh.base.bars import BarSeries, SymbolInfo
-from qtmesh.base.concurrency import run_cancellable
-from qtmesh.base.contract import Action, AgentContext, ExecutionResult, Recommendation
-from qtmesh.base.errors import FailedPrecondition, InvalidArgument, MeshError
 
 T = TypeVar("T")
 MAX_QUANTILES = 99
-_log = structlog.get_logger("agents.world_model")
+_log = structlog.get_logger("world_model")
 
 
 class MarketData(Protocol):
@@ -265,7 +265,7 @@ class WorldModel:
         regime_conditioned: bool = False,
         include_paths: bool = False,
     ) -> ScenarioSummary:
-        """Block-bootstrapped paths of ``subject`` (see :mod:`agents.world_model.scenarios`)."""
+        """Block-bootstrapped paths of ``subject`` (see :mod:`world_model.scenarios`)."""
         config = self._config
         if not 1 <= horizon <= config.max_horizon:
             raise InvalidArgument("horizon", f"must be in 1..{config.max_horizon} (got {horizon})")

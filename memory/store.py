@@ -2,7 +2,7 @@
 
 Tables: ``memory_episodes`` (one row per episode, features and tags as JSON, ``seq`` in
 insertion order), ``memory_outcome_tallies`` (the semantic summaries' sufficient statistics, see
-:mod:`agents.memory.summaries`) and ``memory_state`` (a version and the episode count).
+:mod:`memory.summaries`) and ``memory_state`` (a version and the episode count).
 
 Retention: at most ``max_episodes`` episodes; storing one more evicts the earliest stored
 (first in, first out), and their outcomes leave the tallies in the same transaction. Every write
@@ -11,7 +11,7 @@ lock in SQLite), so ``seq`` values commit in order and the count stays exact wit
 replicas.
 
 Recall is answered from an in-memory index of every episode's features
-(:class:`agents.memory.index.EpisodeIndex`: numpy arrays in insertion order, plus running sums
+(:class:`memory.index.EpisodeIndex`: numpy arrays in insertion order, plus running sums
 per feature for the z-scores). Before each recall the store syncs the index with the database:
 one read of the version when nothing changed; otherwise it drops the evicted prefix and loads
 the rows stored since. So a replica sees the others' episodes, and a recall is a vectorised
@@ -30,9 +30,9 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
 
-from agents.memory.episodes import Episode, Limits, Recalled, validate_episode, validate_features
-from agents.memory.index import EpisodeIndex, unknown_label
-from agents.memory.summaries import OutcomeTally, SemanticSummary, summarise
+from memory.episodes import Episode, Limits, Recalled, validate_episode, validate_features
+from memory.index import EpisodeIndex, unknown_label
+from memory.summaries import OutcomeTally, SemanticSummary, summarise
 from qtmesh.base.errors import AlreadyExists, InvalidArgument
 from qtmesh.base.storage import SqlStore, create_engine
 
@@ -186,7 +186,7 @@ class EpisodeStore(SqlStore):
     def recall_now(
         self, features: Mapping[str, float], k: int, regime: str = "", sector: str = ""
     ) -> list[Recalled]:
-        """The ``k`` episodes most similar to ``features`` (see agents.memory.episodes)."""
+        """The ``k`` episodes most similar to ``features`` (see memory.episodes)."""
         validate_features(features, limits=self.limits)
         if not 1 <= k <= self.max_k:
             raise InvalidArgument("k", f"must be in 1..{self.max_k} (got {k})")
@@ -271,7 +271,7 @@ class EpisodeStore(SqlStore):
 
     def _sync(self) -> None:
         """Brings the index up to date with the database (call with the lock held): drops the
-        episodes evicted since, then appends those stored since (see agents.memory.index)."""
+        episodes evicted since, then appends those stored since (see memory.index)."""
         index = self._index
         with self.engine.connect() as connection:
             version = connection.execute(sa.select(STATE.c.version)).scalar_one()

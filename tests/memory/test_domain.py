@@ -11,11 +11,11 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from agents.memory.advice import AdvicePolicy, advise, decision_text, parse_decision
-from agents.memory.config import MemoryConfig
-from agents.memory.context import hinted_features, sector_features
-from agents.memory.episodes import Episode, Limits, Recalled, similarities, validate_episode
-from agents.memory.summaries import OutcomeTally, summarise
+from memory.advice import AdvicePolicy, advise, decision_text, parse_decision
+from memory.config import MemoryConfig
+from memory.context import hinted_features, sector_features
+from memory.episodes import Episode, Limits, Recalled, similarities, validate_episode
+from memory.summaries import OutcomeTally, summarise
 from qtmesh.base.bars import SectorSummary, Snapshot
 from qtmesh.base.config import ConfigError, Secret
 from qtmesh.base.contract import AdjustExposure, HaltTrading, Priority, StrategicMode, SwitchMode

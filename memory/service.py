@@ -7,11 +7,11 @@ import time
 
 import grpc
 
-from agents.memory import _convert as convert
-from agents.memory.config import ENV_PREFIX, MemoryConfig
-from agents.memory.engine import MemoryEngine
-from agents.memory.store import EpisodeStore
 from market.client import MarketClient
+from memory import _convert as convert
+from memory.config import ENV_PREFIX, MemoryConfig
+from memory.engine import MemoryEngine
+from memory.store import EpisodeStore
 from qtmesh.api.memory.v1 import memory_pb2 as pb
 from qtmesh.api.memory.v1 import memory_pb2_grpc as pb_grpc
 from qtmesh.runtime.agent_service import agent_service

@@ -10,14 +10,14 @@ import grpc
 import numpy as np
 import pytest
 
-from agents.memory.client import MemoryClient
-from agents.memory.config import MemoryConfig
-from agents.memory.context import sector_features
-from agents.memory.episodes import Episode
-from agents.memory.service import APP
 from market.client import MarketClient
 from market.config import MarketConfig
 from market.service import APP as MARKET
+from memory.client import MemoryClient
+from memory.config import MemoryConfig
+from memory.context import sector_features
+from memory.episodes import Episode
+from memory.service import APP
 from qtmesh.api.memory.v1 import memory_pb2, memory_pb2_grpc
 from qtmesh.base.config import Secret
 from qtmesh.base.contract import Action, AdjustExposure, AgentContext, Priority
