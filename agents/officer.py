@@ -3,11 +3,15 @@ refreshing in the background, and changing the policy each owns only through exe
 
 An :class:`Officer` samples the fleet's returns once per period (:class:`FleetPeriods`), refreshes
 whenever the market's clock completes a period or a planning cycle's context shows a newer market
-position, and answers Recommend from what the last refresh computed, so Recommend never waits on
-the market. The policy an officer owns (the CEO's mode, the risk officer's limits) is an
+position, and answers Recommend from what the last refresh computed. When the context is at a newer
+position than that refresh, Recommend first waits for a refresh, for at most
+:data:`CATCH_UP_SECONDS`: in a live mesh the background refresh is nearly always there first, but a
+replay moves the clock hours at once, and a plan must rest on the fleet at its own time. Past that
+bound (a slow market) it answers from what it has, with that refresh's ``as_of_time``. The policy
+an officer owns (the CEO's mode, the risk officer's limits) is an
 :class:`~agents.policy_log.OwnedPolicy`: an executed action changes it once per idempotency key,
-recorded with the plan and action that caused it and the market time it took effect. An officer
-may own none: the strategy officer recommends changes to the book the market's fleet owns.
+recorded with the plan and action that caused it and the market time it took effect. An officer may
+own none: the strategy officer recommends changes to the book the market's fleet owns.
 """
 
 from __future__ import annotations
@@ -25,9 +29,12 @@ from agents.policy_log import OwnedPolicy
 from agents.refresh import ClockStream, Refresher, follow_clock
 from qtmesh.base.config import require
 from qtmesh.base.contract import Action, AgentContext, ExecutionResult, Recommendation
-from qtmesh.base.errors import InvalidArgument
+from qtmesh.base.errors import InvalidArgument, MeshError
 
 P = TypeVar("P")
+
+# How long Recommend waits for a refresh that catches up with the context's market position.
+CATCH_UP_SECONDS = 2.0
 
 
 class Market(FleetReader, ClockStream, Protocol):
@@ -138,7 +145,11 @@ class Officer(abc.ABC, Generic[P]):
     async def recommend(self, context: AgentContext) -> list[Recommendation]:
         computed = self._computed_position()
         if computed is None or (context.market_position and context.market_position != computed):
-            self._refresher.request()
+            refresh = self._refresher.request()
+            if computed is not None and context.market_position > computed:
+                # Behind the plan's clock: catch up if the market answers in time (see above).
+                with contextlib.suppress(MeshError, TimeoutError):
+                    await asyncio.wait_for(asyncio.shield(refresh), CATCH_UP_SECONDS)
         return self._recommendations()
 
     async def execute(self, action: Action, *, plan_sequence: int) -> ExecutionResult:

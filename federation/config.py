@@ -107,6 +107,16 @@ class FederationConfig(DataDirConfig):
         "told to resume",
     )
     history_page: int = setting(500, help="events read from history per page when resuming")
+    record_to_memory: bool = setting(
+        True,
+        help="store each executed exposure change, halt and mode switch with the fleet's return "
+        "over the following window in the memory engine (see federation/memory.py)",
+    )
+    memory_outcome_window_hours: float = setting(
+        4.0,
+        help="market hours after an action took effect over which its outcome (the sector's or "
+        "the fleet's return) is measured before it is stored in memory",
+    )
 
     def __post_init__(self) -> None:
         self.check_database()
@@ -139,6 +149,12 @@ class FederationConfig(DataDirConfig):
         )
         require(self.subscriber_queue >= 1, "subscriber_queue", "must be at least 1")
         require(self.history_page >= 1, "history_page", "must be at least 1")
+        window = self.memory_outcome_window_hours
+        require(
+            math.isfinite(window) and 0 < window <= 24 * 365,
+            "memory_outcome_window_hours",
+            "must be in (0, 8760]",
+        )
         require(1 <= self.max_plan_actions <= 1000, "max_plan_actions", "must be in 1..1000")
         for name in self.owners:
             require(name in ActionType.__members__, "owners", f"unknown action type {name!r}")
@@ -170,6 +186,11 @@ class FederationConfig(DataDirConfig):
         """Each windowed priority's window, in nanoseconds of market time."""
         windows = _seconds_by_name(self.priority_windows, Priority.__members__, "priority_windows")
         return {Priority[name]: round(seconds * 1e9) for name, seconds in windows.items()}
+
+    @property
+    def memory_outcome_window(self) -> int:
+        """``memory_outcome_window_hours`` in nanoseconds."""
+        return round(self.memory_outcome_window_hours * 3.6e12)
 
     @property
     def max_recommendation_age(self) -> int:

@@ -30,7 +30,7 @@ from __future__ import annotations
 import asyncio
 import time
 import uuid
-from collections.abc import Callable, Coroutine, Mapping
+from collections.abc import Awaitable, Callable, Coroutine, Mapping
 from typing import TYPE_CHECKING, Any, TypeVar
 
 import structlog
@@ -64,6 +64,8 @@ REPORTABLE = (
 
 # (clock time, market position) of the replay, or None when the market is not reachable.
 MarketClock = Callable[[], tuple[int, int] | None]
+# Reads the market's clock now, so the next MarketClock answer is no older than the market.
+SyncClock = Callable[[], Awaitable[None]]
 
 
 class Federation:
@@ -71,6 +73,9 @@ class Federation:
 
     ``market_clock`` gives (as_of_time, market_position) for the agents' context and the
     actions' windows; without it the wall clock is the planning time (module docstring).
+    ``sync_clock``, when given, is awaited before each cycle reads the clock: a clock followed
+    from a stream lags when the market moves faster than the stream (a replay advancing hours at
+    once), and a plan must be planned at the market's time, not the stream's.
     """
 
     def __init__(
@@ -82,6 +87,7 @@ class Federation:
         store: PlanStore,
         wall_clock: Callable[[], int] = time.time_ns,
         market_clock: MarketClock | None = None,
+        sync_clock: SyncClock | None = None,
     ) -> None:
         self.config = config
         self.agents = dict(agents)
@@ -90,6 +96,7 @@ class Federation:
         self.hub: Hub[Event] = Hub(queue_size=config.subscriber_queue)
         self._wall_clock = wall_clock
         self._market_clock = market_clock
+        self._sync_clock = sync_clock
         self._executions: set[asyncio.Task[None]] = set()
         self._writes: set[asyncio.Task[Any]] = set()
         # One bound for every plan: plans of consecutive cycles may execute at the same time.
@@ -108,6 +115,12 @@ class Federation:
         for key, value in (hints or {}).items():
             if not key or len(key) > 128 or len(value) > 1024:
                 raise InvalidArgument(f"hints[{key}]", "keys of 1-128 and values up to 1024 chars")
+        if self._sync_clock is not None:
+            try:
+                await asyncio.wait_for(self._sync_clock(), self.config.agent_timeout_seconds)
+            except (MeshError, TimeoutError) as exc:
+                # The streamed clock stands in: a market that is slow to answer costs freshness.
+                _log.warning("could not read the market's clock", error=str(exc))
         as_of, position = self._clock()
         done = {
             f"{COMPLETED_HINT}{kind.name.lower()}": str(t) for kind, t in self._completed.items()

@@ -16,9 +16,12 @@ from google.protobuf.message import Message
 from federation import _convert as convert
 from federation.config import ENV_PREFIX, FederationConfig
 from federation.engine import Federation
+from federation.memory import PlanOutcomes
 from federation.plan import Event, Plan
 from federation.store import PlanStore
 from market.client import MarketClient
+from memory.client import MemoryClient
+from memory.recorder import Recorder
 from qtmesh.api.agent.v1 import agent_pb2
 from qtmesh.api.federation.v1 import federation_pb2 as pb
 from qtmesh.api.federation.v1 import federation_pb2_grpc as pb_grpc
@@ -27,6 +30,7 @@ from qtmesh.base.contract import ActionType, Priority
 from qtmesh.base.convert import enum_from_proto
 from qtmesh.base.errors import InvalidArgument, ResourceExhausted, Unavailable
 from qtmesh.base.reconnect import follow_forever
+from qtmesh.base.signal import ChangeSignal
 from qtmesh.base.storage import create_engine
 from qtmesh.runtime.agent_service import AgentClient
 from qtmesh.runtime.app import App, Built, Context, Uses
@@ -269,6 +273,12 @@ def _uses(config: FederationConfig) -> list[Uses]:
             for name in agents
         ),
         Uses(service="market", client=MarketClient, timeout=5.0, retry_unavailable=False),
+        # Stores plan outcomes (federation/memory.py); its recorder retries, in the background.
+        *(
+            [Uses(service="memory", client=MemoryClient, timeout=5.0)]
+            if config.record_to_memory
+            else []
+        ),
     ]
 
 
@@ -286,11 +296,20 @@ async def build(ctx: Context[FederationConfig]) -> Built:
         owners={name: clients[name] for name in set(config.owners.values())},
         store=store,
         market_clock=market_clock.latest,
+        sync_clock=market_clock.sync,
     )
     servicer = FederationServicer(federation)
     tasks = [asyncio.ensure_future(market_clock.run())]
     if config.gap_update_interval_seconds > 0:
         tasks.append(asyncio.ensure_future(_after_first_interval(federation)))
+    if config.record_to_memory:
+        outcomes = PlanOutcomes(
+            market=ctx.client("market", MarketClient),
+            recorder=Recorder(ctx.client("memory", MemoryClient), writer="federation"),
+            clock=market_clock.latest,
+            window=config.memory_outcome_window,
+        )
+        tasks.append(asyncio.ensure_future(outcomes.follow(federation.hub, market_clock.moved)))
 
     def drain() -> None:
         for task in tasks:
@@ -352,10 +371,22 @@ class MarketClockWatcher:
         self._backoff = backoff
         self._max_backoff = max_backoff
         self._latest: tuple[int, int] | None = None
+        self.moved = ChangeSignal()  # notified whenever the clock moves
 
     def latest(self) -> tuple[int, int] | None:
         """(clock time, position) as last seen, or None if the market was never reached."""
         return self._latest
+
+    async def sync(self) -> None:
+        """Reads the clock from the market now (the stream may be behind it)."""
+        snapshot = await self._market.snapshot()
+        self._see(snapshot.clock_time, snapshot.position)
+
+    def _see(self, clock_time: int, position: int) -> None:
+        # The stream and sync() race; the clock only moves forward.
+        if self._latest is None or position >= self._latest[1]:
+            self._latest = (clock_time, position)
+            self.moved.notify()
 
     async def run(self) -> None:
         await follow_forever(
@@ -369,14 +400,15 @@ class MarketClockWatcher:
     async def _follow(self, connected: Callable[[], None]) -> None:
         snapshot = await self._market.snapshot()
         connected()
-        self._latest = (snapshot.clock_time, snapshot.position)
+        self._latest = (snapshot.clock_time, snapshot.position)  # a restarted market may be behind
+        self.moved.notify()
         # Only the clock is wanted: one symbol's bars keep each step's message small, so the
         # watcher keeps up when the clock moves thousands of steps at once.
         symbols = [snapshot.quotes[0].bar.symbol] if snapshot.quotes else []
         async for position, clock_time, _bars in self._market.stream_bars(
             symbols, after_position=snapshot.position
         ):
-            self._latest = (clock_time, position)
+            self._see(clock_time, position)
 
 
 async def _after_first_interval(federation: Federation) -> None:

@@ -25,6 +25,9 @@ class MarketConfig(DataDirConfig):
     )
     seed: int = setting(7, help="seed of the synthetic market")
     synthetic_days: int = setting(60, help="days of one-minute bars in the synthetic market")
+    synthetic_noise: bool = setting(
+        False, help="a synthetic market with zero drift and no regimes (market/synthetic.py)"
+    )
     replay_start: float = setting(
         0.5, help="share of the timeline already revealed at start-up, in (0, 1]"
     )

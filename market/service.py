@@ -291,7 +291,9 @@ def load_replay(config: MarketConfig) -> Replay:
         except InvalidArgument as exc:
             raise ConfigError("data_path", exc.message) from None
     else:
-        spec = SyntheticMarketSpec(seed=config.seed, days=config.synthetic_days)
+        spec = SyntheticMarketSpec(
+            seed=config.seed, days=config.synthetic_days, noise=config.synthetic_noise
+        )
         series = list(generate(spec).series)
     replay = Replay(series, start_position=1)
     start = max(1, round(replay.length * config.replay_start))

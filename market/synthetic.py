@@ -14,6 +14,11 @@ The embedded default when no data is given. Per bar, for a sector with annual vo
 
 The market trades around the clock (like crypto), one bar every ``bar_seconds``. Everything is
 drawn from ``numpy.random.default_rng(seed)``: the same spec gives the same bars.
+
+A ``noise`` market is the null hypothesis a strategy should find nothing in: no regimes (regime
+drift 0, volatility and jump multipliers 1, its ``regimes`` are -1 throughout), no sector drift,
+and jumps of mean zero; volatility clustering, the diurnal cycle, sector correlation and jump
+arrivals stay as above.
 """
 
 from __future__ import annotations
@@ -132,6 +137,7 @@ class SyntheticMarketSpec:
     vol_of_vol: float = 0.5
     vol_half_life_bars: float = 720.0
     idiosyncratic_share: float = 0.35
+    noise: bool = False  # zero drift, no regimes (module docstring)
 
     @property
     def bar_count(self) -> int:
@@ -141,7 +147,8 @@ class SyntheticMarketSpec:
 @dataclasses.dataclass(frozen=True)
 class SyntheticMarket:
     series: tuple[BarSeries, ...]
-    # Index into REGIMES for every bar (the ground truth a regime detector should find).
+    # Index into REGIMES for every bar (the ground truth a regime detector should find); -1 in a
+    # noise market.
     regimes: np.ndarray
 
 
@@ -153,10 +160,15 @@ def generate(spec: SyntheticMarketSpec | None = None) -> SyntheticMarket:
     bars_per_day = 86_400 / spec.bar_seconds
     dt = spec.bar_seconds / SECONDS_PER_YEAR
     time = spec.start_time_ns + np.arange(n, dtype=np.int64) * spec.bar_seconds * 10**9
-    regimes = _regime_path(rng, n, bars_per_day)
-    regime_drift = np.array([r.annual_drift for r in REGIMES])[regimes]
-    regime_vol = np.array([r.volatility_multiplier for r in REGIMES])[regimes]
-    regime_jumps = np.array([r.jump_multiplier for r in REGIMES])[regimes]
+    if spec.noise:
+        regimes = np.full(n, -1, dtype=np.int8)
+        regime_drift, regime_vol, regime_jumps = np.zeros(n), np.ones(n), np.ones(n)
+    else:
+        regimes = _regime_path(rng, n, bars_per_day)
+        regime_drift = np.array([r.annual_drift for r in REGIMES])[regimes]
+        regime_vol = np.array([r.volatility_multiplier for r in REGIMES])[regimes]
+        regime_jumps = np.array([r.jump_multiplier for r in REGIMES])[regimes]
+    jump_bias = 0.0 if spec.noise else -0.2
     hour = (time // 10**9 % 86_400) / 3600
     diurnal = 1 + 0.25 * np.cos(2 * np.pi * (hour - 15) / 24)
 
@@ -173,15 +185,16 @@ def generate(spec: SyntheticMarketSpec | None = None) -> SyntheticMarket:
             * diurnal
             * np.sqrt(dt)
         )
-        drift = (sector.annual_drift + regime_drift * sector.annual_volatility / 0.30) * dt
+        annual_drift = 0.0 if spec.noise else sector.annual_drift
+        drift = (annual_drift + regime_drift * sector.annual_volatility / 0.30) * dt
         common_shock = rng.standard_normal(n)
-        sector_jumps = _jumps(rng, n, sector, regime_jumps / bars_per_day)
+        sector_jumps = _jumps(rng, n, sector, regime_jumps / bars_per_day, jump_bias)
         for symbol in sector.symbols:
             beta = rng.uniform(0.8, 1.2)
             idio = np.sqrt(spec.idiosyncratic_share)
             systematic = np.sqrt(1 - spec.idiosyncratic_share)
             shock = beta * systematic * common_shock + idio * rng.standard_normal(n)
-            own_jumps = _jumps(rng, n, sector, 0.3 * regime_jumps / bars_per_day)
+            own_jumps = _jumps(rng, n, sector, 0.3 * regime_jumps / bars_per_day, jump_bias)
             returns = drift - 0.5 * sigma**2 + sigma * shock + beta * sector_jumps + own_jumps
             start = sector.start_price * rng.uniform(0.5, 2.0)
             close = start * np.exp(np.cumsum(returns))
@@ -222,8 +235,9 @@ def _regime_path(rng: np.random.Generator, n: int, bars_per_day: float) -> np.nd
 
 
 def _jumps(
-    rng: np.random.Generator, n: int, sector: SectorProfile, intensity: np.ndarray
+    rng: np.random.Generator, n: int, sector: SectorProfile, intensity: np.ndarray, bias: float
 ) -> np.ndarray:
+    """Jumps of ``bias`` x jump_stddev mean each (the default market's are negative)."""
     counts = rng.poisson(sector.jumps_per_day * intensity)
-    sizes = rng.normal(-0.2 * sector.jump_stddev * counts, sector.jump_stddev * np.sqrt(counts))
+    sizes = rng.normal(bias * sector.jump_stddev * counts, sector.jump_stddev * np.sqrt(counts))
     return np.where(counts > 0, sizes, 0.0)

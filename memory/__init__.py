@@ -5,6 +5,7 @@ from memory.config import MemoryConfig
 from memory.engine import MemoryEngine
 from memory.episodes import Episode, Recalled
 from memory.index import EpisodeIndex
+from memory.recorder import Recorder
 from memory.store import EpisodeStore
 
 __all__ = [
@@ -15,4 +16,5 @@ __all__ = [
     "MemoryConfig",
     "MemoryEngine",
     "Recalled",
+    "Recorder",
 ]

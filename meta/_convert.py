@@ -9,10 +9,12 @@ from typing import TypeVar
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from meta import model as m
+from meta import sesa_evaluations as evolutions
 from meta.engine import TrialLog
 from meta.tuning import Trial
 from qtmesh.api.common.v1 import strategy_pb2
 from qtmesh.api.meta.v1 import meta_pb2 as pb
+from qtmesh.api.sesa.v1 import sesa_pb2
 from qtmesh.base.convert import enum_from_proto, enum_to_proto, timestamp
 from qtmesh.base.errors import InvalidArgument
 from qtmesh.base.genome import StrategyFamily, StrategyStage
@@ -322,4 +324,71 @@ def trial_log_from_proto(message: pb.ListSesaTrialsResponse) -> TrialLog:
         tuple(trial_from_proto(t) for t in message.trials),
         message.total_trials,
         message.total_evaluations,
+    )
+
+
+# -- SESA's evolution events, as the follower reads them -------------------------------------------
+# Lenient: a value this meta does not know becomes None (or UNSPECIFIED), so one event of a newer
+# SESA cannot stall the stream.
+
+
+def _known(domain: type[E], proto: object, value: int) -> E | None:
+    try:
+        return _optional_enum(domain, proto, value, field="")
+    except InvalidArgument:
+        return None
+
+
+def _genome_from_proto(e: strategy_pb2.StrategyEvaluation) -> evolutions.Genome:
+    return evolutions.Genome(
+        genome_id=e.genome.id,
+        family=_known(StrategyFamily, strategy_pb2.StrategyFamily, e.genome.family),
+        generation=e.genome.generation,
+    )
+
+
+def _candidate_from_proto(c: sesa_pb2.CandidateSummary) -> evolutions.Candidate:
+    return evolutions.Candidate(
+        genome_id=c.genome_id,
+        strategy_id=c.strategy_id,
+        stage=_known(StrategyStage, strategy_pb2.StrategyStage, c.stage),
+        composite_score=c.composite_score,
+        sharpe_ratio=c.sharpe_ratio,
+        deflated_sharpe_ratio=c.deflated_sharpe_ratio,
+        trade_count=c.trade_count,
+    )
+
+
+def evolution_event_from_proto(
+    message: sesa_pb2.WatchEvolutionsResponse,
+) -> evolutions.EvolutionEvent:
+    kind = message.WhichOneof("event")
+    event: evolutions.Started | evolutions.Generation | evolutions.Ended | None = None
+    if kind == "started":
+        event = evolutions.Started(
+            symbol=message.started.symbol,
+            bars_end_time=_time(message.started, "bars_end_time"),
+        )
+    elif kind == "generation":
+        event = evolutions.Generation(
+            top=tuple(_genome_from_proto(e) for e in message.generation.top)
+        )
+    elif kind == "ended":
+        ended = message.ended
+        summary = ended.summary
+        candidates = list(summary.candidates)
+        if not candidates and summary.HasField("best"):
+            candidates = [summary.best]
+        event = evolutions.Ended(
+            outcome=_known(evolutions.Outcome, sesa_pb2.EvolutionOutcome, ended.outcome)
+            or evolutions.Outcome.UNSPECIFIED,
+            summarized=ended.HasField("summary"),
+            trials=summary.trials,
+            candidates=tuple(_candidate_from_proto(c) for c in candidates),
+        )
+    return evolutions.EvolutionEvent(
+        sequence=message.sequence,
+        start_sequence=message.start_sequence,
+        evolution_id=message.evolution_id,
+        event=event,
     )

@@ -1,4 +1,6 @@
-"""Async client of the meta service, returning the same domain objects as the meta engine."""
+"""Async client of the meta service, returning the same domain objects as the meta engine; and
+meta's own reader of SESA's evolution stream (meta sits below SESA, so it cannot use
+``sesa.client``: it reads WatchEvolutions through the generated stub)."""
 
 from __future__ import annotations
 
@@ -18,8 +20,10 @@ from meta.model import (
     ParameterChange,
     Trade,
 )
+from meta.sesa_evaluations import EvolutionEvent
 from qtmesh.api.meta.v1 import meta_pb2 as pb
 from qtmesh.api.meta.v1 import meta_pb2_grpc as pb_grpc
+from qtmesh.api.sesa.v1 import sesa_pb2, sesa_pb2_grpc
 from qtmesh.base.convert import timestamp
 from qtmesh.runtime.status import mesh_stub
 
@@ -104,3 +108,25 @@ class MetaClient:
             token = response.next_page_token
             if not token:
                 return TrialLog(tuple(trials), log.total_trials, log.total_evaluations)
+
+
+class SesaEvolutionsClient:
+    """Reads SESA's WatchEvolutions over ``channel`` as domain events (implements
+    :class:`meta.sesa_evaluations.EvolutionStream`); failures raise the server's MeshError."""
+
+    def __init__(self, channel: grpc.aio.Channel) -> None:
+        self._stub = mesh_stub(sesa_pb2_grpc.SesaServiceStub, channel)
+
+    async def watch_evolutions(
+        self, *, after_sequence: int | None = None
+    ) -> AsyncIterator[EvolutionEvent]:
+        """Every kept event after ``after_sequence`` (unset: live events only), then live ones."""
+        request = sesa_pb2.WatchEvolutionsRequest()
+        if after_sequence is not None:
+            request.after_sequence = after_sequence
+        call = self._stub.WatchEvolutions(request)
+        try:
+            async for message in call:
+                yield convert.evolution_event_from_proto(message)
+        finally:
+            call.cancel()

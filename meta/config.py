@@ -372,6 +372,21 @@ class MetaConfig(DataDirConfig, MetaPolicyRules, MetaLearningConfig, ReconnectCo
         help="follow the market's stream of the paper fleet's closed trades and adapt on them, "
         "on the market clock",
     )
+    learn_from_sesa: bool = setting(
+        True,
+        help="follow SESA's stream of evolutions and count each ended one's candidates as "
+        "evaluations, and each finished one as an evolution run, at the market time of its bars",
+    )
+    follow_regimes: bool = setting(
+        True,
+        help="follow the world model's stream of the market's regime changes, so the next update "
+        "and the decisions until the next retraining see regime_changed",
+    )
+    record_to_memory: bool = setting(
+        True,
+        help="store every new parameter version (what kind of decision, the rules, the changes "
+        "and what followed) in the memory engine, in the background (see meta/memory.py)",
+    )
 
     def __post_init__(self) -> None:
         self.check_database()

@@ -1,8 +1,9 @@
 """The meta service's state machine: the OS, the policy and the tuner over one store.
 
 It assembles the state the policy decides on from what the store holds (the trade window, the
-evaluations seen, the trial log) and what a caller adds, runs meta updates, applies tuning
-actions, and tells watchers when a new parameter version exists. Writes are serialised by one
+evaluations seen, the trial log), the regime changes the world model reported (in memory:
+:mod:`meta.regimes`) and what a caller adds, runs meta updates, applies tuning actions, and
+tells watchers when a new parameter version exists. Writes are serialised by one
 lock and each is one transaction, so nothing is half-applied. No gRPC here; the clock is
 injected (Unix nanoseconds) and only read when a request does not carry its own time.
 """
@@ -36,7 +37,16 @@ from meta.model import (
     validate_trades,
 )
 from meta.policy import MetaPolicy
-from meta.store import Credit, MetaStore, StoredContext, StreamCursor, VersionRecord, Write
+from meta.regimes import RegimeChanges
+from meta.store import (
+    Credit,
+    MetaStore,
+    SequenceCursor,
+    StoredContext,
+    StreamCursor,
+    VersionRecord,
+    Write,
+)
 from meta.tuning import MutationTuner, Score, Trial, trial_at
 from qtmesh.base.config import ConfigError
 from qtmesh.base.errors import InvalidArgument
@@ -85,6 +95,8 @@ class MetaEngine:
         self.tuner = MutationTuner.from_config(learning)
         self.clock = clock
         self.signal = ChangeSignal()
+        # Regime changes the world model reported (meta/regimes.py), in memory.
+        self.regimes = RegimeChanges()
         self._lock = asyncio.Lock()
         self._current: VersionRecord | None = None
 
@@ -134,7 +146,7 @@ class MetaEngine:
         now: int | None = None,
         caller: CallerState | None = None,
         cause: str = "meta update",
-        cursor: StreamCursor | None = None,
+        cursor: StreamCursor | SequenceCursor | None = None,
     ) -> UpdateResult:
         """Records the trades and evaluations, adapts the parameters when due and enough trades
         are in the window (a new version names ``cause``), and runs the policy on the resulting
@@ -143,6 +155,9 @@ class MetaEngine:
         caller = caller or CallerState()
         async with self._lock:
             current = self.current
+            retrained = current.parameters.retrain_requested_time
+            if self.regimes.for_update(at, retrained_at=retrained):
+                caller = dataclasses.replace(caller, regime_changed=True)
             # Validation and the window statistics are O(trades): off the event loop, like the
             # store's work, so a large update does not stall other calls.
             await asyncio.to_thread(self._validate_update, trades, evaluations, caller, at)
@@ -153,6 +168,7 @@ class MetaEngine:
             if cursor is not None:
                 write = dataclasses.replace(write, cursor=cursor)
             await self.store.run(self.store.write, write)
+            self.regimes.updated(at)
             if write.version is not None:
                 self._current = write.version
                 self.signal.notify()
@@ -241,6 +257,16 @@ class MetaEngine:
         """Where the followed ``stream`` stands: its last trade counted."""
         return await self.store.run(self.store.stream_cursor, stream)
 
+    async def sequence_cursor(self, stream: str) -> SequenceCursor | None:
+        """Where the followed ``stream`` of numbered events stands: its last event counted."""
+        return await self.store.run(self.store.sequence_cursor, stream)
+
+    def note_regime_change(self, at: int) -> bool:
+        """Records that the market's regime changed at market time ``at`` (the world model's
+        WatchRegimes, followed by :mod:`meta.regimes`, whose rules say which updates and
+        decisions see it); False for a change no later than the latest one recorded."""
+        return self.regimes.note(at)
+
     # -- decisions ---------------------------------------------------------------------------------
 
     def decide(
@@ -263,6 +289,9 @@ class MetaEngine:
         async with self._lock:
             current = self.current
             stored = await self._read(at, (), ())
+        retrained = current.parameters.retrain_requested_time
+        if self.regimes.for_decisions(at, retrained_at=retrained):
+            caller = dataclasses.replace(caller, regime_changed=True)
         stats = await asyncio.to_thread(
             summarize,
             stored.window_trades,
@@ -287,7 +316,9 @@ class MetaEngine:
 
     # -- tuning actions ----------------------------------------------------------------------------
 
-    async def record_evolution(self, at: int) -> None:
+    async def record_evolution(
+        self, at: int, *, cause: str = "an evolution the federation completed"
+    ) -> None:
         """Records that a SESA evolution completed at ``at`` (market time), which restarts the
         evolution interval; a time no later than the one on record changes nothing."""
         if at <= (self.current.tracked.last_evolution_time or 0):
@@ -296,7 +327,7 @@ class MetaEngine:
             {},
             evolution_ran=True,
             action_key=f"evolution-completed/{at}",
-            cause="an evolution the federation completed",
+            cause=cause,
             now=at,
         )
 

@@ -10,12 +10,18 @@ from collections.abc import AsyncIterator
 import grpc
 
 from market.client import MarketClient
+from memory.client import MemoryClient
+from memory.recorder import Recorder
 from meta import _convert as convert
 from meta.agent import EXECUTES, MetaAgent
+from meta.client import SesaEvolutionsClient
 from meta.config import ENV_PREFIX, MetaConfig
 from meta.engine import Clock, MetaEngine
 from meta.fleet_scale import publish_scale
 from meta.fleet_trades import learn_from_fleet
+from meta.memory import DecisionMemory
+from meta.regimes import follow_regimes
+from meta.sesa_evaluations import learn_from_sesa
 from meta.store import MetaStore
 from qtmesh.api.meta.v1 import meta_pb2 as pb
 from qtmesh.api.meta.v1 import meta_pb2_grpc as pb_grpc
@@ -24,6 +30,7 @@ from qtmesh.base.errors import InvalidArgument, Unavailable
 from qtmesh.runtime.agent_service import agent_service
 from qtmesh.runtime.app import App, Built, Context, Uses
 from qtmesh.runtime.server import Service
+from world_model.client import WorldModelClient
 
 HISTORY_BATCH = 100
 
@@ -175,6 +182,33 @@ def app(*, clock: Clock = wall_clock) -> App[MetaConfig]:
                     )
                 )
             )
+        if config.learn_from_sesa:
+            tasks.append(
+                asyncio.ensure_future(
+                    learn_from_sesa(
+                        engine,
+                        ctx.client("sesa", SesaEvolutionsClient),
+                        initial_backoff=config.reconnect_initial_seconds,
+                        max_backoff=config.reconnect_max_seconds,
+                    )
+                )
+            )
+
+        if config.follow_regimes:
+            tasks.append(
+                asyncio.ensure_future(
+                    follow_regimes(
+                        engine,
+                        ctx.client("world-model", WorldModelClient),
+                        initial_backoff=config.reconnect_initial_seconds,
+                        max_backoff=config.reconnect_max_seconds,
+                    )
+                )
+            )
+
+        if config.record_to_memory:
+            recorder = Recorder(ctx.client("memory", MemoryClient), writer="meta")
+            tasks.append(asyncio.ensure_future(DecisionMemory(engine, recorder).follow()))
 
         async def close() -> None:
             for task in tasks:
@@ -197,9 +231,31 @@ def app(*, clock: Clock = wall_clock) -> App[MetaConfig]:
         env_prefix=ENV_PREFIX,
         build=build,
         uses=lambda config: (
-            (Uses(service="market", client=MarketClient),)
-            if config.scale_fleet or config.learn_from_fleet
-            else ()
+            *(
+                (Uses(service="market", client=MarketClient),)
+                if config.scale_fleet or config.learn_from_fleet
+                else ()
+            ),
+            # Followed: SESA reads meta's parameters (it starts after meta), so SESA is no
+            # start-order dependency of meta; the follower reconnects until SESA is up.
+            *(
+                (Uses(service="sesa", client=SesaEvolutionsClient, followed=True),)
+                if config.learn_from_sesa
+                else ()
+            ),
+            # Followed: meta only hears the world model's regime changes and reconnects until
+            # it is up.
+            *(
+                (Uses(service="world-model", client=WorldModelClient, followed=True),)
+                if config.follow_regimes
+                else ()
+            ),
+            # Stores each parameter version (meta/memory.py); memory calls only the market.
+            *(
+                (Uses(service="memory", client=MemoryClient, timeout=5.0),)
+                if config.record_to_memory
+                else ()
+            ),
         ),
     )
 

@@ -106,6 +106,16 @@ stream_cursors = sa.Table(
     sa.Column("strategy_id", sa.Text, nullable=False),
 )
 
+# Where each followed stream of numbered events stands (SESA's evolutions: the last event
+# counted, and the sequence to read on from), written with what it counted.
+sequence_cursors = sa.Table(
+    "meta_sequence_cursors",
+    metadata,
+    sa.Column("stream", sa.Text, primary_key=True),
+    sa.Column("sequence", sa.BigInteger, nullable=False),
+    sa.Column("resume_after", sa.BigInteger, nullable=False),
+)
+
 _CHUNK = 500
 
 
@@ -116,6 +126,17 @@ class StreamCursor:
     stream: str
     exit_time: int
     strategy_id: str
+
+
+@dataclasses.dataclass(frozen=True)
+class SequenceCursor:
+    """Where a followed stream of numbered events stands: ``sequence`` is the last event
+    counted; a reader resumes after ``resume_after`` (at most ``sequence``: earlier when events
+    before it are still needed, such as the start of an evolution that had not ended)."""
+
+    stream: str
+    sequence: int
+    resume_after: int
 
 
 @dataclasses.dataclass(frozen=True)
@@ -148,8 +169,8 @@ class Write:
     version: VersionRecord | None = None
     trial: Trial | None = None
     prune_trades_before: int | None = None
-    # The followed stream's position after ``trades``.
-    cursor: StreamCursor | None = None
+    # The followed stream's position after ``trades`` (or after ``evaluations``).
+    cursor: StreamCursor | SequenceCursor | None = None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -236,6 +257,13 @@ class MetaStore(SqlStore):
                 stream_cursors.select().where(stream_cursors.c.stream == stream)
             ).first()
         return StreamCursor(stream, row.exit_time, row.strategy_id) if row is not None else None
+
+    def sequence_cursor(self, stream: str) -> SequenceCursor | None:
+        with self.engine.connect() as c:
+            row = c.execute(
+                sequence_cursors.select().where(sequence_cursors.c.stream == stream)
+            ).first()
+        return SequenceCursor(stream, row.sequence, row.resume_after) if row is not None else None
 
     # -- the trial log --------------------------------------------------------------------------
 
@@ -450,7 +478,7 @@ class MetaStore(SqlStore):
                         self._insert_ignoring_duplicates(trade_families),
                         [{"strategy_id": k, "family": v} for k, v in sorted(named.items())],
                     )
-            if w.cursor is not None:
+            if isinstance(w.cursor, StreamCursor):
                 cursor = w.cursor
                 c.execute(stream_cursors.delete().where(stream_cursors.c.stream == cursor.stream))
                 c.execute(
@@ -458,6 +486,14 @@ class MetaStore(SqlStore):
                         stream=cursor.stream,
                         exit_time=cursor.exit_time,
                         strategy_id=cursor.strategy_id,
+                    )
+                )
+            elif isinstance(w.cursor, SequenceCursor):
+                at = w.cursor
+                c.execute(sequence_cursors.delete().where(sequence_cursors.c.stream == at.stream))
+                c.execute(
+                    sequence_cursors.insert().values(
+                        stream=at.stream, sequence=at.sequence, resume_after=at.resume_after
                     )
                 )
             if w.evaluations:

@@ -1,11 +1,12 @@
 """The ``qtmesh`` command: serve one service, bring the mesh up, report its health, list the
-services and their settings."""
+services and their settings, replay the market with the mesh in the loop."""
 
 from __future__ import annotations
 
 import argparse
 import asyncio
 import contextlib
+import importlib
 import importlib.metadata
 import json
 import os
@@ -32,7 +33,11 @@ EXIT_USAGE = 2
 
 def main(argv: Sequence[str] | None = None) -> None:
     parser = _parser()
-    args = parser.parse_args(argv)
+    args, unknown = parser.parse_known_args(argv)
+    if args.run is _replay:
+        args.rest = unknown + args.rest  # the replay parses its own options
+    elif unknown:
+        parser.error(f"unrecognized arguments: {' '.join(unknown)}")
     try:
         code = args.run(args)
     except configuration.ConfigError as exc:
@@ -91,7 +96,23 @@ def _parser() -> argparse.ArgumentParser:
         help="print every setting of every service (Markdown: docs/configuration.md)",
     )
     settings.set_defaults(run=_settings)
+
+    replay = commands.add_parser(
+        "replay",
+        help="replay the market N days with the whole mesh in the loop, against a static fleet",
+        add_help=False,
+    )
+    replay.add_argument("rest", nargs=argparse.REMAINDER, help=argparse.SUPPRESS)
+    replay.set_defaults(run=_replay)
     return parser
+
+
+def _replay(args: argparse.Namespace) -> int:
+    # The replay drives every service through its client, so it lives above them all and is
+    # loaded by name, as the catalog loads each service.
+    command = importlib.import_module("replay.cli")
+    code: int = command.main(args.rest)
+    return code
 
 
 def _serve(args: argparse.Namespace) -> int:

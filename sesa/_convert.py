@@ -13,6 +13,7 @@ from qtmesh.base.convert import enum_from_proto, enum_to_proto, genome_from_prot
 from qtmesh.base.errors import InvalidArgument
 from sesa.agent import FinishedEvolution, ShadowBook, book_candidates, book_strategy_id
 from sesa.evolution import EvaluationType, EvolutionConfig, EvolutionResult, GenerationStats
+from sesa.forward import Origin, ScenarioSource
 from sesa.mutation import OPERATORS
 from sesa.selection import Judgement, SelectionConfig
 
@@ -249,3 +250,17 @@ def summary_to_proto(
     if book is not None:
         message.shadow_book.CopyFrom(shadow_book_to_proto(book))
     return message
+
+
+_ORIGINS = {
+    Origin.WORLD_MODEL: pb.SCENARIO_GENERATOR_WORLD_MODEL,
+    Origin.BLOCK_BOOTSTRAP: pb.SCENARIO_GENERATOR_BLOCK_BOOTSTRAP,
+}
+
+
+def scenario_source_to_proto(source: ScenarioSource) -> pb.ScenarioSource:
+    return pb.ScenarioSource(
+        generator=_ORIGINS[source.origin],
+        regime=source.regime,
+        fallback_reason=source.fallback_reason,
+    )

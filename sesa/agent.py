@@ -42,6 +42,8 @@ from sesa.selection import Judgement
 
 DAY_NANOS = 86_400 * 10**9
 _log = structlog.get_logger("sesa.agent")
+# Changes a recommendation before it is given (None: withdraws it); see sesa.memory.
+Review = Callable[[Recommendation, AgentContext], Awaitable[Recommendation | None]]
 
 
 def book_strategy_id(symbol: str, genome_id: str) -> str:
@@ -200,8 +202,9 @@ class _Run:
 
 
 class SesaAgent:
-    """Recommends running an evolution when there is none or the latest is a day old, and
-    executes RUN_EVOLUTION through ``run_evolution``, once per key (see the module)."""
+    """Recommends running an evolution when there is none or the latest is a day old (which
+    ``review``, when given, may change: memory's, in :mod:`sesa.memory`), and executes
+    RUN_EVOLUTION through ``run_evolution``, once per key (see the module)."""
 
     name = "sesa"
 
@@ -213,9 +216,11 @@ class SesaAgent:
         default_symbols: tuple[str, ...],
         stale_after_nanos: int = DAY_NANOS,
         remembered: int = 1000,
+        review: Review | None = None,
     ) -> None:
         self._run_evolution = run_evolution
         self._check_order = check_order
+        self._review = review
         self._default_symbols = default_symbols
         self._stale_after = stale_after_nanos
         self._remembered = remembered
@@ -237,16 +242,24 @@ class SesaAgent:
         return run.task if run is not None else None
 
     async def recommend(self, context: AgentContext) -> list[Recommendation]:
+        """An evolution when none ran yet or the latest is stale; with a ``review`` (memory's,
+        :mod:`sesa.memory`), as what was recalled of similar past evolutions changes it."""
+        recommendation = self._due(context)
+        if recommendation is not None and self._review is not None:
+            recommendation = await self._review(recommendation, context)
+        return [recommendation] if recommendation is not None else []
+
+    def _due(self, context: AgentContext) -> Recommendation | None:
         if self.running:
-            return []  # its candidates go to the book when it finishes
+            return None  # its candidates go to the book when it finishes
         latest = self.latest
         if latest is None:
-            return [self._evolve("no evolution has run yet, so no candidate has been tested", 0.6)]
+            return self._evolve("no evolution has run yet, so no candidate has been tested", 0.6)
         age = context.as_of_time - latest.finished_time
         if context.as_of_time and age >= self._stale_after:
             hours = age / 3.6e12
-            return [self._evolve(f"the latest evolution finished {hours:.0f} h ago", 0.7)]
-        return []
+            return self._evolve(f"the latest evolution finished {hours:.0f} h ago", 0.7)
+        return None
 
     async def execute(self, action: Action, *, plan_sequence: int) -> ExecutionResult:
         parameters = action.parameters

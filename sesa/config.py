@@ -33,6 +33,29 @@ class SesaConfig(DataDirConfig):
         help="deadline of reading meta's parameters for RUN_EVOLUTION; past it (or with meta "
         "down) the evolution runs on SESA's own defaults",
     )
+    world_model_scenarios: bool = setting(
+        True,
+        help="draw a SIMULATION's scenario paths from the world model's regime-conditioned "
+        "Simulate; off (or with the world model down or refusing), SESA's own block bootstrap",
+    )
+    world_model_timeout_seconds: float = setting(
+        30.0, help="deadline of each Simulate call for a SIMULATION's scenario paths"
+    )
+    record_to_memory: bool = setting(
+        True,
+        help="store every finished evolution in the memory engine (in the background; an "
+        "evolution never waits for memory)",
+    )
+    recall_from_memory: bool = setting(
+        True,
+        help="recall past evolutions on the symbols in similar market contexts before "
+        "recommending RUN_EVOLUTION (see sesa/memory.py)",
+    )
+    memory_timeout_seconds: float = setting(
+        2.0,
+        help="deadline of the market snapshot and recall behind a RUN_EVOLUTION recommendation; "
+        "past it SESA recommends on its own",
+    )
 
     kept_events: int = setting(
         10_000,
@@ -58,3 +81,15 @@ class SesaConfig(DataDirConfig):
         require(self.max_bars >= 1000, "max_bars", "must be at least 1000")
         require(self.cached_windows >= 1, "cached_windows", "must be at least 1")
         require(0 < self.meta_timeout_seconds <= 600, "meta_timeout_seconds", "must be in (0, 600]")
+        require(
+            0 < self.world_model_timeout_seconds <= 600,
+            "world_model_timeout_seconds",
+            "must be in (0, 600]",
+        )
+        require(
+            0 < self.memory_timeout_seconds <= 60, "memory_timeout_seconds", "must be in (0, 60]"
+        )
+
+    @property
+    def uses_memory(self) -> bool:
+        return self.record_to_memory or self.recall_from_memory

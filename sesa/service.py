@@ -24,6 +24,8 @@ from backtest.evaluation import (
 from backtest.indicators import BarData
 from market.client import MarketClient
 from market.fleet import Candidate
+from memory.client import MemoryClient
+from memory.recorder import Recorder
 from meta.client import MetaClient
 from qtmesh.api.sesa.v1 import sesa_pb2 as pb
 from qtmesh.api.sesa.v1 import sesa_pb2_grpc as pb_grpc
@@ -69,11 +71,14 @@ from sesa.evolution import (
     EvolutionResult,
     GenerationStats,
 )
+from sesa.forward import Scenarios, Simulator, bootstrap, draw_scenarios, world_model_bars
+from sesa.memory import EvolutionMemory
 from sesa.mutation import OPERATORS
 from sesa.priors import Priors, TunedParameters
 from sesa.scenarios import BlockBootstrap
 from sesa.selection import SelectionConfig, judge, select
 from sesa.store import ENDED, GENERATION, STARTED, EvolutionStore, StoredEvent
+from world_model.client import WorldModelClient
 
 DAY_NANOS = 86_400 * 10**9
 HISTORY_PAGE = 200  # events read from the store at a time when a subscriber resumes
@@ -98,6 +103,8 @@ class _Run:
     origin: pb.ActionOrigin | pb.EvolveOrigin
     # Sends the result's candidates to the market's book (None: they are only returned).
     book: Callable[[EvolutionResult], Awaitable[ShadowBook]] | None
+    # The bars are a market symbol's window (not given inline): the world model has them.
+    market_bars: bool = True
 
 
 class SesaServicer(pb_grpc.SesaServiceServicer):
@@ -109,8 +116,12 @@ class SesaServicer(pb_grpc.SesaServiceServicer):
         events: EventLog,
         meta: MetaClient | None = None,
         policy: Policy | None = None,
+        memory: EvolutionMemory | None = None,
+        world_model: Simulator | None = None,
     ):
         self._config = config
+        self._world_model = world_model
+        self._memory = memory
         self.events = events
         self._market = market
         self._meta = meta
@@ -120,6 +131,7 @@ class SesaServicer(pb_grpc.SesaServiceServicer):
             run_evolution=self._run_order,
             check_order=self._check_order,
             default_symbols=config.symbols,
+            review=memory.review if memory is not None and memory.recalls else None,
         )
 
     # -- RPCs ------------------------------------------------------------------------------------
@@ -198,6 +210,7 @@ class SesaServicer(pb_grpc.SesaServiceServicer):
                     plan_sequence=0,
                 )
             ),
+            market_bars=request.bars.WhichOneof("source") != "bars",
         )
         async with contextlib.aclosing(self._evolving(run)) as events:
             async for event in events:
@@ -398,11 +411,35 @@ class SesaServicer(pb_grpc.SesaServiceServicer):
             prior_trials=prior_trials,
         )
 
+    async def _draw_scenarios(self, run: _Run) -> Scenarios | None:
+        """Where a SIMULATION's paths come from (sesa/forward.py); None for a BACKTEST."""
+        if run.config.evaluation_type is not EvaluationType.SIMULATION:
+            return None
+        if self._world_model is None:
+            return bootstrap("world-model scenarios are off (world_model_scenarios)")
+        if not run.market_bars:
+            return bootstrap("the bars were given inline: the world model has only the market's")
+        return await draw_scenarios(
+            self._world_model,
+            symbol=run.symbol,
+            paths=run.config.scenario_paths,
+            bars=run.data.n,
+            block_size=self._config.scenario_block_bars,
+            seed=run.seed,
+        )
+
     def _scenarios(
-        self, data: BarData, config: EvolutionConfig, seed: int, token: CancelToken
+        self,
+        data: BarData,
+        config: EvolutionConfig,
+        seed: int,
+        token: CancelToken,
+        drawn: Scenarios | None = None,
     ) -> list[BarData]:
         if config.evaluation_type is not EvaluationType.SIMULATION:
             return []
+        if drawn is not None and drawn.log_paths is not None:
+            return world_model_bars(drawn.log_paths, data, seed=seed, token=token)
         generator = BlockBootstrap(block_size=self._config.scenario_block_bars)
         # A stream of its own, so scenarios do not shift the evolution's random draws.
         rng = np.random.default_rng([seed, 1])
@@ -576,6 +613,9 @@ class SesaServicer(pb_grpc.SesaServiceServicer):
             started.action.CopyFrom(run.origin)
         else:
             started.evolve.CopyFrom(run.origin)
+        drawn = await self._draw_scenarios(run)
+        if drawn is not None:
+            started.scenarios.CopyFrom(convert.scenario_source_to_proto(drawn.source))
         start = (await self._publish(run.name, STARTED, 0, started=started)).sequence
         result: EvolutionResult | None = None
         book: ShadowBook | None = None
@@ -585,7 +625,7 @@ class SesaServicer(pb_grpc.SesaServiceServicer):
                 lambda token: evolution.start(
                     run.seeds,
                     data,
-                    paths=self._scenarios(data, config, run.seed, token),
+                    paths=self._scenarios(data, config, run.seed, token, drawn),
                     token=token,
                 )
             )
@@ -627,6 +667,8 @@ class SesaServicer(pb_grpc.SesaServiceServicer):
             result, run.symbol, run.sector, int(data.time[-1]), run.name, book
         )
         self.agent.remember(finished)
+        if self._memory is not None and run.market_bars:
+            self._memory.record(finished, config, _origin_tags(run.origin))
         await self._ended(
             run, start, pb.EvolutionEnded(outcome=pb.EVOLUTION_OUTCOME_FINISHED), result, book
         )
@@ -728,7 +770,11 @@ class SesaServicer(pb_grpc.SesaServiceServicer):
         )
 
     async def close(self) -> None:
-        await self.agent.close()
+        try:
+            await self.agent.close()
+        finally:
+            if self._memory is not None:
+                await self._memory.close()
 
 
 def _check_kept(after: int, oldest: int) -> None:
@@ -747,6 +793,17 @@ def _draining(after: int) -> Unavailable:
         f"server is shutting down; resume with after_sequence={after}",
         metadata={"resume_after_sequence": str(after)},
     )
+
+
+def _origin_tags(origin: pb.ActionOrigin | pb.EvolveOrigin) -> dict[str, str]:
+    """Where an evolution came from, as the tags of its memory episode."""
+    if isinstance(origin, pb.ActionOrigin):
+        return {
+            "started_by": origin.action_key,
+            "plan_sequence": str(origin.plan_sequence),
+            "meta_version": origin.meta_version,
+        }
+    return {"started_by": origin.shadow_book_key or "evolve"}
 
 
 def _event_message(event: StoredEvent) -> pb.WatchEvolutionsResponse:
@@ -794,11 +851,27 @@ async def build(ctx: Context[SesaConfig]) -> Built:
     except BaseException:
         store.close()
         raise
+    market = ctx.client("market", MarketClient)
+    memory = None
+    if config.uses_memory:
+        client = ctx.client("memory", MemoryClient)
+        memory = EvolutionMemory(
+            market=market,
+            memory=client,
+            recorder=Recorder(client, writer="sesa") if config.record_to_memory else None,
+            recall=config.recall_from_memory,
+            timeout=config.memory_timeout_seconds,
+        )
+        memory.start()
     servicer = SesaServicer(
         config=config,
-        market=ctx.client("market", MarketClient),
+        market=market,
         meta=ctx.client("meta", MetaClient),
         events=events,
+        memory=memory,
+        world_model=(
+            ctx.client("world-model", WorldModelClient) if config.world_model_scenarios else None
+        ),
     )
 
     async def close() -> None:
@@ -818,7 +891,35 @@ APP = App(
     build=build,
     uses=lambda config: (
         Uses(service="market", client=MarketClient),
-        # Read once per RUN_EVOLUTION; meta calls only the market: no start-order cycle.
+        # Read once per RUN_EVOLUTION; meta only follows SESA's evolutions (a followed use,
+        # no start-order edge): no start-order cycle.
         Uses(service="meta", client=MetaClient, timeout=config.meta_timeout_seconds),
+        # Stores finished evolutions and recalls past ones; memory calls only the market. The
+        # recorder retries itself, and a recall that fails leaves the recommendation as it was.
+        *(
+            (
+                Uses(
+                    service="memory",
+                    client=MemoryClient,
+                    timeout=config.memory_timeout_seconds,
+                    retry_unavailable=False,
+                ),
+            )
+            if config.uses_memory
+            else ()
+        ),
+        # A SIMULATION's scenario paths; the world model calls only the market: no cycle. With
+        # the world model down or refusing, SESA bootstraps its own paths (sesa/forward.py).
+        *(
+            (
+                Uses(
+                    service="world-model",
+                    client=WorldModelClient,
+                    timeout=config.world_model_timeout_seconds,
+                ),
+            )
+            if config.world_model_scenarios
+            else ()
+        ),
     ),
 )

@@ -8,6 +8,7 @@ from qtmesh.api.worldmodel.v1 import world_model_pb2 as pb
 from qtmesh.base.convert import timestamp
 from world_model.regimes import RegimeReport
 from world_model.scenarios import ScenarioSummary
+from world_model.watch import RegimeChange
 
 
 def report_to_proto(report: RegimeReport) -> pb.RegimeEstimate:
@@ -77,4 +78,25 @@ def scenario_from_proto(
         quantiles=tuple(message.quantiles),
         terminal_returns=tuple(message.terminal_returns),
         paths=paths,
+    )
+
+
+def change_to_proto(event: RegimeChange) -> pb.WatchRegimesResponse:
+    return pb.WatchRegimesResponse(
+        sequence=event.sequence,
+        market_time=timestamp(event.market_time),
+        regime=event.regime,
+        previous_regime=event.previous_regime,
+        probability=event.probability,
+        estimate=report_to_proto(event.report),
+    )
+
+
+def change_from_proto(message: pb.WatchRegimesResponse) -> RegimeChange:
+    return RegimeChange(
+        sequence=message.sequence,
+        market_time=message.market_time.ToNanoseconds(),
+        regime=message.regime,
+        previous_regime=message.previous_regime,
+        report=report_from_proto(message.estimate),
     )

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
 
 import grpc
 
@@ -12,6 +12,7 @@ from qtmesh.runtime.status import mesh_stub
 from world_model import _convert as convert
 from world_model.regimes import RegimeReport
 from world_model.scenarios import ScenarioSummary
+from world_model.watch import RegimeChange
 
 
 class WorldModelClient:
@@ -21,12 +22,28 @@ class WorldModelClient:
         self._stub = mesh_stub(pb_grpc.WorldModelServiceStub, channel)
 
     async def detect_regime(
-        self, *, symbol: str = "", sector: str = "", lookback: int = 0
+        self, *, symbol: str = "", sector: str = "", market: bool = False, lookback: int = 0
     ) -> RegimeReport:
+        """The regime of a symbol, a sector's index or (``market``) the whole market's."""
         response = await self._stub.DetectRegime(
-            pb.DetectRegimeRequest(symbol=symbol, sector=sector, lookback=lookback),
+            pb.DetectRegimeRequest(symbol=symbol, sector=sector, market=market, lookback=lookback),
         )
         return convert.report_from_proto(response.estimate)
+
+    async def watch_regimes(
+        self, *, after_sequence: int | None = None
+    ) -> AsyncIterator[RegimeChange]:
+        """The market's regime events after ``after_sequence`` (unset: live ones only), each
+        once, then every new one as the market clock moves."""
+        request = pb.WatchRegimesRequest()
+        if after_sequence is not None:
+            request.after_sequence = after_sequence
+        call = self._stub.WatchRegimes(request)
+        try:
+            async for message in call:
+                yield convert.change_from_proto(message)
+        finally:
+            call.cancel()
 
     async def simulate(
         self,

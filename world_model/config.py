@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import dataclasses
+import math
 
 from qtmesh.base.config import require, setting
+from qtmesh.base.reconnect import ReconnectConfig
 from world_model.hmm import LABELS
 from world_model.policy import ExposurePolicy
 from world_model.regimes import Hysteresis, RegimeSettings
@@ -13,7 +15,7 @@ ENV_PREFIX = "QTMESH_WORLD_MODEL_"
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
-class WorldModelConfig:
+class WorldModelConfig(ReconnectConfig):
     states: int = setting(3, help="hidden states of the regime model: 2 or 3")
     lookback_bars: int = setting(
         43_200, help="bars of history a regime model is fitted on by default (fewer if fewer exist)"
@@ -41,7 +43,11 @@ class WorldModelConfig:
         0.0, help="raising exposure needs the regime's drift this many standard errors above 0"
     )
     block_size: int = setting(60, help="default mean block length of the bootstrap, in bars")
-    max_horizon: int = setting(10_080, help="longest simulation horizon, in bars")
+    max_horizon: int = setting(
+        43_200,
+        help="longest simulation horizon, in bars (30 days of one-minute bars: SESA's default "
+        "evaluation window, which its forward evaluation simulates)",
+    )
     max_paths: int = setting(10_000, help="most paths one simulation may draw")
     max_simulated_values: int = setting(
         20_000_000, help="most num_paths x horizon values one simulation may draw"
@@ -51,8 +57,25 @@ class WorldModelConfig:
     )
     warm_up: bool = setting(True, help="fit every sector's model in the background at start-up")
     cache_size: int = setting(64, help="regime models kept (one per series and lookback)")
+    watch_regimes: bool = setting(
+        True,
+        help="follow the market clock and publish the whole market's regime changes on "
+        "WatchRegimes",
+    )
+    watch_interval_minutes: float = setting(
+        60.0, help="market minutes at least between two detections of the market's regime"
+    )
+    kept_regime_events: int = setting(
+        1000, help="regime events kept in memory for WatchRegimes to resume from"
+    )
+    watch_queue_events: int = setting(
+        100,
+        help="events a WatchRegimes subscriber may fall behind before it is cut off "
+        "(RESOURCE_EXHAUSTED, with the sequence to resume after)",
+    )
 
     def __post_init__(self) -> None:
+        self.check_reconnect()
         require(self.states in LABELS, "states", f"must be one of {sorted(LABELS)}")
         require(self.lookback_bars >= 2, "lookback_bars", "must be at least 2")
         require(
@@ -78,6 +101,13 @@ class WorldModelConfig:
         for name in ("max_horizon", "max_paths", "max_simulated_values", "max_returned_values"):
             require(getattr(self, name) >= 1, name, "must be at least 1")
         require(self.cache_size >= 1, "cache_size", "must be at least 1")
+        require(
+            math.isfinite(self.watch_interval_minutes) and self.watch_interval_minutes >= 0,
+            "watch_interval_minutes",
+            "must not be negative",
+        )
+        require(self.kept_regime_events >= 1, "kept_regime_events", "must be at least 1")
+        require(self.watch_queue_events >= 1, "watch_queue_events", "must be at least 1")
 
     @property
     def regime_settings(self) -> RegimeSettings:
@@ -102,6 +132,10 @@ class WorldModelConfig:
             min_change=self.min_change,
             min_drift_t=self.min_drift_t,
         )
+
+    @property
+    def watch_interval_nanos(self) -> int:
+        return round(self.watch_interval_minutes * 60e9)
 
     @property
     def min_history_bars(self) -> int:

@@ -1,5 +1,6 @@
-"""The world model as an agent: regime models of symbols and sectors kept fresh from the market,
-scenarios from them, and exposure recommendations read from the precomputed models.
+"""The world model as an agent: regime models of symbols, sectors and the whole market kept fresh
+from the market, scenarios from them, and exposure recommendations read from the precomputed
+models.
 
 Fitting is the slow part (a fraction of a second per series), so models are cached per series
 and lookback and refitted once the market has ``refit_bars`` new bars. Recommend never waits for
@@ -23,6 +24,7 @@ from typing import Any, Generic, Protocol, TypeVar
 import numpy as np
 import structlog
 
+from market.bar_cache import BarCache
 from qtmesh.base.bars import BarSeries, SymbolInfo
 from qtmesh.base.concurrency import run_cancellable
 from qtmesh.base.contract import Action, AgentContext, ExecutionResult, Recommendation
@@ -49,24 +51,38 @@ class MarketData(Protocol):
 
     async def list_symbols(self, sector: str = "") -> list[SymbolInfo]: ...
 
-    async def bars(self, symbol: str, *, lookback: int = 0) -> BarSeries: ...
+    async def bars(
+        self, symbol: str, *, start_time: int | None = None, lookback: int = 0
+    ) -> BarSeries: ...
 
 
 @dataclasses.dataclass(frozen=True)
 class Subject:
-    """A symbol, or a sector's equal-weighted index."""
+    """A symbol, a sector's equal-weighted index, or (``market``) the whole market's: the
+    equal-weighted index of every symbol."""
 
     symbol: str = ""
     sector: str = ""
+    market: bool = False
 
     def __post_init__(self) -> None:
-        if bool(self.symbol) == bool(self.sector):
+        if self.market:
+            if self.symbol or self.sector:
+                field = "symbol" if self.symbol else "sector"
+                raise InvalidArgument(field, "give a symbol, a sector or the market, not two")
+        elif bool(self.symbol) == bool(self.sector):
             field = "symbol" if not self.symbol else "sector"
-            raise InvalidArgument(field, "give either a symbol or a sector")
+            raise InvalidArgument(field, "give either a symbol or a sector (or the market)")
 
     @property
     def key(self) -> str:
+        if self.market:
+            return "market"
         return self.symbol or f"sector/{self.sector}"
+
+
+# The whole market: the subject of WatchRegimes (world_model/watch.py).
+MARKET = Subject(market=True)
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
@@ -110,6 +126,8 @@ class WorldModel:
 
     def __init__(self, market: MarketData, config: WorldModelConfig) -> None:
         self._market = market
+        # Refits read the same long windows every hour of market time: only new bars are read.
+        self._bars = BarCache(market)
         self._config = config
         self._hysteresis = config.hysteresis
         self._policy = config.exposure_policy
@@ -217,6 +235,10 @@ class WorldModel:
 
     @staticmethod
     def _members(subject: Subject, infos: Sequence[SymbolInfo]) -> list[SymbolInfo]:
+        if subject.market:
+            if not infos:
+                raise FailedPrecondition("the market lists no symbols")
+            return list(infos)
         if subject.symbol:
             found = [i for i in infos if i.symbol == subject.symbol]
             if not found:
@@ -235,9 +257,7 @@ class WorldModel:
         self, subject: Subject, members: Sequence[SymbolInfo], span: int
     ) -> tuple[np.ndarray, np.ndarray]:
         """Bar times and closes of the symbol, or of the sector's equal-weighted index."""
-        series = await asyncio.gather(
-            *(self._market.bars(m.symbol, lookback=span) for m in members)
-        )
+        series = await asyncio.gather(*(self._bars.latest(m.symbol, span) for m in members))
         if len(series) == 1:
             return series[0].time, series[0].close
         common = functools.reduce(np.intersect1d, (s.time for s in series))

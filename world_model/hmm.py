@@ -9,7 +9,8 @@ Fitting (:func:`fit_hmm`) is expectation-maximisation:
   densities are computed as log densities and shifted by their per-step maximum before
   exponentiating, so nothing underflows however unlikely an observation is; the scaling
   constants give the log-likelihood exactly. This is the log-space computation rearranged so
-  that each step is one small matrix product instead of a log-sum-exp.
+  that each step is one small matrix product instead of a log-sum-exp; the recursions, one
+  step per observation, are compiled with numba (the rest is whole-array numpy).
 * M-step: closed-form weighted means, variances and transition frequencies. Standard deviations
   are floored at 1e-3 of the sample's, so a state cannot collapse onto a single observation;
   transition probabilities are floored at 1e-10, so no transition becomes impossible.
@@ -28,6 +29,7 @@ import dataclasses
 import itertools
 import math
 
+import numba
 import numpy as np
 
 from qtmesh.base.concurrency import CancelToken
@@ -208,28 +210,53 @@ def _maximise(x: np.ndarray, post: Posteriors, floor: float) -> GaussianHMM:
 
 
 def _forward_backward(log_b: np.ndarray, initial: np.ndarray, transition: np.ndarray) -> Posteriors:
-    steps, k = log_b.shape
     shift = log_b.max(axis=1, keepdims=True)
     b = np.exp(log_b - shift)  # each row's largest entry is 1: no underflow
-    alpha = np.empty((steps, k))
-    scale = np.empty(steps)
-    a = initial * b[0]
-    scale[0] = a.sum()
-    alpha[0] = a / scale[0]
-    for t in range(1, steps):
-        a = (alpha[t - 1] @ transition) * b[t]
-        s = a.sum()
-        scale[t] = s
-        alpha[t] = a / s
-    beta = np.empty((steps, k))
-    beta[-1] = 1.0
-    for t in range(steps - 2, -1, -1):
-        beta[t] = transition @ (b[t + 1] * beta[t + 1]) / scale[t + 1]
+    alpha, beta, scale = _recursions(b, initial, transition)
     smoothed = alpha * beta
     smoothed /= smoothed.sum(axis=1, keepdims=True)
     transitions = transition * (alpha[:-1].T @ (b[1:] * beta[1:] / scale[1:, None]))
     log_likelihood = float(np.log(scale).sum() + shift.sum())
     return Posteriors(alpha, smoothed, transitions, log_likelihood)
+
+
+@numba.njit(cache=True)
+def _recursions(
+    b: np.ndarray, initial: np.ndarray, transition: np.ndarray
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The scaled forward (alpha) and backward (beta) recursions and the scaling constants: one
+    step per observation, so compiled (each step is a K x K product, K <= 3)."""
+    steps, k = b.shape
+    alpha = np.empty((steps, k))
+    beta = np.empty((steps, k))
+    scale = np.empty(steps)
+    total = 0.0
+    for j in range(k):
+        alpha[0, j] = initial[j] * b[0, j]
+        total += alpha[0, j]
+    scale[0] = total
+    for j in range(k):
+        alpha[0, j] /= total
+    for t in range(1, steps):
+        total = 0.0
+        for j in range(k):
+            a = 0.0
+            for i in range(k):
+                a += alpha[t - 1, i] * transition[i, j]
+            alpha[t, j] = a * b[t, j]
+            total += alpha[t, j]
+        scale[t] = total
+        for j in range(k):
+            alpha[t, j] /= total
+    for j in range(k):
+        beta[steps - 1, j] = 1.0
+    for t in range(steps - 2, -1, -1):
+        for i in range(k):
+            a = 0.0
+            for j in range(k):
+                a += transition[i, j] * b[t + 1, j] * beta[t + 1, j]
+            beta[t, i] = a / scale[t + 1]
+    return alpha, beta, scale
 
 
 def _quantile_start(x: np.ndarray, states: int) -> GaussianHMM:

@@ -39,11 +39,15 @@ DISTRIBUTION = "qtmesh"
 
 def workload() -> None:
     """Runs every cached kernel with the argument types the services pass: an evaluation of each
-    strategy family (every indicator, walk-forward folds) and a live backtest (no folds)."""
+    strategy family (every indicator, walk-forward folds), a live backtest (no folds) and a
+    regime model's fit."""
+    import numpy as np
+
     from backtest.evaluation import Evaluator
     from backtest.indicators import BarData
     from market.synthetic import SyntheticMarketSpec, generate
     from qtmesh.base.genome import Policy, StrategyFamily
+    from world_model.regimes import RegimeSettings, fit_regimes
 
     data = BarData(generate(SyntheticMarketSpec(seed=7, days=2)).series[0])
     policy = Policy()
@@ -51,6 +55,8 @@ def workload() -> None:
     evaluator = Evaluator()
     evaluator.evaluate(genomes, data)
     evaluator.backtest(genomes, data)
+    series = generate(SyntheticMarketSpec(seed=7, days=2)).series[0]
+    fit_regimes(series.time, series.close, settings=RegimeSettings(), rng=np.random.default_rng(7))
 
 
 def _modules() -> Iterator[ModuleType]:

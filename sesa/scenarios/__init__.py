@@ -2,5 +2,6 @@
 
 from sesa.scenarios._base import ScenarioGenerator
 from sesa.scenarios._bootstrap import BlockBootstrap
+from sesa.scenarios._paths import series_from_log_returns
 
-__all__ = ["BlockBootstrap", "ScenarioGenerator"]
+__all__ = ["BlockBootstrap", "ScenarioGenerator", "series_from_log_returns"]

@@ -12,8 +12,9 @@ from qtmesh.base.bars import BarSeries
 class ScenarioGenerator(abc.ABC):
     """Produces ``count`` OHLCV paths of ``length`` bars that continue ``history``.
 
-    Implementations: the block bootstrap here; the world-model service provides
-    regime-conditioned paths through the same interface.
+    Implementations: the block bootstrap here. The world-model service's regime-conditioned
+    paths come over the network instead (:mod:`sesa.forward`), as cumulative log returns that
+    :func:`sesa.scenarios.series_from_log_returns` turns into bars.
     """
 
     @abc.abstractmethod

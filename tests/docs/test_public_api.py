@@ -28,6 +28,7 @@ PACKAGES = [
     "memory",
     "world_model",
     "federation",
+    "replay",
 ]
 
 

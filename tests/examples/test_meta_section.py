@@ -21,7 +21,15 @@ async def test_the_meta_section_shows_one_update_with_reasons(tmp_path):
         serving_app(MARKET, MarketConfig(synthetic_days=10, replay_start=0.9)) as market,
         # This meta is given no market address: it neither scales nor follows one.
         serving_app(
-            META, MetaConfig(data_dir=tmp_path, scale_fleet=False, learn_from_fleet=False)
+            META,
+            MetaConfig(
+                data_dir=tmp_path,
+                scale_fleet=False,
+                learn_from_fleet=False,
+                learn_from_sesa=False,
+                follow_regimes=False,
+                record_to_memory=False,
+            ),
         ) as meta,
     ):
         addresses = {"market": market.address, "meta": meta.address}

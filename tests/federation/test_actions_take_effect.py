@@ -62,7 +62,10 @@ async def test_a_critical_halt_and_a_disable_reach_the_fleet_through_the_federat
                 addresses={"market": market.address, "risk": served_risk.address}
             )
             config = FederationConfig(
-                data_dir=tmp_path, agents=("risk",), gap_update_interval_seconds=0.0
+                data_dir=tmp_path,
+                agents=("risk",),
+                gap_update_interval_seconds=0.0,
+                record_to_memory=False,
             )
             async with serving_app(FEDERATION, config, channel_config=channels) as federation:
                 federation_client = FederationClient(federation.channel)

@@ -172,6 +172,7 @@ async def mesh(
             "gap_update_interval_seconds": 0.0,
             "data_dir": tmp_path,
             "agent_timeout_seconds": 2.0,
+            "record_to_memory": False,  # no memory is served
             **config,
         }
         channels = ChannelConfig(addresses={**addresses, "market": "127.0.0.1:1"})

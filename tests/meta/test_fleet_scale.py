@@ -71,6 +71,9 @@ async def test_a_changed_scale_is_pushed_once_per_version_and_retried_while_the_
             reconnect_initial_seconds=0.01,
             reconnect_max_seconds=0.01,
             learn_from_fleet=False,
+            learn_from_sesa=False,
+            follow_regimes=False,
+            record_to_memory=False,
         )
         async with serving_app(app(), config, channel_config=channels) as meta:
             agent = AgentClient(meta.channel, name="meta")

@@ -4,6 +4,9 @@ and resumes after the last trade it counted when it restarts, counting none twic
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import itertools
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -17,7 +20,7 @@ from market.service import APP as MARKET
 from meta.client import MetaClient
 from meta.config import MetaConfig
 from meta.engine import MetaEngine
-from meta.fleet_trades import CAUSE, STREAM, FleetLearner
+from meta.fleet_trades import CAUSE, STREAM, FleetLearner, learn_from_fleet
 from meta.service import app, build_engine
 from qtmesh.base.genome import StrategyFamily
 from qtmesh.runtime.channels import ChannelConfig
@@ -36,7 +39,14 @@ def market_config(data_dir: Path) -> MarketConfig:
 
 
 def meta_config(data_dir: Path, **settings) -> MetaConfig:
-    return MetaConfig(data_dir=data_dir, scale_fleet=False, **settings)
+    return MetaConfig(
+        data_dir=data_dir,
+        scale_fleet=False,
+        learn_from_sesa=False,
+        follow_regimes=False,
+        record_to_memory=False,
+        **settings,
+    )
 
 
 def fleet_trade(i: int, exit_time: int, value: float) -> FleetTrade:
@@ -89,6 +99,59 @@ async def test_the_os_adapts_on_the_fleet_clock_at_its_interval_once_20_trades_a
         assert engine.parameters.update_time == late.exit_time + 61 * MINUTE
     finally:
         await engine.store.run(engine.store.close)
+
+
+class FakeMarket:
+    """The market's WatchTrades over fixed clock steps (a double of MarketClient): each
+    message after ``after``, then nothing more (``drained`` is set once every message was
+    taken in)."""
+
+    def __init__(self, messages: list[ClosedTrades]) -> None:
+        self.messages = messages
+        self.reads: list[tuple[int, str] | None] = []
+        self.drained = asyncio.Event()
+
+    async def watch_trades(
+        self, *, after: tuple[int, str] | None = None
+    ) -> AsyncIterator[ClosedTrades]:
+        self.reads.append(after)
+        for m in self.messages:
+            if after is None or m.cursor is None or m.cursor > after:
+                yield m
+        self.drained.set()
+        await asyncio.Event().wait()  # live: the clock stands still
+
+
+async def test_following_the_stream_adapts_every_60_market_minutes_while_20_trades_are_in(
+    tmp_path,
+):
+    # One trade every 5 minutes for 8 hours, then only the clock moves, hourly, for a day.
+    values = np.random.default_rng(4).normal(0.0005, 0.01, 96)
+    trades = [fleet_trade(i, T0 + 5 * (i + 1) * MINUTE, float(values[i])) for i in range(96)]
+    steps = [message([t], t.exit_time) for t in trades]
+    quiet = [T0 + (540 + 60 * k) * MINUTE for k in range(25)]
+    steps += [ClosedTrades((), trades[-1].cursor, at, 0, True) for at in quiet]
+    engine = await build_engine(meta_config(tmp_path), clock=lambda: WALL)
+    market = FakeMarket(steps)
+    task = asyncio.ensure_future(
+        learn_from_fleet(engine, market, initial_backoff=0.01, max_backoff=0.01)
+    )
+    try:
+        await asyncio.wait_for(market.drained.wait(), 60)
+        versions = [r.parameters for r in await engine.history(1)]
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+        await engine.store.run(engine.store.close)
+    assert market.reads == [None]
+    assert {p.cause for p in versions} == {CAUSE}
+    minutes = [(p.update_time - T0) // MINUTE for p in versions]
+    # Not before the 20th trade (minute 100), though nothing had adapted yet; then every 60
+    # minutes of market time. Once trades stop, the clock's hourly steps adapt while the 24 h
+    # window still holds 20 of them (its start passes the 77th trade, minute 385, at 1825).
+    assert minutes == [*range(100, 461, 60), *range(540, 1801, 60)]
+    assert all(later - earlier >= 60 for earlier, later in itertools.pairwise(minutes))
 
 
 async def until_caught_up(stream: AsyncIterator[ClosedTrades], position: int) -> list[FleetTrade]:

@@ -55,7 +55,14 @@ class Clock:
 async def meta_server(data_dir: Path, clock: Clock | None = None):
     # Alone, meta must not push its scale to (nor learn from) whatever market listens at the
     # default address.
-    config = MetaConfig(data_dir=data_dir, scale_fleet=False, learn_from_fleet=False)
+    config = MetaConfig(
+        data_dir=data_dir,
+        scale_fleet=False,
+        learn_from_fleet=False,
+        learn_from_sesa=False,
+        follow_regimes=False,
+        record_to_memory=False,
+    )
     async with serving_app(app(clock=clock or Clock()), config) as running:
         yield running
 

@@ -100,7 +100,9 @@ async def market_server(tmp_path: Path):
 @contextlib.asynccontextmanager
 async def sesa_server(addresses: dict[str, str], **settings):
     channels = ChannelConfig(addresses=addresses)
-    async with serving_app(sesa.service.APP, SesaConfig(**settings), channel_config=channels) as s:
+    alone = {"record_to_memory": False, "recall_from_memory": False}  # no memory is served
+    config = SesaConfig(**(alone | settings))
+    async with serving_app(sesa.service.APP, config, channel_config=channels) as s:
         yield s
 
 
@@ -110,7 +112,12 @@ async def mesh(tmp_path):
     async with market_server(tmp_path) as market:
         # Meta may push its scale to the market's fleet: its own changes, under its own keys.
         channels = ChannelConfig(addresses={"market": market.address})
-        config = MetaConfig(data_dir=tmp_path / "meta")
+        config = MetaConfig(
+            data_dir=tmp_path / "meta",
+            learn_from_sesa=False,
+            follow_regimes=False,
+            record_to_memory=False,
+        )
         async with (
             serving_app(META, config, channel_config=channels) as meta,
             sesa_server({"market": market.address, "meta": meta.address}) as served,

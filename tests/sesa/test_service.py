@@ -36,7 +36,11 @@ QUICK = pb.EvolutionConfig(
 async def mesh():
     async with serving_app(MARKET, MarketConfig(synthetic_days=8, seed=5)) as market:
         channels = ChannelConfig(addresses={"market": market.address})
-        async with serving_app(sesa.service.APP, SesaConfig(), channel_config=channels) as running:
+        # No world model here: SIMULATION bootstraps (tests/sesa/test_world_model_scenarios.py).
+        config = SesaConfig(
+            world_model_scenarios=False, record_to_memory=False, recall_from_memory=False
+        )
+        async with serving_app(sesa.service.APP, config, channel_config=channels) as running:
             yield running
 
 

@@ -78,7 +78,8 @@ async def market_server(tmp_path: Path):
 
 @contextlib.asynccontextmanager
 async def sesa_server(tmp_path: Path, addresses: dict[str, str], **settings):
-    config = SesaConfig(data_dir=tmp_path / "sesa", **settings)
+    alone = {"record_to_memory": False, "recall_from_memory": False}  # no memory is served
+    config = SesaConfig(data_dir=tmp_path / "sesa", **(alone | settings))
     channels = ChannelConfig(addresses=addresses)
     async with serving_app(sesa.service.APP, config, channel_config=channels) as served:
         yield served
@@ -176,7 +177,14 @@ async def test_a_run_evolution_actions_evolution_streams_with_the_action_that_st
         channels = ChannelConfig(addresses={"market": market.address})
         async with (
             serving_app(
-                META, MetaConfig(data_dir=tmp_path / "meta"), channel_config=channels
+                META,
+                MetaConfig(
+                    data_dir=tmp_path / "meta",
+                    learn_from_sesa=False,
+                    follow_regimes=False,
+                    record_to_memory=False,
+                ),
+                channel_config=channels,
             ) as meta,
             sesa_server(tmp_path, {"market": market.address, "meta": meta.address}) as served,
         ):

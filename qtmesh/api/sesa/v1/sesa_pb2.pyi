@@ -32,6 +32,12 @@ class EvaluationType(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     EVALUATION_TYPE_BACKTEST: _ClassVar[EvaluationType]
     EVALUATION_TYPE_SIMULATION: _ClassVar[EvaluationType]
 
+class ScenarioGenerator(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    SCENARIO_GENERATOR_UNSPECIFIED: _ClassVar[ScenarioGenerator]
+    SCENARIO_GENERATOR_WORLD_MODEL: _ClassVar[ScenarioGenerator]
+    SCENARIO_GENERATOR_BLOCK_BOOTSTRAP: _ClassVar[ScenarioGenerator]
+
 class EvolutionOutcome(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     __slots__ = ()
     EVOLUTION_OUTCOME_UNSPECIFIED: _ClassVar[EvolutionOutcome]
@@ -52,6 +58,9 @@ MUTATION_OPERATOR_CROSSOVER: MutationOperator
 EVALUATION_TYPE_UNSPECIFIED: EvaluationType
 EVALUATION_TYPE_BACKTEST: EvaluationType
 EVALUATION_TYPE_SIMULATION: EvaluationType
+SCENARIO_GENERATOR_UNSPECIFIED: ScenarioGenerator
+SCENARIO_GENERATOR_WORLD_MODEL: ScenarioGenerator
+SCENARIO_GENERATOR_BLOCK_BOOTSTRAP: ScenarioGenerator
 EVOLUTION_OUTCOME_UNSPECIFIED: EvolutionOutcome
 EVOLUTION_OUTCOME_FINISHED: EvolutionOutcome
 EVOLUTION_OUTCOME_FAILED: EvolutionOutcome
@@ -309,7 +318,7 @@ class WatchEvolutionsResponse(_message.Message):
     def __init__(self, sequence: _Optional[int] = ..., event_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., evolution_id: _Optional[str] = ..., start_sequence: _Optional[int] = ..., started: _Optional[_Union[EvolutionStarted, _Mapping]] = ..., generation: _Optional[_Union[GenerationStats, _Mapping]] = ..., ended: _Optional[_Union[EvolutionEnded, _Mapping]] = ...) -> None: ...
 
 class EvolutionStarted(_message.Message):
-    __slots__ = ("symbol", "sector", "config", "seed", "prior_trials", "seed_count", "bars_end_time", "bar_count", "action", "evolve")
+    __slots__ = ("symbol", "sector", "config", "seed", "prior_trials", "seed_count", "bars_end_time", "bar_count", "action", "evolve", "scenarios")
     SYMBOL_FIELD_NUMBER: _ClassVar[int]
     SECTOR_FIELD_NUMBER: _ClassVar[int]
     CONFIG_FIELD_NUMBER: _ClassVar[int]
@@ -320,6 +329,7 @@ class EvolutionStarted(_message.Message):
     BAR_COUNT_FIELD_NUMBER: _ClassVar[int]
     ACTION_FIELD_NUMBER: _ClassVar[int]
     EVOLVE_FIELD_NUMBER: _ClassVar[int]
+    SCENARIOS_FIELD_NUMBER: _ClassVar[int]
     symbol: str
     sector: str
     config: EvolutionConfig
@@ -330,7 +340,18 @@ class EvolutionStarted(_message.Message):
     bar_count: int
     action: ActionOrigin
     evolve: EvolveOrigin
-    def __init__(self, symbol: _Optional[str] = ..., sector: _Optional[str] = ..., config: _Optional[_Union[EvolutionConfig, _Mapping]] = ..., seed: _Optional[int] = ..., prior_trials: _Optional[int] = ..., seed_count: _Optional[int] = ..., bars_end_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., bar_count: _Optional[int] = ..., action: _Optional[_Union[ActionOrigin, _Mapping]] = ..., evolve: _Optional[_Union[EvolveOrigin, _Mapping]] = ...) -> None: ...
+    scenarios: ScenarioSource
+    def __init__(self, symbol: _Optional[str] = ..., sector: _Optional[str] = ..., config: _Optional[_Union[EvolutionConfig, _Mapping]] = ..., seed: _Optional[int] = ..., prior_trials: _Optional[int] = ..., seed_count: _Optional[int] = ..., bars_end_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., bar_count: _Optional[int] = ..., action: _Optional[_Union[ActionOrigin, _Mapping]] = ..., evolve: _Optional[_Union[EvolveOrigin, _Mapping]] = ..., scenarios: _Optional[_Union[ScenarioSource, _Mapping]] = ...) -> None: ...
+
+class ScenarioSource(_message.Message):
+    __slots__ = ("generator", "regime", "fallback_reason")
+    GENERATOR_FIELD_NUMBER: _ClassVar[int]
+    REGIME_FIELD_NUMBER: _ClassVar[int]
+    FALLBACK_REASON_FIELD_NUMBER: _ClassVar[int]
+    generator: ScenarioGenerator
+    regime: str
+    fallback_reason: str
+    def __init__(self, generator: _Optional[_Union[ScenarioGenerator, str]] = ..., regime: _Optional[str] = ..., fallback_reason: _Optional[str] = ...) -> None: ...
 
 class ActionOrigin(_message.Message):
     __slots__ = ("action_key", "action_id", "plan_sequence", "symbols", "book_key", "meta_version")

@@ -26,7 +26,7 @@ _sym_db = _symbol_database.Default()
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n*qtmesh/api/worldmodel/v1/world_model.proto\x12\x18qtmesh.api.worldmodel.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"O\n\x0bRegimeState\x12\r\n\x05label\x18\x01 \x01(\t\x12\x13\n\x0bprobability\x18\x02 \x01(\x01\x12\x0c\n\x04mean\x18\x03 \x01(\x01\x12\x0e\n\x06stddev\x18\x04 \x01(\x01\"\xef\x01\n\x0eRegimeEstimate\x12\x0e\n\x06symbol\x18\x01 \x01(\t\x12.\n\nas_of_time\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0e\n\x06regime\x18\x03 \x01(\t\x12\x35\n\x06states\x18\x04 \x03(\x0b\x32%.qtmesh.api.worldmodel.v1.RegimeState\x12\x19\n\x11transition_matrix\x18\x05 \x03(\x01\x12\x14\n\x0cobservations\x18\x06 \x01(\x03\x12\x0e\n\x06sector\x18\x07 \x01(\t\x12\x15\n\rbars_per_step\x18\x08 \x01(\x05\"G\n\x13\x44\x65tectRegimeRequest\x12\x0e\n\x06symbol\x18\x01 \x01(\t\x12\x10\n\x08lookback\x18\x02 \x01(\x05\x12\x0e\n\x06sector\x18\x03 \x01(\t\"R\n\x14\x44\x65tectRegimeResponse\x12:\n\x08\x65stimate\x18\x01 \x01(\x0b\x32(.qtmesh.api.worldmodel.v1.RegimeEstimate\"\xbd\x01\n\x0fSimulateRequest\x12\x0e\n\x06symbol\x18\x01 \x01(\t\x12\x0f\n\x07horizon\x18\x02 \x01(\x05\x12\x11\n\tnum_paths\x18\x03 \x01(\x05\x12\x12\n\nblock_size\x18\x04 \x01(\x05\x12\x11\n\tquantiles\x18\x05 \x03(\x01\x12\x0c\n\x04seed\x18\x06 \x01(\x04\x12\x1a\n\x12regime_conditioned\x18\x07 \x01(\x08\x12\x15\n\rinclude_paths\x18\x08 \x01(\x08\x12\x0e\n\x06sector\x18\t \x01(\t\"\xa7\x01\n\x10SimulateResponse\x12\x11\n\tnum_paths\x18\x01 \x01(\x05\x12\x0f\n\x07horizon\x18\x02 \x01(\x05\x12\r\n\x05paths\x18\x03 \x03(\x01\x12\x11\n\tquantiles\x18\x04 \x03(\x01\x12\x18\n\x10terminal_returns\x18\x05 \x03(\x01\x12\x0e\n\x06regime\x18\x06 \x01(\t\x12\x12\n\nblock_size\x18\x07 \x01(\x05\x12\x0f\n\x07history\x18\x08 \x01(\x03\x32\xe5\x01\n\x11WorldModelService\x12m\n\x0c\x44\x65tectRegime\x12-.qtmesh.api.worldmodel.v1.DetectRegimeRequest\x1a..qtmesh.api.worldmodel.v1.DetectRegimeResponse\x12\x61\n\x08Simulate\x12).qtmesh.api.worldmodel.v1.SimulateRequest\x1a*.qtmesh.api.worldmodel.v1.SimulateResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n*qtmesh/api/worldmodel/v1/world_model.proto\x12\x18qtmesh.api.worldmodel.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"O\n\x0bRegimeState\x12\r\n\x05label\x18\x01 \x01(\t\x12\x13\n\x0bprobability\x18\x02 \x01(\x01\x12\x0c\n\x04mean\x18\x03 \x01(\x01\x12\x0e\n\x06stddev\x18\x04 \x01(\x01\"\xef\x01\n\x0eRegimeEstimate\x12\x0e\n\x06symbol\x18\x01 \x01(\t\x12.\n\nas_of_time\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0e\n\x06regime\x18\x03 \x01(\t\x12\x35\n\x06states\x18\x04 \x03(\x0b\x32%.qtmesh.api.worldmodel.v1.RegimeState\x12\x19\n\x11transition_matrix\x18\x05 \x03(\x01\x12\x14\n\x0cobservations\x18\x06 \x01(\x03\x12\x0e\n\x06sector\x18\x07 \x01(\t\x12\x15\n\rbars_per_step\x18\x08 \x01(\x05\"W\n\x13\x44\x65tectRegimeRequest\x12\x0e\n\x06symbol\x18\x01 \x01(\t\x12\x10\n\x08lookback\x18\x02 \x01(\x05\x12\x0e\n\x06sector\x18\x03 \x01(\t\x12\x0e\n\x06market\x18\x04 \x01(\x08\"R\n\x14\x44\x65tectRegimeResponse\x12:\n\x08\x65stimate\x18\x01 \x01(\x0b\x32(.qtmesh.api.worldmodel.v1.RegimeEstimate\"\xbd\x01\n\x0fSimulateRequest\x12\x0e\n\x06symbol\x18\x01 \x01(\t\x12\x0f\n\x07horizon\x18\x02 \x01(\x05\x12\x11\n\tnum_paths\x18\x03 \x01(\x05\x12\x12\n\nblock_size\x18\x04 \x01(\x05\x12\x11\n\tquantiles\x18\x05 \x03(\x01\x12\x0c\n\x04seed\x18\x06 \x01(\x04\x12\x1a\n\x12regime_conditioned\x18\x07 \x01(\x08\x12\x15\n\rinclude_paths\x18\x08 \x01(\x08\x12\x0e\n\x06sector\x18\t \x01(\t\"\xa7\x01\n\x10SimulateResponse\x12\x11\n\tnum_paths\x18\x01 \x01(\x05\x12\x0f\n\x07horizon\x18\x02 \x01(\x05\x12\r\n\x05paths\x18\x03 \x03(\x01\x12\x11\n\tquantiles\x18\x04 \x03(\x01\x12\x18\n\x10terminal_returns\x18\x05 \x03(\x01\x12\x0e\n\x06regime\x18\x06 \x01(\t\x12\x12\n\nblock_size\x18\x07 \x01(\x05\x12\x0f\n\x07history\x18\x08 \x01(\x03\"E\n\x13WatchRegimesRequest\x12\x1b\n\x0e\x61\x66ter_sequence\x18\x01 \x01(\x03H\x00\x88\x01\x01\x42\x11\n\x0f_after_sequence\"\xd3\x01\n\x14WatchRegimesResponse\x12\x10\n\x08sequence\x18\x01 \x01(\x03\x12/\n\x0bmarket_time\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0e\n\x06regime\x18\x03 \x01(\t\x12\x17\n\x0fprevious_regime\x18\x04 \x01(\t\x12\x13\n\x0bprobability\x18\x05 \x01(\x01\x12:\n\x08\x65stimate\x18\x06 \x01(\x0b\x32(.qtmesh.api.worldmodel.v1.RegimeEstimate2\xd6\x02\n\x11WorldModelService\x12m\n\x0c\x44\x65tectRegime\x12-.qtmesh.api.worldmodel.v1.DetectRegimeRequest\x1a..qtmesh.api.worldmodel.v1.DetectRegimeResponse\x12\x61\n\x08Simulate\x12).qtmesh.api.worldmodel.v1.SimulateRequest\x1a*.qtmesh.api.worldmodel.v1.SimulateResponse\x12o\n\x0cWatchRegimes\x12-.qtmesh.api.worldmodel.v1.WatchRegimesRequest\x1a..qtmesh.api.worldmodel.v1.WatchRegimesResponse0\x01\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -38,13 +38,17 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_REGIMEESTIMATE']._serialized_start=187
   _globals['_REGIMEESTIMATE']._serialized_end=426
   _globals['_DETECTREGIMEREQUEST']._serialized_start=428
-  _globals['_DETECTREGIMEREQUEST']._serialized_end=499
-  _globals['_DETECTREGIMERESPONSE']._serialized_start=501
-  _globals['_DETECTREGIMERESPONSE']._serialized_end=583
-  _globals['_SIMULATEREQUEST']._serialized_start=586
-  _globals['_SIMULATEREQUEST']._serialized_end=775
-  _globals['_SIMULATERESPONSE']._serialized_start=778
-  _globals['_SIMULATERESPONSE']._serialized_end=945
-  _globals['_WORLDMODELSERVICE']._serialized_start=948
-  _globals['_WORLDMODELSERVICE']._serialized_end=1177
+  _globals['_DETECTREGIMEREQUEST']._serialized_end=515
+  _globals['_DETECTREGIMERESPONSE']._serialized_start=517
+  _globals['_DETECTREGIMERESPONSE']._serialized_end=599
+  _globals['_SIMULATEREQUEST']._serialized_start=602
+  _globals['_SIMULATEREQUEST']._serialized_end=791
+  _globals['_SIMULATERESPONSE']._serialized_start=794
+  _globals['_SIMULATERESPONSE']._serialized_end=961
+  _globals['_WATCHREGIMESREQUEST']._serialized_start=963
+  _globals['_WATCHREGIMESREQUEST']._serialized_end=1032
+  _globals['_WATCHREGIMESRESPONSE']._serialized_start=1035
+  _globals['_WATCHREGIMESRESPONSE']._serialized_end=1246
+  _globals['_WORLDMODELSERVICE']._serialized_start=1249
+  _globals['_WORLDMODELSERVICE']._serialized_end=1591
 # @@protoc_insertion_point(module_scope)

@@ -43,14 +43,16 @@ class RegimeEstimate(_message.Message):
     def __init__(self, symbol: _Optional[str] = ..., as_of_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., regime: _Optional[str] = ..., states: _Optional[_Iterable[_Union[RegimeState, _Mapping]]] = ..., transition_matrix: _Optional[_Iterable[float]] = ..., observations: _Optional[int] = ..., sector: _Optional[str] = ..., bars_per_step: _Optional[int] = ...) -> None: ...
 
 class DetectRegimeRequest(_message.Message):
-    __slots__ = ("symbol", "lookback", "sector")
+    __slots__ = ("symbol", "lookback", "sector", "market")
     SYMBOL_FIELD_NUMBER: _ClassVar[int]
     LOOKBACK_FIELD_NUMBER: _ClassVar[int]
     SECTOR_FIELD_NUMBER: _ClassVar[int]
+    MARKET_FIELD_NUMBER: _ClassVar[int]
     symbol: str
     lookback: int
     sector: str
-    def __init__(self, symbol: _Optional[str] = ..., lookback: _Optional[int] = ..., sector: _Optional[str] = ...) -> None: ...
+    market: bool
+    def __init__(self, symbol: _Optional[str] = ..., lookback: _Optional[int] = ..., sector: _Optional[str] = ..., market: _Optional[bool] = ...) -> None: ...
 
 class DetectRegimeResponse(_message.Message):
     __slots__ = ("estimate",)
@@ -99,3 +101,25 @@ class SimulateResponse(_message.Message):
     block_size: int
     history: int
     def __init__(self, num_paths: _Optional[int] = ..., horizon: _Optional[int] = ..., paths: _Optional[_Iterable[float]] = ..., quantiles: _Optional[_Iterable[float]] = ..., terminal_returns: _Optional[_Iterable[float]] = ..., regime: _Optional[str] = ..., block_size: _Optional[int] = ..., history: _Optional[int] = ...) -> None: ...
+
+class WatchRegimesRequest(_message.Message):
+    __slots__ = ("after_sequence",)
+    AFTER_SEQUENCE_FIELD_NUMBER: _ClassVar[int]
+    after_sequence: int
+    def __init__(self, after_sequence: _Optional[int] = ...) -> None: ...
+
+class WatchRegimesResponse(_message.Message):
+    __slots__ = ("sequence", "market_time", "regime", "previous_regime", "probability", "estimate")
+    SEQUENCE_FIELD_NUMBER: _ClassVar[int]
+    MARKET_TIME_FIELD_NUMBER: _ClassVar[int]
+    REGIME_FIELD_NUMBER: _ClassVar[int]
+    PREVIOUS_REGIME_FIELD_NUMBER: _ClassVar[int]
+    PROBABILITY_FIELD_NUMBER: _ClassVar[int]
+    ESTIMATE_FIELD_NUMBER: _ClassVar[int]
+    sequence: int
+    market_time: _timestamp_pb2.Timestamp
+    regime: str
+    previous_regime: str
+    probability: float
+    estimate: RegimeEstimate
+    def __init__(self, sequence: _Optional[int] = ..., market_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., regime: _Optional[str] = ..., previous_regime: _Optional[str] = ..., probability: _Optional[float] = ..., estimate: _Optional[_Union[RegimeEstimate, _Mapping]] = ...) -> None: ...

@@ -46,6 +46,11 @@ class WorldModelServiceStub:
                 request_serializer=qtmesh_dot_api_dot_worldmodel_dot_v1_dot_world__model__pb2.SimulateRequest.SerializeToString,
                 response_deserializer=qtmesh_dot_api_dot_worldmodel_dot_v1_dot_world__model__pb2.SimulateResponse.FromString,
                 _registered_method=True)
+        self.WatchRegimes = channel.unary_stream(
+                '/qtmesh.api.worldmodel.v1.WorldModelService/WatchRegimes',
+                request_serializer=qtmesh_dot_api_dot_worldmodel_dot_v1_dot_world__model__pb2.WatchRegimesRequest.SerializeToString,
+                response_deserializer=qtmesh_dot_api_dot_worldmodel_dot_v1_dot_world__model__pb2.WatchRegimesResponse.FromString,
+                _registered_method=True)
 
 
 class WorldModelServiceServicer:
@@ -66,6 +71,17 @@ class WorldModelServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def WatchRegimes(self, request, context):
+        """The whole market's regime (the equal-weighted index of every symbol) as the replay clock
+        moves: one event each time the reported regime changes, the first event the regime found.
+        It is detected at most once per clock step and per watch_interval_minutes of market time,
+        from the cached models. Resume with after_sequence to receive every later kept event
+        exactly once, then live events.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_WorldModelServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -78,6 +94,11 @@ def add_WorldModelServiceServicer_to_server(servicer, server):
                     servicer.Simulate,
                     request_deserializer=qtmesh_dot_api_dot_worldmodel_dot_v1_dot_world__model__pb2.SimulateRequest.FromString,
                     response_serializer=qtmesh_dot_api_dot_worldmodel_dot_v1_dot_world__model__pb2.SimulateResponse.SerializeToString,
+            ),
+            'WatchRegimes': grpc.unary_stream_rpc_method_handler(
+                    servicer.WatchRegimes,
+                    request_deserializer=qtmesh_dot_api_dot_worldmodel_dot_v1_dot_world__model__pb2.WatchRegimesRequest.FromString,
+                    response_serializer=qtmesh_dot_api_dot_worldmodel_dot_v1_dot_world__model__pb2.WatchRegimesResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -135,6 +156,33 @@ class WorldModelService:
             '/qtmesh.api.worldmodel.v1.WorldModelService/Simulate',
             qtmesh_dot_api_dot_worldmodel_dot_v1_dot_world__model__pb2.SimulateRequest.SerializeToString,
             qtmesh_dot_api_dot_worldmodel_dot_v1_dot_world__model__pb2.SimulateResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def WatchRegimes(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/qtmesh.api.worldmodel.v1.WorldModelService/WatchRegimes',
+            qtmesh_dot_api_dot_worldmodel_dot_v1_dot_world__model__pb2.WatchRegimesRequest.SerializeToString,
+            qtmesh_dot_api_dot_worldmodel_dot_v1_dot_world__model__pb2.WatchRegimesResponse.FromString,
             options,
             channel_credentials,
             insecure,
