@@ -4,9 +4,11 @@ the best, run one meta-learning update on the result, ask the world model and th
 replay five days for the encrypted end-of-day sector reports and audit them with the meta
 optimizer, show the risk officer's report, the CEO's mode and the strategy book, then run one
 federation cycle (the Global Action Plan, executed) while a subscriber
-prints the plan stream, and stop the mesh.
+prints the plan stream; then close the loop: replay a few more days with the whole mesh cycling
+on the market clock, beside the same fleet left static, and tell what the later cycles did with
+the earlier ones. Stop the mesh.
 
-    python -m examples.demo [--hours N]
+    python -m examples.demo [--hours N] [--loop-days D]
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ from examples import (
     _agents_section,
     _effects_section,
     _federation_section,
+    _loop_section,
     _meta_optimizer_section,
     _meta_section,
     _officers_section,
@@ -39,6 +42,8 @@ from qtmesh.base.genome import StrategyFamily, StrategyStage
 from qtmesh.runtime import catalog
 from qtmesh.runtime.channels import open_channel
 from qtmesh.runtime.supervisor import StartupError, running_mesh
+from replay import MarketSource
+from replay.mesh import environment
 
 console = make_console()
 
@@ -125,27 +130,14 @@ def meta_evaluations(result: pb.EvolutionResult, clock: int) -> list[MetaEvaluat
     ]
 
 
-async def main(hours: int) -> int:
+async def main(hours: int, loop_days: float) -> int:
     with tempfile.TemporaryDirectory(prefix="qtmesh-demo-") as logs:
         console.rule("Quantum Trader Mesh demo")
         try:
             # Fresh stores per run, so every service starts from its seed state every time.
             data = Path(logs) / "data"
-            env = {
-                **os.environ,
-                "QTMESH_MARKET_DATA_DIR": str(data),
-                "QTMESH_ALPHA_REPORTING_DATA_DIR": str(data),
-                "QTMESH_ALPHA_REPORTING_KEYRING_FILE": str(data / "alpha-keyring"),
-                "QTMESH_META_OPTIMIZER_DATA_DIR": str(data),
-                "QTMESH_RISK_DATA_DIR": str(data),
-                "QTMESH_CEO_DATA_DIR": str(data),
-                "QTMESH_META_DATA_DIR": str(data),
-                "QTMESH_SESA_DATA_DIR": str(data),
-                "QTMESH_FEDERATION_DATA_DIR": str(data),
-                "QTMESH_MEMORY_SQLITE_PATH": str(data / "memory.db"),
-                # Plan when asked (below), not on the federation's 30-second timer.
-                "QTMESH_FEDERATION_GAP_UPDATE_INTERVAL_SECONDS": "0",
-            }
+            # Planning and audits are the demo's (and then the loop's), not the timers'.
+            env = {**os.environ, **environment(data, MarketSource())}
             async with running_mesh(
                 catalog.names(), ephemeral=True, log_dir=Path(logs), env=env
             ) as mesh:
@@ -187,6 +179,8 @@ async def main(hours: int) -> int:
                 await _effects_section.show(
                     console, mesh.addresses, plan_sequence=plan.sequence, before=before, hours=6
                 )
+                console.rule(f"The loop: {loop_days:g} more days on the market clock")
+                await _loop_section.show(console, mesh.addresses, days=loop_days)
         except StartupError as exc:
             console.print(f"[red]the mesh did not start:[/] {exc}", highlight=False)
             return 1
@@ -197,4 +191,8 @@ async def main(hours: int) -> int:
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--hours", type=int, default=24, help="hours of market to replay")
-    sys.exit(asyncio.run(main(parser.parse_args().hours)))
+    parser.add_argument(
+        "--loop-days", type=float, default=3.0, help="days the closing loop replays (default 3)"
+    )
+    args = parser.parse_args()
+    sys.exit(asyncio.run(main(args.hours, args.loop_days)))

@@ -23,7 +23,7 @@ from qtmesh.runtime import catalog
 from qtmesh.runtime.channels import CLIENT_ENV_PREFIX, ChannelConfig
 from qtmesh.runtime.server import ENV_PREFIX, ServerConfig, serve_until_signalled
 from qtmesh.runtime.settings import settings_markdown
-from qtmesh.runtime.supervisor import Mesh, StartupError, check_health
+from qtmesh.runtime.supervisor import Mesh, StartupError, check_health, die_with_supervisor
 from qtmesh.runtime.telemetry import configure_logging
 
 STATE_FILE = Path(".qtmesh/mesh.json")
@@ -116,6 +116,7 @@ def _replay(args: argparse.Namespace) -> int:
 
 
 def _serve(args: argparse.Namespace) -> int:
+    die_with_supervisor()
     app = catalog.entry(args.service).load()
     parser = argparse.ArgumentParser(
         prog=f"qtmesh serve {app.name}", description=f"Run the {app.name} service: {app.summary}."

@@ -41,8 +41,8 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--sample-every-minutes",
         type=float,
-        default=60.0,
-        help="market minutes between samples of the fleet (default 60)",
+        default=240.0,
+        help="market minutes between samples of the fleet (default 240, at each plan)",
     )
     p.add_argument("--seed", type=int, default=7, help="seed of the synthetic market")
     p.add_argument(

@@ -39,11 +39,14 @@ class MarketSource:
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
 class ReplayConfig:
-    """One replay. Defaults: a plan every 4 market hours, the fleet sampled every hour."""
+    """One replay. Defaults: a plan every 4 market hours, the fleet sampled at each plan.
+
+    Every step of the clock makes the market account the fleet anew from its deployment (see
+    market/fleet/engine.py), so a finer sample costs time that grows with the days replayed."""
 
     days: float = 5.0
     plan_every_minutes: float = 240.0
-    sample_every_minutes: float = 60.0
+    sample_every_minutes: float = 240.0
     # Days the meta optimizer audits at each day's end (as its automatic cycles do).
     audit_window_days: int = 5
     # Longest wait for one plan's actions to finish, or for a day's reports, in wall seconds.

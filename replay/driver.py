@@ -304,7 +304,6 @@ async def run(
     started = time.monotonic()
     spacing = await bar_seconds(market)
     sample_steps = max(1, round(config.sample_every_minutes * 60 / spacing))
-    step_minutes = sample_steps * spacing / 60
     total_minutes = config.days * 1440
     plan_every = config.plan_every_minutes
     snapshot = await market.snapshot()
@@ -323,18 +322,21 @@ async def run(
     counts = {"actions": 0, "completed": 0}
     try:
         while True:
+            if done_minutes >= total_minutes - 1e-9 or at_end:
+                break  # a plan now would have no market left to act on
             if board is not None and since_plan >= plan_every - 1e-9:
                 assert mesh is not None
                 plans.append(await _plan(mesh.federation, board, config, counts))
                 since_plan = 0.0
-            if done_minutes >= total_minutes - 1e-9 or at_end:
-                break
             before = samples[-1].time
-            advanced = await market.advance(sample_steps)
+            # The last step is cut short so the replay ends on the days asked for.
+            remaining = round((total_minutes - done_minutes) * 60 / spacing)
+            steps = max(1, min(sample_steps, remaining))
+            advanced = await market.advance(steps)
             at_end = advanced.at_end
             samples.append(sample_of(await market.fleet()))
-            done_minutes += step_minutes
-            since_plan += step_minutes
+            done_minutes += steps * spacing / 60
+            since_plan += steps * spacing / 60
             if days is not None:
                 assert mesh is not None
                 for date in _dates_left(before, samples[-1].time):

@@ -260,7 +260,13 @@ class WorldModel:
         series = await asyncio.gather(*(self._bars.latest(m.symbol, span) for m in members))
         if len(series) == 1:
             return series[0].time, series[0].close
-        common = functools.reduce(np.intersect1d, (s.time for s in series))
+        first = series[0].time
+        if all(np.array_equal(s.time, first) for s in series[1:]):
+            common = first  # the usual case: the members trade on the same bars
+        else:
+            common = functools.reduce(
+                lambda a, b: np.intersect1d(a, b, assume_unique=True), (s.time for s in series)
+            )
         if common.shape[0] < self._config.min_history_bars:
             raise FailedPrecondition(
                 f"the symbols of {subject.key} share only {common.shape[0]} bar times; "

@@ -12,12 +12,14 @@ import numpy as np
 import pytest
 
 from agents.fleet_history import HOUR_NANOS, FleetSampler
+from agents.officer import FleetPeriods, Officer
 from agents.refresh import Refresher, follow_clock
 from market.client import MarketClient
 from market.config import MarketConfig
 from market.service import APP as MARKET
 from meta.config import MetaPolicyRules
 from qtmesh.base.config import ConfigError
+from qtmesh.base.contract import AgentContext
 from qtmesh.base.errors import InvalidArgument, Unavailable
 from qtmesh.runtime import catalog
 from qtmesh.testing import serving_app
@@ -228,3 +230,39 @@ def test_the_strategy_officer_stores_nothing_and_calls_the_market_and_meta():
     risk = catalog.entry("risk").load()
     assert risk.depends_on == ("market",)
     assert [u.service for u in risk.clients(risk.config_type())] == ["market", "market"]
+
+
+@dataclasses.dataclass
+class Periods(FleetPeriods):
+    period_minutes: float = 60.0
+    lookback_periods: int = 24
+    min_observations: int = 2
+
+
+class Probe(Officer[None]):
+    """An officer that recommends nothing and remembers the position of its last refresh."""
+
+    name = "probe"
+
+    async def _refresh(self) -> None:
+        await self._sampler.update()
+
+    def _recommendations(self) -> list:
+        return []
+
+
+async def test_recommend_catches_up_with_a_context_ahead_of_the_last_refresh(tmp_path):
+    async with serving_app(MARKET, market_config(tmp_path)) as market:
+        client = MarketClient(market.channel)
+        officer = Probe(market=client, policy=None, periods=Periods())
+        await officer._refresher.fresh()
+        before = officer._computed_position()
+        moved = await client.advance(240)  # a replay moves the clock hours at once
+        context = AgentContext(
+            cycle_id="c", as_of_time=moved.clock_time, market_position=moved.position
+        )
+        await officer.recommend(context)
+        assert before is not None
+        assert before < moved.position
+        assert officer._computed_position() == moved.position
+        await officer.close()

@@ -10,6 +10,7 @@ from federation.config import FederationConfig
 from federation.engine import INTERRUPTED, Federation
 from federation.store import PlanStore
 from qtmesh.base import contract as c
+from qtmesh.base.errors import Unavailable
 from qtmesh.base.storage import create_engine, sqlite_url
 from tests.helpers.federation import MARKET, Owner
 
@@ -52,7 +53,7 @@ class HeldStore(PlanStore):
 
 
 def federation(
-    tmp_path, agent: Agent, store_type=PlanStore, market_clock=None, **settings
+    tmp_path, agent: Agent, store_type=PlanStore, market_clock=None, sync_clock=None, **settings
 ) -> Federation:
     store = store_type(create_engine(sqlite_url(tmp_path / "federation.db")))
     config = FederationConfig(
@@ -68,7 +69,43 @@ def federation(
         owners={"owner": agent},
         store=store,
         market_clock=market_clock,
+        sync_clock=sync_clock,
     )
+
+
+async def test_a_plan_is_made_at_the_markets_clock_even_when_the_streamed_clock_lags(tmp_path):
+    agent = Agent()
+    contexts: list[c.AgentContext] = []
+    recommend = agent.recommend
+
+    async def remember(context: c.AgentContext) -> list[c.Recommendation]:
+        contexts.append(context)
+        return await recommend(context)
+
+    agent.recommend = remember
+    streamed = [(MARKET, 10)]  # what the stream delivered so far
+    market = (MARKET + 240 * 60 * 10**9, 250)  # where a replay has moved the market
+
+    async def sync() -> None:
+        streamed.append(market)
+
+    fed = federation(tmp_path, agent, market_clock=lambda: streamed[-1], sync_clock=sync)
+    plan = await fed.generate_plan(execute=True)
+    assert await fed.wait_for_executions()
+    assert (contexts[0].as_of_time, contexts[0].market_position) == market
+    assert plan.context.as_of_time == market[0]
+    # Its actions' windows run from that time, so the plan's MEDIUM action did not expire.
+    assert fed.store.get_plan(plan.sequence).actions[0].status is c.ActionStatus.COMPLETED
+
+    async def unreachable() -> None:
+        raise Unavailable("market down")
+
+    fallback = federation(
+        tmp_path / "b", Agent(), market_clock=lambda: streamed[0], sync_clock=unreachable
+    )
+    assert (await fallback.generate_plan()).context.as_of_time == MARKET
+    await fed.close()
+    await fallback.close()
 
 
 async def test_a_plan_committed_for_a_cancelled_caller_is_still_published(tmp_path):
