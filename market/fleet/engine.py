@@ -1,5 +1,6 @@
 """The paper fleet in the running market: simulates it on the replay's bars when asked (cached
-until the clock moves or an action changes it) and applies executed actions, once per
+until the clock moves; an action executed at the clock only restates the cached run, see
+``simulation.restated``) and applies executed actions, once per
 idempotency key, persisting each change before it takes effect. It owns the strategy book: the
 strategy actions, the halts and an evolution's shadows all change it here and nowhere else.
 No gRPC here."""
@@ -12,7 +13,7 @@ from collections.abc import Callable
 from market.fleet.book import Candidate
 from market.fleet.report import FleetReport, Trade, TradeQuery
 from market.fleet.setup import FleetSetup
-from market.fleet.simulation import Backtester, FleetRun, simulate
+from market.fleet.simulation import Backtester, FleetRun, restated, simulate
 from market.fleet.state import Cause, FleetChange, FleetState
 from market.fleet.store import FleetStore
 from market.replay import Replay
@@ -128,6 +129,12 @@ class FleetEngine:
             if self._run is not None and self._run_key == key:
                 return self._run
             state = self._state
+            if self._run is not None and self._run_key is not None and self._run_key[0] == key[0]:
+                # Actions executed at the clock reach no bar yet: no backtest to run again.
+                again = restated(self._run, state)
+                if again is not None:
+                    self._run, self._run_key = again, key
+                    return again
             clock, position = self.replay.clock_time, self.replay.position
             # Visible bars, sliced on the loop: the replay's arrays never change in place.
             series = {

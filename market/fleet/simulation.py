@@ -388,6 +388,30 @@ class _TradeTable:
         )
 
 
+def restated(run: FleetRun, state: FleetState) -> FleetRun | None:
+    """``run`` with the changes ``state`` adds to its own, when none of them reaches a bar of the
+    run: a change applies from the bar after its time, so one made at the run's last bar (an
+    action executed at the clock) changes none of the per-bar figures, only the book as it
+    stands. The result is what :func:`simulate` would compute, without the backtests. None when
+    a change reaches a bar, adds a strategy (a new row) or the states differ in what came before.
+    """
+    old = state.changes[: len(run.state.changes)]
+    if (
+        state.setup is not run.state.setup
+        or len(old) < len(run.state.changes)
+        or any(a is not b for a, b in zip(old, run.state.changes, strict=True))
+    ):
+        return None
+    last = int(run.times[-1]) if run.times.size else None
+    if last is not None and any(c.time < last for c in state.changes[len(old) :]):
+        return None
+    ids = state.strategy_ids()
+    if ids != [e.strategy_id for e in run.entries]:
+        return None
+    final = state.book
+    return dataclasses.replace(run, state=state, entries=tuple(final[sid] for sid in ids))
+
+
 def simulate(
     state: FleetState,
     series: Mapping[str, BarSeries],

@@ -22,7 +22,7 @@ from market.fleet import (
     deploy,
     simulate,
 )
-from market.fleet.simulation import _TradeTable
+from market.fleet.simulation import _TradeTable, restated
 from market.replay import Replay
 from market.synthetic import SyntheticMarketSpec, generate
 from qtmesh.base.bars import make_series
@@ -341,3 +341,29 @@ def test_every_held_bar_belongs_to_exactly_one_trade(rows):
     expected = held | (previous != 0)
     assert np.array_equal(owned, expected.astype(int))
     assert np.all(table.side == positions[table.strategy, table.entry])
+
+
+def test_actions_at_the_clock_restate_the_run_as_a_fresh_simulation_would(market):
+    clock = market.time_at(DEPLOYED + 800)
+    base = FleetState(setup_of(market))
+    first = run_at(market, base, clock)
+    victim = base.setup.strategies[0].id
+    state = base.with_change(
+        base.disable_strategy(strategy_id=victim, at=clock, cause=CAUSE, field="p")
+    )
+    state = state.with_change(state.adjust_exposure("Tech", 0.5, at=clock, cause=CAUSE, field="p"))
+    state = state.with_change(state.halt("Energy", at=clock, cause=CAUSE, field="p"))
+    again = restated(first, state)
+    fresh = run_at(market, state, clock)
+    assert again is not None
+    assert again.report() == fresh.report()
+    assert again.report(sector="Tech") == fresh.report(sector="Tech")
+    for name in ("equity", "weights", "returns", "positions", "contribution"):
+        np.testing.assert_array_equal(getattr(again, name), getattr(fresh, name))
+    # A change that reaches a bar of the run needs the simulation.
+    earlier = base.with_change(
+        base.adjust_exposure("Tech", 0.5, at=clock - 10 * MINUTE, cause=CAUSE, field="p")
+    )
+    assert restated(first, earlier) is None
+    # So does one from another history of changes.
+    assert restated(run_at(market, state, clock), base) is None
