@@ -393,7 +393,8 @@ def restated(run: FleetRun, state: FleetState) -> FleetRun | None:
     run: a change applies from the bar after its time, so one made at the run's last bar (an
     action executed at the clock) changes none of the per-bar figures, only the book as it
     stands. The result is what :func:`simulate` would compute, without the backtests. None when
-    a change reaches a bar, adds a strategy (a new row) or the states differ in what came before.
+    a change reaches a bar, adds a strategy or an arb-mission (a new row) or the states differ in
+    what came before.
     """
     old = state.changes[: len(run.state.changes)]
     if (
@@ -406,7 +407,9 @@ def restated(run: FleetRun, state: FleetState) -> FleetRun | None:
     if last is not None and any(c.time < last for c in state.changes[len(old) :]):
         return None
     ids = state.strategy_ids()
-    if ids != [e.strategy_id for e in run.entries]:
+    if ids != [e.strategy_id for e in run.entries] or len(state.missions) != len(
+        run.state.missions
+    ):
         return None
     final = state.book
     return dataclasses.replace(run, state=state, entries=tuple(final[sid] for sid in ids))

@@ -365,5 +365,10 @@ def test_actions_at_the_clock_restate_the_run_as_a_fresh_simulation_would(market
         base.adjust_exposure("Tech", 0.5, at=clock - 10 * MINUTE, cause=CAUSE, field="p")
     )
     assert restated(first, earlier) is None
+    # So does one that adds a row: an arb-mission (or a strategy).
+    mission = base.with_change(
+        base.spawn_arb_mission("Tech", "Energy", 0.1, at=clock, cause=CAUSE, field="p")
+    )
+    assert restated(first, mission) is None
     # So does one from another history of changes.
     assert restated(run_at(market, state, clock), base) is None
