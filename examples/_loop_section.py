@@ -127,25 +127,38 @@ def _story(console: Console, loop: ReplayRun, fleet: FleetReport) -> None:
         if m.cause
     )
     console.print("  versions by cause: " + ", ".join(f"{c} {n}" for c, n in causes.items()))
-    recalled = [a for _, a in actions if any(w in a.rationale for w in _RECALLED)]
+    # Memory speaks through the memory agent's own recommendations and SESA's recall.
+    recalled = [
+        a for _, a in actions if "memory" in a.sources or any(w in a.rationale for w in _RECALLED)
+    ]
     if recalled:
-        a = recalled[-1]
+        told = next(
+            (a for a in reversed(recalled) if any(w in a.rationale for w in _RECALLED)), None
+        )
+        a = told or recalled[-1]
+        said = f": {escape(_short(a.rationale, 240))}" if told else ""
         console.print(
-            f"[bold]Memory[/] recalled in {len(recalled)} recommendations, e.g. "
-            f"{a.action_type.lower()} {a.target} ({a.status.lower()}): {escape(a.rationale[:220])}",
+            f"[bold]Memory[/] backed {len(recalled)} actions with what it recalled, e.g. "
+            f"{a.action_type.lower()} {a.target} ({a.status.lower()}, from "
+            f"{', '.join(a.sources)}){said}",
             highlight=False,
         )
     else:
         console.print("[bold]Memory[/]: nothing similar enough was recalled in these plans.")
-    halts = [(p, a) for p, a in actions if a.action_type in ("HALT_TRADING", "RESUME_TRADING")]
-    if halts:
-        for p, a in halts:
-            console.print(
-                f"[bold]{a.action_type.lower()}[/] {a.target} in plan {p.sequence}: "
-                f"{a.status.lower()} ({escape(a.detail[:120])})",
-                highlight=False,
-            )
-    else:
+    # A standing halt is re-asserted every cycle and applied once: one line per scope.
+    halts: dict[tuple[str, str], list] = {}
+    for p, a in actions:
+        if a.action_type in ("HALT_TRADING", "RESUME_TRADING"):
+            halts.setdefault((a.action_type, a.target), []).append((p, a))
+    for (kind, target), items in halts.items():
+        p, a = items[0]
+        again = f"; re-asserted in {len(items) - 1} later plans" if len(items) > 1 else ""
+        console.print(
+            f"[bold]{kind.lower()}[/] {target} in plan {p.sequence}: {a.status.lower()} "
+            f"({escape(_short(a.detail, 120))}){again}",
+            highlight=False,
+        )
+    if not halts:
         console.print("[bold]Halts[/]: none fired; no risk limit was breached.")
 
 
