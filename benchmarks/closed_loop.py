@@ -11,7 +11,7 @@ bar any strategy or evolution had seen. The paired tests compare closed with sta
 seconds per replayed market day, the mesh's start-up left out. With ``--data FILE`` the same
 comparison runs on a user's bars (one run per arm; no noise arms).
 
-    python -m benchmarks.closed_loop [--seeds 10] [--days 30] [--data FILE]
+    python -m benchmarks.closed_loop [--seeds 10] [--days 30] [--data FILE] [--no-noise]
 """
 
 from __future__ import annotations
@@ -77,10 +77,9 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
         sources = {"": [MarketSource(data_path=args.data)]}
     else:
         seeds = list(range(1, args.seeds + 1))
-        sources = {
-            "": [MarketSource(seed=s) for s in seeds],
-            "noise_": [MarketSource(seed=s, noise=True) for s in seeds],
-        }
+        sources = {"": [MarketSource(seed=s) for s in seeds]}
+        if not args.no_noise:
+            sources["noise_"] = [MarketSource(seed=s, noise=True) for s in seeds]
     results: dict[str, list[Measured]] = {}
     started = time.monotonic()
     for prefix, market in sources.items():
@@ -139,4 +138,5 @@ if __name__ == "__main__":
     parser.add_argument("--days", type=float, default=30.0, help="market days replayed per run")
     parser.add_argument("--plan-every-minutes", type=float, default=240.0)
     parser.add_argument("--data", type=Path, default=None, help="a file of bars instead")
+    parser.add_argument("--no-noise", action="store_true", help="leave out the noise arms")
     emit(asyncio.run(main(parser.parse_args())))
