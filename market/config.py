@@ -25,6 +25,11 @@ class MarketConfig(DataDirConfig):
     )
     seed: int = setting(7, help="seed of the synthetic market")
     synthetic_days: int = setting(60, help="days of one-minute bars in the synthetic market")
+    pace_bars_per_second: float = setting(
+        0.0,
+        help="bars the clock moves by itself per wall second (0: only Advance moves it); "
+        "`qtmesh up --pace` sets it",
+    )
     synthetic_noise: bool = setting(
         False, help="a synthetic market with zero drift and no regimes (market/synthetic.py)"
     )
@@ -68,6 +73,11 @@ class MarketConfig(DataDirConfig):
                 f"expected a .csv or .parquet file, got {self.data_path.name}",
             )
         require(1 <= self.synthetic_days <= 3650, "synthetic_days", "must be in 1..3650")
+        require(
+            math.isfinite(self.pace_bars_per_second) and 0 <= self.pace_bars_per_second <= 10_000,
+            "pace_bars_per_second",
+            "must be in 0..10000",
+        )
         require(0 < self.replay_start <= 1, "replay_start", "must be in (0, 1]")
         require(self.seed >= 0, "seed", "must not be negative")
         require(len(self.fleet_families) > 0, "fleet_families", "must name at least one family")

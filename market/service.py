@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import time
 from collections.abc import AsyncIterator, Callable
@@ -10,11 +11,12 @@ from typing import TypeGuard
 
 import grpc
 import sqlalchemy as sa
+import structlog
 
 from market import _convert as convert
 from market.config import ENV_PREFIX, MarketConfig
 from market.fleet import EXECUTES, FleetAgent, FleetEngine, FleetStore, TradeQuery, deploy
-from market.replay import Replay
+from market.replay import AdvanceResult, Replay
 from market.sources import load_bars
 from market.synthetic import SyntheticMarketSpec, generate
 from qtmesh.api.market.v1 import market_pb2 as pb
@@ -35,6 +37,8 @@ from qtmesh.base.storage import redact
 from qtmesh.runtime.agent_service import agent_service
 from qtmesh.runtime.app import App, Built, Context
 from qtmesh.runtime.server import Service
+
+_log = structlog.get_logger("market")
 
 DEFAULT_PAGE = 50_000
 MAX_PAGE = 500_000
@@ -115,11 +119,21 @@ class MarketServicer(pb_grpc.MarketServiceServicer):
         snapshot = self._replay.snapshot(list(request.symbols))
         return pb.SnapshotResponse(snapshot=snapshot_to_proto(snapshot))
 
+    @property
+    def bars_left(self) -> int:
+        """Steps the clock can still move."""
+        return self._replay.length - self._replay.position
+
+    def advance(self, steps: int) -> AdvanceResult:
+        """Moves the clock and wakes the streams (Advance, and the market's own pace)."""
+        result = self._replay.advance(steps)
+        self._signal.notify()
+        return result
+
     async def Advance(
         self, request: pb.AdvanceRequest, context: grpc.aio.ServicerContext
     ) -> pb.AdvanceResponse:
-        result = self._replay.advance(request.steps)
-        self._signal.notify()
+        result = self.advance(request.steps)
         return pb.AdvanceResponse(
             position=result.position,
             clock_time=convert.timestamp(result.clock_time),
@@ -306,6 +320,24 @@ def wall_clock() -> int:
     return time.time_ns()
 
 
+async def pace(servicer: MarketServicer, bars_per_second: float) -> None:
+    """Moves the clock by itself at ``bars_per_second`` until the data ends: at most ten steps a
+    wall second, each of the bars due since the last (the rate holds however long a step took)."""
+    interval = max(1 / bars_per_second, 0.1)
+    started, moved = time.monotonic(), 0
+    while True:
+        await asyncio.sleep(interval)
+        due = int((time.monotonic() - started) * bars_per_second) - moved
+        if due < 1:
+            continue
+        remaining = servicer.bars_left
+        result = servicer.advance(min(due, remaining)) if remaining else None
+        moved += due
+        if result is None or result.at_end:
+            _log.info("the market's data ended: its clock stops")
+            return
+
+
 async def open_fleet(
     replay: Replay, config: MarketConfig, *, clock: Callable[[], int] = wall_clock
 ) -> FleetEngine:
@@ -345,7 +377,15 @@ def app(*, clock: Callable[[], int] = wall_clock) -> App[MarketConfig]:
             pb.DESCRIPTOR.services_by_name["MarketService"],
         )
 
+        pacing = None
+        if config.pace_bars_per_second > 0:
+            pacing = asyncio.ensure_future(pace(servicer, config.pace_bars_per_second))
+
         async def close() -> None:
+            if pacing is not None:
+                pacing.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await pacing
             await fleet.store.run(fleet.store.close)
 
         return Built(

@@ -79,6 +79,15 @@ def _parser() -> argparse.ArgumentParser:
         action="store_true",
         help="let each service pick a free port instead of its default port",
     )
+    up.add_argument(
+        "--pace",
+        type=float,
+        default=None,
+        metavar="BARS",
+        help="bars the market's clock moves by itself per second (one-minute synthetic bars: "
+        "--pace 10 is ten market minutes a second), so the mesh left running trades, learns "
+        "and plans on its own; default: the clock moves only when asked (Advance)",
+    )
     up.add_argument("--log-dir", type=Path, default=LOG_DIR, help="one log file per service")
     up.add_argument("--state-file", type=Path, default=STATE_FILE, help=argparse.SUPPRESS)
     up.set_defaults(run=_up)
@@ -162,11 +171,14 @@ def _up(args: argparse.Namespace) -> int:
     channels = configuration.load(ChannelConfig, env_prefix=CLIENT_ENV_PREFIX)
 
     async def run() -> int:
+        env = dict(os.environ)
+        if args.pace is not None:
+            env["QTMESH_MARKET_PACE_BARS_PER_SECOND"] = str(args.pace)
         mesh = Mesh(
             host=args.host,
             ephemeral=args.ephemeral_ports,
             log_dir=args.log_dir,
-            env=os.environ,
+            env=env,
             channels=channels,
         )
         stop = asyncio.Event()

@@ -16,6 +16,7 @@ from market.sources import save_bars
 from market.synthetic import SyntheticMarketSpec, generate
 from qtmesh.api.market.v1 import market_pb2, market_pb2_grpc
 from qtmesh.base.bars import make_series
+from qtmesh.base.config import ConfigError
 from qtmesh.base.errors import InvalidArgument
 from qtmesh.base.paging import encode_token
 from qtmesh.runtime.status import error_info
@@ -324,3 +325,27 @@ async def test_the_service_serves_a_csv_file(tmp_path: Path):
         client = MarketClient(running.channel)
         for series in original:
             assert (await client.bars(series.symbol)).equals(series)
+
+
+async def test_a_paced_market_moves_its_clock_by_itself_and_stops_at_the_end_of_its_data(tmp_path):
+    config = MarketConfig(
+        synthetic_days=1, seed=3, replay_start=0.99, data_dir=tmp_path, pace_bars_per_second=200
+    )
+    async with serving_app(APP, config) as served:
+        client = MarketClient(served.channel)
+        start = await client.snapshot()
+        # The stream shows every step the clock took by itself, up to the last bar of the data.
+        positions = []
+        async for position, _clock, _bars in client.stream_bars(after_position=start.position):
+            positions.append(position)
+            if position == start.length:
+                break
+        assert positions[-1] == start.length
+        assert positions == sorted(positions)
+        with pytest.raises(InvalidArgument, match="pass the end of the data"):
+            await client.advance(1)
+
+
+def test_a_pace_out_of_range_names_its_setting(tmp_path):
+    with pytest.raises(ConfigError, match="pace_bars_per_second"):
+        MarketConfig(data_dir=tmp_path, pace_bars_per_second=-1)
