@@ -192,80 +192,43 @@ def trading_date(nanos: int) -> str:
     return datetime.datetime.fromtimestamp(nanos / 1e9, tz=datetime.UTC).date().isoformat()
 
 
-class _StatusBoard:
-    """Follows the plan stream and tells when a plan's actions have all finished."""
+class _Follower:
+    """Follows one stream in a task; ``until`` waits for a condition on what it has seen and
+    raises what ended the stream, so a lost service fails the replay instead of stalling it."""
 
-    def __init__(self, federation: Federation) -> None:
-        self._federation = federation
-        self._final: dict[tuple[int, str], StatusUpdate] = {}
+    def __init__(self) -> None:
         self._changed = asyncio.Condition()
         self._task: asyncio.Task[None] | None = None
-        self._connected = asyncio.Event()
-
-    async def start(self) -> None:
-        self._task = asyncio.ensure_future(self._follow())
-        await self._connected.wait()
-
-    async def _follow(self) -> None:
-        # From the first event: a fresh mesh has none, and a plan made before the stream
-        # answered is replayed to us rather than missed.
-        stream = self._federation.subscribe(after_sequence=0)
-        self._connected.set()
-        async for _sequence, event in stream:
-            if isinstance(event, StatusUpdate) and event.status not in OPEN:
-                async with self._changed:
-                    self._final[(event.plan_sequence, event.action_id)] = event
-                    self._changed.notify_all()
-
-    async def finished(self, plan: Plan, timeout: float) -> dict[str, StatusUpdate]:
-        """The final status of each action of ``plan`` that was to run."""
-        waiting = [a.id for a in plan.actions if a.status in OPEN]
-
-        def done() -> bool:
-            return all((plan.sequence, i) in self._final for i in waiting)
-
-        try:
-            async with asyncio.timeout(timeout), self._changed:
-                await self._changed.wait_for(done)
-        except TimeoutError:
-            _log.warning("a plan's actions did not finish in time", plan=plan.sequence)
-        return {
-            i: self._final[(plan.sequence, i)] for i in waiting if (plan.sequence, i) in self._final
-        }
-
-    async def close(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-
-
-class _DayReports:
-    """Follows the report stream and tells when every sector's report of a day is stored."""
-
-    def __init__(self, reports: Reports, sectors: int) -> None:
-        self._reports = reports
-        self._sectors = sectors
-        self._by_date: dict[str, set[str]] = defaultdict(set)
-        self._changed = asyncio.Condition()
-        self._task: asyncio.Task[None] | None = None
+        self._error: BaseException | None = None
 
     def start(self) -> None:
-        self._task = asyncio.ensure_future(self._follow())
+        self._task = asyncio.ensure_future(self._run())
 
-    async def _follow(self) -> None:
-        async for report in self._reports.watch(after_sequence=0):
+    async def _run(self) -> None:
+        try:
+            await self._follow()
+            raise RuntimeError("the stream ended")
+        except Exception as exc:  # handed to the waiter, which raises it
             async with self._changed:
-                self._by_date[report.trading_date].add(report.sector)
+                self._error = exc
                 self._changed.notify_all()
 
-    async def sealed(self, date: str, timeout: float) -> bool:
+    async def _follow(self) -> None:
+        raise NotImplementedError
+
+    async def _seen(self) -> None:
+        async with self._changed:
+            self._changed.notify_all()
+
+    async def until(self, condition: Callable[[], bool], timeout: float) -> bool:
+        """True once ``condition`` holds; False if it did not within ``timeout`` seconds."""
         try:
             async with asyncio.timeout(timeout), self._changed:
-                await self._changed.wait_for(lambda: len(self._by_date[date]) >= self._sectors)
+                await self._changed.wait_for(lambda: self._error is not None or condition())
         except TimeoutError:
-            _log.warning("a day's reports did not all arrive", date=date)
             return False
+        if self._error is not None:
+            raise self._error
         return True
 
     async def close(self) -> None:
@@ -273,6 +236,51 @@ class _DayReports:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
+
+
+class _StatusBoard(_Follower):
+    """Follows the plan stream and tells when a plan's actions have all finished."""
+
+    def __init__(self, federation: Federation) -> None:
+        super().__init__()
+        self._federation = federation
+        self._final: dict[tuple[int, str], StatusUpdate] = {}
+
+    async def _follow(self) -> None:
+        # From the first event: a fresh mesh has none, and a plan made before the stream
+        # answered is replayed to us rather than missed.
+        async for _sequence, event in self._federation.subscribe(after_sequence=0):
+            if isinstance(event, StatusUpdate) and event.status not in OPEN:
+                self._final[(event.plan_sequence, event.action_id)] = event
+                await self._seen()
+
+    async def finished(self, plan: Plan, timeout: float) -> dict[str, StatusUpdate]:
+        """The final status of each action of ``plan`` that was to run."""
+        keys = [(plan.sequence, a.id) for a in plan.actions if a.status in OPEN]
+        if not await self.until(lambda: all(k in self._final for k in keys), timeout):
+            _log.warning("a plan's actions did not finish in time", plan=plan.sequence)
+        return {k[1]: self._final[k] for k in keys if k in self._final}
+
+
+class _DayReports(_Follower):
+    """Follows the report stream and tells when every sector's report of a day is stored."""
+
+    def __init__(self, reports: Reports, sectors: int) -> None:
+        super().__init__()
+        self._reports = reports
+        self._sectors = sectors
+        self._by_date: dict[str, set[str]] = defaultdict(set)
+
+    async def _follow(self) -> None:
+        async for report in self._reports.watch(after_sequence=0):
+            self._by_date[report.trading_date].add(report.sector)
+            await self._seen()
+
+    async def sealed(self, date: str, timeout: float) -> bool:
+        if await self.until(lambda: len(self._by_date[date]) >= self._sectors, timeout):
+            return True
+        _log.warning("a day's reports did not all arrive", date=date)
+        return False
 
 
 async def bar_seconds(market: Market) -> float:
@@ -313,7 +321,7 @@ async def run(
     board = days = None
     if mesh is not None and arm is Arm.CLOSED:
         board = _StatusBoard(mesh.federation)
-        await board.start()
+        board.start()
         days = _DayReports(mesh.reports, len(snapshot.sectors))
         days.start()
     done_minutes = 0.0

@@ -1,5 +1,6 @@
-"""What a replay measures of an equity curve: Sharpe by the curve's own sampling, drawdown as a
-positive fraction, and a paired p-value that is undefined rather than misleading."""
+"""What a replay measures of an equity curve (Sharpe by the curve's own sampling, drawdown as a
+positive fraction, a paired p-value that is undefined rather than misleading), how it tells the
+days apart, and that a lost stream fails a replay rather than stalling it."""
 
 from __future__ import annotations
 
@@ -9,7 +10,8 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from replay.driver import _dates_left, _day_end
+from qtmesh.base.errors import Unavailable
+from replay.driver import _dates_left, _day_end, _StatusBoard
 from replay.metrics import NANOS_PER_YEAR, curve_metrics, drawdowns, paired_p_value
 
 HOUR = 3600 * 10**9
@@ -52,3 +54,19 @@ def test_a_day_is_left_when_the_clock_stands_on_a_later_date():
     assert _dates_left(day, day + 23 * HOUR) == []
     assert _dates_left(day - HOUR, day + 49 * HOUR) == ["2026-02-03", "2026-02-04", "2026-02-05"]
     assert _day_end("2026-02-03") == day
+
+
+class LostFederation:
+    """A federation whose plan stream fails after its first event."""
+
+    async def subscribe(self, *, after_sequence=None):
+        yield 1, object()
+        raise Unavailable("federation went away")
+
+
+async def test_a_lost_stream_fails_the_wait_instead_of_stalling_it():
+    board = _StatusBoard(LostFederation())
+    board.start()
+    with pytest.raises(Unavailable, match="went away"):
+        await board.until(lambda: False, timeout=60)
+    await board.close()
