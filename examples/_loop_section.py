@@ -9,7 +9,6 @@ agents recalled from memory, and the halts.
 from __future__ import annotations
 
 import contextlib
-import os
 import tempfile
 from collections import Counter
 from collections.abc import Mapping
@@ -31,11 +30,10 @@ from meta.promotion import shadow_decisions
 from meta_optimizer.client import MetaOptimizerClient
 from qtmesh.base.genome import StrategyStage
 from qtmesh.runtime.channels import open_channel
-from qtmesh.runtime.supervisor import running_mesh
 from replay import Arm, MarketSource, MeshClients, ReplayConfig, ReplayRun, run, summary
 from replay.driver import Progress as LoopProgress
 from replay.driver import trading_date
-from replay.mesh import environment
+from replay.mesh import replay_mesh
 from replay.report import ArmSummary
 
 DAY_NANOS = 86_400 * 10**9
@@ -181,12 +179,10 @@ def _comparison(closed: ArmSummary, static: ArmSummary) -> Table:
 async def _static(source: MarketSource, position: int, config: ReplayConfig) -> ReplayRun:
     """The fleet left static over the same days: a market of its own, moved to ``position``."""
     with tempfile.TemporaryDirectory(prefix="qtmesh-static-") as work:
-        env = {**os.environ, **environment(Path(work) / "data", source)}
-        async with (
-            running_mesh(["market"], log_dir=Path(work), env=env) as mesh,
-            open_channel(mesh.addresses["market"], timeout=60) as channel,
-        ):
-            market = MarketClient(channel)
+        folder = Path(work)
+        async with replay_mesh(
+            Arm.STATIC, source, data_dir=folder / "data", log_dir=folder / "logs"
+        ) as (market, _):
             behind = position - (await market.snapshot()).position
             if behind > 0:
                 await market.advance(behind)

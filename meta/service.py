@@ -5,7 +5,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
 
 import grpc
 
@@ -33,6 +34,18 @@ from qtmesh.runtime.server import Service
 from world_model.client import WorldModelClient
 
 HISTORY_BATCH = 100
+
+
+def _followers() -> tuple[tuple[str, str, type[Any], Callable[..., Awaitable[None]]], ...]:
+    """What meta follows, each until shutdown when its setting is on: (the setting, the service,
+    its client, the follower); each reconnects with the configured backoff. Read when meta is
+    built, so the followers are looked up then."""
+    return (
+        ("scale_fleet", "market", MarketClient, publish_scale),
+        ("learn_from_fleet", "market", MarketClient, learn_from_fleet),
+        ("learn_from_sesa", "sesa", SesaEvolutionsClient, learn_from_sesa),
+        ("follow_regimes", "world-model", WorldModelClient, follow_regimes),
+    )
 
 
 class MetaServicer(pb_grpc.MetaServiceServicer):
@@ -160,52 +173,18 @@ def app(*, clock: Clock = wall_clock) -> App[MetaConfig]:
 
         config = ctx.config
         tasks: list[asyncio.Task[None]] = []
-        if config.scale_fleet:
-            tasks.append(
-                asyncio.ensure_future(
-                    publish_scale(
-                        engine,
-                        ctx.client("market", MarketClient),
-                        initial_backoff=config.reconnect_initial_seconds,
-                        max_backoff=config.reconnect_max_seconds,
+        for enabled, service_name, client_type, follow in _followers():
+            if getattr(config, enabled):
+                tasks.append(
+                    asyncio.ensure_future(
+                        follow(
+                            engine,
+                            ctx.client(service_name, client_type),
+                            initial_backoff=config.reconnect_initial_seconds,
+                            max_backoff=config.reconnect_max_seconds,
+                        )
                     )
                 )
-            )
-        if config.learn_from_fleet:
-            tasks.append(
-                asyncio.ensure_future(
-                    learn_from_fleet(
-                        engine,
-                        ctx.client("market", MarketClient),
-                        initial_backoff=config.reconnect_initial_seconds,
-                        max_backoff=config.reconnect_max_seconds,
-                    )
-                )
-            )
-        if config.learn_from_sesa:
-            tasks.append(
-                asyncio.ensure_future(
-                    learn_from_sesa(
-                        engine,
-                        ctx.client("sesa", SesaEvolutionsClient),
-                        initial_backoff=config.reconnect_initial_seconds,
-                        max_backoff=config.reconnect_max_seconds,
-                    )
-                )
-            )
-
-        if config.follow_regimes:
-            tasks.append(
-                asyncio.ensure_future(
-                    follow_regimes(
-                        engine,
-                        ctx.client("world-model", WorldModelClient),
-                        initial_backoff=config.reconnect_initial_seconds,
-                        max_backoff=config.reconnect_max_seconds,
-                    )
-                )
-            )
-
         if config.record_to_memory:
             recorder = Recorder(ctx.client("memory", MemoryClient), writer="meta")
             tasks.append(asyncio.ensure_future(DecisionMemory(engine, recorder).follow()))

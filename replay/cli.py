@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import sys
 import tempfile
 from collections.abc import Sequence
@@ -27,6 +28,12 @@ from replay.mesh import replay_mesh
 from replay.report import document, summary, write_json
 
 OUT_DIR = Path(".qtmesh/replay")
+_COLUMNS = (
+    TextColumn("{task.description}"),
+    BarColumn(),
+    TextColumn("{task.percentage:>3.0f}%"),
+    TimeElapsedColumn(),
+)
 
 
 def parser() -> argparse.ArgumentParser:
@@ -68,26 +75,20 @@ async def replay_arm(
         market,
         clients,
     ):
-        if console is None:
-            return await driver.run(
-                config, arm=arm, source=source.describe(), market=market, mesh=clients
-            )
-        columns = (
-            TextColumn("{task.description}"),
-            BarColumn(),
-            TextColumn("{task.percentage:>3.0f}%"),
-            TimeElapsedColumn(),
-        )
-        with Progress(*columns, console=console, transient=True) as progress:
-            task = progress.add_task(f"{arm.value}: starting", total=config.days * 1440)
+        bar = None if console is None else Progress(*_COLUMNS, console=console, transient=True)
+        with bar or contextlib.nullcontext():
+            show = None
+            if bar is not None:
+                task = bar.add_task(f"{arm.value}: starting", total=config.days * 1440)
 
-            def show(p: driver.Progress) -> None:
-                progress.update(
-                    task,
-                    completed=p.done_minutes,
-                    description=f"{arm.value}: {format_time(p.clock_time)[:16]}  plans {p.plans}"
-                    f"  actions {p.actions} ({p.completed} completed)  equity {p.equity:,.0f}",
-                )
+                def show(p: driver.Progress) -> None:
+                    bar.update(
+                        task,
+                        completed=p.done_minutes,
+                        description=f"{arm.value}: {format_time(p.clock_time)[:16]}  "
+                        f"plans {p.plans}  actions {p.actions} ({p.completed} completed)  "
+                        f"equity {p.equity:,.0f}",
+                    )
 
             return await driver.run(
                 config,

@@ -22,6 +22,7 @@ on it. Clients are passed in; no gRPC here beyond what they raise.
 
 from __future__ import annotations
 
+import abc
 import asyncio
 import contextlib
 import dataclasses
@@ -192,9 +193,10 @@ def trading_date(nanos: int) -> str:
     return datetime.datetime.fromtimestamp(nanos / 1e9, tz=datetime.UTC).date().isoformat()
 
 
-class _Follower:
-    """Follows one stream in a task; ``until`` waits for a condition on what it has seen and
-    raises what ended the stream, so a lost service fails the replay instead of stalling it."""
+class _Follower(abc.ABC):
+    """Follows one stream (``_follow``) in a task; ``until`` waits for a condition on what it
+    has seen and raises what ended the stream, so a lost service fails the replay instead of
+    stalling it."""
 
     def __init__(self) -> None:
         self._changed = asyncio.Condition()
@@ -213,8 +215,8 @@ class _Follower:
                 self._error = exc
                 self._changed.notify_all()
 
-    async def _follow(self) -> None:
-        raise NotImplementedError
+    @abc.abstractmethod
+    async def _follow(self) -> None: ...
 
     async def _seen(self) -> None:
         async with self._changed:

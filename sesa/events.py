@@ -45,6 +45,12 @@ class EventLog:
             self._hub.publish(event)
         return event
 
+    async def bounds(self) -> tuple[int, int]:
+        return await self.store.run(self.store.bounds)
+
+    async def page(self, after: int, limit: int) -> tuple[int, list[StoredEvent]]:
+        return await self.store.run(self.store.page, after, limit)
+
     @property
     def draining(self) -> bool:
         return self._hub.closed

@@ -39,13 +39,11 @@ from qtmesh.base.convert import (
     timestamp,
 )
 from qtmesh.base.errors import (
-    FailedPrecondition,
     InvalidArgument,
     MeshError,
-    ResourceExhausted,
-    Unavailable,
 )
 from qtmesh.base.genome import Policy, StrategyFamily, StrategyGenome, reject_conflicting_ids
+from qtmesh.base.hub import replay_then_follow
 from qtmesh.base.storage import create_engine
 from qtmesh.runtime.agent_service import agent_service
 from qtmesh.runtime.app import App, Built, Context, Uses
@@ -222,62 +220,17 @@ class SesaServicer(pb_grpc.SesaServiceServicer):
     async def WatchEvolutions(
         self, request: pb.WatchEvolutionsRequest, context: grpc.aio.ServicerContext
     ) -> AsyncIterator[pb.WatchEvolutionsResponse]:
-        log = self.events
-        store = log.store
-        # Subscribe before reading the log, so no event falls between the two.
-        subscription = log.subscribe()
-        try:
-            oldest, last = await store.run(store.bounds)
-            if request.HasField("after_sequence"):
-                after = request.after_sequence
-                if not 0 <= after <= last:
-                    raise InvalidArgument(
-                        "after_sequence",
-                        f"must be in 0..{last}, the last sequence (got {after})",
-                    )
-                _check_kept(after, oldest)
-            else:
-                after = last
-            if log.draining:
-                raise _draining(after)
-            # Headers now, so a subscriber knows it is connected before the next event.
-            await context.send_initial_metadata(())
-            if request.HasField("after_sequence"):
-                while True:
-                    oldest, page = await store.run(store.page, after, HISTORY_PAGE)
-                    _check_kept(after, oldest)  # dropped while this subscriber read
-                    for event in page:
-                        after = event.sequence
-                        yield _event_message(event)
-
-                        def delivered(e: StoredEvent, last: int = after) -> bool:
-                            return e.sequence <= last
-
-                        # Live events the log has delivered need no room in the queue.
-                        subscription.discard_while(delivered)
-                        if subscription.overflowed:
-                            # Every event it missed is stored (stored before it is offered),
-                            # so reading on from the log loses nothing.
-                            log.unsubscribe(subscription)
-                            subscription = log.subscribe()
-                    if len(page) < HISTORY_PAGE:
-                        break
-            while True:
-                live = await subscription.next()
-                if live is None:
-                    if subscription.overflowed:
-                        raise ResourceExhausted(
-                            f"subscriber fell {log.queue_size} events behind; resume with "
-                            f"after_sequence={after}",
-                            metadata={"resume_after_sequence": str(after)},
-                        )
-                    raise _draining(after)
-                if live.sequence <= after:
-                    continue  # already delivered from the log
-                after = live.sequence
-                yield _event_message(live)
-        finally:
-            log.unsubscribe(subscription)
+        after = request.after_sequence if request.HasField("after_sequence") else None
+        # Headers once the request is known good, so a subscriber knows it is connected.
+        events = replay_then_follow(
+            self.events,
+            after,
+            page_size=HISTORY_PAGE,
+            connected=lambda: context.send_initial_metadata(()),
+        )
+        async with contextlib.aclosing(events):
+            async for event in events:
+                yield _event_message(event)
 
     async def Evaluate(
         self, request: pb.EvaluateRequest, context: grpc.aio.ServicerContext
@@ -775,24 +728,6 @@ class SesaServicer(pb_grpc.SesaServiceServicer):
         finally:
             if self._memory is not None:
                 await self._memory.close()
-
-
-def _check_kept(after: int, oldest: int) -> None:
-    """Refuses a resume from before the oldest kept event (events after it were dropped)."""
-    if oldest and after < oldest - 1:
-        raise FailedPrecondition(
-            f"after_sequence: events {after + 1}..{oldest - 1} were dropped from the bounded log; "
-            f"the oldest available is sequence {oldest} (resume with after_sequence >= "
-            f"{oldest - 1})",
-            metadata={"field": "after_sequence", "oldest_sequence": str(oldest)},
-        )
-
-
-def _draining(after: int) -> Unavailable:
-    return Unavailable(
-        f"server is shutting down; resume with after_sequence={after}",
-        metadata={"resume_after_sequence": str(after)},
-    )
 
 
 def _origin_tags(origin: pb.ActionOrigin | pb.EvolveOrigin) -> dict[str, str]:

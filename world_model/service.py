@@ -12,14 +12,14 @@ import grpc
 from market.client import MarketClient
 from qtmesh.api.worldmodel.v1 import world_model_pb2 as pb
 from qtmesh.api.worldmodel.v1 import world_model_pb2_grpc as pb_grpc
-from qtmesh.base.errors import FailedPrecondition, InvalidArgument, ResourceExhausted, Unavailable
+from qtmesh.base.hub import replay_then_follow
 from qtmesh.runtime.agent_service import agent_service
 from qtmesh.runtime.app import App, Built, Context, Uses
 from qtmesh.runtime.server import Service
 from world_model import _convert as convert
 from world_model.config import ENV_PREFIX, WorldModelConfig
 from world_model.engine import Subject, WorldModel
-from world_model.watch import RegimeChange, RegimeLog, RegimeWatcher
+from world_model.watch import RegimeLog, RegimeWatcher
 
 HISTORY_PAGE = 100  # kept regime events sent at a time when a subscriber resumes
 
@@ -56,75 +56,17 @@ class WorldModelServicer(pb_grpc.WorldModelServiceServicer):
     async def WatchRegimes(
         self, request: pb.WatchRegimesRequest, context: grpc.aio.ServicerContext
     ) -> AsyncIterator[pb.WatchRegimesResponse]:
-        log = self.regimes
-        # Subscribed before reading the log: an event logged meanwhile is in the queue too.
-        subscription = log.subscribe()
-        try:
-            last = log.last_sequence
-            if request.HasField("after_sequence"):
-                after = request.after_sequence
-                if not 0 <= after <= last:
-                    raise InvalidArgument(
-                        "after_sequence", f"must be in 0..{last}, the last sequence (got {after})"
-                    )
-                _check_kept(after, log.oldest_sequence)
-            else:
-                after = last
-            if log.draining:
-                raise _draining(after)
-            # Headers now, so a subscriber knows it is connected before the next event.
-            await context.send_initial_metadata(())
-            while True:
-                _check_kept(after, log.oldest_sequence)  # dropped while this subscriber read
-                page = log.after(after, HISTORY_PAGE)
-                if not page:
-                    break
-                for event in page:
-                    after = event.sequence
-                    yield convert.change_to_proto(event)
-
-                    def delivered(e: RegimeChange, last: int = after) -> bool:
-                        return e.sequence <= last
-
-                    subscription.discard_while(delivered)
-                    if subscription.overflowed:
-                        # Every event it missed is in the log: reading on from it loses nothing.
-                        log.unsubscribe(subscription)
-                        subscription = log.subscribe()
-            while True:
-                live = await subscription.next()
-                if live is None:
-                    if subscription.overflowed:
-                        raise ResourceExhausted(
-                            f"subscriber fell {log.queue_size} events behind; resume with "
-                            f"after_sequence={after}",
-                            metadata={"resume_after_sequence": str(after)},
-                        )
-                    raise _draining(after)
-                if live.sequence <= after:
-                    continue  # already delivered from the log
-                after = live.sequence
-                yield convert.change_to_proto(live)
-        finally:
-            log.unsubscribe(subscription)
-
-
-def _check_kept(after: int, oldest: int) -> None:
-    """Refuses a resume from before the oldest kept event (events after it were dropped)."""
-    if oldest and after < oldest - 1:
-        raise FailedPrecondition(
-            f"after_sequence: events {after + 1}..{oldest - 1} were dropped from the bounded log; "
-            f"the oldest available is sequence {oldest} (resume with after_sequence >= "
-            f"{oldest - 1})",
-            metadata={"field": "after_sequence", "oldest_sequence": str(oldest)},
+        after = request.after_sequence if request.HasField("after_sequence") else None
+        # Headers once the request is known good, so a subscriber knows it is connected.
+        events = replay_then_follow(
+            self.regimes,
+            after,
+            page_size=HISTORY_PAGE,
+            connected=lambda: context.send_initial_metadata(()),
         )
-
-
-def _draining(after: int) -> Unavailable:
-    return Unavailable(
-        f"server is shutting down; resume with after_sequence={after}",
-        metadata={"resume_after_sequence": str(after)},
-    )
+        async with contextlib.aclosing(events):
+            async for event in events:
+                yield convert.change_to_proto(event)
 
 
 def services(model: WorldModel, regimes: RegimeLog | None = None) -> list[Service]:

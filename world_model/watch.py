@@ -116,6 +116,12 @@ class RegimeLog:
         start = max(sequence + 1 - self.oldest_sequence, 0) if self._events else 0
         return [self._events[i] for i in range(start, min(start + limit, len(self._events)))]
 
+    async def bounds(self) -> tuple[int, int]:
+        return self.oldest_sequence, self._last
+
+    async def page(self, after: int, limit: int) -> tuple[int, list[RegimeChange]]:
+        return self.oldest_sequence, self.after(after, limit)
+
     @property
     def draining(self) -> bool:
         return self._hub.closed
