@@ -371,6 +371,7 @@ class MarketClockWatcher:
         self._backoff = backoff
         self._max_backoff = max_backoff
         self._latest: tuple[int, int] | None = None
+        self._symbols: list[str] = []
         self.moved = ChangeSignal()  # notified whenever the clock moves
 
     def latest(self) -> tuple[int, int] | None:
@@ -379,7 +380,8 @@ class MarketClockWatcher:
 
     async def sync(self) -> None:
         """Reads the clock from the market now (the stream may be behind it)."""
-        snapshot = await self._market.snapshot()
+        # Only the clock is wanted: one symbol's quote, once the stream has named one.
+        snapshot = await self._market.snapshot(self._symbols)
         self._see(snapshot.clock_time, snapshot.position)
 
     def _see(self, clock_time: int, position: int) -> None:
@@ -404,7 +406,7 @@ class MarketClockWatcher:
         self.moved.notify()
         # Only the clock is wanted: one symbol's bars keep each step's message small, so the
         # watcher keeps up when the clock moves thousands of steps at once.
-        symbols = [snapshot.quotes[0].bar.symbol] if snapshot.quotes else []
+        symbols = self._symbols = [snapshot.quotes[0].bar.symbol] if snapshot.quotes else []
         async for position, clock_time, _bars in self._market.stream_bars(
             symbols, after_position=snapshot.position
         ):
