@@ -43,13 +43,16 @@ SIGNIFICANCE = 0.05
 class Measured:
     summary: ArmSummary
     wall_s_per_day: float
+    phases_s_per_day: dict[str, float]
 
 
 async def measure(arm: Arm, source: MarketSource, config: ReplayConfig) -> Measured:
     with tempfile.TemporaryDirectory(prefix="qtmesh-bench-") as work:
         run = await replay_arm(arm, source, config, work_dir=Path(work))
     s = summary(run)
-    return Measured(s, run.wall_seconds / run.days if run.days else float("nan"))
+    days = run.days or float("nan")
+    phases = {k: v / days for k, v in run.wall_seconds_by_phase.items()}
+    return Measured(s, run.wall_seconds / days, phases)
 
 
 def arm_figures(runs: list[Measured]) -> dict[str, Any]:
@@ -68,6 +71,11 @@ def arm_figures(runs: list[Measured]) -> dict[str, Any]:
         "plans_per_seed": [x.plans for x in s],
         "days_per_seed": [round(x.days, 3) for x in s],
         "wall_s_per_day": [round(r.wall_s_per_day, 3) for r in runs],
+        # Where the wall time goes (replay/driver.py ReplayRun.wall_seconds_by_phase).
+        "wall_s_per_day_by_phase": {
+            phase: round(float(np.mean([r.phases_s_per_day.get(phase, 0.0) for r in runs])), 3)
+            for phase in sorted({p for r in runs for p in r.phases_s_per_day})
+        },
     }
 
 

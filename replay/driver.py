@@ -30,7 +30,7 @@ import datetime
 import itertools
 import time
 from collections import defaultdict
-from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Iterator, Mapping, Sequence
 from typing import Protocol
 
 import structlog
@@ -152,6 +152,10 @@ class ReplayRun:
     meta: tuple[MetaRecord, ...]
     wall_seconds: float
     at_end: bool  # the market ran out of bars before the days were replayed
+    # Where the wall time went: "plan" (planning and executing until every action is final),
+    # "advance" (moving the clock), "sample" (reading the fleet), "audit" (waiting for the
+    # day's reports and the optimizer's cycle), "meta" (reading meta's history at the end).
+    wall_seconds_by_phase: Mapping[str, float] = dataclasses.field(default_factory=dict)
 
     @property
     def days(self) -> float:
@@ -312,6 +316,16 @@ async def run(
     if arm is Arm.CLOSED and mesh is None:
         raise ValueError("the closed loop needs the mesh's clients")
     started = time.monotonic()
+    phases: dict[str, float] = defaultdict(float)
+
+    @contextlib.contextmanager
+    def timed(phase: str) -> Iterator[None]:
+        began = time.monotonic()
+        try:
+            yield
+        finally:
+            phases[phase] += time.monotonic() - began
+
     spacing = await bar_seconds(market)
     sample_steps = max(1, round(config.sample_every_minutes * 60 / spacing))
     total_minutes = config.days * 1440
@@ -336,15 +350,18 @@ async def run(
                 break  # a plan now would have no market left to act on
             if board is not None and since_plan >= plan_every - 1e-9:
                 assert mesh is not None
-                plans.append(await _plan(mesh.federation, board, config, counts))
+                with timed("plan"):
+                    plans.append(await _plan(mesh.federation, board, config, counts))
                 since_plan = 0.0
             before = samples[-1].time
             # The last step is cut short so the replay ends on the days asked for.
             remaining = round((total_minutes - done_minutes) * 60 / spacing)
             steps = max(1, min(sample_steps, remaining))
-            advanced = await market.advance(steps)
+            with timed("advance"):
+                advanced = await market.advance(steps)
             at_end = advanced.at_end
-            samples.append(sample_of(await market.fleet()))
+            with timed("sample"):
+                samples.append(sample_of(await market.fleet()))
             done_minutes += steps * spacing / 60
             since_plan += steps * spacing / 60
             if days is not None:
@@ -353,7 +370,8 @@ async def run(
                     # The fleet is reported from its deployment on: a day it never traded in
                     # (one that ended with the first bar) has no reports to wait for.
                     if _day_end(date) > samples[0].time + spacing * 1e9:
-                        audits.append(await _audit(mesh.optimizer, days, date, config))
+                        with timed("audit"):
+                            audits.append(await _audit(mesh.optimizer, days, date, config))
             if progress is not None:
                 progress(
                     Progress(
@@ -373,7 +391,8 @@ async def run(
             await days.close()
     meta = []
     if mesh is not None and arm is Arm.CLOSED:
-        meta = await _meta_history(mesh.meta, since=samples[0].time)
+        with timed("meta"):
+            meta = await _meta_history(mesh.meta, since=samples[0].time)
     return ReplayRun(
         arm=arm,
         source=source,
@@ -385,6 +404,7 @@ async def run(
         meta=tuple(meta),
         wall_seconds=time.monotonic() - started,
         at_end=at_end,
+        wall_seconds_by_phase=dict(phases),
     )
 
 

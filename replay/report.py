@@ -64,6 +64,7 @@ def arm_document(run: ReplayRun) -> dict[str, Any]:
         "arm": run.arm.value,
         "summary": dataclasses.asdict(summary(run)),
         "wall_s_per_day": run.wall_seconds / run.days if run.days else None,
+        "wall_seconds_by_phase": {k: round(v, 3) for k, v in run.wall_seconds_by_phase.items()},
         "market_ran_out": run.at_end,
         "samples": [
             {

@@ -201,9 +201,16 @@ class WorldModel:
         times, closes = await self._history(subject, members, span)
         settings = self._config.regime_settings
         seed = self._config.seed
+        before = self._cache.get(key)
+        warm = before.model.hmm if before is not None else None
         model = await run_cancellable(
             lambda token: fit_regimes(
-                times, closes, settings=settings, rng=np.random.default_rng(seed), cancel=token
+                times,
+                closes,
+                settings=settings,
+                rng=np.random.default_rng(seed),
+                warm_start=warm,
+                cancel=token,
             )
         )
         previous = self._cache.get(key)

@@ -114,10 +114,12 @@ def fit_regimes(
     *,
     settings: RegimeSettings,
     rng: np.random.Generator,
+    warm_start: GaussianHMM | None = None,
     cancel: CancelToken | None = None,
     field: str = "lookback",
 ) -> RegimeModel:
-    """Fits the regime model of a series of bar ``times`` and ``closes`` (oldest first)."""
+    """Fits the regime model of a series of bar ``times`` and ``closes`` (oldest first); a
+    refit starts from the previous fit's ``hmm`` as well (``fit_hmm``'s ``warm_start``)."""
     times = np.asarray(times, dtype=np.int64)
     closes = np.asarray(closes, dtype=np.float64)
     bad = np.flatnonzero(~(np.isfinite(closes) & (closes > 0)))
@@ -136,6 +138,7 @@ def fit_regimes(
         max_iterations=settings.max_iterations,
         tolerance=settings.tolerance,
         restarts=settings.restarts,
+        warm_start=warm_start,
         cancel=cancel,
         field=field,
     )

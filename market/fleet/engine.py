@@ -35,6 +35,8 @@ from qtmesh.base.contract import (
 from qtmesh.base.errors import InvalidArgument
 
 Clock = Callable[[], int]
+# Reports kept per run, at most: the officers' windows of one clock step are far fewer.
+_CACHED_REPORTS = 256
 # The action types the fleet executes.
 EXECUTABLE = (
     ActionType.ADJUST_EXPOSURE,
@@ -60,6 +62,9 @@ class FleetEngine:
         self._backtester = Backtester(state.setup)
         self._run: FleetRun | None = None
         self._run_key: tuple[int, int] | None = None
+        # The reports of one run (a run never changes): the officers read the same windows.
+        self._reports_of: FleetRun | None = None
+        self._reports: dict[tuple[int | None, int | None, str], FleetReport] = {}
         self._computing = asyncio.Lock()
         self._changing = asyncio.Lock()
 
@@ -99,7 +104,14 @@ class FleetEngine:
         if sector:
             self.setup.check_sector(sector, field="sector")
         run = await self.run()
-        return run.report(start_time=start_time, end_time=end_time, sector=sector)
+        if self._reports_of is not run or len(self._reports) >= _CACHED_REPORTS:
+            self._reports_of, self._reports = run, {}
+        key = (start_time, end_time, sector)
+        report = self._reports.get(key)
+        if report is None:
+            report = run.report(start_time=start_time, end_time=end_time, sector=sector)
+            self._reports[key] = report
+        return report
 
     async def trades(self, query: TradeQuery, limit: int) -> tuple[list[Trade], bool]:
         if query.sector:

@@ -91,6 +91,7 @@ class FleetReport:
     sectors: tuple[SectorBook, ...]
     strategies: tuple[StrategyBook, ...]
     missions: tuple[MissionBook, ...]
+    # The changes made in the window (from its start, or the deployment, to its end).
     changes: tuple[FleetChange, ...]
     # Scopes halted from the end of the window on ("portfolio" or sectors).
     halted: frozenset[str] = frozenset()

@@ -206,7 +206,12 @@ class FleetRun:
             sectors=tuple(sectors),
             strategies=tuple(strategies),
             missions=tuple(missions),
-            changes=self.state.changes,
+            # Made in the window: those before it are in the reports of earlier windows.
+            changes=tuple(
+                c
+                for c in self.state.changes
+                if (start_time is None or c.time >= start_time) and c.time <= at
+            ),
             halted=halted,
             scale=scale,
         )

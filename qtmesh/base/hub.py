@@ -179,6 +179,7 @@ async def replay_then_follow(
         while True:
             oldest, page = await log.page(after, page_size)
             check_kept(after, oldest)  # dropped while this subscriber read
+            missed = False
             for event in page:
                 after = event.sequence
                 yield event
@@ -190,10 +191,11 @@ async def replay_then_follow(
                 subscription.discard_while(delivered)
                 if subscription.overflowed:
                     # Every event it missed is kept (kept before it is offered), so reading
-                    # on from the log loses nothing.
+                    # on from the log loses nothing; the new subscription has none of them.
                     log.unsubscribe(subscription)
                     subscription = log.subscribe()
-            if len(page) < page_size:
+                    missed = True
+            if len(page) < page_size and not missed:
                 break
         while True:
             live = await subscription.next()

@@ -92,8 +92,9 @@ async def test_a_critical_halt_and_a_disable_reach_the_fleet_through_the_federat
         assert crypto.halted
         assert crypto.gross_exposure == 0
         assert next(s for s in after.strategies if s.strategy.id == loser).enabled is False
-        assert {ch.cause.plan_sequence for ch in after.changes} == {plan.sequence}
-        assert [ch.cause.action_id for ch in after.changes] == [
+        made = (await client.fleet()).changes  # at the clock the plan ran at, before the window
+        assert {ch.cause.plan_sequence for ch in made} == {plan.sequence}
+        assert [ch.cause.action_id for ch in made] == [
             a.id
             for a in sorted(plan.actions, key=lambda a: -a.priority)
             if a.action_type in (c.ActionType.HALT_TRADING, c.ActionType.DISABLE_STRATEGY)

@@ -101,7 +101,8 @@ async def test_a_disabled_strategy_is_flat_from_the_next_bar_and_its_capital_goe
     # No trade of it starts after the bar it was disabled at.
     trades = await client.trades(strategy_id=target)
     assert all(t.entry_time <= executed_at for t in trades)
-    (change,) = later.changes
+    assert later.changes == ()  # made before the window
+    (change,) = (await client.fleet()).changes
     assert (change.cause.action_id, change.cause.plan_sequence) == ("a1", 7)
 
 
@@ -151,7 +152,10 @@ async def test_a_halt_flattens_at_the_next_open_keeps_allocations_and_a_resume_r
     assert not any(s.halted for s in after.sectors)
     assert any(s.position != 0 for s in after.strategies)
     assert after.pnl != pytest.approx(0.0, abs=1e-6)
-    assert [c.halted for c in after.changes] == [frozenset({"portfolio"}), frozenset()]
+    assert [c.halted for c in (await client.fleet()).changes] == [
+        frozenset({"portfolio"}),
+        frozenset(),
+    ]
 
 
 async def test_a_sector_halt_stops_only_that_sector(market):

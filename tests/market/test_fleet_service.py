@@ -130,6 +130,11 @@ async def test_actions_change_allocations_once_and_survive_a_restart(tmp_path):
         assert tech.allocation == pytest.approx(0.3)
         assert [c.cause.action_id for c in fleet.changes] == ["a1", "a2"]
         assert fleet.changes[0].cause.plan_sequence == 3
+        # A window reports the changes made in it, so period-by-period readers get each once.
+        made = fleet.changes[0].time
+        assert (await client.fleet(start_time=made, end_time=made)).changes == fleet.changes
+        assert (await client.fleet(end_time=made - 1)).changes == ()
+        assert (await client.fleet(start_time=made + 1)).changes == ()
         (mission,) = fleet.missions
         assert (mission.mission.long_sector, mission.mission.short_sector) == ("Tech", "Energy")
         assert mission.active

@@ -113,7 +113,7 @@ async def test_the_fleet_scales_every_position_from_the_next_bar_naming_the_vers
         for old in before.strategies:
             new = next(s for s in after.strategies if s.strategy.id == old.strategy.id)
             assert new.weight == pytest.approx(0.6 * old.weight)
-        assert after.changes[-1].cause.action_id == "meta-v4"
+        assert (await client.fleet()).changes[-1].cause.action_id == "meta-v4"
         with pytest.raises(InvalidArgument) as bad:
             await client.apply_meta_parameters(
                 version=5, risk_multiplier=-1.0, position_size_scale=1.0

@@ -145,7 +145,11 @@ async def test_an_evolve_call_closed_early_ends_its_evolution_cancelled(tmp_path
     ):
         client = SesaClient(served.channel)
         watching = asyncio.ensure_future(until_ended(client.watch_evolutions(after_sequence=0)))
-        events = client.evolve(bars=bar_source(symbol="NOVA"), config=QUICK, seed=7)
+        # Far more generations than can run before the cancel arrives, however slow the machine.
+        endless = pb.EvolutionConfig()
+        endless.CopyFrom(QUICK)
+        endless.num_generations = 500
+        events = client.evolve(bars=bar_source(symbol="NOVA"), config=endless, seed=7)
         async with contextlib.aclosing(events):
             async for _ in events:
                 break  # generation 0 seen: the caller goes away
@@ -322,20 +326,47 @@ def _message(name: str, generation: int) -> bytes:
     ).SerializeToString()
 
 
-async def test_a_slow_subscriber_is_cut_off_with_the_sequence_to_resume_after(tmp_path):
-    store = EvolutionStore(create_engine(sqlite_url(tmp_path / "log.db")), keep=100)
-    log = EventLog(store, queue_size=2)
+class _WatchedLog(EventLog):
+    """Counts the pages read that reached the log's end: the reader waits on its live queue
+    right after one (nothing in between awaits)."""
+
+    def __init__(self, tmp_path: Path) -> None:
+        store = EvolutionStore(create_engine(sqlite_url(tmp_path / "log.db")), keep=100)
+        super().__init__(store, queue_size=2)
+        self.ends_read = 0
+        self._read = asyncio.Condition()
+
+    async def page(self, after: int, limit: int):
+        oldest, events = await super().page(after, limit)
+        if len(events) < limit:
+            async with self._read:
+                self.ends_read += 1
+                self._read.notify_all()
+        return oldest, events
+
+    async def ends_reached(self, count: int) -> None:
+        async with self._read:
+            await self._read.wait_for(lambda: self.ends_read >= count)
+
+
+def _watch(log: EventLog, tmp_path: Path, after_sequence: int | None = None):
     servicer = sesa.service.SesaServicer(
         config=SesaConfig(data_dir=tmp_path),
         market=None,
         events=log,  # type: ignore[arg-type]
     )
-    contexts = _Context(), _Context()
-    slow, fast = (servicer.WatchEvolutions(pb.WatchEvolutionsRequest(), c) for c in contexts)
+    request = pb.WatchEvolutionsRequest()
+    if after_sequence is not None:
+        request.after_sequence = after_sequence
+    return servicer.WatchEvolutions(request, _Context())
+
+
+async def test_a_slow_subscriber_is_cut_off_with_the_sequence_to_resume_after(tmp_path):
+    log = _WatchedLog(tmp_path)
+    slow, fast = _watch(log, tmp_path), _watch(log, tmp_path)
     first = asyncio.ensure_future(slow.__anext__())
     fast_first = asyncio.ensure_future(fast.__anext__())
-    for context in contexts:
-        await context.subscribed.wait()
+    await log.ends_reached(2)  # both follow their live queues now
     await log.append("evo-a", STARTED, _message("evo-a", 0))
     assert (await first).sequence == 1
     assert (await fast_first).sequence == 1
@@ -349,7 +380,27 @@ async def test_a_slow_subscriber_is_cut_off_with_the_sequence_to_resume_after(tm
     assert cut.value.metadata["resume_after_sequence"] == "1"
     assert "resume with after_sequence=1" in cut.value.message
     await fast.aclose()
-    store.close()
+
+
+async def test_a_subscriber_that_falls_behind_while_reading_history_misses_nothing(tmp_path):
+    log = EventLog(
+        EvolutionStore(create_engine(sqlite_url(tmp_path / "log.db")), keep=100), queue_size=2
+    )
+    await log.append("evo-a", STARTED, _message("evo-a", 0))
+    for generation in range(4):
+        await log.append("evo-a", GENERATION, _message("evo-a", generation), start_sequence=1)
+    reader = _watch(log, tmp_path, after_sequence=0)
+    seen = [(await reader.__anext__()).sequence]
+    # Three more while it holds the first of the history: its live queue of 2 overflows, and
+    # the log it reads on from has them all.
+    for generation in range(4, 7):
+        await log.append("evo-a", GENERATION, _message("evo-a", generation), start_sequence=1)
+    seen += [(await reader.__anext__()).sequence for _ in range(7)]
+    assert seen == list(range(1, 9))
+    # Then live, from the queue that replaced the overflowed one.
+    await log.append("evo-a", GENERATION, _message("evo-a", 7), start_sequence=1)
+    assert (await reader.__anext__()).sequence == 9
+    await reader.aclose()
 
 
 def test_the_store_keeps_the_newest_events_on_both_backends(database_url):

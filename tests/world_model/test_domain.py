@@ -100,6 +100,21 @@ def test_fitting_is_deterministic_given_the_seed():
     np.testing.assert_array_equal(one.model.transition, two.model.transition)
 
 
+def test_a_warm_refit_finds_the_cold_optimum_in_fewer_steps():
+    rng = np.random.default_rng(4)
+    x = np.concatenate([rng.normal(0, 1, 1500), rng.normal(0, 3, 600), rng.normal(0, 1, 900)])
+    before = fit_hmm(x[:-8], states=3, rng=np.random.default_rng(0))
+    cold = fit_hmm(x, states=3, rng=np.random.default_rng(0))
+    warm = fit_hmm(x, states=3, rng=np.random.default_rng(0), warm_start=before.model)
+    assert warm.converged
+    assert warm.log_likelihood >= cold.log_likelihood - 1e-6 * x.size
+    assert warm.iterations < cold.iterations
+    np.testing.assert_allclose(warm.model.stddevs, cold.model.stddevs, rtol=0.02)
+    with pytest.raises(InvalidArgument) as bad:
+        fit_hmm(x, states=2, rng=np.random.default_rng(0), warm_start=before.model)
+    assert bad.value.field == "warm_start"
+
+
 @pytest.mark.parametrize(
     ("max_iterations", "burn_in", "restarts"),
     [(200, 10, 2), (3, 10, 2), (1, 10, 0), (5, 0, 1), (10, 5, 3)],
