@@ -4,6 +4,7 @@ Global Action Plan stream."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 from collections import OrderedDict
 from collections.abc import AsyncIterator, Callable, Collection
@@ -28,7 +29,8 @@ from qtmesh.api.federation.v1 import federation_pb2_grpc as pb_grpc
 from qtmesh.base import paging
 from qtmesh.base.contract import ActionType, Priority
 from qtmesh.base.convert import enum_from_proto
-from qtmesh.base.errors import InvalidArgument, ResourceExhausted, Unavailable
+from qtmesh.base.errors import InvalidArgument
+from qtmesh.base.hub import Subscription, replay_then_follow
 from qtmesh.base.reconnect import follow_forever
 from qtmesh.base.signal import ChangeSignal
 from qtmesh.base.storage import create_engine
@@ -57,6 +59,36 @@ class _Filter:
         if self.min_priority is not None and priority < self.min_priority:
             return False
         return not self.types or action_type in self.types
+
+
+class _PlanLog:
+    """The plan stream's events as a :class:`~qtmesh.base.hub.ResumableLog`: the store keeps
+    every event (a write commits before it is published), and the hub offers the new ones."""
+
+    def __init__(self, federation: Federation, *, draining: Callable[[], bool]) -> None:
+        self._store = federation.store
+        self._hub = federation.hub
+        self._draining = draining
+
+    @property
+    def queue_size(self) -> int:
+        return self._hub.queue_size
+
+    @property
+    def draining(self) -> bool:
+        return self._draining()
+
+    def subscribe(self) -> Subscription[Event]:
+        return self._hub.subscribe()
+
+    def unsubscribe(self, subscription: Subscription[Event]) -> None:
+        self._hub.unsubscribe(subscription)
+
+    async def bounds(self) -> tuple[int, int]:
+        return 0, await self._store.run(self._store.last_sequence)  # nothing is dropped
+
+    async def page(self, after: int, limit: int) -> tuple[int, list[Event]]:
+        return 0, await self._store.run(self._store.events_after, after, limit)
 
 
 class FederationServicer(pb_grpc.FederationServiceServicer):
@@ -145,67 +177,19 @@ class FederationServicer(pb_grpc.FederationServiceServicer):
             for i, t in enumerate(request.action_types)
         ]
         filter_ = _Filter(priority, types)
-        store = self._federation.store
-        hub = self._federation.hub
-        # Subscribe before reading history, so no event falls between the two.
-        subscription = hub.subscribe()
-        try:
-            if self._draining:
-                raise Unavailable(
-                    "federation is shutting down; subscribe again once it is back "
-                    "(with after_sequence to miss nothing)"
-                )
-            await context.send_initial_metadata(())
-            last = await store.run(store.last_sequence)
-            if request.HasField("after_sequence"):
-                if not 0 <= request.after_sequence <= last:
-                    raise InvalidArgument(
-                        "after_sequence",
-                        f"must be in 0..{last}, the last sequence (got {request.after_sequence})",
-                    )
-                last = request.after_sequence
-                page = self._federation.config.history_page
-                while True:
-                    events = await store.run(store.events_after, last, page)
-                    for event in events:
-                        message = self._message(event, filter_)
-                        last = event.sequence
-                        if message is not None:
-                            yield message
-
-                        # Live events the history has delivered need no room in the queue.
-                        def delivered(e: Event, last: int = last) -> bool:
-                            return e.sequence <= last
-
-                        subscription.discard_while(delivered)
-                        if subscription.overflowed:
-                            # Every event it missed is stored (a write commits before it is
-                            # published), so replaying on from history loses nothing: a
-                            # subscriber reading a long history is not cut off for it.
-                            hub.unsubscribe(subscription)
-                            subscription = hub.subscribe()
-                    if len(events) < page:
-                        break
-            while True:
-                live = await subscription.next()
-                if live is None:
-                    if subscription.overflowed:
-                        raise ResourceExhausted(
-                            f"subscriber fell {hub.queue_size} events behind; "
-                            f"resume with after_sequence={last}",
-                            metadata={"resume_after_sequence": str(last)},
-                        )
-                    raise Unavailable(
-                        f"federation is shutting down; resume with after_sequence={last}"
-                    )
-                if live.sequence <= last:
-                    continue  # already delivered from history
-                last = live.sequence
-                message = self._message(live, filter_)
+        after = request.after_sequence if request.HasField("after_sequence") else None
+        # Headers once the request is known good, so a subscriber knows it is connected.
+        events = replay_then_follow(
+            _PlanLog(self._federation, draining=lambda: self._draining),
+            after,
+            page_size=self._federation.config.history_page,
+            connected=lambda: context.send_initial_metadata(()),
+        )
+        async with contextlib.aclosing(events):
+            async for event in events:
+                message = self._message(event, filter_)
                 if message is not None:
                     yield message
-        finally:
-            hub.unsubscribe(subscription)
 
     def _plan_message(self, plan: Plan) -> pb.GlobalActionPlan:
         """The message of a plan as created (cached for the newest). Do not modify it."""
