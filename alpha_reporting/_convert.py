@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from alpha_reporting.report import EncryptedReport, SectorReport
 from qtmesh.api.alpha.v1 import alpha_reporting_pb2 as pb
-from qtmesh.base.convert import timestamp
+from qtmesh.base.convert import time_from_proto, timestamp
 
 
 def report_to_proto(r: SectorReport) -> pb.SectorReport:
@@ -59,6 +59,6 @@ def encrypted_from_proto(message: pb.EncryptedReport) -> EncryptedReport:
         key_id=message.key_id,
         nonce=bytes(message.nonce),
         ciphertext=bytes(message.ciphertext),
-        create_time=message.create_time.ToNanoseconds(),
+        create_time=time_from_proto(message.create_time, field="create_time"),
         sequence=message.sequence,
     )

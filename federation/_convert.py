@@ -7,7 +7,14 @@ from qtmesh.api.agent.v1 import agent_pb2
 from qtmesh.api.federation.v1 import federation_pb2 as pb
 from qtmesh.base import convert as agent_convert
 from qtmesh.base.contract import ActionStatus, ActionType, Priority
-from qtmesh.base.convert import duration, enum_from_proto, enum_to_proto, timestamp
+from qtmesh.base.convert import (
+    duration,
+    enum_from_proto,
+    enum_to_proto,
+    seconds_from_proto,
+    time_from_proto,
+    timestamp,
+)
 
 
 def plan_to_proto(plan: Plan) -> pb.GlobalActionPlan:
@@ -28,7 +35,7 @@ def plan_from_proto(message: pb.GlobalActionPlan) -> Plan:
     return Plan(
         id=message.id,
         sequence=message.sequence,
-        create_time=message.create_time.ToNanoseconds(),
+        create_time=time_from_proto(message.create_time, field="create_time"),
         confidence=message.confidence,
         consensus_score=message.consensus_score,
         actions=tuple(
@@ -56,7 +63,7 @@ def report_from_proto(message: pb.AgentReport) -> AgentReport:
     return AgentReport(
         agent=message.agent,
         outcome=enum_from_proto(CallOutcome, pb.AgentCallOutcome, message.outcome, field="outcome"),
-        latency_seconds=message.latency.ToNanoseconds() / 1e9,
+        latency_seconds=seconds_from_proto(message.latency, field="latency"),
         attempts=message.attempts,
         recommendation_count=message.recommendation_count,
         detail=message.detail,
@@ -91,6 +98,6 @@ def status_from_proto(message: pb.ActionStatusUpdate, sequence: int) -> StatusUp
         ),
         detail=message.detail,
         attempts=message.attempts,
-        update_time=message.update_time.ToNanoseconds(),
+        update_time=time_from_proto(message.update_time, field="update_time"),
         outcome=dict(message.outcome),
     )

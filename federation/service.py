@@ -28,7 +28,7 @@ from qtmesh.api.federation.v1 import federation_pb2 as pb
 from qtmesh.api.federation.v1 import federation_pb2_grpc as pb_grpc
 from qtmesh.base import paging
 from qtmesh.base.contract import ActionType, Priority
-from qtmesh.base.convert import enum_from_proto
+from qtmesh.base.convert import enum_from_proto, optional_time_from_proto
 from qtmesh.base.errors import InvalidArgument
 from qtmesh.base.hub import Subscription, replay_then_follow
 from qtmesh.base.reconnect import follow_forever
@@ -126,8 +126,8 @@ class FederationServicer(pb_grpc.FederationServiceServicer):
         self, request: pb.ListPlansRequest, context: grpc.aio.ServicerContext
     ) -> pb.ListPlansResponse:
         size = paging.page_size(request.page_size, default=50, maximum=500)
-        start = request.start_time.ToNanoseconds() if request.HasField("start_time") else None
-        end = request.end_time.ToNanoseconds() if request.HasField("end_time") else None
+        start = optional_time_from_proto(request, "start_time")
+        end = optional_time_from_proto(request, "end_time")
         if start is not None and end is not None and end <= start:
             raise InvalidArgument("end_time", "must be after start_time")
         priority = _priority(request.min_priority, "min_priority")

@@ -12,6 +12,8 @@ from qtmesh.base.convert import (
     enum_to_proto,
     genome_from_proto,
     genome_to_proto,
+    optional_time_from_proto,
+    time_from_proto,
     timestamp,
 )
 from qtmesh.base.errors import InvalidArgument
@@ -126,7 +128,7 @@ def _record_to_proto(r: fleet.StageRecord) -> pb.StageRecord:
 
 def _record_from_proto(r: pb.StageRecord) -> fleet.StageRecord:
     return fleet.StageRecord(
-        start_time=r.start_time.ToNanoseconds(),
+        start_time=time_from_proto(r.start_time, field="start_time"),
         bar_count=r.bar_count,
         total_return=r.total_return,
         sharpe=r.sharpe,
@@ -139,13 +141,13 @@ def _record_from_proto(r: pb.StageRecord) -> fleet.StageRecord:
 
 
 def _time(message: object, name: str) -> int | None:
-    return getattr(message, name).ToNanoseconds() if message.HasField(name) else None  # type: ignore[attr-defined]
+    return optional_time_from_proto(message, name)
 
 
 def fleet_from_proto(message: pb.Fleet) -> fleet.FleetReport:
     return fleet.FleetReport(
-        deployment_time=message.deployment_time.ToNanoseconds(),
-        clock_time=message.clock_time.ToNanoseconds(),
+        deployment_time=time_from_proto(message.deployment_time, field="deployment_time"),
+        clock_time=time_from_proto(message.clock_time, field="clock_time"),
         position=message.position,
         start_time=_time(message, "start_time"),
         end_time=_time(message, "end_time"),
@@ -191,7 +193,7 @@ def fleet_from_proto(message: pb.Fleet) -> fleet.FleetReport:
                     field=f"strategies[{i}].stage",
                 ),
                 enabled=s.enabled,
-                since=s.since_time.ToNanoseconds(),
+                since=time_from_proto(s.since_time, field="since_time"),
                 origin=s.origin,
                 trials=s.trials,
                 book_weight=s.book_weight,
@@ -206,8 +208,8 @@ def fleet_from_proto(message: pb.Fleet) -> fleet.FleetReport:
                     long_sector=m.long_sector,
                     short_sector=m.short_sector,
                     allocation=m.allocation,
-                    open_time=m.open_time.ToNanoseconds(),
-                    close_time=m.close_time.ToNanoseconds(),
+                    open_time=time_from_proto(m.open_time, field="open_time"),
+                    close_time=time_from_proto(m.close_time, field="close_time"),
                     action_id=m.action_id,
                 ),
                 active=m.active,
@@ -227,7 +229,7 @@ def change_from_proto(c: pb.FleetChange) -> fleet.FleetChange:
     read in full from the fleet's strategies, so the domain change carries none."""
     return fleet.FleetChange(
         sequence=c.sequence,
-        time=c.time.ToNanoseconds(),
+        time=time_from_proto(c.time, field="time"),
         cause=fleet.Cause(c.action_key, c.action_id, c.plan_sequence),
         allocations=dict(c.allocations),
         mission=None,
@@ -263,8 +265,8 @@ def trade_from_proto(message: pb.FleetTrade) -> fleet.Trade:
         sector=message.sector,
         symbol=message.symbol,
         side=1 if message.side == pb.TRADE_SIDE_LONG else -1,
-        entry_time=message.entry_time.ToNanoseconds(),
-        exit_time=message.exit_time.ToNanoseconds() if message.HasField("exit_time") else None,
+        entry_time=time_from_proto(message.entry_time, field="entry_time"),
+        exit_time=optional_time_from_proto(message, "exit_time"),
         bar_count=message.bar_count,
         return_fraction=message.return_fraction,
         pnl=message.pnl,
@@ -289,7 +291,7 @@ def cursor_to_proto(cursor: tuple[int, str] | None) -> pb.TradeCursor | None:
 def cursor_from_proto(message: pb.TradeCursor, *, field: str) -> tuple[int, str]:
     if not message.HasField("exit_time"):
         raise InvalidArgument(f"{field}.exit_time", "must be set")
-    return (message.exit_time.ToNanoseconds(), message.strategy_id)
+    return (time_from_proto(message.exit_time, field="exit_time"), message.strategy_id)
 
 
 def candidates_from_proto(request: pb.AddShadowsRequest) -> list[fleet.Candidate]:

@@ -20,6 +20,7 @@ from qtmesh.base.convert import (
     series_to_proto,
     snapshot_from_proto,
     symbol_info_from_proto,
+    time_from_proto,
 )
 from qtmesh.runtime.status import mesh_stub
 
@@ -79,7 +80,7 @@ class MarketClient:
         response = await self._stub.Advance(pb.AdvanceRequest(steps=steps))
         return AdvanceResult(
             response.position,
-            response.clock_time.ToNanoseconds(),
+            time_from_proto(response.clock_time, field="clock_time"),
             response.revealed_bars,
             response.at_end,
         )
@@ -96,7 +97,7 @@ class MarketClient:
             async for message in call:
                 yield (
                     message.position,
-                    message.clock_time.ToNanoseconds(),
+                    time_from_proto(message.clock_time, field="clock_time"),
                     [bar_from_proto(b) for b in message.bars],
                 )
         finally:
@@ -222,10 +223,13 @@ class MarketClient:
             async for message in call:
                 yield ClosedTrades(
                     trades=tuple(convert.trade_from_proto(t) for t in message.trades),
-                    cursor=(message.cursor.exit_time.ToNanoseconds(), message.cursor.strategy_id)
+                    cursor=(
+                        time_from_proto(message.cursor.exit_time, field="exit_time"),
+                        message.cursor.strategy_id,
+                    )
                     if message.HasField("cursor")
                     else None,
-                    clock_time=message.clock_time.ToNanoseconds(),
+                    clock_time=time_from_proto(message.clock_time, field="clock_time"),
                     position=message.position,
                     caught_up=message.caught_up,
                 )

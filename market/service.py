@@ -26,10 +26,12 @@ from qtmesh.base.bars import format_time
 from qtmesh.base.config import ConfigError
 from qtmesh.base.convert import (
     bar_to_proto,
+    optional_time_from_proto,
     series_from_proto,
     series_to_proto,
     snapshot_to_proto,
     symbol_info_to_proto,
+    time_from_proto,
 )
 from qtmesh.base.errors import InvalidArgument, Unavailable
 from qtmesh.base.signal import ChangeSignal
@@ -91,10 +93,10 @@ class MarketServicer(pb_grpc.MarketServiceServicer):
         else:
             first, stop = self._replay.window(
                 request.symbol,
-                start_time=request.start_time.ToNanoseconds()
+                start_time=time_from_proto(request.start_time, field="start_time")
                 if request.HasField("start_time")
                 else None,
-                end_time=request.end_time.ToNanoseconds() if request.HasField("end_time") else None,
+                end_time=optional_time_from_proto(request, "end_time"),
                 lookback=request.lookback,
             )
         end = min(first + size, stop)
@@ -294,7 +296,7 @@ def _is_int(value: object) -> TypeGuard[int]:
 
 def _time(message: object, name: str) -> int | None:
     """Unix nanoseconds of a Timestamp field, or None when it is unset."""
-    return getattr(message, name).ToNanoseconds() if message.HasField(name) else None  # type: ignore[attr-defined]
+    return optional_time_from_proto(message, name)
 
 
 def load_replay(config: MarketConfig) -> Replay:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from memory.episodes import Episode, Recalled
 from memory.summaries import SemanticSummary
 from qtmesh.api.memory.v1 import memory_pb2 as pb
-from qtmesh.base.convert import timestamp
+from qtmesh.base.convert import optional_time_from_proto, timestamp
 
 
 def episode_to_proto(episode: Episode) -> pb.Episode:
@@ -25,7 +25,7 @@ def episode_from_proto(message: pb.Episode) -> Episode:
     """Not validated here: the store validates every episode it is given."""
     return Episode(
         id=message.id,
-        time=message.time.ToNanoseconds() if message.HasField("time") else 0,
+        time=optional_time_from_proto(message, "time") or 0,
         features=dict(message.features),
         decision=message.decision,
         outcome=message.outcome,

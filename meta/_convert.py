@@ -15,14 +15,14 @@ from meta.tuning import Trial
 from qtmesh.api.common.v1 import strategy_pb2
 from qtmesh.api.meta.v1 import meta_pb2 as pb
 from qtmesh.api.sesa.v1 import sesa_pb2
-from qtmesh.base.convert import enum_from_proto, enum_to_proto, timestamp
+from qtmesh.base.convert import enum_from_proto, enum_to_proto, optional_time_from_proto, timestamp
 from qtmesh.base.errors import InvalidArgument
 from qtmesh.base.genome import StrategyFamily, StrategyStage
 
 
 def _time(message: object, name: str) -> int | None:
     """Unix nanoseconds of a Timestamp field, or None when it is unset."""
-    return getattr(message, name).ToNanoseconds() if message.HasField(name) else None  # type: ignore[attr-defined]
+    return optional_time_from_proto(message, name)
 
 
 def _optional_time(nanos: int | None) -> Timestamp | None:

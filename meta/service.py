@@ -27,6 +27,7 @@ from meta.store import MetaStore
 from qtmesh.api.meta.v1 import meta_pb2 as pb
 from qtmesh.api.meta.v1 import meta_pb2_grpc as pb_grpc
 from qtmesh.base import paging
+from qtmesh.base.convert import optional_time_from_proto
 from qtmesh.base.errors import InvalidArgument, Unavailable
 from qtmesh.runtime.agent_service import agent_service
 from qtmesh.runtime.app import App, Built, Context, Uses
@@ -59,7 +60,7 @@ class MetaServicer(pb_grpc.MetaServiceServicer):
     async def MetaUpdate(
         self, request: pb.MetaUpdateRequest, context: grpc.aio.ServicerContext
     ) -> pb.MetaUpdateResponse:
-        now = self._engine.now(request.now.ToNanoseconds() if request.HasField("now") else None)
+        now = self._engine.now(optional_time_from_proto(request, "now"))
         trades = [convert.trade_from_proto(t) for t in request.trades]
         evaluations = [
             convert.evaluation_from_proto(e, field=f"evaluations[{i}]", now=now)

@@ -4,8 +4,6 @@ lifecycle reads (the meta optimizer does not import the federation's package: th
 
 from __future__ import annotations
 
-from google.protobuf.duration_pb2 import Duration
-
 from meta_optimizer.audit import GapTest, ProposalType, SectorAudit
 from meta_optimizer.engine import Pulse
 from meta_optimizer.ledger import (
@@ -29,7 +27,15 @@ from qtmesh.api.agent.v1 import agent_pb2
 from qtmesh.api.federation.v1 import federation_pb2
 from qtmesh.api.metaoptimizer.v1 import meta_optimizer_pb2 as pb
 from qtmesh.base.contract import ActionStatus
-from qtmesh.base.convert import duration, enum_from_proto, enum_to_proto, timestamp
+from qtmesh.base.convert import (
+    duration,
+    enum_from_proto,
+    enum_to_proto,
+    optional_time_from_proto,
+    seconds_from_proto,
+    time_from_proto,
+    timestamp,
+)
 from qtmesh.base.errors import InvalidArgument
 
 
@@ -55,8 +61,8 @@ def transition_from_proto(proposal_id: str, m: pb.ProposalTransition) -> Transit
         action_id=m.action_id,
         event_sequence=m.event_sequence,
         reason=m.reason,
-        time=m.time.ToNanoseconds(),
-        market_time=m.market_time.ToNanoseconds(),
+        time=time_from_proto(m.time, field="time"),
+        market_time=time_from_proto(m.market_time, field="market_time"),
     )
 
 
@@ -99,7 +105,7 @@ def proposal_from_proto(message: pb.Proposal) -> Proposal:
         allocation=message.allocation,
         report_ids=tuple(message.report_ids),
         cycle_id=message.cycle_id,
-        create_time=message.create_time.ToNanoseconds(),
+        create_time=time_from_proto(message.create_time, field="create_time"),
         ledger_index=message.ledger_index,
         previous_hash=message.previous_hash,
         entry_hash=message.entry_hash,
@@ -110,8 +116,8 @@ def proposal_from_proto(message: pb.Proposal) -> Proposal:
         transition=transition_from_proto(message.id, message.transition)
         if message.HasField("transition")
         else None,
-        as_of_time=message.as_of_time.ToNanoseconds() if message.HasField("as_of_time") else 0,
-        expire_time=message.expire_time.ToNanoseconds() if message.HasField("expire_time") else 0,
+        as_of_time=optional_time_from_proto(message, "as_of_time") or 0,
+        expire_time=optional_time_from_proto(message, "expire_time") or 0,
     )
 
 
@@ -203,16 +209,12 @@ def cycle_to_proto(c: Cycle) -> pb.OptimizationCycle:
     )
 
 
-def _seconds(d: Duration) -> float:
-    return d.ToNanoseconds() / 1e9
-
-
 def cycle_from_proto(m: pb.OptimizationCycle) -> Cycle:
     return Cycle(
         id=m.id,
         sequence=m.sequence,
-        start_time=m.start_time.ToNanoseconds(),
-        duration_seconds=_seconds(m.duration),
+        start_time=time_from_proto(m.start_time, field="start_time"),
+        duration_seconds=seconds_from_proto(m.duration, field="duration"),
         status=enum_from_proto(CycleStatus, pb.CycleStatus, m.status, field="status"),
         start_date=m.start_date,
         end_date=m.end_date,
@@ -286,8 +288,8 @@ def federation_event_from_proto(m: federation_pb2.SubscribePlansResponse) -> Fed
         return PlanEvent(
             sequence=m.sequence,
             plan_id=plan.id,
-            create_time=plan.create_time.ToNanoseconds(),
-            market_time=plan.context.as_of_time.ToNanoseconds(),
+            create_time=time_from_proto(plan.create_time, field="create_time"),
+            market_time=time_from_proto(plan.context.as_of_time, field="as_of_time"),
             actions=tuple(actions),
         )
     if m.HasField("status_update"):
@@ -300,7 +302,7 @@ def federation_event_from_proto(m: federation_pb2.SubscribePlansResponse) -> Fed
                 action_id=update.action_id,
                 status=status,
                 detail=update.detail,
-                update_time=update.update_time.ToNanoseconds(),
+                update_time=time_from_proto(update.update_time, field="update_time"),
             )
     return SkippedEvent(m.sequence)
 

@@ -26,7 +26,7 @@ from meta_optimizer.store import LedgerStore, ProposalQuery
 from qtmesh.api.metaoptimizer.v1 import meta_optimizer_pb2 as pb
 from qtmesh.api.metaoptimizer.v1 import meta_optimizer_pb2_grpc as pb_grpc
 from qtmesh.base import paging
-from qtmesh.base.convert import enum_from_proto
+from qtmesh.base.convert import enum_from_proto, optional_time_from_proto
 from qtmesh.base.errors import InvalidArgument, ResourceExhausted, Unavailable
 from qtmesh.runtime.agent_service import agent_service
 from qtmesh.runtime.app import App, Built, Context, Uses
@@ -58,8 +58,8 @@ class MetaOptimizerServicer(pb_grpc.MetaOptimizerServiceServicer):
         state = None
         if request.state:
             state = enum_from_proto(ProposalState, pb.ProposalState, request.state, field="state")
-        start = request.start_time.ToNanoseconds() if request.HasField("start_time") else None
-        end = request.end_time.ToNanoseconds() if request.HasField("end_time") else None
+        start = optional_time_from_proto(request, "start_time")
+        end = optional_time_from_proto(request, "end_time")
         # The token carries the filters, so a page of one query is never read with another.
         expect = {"sector": request.sector, "type": request.type, "start": start, "end": end}
         if state is not None:

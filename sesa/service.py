@@ -35,6 +35,7 @@ from qtmesh.base.contract import ActionType
 from qtmesh.base.convert import (
     genome_from_proto,
     genome_to_proto,
+    optional_time_from_proto,
     series_from_proto,
     timestamp,
 )
@@ -419,7 +420,7 @@ class SesaServicer(pb_grpc.SesaServiceServicer):
             symbol = window.symbol or self._config.symbols[0]
             if window.lookback < 0:
                 raise InvalidArgument(f"{field}.window.lookback", "must not be negative")
-            end = window.end_time.ToNanoseconds() if window.HasField("end_time") else None
+            end = optional_time_from_proto(window, "end_time")
             try:
                 if window.lookback:
                     series = await self._market.bars(symbol, lookback=window.lookback, end_time=end)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from qtmesh.api.worldmodel.v1 import world_model_pb2 as pb
-from qtmesh.base.convert import timestamp
+from qtmesh.base.convert import time_from_proto, timestamp
 from world_model.regimes import RegimeReport
 from world_model.scenarios import ScenarioSummary
 from world_model.watch import RegimeChange
@@ -33,7 +33,7 @@ def report_from_proto(message: pb.RegimeEstimate) -> RegimeReport:
     return RegimeReport(
         symbol=message.symbol,
         sector=message.sector,
-        as_of_time=message.as_of_time.ToNanoseconds(),
+        as_of_time=time_from_proto(message.as_of_time, field="as_of_time"),
         regime=message.regime,
         labels=tuple(s.label for s in message.states),
         probabilities=tuple(s.probability for s in message.states),
@@ -95,7 +95,7 @@ def change_to_proto(event: RegimeChange) -> pb.WatchRegimesResponse:
 def change_from_proto(message: pb.WatchRegimesResponse) -> RegimeChange:
     return RegimeChange(
         sequence=message.sequence,
-        market_time=message.market_time.ToNanoseconds(),
+        market_time=time_from_proto(message.market_time, field="market_time"),
         regime=message.regime,
         previous_regime=message.previous_regime,
         report=report_from_proto(message.estimate),

@@ -8,7 +8,7 @@ from agents.ceo.engine import ModeReport
 from qtmesh.api.ceo.v1 import ceo_pb2 as pb
 from qtmesh.api.common.v1 import policy_pb2
 from qtmesh.base.contract import StrategicMode
-from qtmesh.base.convert import enum_from_proto, enum_to_proto, timestamp
+from qtmesh.base.convert import enum_from_proto, enum_to_proto, optional_time_from_proto, timestamp
 
 
 def _mode(mode: StrategicMode) -> Any:
@@ -39,7 +39,7 @@ def report_from_proto(message: pb.GetModeResponse) -> ModeReport:
 
     return ModeReport(
         mode=mode(message.mode, "mode"),
-        since=message.since_time.ToNanoseconds() if message.HasField("since_time") else 0,
+        since=optional_time_from_proto(message, "since_time") or 0,
         rationale=message.rationale,
         inputs=dict(message.inputs),
         indicated=mode(message.indicated_mode, "indicated_mode")
@@ -48,8 +48,6 @@ def report_from_proto(message: pb.GetModeResponse) -> ModeReport:
         score=message.score,
         target=mode(message.target_mode, "target_mode"),
         confirmations=message.confirmations,
-        evaluated_time=message.evaluated_time.ToNanoseconds()
-        if message.HasField("evaluated_time")
-        else 0,
+        evaluated_time=optional_time_from_proto(message, "evaluated_time") or 0,
         missing=tuple(message.missing_inputs),
     )

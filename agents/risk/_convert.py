@@ -8,7 +8,15 @@ from agents.risk.assessment import Breach, RiskReport, SectorRisk
 from agents.risk.limits import PORTFOLIO, Halt
 from agents.risk.measures import TailRisk
 from qtmesh.api.risk.v1 import risk_pb2 as pb
-from qtmesh.base.convert import duration, limits_from_proto, limits_to_proto, timestamp
+from qtmesh.base.convert import (
+    duration,
+    duration_nanos_from_proto,
+    limits_from_proto,
+    limits_to_proto,
+    optional_time_from_proto,
+    time_from_proto,
+    timestamp,
+)
 
 
 def tail_to_proto(tail: TailRisk) -> pb.TailRisk:
@@ -30,7 +38,10 @@ def halt_to_proto(halt: Halt) -> pb.Halt:
 
 def halt_from_proto(message: pb.Halt) -> Halt:
     return Halt(
-        message.scope, message.since_time.ToNanoseconds(), message.reason, message.action_id
+        message.scope,
+        time_from_proto(message.since_time, field="since_time"),
+        message.reason,
+        message.action_id,
     )
 
 
@@ -71,7 +82,7 @@ def report_to_proto(report: RiskReport) -> pb.RiskReport:
 
 def report_from_proto(message: pb.RiskReport) -> RiskReport:
     return RiskReport(
-        as_of_time=message.as_of_time.ToNanoseconds() if message.HasField("as_of_time") else 0,
+        as_of_time=optional_time_from_proto(message, "as_of_time") or 0,
         portfolio=tail_from_proto(message.portfolio),
         sectors=tuple(
             SectorRisk(
@@ -95,6 +106,6 @@ def report_from_proto(message: pb.RiskReport) -> RiskReport:
         ),
         halts=tuple(halt_from_proto(h) for h in message.halts),
         observations=message.observations,
-        horizon=message.horizon.ToNanoseconds() if message.HasField("horizon") else 0,
+        horizon=duration_nanos_from_proto(message.horizon, field="horizon"),
         market_position=message.market_position,
     )

@@ -12,6 +12,7 @@ from qtmesh.base.convert import (
     enum_to_proto,
     genome_from_proto,
     genome_to_proto,
+    time_from_proto,
     timestamp,
 )
 from qtmesh.base.genome import StrategyStage
@@ -61,7 +62,7 @@ def record_from_proto(message: pb.StrategyRecord) -> tuple[Entry, Performance | 
         ),
         enabled=message.enabled,
         raw_weight=message.weight,
-        since=message.stage_since_time.ToNanoseconds(),
+        since=time_from_proto(message.stage_since_time, field="stage_since_time"),
         origin=message.origin or (FLEET if message.in_fleet else ACTION),
         trials=message.trials or 1,
     )

@@ -1,7 +1,8 @@
 """The interceptors every server and every channel of the mesh install.
 
-Server side, one interceptor does request ids, token checks, one log line per call and MeshError
--> status, because each wrapping layer costs every call; the steps stay small functions below.
+Server side, one interceptor does request ids, token checks, malformed bodies (INVALID_ARGUMENT,
+logged like any refused call), one log line per call and MeshError -> status, because each
+wrapping layer costs every call; the steps stay small functions below.
 
 Client side, :func:`client_interceptors` (installed by ``open_channel``) gives every outgoing call
 the caller's request id (so a call made while serving one carries its id on to the next hop), the
@@ -25,7 +26,7 @@ import grpc
 import structlog
 
 from qtmesh.base.config import Secret
-from qtmesh.base.errors import MeshError
+from qtmesh.base.errors import InvalidArgument, MeshError
 from qtmesh.runtime.security import AUTHORIZATION, TokenAuthenticator
 from qtmesh.runtime.status import to_status
 
@@ -86,21 +87,65 @@ def _rejecting(error: MeshError) -> Callable[..., Any]:
     return reject
 
 
+class _Malformed:
+    """What the deserializer hands on for a body that does not parse, so the call itself can
+    answer INVALID_ARGUMENT inside its scope (a deserializer that raises is answered UNKNOWN,
+    with nothing logged)."""
+
+    __slots__ = ("problem",)
+
+    def __init__(self, problem: str) -> None:
+        self.problem = problem
+
+
+def _tolerant(deserializer: Callable[[bytes], Any] | None) -> Callable[[bytes], Any] | None:
+    if deserializer is None:
+        return None
+
+    def deserialize(body: bytes) -> Any:
+        try:
+            return deserializer(body)
+        except Exception as exc:  # DecodeError, or anything a custom deserializer raises
+            return _Malformed(f"malformed {len(body)}-byte request body ({exc})")
+
+    return deserialize
+
+
+def _parsed(request: Any) -> Any:
+    if isinstance(request, _Malformed):
+        raise InvalidArgument("request", request.problem)
+    return request
+
+
+def _as_sent(request: Any) -> Any:
+    return request
+
+
+async def _parsed_stream(requests: AsyncIterator[Any]) -> AsyncIterator[Any]:
+    async for request in requests:
+        yield _parsed(request)
+
+
 def _wrap(
     handler: Handler,
     replacement: Callable[..., Any] | None,
     fields: dict[str, Any],
     domain: str,
 ) -> Handler:
-    """A handler of the same kind whose behaviour runs inside :func:`_call_scope`."""
+    """A handler of the same kind whose behaviour runs inside :func:`_call_scope`, and which
+    answers a request body that does not parse with INVALID_ARGUMENT."""
     # The stubs type a handler's behaviour as a synchronous one; on an aio server it is async.
     inner: Callable[..., Any]
+    deserializer = _tolerant(handler.request_deserializer)
     if handler.unary_unary or handler.stream_unary:
         inner = replacement or handler.unary_unary or handler.stream_unary  # type: ignore[assignment]
+        parse: Callable[[Any], Any] = _parsed if handler.unary_unary else _parsed_stream
+        if replacement is not None:  # a refused call is refused whatever it sent
+            parse = _as_sent
 
         async def unary_response(request: Any, context: Context) -> Any:
             async with _call_scope(context, fields, domain):
-                return await inner(request, context)
+                return await inner(parse(request), context)
 
         factory = (
             grpc.unary_unary_rpc_method_handler
@@ -109,17 +154,20 @@ def _wrap(
         )
         return factory(
             unary_response,
-            request_deserializer=handler.request_deserializer,
+            request_deserializer=deserializer,
             response_serializer=handler.response_serializer,
         )
 
     inner = replacement or handler.unary_stream or handler.stream_stream  # type: ignore[assignment]
+    parse = _parsed if handler.unary_stream else _parsed_stream
+    if replacement is not None:
+        parse = _as_sent
     streaming_response: Callable[[Any, Context], Any]
     if inspect.isasyncgenfunction(inner):
 
         async def yielding(request: Any, context: Context) -> AsyncIterator[Any]:
             async with _call_scope(context, fields, domain):
-                async for response in inner(request, context):
+                async for response in inner(parse(request), context):
                     yield response
 
         streaming_response = yielding
@@ -127,7 +175,7 @@ def _wrap(
         # Handlers that write with context.write() are coroutines and must stay coroutines.
         async def writing(request: Any, context: Context) -> None:
             async with _call_scope(context, fields, domain):
-                await inner(request, context)
+                await inner(parse(request), context)
 
         streaming_response = writing
 
@@ -138,7 +186,7 @@ def _wrap(
     )
     return factory(
         streaming_response,
-        request_deserializer=handler.request_deserializer,
+        request_deserializer=deserializer,
         response_serializer=handler.response_serializer,
     )
 

@@ -11,8 +11,10 @@ from pathlib import Path
 
 import grpc
 import pytest
+import structlog
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
+from structlog.testing import capture_logs
 
 from qtmesh.api.agent.v1 import agent_pb2, agent_pb2_grpc
 from qtmesh.base.concurrency import CancelToken, run_cancellable
@@ -101,6 +103,32 @@ async def test_unexpected_exception_is_internal_without_leaking_details(scripted
         assert failure.value.code() == grpc.StatusCode.INTERNAL
         assert "secret" not in failure.value.details()
         assert "req-7" in failure.value.details()
+
+
+async def test_a_body_that_does_not_parse_is_invalid_argument_and_logged(scripted_agent):
+    async with serving([agent_service(scripted_agent)]) as running:
+        recommend = running.channel.unary_unary(
+            f"/{AGENT}/Recommend",
+            request_serializer=lambda body: body,
+            response_deserializer=agent_pb2.RecommendResponse.FromString,
+        )
+        merged = capture_logs(processors=[structlog.contextvars.merge_contextvars])
+        with merged as logs, pytest.raises(grpc.aio.AioRpcError) as failure:
+            # Field 1 (the context) as a length-delimited value that runs past the body's end.
+            await recommend(b"\x0a\x7f\x01", metadata=(("x-request-id", "req-9"),))
+        assert failure.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+        assert error_info(failure.value).metadata["field"] == "request"
+        assert "malformed 3-byte request body" in failure.value.details()
+        assert not scripted_agent.started.is_set()
+        [line] = [e for e in logs if e["event"] == "rpc"]
+        assert line["log_level"] == "warning"
+        assert line["code"] == "INVALID_ARGUMENT"
+        assert line["method"] == f"/{AGENT}/Recommend"
+        assert line["request_id"] == "req-9"
+        response = await agent_pb2_grpc.AgentServiceStub(running.channel).Recommend(
+            _request("echo", cycle="after")
+        )
+        assert response.recommendations[0].rationale == "after"
 
 
 async def test_deadline_shorter_than_work_cancels_the_handler(scripted_agent):

@@ -7,7 +7,7 @@ import numpy as np
 
 from qtmesh.api.market.v1 import market_pb2 as pb
 from qtmesh.base.bars import Bar, BarSeries, Quote, SectorSummary, Snapshot, SymbolInfo, make_series
-from qtmesh.base.convert._values import timestamp
+from qtmesh.base.convert._values import time_from_proto, timestamp
 
 
 def series_to_proto(series: BarSeries) -> pb.BarSeries:
@@ -49,10 +49,10 @@ def bar_to_proto(bar: Bar) -> pb.Bar:
     )
 
 
-def bar_from_proto(message: pb.Bar) -> Bar:
+def bar_from_proto(message: pb.Bar, *, field: str = "bar") -> Bar:
     return Bar(
         message.symbol,
-        message.time.ToNanoseconds(),
+        time_from_proto(message.time, field=f"{field}.time"),
         message.open,
         message.high,
         message.low,
@@ -91,7 +91,7 @@ def snapshot_from_proto(message: pb.MarketSnapshot) -> Snapshot:
     return Snapshot(
         position=message.position,
         length=message.length,
-        clock_time=message.clock_time.ToNanoseconds(),
+        clock_time=time_from_proto(message.clock_time, field="clock_time"),
         quotes=tuple(
             Quote(q.sector, bar_from_proto(q.bar), q.return_24h, q.volatility_24h)
             for q in message.quotes
@@ -118,6 +118,6 @@ def symbol_info_from_proto(message: pb.SymbolInfo) -> SymbolInfo:
         message.symbol,
         message.sector,
         message.bar_count,
-        message.first_time.ToNanoseconds(),
-        message.last_time.ToNanoseconds(),
+        time_from_proto(message.first_time, field="first_time"),
+        time_from_proto(message.last_time, field="last_time"),
     )

@@ -9,7 +9,14 @@ import math
 from qtmesh.api.agent.v1 import agent_pb2 as pb
 from qtmesh.api.common.v1 import policy_pb2, strategy_pb2
 from qtmesh.base import contract as c
-from qtmesh.base.convert._values import enum_from_proto, enum_to_proto, timestamp
+from qtmesh.base.convert._values import (
+    enum_from_proto,
+    enum_to_proto,
+    finite,
+    optional_time_from_proto,
+    time_from_proto,
+    timestamp,
+)
 from qtmesh.base.errors import InvalidArgument
 from qtmesh.base.genome import StrategyFamily, StrategyGenome
 
@@ -240,10 +247,10 @@ def context_to_proto(context: c.AgentContext) -> pb.AgentContext:
     )
 
 
-def context_from_proto(message: pb.AgentContext) -> c.AgentContext:
+def context_from_proto(message: pb.AgentContext, *, field: str = "context") -> c.AgentContext:
     return c.AgentContext(
         cycle_id=message.cycle_id,
-        as_of_time=message.as_of_time.ToNanoseconds(),
+        as_of_time=time_from_proto(message.as_of_time, field=f"{field}.as_of_time"),
         market_position=message.market_position,
         hints=dict(message.hints),
     )
@@ -282,12 +289,13 @@ def recommendation_from_proto(message: pb.Recommendation, *, field: str) -> c.Re
         ),
         target=message.target,
         parameters=parameters,
-        confidence=message.confidence,
+        confidence=finite(message.confidence, field=f"{field}.confidence"),
         rationale=message.rationale,
         depends_on=tuple(message.depends_on),
         evidence=dict(message.evidence),
         intent_key=message.intent_key,
-        as_of_time=message.as_of_time.ToNanoseconds() if message.HasField("as_of_time") else 0,
+        as_of_time=optional_time_from_proto(message, "as_of_time", field=f"{field}.as_of_time")
+        or 0,
     )
 
 
@@ -335,7 +343,7 @@ def action_from_proto(message: pb.Action, *, field: str) -> c.Action:
         ),
         target=message.target,
         parameters=parameters,
-        confidence=message.confidence,
+        confidence=finite(message.confidence, field=f"{field}.confidence"),
         rationale=message.rationale,
         depends_on=tuple(message.depends_on),
         status=status,
@@ -345,10 +353,12 @@ def action_from_proto(message: pb.Action, *, field: str) -> c.Action:
         owner=message.owner,
         idempotency_key=message.idempotency_key,
         attempts=message.attempts,
-        execute_by_time=message.execute_by_time.ToNanoseconds()
-        if message.HasField("execute_by_time")
-        else 0,
-        update_time=message.update_time.ToNanoseconds() if message.HasField("update_time") else 0,
-        consensus=message.consensus,
+        execute_by_time=optional_time_from_proto(
+            message, "execute_by_time", field=f"{field}.execute_by_time"
+        )
+        or 0,
+        update_time=optional_time_from_proto(message, "update_time", field=f"{field}.update_time")
+        or 0,
+        consensus=finite(message.consensus, field=f"{field}.consensus"),
         outcome=dict(message.outcome),
     )
