@@ -87,12 +87,18 @@ class Certificates:
     server_key: Path
     client_cert: Path
     client_key: Path
+    clients: dict[str, tuple[Path, Path]] = dataclasses.field(default_factory=dict)
+    """Certificate and key of each extra client, by the name its certificate carries."""
 
 
 def make_certificates(
-    directory: Path, *, hosts: Sequence[str] = ("localhost", "127.0.0.1")
+    directory: Path,
+    *,
+    hosts: Sequence[str] = ("localhost", "127.0.0.1"),
+    clients: Sequence[str] = (),
 ) -> Certificates:
-    """A throwaway CA with a server certificate for ``hosts`` and a client certificate."""
+    """A throwaway CA with a server certificate for ``hosts``, a client certificate, and one
+    more for each name in ``clients`` (as its common name and DNS subject alternative name)."""
     from cryptography import x509
     from cryptography.hazmat.primitives import hashes, serialization
     from cryptography.hazmat.primitives.asymmetric import ec
@@ -157,12 +163,20 @@ def make_certificates(
     server_key, server_cert = leaf(hosts[0], ExtendedKeyUsageOID.SERVER_AUTH, alt_names)
     client_key, client_cert = leaf("qtmesh test client", ExtendedKeyUsageOID.CLIENT_AUTH, [])
     directory.mkdir(parents=True, exist_ok=True)
+    extra: dict[str, tuple[Path, Path]] = {}
+    for client in clients:
+        key, cert = leaf(client, ExtendedKeyUsageOID.CLIENT_AUTH, [x509.DNSName(client)])
+        extra[client] = (
+            write_cert(cert, directory / f"client-{client}.pem"),
+            write_key(key, directory / f"client-{client}-key.pem"),
+        )
     return Certificates(
         ca=write_cert(ca_cert, directory / "ca.pem"),
         server_cert=write_cert(server_cert, directory / "server.pem"),
         server_key=write_key(server_key, directory / "server-key.pem"),
         client_cert=write_cert(client_cert, directory / "client.pem"),
         client_key=write_key(client_key, directory / "client-key.pem"),
+        clients=extra,
     )
 
 

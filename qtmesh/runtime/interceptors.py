@@ -70,6 +70,9 @@ class ServerInterceptor(grpc.aio.ServerInterceptor):
                 fields["client"] = self._authenticator.authenticate(metadata)
             except MeshError as error:
                 return _wrap(handler, _rejecting(error), fields, self._domain)
+            if self._authenticator.bound_to_certificates:
+                # The peer's certificate is known only to the call's context.
+                return _wrap(handler, None, fields, self._domain, _certificate_check(fields))
         return _wrap(handler, None, fields, self._domain)
 
 
@@ -78,6 +81,13 @@ def _metadata_value(metadata: Any, key: str) -> str | None:
         if k == key:
             return v.decode() if isinstance(v, bytes) else v
     return None
+
+
+def _certificate_check(fields: dict[str, Any]) -> Callable[[Context], None]:
+    def check(context: Context) -> None:
+        TokenAuthenticator.check_certificate(fields["client"], context.auth_context())
+
+    return check
 
 
 def _rejecting(error: MeshError) -> Callable[..., Any]:
@@ -131,9 +141,11 @@ def _wrap(
     replacement: Callable[..., Any] | None,
     fields: dict[str, Any],
     domain: str,
+    check: Callable[[Context], None] | None = None,
 ) -> Handler:
     """A handler of the same kind whose behaviour runs inside :func:`_call_scope`, and which
-    answers a request body that does not parse with INVALID_ARGUMENT."""
+    answers a request body that does not parse with INVALID_ARGUMENT. ``check`` (of the call's
+    context) runs first and refuses the call by raising."""
     # The stubs type a handler's behaviour as a synchronous one; on an aio server it is async.
     inner: Callable[..., Any]
     deserializer = _tolerant(handler.request_deserializer)
@@ -145,6 +157,8 @@ def _wrap(
 
         async def unary_response(request: Any, context: Context) -> Any:
             async with _call_scope(context, fields, domain):
+                if check is not None:
+                    check(context)
                 return await inner(parse(request), context)
 
         factory = (
@@ -167,6 +181,8 @@ def _wrap(
 
         async def yielding(request: Any, context: Context) -> AsyncIterator[Any]:
             async with _call_scope(context, fields, domain):
+                if check is not None:
+                    check(context)
                 async for response in inner(parse(request), context):
                     yield response
 
@@ -175,6 +191,8 @@ def _wrap(
         # Handlers that write with context.write() are coroutines and must stay coroutines.
         async def writing(request: Any, context: Context) -> None:
             async with _call_scope(context, fields, domain):
+                if check is not None:
+                    check(context)
                 await inner(parse(request), context)
 
         streaming_response = writing

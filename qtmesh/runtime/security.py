@@ -50,10 +50,26 @@ def parse_tokens(secret: Secret, *, setting: str) -> dict[str, str]:
 
 
 class TokenAuthenticator:
-    """Checks the ``authorization: Bearer <token>`` metadata of a call against known clients."""
+    """Checks the ``authorization: Bearer <token>`` metadata of a call against known clients.
 
-    def __init__(self, tokens: Mapping[str, str]) -> None:
+    ``bound_to_certificates``: a token is accepted only over a connection whose client
+    certificate names the token's client, as a subject alternative name or the common name, so
+    a token copied to another client (with another certificate the CA signed) is refused."""
+
+    def __init__(self, tokens: Mapping[str, str], *, bound_to_certificates: bool = False) -> None:
         self._tokens = dict(tokens)
+        self.bound_to_certificates = bound_to_certificates
+
+    @staticmethod
+    def check_certificate(client: str, auth_context: Mapping[str, Iterable[bytes]]) -> None:
+        """Raises Unauthenticated unless the peer's certificate names ``client``."""
+        names = {
+            value.decode(errors="replace")
+            for key in ("x509_subject_alternative_name", "x509_common_name")
+            for value in auth_context.get(key, ())
+        }
+        if client not in names:
+            raise Unauthenticated(f"the token of {client} is bound to a certificate naming it")
 
     def authenticate(self, metadata: Iterable[tuple[str, str | bytes]] | None) -> str:
         """The client name for the call's token; raises Unauthenticated otherwise."""

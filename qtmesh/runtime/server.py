@@ -65,6 +65,11 @@ class ServerConfig:
     auth_tokens: Secret | None = setting(
         None, help="client:token pairs; when set, every call but health needs a bearer token"
     )
+    bind_tokens_to_certificates: bool = setting(
+        False,
+        help="a token works only over a client certificate naming its client (SAN or CN); "
+        "needs tls_client_ca_file and auth_tokens",
+    )
     log_format: LogFormat = setting(
         "auto", help="auto (console on a terminal, else json), json, console"
     )
@@ -102,6 +107,12 @@ class ServerConfig:
             require(path is None or path.is_file(), name, f"no such file: {path}")
         if self.auth_tokens is not None:
             parse_tokens(self.auth_tokens, setting="auth_tokens")
+        require(
+            not self.bind_tokens_to_certificates
+            or (self.tls_client_ca_file is not None and self.auth_tokens is not None),
+            "bind_tokens_to_certificates",
+            "binding tokens to certificates needs mutual TLS (tls_client_ca_file) and auth_tokens",
+        )
         require(self.log_format in LOG_FORMATS, "log_format", f"must be one of {LOG_FORMATS}")
         require(self.log_level in LOG_LEVELS, "log_level", f"must be one of {LOG_LEVELS}")
 
@@ -186,7 +197,8 @@ class MeshServer:
         authenticator = None
         if self.config.auth_tokens is not None:
             authenticator = TokenAuthenticator(
-                parse_tokens(self.config.auth_tokens, setting="auth_tokens")
+                parse_tokens(self.config.auth_tokens, setting="auth_tokens"),
+                bound_to_certificates=self.config.bind_tokens_to_certificates,
             )
         server = grpc.aio.server(
             interceptors=[

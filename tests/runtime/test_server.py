@@ -334,3 +334,46 @@ async def test_cancelled_off_loop_work_stops_its_thread():
         await task
     assert stopped.is_set(), "the worker must have stopped before the cancellation completed"
     assert await run_cancellable(lambda token: 41 + 1) == 42
+
+
+async def test_a_bound_token_works_only_with_the_certificate_of_its_client(
+    tmp_path: Path, scripted_agent
+):
+    certs = make_certificates(tmp_path, clients=("federation", "intruder"))
+    config = ServerConfig(
+        port=0,
+        grace_seconds=1.0,
+        tls_cert_file=certs.server_cert,
+        tls_key_file=certs.server_key,
+        tls_client_ca_file=certs.ca,
+        auth_tokens=Secret("federation:s3cret,intruder:other"),
+        bind_tokens_to_certificates=True,
+    )
+
+    def as_client(name: str, token: str) -> ChannelConfig:
+        cert, key = certs.clients[name]
+        return ChannelConfig(
+            tls_ca_file=certs.ca,
+            tls_server_name="localhost",
+            tls_cert_file=cert,
+            tls_key_file=key,
+            auth_token=Secret(token),
+        )
+
+    async with serving([agent_service(scripted_agent)], server_config=config) as running:
+        async with open_channel(running.address, as_client("federation", "s3cret")) as own:
+            stub = agent_pb2_grpc.AgentServiceStub(own)
+            assert (await stub.Recommend(_request())).agent == "scripted"
+        # The federation's token over another certificate the same CA signed is refused.
+        async with open_channel(running.address, as_client("intruder", "s3cret")) as stolen:
+            refused = pytest.raises(Unauthenticated, match="bound to a certificate")
+            with refused, raising_mesh_errors():
+                await agent_pb2_grpc.AgentServiceStub(stolen).Recommend(_request())
+        async with open_channel(running.address, as_client("intruder", "other")) as theirs:
+            assert (await agent_pb2_grpc.AgentServiceStub(theirs).Recommend(_request())).agent
+
+
+def test_binding_tokens_needs_mutual_tls_and_tokens():
+    with pytest.raises(ConfigError) as bad:
+        ServerConfig(auth_tokens=Secret("a:b"), bind_tokens_to_certificates=True)
+    assert bad.value.setting == "bind_tokens_to_certificates"
