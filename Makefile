@@ -5,12 +5,15 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 BUF_VERSION := 1.75.0
 BUF := .tools/node_modules/.bin/buf
+# Compiled numba kernels, cached beside their modules; warmed again when a kernel's source changes.
+KERNELS := $(VENV)/.kernels
+KERNEL_SOURCES := $(shell grep -rl --include='*.py' 'numba' backtest world_model sesa market)
 # Commit that `buf breaking` compares the protos against (CI sets HEAD~1).
 BREAKING_AGAINST ?= HEAD
 
 .PHONY: demo test lint architecture types stubs-check buf-lint buf-breaking pytest protos docs lock bench image clean
 
-demo: $(STAMP)
+demo: $(KERNELS)
 	$(BIN)/python -m examples.demo
 
 test: lint architecture types stubs-check buf-lint buf-breaking pytest
@@ -35,8 +38,12 @@ buf-lint: $(BUF)
 buf-breaking: $(BUF)
 	BUF=$(BUF) scripts/buf_breaking.sh $(BREAKING_AGAINST)
 
-pytest: $(STAMP)
+pytest: $(KERNELS)
 	$(BIN)/pytest
+
+$(KERNELS): $(STAMP) $(KERNEL_SOURCES) deploy/docker/warm_numba_cache.py
+	$(BIN)/python deploy/docker/warm_numba_cache.py
+	touch $@
 
 protos: $(STAMP)
 	$(BIN)/python scripts/generate_protos.py

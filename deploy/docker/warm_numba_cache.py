@@ -2,7 +2,10 @@
 a fresh process loads them all from that cache without compiling anything.
 
 Run at image build (deploy/docker/Dockerfile) with NUMBA_CACHE_DIR and NUMBA_CPU_NAME set as at
-runtime. Why both matter (numba 0.68, numba/core/caching.py and codegen.py):
+runtime, and by ``make`` after every change to a kernel's source (then without NUMBA_CACHE_DIR:
+numba's default, the ``__pycache__`` beside each module), so neither a test nor a service's first
+call pays the compilation (about 15 s on a quiet machine). Why both variables matter (numba
+0.68, numba/core/caching.py and codegen.py):
 
 - A cache entry is keyed by the source file's directory, its content hash, the signature and the
   codegen's CPU name and features. With the host CPU (the default) a cache built on one machine
@@ -17,13 +20,13 @@ Exits non-zero, naming the kernel, when a cached kernel is not compiled by the w
 when the fresh process had to compile one: the image would then start cold.
 
     NUMBA_CACHE_DIR=/opt/qtmesh/numba-cache NUMBA_CPU_NAME=generic python warm_numba_cache.py
+    python deploy/docker/warm_numba_cache.py         # the source tree's own cache
 """
 
 from __future__ import annotations
 
 import importlib
 import importlib.metadata
-import os
 import pkgutil
 import subprocess
 import sys
@@ -101,7 +104,8 @@ def warm() -> int:
     check = subprocess.run([sys.executable, __file__, "--check"], check=False)
     if check.returncode != 0:
         return check.returncode
-    print(f"numba cache warmed: {len(kernels)} kernels in {numba.config.CACHE_DIR}")
+    where = numba.config.CACHE_DIR or "each module's __pycache__"
+    print(f"numba cache warmed: {len(kernels)} kernels in {where}")
     return 0
 
 
@@ -119,9 +123,6 @@ def check() -> int:
 
 
 def main() -> int:
-    if not os.environ.get("NUMBA_CACHE_DIR"):
-        print("set NUMBA_CACHE_DIR to the directory to warm", file=sys.stderr)
-        return 2
     return check() if sys.argv[1:] == ["--check"] else warm()
 
 
