@@ -179,6 +179,12 @@ class Replay:
             raise InvalidArgument("range", f"[{first}, {stop}) is outside the visible bars")
         return series.slice(first, stop)
 
+    def loaded_bars(self, symbol: str) -> BarSeries:
+        """Every bar of ``symbol`` the replay holds, those after the clock included: for causal
+        computations (the fleet's backtests) that read nothing after the clock from what they
+        compute. Never served."""
+        return self._get(symbol, "symbol")
+
     def snapshot(self, symbols: Sequence[str] = ()) -> Snapshot:
         chosen = [self._get(sym, f"symbols[{i}]") for i, sym in enumerate(symbols)] or list(
             self._series.values()

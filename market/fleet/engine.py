@@ -148,9 +148,11 @@ class FleetEngine:
                     self._run, self._run_key = again, key
                     return again
             clock, position = self.replay.clock_time, self.replay.position
-            # Visible bars, sliced on the loop: the replay's arrays never change in place.
+            # Every bar loaded, the clock's future included: each symbol is backtested once over
+            # them, not again after each advance (simulation.Backtester says why that is exact).
+            # Read on the loop: ingesting replaces a symbol's arrays, never changes them.
             series = {
-                symbol: self.replay.bars(symbol, *self.replay.window(symbol))
+                symbol: self.replay.loaded_bars(symbol)
                 for symbol in sorted({s.symbol for s in state.setup.strategies})
             }
 

@@ -35,10 +35,17 @@ from qtmesh.base.genome import StrategyGenome
 
 
 class Backtester:
-    """Backtests of the book's strategies per symbol, reused while the symbol's bars and its
-    strategies are unchanged. Kernel and indicators are causal, so a longer run never changes
-    earlier bars, and a strategy added later is backtested from the same warm-up as the
-    deployed ones: it takes its signal's position over as it stands when it joins."""
+    """Backtests of the book's strategies per symbol, over every bar the symbol has, reused while
+    those bars and the symbol's strategies are unchanged.
+
+    Kernel and indicators are causal: a bar's figures depend on that bar and the ones before it
+    only, so a run over bars the clock has not reached yet changes none of the earlier ones, and
+    :func:`simulate` reads nothing after the clock. That is why the market backtests each
+    symbol once over all its bars instead of again over the visible ones after every advance
+    (tests/market/test_fleet_domain.py checks both agree). Annualisation (the volatility
+    filter's) uses the bar spacing of the warm-up before the deployment, so it never changes
+    once the fleet is deployed. A strategy added later is backtested from the same warm-up as
+    the deployed ones: it takes its signal's position over as it stands when it joins."""
 
     def __init__(self, setup: FleetSetup, *, evaluator: Evaluator | None = None) -> None:
         self._setup = setup
@@ -48,7 +55,8 @@ class Backtester:
     def run(
         self, symbol: str, series: BarSeries, genomes: Sequence[StrategyGenome]
     ) -> tuple[int, Backtest]:
-        """(index of the first bar run, backtest of ``genomes`` in their order)."""
+        """(index of the first bar run, backtest of ``genomes`` in their order over ``series``
+        from there)."""
         n = len(series)
         ids = tuple(g.id for g in genomes)
         cached = self._cache.get(symbol)
@@ -56,7 +64,13 @@ class Backtester:
             return cached[0], cached[3]
         deployed = int(np.searchsorted(series.time, self._setup.deployment_time, "right"))
         first = max(0, deployed - self._setup.warmup_bars)
-        result = self._evaluator.backtest(list(genomes), BarData(series.slice(first, n)))
+        warmup = series.time[first:deployed]
+        spacing = float(np.median(np.diff(warmup))) if warmup.size > 1 else None
+        data = BarData(
+            series.slice(first, n),
+            bars_per_year=NANOS_PER_YEAR / spacing if spacing else None,
+        )
+        result = self._evaluator.backtest(list(genomes), data)
         self._cache[symbol] = (first, n, ids, result)
         return first, result
 
@@ -430,7 +444,8 @@ def simulate(
     token: CancelToken | None = None,
 ) -> FleetRun:
     """The fleet over the bars after its deployment up to ``clock_time`` (the replay's
-    ``position``); ``series`` holds each deployed symbol's bars up to the clock."""
+    ``position``); ``series`` holds each deployed symbol's bars up to the clock at least. Bars
+    after the clock are backtested (see :class:`Backtester`) but never read."""
     setup = state.setup
     final = state.book
     entries = tuple(final[sid] for sid in state.strategy_ids())

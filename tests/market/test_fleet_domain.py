@@ -15,6 +15,7 @@ from backtest.indicators import BarData
 from market.fleet import (
     DAY_NANOS,
     Backtester,
+    Candidate,
     Cause,
     FleetLimits,
     FleetState,
@@ -27,7 +28,7 @@ from market.replay import Replay
 from market.synthetic import SyntheticMarketSpec, generate
 from qtmesh.base.bars import make_series
 from qtmesh.base.errors import FailedPrecondition, InvalidArgument
-from qtmesh.base.genome import StrategyFamily
+from qtmesh.base.genome import Policy, StrategyFamily
 
 MINUTE = 60 * 10**9
 CAUSE = Cause("key", "action", 1)
@@ -132,6 +133,44 @@ def test_the_past_never_changes_as_the_clock_moves(market):
     )
     assert early.sectors == late.sectors
     assert early.strategies == late.strategies
+
+
+def test_backtesting_bars_after_the_clock_changes_nothing_up_to_it(market):
+    """The market backtests every bar it holds, once; the fleet must equal the one simulated on
+    the bars up to the clock alone, a shadow of each family added on the way included."""
+    setup = setup_of(market)
+    policy = Policy()
+    symbol, sector = setup.strategies[0].symbol, setup.strategies[0].sector
+    state = FleetState(setup)
+    at = market.time_at(DEPLOYED + 300)
+    state = state.with_change(state.halt("portfolio", at=at, cause=CAUSE, field="f"))
+    state = state.with_change(
+        state.resume("portfolio", at=market.time_at(DEPLOYED + 400), cause=CAUSE, field="f")
+    )
+    candidates = [
+        Candidate(f"{symbol}/{g.id}", sector, g)
+        for g in (policy.default_genome(f) for f in StrategyFamily)
+    ]
+    state = state.with_change(
+        state.add_shadows(
+            candidates,
+            evolution_id="evo",
+            trials=10,
+            at=market.time_at(DEPLOYED + 500),
+            cause=CAUSE,
+            field="f",
+        )
+    )
+    loaded = visible(market)
+    backtester = Backtester(setup)
+    for bars in (501, 900, 1439):
+        clock = market.time_at(DEPLOYED + bars)
+        ahead = simulate(state, loaded, clock_time=clock, backtester=backtester)
+        alone = run_at(market, state, clock)
+        assert ahead.times.size == alone.times.size == bars
+        for name in ("positions", "returns", "equity", "contribution", "sector_returns"):
+            assert np.array_equal(getattr(ahead, name), getattr(alone, name)), name
+        assert ahead.report() == alone.report()
 
 
 def test_an_allocation_change_applies_from_the_next_bar(market):
