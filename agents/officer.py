@@ -28,7 +28,14 @@ from agents.fleet_history import FleetHistory, FleetReader, FleetSampler
 from agents.policy_log import OwnedPolicy
 from agents.refresh import ClockStream, Refresher, follow_clock
 from qtmesh.base.config import require
-from qtmesh.base.contract import Action, AgentContext, ExecutionResult, Recommendation
+from qtmesh.base.contract import (
+    NOT_APPLIED,
+    Action,
+    AgentContext,
+    Execution,
+    ExecutionResult,
+    Recommendation,
+)
 from qtmesh.base.errors import InvalidArgument, MeshError
 
 P = TypeVar("P")
@@ -170,6 +177,12 @@ class Officer(abc.ABC, Generic[P]):
         )
         self._recompute()
         return result
+
+    async def execution(self, idempotency_key: str) -> Execution:
+        """What this officer's policy log recorded for the key (nothing, owning no policy)."""
+        if self._owned is None:
+            return NOT_APPLIED
+        return await self._owned.execution(idempotency_key)
 
     async def _policy_update(
         self, action: Action, plan_sequence: int

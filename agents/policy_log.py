@@ -22,7 +22,7 @@ from typing import Any, Generic, TypeVar
 
 import sqlalchemy as sa
 
-from qtmesh.base.contract import ExecutionResult
+from qtmesh.base.contract import NOT_APPLIED, Execution, ExecutionResult, ExecutionState
 from qtmesh.base.storage import SqlStore, create_engine, inserted_key
 
 P = TypeVar("P")
@@ -161,6 +161,13 @@ class OwnedPolicy(Generic[P]):
         if self.last is not None:
             self.value = self._decode(self.last.state)
         return self.value
+
+    async def execution(self, action_key: str) -> Execution:
+        """What the change recorded for ``action_key`` did, if one was."""
+        seen = await self.log.run(self.log.by_key_now, action_key)
+        if seen is None:
+            return NOT_APPLIED
+        return Execution(ExecutionState.APPLIED, seen.detail)
 
     async def change(
         self,

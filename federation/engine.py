@@ -28,6 +28,7 @@ field for it yet, so a gRPC subscriber reads it from the plan once it sees the c
 from __future__ import annotations
 
 import asyncio
+import functools
 import time
 import uuid
 from collections.abc import Awaitable, Callable, Coroutine, Mapping
@@ -158,7 +159,9 @@ class Federation:
 
     async def _append_plan(self, draft: Plan, execute: bool) -> Plan:
         async with self._write:
-            plan = await self.store.run_short(self.store.append_plan, draft)
+            plan = await self.store.run_short(
+                functools.partial(self.store.append_plan, draft, executing=execute)
+            )
             self.hub.publish(Event(plan.sequence, plan=plan))
             if execute:
                 self._start_execution(plan)
@@ -192,9 +195,9 @@ class Federation:
             await self.record_status(plan.sequence, action.id, status, detail, tried, outcome)
 
         for action in plan.actions:
-            if action.status is ActionStatus.PENDING:
+            if action.status in (ActionStatus.PENDING, ActionStatus.EXECUTING):
                 self._unfinished[(plan.sequence, action.id)] = action.attempts
-        return await execute_plan(
+        final = await execute_plan(
             plan,
             owners=self.owners,
             on_status=on_status,
@@ -205,6 +208,26 @@ class Federation:
             backoff=self.config.retry_backoff_seconds,
             clock=self._now,
         )
+        await self._unit(self.store.run_short(self.store.finish_execution, plan.sequence))
+        return final
+
+    async def resume_executions(self) -> int:
+        """Resumes the executions a previous federation left unfinished (it crashed; a shutdown
+        finishes them): each action it left EXECUTING is settled with its owner
+        (federation/execution.py, "Resuming"), each it left PENDING runs as it would have.
+        Returns how many plans it resumed; they run in the background."""
+        plans = await self.store.run(self.store.unfinished_executions)
+        for plan in plans:
+            unfinished = [
+                a.id
+                for a in plan.actions
+                if a.status in (ActionStatus.PENDING, ActionStatus.EXECUTING)
+            ]
+            _log.warning(
+                "resuming an interrupted execution", sequence=plan.sequence, actions=unfinished
+            )
+            self._start_execution(plan)
+        return len(plans)
 
     async def record_status(
         self,
@@ -357,13 +380,22 @@ class Federation:
             await asyncio.gather(*self._executions, return_exceptions=True)
         # Status writes in flight land before the interrupted actions are recorded after them.
         await asyncio.gather(*self._writes, return_exceptions=True)
-        for (plan_sequence, action_id), attempts in sorted(self._unfinished.items()):
+        interrupted = sorted(self._unfinished.items())
+        failed = set()
+        for (plan_sequence, action_id), attempts in interrupted:
             try:
                 await self.record_status(
                     plan_sequence, action_id, ActionStatus.FAILED, INTERRUPTED, attempts
                 )
             except Exception:
+                failed.add(plan_sequence)
                 _log.exception("could not record an interrupted action", action=action_id)
+        # A plan whose actions are all recorded is finished; the others the next start resumes.
+        for plan_sequence in sorted({p for (p, _), _ in interrupted} - failed):
+            try:
+                await self.store.run_short(self.store.finish_execution, plan_sequence)
+            except Exception:
+                _log.exception("could not record an execution's end", sequence=plan_sequence)
         self._unfinished.clear()
         self.hub.close_all()
 

@@ -23,6 +23,13 @@ inside each action's window, bounded.
   is reported through ``on_status`` before the next one happens, a completion with the outcome
   the owner returned. If ``on_status`` raises, the other actions are cancelled and the error
   propagates: nothing keeps running untracked.
+* Resuming: an action already EXECUTING in the plan was sent by a federation that stopped
+  before it heard back (a crash). It started in time, so it finishes whatever its window says,
+  first and without waiting for anything: its owner is asked whether it applied it
+  (GetExecution, by idempotency key) and, if it did, it is COMPLETED with what the owner
+  answered then; otherwise it is sent again under its key, which the owner applies at most once.
+  Its attempts go on counting from those recorded. An owner that cannot be reached is asked
+  again (backing off up to 30 s) until it answers: meanwhile the action stays EXECUTING.
 """
 
 from __future__ import annotations
@@ -33,7 +40,17 @@ from collections.abc import Awaitable, Callable, Mapping
 
 from federation.plan import Plan
 from qtmesh.base.bars import format_time
-from qtmesh.base.contract import Action, ActionStatus, ActionType, Agent, Priority, takes_timeout
+from qtmesh.base.contract import (
+    Action,
+    ActionStatus,
+    ActionType,
+    Agent,
+    Execution,
+    ExecutionState,
+    Priority,
+    RecordsExecutions,
+    takes_timeout,
+)
 from qtmesh.base.errors import DeadlineExceeded, MeshError, Unavailable
 
 # (action, status, detail, attempts, outcome): outcome is the owner's, set on COMPLETED only.
@@ -42,6 +59,8 @@ OnStatus = Callable[[Action, ActionStatus, str, int, Mapping[str, str]], Awaitab
 Clock = Callable[[], tuple[int, str]]
 _FINAL = (ActionStatus.COMPLETED, ActionStatus.FAILED, ActionStatus.BLOCKED, ActionStatus.EXPIRED)
 _NO_OUTCOME: Mapping[str, str] = {}
+# Bounds of the pause between questions to an unreachable owner about a resumed action.
+_MIN_ASK_BACKOFF, _MAX_ASK_BACKOFF = 0.05, 30.0
 
 
 def wall_clock() -> tuple[int, str]:
@@ -74,8 +93,9 @@ async def execute_plan(
         slots = asyncio.Semaphore(max_concurrent)
     status = {a.id: a.status for a in plan.actions}
     done = {a.id: asyncio.Event() for a in plan.actions}
+    resumed = [a for a in plan.actions if a.status is ActionStatus.EXECUTING]
     for a in plan.actions:
-        if a.status is not ActionStatus.PENDING:
+        if a.status not in (ActionStatus.PENDING, ActionStatus.EXECUTING):
             done[a.id].set()
     stuck = _unorderable(plan)
     first = _critical_phase(plan)
@@ -110,9 +130,33 @@ async def execute_plan(
         # Set however the action ends (even by an error or cancellation), so no dependent
         # waits for it forever.
         try:
-            await attempt(action)
+            if action.status is ActionStatus.EXECUTING:
+                await resume(action)
+            else:
+                await attempt(action)
         finally:
             done[action.id].set()
+
+    async def resume(action: Action) -> None:
+        owner = owners.get(action.owner)
+        if owner is None:
+            await settle(
+                action, ActionStatus.FAILED, f"no executor any more for {action.owner!r}", 0
+            )
+            return
+        # Asked outside the slots: an owner that is down holds no other action back.
+        known = await ask_until_answered(action, owner)
+        if known is not None:
+            await settle(
+                action,
+                ActionStatus.COMPLETED,
+                f"applied before the federation restarted: {known.detail}",
+                action.attempts,
+                known.outcome,
+            )
+            return
+        async with slots:
+            await send(action, owner, tried=action.attempts)
 
     async def attempt(action: Action) -> None:
         if action.id in stuck:
@@ -148,57 +192,96 @@ async def execute_plan(
             return
         if await expired(action):
             return
-        limit = limits.get(action.action_type, timeout)
         async with slots:
             if await expired(action):
                 return
-            tried = 0
             await on_status(
                 action, ActionStatus.EXECUTING, f"sent to {action.owner}", 0, _NO_OUTCOME
             )
             status[action.id] = ActionStatus.EXECUTING
-            while True:
-                tried += 1
-                try:
-                    async with asyncio.timeout(limit):
-                        if takes_timeout(owner):
-                            result = await owner.execute(
-                                action, plan_sequence=plan.sequence, timeout=limit
-                            )
-                        else:
-                            result = await owner.execute(action, plan_sequence=plan.sequence)
-                except (TimeoutError, DeadlineExceeded, Unavailable) as exc:
-                    if tried < attempts:
-                        await asyncio.sleep(backoff * 2 ** (tried - 1))
-                        continue
-                    reason = (
-                        f"timed out ({limit:g} s each)"
-                        if not isinstance(exc, Unavailable)
-                        else exc.message
-                    )
-                    await settle(
-                        action, ActionStatus.FAILED, f"after {tried} attempts: {reason}", tried
-                    )
-                    return
-                except MeshError as exc:
-                    await settle(action, ActionStatus.FAILED, f"{exc.code}: {exc.message}", tried)
-                    return
-                except Exception as exc:  # an in-process owner's bug fails its action only
-                    await settle(action, ActionStatus.FAILED, f"{type(exc).__name__}: {exc}", tried)
-                    return
-                detail = result.detail if result.applied else f"already applied ({result.detail})"
-                await settle(action, ActionStatus.COMPLETED, detail, tried, result.outcome)
+            await send(action, owner, tried=0)
+
+    async def ask_until_answered(action: Action, owner: Agent) -> Execution | None:
+        """Whether the owner applied ``action``, asked until it answers: an action whose fate
+        is unknown stays EXECUTING while its owner is unreachable, rather than be settled on a
+        guess."""
+        limit = limits.get(action.action_type, timeout)
+        delay = max(backoff, _MIN_ASK_BACKOFF)
+        while True:
+            try:
+                async with asyncio.timeout(limit):
+                    return await _applied(owner, action.idempotency_key)
+            except (TimeoutError, DeadlineExceeded, Unavailable):
+                await asyncio.sleep(delay)
+                delay = min(2 * delay, _MAX_ASK_BACKOFF)
+
+    async def send(action: Action, owner: Agent, *, tried: int) -> None:
+        """Sends ``action`` until it settles, ``tried`` attempts made before."""
+        limit = limits.get(action.action_type, timeout)
+        first = tried
+        while True:
+            tried += 1
+            try:
+                async with asyncio.timeout(limit):
+                    if takes_timeout(owner):
+                        result = await owner.execute(
+                            action, plan_sequence=plan.sequence, timeout=limit
+                        )
+                    else:
+                        result = await owner.execute(action, plan_sequence=plan.sequence)
+            except (TimeoutError, DeadlineExceeded, Unavailable) as exc:
+                if tried - first < attempts:
+                    await asyncio.sleep(backoff * 2 ** (tried - first - 1))
+                    continue
+                reason = (
+                    f"timed out ({limit:g} s each)"
+                    if not isinstance(exc, Unavailable)
+                    else exc.message
+                )
+                await settle(
+                    action,
+                    ActionStatus.FAILED,
+                    f"after {tried - first} attempts: {reason}",
+                    tried,
+                )
                 return
+            except MeshError as exc:
+                await settle(action, ActionStatus.FAILED, f"{exc.code}: {exc.message}", tried)
+                return
+            except Exception as exc:  # an in-process owner's bug fails its action only
+                await settle(action, ActionStatus.FAILED, f"{type(exc).__name__}: {exc}", tried)
+                return
+            detail = result.detail if result.applied else f"already applied ({result.detail})"
+            await settle(action, ActionStatus.COMPLETED, detail, tried, result.outcome)
+            return
 
     pending = sorted(
         (a for a in plan.actions if a.status is ActionStatus.PENDING),
         key=lambda a: (-a.priority, -a.confidence, a.id),
     )
     async with asyncio.TaskGroup() as group:
-        for action in pending:
+        for action in [*resumed, *pending]:
             group.create_task(run(action))
-    assert all(status[a.id] in _FINAL or a.status is not ActionStatus.PENDING for a in plan.actions)
+    assert all(
+        status[a.id] in _FINAL or a.status not in (ActionStatus.PENDING, ActionStatus.EXECUTING)
+        for a in plan.actions
+    )
     return status
+
+
+async def _applied(owner: Agent, key: str) -> Execution | None:
+    """What ``owner`` applied under ``key``, if it says it did; None when it did not, runs it
+    still, or cannot say (an owner without GetExecution): sending it again settles it. The
+    caller's timeout bounds the call (cancelling a remote call cancels the RPC)."""
+    if not isinstance(owner, RecordsExecutions):
+        return None
+    try:
+        execution = await owner.execution(key)
+    except (Unavailable, DeadlineExceeded):
+        raise
+    except MeshError:  # UNIMPLEMENTED (an older owner), FAILED_PRECONDITION (keeps no record)
+        return None
+    return execution if execution.state is ExecutionState.APPLIED else None
 
 
 def _critical_phase(plan: Plan) -> set[str]:

@@ -283,7 +283,11 @@ async def build(ctx: Context[FederationConfig]) -> Built:
         sync_clock=market_clock.sync,
     )
     servicer = FederationServicer(federation)
-    tasks = [asyncio.ensure_future(market_clock.run())]
+    tasks = [
+        asyncio.ensure_future(market_clock.run()),
+        # What a crash left executing settles with its owners (federation/execution.py).
+        asyncio.ensure_future(federation.resume_executions()),
+    ]
     if config.gap_update_interval_seconds > 0:
         tasks.append(asyncio.ensure_future(_after_first_interval(federation)))
     if config.record_to_memory:

@@ -48,6 +48,13 @@ plan_states = sa.Table(
     sa.Column("sequence", sa.BigInteger, primary_key=True, autoincrement=False),
     sa.Column("payload", sa.LargeBinary, nullable=False),
 )
+# Plans this federation started executing and has not finished: after a crash, the next
+# federation resumes them (federation/execution.py, "Resuming").
+executions = sa.Table(
+    "federation_executions",
+    _metadata,
+    sa.Column("plan_sequence", sa.BigInteger, primary_key=True, autoincrement=False),
+)
 # Built once: a statement given its values as parameters compiles once, not on every append.
 _insert_event = events.insert()
 
@@ -56,8 +63,9 @@ class PlanStore(SqlStore):
     def __init__(self, engine: sa.Engine) -> None:
         super().__init__(engine, _metadata)
 
-    def append_plan(self, plan: Plan) -> Plan:
-        """Stores a new plan; returns it with its sequence."""
+    def append_plan(self, plan: Plan, *, executing: bool = False) -> Plan:
+        """Stores a new plan; returns it with its sequence. With ``executing``, records in the
+        same transaction that this federation executes it, until :meth:`finish_execution`."""
         with self.engine.begin() as connection:
             sequence = inserted_key(
                 connection.execute(
@@ -71,7 +79,24 @@ class PlanStore(SqlStore):
                     ),
                 )
             )
+            if executing:
+                connection.execute(executions.insert().values(plan_sequence=sequence))
         return dataclasses.replace(plan, sequence=sequence)
+
+    def unfinished_executions(self) -> list[Plan]:
+        """The plans whose execution started and never finished, in their current state, oldest
+        first."""
+        with self.engine.connect() as connection:
+            sequences = connection.execute(
+                sa.select(executions.c.plan_sequence).order_by(executions.c.plan_sequence)
+            ).scalars()
+            return [self._current(connection, s)[0] for s in list(sequences)]
+
+    def finish_execution(self, plan_sequence: int) -> None:
+        with self.engine.begin() as connection:
+            connection.execute(
+                executions.delete().where(executions.c.plan_sequence == plan_sequence)
+            )
 
     def append_status(
         self,

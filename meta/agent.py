@@ -33,11 +33,14 @@ from __future__ import annotations
 from meta.engine import MetaEngine
 from meta.model import CallerState, DecisionType, MetaDecision
 from qtmesh.base.contract import (
+    NOT_APPLIED,
     Action,
     ActionParameters,
     ActionType,
     AgentContext,
+    Execution,
     ExecutionResult,
+    ExecutionState,
     Priority,
     PromoteStrategy,
     Recommendation,
@@ -130,6 +133,15 @@ class MetaAgent:
             field="action.parameters.tune_learning.parameters",
         )
         return ExecutionResult(result.applied, result.detail)
+
+    async def execution(self, idempotency_key: str) -> Execution:
+        """The parameter version a TUNE_LEARNING under the key wrote, if one did."""
+        store = self._engine.store
+        seen = await store.run(store.version_of_action, idempotency_key)
+        if seen is None:
+            return NOT_APPLIED
+        moved = "; ".join(f"{c.name} {c.old_value:.4g} -> {c.new_value:.4g}" for c in seen.changes)
+        return Execution(ExecutionState.APPLIED, f"version {seen.version}: {moved}".rstrip(": "))
 
     def _market_time(self) -> int:
         """The latest cycle time decided at; before the first cycle after a restart, the time of

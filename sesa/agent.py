@@ -27,9 +27,12 @@ from collections.abc import Awaitable, Callable
 import structlog
 
 from qtmesh.base.contract import (
+    NOT_APPLIED,
     Action,
     AgentContext,
+    Execution,
     ExecutionResult,
+    ExecutionState,
     Priority,
     Recommendation,
     RunEvolution,
@@ -217,8 +220,10 @@ class SesaAgent:
         stale_after_nanos: int = DAY_NANOS,
         remembered: int = 1000,
         review: Review | None = None,
+        recorded: Callable[[str], Awaitable[Execution]] | None = None,
     ) -> None:
         self._run_evolution = run_evolution
+        self._recorded = recorded
         self._check_order = check_order
         self._review = review
         self._default_symbols = default_symbols
@@ -275,6 +280,11 @@ class SesaAgent:
             generations=parameters.generations,
         )
         run = self._runs.get(order.key)
+        if run is None and self._recorded is not None:
+            # Finished before a restart: the key's evolutions do not run again.
+            known = await self._recorded(order.key)
+            if known.state is ExecutionState.APPLIED:
+                return ExecutionResult(False, f"already ran: {known.detail}", known.outcome)
         if run is None:
             await self._check_order(order)  # a bad order fails now, not after a wait
             run = self._runs.get(order.key) or self._joinable(order) or self._start(order)
@@ -290,6 +300,19 @@ class SesaAgent:
         if not first:
             detail = f"already ran: {detail}"
         return ExecutionResult(first, detail, report.outcome())
+
+    async def execution(self, idempotency_key: str) -> Execution:
+        """A run of the key under way or done here, else what ``recorded`` (the evolution log)
+        kept of it: a key whose evolutions were interrupted was not applied, and runs again."""
+        run = self._runs.get(idempotency_key)
+        if run is not None and not run.task.done():
+            return Execution(ExecutionState.RUNNING)
+        if run is not None and not run.task.cancelled() and run.task.exception() is None:
+            report = run.task.result()
+            return Execution(ExecutionState.APPLIED, report.detail(), report.outcome())
+        if self._recorded is not None:
+            return await self._recorded(idempotency_key)
+        return NOT_APPLIED
 
     def _joinable(self, order: EvolutionOrder) -> _Run | None:
         for run in self._runs.values():

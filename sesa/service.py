@@ -31,7 +31,7 @@ from qtmesh.api.sesa.v1 import sesa_pb2 as pb
 from qtmesh.api.sesa.v1 import sesa_pb2_grpc as pb_grpc
 from qtmesh.base.bars import validate_bars
 from qtmesh.base.concurrency import CancelToken, run_cancellable
-from qtmesh.base.contract import ActionType
+from qtmesh.base.contract import NOT_APPLIED, ActionType, Execution, ExecutionState
 from qtmesh.base.convert import (
     genome_from_proto,
     genome_to_proto,
@@ -131,6 +131,7 @@ class SesaServicer(pb_grpc.SesaServiceServicer):
             check_order=self._check_order,
             default_symbols=config.symbols,
             review=memory.review if memory is not None and memory.recalls else None,
+            recorded=self._recorded,
         )
 
     # -- RPCs ------------------------------------------------------------------------------------
@@ -455,6 +456,37 @@ class SesaServicer(pb_grpc.SesaServiceServicer):
         return data
 
     # -- RUN_EVOLUTION (the agent calls these) -----------------------------------------------
+
+    async def _recorded(self, key: str) -> Execution:
+        """What the evolution log kept of the RUN_EVOLUTION under ``key``: applied when the
+        latest run of every one of its symbols finished (the log is bounded: a key older than
+        what it keeps reads as not applied, and would run again)."""
+        store = self.events.store
+        symbols: list[str] | None = None
+        latest: dict[str, int] = {}  # symbol -> start sequence of its latest run
+        ended: dict[int, pb.EvolutionEnded] = {}
+        names: dict[str, str] = {}
+        for event in await store.run(store.lifecycle):
+            message = pb.WatchEvolutionsResponse.FromString(event.payload)
+            if event.kind == ENDED:
+                ended[event.start_sequence] = message.ended
+                continue
+            started = message.started
+            if started.WhichOneof("origin") == "action" and started.action.action_key == key:
+                symbols = list(started.action.symbols)
+                latest[started.symbol] = event.sequence
+                names[started.symbol] = event.evolution_id
+        if symbols is None:
+            return NOT_APPLIED
+        for symbol in symbols:
+            end = ended.get(latest.get(symbol, -1))
+            if end is None or end.outcome != pb.EVOLUTION_OUTCOME_FINISHED:
+                return NOT_APPLIED
+        return Execution(
+            ExecutionState.APPLIED,
+            "finished before SESA restarted: " + ", ".join(names[s] for s in symbols),
+            {"evolution_id": ",".join(names[s] for s in symbols), "symbols": ",".join(symbols)},
+        )
 
     async def _check_order(self, order: EvolutionOrder) -> None:
         """Rejects what no evolution could run: unknown symbols, generations out of range."""

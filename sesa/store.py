@@ -118,6 +118,21 @@ class EvolutionStore(SqlStore):
             ).one()
         return int(oldest or 0), int(last or 0)
 
+    def lifecycle(self) -> list[StoredEvent]:
+        """Every kept started and ended event (no generations), oldest first."""
+        with self.engine.connect() as connection:
+            rows = connection.execute(
+                sa.select(events)
+                .where(events.c.kind.in_((STARTED, ENDED)))
+                .order_by(events.c.sequence)
+            ).all()
+        return [
+            StoredEvent(
+                r.sequence, r.evolution_id, r.kind, r.start_sequence, r.event_time, r.payload
+            )
+            for r in rows
+        ]
+
     def unended(self) -> list[tuple[int, str]]:
         """The runs the log shows started and never ended: (start sequence, evolution id),
         oldest first."""

@@ -7,7 +7,7 @@ propose, the fleet executes."""
 from __future__ import annotations
 
 from market.fleet.engine import EXECUTABLE, FleetEngine
-from qtmesh.base.contract import Action, AgentContext, ExecutionResult, Recommendation
+from qtmesh.base.contract import Action, AgentContext, Execution, ExecutionResult, Recommendation
 
 EXECUTES = EXECUTABLE
 
@@ -26,3 +26,6 @@ class FleetAgent:
 
     async def execute(self, action: Action, *, plan_sequence: int) -> ExecutionResult:
         return await self._engine.execute(action, plan_sequence=plan_sequence)
+
+    async def execution(self, idempotency_key: str) -> Execution:
+        return await self._engine.execution(idempotency_key)

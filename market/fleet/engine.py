@@ -20,11 +20,13 @@ from market.replay import Replay
 from qtmesh.base.bars import format_time
 from qtmesh.base.concurrency import CancelToken, run_cancellable
 from qtmesh.base.contract import (
+    NOT_APPLIED,
     Action,
     ActionType,
     AdjustExposure,
     DisableStrategy,
     EnableStrategy,
+    Execution,
     ExecutionResult,
     HaltTrading,
     PromoteStrategy,
@@ -48,6 +50,14 @@ EXECUTABLE = (
     ActionType.HALT_TRADING,
     ActionType.RESUME_TRADING,
 )
+
+
+def _applied(change: FleetChange) -> ExecutionResult:
+    return ExecutionResult(
+        True,
+        f"fleet change {change.sequence} from {format_time(change.time)}: {change.detail}",
+        {"fleet_change": str(change.sequence)},
+    )
 
 
 class FleetEngine:
@@ -236,11 +246,14 @@ class FleetEngine:
             return ExecutionResult(
                 False, f"already applied as fleet change {change.sequence}: {change.detail}"
             )
-        return ExecutionResult(
-            True,
-            f"fleet change {change.sequence} from {format_time(change.time)}: {change.detail}",
-            {"fleet_change": str(change.sequence)},
-        )
+        return _applied(change)
+
+    async def execution(self, key: str) -> Execution:
+        """What the fleet applied under ``key``, from its stored changes."""
+        change = await self.store.run(self.store.change_of_action, key)
+        if change is None:
+            return NOT_APPLIED
+        return Execution.applied(_applied(change))
 
     async def add_shadows(
         self,

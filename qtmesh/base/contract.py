@@ -297,6 +297,43 @@ class ExecutionResult:
         object.__setattr__(self, "outcome", MappingProxyType(dict(self.outcome)))
 
 
+class ExecutionState(enum.IntEnum):
+    """What an owner knows of an idempotency key (AgentService.GetExecution)."""
+
+    NOT_APPLIED = 1  # nothing applied under it: executing it now applies it
+    RUNNING = 2  # an execution under it is under way: executing it again joins it
+    APPLIED = 3
+
+
+@dataclasses.dataclass(frozen=True)
+class Execution:
+    """An owner's answer for one idempotency key; ``detail`` and ``outcome`` are those its
+    ExecuteAction answered when it applied the action."""
+
+    state: ExecutionState
+    detail: str = ""
+    outcome: Mapping[str, str] = dataclasses.field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "outcome", MappingProxyType(dict(self.outcome)))
+
+    @classmethod
+    def applied(cls, result: ExecutionResult) -> Execution:
+        return cls(ExecutionState.APPLIED, result.detail, result.outcome)
+
+
+NOT_APPLIED = Execution(ExecutionState.NOT_APPLIED)
+
+
+@runtime_checkable
+class RecordsExecutions(Protocol):
+    """An owner that can say, by idempotency key, whether it applied an action, from a durable
+    record (so the answer holds after it restarted). Every executing agent of the mesh is one;
+    the AgentService answers GetExecution from it."""
+
+    async def execution(self, idempotency_key: str) -> Execution: ...
+
+
 @runtime_checkable
 class Agent(Protocol):
     """Implemented by every agent in-process and by

@@ -14,23 +14,35 @@ from qtmesh.api.agent.v1 import agent_pb2 as pb
 from qtmesh.api.agent.v1 import agent_pb2_grpc as pb_grpc
 from qtmesh.base import convert
 from qtmesh.base.contract import (
+    NOT_APPLIED,
     Action,
     ActionType,
     Agent,
     AgentContext,
+    Execution,
     ExecutionResult,
+    ExecutionState,
     Recommendation,
+    RecordsExecutions,
     validate_recommendations,
 )
-from qtmesh.base.errors import InvalidArgument, MeshError
+from qtmesh.base.errors import FailedPrecondition, InvalidArgument, MeshError
 from qtmesh.runtime.server import Service
 from qtmesh.runtime.status import mesh_stub
+
+# Idempotency keys are stored in columns of 256 characters (agents/policy_log.py).
+MAX_KEY_LENGTH = 256
 
 
 class AgentServicer(pb_grpc.AgentServiceServicer):
     """Serves ``agent``. ExecuteAction accepts only the action types in ``executes`` and applies
     each idempotency key once: a repeated key returns ``applied=False`` with the first result.
-    The keys of the last ``remembered`` applied actions are kept in memory."""
+    The keys of the last ``remembered`` applied actions are kept in memory.
+
+    GetExecution answers from the calls under way and those memories first, then from the
+    agent's durable record (:class:`~qtmesh.base.contract.RecordsExecutions`). An agent that
+    executes nothing never applied anything; one that executes actions but keeps no record
+    cannot say, and answers FAILED_PRECONDITION rather than a guess."""
 
     def __init__(
         self, agent: Agent, *, executes: Collection[ActionType] = (), remembered: int = 10_000
@@ -74,6 +86,31 @@ class AgentServicer(pb_grpc.AgentServiceServicer):
         result = await self._execute_once(key, action, request.plan_sequence)
         return pb.ExecuteActionResponse(
             applied=result.applied, detail=result.detail, outcome=dict(result.outcome)
+        )
+
+    async def GetExecution(
+        self, request: pb.GetExecutionRequest, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> pb.GetExecutionResponse:
+        key = request.idempotency_key
+        if not key:
+            raise InvalidArgument("idempotency_key", "must be set")
+        if len(key) > MAX_KEY_LENGTH:
+            raise InvalidArgument("idempotency_key", f"longer than {MAX_KEY_LENGTH} characters")
+        return execution_to_proto(await self._execution(key))
+
+    async def _execution(self, key: str) -> Execution:
+        if key in self._running:
+            return Execution(ExecutionState.RUNNING)
+        remembered = self._applied.get(key)
+        if remembered is not None and remembered.applied:
+            return Execution.applied(remembered)
+        # An answer of "already applied" came from the agent's record: asked again below.
+        if isinstance(self._agent, RecordsExecutions):
+            return await self._agent.execution(key)
+        if not self._executes:
+            return NOT_APPLIED
+        raise FailedPrecondition(
+            f"{self._agent.name} keeps no durable record of the actions it applied"
         )
 
     async def _execute_once(self, key: str, action: Action, plan_sequence: int) -> ExecutionResult:
@@ -145,3 +182,26 @@ class AgentClient:
             timeout=timeout,
         )
         return ExecutionResult(response.applied, response.detail, dict(response.outcome))
+
+    async def execution(self, idempotency_key: str, *, timeout: float | None = None) -> Execution:
+        """What the agent knows of ``idempotency_key`` (AgentService.GetExecution)."""
+        response = await self._stub.GetExecution(
+            pb.GetExecutionRequest(idempotency_key=idempotency_key), timeout=timeout
+        )
+        return execution_from_proto(response)
+
+
+def execution_to_proto(execution: Execution) -> pb.GetExecutionResponse:
+    return pb.GetExecutionResponse(
+        state=convert.enum_to_proto(pb.ExecutionState, execution.state),
+        detail=execution.detail,
+        outcome=dict(execution.outcome),
+    )
+
+
+def execution_from_proto(message: pb.GetExecutionResponse) -> Execution:
+    try:
+        state = convert.enum_from_proto(ExecutionState, pb.ExecutionState, message.state, field="")
+    except InvalidArgument:
+        raise MeshError(f"GetExecution answered an unknown state {message.state}") from None
+    return Execution(state, message.detail, dict(message.outcome))

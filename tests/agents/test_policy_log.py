@@ -6,6 +6,7 @@ from __future__ import annotations
 import pytest
 
 from agents.policy_log import OwnedPolicy, PolicyLog
+from qtmesh.base.contract import NOT_APPLIED, Execution, ExecutionState
 from qtmesh.base.errors import InvalidArgument
 
 
@@ -47,6 +48,8 @@ async def test_changes_apply_once_per_key_and_survive_reopening(database_url: st
     reopened = owned(database_url)
     assert await reopened.load() == {"level": 4}
     assert not (await reopened.change(raise_to(9), action_key="plan-1/a")).applied
+    assert await reopened.execution("plan-1/a") == Execution(ExecutionState.APPLIED, "level 1 -> 2")
+    assert await reopened.execution("plan-2/a") == NOT_APPLIED
     history = await reopened.log.run(reopened.log.history_now, 10)
     assert [c.detail for c in history] == ["level 2 -> 4", "level 1 -> 2"]
     assert history[1].market_time == 7

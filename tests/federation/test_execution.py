@@ -411,3 +411,70 @@ async def test_the_owners_outcome_is_reported_with_the_completion():
     final, _ = await run(plan_of(action("a1")), {"owner": OutcomeOwner()}, outcomes=outcomes)
     assert final == {"a1": c.ActionStatus.COMPLETED}
     assert outcomes == {"a1": {"evolution_id": "evo-3", "candidates": "2"}}
+
+
+class RecordingOwner(Owner):
+    """An Owner that answers GetExecution from ``record`` (key -> detail), after failing the
+    first ``unreachable`` questions UNAVAILABLE (an owner still restarting)."""
+
+    def __init__(self, record: dict[str, str], *, unreachable: int = 0) -> None:
+        super().__init__()
+        self.record = record
+        self.unreachable = unreachable
+        self.asked: list[str] = []
+
+    async def execution(self, idempotency_key: str) -> c.Execution:
+        self.asked.append(idempotency_key)
+        if self.unreachable:
+            self.unreachable -= 1
+            raise Unavailable("owner restarting")
+        if idempotency_key in self.record:
+            return c.Execution(c.ExecutionState.APPLIED, self.record[idempotency_key], {"n": "1"})
+        return c.NOT_APPLIED
+
+
+async def test_an_action_left_executing_is_completed_from_the_owners_record_without_a_resend():
+    owner = RecordingOwner({"gap-1/a1": "halted at 10:00"}, unreachable=2)
+    # Its window has long passed: it started in time, so it finishes.
+    left = action("a1", status=c.ActionStatus.EXECUTING, execute_by_time=MARKET - 1)
+    outcomes: dict = {}
+    final, history = await run(
+        plan_of(dataclasses.replace(left, attempts=1), action("a2", depends_on=("a1",))),
+        {"owner": owner},
+        outcomes=outcomes,
+        clock=lambda: (MARKET, "market clock"),
+    )
+    assert final == {"a1": c.ActionStatus.COMPLETED, "a2": c.ActionStatus.COMPLETED}
+    assert owner.asked == ["gap-1/a1"] * 3  # asked again while it could not answer
+    assert owner.keys == ["gap-1/a2"]  # a1 was never sent again
+    assert history[0] == (
+        "a1",
+        c.ActionStatus.COMPLETED,
+        "applied before the federation restarted: halted at 10:00",
+        1,
+    )
+    assert outcomes["a1"] == {"n": "1"}
+    # The dependent waited for the resumed action.
+    assert [h[:2] for h in history[1:]] == [
+        ("a2", c.ActionStatus.EXECUTING),
+        ("a2", c.ActionStatus.COMPLETED),
+    ]
+
+
+async def test_an_action_left_executing_that_was_never_applied_is_sent_again_under_its_key():
+    owner = RecordingOwner({})
+    plain = Owner()  # no GetExecution: it cannot say, so the action is sent again
+    final, history = await run(
+        plan_of(
+            dataclasses.replace(action("a1", status=c.ActionStatus.EXECUTING), attempts=2),
+            action("b1", "plain", status=c.ActionStatus.EXECUTING),
+        ),
+        {"owner": owner, "plain": plain},
+    )
+    assert final == {"a1": c.ActionStatus.COMPLETED, "b1": c.ActionStatus.COMPLETED}
+    assert owner.keys == ["gap-1/a1"]
+    assert plain.keys == ["gap-1/b1"]
+    assert sorted(history) == [
+        ("a1", c.ActionStatus.COMPLETED, "did a1", 3),
+        ("b1", c.ActionStatus.COMPLETED, "did b1", 1),
+    ]

@@ -17,6 +17,8 @@ from qtmesh.base.contract import (
     AdjustExposure,
     AgentContext,
     DisableStrategy,
+    Execution,
+    ExecutionState,
     HaltTrading,
     Priority,
     SpawnArbMission,
@@ -154,6 +156,10 @@ async def test_actions_change_allocations_once_and_survive_a_restart(tmp_path):
         )
         assert not replay.applied
         assert "already applied as fleet change 1" in replay.detail
+        # Asked by key after the restart, it says what it applied, as ExecuteAction said then.
+        known = await agent.execution("k1")
+        assert known == Execution(ExecutionState.APPLIED, result.detail, result.outcome)
+        assert (await agent.execution("k-never")).state is ExecutionState.NOT_APPLIED
     # Other data is another deployment, with its own allocations.
     other = MarketConfig(synthetic_days=4, seed=5, data_dir=tmp_path, fleet_warmup_bars=600)
     async with serving_app(APP, other) as market:

@@ -27,7 +27,14 @@ from meta.service import app
 from qtmesh.api.common.v1 import strategy_pb2
 from qtmesh.api.meta.v1 import meta_pb2, meta_pb2_grpc
 from qtmesh.base import paging
-from qtmesh.base.contract import Action, AgentContext, Priority, RunEvolution, TuneLearning
+from qtmesh.base.contract import (
+    Action,
+    AgentContext,
+    ExecutionState,
+    Priority,
+    RunEvolution,
+    TuneLearning,
+)
 from qtmesh.base.convert import timestamp
 from qtmesh.base.errors import InvalidArgument, Unavailable
 from qtmesh.runtime.agent_service import AgentClient
@@ -616,3 +623,18 @@ async def test_other_bad_requests(meta):
         assert error_info(failure.value).metadata["field"] == field
     with pytest.raises(InvalidArgument):
         await MetaClient(meta.channel).update(state=CallerState(last_retrain_time=NOW + H), now=NOW)
+
+
+async def test_a_tuning_is_known_by_its_key_after_a_restart(tmp_path):
+    tune = action("plan-5/tune", TuneLearning(parameters={"rl_exploration_rate": 0.25}))
+    async with meta_server(tmp_path) as running:
+        result = await AgentClient(running.channel, name="meta").execute(tune, plan_sequence=5)
+    async with meta_server(tmp_path) as running:
+        agent = AgentClient(running.channel, name="meta")
+        known = await agent.execution("plan-5/tune")
+        never = await agent.execution("plan-6/tune")
+    assert result.applied
+    assert known.state is ExecutionState.APPLIED
+    assert known.detail.startswith("version 2: rl_exploration_rate ")
+    assert known.detail.endswith("-> 0.25")
+    assert never.state is ExecutionState.NOT_APPLIED

@@ -130,6 +130,63 @@ async def test_a_key_executing_concurrently_is_applied_once():
     assert len(agent.executed) == 1
 
 
+class RecordKeepingAgent(RecordingAgent):
+    """Answers GetExecution from a record of its own (as a durable store would, after a
+    restart that emptied the servicer's memory)."""
+
+    def __init__(self) -> None:
+        super().__init__([])
+        self.record: dict[str, str] = {}
+        self.entered = asyncio.Event()
+
+    async def execute(self, action: c.Action, *, plan_sequence: int) -> c.ExecutionResult:
+        self.entered.set()
+        return await super().execute(action, plan_sequence=plan_sequence)
+
+    async def execution(self, idempotency_key: str) -> c.Execution:
+        if idempotency_key in self.record:
+            return c.Execution(c.ExecutionState.APPLIED, self.record[idempotency_key])
+        return c.NOT_APPLIED
+
+
+async def test_get_execution_answers_running_applied_and_not_applied_by_key():
+    agent = RecordKeepingAgent()
+    agent.gate.clear()
+    agent.record["k-before-restart"] = "halted before the restart"
+    async with serving([agent_service(agent, executes=[c.ActionType.ADJUST_EXPOSURE])]) as running:
+        client = AgentClient(running.channel, name="recorder")
+        running_call = asyncio.ensure_future(client.execute(_action("k-1"), plan_sequence=3))
+        await agent.entered.wait()
+        assert (await client.execution("k-1")).state is c.ExecutionState.RUNNING
+        agent.gate.set()
+        await running_call
+        applied = await client.execution("k-1")
+        recorded = await client.execution("k-before-restart")
+        never = await client.execution("k-never")
+    assert applied == c.Execution(
+        c.ExecutionState.APPLIED, "did ADJUST_EXPOSURE for plan 3", {"plan": "3"}
+    )
+    assert recorded == c.Execution(c.ExecutionState.APPLIED, "halted before the restart")
+    assert never.state is c.ExecutionState.NOT_APPLIED
+
+
+async def test_get_execution_refuses_to_guess():
+    keeps_no_record = RecordingAgent([])
+    async with (
+        serving([agent_service(keeps_no_record, executes=[c.ActionType.HALT_TRADING])]) as owner,
+        serving([agent_service(RecordingAgent([]), executes=())]) as advisor,
+    ):
+        with pytest.raises(MeshError) as refused:
+            await AgentClient(owner.channel, name="recorder").execution("k")
+        with pytest.raises(InvalidArgument) as empty:
+            await AgentClient(owner.channel, name="recorder").execution("")
+        nothing = await AgentClient(advisor.channel, name="recorder").execution("k")
+    assert refused.value.code == "FAILED_PRECONDITION"
+    assert "keeps no durable record" in refused.value.message
+    assert empty.value.field == "idempotency_key"
+    assert nothing.state is c.ExecutionState.NOT_APPLIED  # it executes nothing
+
+
 async def test_actions_the_agent_does_not_own_or_without_key_are_rejected():
     agent = RecordingAgent([])
     async with serving([agent_service(agent, executes=[c.ActionType.ADJUST_EXPOSURE])]) as running:

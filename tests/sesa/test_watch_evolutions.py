@@ -19,7 +19,7 @@ from meta.config import MetaConfig
 from meta.service import APP as META
 from qtmesh.api.sesa.v1 import sesa_pb2 as pb
 from qtmesh.api.sesa.v1 import sesa_pb2_grpc
-from qtmesh.base.contract import Action, Priority, RunEvolution
+from qtmesh.base.contract import Action, ExecutionState, Priority, RunEvolution
 from qtmesh.base.errors import FailedPrecondition, InvalidArgument, ResourceExhausted
 from qtmesh.base.storage import create_engine, sqlite_url
 from qtmesh.runtime.agent_service import AgentClient
@@ -425,3 +425,38 @@ def test_the_store_keeps_the_newest_events_on_both_backends(database_url):
         assert store.page(last, 10)[1] == []
     finally:
         store.close()
+
+
+async def test_after_a_restart_an_evolutions_key_reads_applied_only_if_it_finished(tmp_path):
+    async with market_server(tmp_path) as market:
+        addresses = {"market": market.address}
+        async with sesa_server(tmp_path, addresses) as served:
+            agent = AgentClient(served.channel, name="sesa")
+            result = await agent.execute(run_evolution("plan-3/evolve"), plan_sequence=3)
+        # A SESA that crashed while the evolution of plan 4 ran.
+        store = EvolutionStore(create_engine(sqlite_url(tmp_path / "sesa" / "sesa.db")), keep=100)
+        origin = pb.ActionOrigin(action_key="plan-4/evolve", symbols=["ORBT"])
+        started = pb.WatchEvolutionsResponse(
+            evolution_id="evo-4", started=pb.EvolutionStarted(symbol="ORBT", action=origin)
+        )
+        store.append("evo-4", STARTED, 1, started.SerializeToString())
+        store.close()
+        async with sesa_server(tmp_path, addresses) as served:
+            agent = AgentClient(served.channel, name="sesa")
+            finished = await agent.execution("plan-3/evolve")
+            interrupted = await agent.execution("plan-4/evolve")
+            never = await agent.execution("plan-5/evolve")
+            again = await agent.execute(run_evolution("plan-3/evolve"), plan_sequence=3)
+            stored = EvolutionStore(
+                create_engine(sqlite_url(tmp_path / "sesa" / "sesa.db")), keep=9
+            )
+            runs = [e for e in stored.lifecycle() if e.kind == STARTED]
+            stored.close()
+    assert not again.applied
+    assert again.detail.startswith("already ran: finished before SESA restarted")
+    assert len(runs) == 2  # plan 3's and plan 4's: plan 3's did not run again
+    assert finished.state is ExecutionState.APPLIED
+    assert finished.outcome["evolution_id"] == result.outcome["evolution_id"]
+    assert finished.detail == f"finished before SESA restarted: {result.outcome['evolution_id']}"
+    assert interrupted.state is ExecutionState.NOT_APPLIED  # it runs again when asked to
+    assert never.state is ExecutionState.NOT_APPLIED

@@ -27,6 +27,8 @@ from qtmesh.base.contract import (
     Action,
     AdjustRiskLimits,
     AgentContext,
+    Execution,
+    ExecutionState,
     HaltTrading,
     Priority,
     Recommendation,
@@ -363,6 +365,9 @@ async def test_the_limits_survive_a_restart_and_apply_once_and_the_halts_are_the
             again = await agent.execute(action("plan-2/limits", limits), plan_sequence=2)
             assert not again.applied
             assert "already applied as change 1" in again.detail
+            known = await agent.execution("plan-2/limits")
+            assert known == Execution(ExecutionState.APPLIED, result.detail)
+            assert (await agent.execution("plan-9/limits")).state is ExecutionState.NOT_APPLIED
             recommendations = await agent.recommend(AgentContext(cycle_id="c2"))
             assert [(r.target, r.parameters) for r in recommendations] == [
                 ("sector/Crypto", HaltTrading(scope="Crypto"))

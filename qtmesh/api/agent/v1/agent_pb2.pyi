@@ -48,6 +48,13 @@ class ActionStatus(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     ACTION_STATUS_SUPERSEDED: _ClassVar[ActionStatus]
     ACTION_STATUS_HELD: _ClassVar[ActionStatus]
     ACTION_STATUS_EXPIRED: _ClassVar[ActionStatus]
+
+class ExecutionState(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    EXECUTION_STATE_UNSPECIFIED: _ClassVar[ExecutionState]
+    EXECUTION_STATE_NOT_APPLIED: _ClassVar[ExecutionState]
+    EXECUTION_STATE_RUNNING: _ClassVar[ExecutionState]
+    EXECUTION_STATE_APPLIED: _ClassVar[ExecutionState]
 ACTION_TYPE_UNSPECIFIED: ActionType
 ACTION_TYPE_HALT_TRADING: ActionType
 ACTION_TYPE_ADJUST_EXPOSURE: ActionType
@@ -75,6 +82,10 @@ ACTION_STATUS_BLOCKED: ActionStatus
 ACTION_STATUS_SUPERSEDED: ActionStatus
 ACTION_STATUS_HELD: ActionStatus
 ACTION_STATUS_EXPIRED: ActionStatus
+EXECUTION_STATE_UNSPECIFIED: ExecutionState
+EXECUTION_STATE_NOT_APPLIED: ExecutionState
+EXECUTION_STATE_RUNNING: ExecutionState
+EXECUTION_STATE_APPLIED: ExecutionState
 
 class HaltTrading(_message.Message):
     __slots__ = ("scope",)
@@ -351,3 +362,26 @@ class ExecuteActionResponse(_message.Message):
     detail: str
     outcome: _containers.ScalarMap[str, str]
     def __init__(self, applied: _Optional[bool] = ..., detail: _Optional[str] = ..., outcome: _Optional[_Mapping[str, str]] = ...) -> None: ...
+
+class GetExecutionRequest(_message.Message):
+    __slots__ = ("idempotency_key",)
+    IDEMPOTENCY_KEY_FIELD_NUMBER: _ClassVar[int]
+    idempotency_key: str
+    def __init__(self, idempotency_key: _Optional[str] = ...) -> None: ...
+
+class GetExecutionResponse(_message.Message):
+    __slots__ = ("state", "detail", "outcome")
+    class OutcomeEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: str
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[str] = ...) -> None: ...
+    STATE_FIELD_NUMBER: _ClassVar[int]
+    DETAIL_FIELD_NUMBER: _ClassVar[int]
+    OUTCOME_FIELD_NUMBER: _ClassVar[int]
+    state: ExecutionState
+    detail: str
+    outcome: _containers.ScalarMap[str, str]
+    def __init__(self, state: _Optional[_Union[ExecutionState, str]] = ..., detail: _Optional[str] = ..., outcome: _Optional[_Mapping[str, str]] = ...) -> None: ...

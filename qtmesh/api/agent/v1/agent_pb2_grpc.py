@@ -46,6 +46,11 @@ class AgentServiceStub:
                 request_serializer=qtmesh_dot_api_dot_agent_dot_v1_dot_agent__pb2.ExecuteActionRequest.SerializeToString,
                 response_deserializer=qtmesh_dot_api_dot_agent_dot_v1_dot_agent__pb2.ExecuteActionResponse.FromString,
                 _registered_method=True)
+        self.GetExecution = channel.unary_unary(
+                '/qtmesh.api.agent.v1.AgentService/GetExecution',
+                request_serializer=qtmesh_dot_api_dot_agent_dot_v1_dot_agent__pb2.GetExecutionRequest.SerializeToString,
+                response_deserializer=qtmesh_dot_api_dot_agent_dot_v1_dot_agent__pb2.GetExecutionResponse.FromString,
+                _registered_method=True)
 
 
 class AgentServiceServicer:
@@ -66,6 +71,16 @@ class AgentServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def GetExecution(self, request, context):
+        """What the agent knows of the action it was asked to apply under an idempotency key: applied
+        (with what ExecuteAction answered), still running, or never applied. An owner records every
+        key it applied durably, so the answer holds across its restarts. The federation asks it,
+        after a restart of its own, for each action it left EXECUTING.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_AgentServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -78,6 +93,11 @@ def add_AgentServiceServicer_to_server(servicer, server):
                     servicer.ExecuteAction,
                     request_deserializer=qtmesh_dot_api_dot_agent_dot_v1_dot_agent__pb2.ExecuteActionRequest.FromString,
                     response_serializer=qtmesh_dot_api_dot_agent_dot_v1_dot_agent__pb2.ExecuteActionResponse.SerializeToString,
+            ),
+            'GetExecution': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetExecution,
+                    request_deserializer=qtmesh_dot_api_dot_agent_dot_v1_dot_agent__pb2.GetExecutionRequest.FromString,
+                    response_serializer=qtmesh_dot_api_dot_agent_dot_v1_dot_agent__pb2.GetExecutionResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -135,6 +155,33 @@ class AgentService:
             '/qtmesh.api.agent.v1.AgentService/ExecuteAction',
             qtmesh_dot_api_dot_agent_dot_v1_dot_agent__pb2.ExecuteActionRequest.SerializeToString,
             qtmesh_dot_api_dot_agent_dot_v1_dot_agent__pb2.ExecuteActionResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetExecution(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/qtmesh.api.agent.v1.AgentService/GetExecution',
+            qtmesh_dot_api_dot_agent_dot_v1_dot_agent__pb2.GetExecutionRequest.SerializeToString,
+            qtmesh_dot_api_dot_agent_dot_v1_dot_agent__pb2.GetExecutionResponse.FromString,
             options,
             channel_credentials,
             insecure,
