@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import os
 import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -19,9 +18,10 @@ from federation.plan import Plan, StatusUpdate
 from qtmesh.base import contract as c
 from qtmesh.runtime.agent_service import agent_service
 from qtmesh.runtime.channels import open_channel
-from qtmesh.runtime.supervisor import Child, spawn
+from qtmesh.runtime.supervisor import Child
 from qtmesh.testing import serving
 from tests.helpers.federation import rec
+from tests.helpers.processes import kill, service_process
 
 HALT = c.HaltTrading(scope="portfolio")
 
@@ -70,7 +70,6 @@ async def federation_process(
     tmp_path: Path, database_url: str, owner: str
 ) -> AsyncIterator[tuple[Child, FederationClient]]:
     env = {
-        **os.environ,
         "QTMESH_FEDERATION_DATABASE_URL": database_url,
         "QTMESH_FEDERATION_AGENTS": "owner",
         "QTMESH_FEDERATION_OWNERS": "HALT_TRADING=owner",
@@ -78,19 +77,12 @@ async def federation_process(
         "QTMESH_FEDERATION_RECORD_TO_MEMORY": "false",
         "QTMESH_ADDRESSES": f"owner={owner},market=127.0.0.1:1",
     }
-    child = await spawn(
-        "federation",
-        ["-m", "qtmesh", "serve", "federation", "--port", "0"],
-        env=env,
-        log_path=tmp_path / "federation.log",
-    )
-    try:
-        async with open_channel(child.address) as channel:
-            yield child, FederationClient(channel)
-    finally:
-        if child.process.returncode is None:
-            child.process.terminate()
-            await child.process.wait()
+    log = tmp_path / "federation.log"
+    async with (
+        service_process("federation", env=env, log_path=log) as child,
+        open_channel(child.address) as channel,
+    ):
+        yield child, FederationClient(channel)
 
 
 async def settled(client: FederationClient, plan: Plan) -> list[tuple[int, Plan | StatusUpdate]]:
@@ -116,8 +108,7 @@ async def test_a_federation_killed_mid_execution_settles_the_action_with_its_own
         async with federation_process(tmp_path, database_url, served.address) as (child, client):
             plan = await client.generate_plan(execute=True)
             await owner.received.wait()
-            child.process.kill()
-            assert await child.process.wait() == -9
+            await kill(child)
         action = plan.actions[0]
         # Whatever the dead federation's call did, the owner answers from now on.
         owner.answer.set()
