@@ -69,6 +69,12 @@ class FederationConfig(DataDirConfig):
         help="ACTION_TYPE=seconds pairs: cap on one ExecuteAction attempt of that type",
     )
     action_attempts: int = setting(3, help="attempts of an ExecuteAction that can be retried")
+    owner_answer_timeout_seconds: float = setting(
+        300.0,
+        help="how long an action whose fate is unknown (every attempt timed out or lost its "
+        "connection, or a crash left it executing) waits for its owner to say whether it "
+        "applied it, before it is recorded as failed",
+    )
     retry_backoff_seconds: float = setting(0.05, help="first backoff between attempts (doubles)")
     min_consensus_for_critical: float = setting(
         0.80, help="agreement a critical action needs to execute, 0..1"
@@ -131,6 +137,7 @@ class FederationConfig(DataDirConfig):
             "agent_timeout_seconds",
             "cycle_deadline_seconds",
             "action_timeout_seconds",
+            "owner_answer_timeout_seconds",
             "max_recommendation_age_seconds",
         ):
             value = getattr(self, name)

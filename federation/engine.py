@@ -207,6 +207,7 @@ class Federation:
             attempts=self.config.action_attempts,
             backoff=self.config.retry_backoff_seconds,
             clock=self._now,
+            answer_timeout=self.config.owner_answer_timeout_seconds,
         )
         await self._unit(self.store.run_short(self.store.finish_execution, plan.sequence))
         return final

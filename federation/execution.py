@@ -18,7 +18,9 @@ inside each action's window, bounded.
 * Each attempt has the timeout of its action type (``timeouts``, else ``timeout``); UNAVAILABLE
   and timeouts are retried up to ``attempts`` times with doubling backoff. Every attempt
   carries the same idempotency key, so an owner applies an action once however often it is
-  asked.
+  asked. When every attempt timed out or lost its connection, the owner may have applied it
+  all the same (it died after its change, before its answer): it is asked (GetExecution), and
+  the action completes if it did, and fails otherwise.
 * Status moves PENDING -> EXECUTING -> COMPLETED or FAILED (or BLOCKED or EXPIRED); each change
   is reported through ``on_status`` before the next one happens, a completion with the outcome
   the owner returned. If ``on_status`` raises, the other actions are cancelled and the error
@@ -28,13 +30,17 @@ inside each action's window, bounded.
   first and without waiting for anything: its owner is asked whether it applied it
   (GetExecution, by idempotency key) and, if it did, it is COMPLETED with what the owner
   answered then; otherwise it is sent again under its key, which the owner applies at most once.
-  Its attempts go on counting from those recorded. An owner that cannot be reached is asked
-  again (backing off up to 30 s) until it answers: meanwhile the action stays EXECUTING.
+  Its attempts go on counting from those recorded.
+* Asking: an owner that cannot be reached, or still runs the action, is asked again (backing off
+  up to 30 s), for at most ``answer_timeout`` seconds; meanwhile the action stays EXECUTING, its
+  fate unknown, rather than be settled on a guess. An owner that did not answer by then fails
+  the action, saying so. An owner without GetExecution cannot say, and is not asked.
 """
 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import time
 from collections.abc import Awaitable, Callable, Mapping
 
@@ -80,12 +86,14 @@ async def execute_plan(
     slots: asyncio.Semaphore | None = None,
     timeouts: Mapping[ActionType, float] | None = None,
     clock: Clock = wall_clock,
+    answer_timeout: float = 300.0,
 ) -> dict[str, ActionStatus]:
     """Runs the plan's pending actions; returns every action's final status.
 
     Give ``slots`` to share a concurrency bound with other plans, else ``max_concurrent``.
     ``timeouts`` overrides ``timeout`` per action type; ``clock`` is what windows are checked
-    against (the federation passes the market's clock).
+    against (the federation passes the market's clock); ``answer_timeout`` bounds how long an
+    owner is asked about an action whose fate is unknown (module docstring).
     """
     if slots is None:
         if max_concurrent is None:
@@ -145,8 +153,12 @@ async def execute_plan(
             )
             return
         # Asked outside the slots: an owner that is down holds no other action back.
-        known = await ask_until_answered(action, owner)
-        if known is not None:
+        try:
+            known = await ask(action, owner)
+        except _NoAnswer as silence:
+            await settle(action, ActionStatus.FAILED, f"interrupted; {silence}", action.attempts)
+            return
+        if known is not None and known.state is ExecutionState.APPLIED:
             await settle(
                 action,
                 ActionStatus.COMPLETED,
@@ -156,7 +168,9 @@ async def execute_plan(
             )
             return
         async with slots:
-            await send(action, owner, tried=action.attempts)
+            lost = await send(action, owner, tried=action.attempts)
+        if lost is not None:
+            await settle_lost(action, owner, lost)
 
     async def attempt(action: Action) -> None:
         if action.id in stuck:
@@ -199,24 +213,61 @@ async def execute_plan(
                 action, ActionStatus.EXECUTING, f"sent to {action.owner}", 0, _NO_OUTCOME
             )
             status[action.id] = ActionStatus.EXECUTING
-            await send(action, owner, tried=0)
+            lost = await send(action, owner, tried=0)
+        if lost is not None:
+            await settle_lost(action, owner, lost)
 
-    async def ask_until_answered(action: Action, owner: Agent) -> Execution | None:
-        """Whether the owner applied ``action``, asked until it answers: an action whose fate
-        is unknown stays EXECUTING while its owner is unreachable, rather than be settled on a
-        guess."""
+    async def ask(action: Action, owner: Agent) -> Execution | None:
+        """What the owner knows of ``action``, asked until it answers and while it still runs
+        it, for at most ``answer_timeout`` seconds (raising _NoAnswer then); None when it
+        cannot say (no GetExecution). Meanwhile the action stays EXECUTING: its fate is unknown
+        and is not settled on a guess."""
         limit = limits.get(action.action_type, timeout)
         delay = max(backoff, _MIN_ASK_BACKOFF)
-        while True:
-            try:
-                async with asyncio.timeout(limit):
-                    return await _applied(owner, action.idempotency_key)
-            except (TimeoutError, DeadlineExceeded, Unavailable):
-                await asyncio.sleep(delay)
-                delay = min(2 * delay, _MAX_ASK_BACKOFF)
+        try:
+            async with asyncio.timeout(answer_timeout):
+                while True:
+                    try:
+                        async with asyncio.timeout(limit):
+                            known = await _asked(owner, action.idempotency_key)
+                        if known is None or known.state is not ExecutionState.RUNNING:
+                            return known
+                    except (TimeoutError, DeadlineExceeded, Unavailable):
+                        pass
+                    await asyncio.sleep(delay)
+                    delay = min(2 * delay, _MAX_ASK_BACKOFF)
+        except TimeoutError:
+            raise _NoAnswer(
+                f"{action.owner} did not say within {answer_timeout:g} s whether it applied it"
+            ) from None
 
-    async def send(action: Action, owner: Agent, *, tried: int) -> None:
-        """Sends ``action`` until it settles, ``tried`` attempts made before."""
+    async def settle_lost(action: Action, owner: Agent, lost: _Lost) -> None:
+        """Settles an action whose every attempt timed out or lost its connection: the owner
+        may have applied it all the same, so it is asked first."""
+        failed = f"after {lost.attempts} attempts: {lost.reason}"
+        try:
+            known = await ask(action, owner) if isinstance(owner, RecordsExecutions) else None
+        except _NoAnswer as silence:
+            await settle(action, ActionStatus.FAILED, f"{failed}; {silence}", lost.tried)
+            return
+        if known is None:
+            await settle(action, ActionStatus.FAILED, failed, lost.tried)
+        elif known.state is ExecutionState.APPLIED:
+            await settle(
+                action,
+                ActionStatus.COMPLETED,
+                f"applied, its answer lost ({failed}): {known.detail}",
+                lost.tried,
+                known.outcome,
+            )
+        else:
+            detail = f"{failed}; {action.owner} never applied it"
+            await settle(action, ActionStatus.FAILED, detail, lost.tried)
+
+    async def send(action: Action, owner: Agent, *, tried: int) -> _Lost | None:
+        """Sends ``action`` until it settles, ``tried`` attempts made before; returns what was
+        lost instead when every attempt timed out or lost its connection (settled by the
+        caller, once it gave its slot back)."""
         limit = limits.get(action.action_type, timeout)
         first = tried
         while True:
@@ -238,22 +289,16 @@ async def execute_plan(
                     if not isinstance(exc, Unavailable)
                     else exc.message
                 )
-                await settle(
-                    action,
-                    ActionStatus.FAILED,
-                    f"after {tried - first} attempts: {reason}",
-                    tried,
-                )
-                return
+                return _Lost(reason, tried - first, tried)
             except MeshError as exc:
                 await settle(action, ActionStatus.FAILED, f"{exc.code}: {exc.message}", tried)
-                return
+                return None
             except Exception as exc:  # an in-process owner's bug fails its action only
                 await settle(action, ActionStatus.FAILED, f"{type(exc).__name__}: {exc}", tried)
-                return
+                return None
             detail = result.detail if result.applied else f"already applied ({result.detail})"
             await settle(action, ActionStatus.COMPLETED, detail, tried, result.outcome)
-            return
+            return None
 
     pending = sorted(
         (a for a in plan.actions if a.status is ActionStatus.PENDING),
@@ -269,19 +314,31 @@ async def execute_plan(
     return status
 
 
-async def _applied(owner: Agent, key: str) -> Execution | None:
-    """What ``owner`` applied under ``key``, if it says it did; None when it did not, runs it
-    still, or cannot say (an owner without GetExecution): sending it again settles it. The
-    caller's timeout bounds the call (cancelling a remote call cancels the RPC)."""
+@dataclasses.dataclass(frozen=True)
+class _Lost:
+    """Every attempt timed out or lost its connection: ``reason``, after ``attempts`` (the
+    action's ``tried`` in all)."""
+
+    reason: str
+    attempts: int
+    tried: int
+
+
+class _NoAnswer(Exception):
+    """The owner did not say in time whether it applied an action."""
+
+
+async def _asked(owner: Agent, key: str) -> Execution | None:
+    """The owner's GetExecution answer for ``key``; None when it cannot say (an owner without
+    GetExecution, or one that keeps no record). Unavailable and deadlines propagate."""
     if not isinstance(owner, RecordsExecutions):
         return None
     try:
-        execution = await owner.execution(key)
+        return await owner.execution(key)
     except (Unavailable, DeadlineExceeded):
         raise
     except MeshError:  # UNIMPLEMENTED (an older owner), FAILED_PRECONDITION (keeps no record)
         return None
-    return execution if execution.state is ExecutionState.APPLIED else None
 
 
 def _critical_phase(plan: Plan) -> set[str]:

@@ -478,3 +478,36 @@ async def test_an_action_left_executing_that_was_never_applied_is_sent_again_und
         ("a1", c.ActionStatus.COMPLETED, "did a1", 3),
         ("b1", c.ActionStatus.COMPLETED, "did b1", 1),
     ]
+
+
+async def test_an_action_whose_answers_were_lost_completes_if_its_owner_applied_it():
+    # Every attempt fails UNAVAILABLE, yet the owner applied the first: its answer was lost.
+    applied = RecordingOwner({"gap-1/a1": "did a1"}, unreachable=1)
+    applied.behaviour = {"a1": [Unavailable("down")] * 3}
+    never = RecordingOwner({})
+    never.behaviour = {"b1": [Unavailable("down")] * 3}
+    final, history = await run(
+        plan_of(action("a1"), action("b1", "never")), {"owner": applied, "never": never}
+    )
+    assert final == {"a1": c.ActionStatus.COMPLETED, "b1": c.ActionStatus.FAILED}
+    settled = {h[0]: h[2:] for h in history if h[1] is not c.ActionStatus.EXECUTING}
+    assert settled["a1"] == ("applied, its answer lost (after 3 attempts: down): did a1", 3)
+    assert settled["b1"] == ("after 3 attempts: down; never never applied it", 3)
+
+
+async def test_an_owner_that_never_answers_fails_the_action_once_the_answer_timeout_passed():
+    silent = RecordingOwner({}, unreachable=10**6)
+    silent.behaviour = {"a1": [Unavailable("down")] * 3}
+    final, history = await run(
+        plan_of(
+            action("a1"),
+            dataclasses.replace(action("a2"), status=c.ActionStatus.EXECUTING, attempts=1),
+        ),
+        {"owner": silent},
+        answer_timeout=0.2,
+    )
+    assert final == {"a1": c.ActionStatus.FAILED, "a2": c.ActionStatus.FAILED}
+    settled = {h[0]: h[2] for h in history if h[1] is c.ActionStatus.FAILED}
+    silence = "owner did not say within 0.2 s whether it applied it"
+    assert settled == {"a1": f"after 3 attempts: down; {silence}", "a2": f"interrupted; {silence}"}
+    assert silent.keys == ["gap-1/a1"] * 3  # a2 was never sent again blind

@@ -1,12 +1,18 @@
-"""Crash recovery: a federation SIGKILLed while an action executes settles it with its owner when
-it starts again (GetExecution by idempotency key, then a resend under the same key if the owner
-never applied it), on SQLite and PostgreSQL. The federation runs as a child process; its owner
-(which also recommends the action) is served by this test, so it outlives the kill."""
+"""Crash recovery, on SQLite and PostgreSQL, the federation a child process:
+
+* a federation SIGKILLed while an action executes settles it with its owner when it starts
+  again (GetExecution by idempotency key, then a resend under the same key if the owner never
+  applied it); its owner (which also recommends the action) is served by this test, so it
+  outlives the kill;
+* an owner that dies after applying an action and before answering (a process of its own) is
+  asked once it is back, and the action completes without being applied again."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
+import subprocess
 import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -20,6 +26,7 @@ from qtmesh.runtime.agent_service import agent_service
 from qtmesh.runtime.channels import open_channel
 from qtmesh.runtime.supervisor import Child
 from qtmesh.testing import serving
+from tests.helpers import durable_owner
 from tests.helpers.federation import rec
 from tests.helpers.processes import kill, service_process
 
@@ -40,6 +47,7 @@ class DurableOwner:
         self.calls: list[str] = []  # keys of every ExecuteAction that reached the owner
         self.received = asyncio.Event()
         self.answer = asyncio.Event()
+        self.cancelled = asyncio.Event()
 
     async def recommend(self, context: c.AgentContext) -> list[c.Recommendation]:
         return [rec("halt", HALT, confidence=0.9, priority=c.Priority.HIGH)]
@@ -50,7 +58,11 @@ class DurableOwner:
         if self.apply_first:
             self._apply(key, plan_sequence)
         self.received.set()
-        await self.answer.wait()
+        try:
+            await self.answer.wait()
+        except asyncio.CancelledError:
+            self.cancelled.set()  # the caller went away
+            raise
         return c.ExecutionResult(not self.apply_first and self._apply(key, plan_sequence), key)
 
     def _apply(self, key: str, plan_sequence: int) -> bool:
@@ -110,7 +122,9 @@ async def test_a_federation_killed_mid_execution_settles_the_action_with_its_own
             await owner.received.wait()
             await kill(child)
         action = plan.actions[0]
-        # Whatever the dead federation's call did, the owner answers from now on.
+        # The dead federation's call ends on the owner (as its connection drops); from now on
+        # the owner answers.
+        await owner.cancelled.wait()
         owner.answer.set()
         async with federation_process(tmp_path, database_url, served.address) as (_, client):
             events = await settled(client, plan)
@@ -131,3 +145,51 @@ async def test_a_federation_killed_mid_execution_settles_the_action_with_its_own
     assert statuses == [c.ActionStatus.EXECUTING, c.ActionStatus.COMPLETED]
     assert [s for s, _ in events] == list(range(events[0][0], events[0][0] + len(events)))
     assert isinstance(events[0][1], Plan)
+
+
+async def owner_process(
+    record: Path, port: int, mode: str
+) -> tuple[asyncio.subprocess.Process, str]:
+    process = await asyncio.create_subprocess_exec(
+        sys.executable,
+        durable_owner.__file__,
+        str(record),
+        str(port),
+        mode,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+    )
+    assert process.stdout is not None
+    line = (await process.stdout.readline()).decode()
+    assert line.startswith("address "), "the owner exited before serving"
+    return process, line.split()[1]
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="SIGKILL of a child process")
+async def test_an_owner_killed_after_applying_is_asked_once_back_and_applies_nothing_twice(
+    tmp_path, database_url
+):
+    record = tmp_path / "owner.json"
+    dying, address = await owner_process(record, 0, "die-after-applying")
+    port = int(address.rsplit(":", 1)[1])
+    async with federation_process(tmp_path, database_url, address) as (_, client):
+        plan = await client.generate_plan(execute=True)
+        assert await dying.wait() == -9  # applied, then died before answering
+        key = plan.actions[0].idempotency_key
+        assert json.loads(record.read_text())["applied"] == {key: "halted for plan 1"}
+        # Back on the same address; meanwhile the federation keeps the action EXECUTING.
+        back, _ = await owner_process(record, port, "serve")
+        try:
+            events = await settled(client, plan)
+            stored = await client.get_plan(plan.sequence)
+        finally:
+            back.kill()
+            await back.wait()
+    final = stored.action(plan.actions[0].id)
+    assert final.status is c.ActionStatus.COMPLETED
+    assert final.status_detail.startswith("applied, its answer lost (after 3 attempts: ")
+    assert final.status_detail.endswith("): halted for plan 1")
+    owner = json.loads(record.read_text())
+    assert owner["calls"] == [key]  # asked, never sent again
+    statuses = [e.status for _, e in events if isinstance(e, StatusUpdate)]
+    assert statuses == [c.ActionStatus.EXECUTING, c.ActionStatus.COMPLETED]
