@@ -80,6 +80,10 @@ async def build(ctx: Context[MemoryConfig]) -> Built:
     return Built(services=services(engine), close=close)
 
 
+# Episodes are small (names of 64 characters, texts of 200): a larger request is refused by
+# gRPC before any of it reaches Python (a 15 MiB Store used to cost the server about 45 MB).
+MAX_REQUEST_BYTES = 1 << 20
+
 APP = App(
     name="memory",
     summary="episodic and semantic memory with similarity recall",
@@ -87,4 +91,5 @@ APP = App(
     env_prefix=ENV_PREFIX,
     build=build,
     uses=(Uses(service="market", client=MarketClient),),
+    max_request_bytes=MAX_REQUEST_BYTES,
 )

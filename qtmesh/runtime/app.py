@@ -115,7 +115,9 @@ class App(Generic[C]):
 
     ``uses`` lists the clients (or, when they depend on the config, a function of the config
     that returns them). ``build`` receives a :class:`Context`; it must not block: heavy start-up
-    work belongs in a thread.
+    work belongs in a thread. ``max_request_bytes``, for a service whose requests are all small,
+    is the largest it accepts (below the server's ``max_message_bytes``): gRPC refuses a larger
+    one RESOURCE_EXHAUSTED before any of it reaches Python, so it costs no memory.
     """
 
     name: str
@@ -124,6 +126,7 @@ class App(Generic[C]):
     env_prefix: str
     build: Callable[[Context[C]], Awaitable[Built]]
     uses: Sequence[Uses] | Callable[[C], Sequence[Uses]] = ()
+    max_request_bytes: int | None = None
 
     def __post_init__(self) -> None:
         # One spelling per service: the catalog name gives the environment prefix.
@@ -194,4 +197,5 @@ class App(Generic[C]):
             default_port=default_port,
             on_drain=built.drain,
             on_stop=close,
+            max_request_bytes=self.max_request_bytes,
         )

@@ -120,10 +120,14 @@ class ServerConfig:
     def tls(self) -> bool:
         return self.tls_cert_file is not None
 
-    def grpc_options(self) -> list[tuple[str, Any]]:
+    def grpc_options(self, *, max_request_bytes: int | None = None) -> list[tuple[str, Any]]:
+        """The server's options; ``max_request_bytes`` lowers the largest message received."""
+        received = self.max_message_bytes
+        if max_request_bytes is not None:
+            received = min(received, max_request_bytes)
         options: list[tuple[str, Any]] = [
             ("grpc.so_reuseport", 0),
-            ("grpc.max_receive_message_length", self.max_message_bytes),
+            ("grpc.max_receive_message_length", received),
             ("grpc.max_send_message_length", self.max_message_bytes),
             ("grpc.keepalive_time_ms", int(self.keepalive_time_seconds * 1000)),
             ("grpc.keepalive_timeout_ms", int(self.keepalive_timeout_seconds * 1000)),
@@ -174,9 +178,11 @@ class MeshServer:
         default_port: int = 0,
         on_drain: Callable[[], None] | None = None,
         on_stop: Callable[[], Awaitable[None]] | None = None,
+        max_request_bytes: int | None = None,
     ) -> None:
         self.name = name
         self.config = config
+        self._max_request_bytes = max_request_bytes
         self.health = health.aio.HealthServicer()
         self._services = list(services)
         self._port = default_port if config.port is None else config.port
@@ -204,7 +210,7 @@ class MeshServer:
             interceptors=[
                 ServerInterceptor(domain=f"{self.name}.qtmesh", authenticator=authenticator)
             ],
-            options=self.config.grpc_options(),
+            options=self.config.grpc_options(max_request_bytes=self._max_request_bytes),
         )
         for service in self._services:
             service.register(server)

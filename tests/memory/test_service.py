@@ -17,7 +17,7 @@ from memory.client import MemoryClient
 from memory.config import MemoryConfig
 from memory.context import sector_features
 from memory.episodes import Episode
-from memory.service import APP
+from memory.service import APP, MAX_REQUEST_BYTES
 from qtmesh.api.memory.v1 import memory_pb2, memory_pb2_grpc
 from qtmesh.base.config import Secret
 from qtmesh.base.contract import Action, AdjustExposure, AgentContext, Priority
@@ -138,6 +138,12 @@ async def test_a_rejected_store_changes_nothing(database_url):
                 await stub.Store(memory_pb2.StoreRequest(episode=memory_pb2.Episode(**fields)))
             assert failure.value.code() == grpc.StatusCode.INVALID_ARGUMENT
             assert error_info(failure.value).metadata["field"] == field
+        # An oversize request never reaches the service: gRPC refuses it as it arrives.
+        huge = memory_pb2.Episode(features={"vol": 0.2}, decision="x" * (15 << 20))
+        with pytest.raises(grpc.aio.AioRpcError) as failure:
+            await stub.Store(memory_pb2.StoreRequest(episode=huge))
+        assert failure.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+        assert str(MAX_REQUEST_BYTES) in failure.value.details()
         with pytest.raises(AlreadyExists):
             await client.store(episode(1, {"vol": 0.5}, "hold", -1.0))
         with pytest.raises(InvalidArgument) as failure:
