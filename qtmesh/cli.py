@@ -24,7 +24,7 @@ from qtmesh.runtime.channels import CLIENT_ENV_PREFIX, ChannelConfig
 from qtmesh.runtime.server import ENV_PREFIX, ServerConfig, serve_until_signalled
 from qtmesh.runtime.settings import settings_markdown
 from qtmesh.runtime.supervisor import Mesh, StartupError, check_health, die_with_supervisor
-from qtmesh.runtime.telemetry import configure_logging
+from qtmesh.runtime.telemetry import capture_native_log, configure_logging
 
 STATE_FILE = Path(".qtmesh/mesh.json")
 LOG_DIR = Path(".qtmesh/logs")
@@ -143,6 +143,7 @@ def _serve(args: argparse.Namespace) -> int:
     )
     service_config = app.load_config(overrides=configuration.flags_for(options, app.config_type))
     channel_config = configuration.load(ChannelConfig, env_prefix=CLIENT_ENV_PREFIX)
+    capture_native_log()  # gRPC core's own lines (TLS handshake failures) become events
     configure_logging(fmt=server_config.log_format, level=server_config.log_level, service=app.name)
 
     def ready(address: str) -> None:
