@@ -11,15 +11,11 @@ import pytest
 from market.client import MarketClient
 from qtmesh.runtime.channels import open_channel
 from tests.helpers.processes import kill, service_process
+from tests.helpers.streams import take
 
 
 async def steps(client: MarketClient, *, after: int, count: int) -> list[tuple[int, int, list]]:
-    seen = []
-    async for step in client.stream_bars(after_position=after):
-        seen.append(step)
-        if len(seen) == count:
-            return seen
-    raise AssertionError("the stream ended early")
+    return await take(client.stream_bars(after_position=after), count)
 
 
 @pytest.mark.skipif(sys.platform != "linux", reason="SIGKILL of a child process")

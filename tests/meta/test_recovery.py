@@ -13,6 +13,7 @@ from qtmesh.base import contract as c
 from qtmesh.runtime.agent_service import AgentClient
 from qtmesh.runtime.channels import open_channel
 from tests.helpers.processes import kill, service_process
+from tests.helpers.streams import take
 
 
 def tune(key: str, rate: float) -> c.Action:
@@ -28,12 +29,7 @@ def tune(key: str, rate: float) -> c.Action:
 
 
 async def versions(client: MetaClient, *, after: int, count: int) -> list[int]:
-    seen = []
-    async for parameters, _ in client.watch(after_version=after):
-        seen.append(parameters.version)
-        if len(seen) == count:
-            return seen
-    raise AssertionError("the stream ended early")
+    return [p.version for p, _ in await take(client.watch(after_version=after), count)]
 
 
 @pytest.mark.skipif(sys.platform != "linux", reason="SIGKILL of a child process")
