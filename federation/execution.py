@@ -31,10 +31,12 @@ inside each action's window, bounded.
   (GetExecution, by idempotency key) and, if it did, it is COMPLETED with what the owner
   answered then; otherwise it is sent again under its key, which the owner applies at most once.
   Its attempts go on counting from those recorded.
-* Asking: an owner that cannot be reached, or still runs the action, is asked again (backing off
-  up to 30 s), for at most ``answer_timeout`` seconds; meanwhile the action stays EXECUTING, its
-  fate unknown, rather than be settled on a guess. An owner that did not answer by then fails
-  the action, saying so. An owner without GetExecution cannot say, and is not asked.
+* Asking: an owner that cannot be reached is asked again (backing off up to 30 s), for at most
+  ``answer_timeout`` seconds; meanwhile the action stays EXECUTING, its fate unknown, rather
+  than be settled on a guess. An owner that did not answer by then fails the action, saying so.
+  An owner without GetExecution cannot say, and is not asked. A resumed action its owner still
+  runs is sent again (the call joins the run); one whose attempts all timed out while its owner
+  still runs it fails, saying so.
 """
 
 from __future__ import annotations
@@ -65,7 +67,7 @@ OnStatus = Callable[[Action, ActionStatus, str, int, Mapping[str, str]], Awaitab
 Clock = Callable[[], tuple[int, str]]
 _FINAL = (ActionStatus.COMPLETED, ActionStatus.FAILED, ActionStatus.BLOCKED, ActionStatus.EXPIRED)
 _NO_OUTCOME: Mapping[str, str] = {}
-# Bounds of the pause between questions to an unreachable owner about a resumed action.
+# Bounds of the pause between two questions to an owner that could not be reached.
 _MIN_ASK_BACKOFF, _MAX_ASK_BACKOFF = 0.05, 30.0
 
 
@@ -152,7 +154,8 @@ async def execute_plan(
                 action, ActionStatus.FAILED, f"no executor any more for {action.owner!r}", 0
             )
             return
-        # Asked outside the slots: an owner that is down holds no other action back.
+        # Asked outside the slots: an owner that is down holds no other action back. One that
+        # still runs it (an evolution) is sent it again, and the call joins the run.
         try:
             known = await ask(action, owner)
         except _NoAnswer as silence:
@@ -218,10 +221,10 @@ async def execute_plan(
             await settle_lost(action, owner, lost)
 
     async def ask(action: Action, owner: Agent) -> Execution | None:
-        """What the owner knows of ``action``, asked until it answers and while it still runs
-        it, for at most ``answer_timeout`` seconds (raising _NoAnswer then); None when it
-        cannot say (no GetExecution). Meanwhile the action stays EXECUTING: its fate is unknown
-        and is not settled on a guess."""
+        """What the owner knows of ``action``, asked until it answers, for at most
+        ``answer_timeout`` seconds (raising _NoAnswer then); None when it cannot say (no
+        GetExecution). Meanwhile the action stays EXECUTING: its fate is unknown and is not
+        settled on a guess."""
         limit = limits.get(action.action_type, timeout)
         delay = max(backoff, _MIN_ASK_BACKOFF)
         try:
@@ -229,13 +232,10 @@ async def execute_plan(
                 while True:
                     try:
                         async with asyncio.timeout(limit):
-                            known = await _asked(owner, action.idempotency_key)
-                        if known is None or known.state is not ExecutionState.RUNNING:
-                            return known
+                            return await _asked(owner, action.idempotency_key)
                     except (TimeoutError, DeadlineExceeded, Unavailable):
-                        pass
-                    await asyncio.sleep(delay)
-                    delay = min(2 * delay, _MAX_ASK_BACKOFF)
+                        await asyncio.sleep(delay)
+                        delay = min(2 * delay, _MAX_ASK_BACKOFF)
         except TimeoutError:
             raise _NoAnswer(
                 f"{action.owner} did not say within {answer_timeout:g} s whether it applied it"
@@ -252,6 +252,9 @@ async def execute_plan(
             return
         if known is None:
             await settle(action, ActionStatus.FAILED, failed, lost.tried)
+        elif known.state is ExecutionState.RUNNING:
+            detail = f"{failed}; {action.owner} still runs it"
+            await settle(action, ActionStatus.FAILED, detail, lost.tried)
         elif known.state is ExecutionState.APPLIED:
             await settle(
                 action,

@@ -96,7 +96,7 @@ class AgentServicer(pb_grpc.AgentServiceServicer):
             raise InvalidArgument("idempotency_key", "must be set")
         if len(key) > MAX_KEY_LENGTH:
             raise InvalidArgument("idempotency_key", f"longer than {MAX_KEY_LENGTH} characters")
-        return execution_to_proto(await self._execution(key))
+        return _execution_to_proto(await self._execution(key))
 
     async def _execution(self, key: str) -> Execution:
         if key in self._running:
@@ -188,10 +188,10 @@ class AgentClient:
         response = await self._stub.GetExecution(
             pb.GetExecutionRequest(idempotency_key=idempotency_key), timeout=timeout
         )
-        return execution_from_proto(response)
+        return _execution_from_proto(response)
 
 
-def execution_to_proto(execution: Execution) -> pb.GetExecutionResponse:
+def _execution_to_proto(execution: Execution) -> pb.GetExecutionResponse:
     return pb.GetExecutionResponse(
         state=convert.enum_to_proto(pb.ExecutionState, execution.state),
         detail=execution.detail,
@@ -199,7 +199,7 @@ def execution_to_proto(execution: Execution) -> pb.GetExecutionResponse:
     )
 
 
-def execution_from_proto(message: pb.GetExecutionResponse) -> Execution:
+def _execution_from_proto(message: pb.GetExecutionResponse) -> Execution:
     try:
         state = convert.enum_from_proto(ExecutionState, pb.ExecutionState, message.state, field="")
     except InvalidArgument:
