@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Mapping
+from pathlib import Path
 
 import sqlalchemy as sa
 
@@ -19,7 +20,7 @@ from federation import _records as records
 from federation.plan import Event, Plan, StatusUpdate, with_status
 from qtmesh.base.contract import ActionStatus, Priority
 from qtmesh.base.errors import NotFound
-from qtmesh.base.storage import SqlStore, inserted_key
+from qtmesh.base.storage import Migrations, SqlStore, inserted_key
 
 PLAN_EVENT, STATUS_EVENT = 1, 2
 
@@ -59,9 +60,14 @@ executions = sa.Table(
 _insert_event = events.insert()
 
 
+MIGRATIONS = Migrations(Path(__file__).parent / "migrations", "federation_alembic_version")
+# The tables as the store uses them: what the migrations must build.
+METADATA = _metadata
+
+
 class PlanStore(SqlStore):
     def __init__(self, engine: sa.Engine) -> None:
-        super().__init__(engine, _metadata)
+        super().__init__(engine, _metadata, migrations=MIGRATIONS)
 
     def append_plan(self, plan: Plan, *, executing: bool = False) -> Plan:
         """Stores a new plan; returns it with its sequence. With ``executing``, records in the

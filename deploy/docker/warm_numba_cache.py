@@ -73,7 +73,8 @@ def _modules() -> Iterator[ModuleType]:
         package = importlib.import_module(top)
         yield package
         for info in pkgutil.walk_packages(package.__path__, prefix=f"{top}."):
-            if not info.name.endswith(".__main__"):  # importing it would run the command
+            # A __main__ would run its command; a store's migrations are scripts Alembic runs.
+            if not info.name.endswith(".__main__") and ".migrations" not in info.name:
                 yield importlib.import_module(info.name)
 
 

@@ -4,6 +4,11 @@ PostgreSQL by URL when several replicas share state.
 Stores define their tables with SQLAlchemy Core, which speaks both dialects, so one store class
 serves both and one test suite covers both. Calls block, so async code runs them through
 :meth:`SqlStore.run` in a worker thread.
+
+Schemas: a store with :class:`Migrations` is brought to its latest schema by Alembic when it
+opens (its own version table, so stores can share a database); its first revision creates the
+tables as they were before migrations existed, only where they are missing, so a database made
+by an older release upgrades in place. A store without them creates missing tables.
 """
 
 from __future__ import annotations
@@ -14,6 +19,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, ClassVar, TypeVar
 
+import alembic.command
+import alembic.config
 import sqlalchemy as sa
 
 from qtmesh.base.config import ConfigError, Secret, require, setting
@@ -63,13 +70,62 @@ def inserted_key(result: sa.CursorResult[Any]) -> int:
     return int(key[0])
 
 
-class SqlStore:
-    """Base of stores: creates the tables of ``metadata`` and runs blocking work off the loop."""
+@dataclasses.dataclass(frozen=True)
+class Migrations:
+    """A store's Alembic scripts (``directory``, with its ``env.py`` calling
+    :func:`run_migrations`) and the table recording its schema's revision."""
 
-    def __init__(self, engine: sa.Engine, metadata: sa.MetaData) -> None:
+    directory: Path
+    version_table: str
+
+    def upgrade(self, engine: sa.Engine) -> None:
+        """Brings the database to the latest revision, in one transaction."""
+        config = alembic.config.Config()
+        config.set_main_option("script_location", str(self.directory))
+        with engine.begin() as connection:
+            config.attributes["connection"] = connection
+            config.attributes["version_table"] = self.version_table
+            alembic.command.upgrade(config, "head")
+
+    def revision(self, engine: sa.Engine) -> str | None:
+        """The database's revision (None before the first upgrade)."""
+        from alembic.runtime.migration import MigrationContext
+
+        with engine.connect() as connection:
+            context = MigrationContext.configure(
+                connection, opts={"version_table": self.version_table}
+            )
+            return context.get_current_revision()
+
+
+def run_migrations() -> None:
+    """The body of every store's ``env.py``: runs the revisions on the connection and version
+    table :meth:`Migrations.upgrade` passed (online only: a store migrates its own database)."""
+    from alembic import context
+
+    config = context.config
+    context.configure(
+        connection=config.attributes["connection"],
+        version_table=config.attributes["version_table"],
+        render_as_batch=True,  # SQLite alters a table by copying it
+    )
+    with context.begin_transaction():
+        context.run_migrations()
+
+
+class SqlStore:
+    """Base of stores: brings the schema up to date (``migrations``, else by creating the tables
+    of ``metadata`` that are missing) and runs blocking work off the loop."""
+
+    def __init__(
+        self, engine: sa.Engine, metadata: sa.MetaData, *, migrations: Migrations | None = None
+    ) -> None:
         self.engine = engine
         self.local = engine.dialect.name == "sqlite"
-        metadata.create_all(engine)
+        if migrations is not None:
+            migrations.upgrade(engine)
+        else:
+            metadata.create_all(engine)
 
     async def run(self, work: Callable[..., T], *args: Any) -> T:
         return await asyncio.to_thread(work, *args)

@@ -3,7 +3,11 @@
 from __future__ import annotations
 
 import pytest
+from alembic.autogenerate import compare_metadata
+from alembic.runtime.migration import MigrationContext
 
+from federation import _records as records
+from federation import store as store_module
 from federation.plan import AgentAnswer, AgentReport, CallOutcome, build_plan
 from federation.store import PlanStore
 from qtmesh.base import contract as c
@@ -122,3 +126,47 @@ def test_an_outcome_is_kept_on_the_action_across_a_restart(database_url):
     )
     assert dict(listed.action("a1").outcome) == outcome
     reopened.close()
+
+
+def test_a_history_from_before_migrations_upgrades_in_place(database_url):
+    # The schema and the rows as the release before migrations wrote them: its tables, made by
+    # create_all, and no version table.
+    engine = create_engine(database_url)
+    store_module.METADATA.create_all(engine, tables=[store_module.events, store_module.plan_states])
+    plan = draft(1_000, EVOLVE)
+    with engine.begin() as connection:
+        connection.execute(
+            store_module.events.insert().values(
+                kind=store_module.PLAN_EVENT,
+                plan_sequence=0,
+                create_time=plan.create_time,
+                max_priority=int(plan.max_priority),
+                payload=records.encode_plan(plan),
+            )
+        )
+    assert store_module.MIGRATIONS.revision(engine) is None
+    store = PlanStore(engine)
+    try:
+        assert store_module.MIGRATIONS.revision(engine) == "0002"
+        assert store.get_plan(1).id == plan.id
+        # What the upgrade added works: the executions of plans.
+        executed = store.append_plan(draft(2_000, HALT), executing=True)
+        assert [p.sequence for p in store.unfinished_executions()] == [executed.sequence]
+        # Opening it again finds it up to date.
+        PlanStore(engine)
+        assert store_module.MIGRATIONS.revision(engine) == "0002"
+    finally:
+        store.close()
+
+
+def test_the_migrations_build_exactly_the_tables_the_store_declares(database_url):
+    store = PlanStore(create_engine(database_url))
+    try:
+        with store.engine.connect() as connection:
+            context = MigrationContext.configure(
+                connection, opts={"version_table": store_module.MIGRATIONS.version_table}
+            )
+            differences = compare_metadata(context, store_module.METADATA)
+    finally:
+        store.close()
+    assert differences == []
