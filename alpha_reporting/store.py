@@ -9,12 +9,13 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 import sqlalchemy as sa
 
 from alpha_reporting.report import EncryptedReport
-from qtmesh.base.storage import SqlStore, create_engine
+from qtmesh.base.storage import Migrations, SqlStore, create_engine
 
 metadata = sa.MetaData()
 
@@ -53,9 +54,13 @@ def _report(row: Any) -> EncryptedReport:
     )
 
 
+# The schema's revisions (qtmesh.base.storage.Migrations).
+MIGRATIONS = Migrations(Path(__file__).parent / "migrations", "alpha_reporting_alembic_version")
+
+
 class ReportStore(SqlStore):
     def __init__(self, url: str) -> None:
-        super().__init__(create_engine(url), metadata)
+        super().__init__(create_engine(url), metadata, migrations=MIGRATIONS)
 
     def insert(self, report: EncryptedReport) -> EncryptedReport | None:
         """Stores ``report``; None (and nothing stored) if its id or its (sector, date) exists."""

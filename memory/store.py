@@ -25,6 +25,7 @@ import json
 import threading
 import uuid
 from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
 import sqlalchemy as sa
@@ -34,7 +35,7 @@ from memory.episodes import Episode, Limits, Recalled, validate_episode, validat
 from memory.index import EpisodeIndex, unknown_label
 from memory.summaries import OutcomeTally, SemanticSummary, summarise
 from qtmesh.base.errors import AlreadyExists, InvalidArgument
-from qtmesh.base.storage import SqlStore, create_engine
+from qtmesh.base.storage import Migrations, SqlStore, create_engine
 
 _SEQ = sa.BigInteger().with_variant(sa.Integer(), "sqlite")  # INTEGER PRIMARY KEY is the rowid
 
@@ -79,6 +80,10 @@ class StoreResult:
     evicted: int
 
 
+# The schema's revisions (qtmesh.base.storage.Migrations).
+MIGRATIONS = Migrations(Path(__file__).parent / "migrations", "memory_alembic_version")
+
+
 class EpisodeStore(SqlStore):
     """Episodes and their summaries; blocking work runs in a thread via :meth:`run`.
 
@@ -96,7 +101,7 @@ class EpisodeStore(SqlStore):
         max_feature_names: int = 256,
         limits: Limits | None = None,
     ) -> None:
-        super().__init__(engine, METADATA)
+        super().__init__(engine, METADATA, migrations=MIGRATIONS)
         self.clock = clock
         self.max_episodes = max_episodes
         self.max_k = max_k

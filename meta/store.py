@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Iterable, Sequence
+from pathlib import Path
 from typing import Any
 
 import sqlalchemy as sa
@@ -19,7 +20,7 @@ from meta.learning import Tracked
 from meta.model import Evaluation, MetaParameters, MutationSetting, ParameterChange, Trade
 from meta.tuning import Score, Trial
 from qtmesh.base.genome import StrategyFamily, StrategyStage
-from qtmesh.base.storage import SqlStore, create_engine
+from qtmesh.base.storage import Migrations, SqlStore, create_engine
 
 metadata = sa.MetaData()
 
@@ -221,9 +222,13 @@ def _chunks(values: Iterable[str]) -> Iterable[list[str]]:
         yield items[i : i + _CHUNK]
 
 
+# The schema's revisions (qtmesh.base.storage.Migrations).
+MIGRATIONS = Migrations(Path(__file__).parent / "migrations", "meta_alembic_version")
+
+
 class MetaStore(SqlStore):
     def __init__(self, url: str) -> None:
-        super().__init__(create_engine(url), metadata)
+        super().__init__(create_engine(url), metadata, migrations=MIGRATIONS)
 
     def _insert_ignoring_duplicates(self, table: sa.Table) -> Any:
         dialect = postgresql if self.engine.dialect.name == "postgresql" else sqlite

@@ -34,6 +34,7 @@ import dataclasses
 import json
 import threading
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import sqlalchemy as sa
@@ -65,7 +66,7 @@ from meta_optimizer.lifecycle import (
     proposal_data_time,
 )
 from qtmesh.base.contract import ActionStatus
-from qtmesh.base.storage import SqlStore, create_engine
+from qtmesh.base.storage import Migrations, SqlStore, create_engine
 
 metadata = sa.MetaData()
 
@@ -279,12 +280,16 @@ def _audits(text: str) -> tuple[SectorAudit, ...]:
     )
 
 
+# The schema's revisions (qtmesh.base.storage.Migrations).
+MIGRATIONS = Migrations(Path(__file__).parent / "migrations", "meta_optimizer_alembic_version")
+
+
 class LedgerStore(SqlStore):
     """The ledger and the lifecycle; ``ttl_days`` is the market time a proposal has to be
     applied after the data it rests on (see :mod:`meta_optimizer.lifecycle`)."""
 
     def __init__(self, url: str, *, ttl_days: float = DEFAULT_TTL_DAYS) -> None:
-        super().__init__(create_engine(url), metadata)
+        super().__init__(create_engine(url), metadata, migrations=MIGRATIONS)
         self.ttl = round(ttl_days * DAY_NANOS)
         # Writers of this process take turns; other processes are kept apart by the keys.
         self._writing = threading.Lock()

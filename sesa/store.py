@@ -9,10 +9,11 @@ sequences older than it, in the same transaction. One SESA writes a log at a tim
 from __future__ import annotations
 
 import dataclasses
+from pathlib import Path
 
 import sqlalchemy as sa
 
-from qtmesh.base.storage import SqlStore, inserted_key
+from qtmesh.base.storage import Migrations, SqlStore, inserted_key
 
 STARTED, GENERATION, ENDED = 1, 2, 3
 
@@ -49,13 +50,19 @@ class StoredEvent:
     payload: bytes
 
 
+# The schema's revisions (qtmesh.base.storage.Migrations).
+MIGRATIONS = Migrations(Path(__file__).parent / "migrations", "sesa_alembic_version")
+# The tables as the store uses them: what the migrations must build.
+METADATA = _metadata
+
+
 class EvolutionStore(SqlStore):
     """The bounded event log: the newest ``keep`` sequences are kept."""
 
     def __init__(self, engine: sa.Engine, *, keep: int) -> None:
         if keep < 1:
             raise ValueError("keep must be at least 1")
-        super().__init__(engine, _metadata)
+        super().__init__(engine, _metadata, migrations=MIGRATIONS)
         self.keep = keep
 
     def append(

@@ -12,6 +12,7 @@ through :meth:`SqlStore.run`.
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import sqlalchemy as sa
@@ -19,7 +20,7 @@ import sqlalchemy as sa
 from market.fleet.book import BookEntry
 from market.fleet.state import ArbMission, Cause, FleetChange
 from qtmesh.base.genome import StrategyFamily, StrategyGenome, StrategyStage
-from qtmesh.base.storage import SqlStore, create_engine
+from qtmesh.base.storage import Migrations, SqlStore, create_engine
 
 metadata = sa.MetaData()
 
@@ -115,9 +116,13 @@ def _change(row: Any, book: Any = None) -> FleetChange:
     )
 
 
+# The schema's revisions (qtmesh.base.storage.Migrations).
+MIGRATIONS = Migrations(Path(__file__).parent / "migrations", "market_alembic_version")
+
+
 class FleetStore(SqlStore):
     def __init__(self, url: str) -> None:
-        super().__init__(create_engine(url), metadata)
+        super().__init__(create_engine(url), metadata, migrations=MIGRATIONS)
 
     def open_deployment(
         self, fingerprint: str, deployment_time: int, now: int
