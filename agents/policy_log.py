@@ -18,12 +18,13 @@ import dataclasses
 import json
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any, Generic, TypeVar
 
 import sqlalchemy as sa
 
 from qtmesh.base.contract import NOT_APPLIED, Execution, ExecutionResult, ExecutionState
-from qtmesh.base.storage import SqlStore, create_engine, inserted_key
+from qtmesh.base.storage import Migrations, SqlStore, create_engine, inserted_key
 
 P = TypeVar("P")
 Clock = Callable[[], int]
@@ -41,24 +42,36 @@ class Change:
     state: dict[str, Any]
 
 
+def policy_table(name: str) -> sa.Table:
+    """The log table of the agent ``name`` (``<name>_policy_log``), in a MetaData of its own."""
+    return sa.Table(
+        f"{name.replace('-', '_')}_policy_log",
+        sa.MetaData(),
+        sa.Column("seq", sa.Integer, primary_key=True, autoincrement=True),
+        sa.Column("time_ns", sa.BigInteger, nullable=False),
+        sa.Column("market_time_ns", sa.BigInteger, nullable=False),
+        sa.Column("action_key", sa.String(256), nullable=True, unique=True),
+        sa.Column("action_id", sa.String(256), nullable=False),
+        sa.Column("plan_sequence", sa.BigInteger, nullable=False),
+        sa.Column("detail", sa.Text, nullable=False),
+        sa.Column("state", sa.Text, nullable=False),
+    )
+
+
+def migrations_of(name: str) -> Migrations:
+    """The schema's revisions of the agent ``name``'s log (the table's name is their parameter)."""
+    table = policy_table(name).name
+    return Migrations(
+        Path(__file__).parent / "migrations", f"{table}_alembic_version", {"table": table}
+    )
+
+
 class PolicyLog(SqlStore):
     """The table ``<name>_policy_log``; blocking calls end in ``_now`` (use :meth:`run`)."""
 
     def __init__(self, engine: sa.Engine, *, name: str) -> None:
-        metadata = sa.MetaData()
-        self.table = sa.Table(
-            f"{name.replace('-', '_')}_policy_log",
-            metadata,
-            sa.Column("seq", sa.Integer, primary_key=True, autoincrement=True),
-            sa.Column("time_ns", sa.BigInteger, nullable=False),
-            sa.Column("market_time_ns", sa.BigInteger, nullable=False),
-            sa.Column("action_key", sa.String(256), nullable=True, unique=True),
-            sa.Column("action_id", sa.String(256), nullable=False),
-            sa.Column("plan_sequence", sa.BigInteger, nullable=False),
-            sa.Column("detail", sa.Text, nullable=False),
-            sa.Column("state", sa.Text, nullable=False),
-        )
-        super().__init__(engine, metadata)
+        self.table = policy_table(name)
+        super().__init__(engine, self.table.metadata, migrations=migrations_of(name))
 
     @classmethod
     def open(cls, url: str, *, name: str) -> PolicyLog:

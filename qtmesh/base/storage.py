@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any, ClassVar, TypeVar
 
@@ -73,15 +73,20 @@ def inserted_key(result: sa.CursorResult[Any]) -> int:
 @dataclasses.dataclass(frozen=True)
 class Migrations:
     """A store's Alembic scripts (``directory``, with its ``env.py`` calling
-    :func:`run_migrations`) and the table recording its schema's revision."""
+    :func:`run_migrations`), the table recording its schema's revision and what its revisions
+    are parameterised by."""
 
     directory: Path
     version_table: str
+    # What the revisions read from ``context.config.attributes`` (a table's name, when one
+    # store class keeps one table per owner).
+    parameters: Mapping[str, str] = dataclasses.field(default_factory=dict)
 
     def upgrade(self, engine: sa.Engine) -> None:
         """Brings the database to the latest revision, in one transaction."""
         config = alembic.config.Config()
         config.set_main_option("script_location", str(self.directory))
+        config.attributes.update(self.parameters)
         with engine.begin() as connection:
             config.attributes["connection"] = connection
             config.attributes["version_table"] = self.version_table

@@ -16,6 +16,7 @@ import memory.store
 import meta.store
 import meta_optimizer.store
 import sesa.store
+from agents.policy_log import migrations_of, policy_table
 from qtmesh.base.storage import Migrations, create_engine
 
 STORES = {
@@ -26,6 +27,9 @@ STORES = {
     "meta-optimizer": (meta_optimizer.store.MIGRATIONS, meta_optimizer.store.metadata),
     "market": (market.fleet.store.MIGRATIONS, market.fleet.store.metadata),
     "meta": (meta.store.MIGRATIONS, meta.store.metadata),
+    # One table per officer: two of them, to show each gets its own table and revision.
+    "risk policy log": (migrations_of("risk"), policy_table("risk").metadata),
+    "ceo policy log": (migrations_of("ceo"), policy_table("ceo").metadata),
 }
 
 
