@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import threading
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any, ClassVar, TypeVar
@@ -70,6 +71,9 @@ def inserted_key(result: sa.CursorResult[Any]) -> int:
     return int(key[0])
 
 
+_MIGRATING = threading.Lock()
+
+
 @dataclasses.dataclass(frozen=True)
 class Migrations:
     """A store's Alembic scripts (``directory``, with its ``env.py`` calling
@@ -87,7 +91,9 @@ class Migrations:
         config = alembic.config.Config()
         config.set_main_option("script_location", str(self.directory))
         config.attributes.update(self.parameters)
-        with engine.begin() as connection:
+        # Alembic's ``context`` and ``op`` are process-wide proxies: stores opened at once (in
+        # worker threads, several services in one process) must migrate one at a time.
+        with _MIGRATING, engine.begin() as connection:
             config.attributes["connection"] = connection
             config.attributes["version_table"] = self.version_table
             alembic.command.upgrade(config, "head")
