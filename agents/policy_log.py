@@ -71,7 +71,7 @@ class PolicyLog(SqlStore):
 
     def __init__(self, engine: sa.Engine, *, name: str) -> None:
         self.table = policy_table(name)
-        super().__init__(engine, self.table.metadata, migrations=migrations_of(name))
+        super().__init__(engine, migrations_of(name))
 
     @classmethod
     def open(cls, url: str, *, name: str) -> PolicyLog:

@@ -60,7 +60,7 @@ MIGRATIONS = Migrations(Path(__file__).parent / "migrations", "alpha_reporting_a
 
 class ReportStore(SqlStore):
     def __init__(self, url: str) -> None:
-        super().__init__(create_engine(url), metadata, migrations=MIGRATIONS)
+        super().__init__(create_engine(url), MIGRATIONS)
 
     def insert(self, report: EncryptedReport) -> EncryptedReport | None:
         """Stores ``report``; None (and nothing stored) if its id or its (sector, date) exists."""

@@ -67,7 +67,7 @@ METADATA = _metadata
 
 class PlanStore(SqlStore):
     def __init__(self, engine: sa.Engine) -> None:
-        super().__init__(engine, _metadata, migrations=MIGRATIONS)
+        super().__init__(engine, MIGRATIONS)
 
     def append_plan(self, plan: Plan, *, executing: bool = False) -> Plan:
         """Stores a new plan; returns it with its sequence. With ``executing``, records in the

@@ -101,7 +101,7 @@ class EpisodeStore(SqlStore):
         max_feature_names: int = 256,
         limits: Limits | None = None,
     ) -> None:
-        super().__init__(engine, METADATA, migrations=MIGRATIONS)
+        super().__init__(engine, MIGRATIONS)
         self.clock = clock
         self.max_episodes = max_episodes
         self.max_k = max_k

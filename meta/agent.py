@@ -30,7 +30,7 @@ it decided at and stamps what it executes with that.
 
 from __future__ import annotations
 
-from meta.engine import MetaEngine
+from meta.engine import MetaEngine, describe_changes
 from meta.model import CallerState, DecisionType, MetaDecision
 from qtmesh.base.contract import (
     NOT_APPLIED,
@@ -140,7 +140,7 @@ class MetaAgent:
         seen = await store.run(store.version_of_action, idempotency_key)
         if seen is None:
             return NOT_APPLIED
-        moved = "; ".join(f"{c.name} {c.old_value:.4g} -> {c.new_value:.4g}" for c in seen.changes)
+        moved = describe_changes(seen.changes)
         return Execution(ExecutionState.APPLIED, f"version {seen.version}: {moved}".rstrip(": "))
 
     def _market_time(self) -> int:

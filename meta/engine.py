@@ -390,7 +390,7 @@ class MetaEngine:
             await self.store.run(self.store.write, Write(version=record, trial=trial))
             self._current = record
             self.signal.notify()
-        moved = "; ".join(f"{c.name} {c.old_value:.4g} -> {c.new_value:.4g}" for c in changes)
+        moved = describe_changes(changes)
         if retrain_models:
             moved = "; ".join(filter(None, [moved, "RL retraining requested"]))
         if evolution_ran:
@@ -570,6 +570,11 @@ _READ_BY = {
     "rl_exploration_rate": "the Q-learning priors of SESA's next evolution",
     "rl_discount": "the Q-learning priors of SESA's next evolution",
 }
+
+
+def describe_changes(changes: Sequence[ParameterChange]) -> str:
+    """What a version changed, as an executed TUNE_LEARNING's detail says it."""
+    return "; ".join(f"{c.name} {c.old_value:.4g} -> {c.new_value:.4g}" for c in changes)
 
 
 def _reaches(changes: Sequence[ParameterChange]) -> str:

@@ -228,7 +228,7 @@ MIGRATIONS = Migrations(Path(__file__).parent / "migrations", "meta_alembic_vers
 
 class MetaStore(SqlStore):
     def __init__(self, url: str) -> None:
-        super().__init__(create_engine(url), metadata, migrations=MIGRATIONS)
+        super().__init__(create_engine(url), MIGRATIONS)
 
     def _insert_ignoring_duplicates(self, table: sa.Table) -> Any:
         dialect = postgresql if self.engine.dialect.name == "postgresql" else sqlite

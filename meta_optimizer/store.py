@@ -289,7 +289,7 @@ class LedgerStore(SqlStore):
     applied after the data it rests on (see :mod:`meta_optimizer.lifecycle`)."""
 
     def __init__(self, url: str, *, ttl_days: float = DEFAULT_TTL_DAYS) -> None:
-        super().__init__(create_engine(url), metadata, migrations=MIGRATIONS)
+        super().__init__(create_engine(url), MIGRATIONS)
         self.ttl = round(ttl_days * DAY_NANOS)
         # Writers of this process take turns; other processes are kept apart by the keys.
         self._writing = threading.Lock()

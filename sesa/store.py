@@ -62,7 +62,7 @@ class EvolutionStore(SqlStore):
     def __init__(self, engine: sa.Engine, *, keep: int) -> None:
         if keep < 1:
             raise ValueError("keep must be at least 1")
-        super().__init__(engine, _metadata, migrations=MIGRATIONS)
+        super().__init__(engine, MIGRATIONS)
         self.keep = keep
 
     def append(

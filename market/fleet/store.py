@@ -122,7 +122,7 @@ MIGRATIONS = Migrations(Path(__file__).parent / "migrations", "market_alembic_ve
 
 class FleetStore(SqlStore):
     def __init__(self, url: str) -> None:
-        super().__init__(create_engine(url), metadata, migrations=MIGRATIONS)
+        super().__init__(create_engine(url), MIGRATIONS)
 
     def open_deployment(
         self, fingerprint: str, deployment_time: int, now: int

@@ -5,10 +5,10 @@ Stores define their tables with SQLAlchemy Core, which speaks both dialects, so 
 serves both and one test suite covers both. Calls block, so async code runs them through
 :meth:`SqlStore.run` in a worker thread.
 
-Schemas: a store with :class:`Migrations` is brought to its latest schema by Alembic when it
-opens (its own version table, so stores can share a database); its first revision creates the
-tables as they were before migrations existed, only where they are missing, so a database made
-by an older release upgrades in place. A store without them creates missing tables.
+Schemas: every store is brought to its latest schema by its :class:`Migrations` (Alembic) when
+it opens, with a version table of its own, so stores can share a database. Its first revision
+creates the tables as they were before migrations existed, only where they are missing, so a
+database made by an older release upgrades in place.
 """
 
 from __future__ import annotations
@@ -23,6 +23,7 @@ from typing import Any, ClassVar, TypeVar
 import alembic.command
 import alembic.config
 import sqlalchemy as sa
+from alembic.runtime.migration import MigrationContext
 
 from qtmesh.base.config import ConfigError, Secret, require, setting
 
@@ -100,8 +101,6 @@ class Migrations:
 
     def revision(self, engine: sa.Engine) -> str | None:
         """The database's revision (None before the first upgrade)."""
-        from alembic.runtime.migration import MigrationContext
-
         with engine.connect() as connection:
             context = MigrationContext.configure(
                 connection, opts={"version_table": self.version_table}
@@ -125,18 +124,13 @@ def run_migrations() -> None:
 
 
 class SqlStore:
-    """Base of stores: brings the schema up to date (``migrations``, else by creating the tables
-    of ``metadata`` that are missing) and runs blocking work off the loop."""
+    """Base of stores: brings the schema up to date by its ``migrations`` and runs blocking work
+    off the loop."""
 
-    def __init__(
-        self, engine: sa.Engine, metadata: sa.MetaData, *, migrations: Migrations | None = None
-    ) -> None:
+    def __init__(self, engine: sa.Engine, migrations: Migrations) -> None:
         self.engine = engine
         self.local = engine.dialect.name == "sqlite"
-        if migrations is not None:
-            migrations.upgrade(engine)
-        else:
-            metadata.create_all(engine)
+        migrations.upgrade(engine)
 
     async def run(self, work: Callable[..., T], *args: Any) -> T:
         return await asyncio.to_thread(work, *args)
