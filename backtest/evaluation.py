@@ -3,7 +3,7 @@
 Every genome is run by the compiled kernel (backtest/kernel.py) over walk-forward folds: the first
 fold is in sample (it warms up indicators and trains the Q-learning trader, which keeps learning
 online, always from the past only); the later folds are out of sample, each starting with
-positions closed (purge) and ``embargo_bars`` without entries. Selection reads the
+positions closed (purge) and ``embargo_minutes`` of bars without entries. Selection reads the
 out-of-sample metrics; the all-bars metrics are reported beside them.
 """
 
@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 
 from backtest import kernel
-from backtest.indicators import REFERENCE_HALF_LIFE, BarData
+from backtest.indicators import BarData
 from backtest.metrics import (
     Metrics,
     ScoreWeights,
@@ -32,8 +32,16 @@ from backtest.metrics import (
 )
 from qtmesh.base.concurrency import CancelToken
 from qtmesh.base.errors import InvalidArgument
-from qtmesh.base.genome import Policy, StrategyFamily, StrategyGenome, reject_conflicting_ids
+from qtmesh.base.genome import (
+    COMMON,
+    Policy,
+    StrategyFamily,
+    StrategyGenome,
+    reject_conflicting_ids,
+)
 
+# The volatility filter's bounds, whose edges mean "no bound" (Evaluator._parameter_vector).
+_VOL_MIN, _VOL_MAX = (next(s for s in COMMON if s.name == n) for n in ("vol_min", "vol_max"))
 # numba's parallel kernel already uses every core; running two at once only thrashes.
 _KERNEL_LOCK = threading.Lock()
 
@@ -58,13 +66,15 @@ class EvaluationSettings:
     weights: ScoreWeights = dataclasses.field(default_factory=ScoreWeights)
     # Walk-forward folds; the first is in-sample warm-up, the rest out of sample.
     folds: int = 4
-    embargo_bars: int = 60
+    # Market time without entries after each fold boundary, in bars at the data's spacing
+    # rounded up: 60 bars of minute data, one bar of hourly or daily data.
+    embargo_minutes: float = 60.0
 
     def __post_init__(self) -> None:
         if not 2 <= self.folds <= 20:
             raise InvalidArgument("folds", f"{self.folds} is not in 2..20")
-        if self.embargo_bars < 0:
-            raise InvalidArgument("embargo_bars", "must not be negative")
+        if not math.isfinite(self.embargo_minutes) or self.embargo_minutes < 0:
+            raise InvalidArgument("embargo_minutes", "must be a non-negative number")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -287,7 +297,7 @@ class Evaluator:
                     data.hour,
                     data.volatility,
                     fold_start,
-                    self.settings.embargo_bars,
+                    data.bars_in(self.settings.embargo_minutes * 60),
                     costs.commission_bps / 1e4,
                     costs.slippage_bps / 1e4,
                     seeds[first:stop],
@@ -303,8 +313,11 @@ class Evaluator:
         vector[kernel.P_ALLOW_SHORT] = p["allow_short"]
         vector[kernel.P_ENTRY] = p["entry_threshold"]
         vector[kernel.P_EXIT] = p["exit_threshold"]
-        vector[kernel.P_VOL_MIN] = p["vol_min"]
-        vector[kernel.P_VOL_MAX] = p["vol_max"]
+        # A bound at the edge of its range is no bound: the band is open on that side, and a
+        # wide-open band lets entries through before the volatility is known (its half-life).
+        vol_min, vol_max = p["vol_min"], p["vol_max"]
+        vector[kernel.P_VOL_MIN] = -math.inf if vol_min <= _VOL_MIN.low else vol_min
+        vector[kernel.P_VOL_MAX] = math.inf if vol_max >= _VOL_MAX.high else vol_max
         vector[kernel.P_SESSION_START] = p["session_start"]
         vector[kernel.P_SESSION_HOURS] = p["session_hours"]
         vector[kernel.P_STOP_ATR] = p["stop_atr"]
@@ -341,7 +354,7 @@ class Evaluator:
                     data.row("sma", 10),
                     data.row("sma", 50),
                     data.row("rsi", 14),
-                    data.row("volatility_reference", REFERENCE_HALF_LIFE),
+                    data.row("volatility_reference", data.reference_half_life),
                     atr,
                 ]
         raise InvalidArgument("family", f"unknown family {genome.family}")

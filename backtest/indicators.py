@@ -7,23 +7,40 @@ reads by row index, so nothing is copied per evaluation.
 
 from __future__ import annotations
 
+import math
 import threading
 
 import numba
 import numpy as np
 
-from qtmesh.base.bars import NANOS_PER_YEAR, BarSeries
+from qtmesh.base.bars import BarSeries, observed_bars_per_year, spacing_seconds
+from qtmesh.base.errors import InvalidArgument
 
-# Half-life in bars of the EWMA realised volatility used by the volatility filter, and of the
-# slow reference the Q-learning trader compares it with.
-VOLATILITY_HALF_LIFE = 60
-REFERENCE_HALF_LIFE = 1440
+# Half-lives of the EWMA realised volatility the volatility filter reads (one hour of bars, at
+# least 10) and of the slow reference the Q-learning trader compares it with (one day of bars,
+# at least 5 volatility half-lives). In time, so a data set's spacing sets them: 60 and 1,440
+# on minute bars, 10 and 50 on hourly or daily bars.
+VOLATILITY_HALF_LIFE_SECONDS = 3_600.0
+VOLATILITY_HALF_LIFE_MIN_BARS = 10
+REFERENCE_HALF_LIFE_SECONDS = 86_400.0
+REFERENCE_HALF_LIFE_MIN_VOLATILITY_HALF_LIVES = 5
 
 
 class BarData:
-    """One symbol's bars plus a growing table of indicator rows (``row(kind, period)``)."""
+    """One symbol's bars plus a growing table of indicator rows (``row(kind, period)``).
 
-    def __init__(self, series: BarSeries, *, bars_per_year: float | None = None) -> None:
+    Two figures come from the bars' own calendar unless given: ``bars_per_year``, which
+    annualises every metric (:func:`~qtmesh.base.bars.observed_bars_per_year`: bars observed per
+    year of the span), and ``spacing`` (seconds, the median gap), which turns the durations set
+    in time (half-lives, the evaluation's embargo) into bars."""
+
+    def __init__(
+        self,
+        series: BarSeries,
+        *,
+        bars_per_year: float | None = None,
+        spacing: float | None = None,
+    ) -> None:
         self.series = series
         self.symbol = series.symbol
         self.sector = series.sector
@@ -34,14 +51,27 @@ class BarData:
         self.close = np.ascontiguousarray(series.close)
         self.n = len(series)
         if bars_per_year is None:
-            spacing = float(np.median(np.diff(self.time))) if self.n > 1 else 60e9
-            bars_per_year = NANOS_PER_YEAR / spacing
+            bars_per_year = observed_bars_per_year(self.time)
+        if not math.isfinite(bars_per_year) or bars_per_year <= 0:
+            raise InvalidArgument("bars_per_year", f"{bars_per_year} is not a positive number")
         self.bars_per_year = float(bars_per_year)
+        self.spacing = float(spacing) if spacing is not None else spacing_seconds(self.time)
+        self.volatility_half_life = max(
+            VOLATILITY_HALF_LIFE_MIN_BARS, self.bars_in(VOLATILITY_HALF_LIFE_SECONDS)
+        )
+        self.reference_half_life = max(
+            REFERENCE_HALF_LIFE_MIN_VOLATILITY_HALF_LIVES * self.volatility_half_life,
+            self.bars_in(REFERENCE_HALF_LIFE_SECONDS),
+        )
         self.hour = ((self.time // 10**9) % 86_400 / 3600).astype(np.float64)
-        self.volatility = ewma_volatility(self.close, VOLATILITY_HALF_LIFE, self.bars_per_year)
+        self.volatility = ewma_volatility(self.close, self.volatility_half_life, self.bars_per_year)
         self._table = np.empty((16, self.n))
         self._rows: dict[tuple[str, int], int] = {}
         self._lock = threading.Lock()
+
+    def bars_in(self, seconds: float) -> int:
+        """The bars that span ``seconds`` at the data's spacing, rounded up (0 for none)."""
+        return math.ceil(seconds / self.spacing - 1e-9) if seconds > 0 else 0
 
     @property
     def table(self) -> np.ndarray:

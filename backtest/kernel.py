@@ -12,7 +12,9 @@ Fill model (per strategy, bar t):
    strategy re-enters on that side only once its entry condition has been false at a close.
 3. The position is marked to the close; the bar's return is the equity growth over the bar.
 4. At the close the family's rule decides the next target. Entries need the bar's hour inside
-   the time-of-day window and the EWMA volatility inside [vol_min, vol_max]; exits do not.
+   the time-of-day window and the EWMA volatility inside [vol_min, vol_max]; exits do not. An
+   infinite bound is no bound: a band open on both sides admits entries from the first bar,
+   before the volatility is known.
 
 Walk-forward folds: at the first bar of every fold after the first, positions are closed at the
 open (purging trades that would span the boundary) and no entry is taken for ``embargo`` bars
@@ -414,8 +416,12 @@ def _simulate(
         if offset < 0.0:
             offset += 24.0
         vol = volatility[t]
+        # An open side (an infinite bound) passes even while the volatility is unknown (NaN).
         may_enter = (
-            t >= embargo_until and offset < session_hours and vol >= vol_min and vol <= vol_max
+            t >= embargo_until
+            and offset < session_hours
+            and (vol_min == -np.inf or vol >= vol_min)
+            and (vol_max == np.inf or vol <= vol_max)
         )
         long_entry = False
         long_exit = False

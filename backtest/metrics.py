@@ -245,8 +245,8 @@ def empty_metrics(bars: int = 0) -> Metrics:
 
 def risk_score(metrics: Metrics, *, bars_per_year: float) -> float:
     """0 (safe) to 100: 40% drawdown (30% = full), 30% volatility (60% a year = full),
-    20% daily-scaled CVaR (5% = full), 10% exposure."""
-    bars_per_day = bars_per_year / 365.0
+    20% daily-scaled CVaR (5% = full), 10% exposure. A bar of a day or longer counts as a day."""
+    bars_per_day = max(bars_per_year / 365.0, 1.0)
     daily_cvar = metrics.conditional_value_at_risk_95 * math.sqrt(bars_per_day)
     score = (
         0.4 * min(metrics.max_drawdown / 0.30, 1.0)

@@ -180,6 +180,8 @@ def selection_from_proto(message: pb.SelectionConfig) -> SelectionConfig:
             "top_k",
             "min_distance",
             "min_deflated_sharpe",
+            "min_trades",
+            "min_exposure",
         )
         if message.HasField(name)
     }

@@ -23,7 +23,11 @@ class SesaConfig(DataDirConfig):
     commission_bps: float = setting(1.0, help="default commission, basis points per unit traded")
     slippage_bps: float = setting(1.0, help="default slippage, basis points per fill")
     walk_forward_folds: int = setting(4, help="walk-forward folds; the first is in sample")
-    embargo_bars: int = setting(60, help="bars without entries after each fold boundary")
+    embargo_minutes: float = setting(
+        60.0,
+        help="market minutes without entries after each fold boundary, in bars at the data's "
+        "spacing rounded up (60 minute bars, one daily bar)",
+    )
     scenario_block_bars: int = setting(60, help="block length of the scenario bootstrap")
     max_genomes: int = setting(5000, help="largest batch an Evaluate, Mutate or Select takes")
     max_bars: int = setting(1_000_000, help="largest bar window evaluated")
@@ -75,7 +79,7 @@ class SesaConfig(DataDirConfig):
         for name in ("commission_bps", "slippage_bps"):
             require(0 <= getattr(self, name) <= 1000, name, "must be in 0..1000")
         require(2 <= self.walk_forward_folds <= 20, "walk_forward_folds", "must be in 2..20")
-        require(self.embargo_bars >= 0, "embargo_bars", "must not be negative")
+        require(self.embargo_minutes >= 0, "embargo_minutes", "must not be negative")
         require(self.scenario_block_bars >= 1, "scenario_block_bars", "must be at least 1")
         require(self.max_genomes >= 1, "max_genomes", "must be at least 1")
         require(self.max_bars >= 1000, "max_bars", "must be at least 1000")

@@ -2,7 +2,8 @@
 
 Every rule reads the out-of-sample metrics (walk-forward folds, purged and embargoed):
 
-* gates (seed defaults): Sharpe > 0.5, win rate > 48%, profit factor > 1.2, max drawdown < 20%;
+* gates (seed defaults): Sharpe > 0.5, win rate > 48%, profit factor > 1.2, max drawdown < 20%,
+  at least 20 trades and 2% exposure (a handful of trades proves nothing, however they went);
 * a strategy passing every gate is a *shadow* candidate; it is a *production* candidate only if
   its deflated Sharpe ratio, computed with every genome tried so far, is at least 0.95;
 * top-K: the best composite scores, skipping any strategy closer than ``min_distance`` (RMS
@@ -32,15 +33,25 @@ class SelectionConfig:
     top_k: int = 5
     min_distance: float = 0.1
     min_deflated_sharpe: float = 0.95
+    min_trades: int = 20
+    min_exposure: float = 0.02
 
     def __post_init__(self) -> None:
         for name in ("min_sharpe", "min_profit_factor"):
             if not math.isfinite(getattr(self, name)):
                 raise InvalidArgument(name, "must be a finite number")
-        for name in ("min_win_rate", "max_drawdown", "min_distance", "min_deflated_sharpe"):
+        for name in (
+            "min_win_rate",
+            "max_drawdown",
+            "min_distance",
+            "min_deflated_sharpe",
+            "min_exposure",
+        ):
             value = getattr(self, name)
             if not math.isfinite(value) or not 0 <= value <= 1:
                 raise InvalidArgument(name, f"{value} is not in 0..1")
+        if not 0 <= self.min_trades <= 1_000_000:
+            raise InvalidArgument("min_trades", f"{self.min_trades} is not in 0..1000000")
         if not 1 <= self.top_k <= 1000:
             raise InvalidArgument("top_k", f"{self.top_k} is not in 1..1000")
 
@@ -73,6 +84,11 @@ def judge(evaluation: Evaluation, config: SelectionConfig) -> Judgement:
         (
             m.max_drawdown < config.max_drawdown,
             f"max drawdown {m.max_drawdown:.1%} >= {config.max_drawdown:.0%}",
+        ),
+        (m.trade_count >= config.min_trades, f"{m.trade_count} trades < {config.min_trades}"),
+        (
+            m.exposure >= config.min_exposure,
+            f"exposure {m.exposure:.1%} < {config.min_exposure:.0%}",
         ),
     )
     failures = tuple(reason for ok, reason in gates if not ok)

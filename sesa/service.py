@@ -349,7 +349,7 @@ class SesaServicer(pb_grpc.SesaServiceServicer):
             costs=convert.costs_from_proto(costs, has_costs, default_costs),
             weights=convert.weights_from_proto(weights, has_weights),
             folds=self._config.walk_forward_folds,
-            embargo_bars=self._config.embargo_bars,
+            embargo_minutes=self._config.embargo_minutes,
         )
         return Evaluator(policy=self._policy, settings=settings)
 

@@ -28,7 +28,7 @@ from market.fleet.report import (
 )
 from market.fleet.setup import DeployedStrategy, FleetSetup
 from market.fleet.state import PORTFOLIO, FleetState
-from qtmesh.base.bars import NANOS_PER_YEAR, BarSeries
+from qtmesh.base.bars import BarSeries, observed_bars_per_year, spacing_seconds
 from qtmesh.base.concurrency import CancelToken
 from qtmesh.base.errors import InvalidArgument
 from qtmesh.base.genome import StrategyGenome
@@ -42,15 +42,21 @@ class Backtester:
     only, so a run over bars the clock has not reached yet changes none of the earlier ones, and
     :func:`simulate` reads nothing after the clock. That is why the market backtests each
     symbol once over all its bars instead of again over the visible ones after every advance
-    (tests/market/test_fleet_domain.py checks both agree). Annualisation (the volatility
-    filter's) uses the bar spacing of the warm-up before the deployment, so it never changes
-    once the fleet is deployed. A strategy added later is backtested from the same warm-up as
-    the deployed ones: it takes its signal's position over as it stands when it joins."""
+    (tests/market/test_fleet_domain.py checks both agree). Annualisation and the durations set
+    in time (the volatility filter's) use the calendar of the warm-up before the deployment, so
+    they never change once the fleet is deployed. A strategy added later is backtested from the
+    same warm-up as the deployed ones: it takes its signal's position over as it stands when it
+    joins."""
 
     def __init__(self, setup: FleetSetup, *, evaluator: Evaluator | None = None) -> None:
         self._setup = setup
         self._evaluator = evaluator or Evaluator(settings=EvaluationSettings(costs=setup.costs))
         self._cache: dict[str, tuple[int, int, tuple[str, ...], Backtest]] = {}
+
+    def warmup(self, series: BarSeries) -> tuple[int, int]:
+        """(first bar of the warm-up, first bar after the deployment) of ``series``."""
+        deployed = int(np.searchsorted(series.time, self._setup.deployment_time, "right"))
+        return max(0, deployed - self._setup.warmup_bars), deployed
 
     def run(
         self, symbol: str, series: BarSeries, genomes: Sequence[StrategyGenome]
@@ -62,13 +68,12 @@ class Backtester:
         cached = self._cache.get(symbol)
         if cached is not None and cached[1] == n and cached[2] == ids:
             return cached[0], cached[3]
-        deployed = int(np.searchsorted(series.time, self._setup.deployment_time, "right"))
-        first = max(0, deployed - self._setup.warmup_bars)
+        first, deployed = self.warmup(series)
         warmup = series.time[first:deployed]
-        spacing = float(np.median(np.diff(warmup))) if warmup.size > 1 else None
         data = BarData(
             series.slice(first, n),
-            bars_per_year=NANOS_PER_YEAR / spacing if spacing else None,
+            bars_per_year=observed_bars_per_year(warmup) if warmup.size > 1 else None,
+            spacing=spacing_seconds(warmup) if warmup.size > 1 else None,
         )
         result = self._evaluator.backtest(list(genomes), data)
         self._cache[symbol] = (first, n, ids, result)
@@ -523,7 +528,11 @@ def simulate(
     np.cumsum(equity[:-1] * strategy_weights * returns, axis=1, out=contribution[:, 1:])
     log_growth = np.zeros((count, bars + 1))
     np.cumsum(np.log1p(np.maximum(returns, -1 + 1e-12)), axis=1, out=log_growth[:, 1:])
-    spacing = float(np.median(np.diff(times))) if bars > 1 else 60e9
+    # Annualised on the calendar of the warm-up (every symbol's bars before the deployment),
+    # which never moves once deployed, like the backtests' own.
+    warmups = [s.time[slice(*backtester.warmup(s))] for s in (series[y] for y in symbols)]
+    calendar = np.unique(np.concatenate(warmups)) if warmups else times
+    bars_per_year = observed_bars_per_year(calendar if calendar.size > 1 else times)
     return FleetRun(
         state=state,
         clock_time=clock_time,
@@ -540,7 +549,7 @@ def simulate(
         closes=closes,
         mission_terms=mission_terms,
         equity=equity,
-        bars_per_year=NANOS_PER_YEAR / spacing,
+        bars_per_year=bars_per_year,
         trades=_TradeTable.of(positions, [e.strategy_id for e in entries]),
     )
 

@@ -16,6 +16,8 @@ COLUMNS = ("time", "open", "high", "low", "close", "volume")
 PRICE_COLUMNS = ("open", "high", "low", "close")
 SYMBOL_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._\-/]{0,31}$")
 NANOS_PER_YEAR = 365 * 24 * 3600 * 10**9
+# The spacing assumed for fewer than two bars: one minute, the synthetic market's.
+DEFAULT_SPACING_SECONDS = 60.0
 
 # Names a location for an error message: (column, bar index or None for the whole column)
 # -> e.g. "series[0].high[12]" or "series[0].high".
@@ -124,6 +126,27 @@ def make_series(
         close=np.ascontiguousarray(close, dtype=np.float64),
         volume=np.ascontiguousarray(volume, dtype=np.float64),
     )
+
+
+def spacing_seconds(time: np.ndarray) -> float:
+    """The bars' typical spacing: the median gap between consecutive bars, in seconds. Gaps
+    where the market is closed (nights, weekends) are the minority, so this is the spacing of
+    bars in trading time: 60 for minute bars, 3,600 for hourly, 86,400 for daily."""
+    if time.shape[0] < 2:
+        return DEFAULT_SPACING_SECONDS
+    return max(float(np.median(np.diff(time))) / 1e9, 1e-9)
+
+
+def observed_bars_per_year(time: np.ndarray) -> float:
+    """Bars per year as the data's own calendar has them: the bars observed per year of the
+    span they cover. Daily equities give about 252, hourly FX about 6,200, the synthetic 24/7
+    minute market 525,600, where the spacing alone would say 365 and 8,760 for the first two.
+    Spans of a few weeks or less are noisy: pass the figure explicitly for those."""
+    n = time.shape[0]
+    span = float(time[-1] - time[0]) if n >= 2 else 0.0
+    if span <= 0:
+        return NANOS_PER_YEAR / (DEFAULT_SPACING_SECONDS * 1e9)
+    return float((n - 1) * NANOS_PER_YEAR / span)
 
 
 def format_time(nanos: int) -> str:

@@ -21,6 +21,8 @@ GOOD = dataclasses.replace(
     profit_factor=1.5,
     max_drawdown=0.10,
     deflated_sharpe_ratio=0.5,
+    trade_count=40,
+    exposure=0.3,
 )
 
 
@@ -37,6 +39,9 @@ def evaluation(metrics=GOOD, *, fast: float = 10.0, composite: float = 0.7) -> E
         ("win_rate", 0.4801, 0.48, "win rate"),
         ("profit_factor", 1.2001, 1.2, "profit factor"),
         ("max_drawdown", 0.1999, 0.20, "max drawdown"),
+        # A few lucky trades, or a strategy that is almost never in the market, prove nothing.
+        ("trade_count", 20, 19, "trades"),
+        ("exposure", 0.02, 0.0199, "exposure"),
     ],
 )
 def test_each_gate_at_its_boundary(field, passing, failing, reason):
@@ -68,7 +73,7 @@ def test_readiness_grows_with_gates_passed_and_deflated_sharpe():
     better = judge(evaluation(dataclasses.replace(GOOD, sharpe_ratio=0.1)), CONFIG)
     best = judge(evaluation(dataclasses.replace(GOOD, deflated_sharpe_ratio=0.9)), CONFIG)
     assert worse.promotion_readiness < better.promotion_readiness < best.promotion_readiness < 1
-    assert better.promotion_readiness == pytest.approx(0.5 * 3 / 4 + 0.5 * 0.5 / 0.95)
+    assert better.promotion_readiness == pytest.approx(0.5 * 5 / 6 + 0.5 * 0.5 / 0.95)
 
 
 def test_a_zero_deflated_sharpe_bar_is_met_by_any_strategy():
@@ -77,7 +82,7 @@ def test_a_zero_deflated_sharpe_bar_is_met_by_any_strategy():
         evaluation(dataclasses.replace(GOOD, sharpe_ratio=0.1, deflated_sharpe_ratio=0.0)), config
     )
     assert rejected.stage is StrategyStage.REJECTED
-    assert rejected.promotion_readiness == pytest.approx(0.5 * 3 / 4 + 0.5)
+    assert rejected.promotion_readiness == pytest.approx(0.5 * 5 / 6 + 0.5)
     assert judge(evaluation(GOOD), config).stage is StrategyStage.PRODUCTION
 
 
@@ -114,6 +119,8 @@ def test_select_returns_gate_passers_only_and_judges_everything():
         ({"top_k": 0}, "top_k"),
         ({"min_win_rate": 1.5}, "min_win_rate"),
         ({"min_sharpe": float("inf")}, "min_sharpe"),
+        ({"min_trades": -1}, "min_trades"),
+        ({"min_exposure": 1.5}, "min_exposure"),
     ],
 )
 def test_selection_config_is_validated(values, field):

@@ -133,6 +133,14 @@ async def test_mutate_and_select(mesh):
     lenient = await client.select(evaluations, config=pb.SelectionConfig(min_deflated_sharpe=0.0))
     assert len(lenient.judged) == 12
     assert all(0 <= j.promotion_readiness <= 1 for j in lenient.judged)
+    # The trade-count gate arrives from the request: none of them trades a million times.
+    strict = await client.select(
+        evaluations, config=pb.SelectionConfig(min_deflated_sharpe=0.0, min_trades=1_000_000)
+    )
+    assert not strict.selected
+    assert all(any("trades < 1000000" in f for f in j.gate_failures) for j in strict.judged), [
+        list(j.gate_failures) for j in strict.judged
+    ]
 
 
 @pytest.mark.parametrize(

@@ -258,7 +258,7 @@ class MutateResponse(_message.Message):
     def __init__(self, children: _Optional[_Iterable[_Union[_strategy_pb2.StrategyGenome, _Mapping]]] = ...) -> None: ...
 
 class SelectionConfig(_message.Message):
-    __slots__ = ("min_sharpe", "min_win_rate", "min_profit_factor", "max_drawdown", "top_k", "min_distance", "min_deflated_sharpe")
+    __slots__ = ("min_sharpe", "min_win_rate", "min_profit_factor", "max_drawdown", "top_k", "min_distance", "min_deflated_sharpe", "min_trades", "min_exposure")
     MIN_SHARPE_FIELD_NUMBER: _ClassVar[int]
     MIN_WIN_RATE_FIELD_NUMBER: _ClassVar[int]
     MIN_PROFIT_FACTOR_FIELD_NUMBER: _ClassVar[int]
@@ -266,6 +266,8 @@ class SelectionConfig(_message.Message):
     TOP_K_FIELD_NUMBER: _ClassVar[int]
     MIN_DISTANCE_FIELD_NUMBER: _ClassVar[int]
     MIN_DEFLATED_SHARPE_FIELD_NUMBER: _ClassVar[int]
+    MIN_TRADES_FIELD_NUMBER: _ClassVar[int]
+    MIN_EXPOSURE_FIELD_NUMBER: _ClassVar[int]
     min_sharpe: float
     min_win_rate: float
     min_profit_factor: float
@@ -273,7 +275,9 @@ class SelectionConfig(_message.Message):
     top_k: int
     min_distance: float
     min_deflated_sharpe: float
-    def __init__(self, min_sharpe: _Optional[float] = ..., min_win_rate: _Optional[float] = ..., min_profit_factor: _Optional[float] = ..., max_drawdown: _Optional[float] = ..., top_k: _Optional[int] = ..., min_distance: _Optional[float] = ..., min_deflated_sharpe: _Optional[float] = ...) -> None: ...
+    min_trades: int
+    min_exposure: float
+    def __init__(self, min_sharpe: _Optional[float] = ..., min_win_rate: _Optional[float] = ..., min_profit_factor: _Optional[float] = ..., max_drawdown: _Optional[float] = ..., top_k: _Optional[int] = ..., min_distance: _Optional[float] = ..., min_deflated_sharpe: _Optional[float] = ..., min_trades: _Optional[int] = ..., min_exposure: _Optional[float] = ...) -> None: ...
 
 class SelectRequest(_message.Message):
     __slots__ = ("evaluations", "config", "trials")
