@@ -30,6 +30,7 @@ from backtest.metrics import (
     risk_score,
     sharpe_null_floor,
 )
+from backtest.overfitting import BLOCKS, block_sums
 from qtmesh.base.concurrency import CancelToken
 from qtmesh.base.errors import InvalidArgument
 from qtmesh.base.genome import (
@@ -85,6 +86,11 @@ class Evaluation:
     risk_score: float
     composite_score: float
     trials: int
+    # The out-of-sample bars' per-block sums (backtest.overfitting.block_sums) that the
+    # probability of backtest overfitting is computed from; None for scenario evaluations.
+    out_of_sample_blocks: np.ndarray | None = dataclasses.field(
+        default=None, compare=False, repr=False
+    )
 
 
 @dataclasses.dataclass(frozen=True)
@@ -155,12 +161,14 @@ class Evaluator:
         reject_conflicting_ids(genomes, field="genomes")
         trials = trials if trials is not None else TrialLog()
         unique = list({g.id: g for g in genomes}.values())
-        accumulators = self._simulate(unique, data, token)
+        blocks = np.empty((len(unique), BLOCKS, 3))
+        accumulators = self._simulate(unique, data, token, blocks_out=blocks)
         for i in range(len(unique)):
             trials.add(_per_bar_sharpe(accumulators[i, kernel.OUT_OF_SAMPLE]))
         by_id = {}
         for i, genome in enumerate(unique):
-            by_id[genome.id] = self._score(genome, accumulators[i], data, trials)
+            scored = self._score(genome, accumulators[i], data, trials)
+            by_id[genome.id] = dataclasses.replace(scored, out_of_sample_blocks=blocks[i])
         return [by_id[g.id] for g in genomes]
 
     def evaluate_scenarios(
@@ -259,6 +267,7 @@ class Evaluator:
         returns_out: np.ndarray | None = None,
         positions_out: np.ndarray | None = None,
         folds: np.ndarray | None = None,
+        blocks_out: np.ndarray | None = None,
     ) -> np.ndarray:
         count = len(genomes)
         families = np.array([g.family.value for g in genomes], dtype=np.int64)
@@ -305,6 +314,8 @@ class Evaluator:
                     positions,
                     accumulators[first:stop],
                 )
+            if blocks_out is not None:
+                blocks_out[first:stop] = block_sums(returns, BLOCKS, start=int(fold_start[1]))
         return accumulators
 
     def _parameter_vector(self, genome: StrategyGenome) -> np.ndarray:

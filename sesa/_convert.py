@@ -114,6 +114,7 @@ def result_to_proto(
         generations=[stats_to_proto(s) for s in r.generations],
         trials=r.trials,
         elapsed_seconds=r.elapsed_seconds,
+        pbo=r.pbo,
     )
     if finished is not None:
         message.evolution_id = finished.evolution_id

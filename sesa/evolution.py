@@ -20,6 +20,7 @@ import numpy as np
 
 from backtest.evaluation import Evaluation, Evaluator, TrialLog, rescore_deflated
 from backtest.indicators import BarData
+from backtest.overfitting import probability_of_overfitting
 from qtmesh.base.concurrency import CancelToken
 from qtmesh.base.errors import FailedPrecondition, InvalidArgument
 from qtmesh.base.genome import Policy, StrategyFamily, StrategyGenome, reject_conflicting_ids
@@ -115,6 +116,9 @@ class EvolutionResult:
     generations: tuple[GenerationStats, ...]
     trials: int
     elapsed_seconds: float
+    # The probability of backtest overfitting of the whole run (backtest.overfitting), over
+    # every genome evaluated; None for a simulation or a run of one genome.
+    pbo: float | None = None
 
 
 class Evolution:
@@ -216,7 +220,15 @@ class Evolution:
             generations=tuple(self._stats),
             trials=self.trials.count,
             elapsed_seconds=self._clock() - self._started,
+            pbo=self._pbo(),
         )
+
+    def _pbo(self) -> float | None:
+        blocks = [e.out_of_sample_blocks for e in self._archive.values()]
+        known = [b for b in blocks if b is not None]
+        if not known or len(known) < len(blocks):
+            return None  # a simulation's evaluations average paths: no bars to split
+        return probability_of_overfitting(np.stack(known))
 
     # -- internals ---------------------------------------------------------------------------
 

@@ -254,3 +254,12 @@ def test_diversity_is_the_mean_pairwise_policy_distance():
     token.cancel()
     with pytest.raises(Cancelled):
         evolution._diversity(genomes, token)
+
+
+def test_an_evolution_reports_how_likely_its_best_is_overfit():
+    noise = [evolve(random_walk(s, n=8_000), 3, num_generations=4).result() for s in range(3)]
+    edge = [evolve(planted_cycle(s, n=10_000), 3, num_generations=4).result() for s in range(3)]
+    # CSCV over every genome evaluated: about one half on noise, near zero with a real edge.
+    assert all(r.pbo is not None and 0 <= r.pbo <= 1 for r in noise + edge)
+    assert np.mean([r.pbo for r in noise]) > 0.35
+    assert np.mean([r.pbo for r in edge]) < 0.2

@@ -56,6 +56,8 @@ async def test_evolve_streams_each_generation_then_the_result(mesh):
     assert all(isinstance(s, pb.GenerationStats) for s in stats)
     assert isinstance(result, pb.EvolutionResult)
     assert result.trials == stats[-1].trials > 0
+    assert result.HasField("pbo")
+    assert 0 <= result.pbo <= 1
     assert len(result.generations) == 3
     assert result.top
     top = result.top[0]

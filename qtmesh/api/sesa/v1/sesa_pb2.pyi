@@ -176,7 +176,7 @@ class GenerationStats(_message.Message):
     def __init__(self, generation: _Optional[int] = ..., best_composite: _Optional[float] = ..., median_composite: _Optional[float] = ..., worst_composite: _Optional[float] = ..., diversity: _Optional[float] = ..., evaluated: _Optional[int] = ..., passed_gates: _Optional[int] = ..., trials: _Optional[int] = ..., top: _Optional[_Iterable[_Union[_strategy_pb2.StrategyEvaluation, _Mapping]]] = ..., elapsed_seconds: _Optional[float] = ...) -> None: ...
 
 class EvolutionResult(_message.Message):
-    __slots__ = ("top", "shadow_candidates", "production_candidates", "generations", "trials", "elapsed_seconds", "evolution_id", "shadow_book")
+    __slots__ = ("top", "shadow_candidates", "production_candidates", "generations", "trials", "elapsed_seconds", "evolution_id", "shadow_book", "pbo")
     TOP_FIELD_NUMBER: _ClassVar[int]
     SHADOW_CANDIDATES_FIELD_NUMBER: _ClassVar[int]
     PRODUCTION_CANDIDATES_FIELD_NUMBER: _ClassVar[int]
@@ -185,6 +185,7 @@ class EvolutionResult(_message.Message):
     ELAPSED_SECONDS_FIELD_NUMBER: _ClassVar[int]
     EVOLUTION_ID_FIELD_NUMBER: _ClassVar[int]
     SHADOW_BOOK_FIELD_NUMBER: _ClassVar[int]
+    PBO_FIELD_NUMBER: _ClassVar[int]
     top: _containers.RepeatedCompositeFieldContainer[_strategy_pb2.StrategyEvaluation]
     shadow_candidates: _containers.RepeatedCompositeFieldContainer[_strategy_pb2.StrategyEvaluation]
     production_candidates: _containers.RepeatedCompositeFieldContainer[_strategy_pb2.StrategyEvaluation]
@@ -193,7 +194,8 @@ class EvolutionResult(_message.Message):
     elapsed_seconds: float
     evolution_id: str
     shadow_book: ShadowBookChange
-    def __init__(self, top: _Optional[_Iterable[_Union[_strategy_pb2.StrategyEvaluation, _Mapping]]] = ..., shadow_candidates: _Optional[_Iterable[_Union[_strategy_pb2.StrategyEvaluation, _Mapping]]] = ..., production_candidates: _Optional[_Iterable[_Union[_strategy_pb2.StrategyEvaluation, _Mapping]]] = ..., generations: _Optional[_Iterable[_Union[GenerationStats, _Mapping]]] = ..., trials: _Optional[int] = ..., elapsed_seconds: _Optional[float] = ..., evolution_id: _Optional[str] = ..., shadow_book: _Optional[_Union[ShadowBookChange, _Mapping]] = ...) -> None: ...
+    pbo: float
+    def __init__(self, top: _Optional[_Iterable[_Union[_strategy_pb2.StrategyEvaluation, _Mapping]]] = ..., shadow_candidates: _Optional[_Iterable[_Union[_strategy_pb2.StrategyEvaluation, _Mapping]]] = ..., production_candidates: _Optional[_Iterable[_Union[_strategy_pb2.StrategyEvaluation, _Mapping]]] = ..., generations: _Optional[_Iterable[_Union[GenerationStats, _Mapping]]] = ..., trials: _Optional[int] = ..., elapsed_seconds: _Optional[float] = ..., evolution_id: _Optional[str] = ..., shadow_book: _Optional[_Union[ShadowBookChange, _Mapping]] = ..., pbo: _Optional[float] = ...) -> None: ...
 
 class ShadowBookChange(_message.Message):
     __slots__ = ("strategy_ids", "applied", "change_sequence", "detail")

@@ -1,0 +1,99 @@
+"""The probability of backtest overfitting (PBO), by combinatorially symmetric cross-validation
+(CSCV: Bailey, Borwein, Lopez de Prado and Zhu, "The Probability of Backtest Overfitting",
+Journal of Computational Finance 20(4), 2017).
+
+The out-of-sample bars of every trial (every genome evaluated) are cut into ``S`` contiguous
+blocks of equal length. For each of the C(S, S/2) ways of taking half the blocks as a training
+set and the other half as its test set, the trial with the best Sharpe ratio on the training set
+is located in the test set's ranking; its relative rank ``w`` in (0, 1) gives the logit
+``log(w / (1 - w))``. PBO is the share of splits whose logit is at most 0: how often the best in
+sample is no better than the median out of sample. Near 0, selection finds something that
+holds; near or above 0.5, it picks noise.
+
+Only the per-block sums a Sharpe ratio needs are kept per trial (:func:`block_sums`), so PBO
+over thousands of trials costs no more memory than their metrics.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Sequence
+
+import numba
+import numpy as np
+
+from qtmesh.base.errors import InvalidArgument
+
+# Blocks of the CSCV split: C(16, 8) = 12,870 train/test splits, the paper's choice.
+BLOCKS = 16
+# Splits x trials held at once while PBO is computed.
+_CHUNK_CELLS = 4_000_000
+
+
+def block_sums(returns: np.ndarray, blocks: int = BLOCKS, *, start: int = 0) -> np.ndarray:
+    """(trials, blocks, 3) bar count, sum and sum of squares of each row of ``returns`` (trials
+    x bars) from bar ``start`` on, over ``blocks`` contiguous blocks of near-equal length."""
+    if blocks < 2 or blocks % 2:
+        raise InvalidArgument("blocks", f"{blocks} is not an even number of at least 2")
+    returns = np.ascontiguousarray(np.atleast_2d(returns), dtype=np.float64)
+    edges = np.linspace(0, returns.shape[1] - start, blocks + 1).astype(np.int64)
+    out = np.empty((returns.shape[0], blocks, 3))
+    _block_sums(returns, start, edges, out)
+    return out
+
+
+@numba.njit(cache=True)
+def _block_sums(returns: np.ndarray, start: int, edges: np.ndarray, out: np.ndarray) -> None:
+    for i in range(returns.shape[0]):
+        for b in range(edges.shape[0] - 1):
+            total = 0.0
+            squares = 0.0
+            for t in range(start + edges[b], start + edges[b + 1]):
+                r = returns[i, t]
+                total += r
+                squares += r * r
+            out[i, b, 0] = edges[b + 1] - edges[b]
+            out[i, b, 1] = total
+            out[i, b, 2] = squares
+
+
+def probability_of_overfitting(sums: Sequence[np.ndarray] | np.ndarray) -> float | None:
+    """PBO of the trials whose :func:`block_sums` are given (module docstring); None when
+    there are fewer than two trials or a block holds fewer than two bars."""
+    stats = np.asarray(sums, dtype=np.float64)
+    if stats.ndim != 3 or stats.shape[0] < 2:
+        return None
+    trials, blocks, _ = stats.shape
+    if blocks < 2 or blocks % 2 or stats[:, :, 0].min() < 2:
+        return None
+    if not (stats[:, :, 0] == stats[0, :, 0]).all():
+        raise InvalidArgument("sums", "every trial must cover the same bars")
+    splits = np.array(list(itertools.combinations(range(blocks), blocks // 2)))
+    # Every split is taken once as training set, so each half serves both ways; splits are
+    # worked through in chunks to bound memory at (chunk x trials).
+    chunk = max(1, _CHUNK_CELLS // trials)
+    overfit = 0
+    for first in range(0, len(splits), chunk):
+        part = splits[first : first + chunk]
+        train = np.zeros((len(part), blocks))
+        train[np.arange(len(part))[:, None], part] = 1.0
+        is_sharpe = _sharpe(train, stats)
+        oos_sharpe = _sharpe(1.0 - train, stats)
+        chosen = oos_sharpe[np.arange(len(part)), np.argmax(is_sharpe, axis=1)]
+        # Relative rank of the chosen trial out of sample, ties counted half, in (0, 1).
+        below = (oos_sharpe < chosen[:, None]).sum(axis=1)
+        ties = (oos_sharpe == chosen[:, None]).sum(axis=1) - 1
+        w = (below + 0.5 * ties + 1.0) / (trials + 1.0)
+        overfit += int(np.count_nonzero(np.log(w / (1.0 - w)) <= 0.0))
+    return overfit / len(splits)
+
+
+def _sharpe(masks: np.ndarray, stats: np.ndarray) -> np.ndarray:
+    """(splits, trials) per-bar Sharpe ratio over each split's blocks (every trial has the same
+    bars, so one count per split)."""
+    n = (masks @ stats[0, :, 0])[:, None]
+    mean = (masks @ stats[:, :, 1].T) / n
+    variance = (masks @ stats[:, :, 2].T) / n - mean * mean
+    variance *= n / (n - 1)
+    sd = np.sqrt(np.maximum(variance, 0.0))
+    return np.divide(mean, sd, out=np.zeros_like(mean), where=sd > 0)
