@@ -17,6 +17,12 @@ volume     non-negative
 
 Rows of one symbol must be in strictly increasing time; symbols may interleave. Every problem
 is reported with the file, line (CSV) or row (Parquet) and column.
+
+The common single-symbol shape is read too: ``Date,Open,High,Low,Close,Volume`` as most data
+vendors and backtesting libraries write it. Column names match in any case; the time column may
+be called ``timestamp``, ``date``, ``datetime`` or ``time`` (a date alone is midnight UTC);
+without a ``symbol`` column the file holds one symbol, named after the file (``GOOG.csv`` is
+GOOG); without a ``sector`` column it is ``DEFAULT_SECTOR``; without ``volume`` every bar's is 0.
 """
 
 from __future__ import annotations
@@ -35,6 +41,10 @@ from qtmesh.base.errors import InvalidArgument
 
 REQUIRED = ("timestamp", "symbol", "sector", "open", "high", "low", "close", "volume")
 _NUMERIC = ("open", "high", "low", "close", "volume")
+# The names a column may have in a file (compared in lower case), by the name it is read as.
+_ALIASES = {"timestamp": ("timestamp", "date", "datetime", "time")}
+# The sector of a file's symbols when it has no sector column.
+DEFAULT_SECTOR = "Unclassified"
 
 
 def load_bars(path: Path) -> list[BarSeries]:
@@ -46,9 +56,10 @@ def load_bars(path: Path) -> list[BarSeries]:
         raise InvalidArgument(str(path), "no such file")
     is_csv = suffix == ".csv"
     try:
-        table = _read_csv(path) if is_csv else pq.read_table(path)
+        table = _read_csv(path) if is_csv else _canonical(pq.read_table(path), path.name)
     except (pa.ArrowInvalid, pa.ArrowTypeError, OSError) as exc:
         raise InvalidArgument(path.name, f"cannot be read: {exc}") from None
+    table = _single_symbol_defaults(table, path)
     missing = [c for c in REQUIRED if c not in table.column_names]
     if missing:
         raise InvalidArgument(path.name, f"missing column(s) {', '.join(missing)}")
@@ -118,12 +129,60 @@ def save_bars(series: Sequence[BarSeries], path: Path) -> None:
         pq.write_table(table, path)
 
 
+def _canonical_names(names: Sequence[str], file: str) -> list[str]:
+    """Each column's name as it is read: lower case, aliases resolved; extra columns keep
+    their own. Two columns that mean the same are refused."""
+    by_alias = {a: name for name, aliases in _ALIASES.items() for a in aliases}
+    known = {*REQUIRED, *by_alias}
+    out: list[str] = []
+    seen: dict[str, str] = {}
+    for original in names:
+        lowered = original.strip().lower()
+        name = by_alias.get(lowered, lowered) if lowered in known else original
+        if name in seen and name in REQUIRED:
+            raise InvalidArgument(
+                file, f"columns {seen[name]!r} and {original!r} are both read as {name!r}"
+            )
+        seen[name] = original
+        out.append(name)
+    return out
+
+
+def _canonical(table: pa.Table, file: str) -> pa.Table:
+    return table.rename_columns(_canonical_names(table.column_names, file))
+
+
+def _single_symbol_defaults(table: pa.Table, path: Path) -> pa.Table:
+    """The symbol (from the file's name), sector and volume a single-symbol file leaves out."""
+    rows = table.num_rows
+    if "symbol" not in table.column_names:
+        symbol = path.stem
+        validate_symbol(symbol, field=f"{path.name} (no symbol column: the file's name)")
+        table = table.append_column("symbol", pa.array([symbol] * rows, pa.string()))
+    if "sector" not in table.column_names:
+        table = table.append_column("sector", pa.array([DEFAULT_SECTOR] * rows, pa.string()))
+    if "volume" not in table.column_names:
+        table = table.append_column("volume", pa.array(np.zeros(rows)))
+    return table
+
+
 def _read_csv(path: Path) -> pa.Table:
+    with pcsv.open_csv(path) as reader:  # the header and first block only
+        header = reader.schema.names
+    names = _canonical_names(header, path.name)
     types = {"timestamp": pa.string(), "symbol": pa.string(), "sector": pa.string()}
     types.update({c: pa.float64() for c in _NUMERIC})
-    return pcsv.read_csv(
-        path,
-        convert_options=pcsv.ConvertOptions(column_types=types, strings_can_be_null=False),
+    return _canonical(
+        pcsv.read_csv(
+            path,
+            convert_options=pcsv.ConvertOptions(
+                column_types={
+                    o: types[n] for o, n in zip(header, names, strict=True) if n in types
+                },
+                strings_can_be_null=False,
+            ),
+        ),
+        path.name,
     )
 
 

@@ -12,7 +12,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from market.replay import Replay
-from market.sources import load_bars, save_bars
+from market.sources import DEFAULT_SECTOR, load_bars, save_bars
 from market.synthetic import REGIMES, SyntheticMarketSpec, generate
 from qtmesh.base.bars import BarSeries, make_series, validate_bars
 from qtmesh.base.errors import InvalidArgument
@@ -224,8 +224,8 @@ def test_csv_errors_name_file_line_and_column(tmp_path: Path):
         load_bars(path)
     assert failure.value.field == "bad.csv line 3 (timestamp)"
 
-    path.write_text(header.replace(",volume", "") + "2026-01-05T00:00:00Z,AAA,Tech,1,1,1,1\n")
-    with pytest.raises(InvalidArgument, match="missing column"):
+    path.write_text(header.replace(",close", "") + "2026-01-05T00:00:00Z,AAA,Tech,1,1,1,1\n")
+    with pytest.raises(InvalidArgument, match=r"missing column\(s\) close"):
         load_bars(path)
 
     path.write_text(header + "yesterday,AAA,Tech,1,1,1,1,1\n")
@@ -251,3 +251,49 @@ def test_csv_times_without_offset_are_utc_and_parquet_may_be_naive(tmp_path: Pat
     )
     pq.write_table(table, tmp_path / "naive.parquet")
     assert load_bars(tmp_path / "naive.parquet")[0].time[1] == T0 + MINUTE
+
+
+def test_a_single_symbol_file_in_the_common_shape_is_read(tmp_path: Path):
+    # As data vendors write it: any case, a date column, an extra column, no symbol or sector.
+    path = tmp_path / "GOOG.csv"
+    path.write_text(
+        "Date,Open,High,Low,Close,Adj Close,Volume\n"
+        "2004-08-19,100.0,104.0,95.9,100.3,50.1,44659000\n"
+        "2004-08-20,101.0,109.1,100.5,108.3,54.1,22834300\n"
+        "2004-08-23,110.8,113.5,109.1,109.4,54.6,18256100\n"
+    )
+    (series,) = load_bars(path)
+    assert (series.symbol, series.sector) == ("GOOG", DEFAULT_SECTOR)
+    day = 86_400 * 10**9
+    assert series.time[0] == np.datetime64("2004-08-19", "ns").astype(np.int64)
+    assert list(np.diff(series.time)) == [day, 3 * day]
+    assert list(series.close) == [100.3, 108.3, 109.4]
+    assert list(series.volume) == [44659000, 22834300, 18256100]
+
+    # Hourly FX without volume, as Parquet with a naive "datetime" column.
+    table = pa.table(
+        {
+            "datetime": pa.array([T0, T0 + 60 * MINUTE], type=pa.timestamp("ns")),
+            **{c: [1.1, 1.2] for c in ("OPEN", "HIGH", "LOW", "CLOSE")},
+        }
+    )
+    pq.write_table(table, tmp_path / "EURUSD.parquet")
+    (fx,) = load_bars(tmp_path / "EURUSD.parquet")
+    assert fx.symbol == "EURUSD"
+    assert list(fx.time) == [T0, T0 + 60 * MINUTE]
+    assert list(fx.volume) == [0.0, 0.0]
+
+
+def test_a_single_symbol_files_errors_name_its_line_and_column(tmp_path: Path):
+    path = tmp_path / "SPY.csv"
+    path.write_text("date,open,high,low,close\n2020-01-02,10,11,9,10\n2020-01-03,10,9,11,10\n")
+    with pytest.raises(InvalidArgument, match="below low") as failure:
+        load_bars(path)
+    assert failure.value.field == "SPY.csv line 3 (high)"
+    path.write_text("Date,Timestamp,open,high,low,close\n")
+    with pytest.raises(InvalidArgument, match="both read as 'timestamp'"):
+        load_bars(path)
+    bad_name = tmp_path / "my data.csv"
+    bad_name.write_text("date,open,high,low,close\n2020-01-02,10,11,9,10\n")
+    with pytest.raises(InvalidArgument, match="no symbol column"):
+        load_bars(bad_name)
