@@ -167,8 +167,7 @@ class Evaluator:
             trials.add(_per_bar_sharpe(accumulators[i, kernel.OUT_OF_SAMPLE]))
         by_id = {}
         for i, genome in enumerate(unique):
-            scored = self._score(genome, accumulators[i], data, trials)
-            by_id[genome.id] = dataclasses.replace(scored, out_of_sample_blocks=blocks[i])
+            by_id[genome.id] = self._score(genome, accumulators[i], data, trials, blocks[i])
         return [by_id[g.id] for g in genomes]
 
     def evaluate_scenarios(
@@ -228,7 +227,12 @@ class Evaluator:
         return Backtest(returns=returns, positions=positions, accumulators=accumulators)
 
     def _score(
-        self, genome: StrategyGenome, acc: np.ndarray, data: BarData, trials: TrialLog
+        self,
+        genome: StrategyGenome,
+        acc: np.ndarray,
+        data: BarData,
+        trials: TrialLog,
+        blocks: np.ndarray | None = None,
     ) -> Evaluation:
         every = from_accumulators(
             acc[kernel.ALL_BARS],
@@ -250,6 +254,7 @@ class Evaluator:
             risk_score=risk,
             composite_score=composite_score(oos, risk, self.settings.weights),
             trials=trials.count,
+            out_of_sample_blocks=blocks,
         )
 
     def fold_starts(self, n: int) -> np.ndarray:

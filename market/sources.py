@@ -172,18 +172,14 @@ def _read_csv(path: Path) -> pa.Table:
     names = _canonical_names(header, path.name)
     types = {"timestamp": pa.string(), "symbol": pa.string(), "sector": pa.string()}
     types.update({c: pa.float64() for c in _NUMERIC})
-    return _canonical(
-        pcsv.read_csv(
-            path,
-            convert_options=pcsv.ConvertOptions(
-                column_types={
-                    o: types[n] for o, n in zip(header, names, strict=True) if n in types
-                },
-                strings_can_be_null=False,
-            ),
+    table = pcsv.read_csv(
+        path,
+        convert_options=pcsv.ConvertOptions(
+            column_types={o: types[n] for o, n in zip(header, names, strict=True) if n in types},
+            strings_can_be_null=False,
         ),
-        path.name,
     )
+    return table.rename_columns(names)
 
 
 def _times(column: pa.ChunkedArray, name: str) -> np.ndarray:

@@ -621,7 +621,8 @@ class SesaServicer(pb_grpc.SesaServiceServicer):
                 stats = await run_cancellable(evolution.step)
                 await self._publish(run.name, GENERATION, start, generation=stats)
                 yield stats
-            result = evolution.result()
+            # Judging the archive and its PBO are heavy for large runs: off the event loop.
+            result = await asyncio.to_thread(evolution.result)
             if run.book is not None:
                 book = await run.book(result)
         except (asyncio.CancelledError, GeneratorExit):
