@@ -58,6 +58,7 @@ bench: $(STAMP)
 	$(BIN)/python -m benchmarks.evaluation
 	$(BIN)/python -m benchmarks.evolution
 	$(BIN)/python -m benchmarks.noise
+	$(BIN)/python -m benchmarks.research
 	$(BIN)/python -m benchmarks.world_model
 	$(BIN)/python -m benchmarks.memory
 	$(BIN)/python -m benchmarks.officers

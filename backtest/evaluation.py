@@ -226,6 +226,36 @@ class Evaluator:
         )
         return Backtest(returns=returns, positions=positions, accumulators=accumulators)
 
+    def holdout(
+        self, genomes: Sequence[StrategyGenome], data: BarData, *, start: int
+    ) -> tuple[list[Metrics], Backtest]:
+        """Each genome run over every bar with one boundary, at ``start``: the bars before it
+        warm up indicators and train the Q-learning trader, the bars from it on are held out
+        (positions closed there and the embargo applied, as at a fold boundary). Returns the
+        held-out bars' metrics (one trial each: nothing was selected on them) and the run."""
+        if not 0 < start < data.n:
+            raise InvalidArgument("start", f"{start} is not inside the {data.n} bars")
+        returns = np.empty((len(genomes), data.n))
+        positions = np.empty((len(genomes), data.n), dtype=np.int8)
+        accumulators = self._simulate(
+            list(genomes),
+            data,
+            None,
+            returns_out=returns,
+            positions_out=positions,
+            folds=np.array([0, start], dtype=np.int64),
+        )
+        metrics = [
+            from_accumulators(
+                acc[kernel.OUT_OF_SAMPLE],
+                bars_per_year=data.bars_per_year,
+                trials=1,
+                trial_variance=0.0,
+            )
+            for acc in accumulators
+        ]
+        return metrics, Backtest(returns=returns, positions=positions, accumulators=accumulators)
+
     def _score(
         self,
         genome: StrategyGenome,
@@ -338,6 +368,9 @@ class Evaluator:
         vector[kernel.P_SESSION_HOURS] = p["session_hours"]
         vector[kernel.P_STOP_ATR] = p["stop_atr"]
         vector[kernel.P_RISK_REWARD] = p["risk_reward"]
+        if genome.family is StrategyFamily.MA_CROSSOVER:
+            # Absent from genomes stored before it existed: they keep their state-based entries.
+            vector[kernel.P_ENTRY_ON_CROSS] = p.get("entry_on_cross", 0.0)
         if genome.family is StrategyFamily.MEAN_REVERSION:
             vector[kernel.P_RSI_BAND] = p["rsi_band"]
         if genome.family is StrategyFamily.Q_LEARNING:

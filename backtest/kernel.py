@@ -15,6 +15,15 @@ Fill model (per strategy, bar t):
    the time-of-day window and the EWMA volatility inside [vol_min, vol_max]; exits do not. An
    infinite bound is no bound: a band open on both sides admits entries from the first bar,
    before the volatility is known.
+5. Entries are state-based by default: a crossover is long whenever its spread (fast - slow)
+   is above ``entry * slow`` at a close. With ``entry_on_cross`` a crossover enters only at
+   the close where the spread crosses its level, strictly on the other side at the previous
+   close (``backtesting.lib.crossover``: ``a[-2] < b[-2] and a[-1] > b[-1]``), shorts
+   mirrored below ``-entry * slow``; a cross the window or filter refuses is missed, not
+   deferred, and after a purge or a stop the next entry waits for the next cross. Exits stay
+   state-based (the spread below ``exit * slow`` closes a long), and a reversal is an entry.
+6. A position still open after the last bar counts as a trade closed at the last close, with
+   no exit costs (nothing is traded); its bars are in the returns either way.
 
 Walk-forward folds: at the first bar of every fold after the first, positions are closed at the
 open (purging trades that would span the boundary) and no entry is taken for ``embargo`` bars
@@ -47,7 +56,8 @@ P_RSI_BAND = 9
 P_LEARNING_RATE = 10
 P_EXPLORATION = 11
 P_DISCOUNT = 12
-PARAMETER_COUNT = 13
+P_ENTRY_ON_CROSS = 13
+PARAMETER_COUNT = 14
 
 # Indicator row columns: four family rows, then the ATR row.
 ROW_COUNT = 5
@@ -296,6 +306,7 @@ def _simulate(
     learning_rate = p[P_LEARNING_RATE]
     exploration = p[P_EXPLORATION]
     discount = p[P_DISCOUNT]
+    entry_on_cross = p[P_ENTRY_ON_CROSS] >= 0.5
 
     acc[:, :] = 0.0
     exposed_all = 0.0
@@ -434,6 +445,18 @@ def _simulate(
             long_exit = gap < exit_level * slow
             short_entry = gap < -entry * slow
             short_exit = gap > -exit_level * slow
+            if entry_on_cross:
+                # An entry on the cross event only (backtesting.lib.crossover: strictly on the
+                # other side of the level at the previous close); at bar 0 nothing crossed.
+                crossed_up = False
+                crossed_down = False
+                if t > 0:
+                    previous_gap = a[t - 1] - b[t - 1]
+                    previous_slow = b[t - 1]
+                    crossed_up = previous_gap < entry * previous_slow
+                    crossed_down = previous_gap > -entry * previous_slow
+                long_entry = long_entry and crossed_up
+                short_entry = short_entry and crossed_down
         elif family == MEAN_REVERSION:
             z = a[t]
             rsi = b[t]
@@ -713,3 +736,14 @@ def simulate_population(
         _order_statistics(
             returns[s], split, accumulators[s, ALL_BARS], accumulators[s, OUT_OF_SAMPLE]
         )
+
+
+def return_statistics(returns: np.ndarray) -> np.ndarray:
+    """(2, ACCUMULATOR_COUNT) accumulators of a return series that is no strategy's run (a
+    benchmark such as buy and hold): every return statistic, no trades or exposure. Both sets
+    hold every bar."""
+    returns = np.ascontiguousarray(returns, dtype=np.float64)
+    accumulators = np.zeros((2, ACCUMULATOR_COUNT))
+    _statistics(returns, 0, accumulators[ALL_BARS], accumulators[OUT_OF_SAMPLE])
+    _order_statistics(returns, 0, accumulators[ALL_BARS], accumulators[OUT_OF_SAMPLE])
+    return accumulators

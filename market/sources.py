@@ -20,7 +20,8 @@ is reported with the file, line (CSV) or row (Parquet) and column.
 
 The common single-symbol shape is read too: ``Date,Open,High,Low,Close,Volume`` as most data
 vendors and backtesting libraries write it. Column names match in any case; the time column may
-be called ``timestamp``, ``date``, ``datetime`` or ``time`` (a date alone is midnight UTC);
+be called ``timestamp``, ``date``, ``datetime`` or ``time`` (a date alone is midnight UTC), or
+be an unnamed first column, as pandas writes a data frame's index;
 without a ``symbol`` column the file holds one symbol, named after the file (``GOOG.csv`` is
 GOOG); without a ``sector`` column it is ``DEFAULT_SECTOR``; without ``volume`` every bar's is 0.
 """
@@ -131,13 +132,20 @@ def save_bars(series: Sequence[BarSeries], path: Path) -> None:
 
 def _canonical_names(names: Sequence[str], file: str) -> list[str]:
     """Each column's name as it is read: lower case, aliases resolved; extra columns keep
-    their own. Two columns that mean the same are refused."""
+    their own. An unnamed first column (a data frame's index, as pandas writes it) is the time
+    when no column is named as one. Two columns that mean the same are refused."""
     by_alias = {a: name for name, aliases in _ALIASES.items() for a in aliases}
     known = {*REQUIRED, *by_alias}
+    lowered_names = [n.strip().lower() for n in names]
+    unnamed_time = (
+        bool(names)
+        and lowered_names[0] == ""
+        and not any(by_alias.get(n) == "timestamp" for n in lowered_names)
+    )
     out: list[str] = []
     seen: dict[str, str] = {}
-    for original in names:
-        lowered = original.strip().lower()
+    for index, original in enumerate(names):
+        lowered = "timestamp" if index == 0 and unnamed_time else lowered_names[index]
         name = by_alias.get(lowered, lowered) if lowered in known else original
         if name in seen and name in REQUIRED:
             raise InvalidArgument(

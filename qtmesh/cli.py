@@ -1,5 +1,6 @@
 """The ``qtmesh`` command: serve one service, bring the mesh up, report its health, list the
-services and their settings, replay the market with the mesh in the loop."""
+services and their settings, replay the market with the mesh in the loop, evolve strategies on
+a file of bars."""
 
 from __future__ import annotations
 
@@ -34,7 +35,7 @@ EXIT_USAGE = 2
 def main(argv: Sequence[str] | None = None) -> None:
     parser = _parser()
     args, unknown = parser.parse_known_args(argv)
-    if args.run is _replay:
+    if args.run in (_replay, _evolve):
         args.rest = unknown + args.rest  # the replay parses its own options
     elif unknown:
         parser.error(f"unrecognized arguments: {' '.join(unknown)}")
@@ -113,6 +114,14 @@ def _parser() -> argparse.ArgumentParser:
     )
     replay.add_argument("rest", nargs=argparse.REMAINDER, help=argparse.SUPPRESS)
     replay.set_defaults(run=_replay)
+
+    evolve = commands.add_parser(
+        "evolve",
+        help="search for strategies on a file of bars in process, judged on held-out bars",
+        add_help=False,
+    )
+    evolve.add_argument("rest", nargs=argparse.REMAINDER, help=argparse.SUPPRESS)
+    evolve.set_defaults(run=_evolve)
     return parser
 
 
@@ -120,6 +129,13 @@ def _replay(args: argparse.Namespace) -> int:
     # The replay drives every service through its client, so it lives above them all and is
     # loaded by name, as the catalog loads each service.
     command = importlib.import_module("replay.cli")
+    code: int = command.main(args.rest)
+    return code
+
+
+def _evolve(args: argparse.Namespace) -> int:
+    # Research runs SESA's engine in process; like the replay, it is loaded by name.
+    command = importlib.import_module("sesa.research.cli")
     code: int = command.main(args.rest)
     return code
 

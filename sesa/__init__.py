@@ -21,7 +21,7 @@ from sesa.evolution import (
 from sesa.mutation import OPERATORS, MutationOperator
 from sesa.priors import Priors, TunedParameters
 from sesa.scenarios import BlockBootstrap, ScenarioGenerator
-from sesa.selection import Judgement, SelectionConfig, judge, select
+from sesa.selection import Judgement, Ranking, SelectionConfig, judge, rank, select
 
 __all__ = [
     "OPERATORS",
@@ -37,6 +37,7 @@ __all__ = [
     "Judgement",
     "MutationOperator",
     "Priors",
+    "Ranking",
     "ScenarioGenerator",
     "SelectionConfig",
     "SesaAgent",
@@ -48,5 +49,6 @@ __all__ = [
     "book_candidates",
     "book_strategy_id",
     "judge",
+    "rank",
     "select",
 ]

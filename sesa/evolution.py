@@ -18,14 +18,13 @@ from collections.abc import Callable, Sequence
 
 import numpy as np
 
-from backtest.evaluation import Evaluation, Evaluator, TrialLog, rescore_deflated
+from backtest.evaluation import Evaluation, Evaluator, TrialLog
 from backtest.indicators import BarData
-from backtest.overfitting import probability_of_overfitting
 from qtmesh.base.concurrency import CancelToken
 from qtmesh.base.errors import FailedPrecondition, InvalidArgument
 from qtmesh.base.genome import Policy, StrategyFamily, StrategyGenome, reject_conflicting_ids
 from sesa.mutation import OPERATORS, MutationOperator
-from sesa.selection import Judgement, SelectionConfig, diverse_top, judge, select
+from sesa.selection import Judgement, SelectionConfig, diverse_top, judge, rank
 
 _DUPLICATE_REDRAWS = 8
 
@@ -134,14 +133,20 @@ class Evolution:
         config: EvolutionConfig,
         rng: np.random.Generator,
         prior_trials: int = 0,
+        trials: TrialLog | None = None,
         clock: Callable[[], float] = time.perf_counter,
     ) -> None:
+        """``trials`` counts the genomes tried so far for the deflated Sharpe ratio (a fresh
+        log after ``prior_trials`` earlier ones when None); a caller that evaluates beside the
+        evolution passes its own."""
         self.evaluator = evaluator
         self.policy: Policy = evaluator.policy
         self.selection = selection
         self.config = config
         self.rng = rng
-        self.trials = TrialLog(prior_trials)
+        if trials is not None and prior_trials:
+            raise InvalidArgument("prior_trials", "give either prior_trials or trials")
+        self.trials = trials if trials is not None else TrialLog(prior_trials)
         self._clock = clock
         self._started = clock()
         self._data: BarData | None = None
@@ -177,8 +182,12 @@ class Evolution:
         evaluated = self._evaluate(checked, token)
         return self._finish_generation(evaluated, generation=0, time_started=began, token=token)
 
-    def step(self, token: CancelToken | None = None) -> GenerationStats:
-        """Breeds and evaluates the next generation."""
+    def step(
+        self, token: CancelToken | None = None, *, limit: int | None = None
+    ) -> GenerationStats:
+        """Breeds and evaluates the next generation; with ``limit``, at most that many of its
+        children not evaluated before are (the rest are dropped), so a run can keep to a budget
+        of evaluations."""
         if self.generation < 0:
             raise FailedPrecondition("start the evolution first")
         if self.finished:
@@ -190,6 +199,12 @@ class Evolution:
         parents = [j.evaluation for j in self._parents()]
         children = self._breed([e.genome for e in parents], generation)
         fresh = [c for c in children if c.id not in self._archive]
+        if limit is not None:
+            if limit < 1:
+                raise InvalidArgument("limit", f"{limit} is not a positive number of genomes")
+            dropped = {c.id for c in fresh[limit:]}
+            fresh = fresh[:limit]
+            children = [c for c in children if c.id not in dropped]
         evaluated = {e.genome.id: e for e in self._evaluate(fresh, token)}
         population = list(parents)
         seen = {e.genome.id for e in parents}
@@ -204,31 +219,23 @@ class Evolution:
 
     def result(self) -> EvolutionResult:
         """The best strategies of the whole run, judged with the final number of trials."""
-        final = [rescore_deflated(e, self.trials) for e in self._archive.values()]
-        selected, judged = select(final, self.selection, policy=self.policy)
-        ranked = sorted(judged, key=lambda j: (-j.evaluation.composite_score, j.genome_id))
-        top = selected or diverse_top(
-            ranked,
-            k=self.selection.top_k,
-            min_distance=self.selection.min_distance,
-            policy=self.policy,
+        ranking = rank(
+            list(self._archive.values()), self.trials, self.selection, policy=self.policy
         )
         return EvolutionResult(
-            top=tuple(top),
-            shadow_candidates=tuple(j for j in ranked if j.stage.name == "SHADOW"),
-            production_candidates=tuple(j for j in ranked if j.stage.name == "PRODUCTION"),
+            top=ranking.top,
+            shadow_candidates=ranking.shadow_candidates,
+            production_candidates=ranking.production_candidates,
             generations=tuple(self._stats),
             trials=self.trials.count,
             elapsed_seconds=self._clock() - self._started,
-            pbo=self._pbo(),
+            pbo=ranking.pbo,
         )
 
-    def _pbo(self) -> float | None:
-        blocks = [e.out_of_sample_blocks for e in self._archive.values()]
-        known = [b for b in blocks if b is not None]
-        if not known or len(known) < len(blocks):
-            return None  # a simulation's evaluations average paths: no bars to split
-        return probability_of_overfitting(np.stack(known))
+    @property
+    def evaluations(self) -> list[Evaluation]:
+        """Every genome evaluated so far, in the order first evaluated."""
+        return list(self._archive.values())
 
     # -- internals ---------------------------------------------------------------------------
 

@@ -8,7 +8,14 @@ Every rule reads the out-of-sample metrics (walk-forward folds, purged and embar
   its deflated Sharpe ratio, computed with every genome tried so far, is at least 0.95;
 * top-K: the best composite scores, skipping any strategy closer than ``min_distance`` (RMS
   distance in normalised parameter space) to one already chosen, or that trades exactly like
-  one (identical out-of-sample metrics: a filter that never binds changes nothing);
+  one (identical out-of-sample metrics: a filter that never binds changes nothing); an
+  evolution breeds from these;
+* the final ranking of a search (:func:`rank`) orders by *consistency* instead: the t
+  statistic of the per-block out-of-sample Sharpe ratios (backtest.overfitting.consistency),
+  then the composite score (and, where no strategy passes the gates, by the gates failed
+  first). A search that climbs the composite score fits the walk-forward folds it scores on;
+  the genome whose edge is there in every stretch of them is the one that holds up on bars
+  never seen (docs/services/sesa.md, "Selection and overfitting control");
 * promotion readiness, 0..1: 0.5 x the share of gates passed + 0.5 x min(DSR / required, 1);
   exactly 1 for production candidates.
 """
@@ -17,9 +24,13 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from typing import Any
 
-from backtest.evaluation import Evaluation
+import numpy as np
+
+from backtest.evaluation import Evaluation, TrialLog, rescore_deflated
+from backtest.overfitting import consistency, probability_of_overfitting
 from qtmesh.base.errors import InvalidArgument
 from qtmesh.base.genome import Policy, StrategyStage
 
@@ -110,12 +121,37 @@ def judge(evaluation: Evaluation, config: SelectionConfig) -> Judgement:
     return Judgement(evaluation, passed, failures, stage, readiness)
 
 
+def by_score(judgement: Judgement) -> tuple[float, str]:
+    """The order of an evolution's parents: best composite score first."""
+    return (-judgement.evaluation.composite_score, judgement.genome_id)
+
+
+def by_consistency(judgement: Judgement) -> tuple[int, float, float, str]:
+    """The order of a final ranking: fewest gates failed, then most consistent out of sample,
+    then by score (a scenario evaluation, which has no blocks, by score alone). Failures come
+    first so that, where nothing passes, a strategy of three lucky trades (consistent because
+    it is rarely in the market) does not outrank one that misses a gate by a little."""
+    blocks = judgement.evaluation.out_of_sample_blocks
+    t = 0.0 if blocks is None else float(consistency(blocks)[0])
+    return (
+        len(judgement.gate_failures),
+        -t,
+        -judgement.evaluation.composite_score,
+        judgement.genome_id,
+    )
+
+
 def diverse_top(
-    judgements: Sequence[Judgement], *, k: int, min_distance: float, policy: Policy
+    judgements: Sequence[Judgement],
+    *,
+    k: int,
+    min_distance: float,
+    policy: Policy,
+    order: Callable[[Judgement], Any] = by_score,
 ) -> list[Judgement]:
-    """The best ``k`` by composite score, each at least ``min_distance`` from those before and
-    not a behavioural twin of one of them."""
-    ranked = sorted(judgements, key=lambda j: (-j.evaluation.composite_score, j.genome_id))
+    """The first ``k`` in ``order``, each at least ``min_distance`` from those before and not
+    a behavioural twin of one of them."""
+    ranked = sorted(judgements, key=order)
     chosen: list[Judgement] = []
     for candidate in ranked:
         genome = candidate.evaluation.genome
@@ -140,3 +176,51 @@ def select(
     unique = list({j.genome_id: j for j in judged if j.passed_gates}.values())
     selected = diverse_top(unique, k=config.top_k, min_distance=config.min_distance, policy=policy)
     return selected, judged
+
+
+@dataclasses.dataclass(frozen=True)
+class Ranking:
+    """The verdict on a whole search: every genome it evaluated judged with the final number of
+    trials, the best of them and the probability of backtest overfitting of the selection."""
+
+    top: tuple[Judgement, ...]
+    shadow_candidates: tuple[Judgement, ...]
+    production_candidates: tuple[Judgement, ...]
+    # backtest.overfitting over every genome evaluated; None for scenario evaluations (they
+    # average paths: no bars to split) or a search of one genome.
+    pbo: float | None
+
+
+def rank(
+    evaluations: Sequence[Evaluation],
+    trials: TrialLog,
+    config: SelectionConfig,
+    *,
+    policy: Policy,
+) -> Ranking:
+    """The final judgement of an evolution or any other search: deflated Sharpe ratios
+    recomputed for ``trials``; the diverse top-K, most consistent first, among strategies
+    passing the gates (or, when none does, among all); the shadow and production candidates
+    in the same order."""
+    final = [rescore_deflated(e, trials) for e in evaluations]
+    judged = [judge(e, config) for e in final]
+    ranked = sorted(judged, key=by_consistency)
+    passed = [j for j in ranked if j.passed_gates]
+    top = diverse_top(
+        passed or ranked,
+        k=config.top_k,
+        min_distance=config.min_distance,
+        policy=policy,
+        order=by_consistency,
+    )
+    blocks = [e.out_of_sample_blocks for e in evaluations]
+    known = [b for b in blocks if b is not None]
+    pbo = (
+        probability_of_overfitting(np.stack(known)) if known and len(known) == len(blocks) else None
+    )
+    return Ranking(
+        top=tuple(top),
+        shadow_candidates=tuple(j for j in ranked if j.stage is StrategyStage.SHADOW),
+        production_candidates=tuple(j for j in ranked if j.stage is StrategyStage.PRODUCTION),
+        pbo=pbo,
+    )

@@ -123,6 +123,9 @@ FAMILY_PARAMETERS: Mapping[StrategyFamily, tuple[ParameterSpec, ...]] = {
         # Spread (fast - slow) / slow that opens a position, and the level that closes it.
         ParameterSpec("entry_threshold", 0.0, 0.01, 0.0, THRESHOLDS),
         ParameterSpec("exit_threshold", -0.01, 0.01, 0.0, THRESHOLDS),
+        # 1: enter only on the close where the spread crosses the entry level (a cross event,
+        # as backtesting.lib.crossover); 0: whenever it is beyond it (state). Exits are states.
+        ParameterSpec("entry_on_cross", 0, 1, 0, THRESHOLDS, boolean=True),
     ),
     StrategyFamily.MEAN_REVERSION: (
         ParameterSpec("bb_period", 10, 500, 60, SIGNAL, integer=True, log_scale=True),

@@ -46,7 +46,8 @@ class DynamicTPSLMutation(GroupMutation):
 
 
 class EntryExitThresholdsMutation(GroupMutation):
-    """Moves the levels at which the family's signal opens and closes positions."""
+    """Moves the levels at which the family's signal opens and closes positions (and flips a
+    crossover's entry between the spread's state and its cross event, ``entry_on_cross``)."""
 
     name = "entry_exit_thresholds"
     group = genome.THRESHOLDS

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from backtesting.lib import crossover
 
 from backtest import kernel as k
 
@@ -26,6 +27,9 @@ def run(
     embargo: int = 0,
     commission: float = COMMISSION,
     slippage: float = SLIPPAGE,
+    entry: float = 0.5,
+    exit_level: float = 0.5,
+    entry_on_cross: bool = False,
 ):
     """MA-crossover kernel with the 'fast' row = 1 + signal and the 'slow' row = 1: the spread
     is the signal itself; with entry and exit thresholds at 0.5, +1 means long, -1 short and
@@ -37,8 +41,9 @@ def run(
     lows = np.asarray(lows if lows is not None else np.minimum(opens, closes), dtype=float)
     p = np.zeros(k.PARAMETER_COUNT)
     p[k.P_ALLOW_SHORT] = 1.0 if allow_short else 0.0
-    p[k.P_ENTRY] = 0.5
-    p[k.P_EXIT] = 0.5
+    p[k.P_ENTRY] = entry
+    p[k.P_EXIT] = exit_level
+    p[k.P_ENTRY_ON_CROSS] = 1.0 if entry_on_cross else 0.0
     p[k.P_VOL_MAX] = 10.0
     p[k.P_SESSION_HOURS] = 24.0
     p[k.P_STOP_ATR] = stop_atr
@@ -194,6 +199,50 @@ def test_entries_wait_out_the_embargo():
     assert run.positions[5:9].tolist() == [0, 0, 0, 0]
     without, _ = run(closes, signal=np.ones(n), folds=(0, 5))
     assert without[6] != 0.0
+
+
+def test_entry_on_cross_enters_only_on_the_cross_event():
+    nan = float("nan")
+    closes = np.full(10, 100.0)
+    # Beyond the entry level (0.5) from the first known spread (bar 1; bar 0's is unknown, as
+    # in a moving average's warm-up): the default enters at once; a cross-based entry waits
+    # for the spread to come from below the level (bar 5). Exits stay state-based: below the
+    # exit level (0.2) at bar 4 closes the default's long.
+    signal = [nan, 0.6, 0.6, 0.3, 0.1, 0.6, 0.3, 0.5, 0.6, 0.6]
+    run(closes, signal=signal, exit_level=0.2)
+    assert run.positions.tolist() == [0, 0, 1, 1, 1, 0, 1, 1, 1, 1]
+    run(closes, signal=signal, exit_level=0.2, entry_on_cross=True)
+    assert run.positions.tolist() == [0, 0, 0, 0, 0, 0, 1, 1, 1, 1]
+    # Strictly: a spread that only touches the level on its way up never crossed it.
+    run(closes[:5], signal=[nan, 0.1, 0.5, 0.6, 0.6], entry_on_cross=True)
+    assert run.positions.tolist() == [0, 0, 0, 0, 0]
+    # Shorts mirror it below -entry; a reversal is an entry, so it waits for the cross too.
+    signal = [nan, -0.6, -0.6, 0.0, -0.6, 0.6, -0.6, -0.6]
+    run(closes[:8], signal=signal)
+    assert run.positions.tolist() == [0, 0, -1, -1, 0, -1, 1, -1]
+    run(closes[:8], signal=signal, entry_on_cross=True)
+    assert run.positions.tolist() == [0, 0, 0, 0, 0, -1, 1, -1]
+
+
+@pytest.mark.parametrize("entry", [0.0, 0.25])
+def test_entry_on_cross_is_backtesting_lib_crossover(entry):
+    """Every entry happens exactly where backtesting.lib.crossover of the spread and the
+    level says it crossed, ties included (the signals are multiples of 1/4: exact floats)."""
+    rng = np.random.default_rng(4)
+    signal = rng.integers(-3, 4, 400) / 4
+    closes = np.full(len(signal), 100.0)
+    run(closes, signal=signal, entry=entry, exit_level=0.0, entry_on_cross=True)
+    positions = run.positions
+    assert np.count_nonzero(np.diff(positions)) > 50
+    up, down = np.full(len(signal), entry), np.full(len(signal), -entry)
+    for t in range(len(signal) - 1):
+        seen = slice(0, t + 1)
+        crossed_up = crossover(signal[seen], up[seen])
+        crossed_down = crossover(down[seen], signal[seen])
+        assert (positions[t + 1] == 1 and positions[t] != 1) == (crossed_up and positions[t] != 1)
+        assert (positions[t + 1] == -1 and positions[t] != -1) == (
+            crossed_down and positions[t] != -1
+        )
 
 
 def tail_statistics(returns: np.ndarray, split: int) -> np.ndarray:

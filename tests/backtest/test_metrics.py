@@ -5,9 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
-import warnings
 
-import empyrical
 import numpy as np
 import pytest
 import scipy.stats
@@ -26,6 +24,7 @@ from backtest.metrics import (
 from market.synthetic import SyntheticMarketSpec, generate
 from qtmesh.base.errors import InvalidArgument
 from qtmesh.base.genome import Policy, StrategyFamily, make_genome
+from tests.helpers.empyrical_reference import reference
 
 POLICY = Policy()
 
@@ -46,27 +45,6 @@ def backtests():
     returns = evaluator.backtest_returns(genomes, data)
     split = int(evaluator.fold_starts(data.n)[1])
     return data, evaluations, returns, split
-
-
-def reference(r: np.ndarray, bars_per_year: float) -> dict[str, float]:
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        return {
-            "total_return": empyrical.cum_returns_final(r),
-            "annualized_return": empyrical.annual_return(r, annualization=bars_per_year),
-            "annualized_volatility": empyrical.annual_volatility(r, annualization=bars_per_year),
-            "sharpe_ratio": empyrical.sharpe_ratio(r, annualization=bars_per_year),
-            "sortino_ratio": empyrical.sortino_ratio(r, annualization=bars_per_year),
-            "calmar_ratio": empyrical.calmar_ratio(r, annualization=bars_per_year),
-            "omega_ratio": empyrical.omega_ratio(r, annualization=bars_per_year),
-            "max_drawdown": -empyrical.max_drawdown(r),
-            "value_at_risk_95": -empyrical.value_at_risk(r, 0.05),
-            "conditional_value_at_risk_95": -empyrical.conditional_value_at_risk(r, 0.05),
-            "tail_ratio": empyrical.tail_ratio(r),
-            "stability": empyrical.stability_of_timeseries(r),
-            "skewness": scipy.stats.skew(r),
-            "kurtosis": scipy.stats.kurtosis(r),
-        }
 
 
 def test_metrics_match_empyrical(backtests):

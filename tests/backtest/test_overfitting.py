@@ -10,7 +10,7 @@ import pytest
 
 from backtest.evaluation import Evaluator
 from backtest.indicators import BarData
-from backtest.overfitting import BLOCKS, block_sums, probability_of_overfitting
+from backtest.overfitting import BLOCKS, block_sums, consistency, probability_of_overfitting
 from market.synthetic import SyntheticMarketSpec, generate
 from qtmesh.base.errors import InvalidArgument
 from qtmesh.base.genome import Policy, StrategyFamily
@@ -92,3 +92,16 @@ def test_an_evaluation_carries_the_block_sums_of_its_out_of_sample_returns():
         assert evaluation.out_of_sample_blocks is not None
         assert evaluation.out_of_sample_blocks.shape == (BLOCKS, 3)
         np.testing.assert_allclose(evaluation.out_of_sample_blocks, block_sums(r[split:])[0])
+
+
+def test_consistency_is_the_t_statistic_of_the_per_block_sharpe_ratios():
+    rng = np.random.default_rng(3)
+    noise = rng.normal(0.0, 0.01, 1600)
+    steady = noise + 0.001  # the same edge in every block
+    lumpy = noise.copy()
+    lumpy[:100] += 0.016  # the same total edge, all in the first block
+    t = consistency(block_sums(np.stack([steady, lumpy, np.zeros(1600)])))
+    sharpe = [s.mean() / s.std() for s in np.split(steady, BLOCKS)]
+    assert t[0] == pytest.approx(np.mean(sharpe) / np.std(sharpe, ddof=1) * np.sqrt(BLOCKS))
+    assert t[0] > 3 > t[1]
+    assert t[2] == 0.0  # never in the market: no evidence either way

@@ -166,6 +166,28 @@ def test_group_operators_touch_only_their_group(operator, group):
     assert groups == {group}
 
 
+def test_the_thresholds_operator_switches_a_crossover_between_state_and_cross_entries():
+    family = StrategyFamily.MA_CROSSOVER
+    spec = POLICY.spec(family, "entry_on_cross")
+    assert (spec.boolean, spec.default, spec.group) == (True, 0.0, g.THRESHOLDS)
+    parent = POLICY.default_genome(family)
+    rng = np.random.default_rng(8)
+    seen = set()
+    for _ in range(40):
+        child = OPERATORS["entry_exit_thresholds"].mutate(
+            [parent], policy=POLICY, rng=rng, magnitude=0.5, rate=1.0, generation=1
+        )
+        assert in_bounds(child)
+        seen.add(child.parameters["entry_on_cross"])
+        changed = {k for k in parent.parameters if child.parameters[k] != parent.parameters[k]}
+        assert {POLICY.spec(family, k).group for k in changed} <= {g.THRESHOLDS}
+    assert seen == {0.0, 1.0}  # flipped, and only ever to a boolean
+    # A content address over every parameter: the same crossover by cross is another genome.
+    by_cross = make_genome(family, {**parent.parameters, "entry_on_cross": 1.0})
+    assert by_cross.id != parent.id
+    assert POLICY.validate(by_cross, field="g").parameters["entry_on_cross"] == 1.0
+
+
 def test_rate_is_the_share_of_parameters_touched():
     parent = POLICY.default_genome(StrategyFamily.MA_CROSSOVER)
     rng = np.random.default_rng(1)

@@ -17,6 +17,7 @@ PACKAGES = [
     "market.fleet",
     "sesa",
     "sesa.mutation",
+    "sesa.research",
     "sesa.scenarios",
     "meta",
     "alpha_reporting",

@@ -284,6 +284,21 @@ def test_a_single_symbol_file_in_the_common_shape_is_read(tmp_path: Path):
     assert list(fx.volume) == [0.0, 0.0]
 
 
+def test_an_unnamed_first_column_is_the_time_as_pandas_writes_an_index(tmp_path: Path):
+    path = tmp_path / "EURUSD.csv"
+    path.write_text(
+        ",Open,High,Low,Close,Volume\n"
+        "2017-04-19 09:00:00,1.0716,1.0722,1.07083,1.07219,1413\n"
+        "2017-04-19 10:00:00,1.07214,1.07296,1.07214,1.0726,1241\n"
+    )
+    (series,) = load_bars(path)
+    assert series.symbol == "EURUSD"
+    assert list(np.diff(series.time)) == [3600 * 10**9]
+    # Where a column is named as the time, an unnamed first one is only an extra column.
+    path.write_text(",date,open,high,low,close\n0,2020-01-02,10,11,9,10\n")
+    assert load_bars(path)[0].time[0] == np.datetime64("2020-01-02", "ns").astype(np.int64)
+
+
 def test_a_single_symbol_files_errors_name_its_line_and_column(tmp_path: Path):
     path = tmp_path / "SPY.csv"
     path.write_text("date,open,high,low,close\n2020-01-02,10,11,9,10\n2020-01-03,10,9,11,10\n")

@@ -263,3 +263,20 @@ def test_an_evolution_reports_how_likely_its_best_is_overfit():
     assert all(r.pbo is not None and 0 <= r.pbo <= 1 for r in noise + edge)
     assert np.mean([r.pbo for r in noise]) > 0.35
     assert np.mean([r.pbo for r in edge]) < 0.2
+
+
+def test_a_step_keeps_to_a_limit_of_new_evaluations():
+    evolution = Evolution(
+        evaluator=Evaluator(),
+        selection=SelectionConfig(),
+        config=EvolutionConfig(num_generations=3),
+        rng=np.random.default_rng(2),
+    )
+    evolution.start([], planted_cycle(3, n=5_000))
+    before = len(evolution.evaluations)
+    stats = evolution.step(limit=3)
+    assert len(evolution.evaluations) == before + 3
+    assert evolution.trials.count == before + 3
+    assert stats.evaluated <= 3 + evolution.config.elite_carry_forward
+    with pytest.raises(InvalidArgument, match="limit"):
+        evolution.step(limit=0)
