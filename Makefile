@@ -10,11 +10,15 @@ KERNELS := $(VENV)/.kernels
 KERNEL_SOURCES := $(shell grep -rl --include='*.py' 'numba' backtest world_model sesa market)
 # Commit that `buf breaking` compares the protos against (CI sets HEAD~1).
 BREAKING_AGAINST ?= HEAD
+# The browser the console's tests drive: Debian's chromium (never a downloaded one).
+CHROMIUM := /usr/bin/chromium
+# `make demo DEMO_ARGS=--keep` leaves the mesh running after the demo, for its console.
+DEMO_ARGS ?=
 
 .PHONY: demo test lint architecture types stubs-check buf-lint buf-breaking pytest protos docs lock bench image clean
 
 demo: $(KERNELS)
-	$(BIN)/python -m examples.demo
+	$(BIN)/python -m examples.demo $(DEMO_ARGS)
 
 test: lint architecture types stubs-check buf-lint buf-breaking pytest
 
@@ -38,7 +42,7 @@ buf-lint: $(BUF)
 buf-breaking: $(BUF)
 	BUF=$(BUF) scripts/buf_breaking.sh $(BREAKING_AGAINST)
 
-pytest: $(KERNELS)
+pytest: $(KERNELS) $(CHROMIUM)
 	$(BIN)/pytest
 
 $(KERNELS): $(STAMP) $(KERNEL_SOURCES) deploy/docker/warm_numba_cache.py
@@ -82,6 +86,10 @@ $(STAMP): pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --disable-pip-version-check -c constraints.txt -e '.[dev]'
 	touch $(STAMP)
+
+$(CHROMIUM):
+	@test "$$(id -u)" = 0 || { echo "the console's browser tests need Debian's chromium: sudo apt-get install chromium" >&2; exit 1; }
+	apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends chromium
 
 $(BUF):
 	npm install --silent --no-audit --no-fund --prefix .tools @bufbuild/buf@$(BUF_VERSION)

@@ -6,9 +6,10 @@ optimizer, show the risk officer's report, the CEO's mode and the strategy book,
 federation cycle (the Global Action Plan, executed) while a subscriber
 prints the plan stream; then close the loop: replay a few more days with the whole mesh cycling
 on the market clock, beside the same fleet left static, and tell what the later cycles did with
-the earlier ones. Stop the mesh.
+the earlier ones. Stop the mesh, or with ``--keep`` leave it running (the console's pages
+open at the URL printed) until Ctrl-C.
 
-    python -m examples.demo [--hours N] [--loop-days D]
+    python -m examples.demo [--hours N] [--loop-days D] [--keep]
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
+import signal
 import sys
 import tempfile
 from pathlib import Path
@@ -130,7 +132,7 @@ def meta_evaluations(result: pb.EvolutionResult, clock: int) -> list[MetaEvaluat
     ]
 
 
-async def main(hours: int, loop_days: float) -> int:
+async def main(hours: int, loop_days: float, *, keep: bool = False) -> int:
     with tempfile.TemporaryDirectory(prefix="qtmesh-demo-") as logs:
         console.rule("Quantum Trader Mesh demo")
         try:
@@ -142,11 +144,16 @@ async def main(hours: int, loop_days: float) -> int:
                 catalog.names(), ephemeral=True, log_dir=Path(logs), env=env
             ) as mesh:
                 listing = Table(title="Services")
-                for column in ("service", "address", "status"):
+                for column in ("service", "address", "status", "web"):
                     listing.add_column(column)
                 for child in mesh.children:
-                    listing.add_row(child.name, child.address, child.status)
+                    listing.add_row(
+                        child.name, child.address, child.status, child.endpoints.get("http", "")
+                    )
                 console.print(listing)
+                web = {c.name: c.endpoints["http"] for c in mesh.children if "http" in c.endpoints}
+                if "console" in web:
+                    console.print(f"Console: {web['console']} (live pages of the mesh below)")
 
                 async with open_channel(mesh.addresses["market"]) as channel:
                     market = MarketClient(channel)
@@ -181,11 +188,23 @@ async def main(hours: int, loop_days: float) -> int:
                 )
                 console.rule(f"The loop: {loop_days:g} more days on the market clock")
                 await _loop_section.show(console, mesh.addresses, days=loop_days)
+                if keep:
+                    await _keep_running(web.get("console", ""))
         except StartupError as exc:
             console.print(f"[red]the mesh did not start:[/] {exc}", highlight=False)
             return 1
         console.print("Mesh stopped.", style="dim")
     return 0
+
+
+async def _keep_running(url: str) -> None:
+    """Waits for Ctrl-C (or SIGTERM) with the mesh up, so a person can open the console."""
+    console.print(f"The mesh keeps running: open {url or 'the console'}; Ctrl-C stops it.")
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    await stop.wait()
 
 
 if __name__ == "__main__":
@@ -194,5 +213,8 @@ if __name__ == "__main__":
     parser.add_argument(
         "--loop-days", type=float, default=3.0, help="days the closing loop replays (default 3)"
     )
+    parser.add_argument(
+        "--keep", action="store_true", help="leave the mesh running after the demo, until Ctrl-C"
+    )
     args = parser.parse_args()
-    sys.exit(asyncio.run(main(args.hours, args.loop_days)))
+    sys.exit(asyncio.run(main(args.hours, args.loop_days, keep=args.keep)))

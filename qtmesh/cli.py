@@ -24,7 +24,13 @@ from qtmesh.runtime import catalog
 from qtmesh.runtime.channels import CLIENT_ENV_PREFIX, ChannelConfig
 from qtmesh.runtime.server import ENV_PREFIX, ServerConfig, serve_until_signalled
 from qtmesh.runtime.settings import settings_markdown
-from qtmesh.runtime.supervisor import Mesh, StartupError, check_health, die_with_supervisor
+from qtmesh.runtime.supervisor import (
+    Mesh,
+    StartupError,
+    check_health,
+    die_with_supervisor,
+    ready_line,
+)
 from qtmesh.runtime.telemetry import capture_native_log, configure_logging
 
 STATE_FILE = Path(".qtmesh/mesh.json")
@@ -162,11 +168,6 @@ def _serve(args: argparse.Namespace) -> int:
     capture_native_log()  # gRPC core's own lines (TLS handshake failures) become events
     configure_logging(fmt=server_config.log_format, level=server_config.log_level, service=app.name)
 
-    def ready(address: str) -> None:
-        if options.ready_fd is not None:
-            os.write(options.ready_fd, f"{address}\n".encode())
-            os.close(options.ready_fd)
-
     async def run() -> None:
         server = await app.create_server(
             service_config,
@@ -174,6 +175,12 @@ def _serve(args: argparse.Namespace) -> int:
             channel_config=channel_config,
             default_port=catalog.entry(app.name).default_port,
         )
+
+        def ready(address: str) -> None:
+            if options.ready_fd is not None:
+                os.write(options.ready_fd, ready_line(address, server.endpoints).encode())
+                os.close(options.ready_fd)
+
         await serve_until_signalled(server, ready=ready)
 
     asyncio.run(run())
@@ -246,10 +253,17 @@ def _up(args: argparse.Namespace) -> int:
 
 def _mesh_table(mesh: Mesh) -> Table:
     table = Table(title="Quantum Trader Mesh")
-    for column in ("service", "address", "status", "pid", "log"):
+    for column in ("service", "address", "status", "pid", "web", "log"):
         table.add_column(column)
     for child in mesh.children:
-        table.add_row(child.name, child.address, child.status, str(child.pid), str(child.log_path))
+        table.add_row(
+            child.name,
+            child.address,
+            child.status,
+            str(child.pid),
+            child.endpoints.get("http", ""),
+            str(child.log_path),
+        )
     return table
 
 

@@ -55,12 +55,15 @@ class Built:
 
     ``drain`` runs when shutdown begins (health is NOT_SERVING): long-lived streams should end
     so clients resume elsewhere. ``close`` runs after the server stopped: release resources.
-    The declared clients' channels close after ``close``.
+    The declared clients' channels close after ``close``. ``endpoints`` names what else the
+    service listens on beside its gRPC port (``{"http": "http://127.0.0.1:8090"}``): it is
+    reported with the bound address, so ``qtmesh up`` shows it and writes it to its state file.
     """
 
     services: Sequence[Service]
     drain: Callable[[], None] | None = None
     close: Callable[[], Awaitable[None]] | None = None
+    endpoints: Mapping[str, str] = dataclasses.field(default_factory=dict)
 
 
 class Context(Generic[C]):
@@ -198,4 +201,5 @@ class App(Generic[C]):
             on_drain=built.drain,
             on_stop=close,
             max_request_bytes=self.max_request_bytes,
+            endpoints=built.endpoints,
         )

@@ -40,6 +40,7 @@ CATALOG: tuple[Entry, ...] = (
     Entry("ceo", "agents.ceo.service:APP", DEFAULT_PORTS["ceo"]),
     Entry("strategy", "agents.strategy.service:APP", DEFAULT_PORTS["strategy"]),
     Entry("federation", "federation.service:APP", DEFAULT_PORTS["federation"]),
+    Entry("console", "console.service:APP", DEFAULT_PORTS["console"]),
 )
 
 

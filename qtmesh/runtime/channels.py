@@ -33,6 +33,7 @@ DEFAULT_PORTS = {
     "strategy": 50059,
     "memory": 50060,
     "world-model": 50061,
+    "console": 50062,
 }
 
 # Round-robin over every address a name resolves to (a headless Service gives one per replica),

@@ -11,7 +11,7 @@ import asyncio
 import dataclasses
 import gc
 import signal
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -179,8 +179,11 @@ class MeshServer:
         on_drain: Callable[[], None] | None = None,
         on_stop: Callable[[], Awaitable[None]] | None = None,
         max_request_bytes: int | None = None,
+        endpoints: Mapping[str, str] | None = None,
     ) -> None:
         self.name = name
+        # What else the service listens on (App's Built.endpoints), by name.
+        self.endpoints: dict[str, str] = dict(endpoints or {})
         self.config = config
         self._max_request_bytes = max_request_bytes
         self.health = health.aio.HealthServicer()

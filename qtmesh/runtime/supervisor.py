@@ -24,6 +24,7 @@ from typing import Any
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from qtmesh.base import config as configuration
 from qtmesh.runtime import catalog
 from qtmesh.runtime.channels import ChannelConfig, open_channel
 
@@ -42,6 +43,8 @@ class Child:
     log_path: Path
     address: str = ""
     status: str = "STARTING"
+    # What else it listens on, by name, as it reported (Built.endpoints).
+    endpoints: dict[str, str] = dataclasses.field(default_factory=dict)
 
     @property
     def pid(self) -> int:
@@ -107,6 +110,19 @@ class Mesh:
             await self.stop()
             raise
 
+    def _web_settings(self, entry: catalog.Entry) -> dict[str, str]:
+        """A service that also serves the web (settings ``http_host`` and ``http_port``, the
+        console) listens where the mesh does, on any free port when the mesh's ports are
+        ephemeral; settings given in the environment win."""
+        fields = {f.name for f in dataclasses.fields(entry.load().config_type)}
+        prefix = configuration.service_env_prefix(entry.name)
+        wanted = {}
+        if "http_host" in fields:
+            wanted[f"{prefix}HTTP_HOST"] = self.host
+        if "http_port" in fields and self.ephemeral:
+            wanted[f"{prefix}HTTP_PORT"] = "0"
+        return {k: v for k, v in wanted.items() if k not in self.env}
+
     async def _start_child(self, entry: catalog.Entry) -> None:
         port = int(self._planned[entry.name].rsplit(":", 1)[1])
         env = {**self.env, "PYTHONUNBUFFERED": "1"}
@@ -117,6 +133,7 @@ class Mesh:
         known.update(self.addresses)
         if known:
             env["QTMESH_ADDRESSES"] = ",".join(f"{k}={v}" for k, v in known.items())
+        env.update(self._web_settings(entry))
         argv = ["-m", "qtmesh", "serve", entry.name, "--host", self.host, "--port", str(port)]
         child = await spawn(
             entry.name,
@@ -161,7 +178,12 @@ class Mesh:
     def write_state(self, path: Path) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
         state = {
-            c.name: {"address": c.address, "pid": c.pid, "log": str(c.log_path)}
+            c.name: {
+                "address": c.address,
+                "pid": c.pid,
+                "log": str(c.log_path),
+                **({"endpoints": c.endpoints} if c.endpoints else {}),
+            }
             for c in self.children
         }
         path.write_text(json.dumps(state, indent=2))
@@ -210,7 +232,8 @@ async def spawn(
     if into is not None:
         into.append(child)
     try:
-        child.address = await asyncio.wait_for(_read_line(read_fd), timeout=STARTUP_TIMEOUT_S)
+        line = await asyncio.wait_for(_read_line(read_fd), timeout=STARTUP_TIMEOUT_S)
+        child.address, child.endpoints = parse_ready_line(line)
     except TimeoutError:
         raise StartupError(
             f"{name} did not start within {STARTUP_TIMEOUT_S:.0f} s\n{_tail(log_path)}"
@@ -257,6 +280,19 @@ async def check_health(
         except grpc.aio.AioRpcError as exc:
             return "UNREACHABLE" if exc.code() != grpc.StatusCode.NOT_FOUND else "SERVICE_UNKNOWN"
         return health_pb2.HealthCheckResponse.ServingStatus.Name(response.status)
+
+
+def ready_line(address: str, endpoints: Mapping[str, str]) -> str:
+    """What a started child writes to its ready descriptor: its bound gRPC address, then, when
+    it listens elsewhere too, a JSON object of those endpoints."""
+    extra = f" {json.dumps(dict(endpoints), separators=(',', ':'))}" if endpoints else ""
+    return f"{address}{extra}\n"
+
+
+def parse_ready_line(line: str) -> tuple[str, dict[str, str]]:
+    """(address, endpoints) of a :func:`ready_line`; an empty line gives an empty address."""
+    address, _, extra = line.strip().partition(" ")
+    return address, (json.loads(extra) if extra else {})
 
 
 async def _read_line(fd: int) -> str:

@@ -52,7 +52,9 @@ KUBECTL_MISSING = (
 # The Dockerfile's runtime user; the pods run as the same ids.
 USER_ID = GROUP_ID = 10001
 # Services that may run several replicas: the others own state in one process.
-REPLICATED = {"sesa", "world-model", "memory"}
+REPLICATED = {"sesa", "world-model", "memory", "console"}
+# Ports a service serves beside gRPC (the console's web pages and API), by name.
+WEB_PORTS = {"console": 8090}
 # Stores kept per replica on the pod's own disk by design: SESA's evolution event log has one
 # writer per log and each autoscaled replica streams its own evolutions (docs/services/sesa.md).
 PER_REPLICA_STORES = {"sesa"}
@@ -480,9 +482,10 @@ def test_clients_reach_every_service_through_a_headless_service(overlay: Overlay
         service = services[name]["spec"]
         assert service.get("clusterIP") == "None", name
         assert service["selector"] == deployment["spec"]["selector"]["matchLabels"], name
-        assert service["ports"] == [
-            {"name": "grpc", "port": DEFAULT_PORTS[name], "targetPort": "grpc"}
-        ], name
+        ports = [{"name": "grpc", "port": DEFAULT_PORTS[name], "targetPort": "grpc"}]
+        if name in WEB_PORTS:
+            ports.append({"name": "http", "port": WEB_PORTS[name], "targetPort": "http"})
+        assert service["ports"] == ports, name
         env = overlay.env(name)
         assert env["QTMESH_HOST"] == "0.0.0.0"
         channels = configuration.load(
@@ -545,6 +548,8 @@ def _peer(peer: dict[str, Any]) -> str:
         return "subscriber"
     if peer == {"namespaceSelector": {"matchLabels": {"qtmesh.io/gap-ingress": "true"}}}:
         return "ingress"
+    if peer == {"namespaceSelector": {"matchLabels": {"qtmesh.io/console-ingress": "true"}}}:
+        return "console-ingress"
     if set(peer) == {"ipBlock"}:
         return "outside"
     raise AssertionError(f"unexpected peer {peer}")
@@ -563,13 +568,17 @@ def test_network_policies_allow_exactly_the_calls_the_code_makes(overlay: Overla
         assert spec["policyTypes"] == ["Ingress"]
         (target,) = spec["podSelector"]["matchLabels"].values()
         for rule in spec["ingress"]:
-            assert rule["ports"] == [{"protocol": "TCP", "port": DEFAULT_PORTS[target]}]
-            allowed |= {(_peer(peer), target) for peer in rule["from"]}
+            peers = {_peer(peer) for peer in rule["from"]}
+            # Browsers reach the console's web port only; every other edge is a gRPC port.
+            port = WEB_PORTS[target] if peers == {"console-ingress"} else DEFAULT_PORTS[target]
+            assert rule["ports"] == [{"protocol": "TCP", "port": port}]
+            allowed |= {(peer, target) for peer in peers}
 
     expected = {(caller, callee) for caller in DEFAULT_PORTS for callee in calls(caller)}
     expected |= {("federation", callee) for callee in federation_calls()}
     outside = {"subscriber", "ingress"} | ({"outside"} if overlay.name == "prod" else set())
     expected |= {(caller, "federation") for caller in outside}
+    expected |= {("console-ingress", "console")}
     assert allowed == expected
 
 

@@ -18,6 +18,7 @@ PACKAGES = [
     "sesa",
     "sesa.mutation",
     "sesa.research",
+    "console",
     "sesa.scenarios",
     "meta",
     "alpha_reporting",

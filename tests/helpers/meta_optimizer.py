@@ -1,26 +1,39 @@
 """Builders of the meta-optimizer tests: sector reports with planted alpha, seeded noise, and the
 pieces of the lifecycle tests: a federation served on port 0 with a market clock the test sets,
 the fleet that executes the proposals' actions, an observer of the plan follower, and a reader
-of the ledger's stream."""
+of the ledger's stream; and the whole lifecycle world (alpha-reporting with planted reports, a
+federation asking the meta optimizer, the meta optimizer following it) that the lifecycle and
+console tests run on."""
 
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
+import dataclasses
 import datetime
 from pathlib import Path
 
 import numpy as np
 
+from alpha_reporting.client import AlphaReportingClient
+from alpha_reporting.config import AlphaReportingConfig
 from alpha_reporting.report import SectorReport, report_id_for
+from alpha_reporting.service import app as alpha_app
 from federation.config import FederationConfig
 from federation.engine import Federation
 from federation.service import FederationServicer, service_of
 from federation.store import PlanStore
+from meta_optimizer.client import MetaOptimizerClient
+from meta_optimizer.config import MetaOptimizerConfig
+from meta_optimizer.service import app as metaopt_app
 from qtmesh.base import contract as c
+from qtmesh.base.config import Secret
 from qtmesh.base.errors import FailedPrecondition, MeshError
 from qtmesh.base.storage import create_engine, sqlite_url
-from qtmesh.testing import serving
+from qtmesh.runtime.agent_service import AgentClient
+from qtmesh.runtime.channels import ChannelConfig
+from qtmesh.testing import serving, serving_app
 
 
 def planted(sector: str, alphas, *, benchmark: float = 0.001, first: int = 4) -> list:
@@ -214,3 +227,77 @@ class Watcher:
         self._task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await self._task
+
+
+KEYS = f"k1:{base64.b64encode(b'1' * 32).decode()}"
+T0 = 1_800_000_000 * 10**9
+ALPHAS = {
+    "Tech": noise(1, 0.010, 0.003),
+    "Energy": noise(2, -0.008, 0.003),
+    "Crypto": noise(3, 0.000, 0.003),
+    "Financials": noise(4, 0.001, 0.003),
+}
+# The planted reports run 2026-02-04..11: their data reaches 00:00 UTC on the 12th.
+DATA_END = day_end("2026-02-11")
+
+
+class Ticks:
+    def __init__(self) -> None:
+        self.now = T0
+
+    def __call__(self) -> int:
+        self.now += 10**9
+        return self.now
+
+
+@dataclasses.dataclass
+class World:
+    alpha: AlphaReportingClient
+    alpha_address: str
+    federation_address: str
+    federation: Federation
+    later: Later
+    clock: MarketClock
+
+
+@contextlib.asynccontextmanager
+async def world(tmp_path: Path, *, refuse: tuple[str, ...] = (), others=()):
+    """Alpha-reporting with the planted reports, and a federation asking the meta optimizer (and
+    ``others``) with the market clock an hour after the reports' data."""
+    config = AlphaReportingConfig(
+        data_dir=tmp_path / "alpha", keyring=Secret(KEYS), watch_market=False
+    )
+    async with serving_app(alpha_app(), config) as alpha:
+        client = AlphaReportingClient(alpha.channel)
+        for sector, values in ALPHAS.items():
+            for report in planted(sector, values):
+                await client.submit(report)
+        later, clock = Later(), MarketClock(DATA_END + HOUR)
+        agents = {"meta-optimizer": later, **{a.name: a for a in others}}
+        async with federation_serving(
+            tmp_path, agents=agents, fleet=Fleet(refuse), clock=clock
+        ) as (running, federation):
+            yield World(client, alpha.address, running.address, federation, later, clock)
+
+
+@contextlib.asynccontextmanager
+async def optimizer(w: World, tmp_path: Path, progress: Progress, **settings):
+    """The meta optimizer following ``w``'s federation, which asks it while it serves."""
+    channels = ChannelConfig(
+        addresses={"alpha-reporting": w.alpha_address, "federation": w.federation_address}
+    )
+    config = MetaOptimizerConfig(
+        data_dir=tmp_path / "metaopt",
+        keyring=Secret(KEYS),
+        auto_window_days=0,
+        reconnect_initial_seconds=0.01,
+        reconnect_max_seconds=0.05,
+        **settings,
+    )
+    app = metaopt_app(clock=Ticks(), observe=progress)
+    async with serving_app(app, config, channel_config=channels) as running:
+        w.later.agent = AgentClient(running.channel, name="meta-optimizer")
+        try:
+            yield MetaOptimizerClient(running.channel), running
+        finally:
+            w.later.agent = None
