@@ -63,7 +63,8 @@ async def serve(count: int, ready_fd: int | None) -> None:
         for i in range(count)
     ]
     addresses = {s.name: await s.start() for s in servers}
-    line = json.dumps(addresses) + "\n"
+    # One token, no spaces: the ready line's address (qtmesh.runtime.supervisor.ready_line).
+    line = json.dumps(addresses, separators=(",", ":")) + "\n"
     if ready_fd is not None:
         os.write(ready_fd, line.encode())
         os.close(ready_fd)

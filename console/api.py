@@ -27,8 +27,10 @@ from typing import Annotated, Any
 from fastapi import Depends, FastAPI, Header, HTTPException, Query, Request
 from fastapi.responses import HTMLResponse, JSONResponse
 from fastapi.staticfiles import StaticFiles
+from google.protobuf.json_format import MessageToDict
 from sse_starlette.sse import EventSourceResponse
 
+from agents.risk.client import RiskClient
 from console._json import jsonable
 from console.config import ConsoleConfig
 from federation.client import FederationClient
@@ -36,6 +38,7 @@ from federation.plan import Plan
 from meta_optimizer.client import MetaOptimizerClient
 from meta_optimizer.ledger import ProposalState
 from qtmesh.base.errors import InvalidArgument, MeshError
+from sesa.client import SesaClient
 
 # HTTP status of each gRPC code a service may answer with.
 _HTTP_STATUS = {
@@ -56,6 +59,8 @@ PAGES = {
     "/mission-control": "mission-control.html",
     "/governance": "governance.html",
     "/singularity": "singularity.html",
+    "/evolution": "evolution.html",
+    "/risk": "risk.html",
 }
 # A proposal state by name, as every response spells it.
 _STATES = f"^({'|'.join(s.name for s in ProposalState)})$"
@@ -68,6 +73,8 @@ def create_api(
     config: ConsoleConfig,
     federation: FederationClient,
     meta_optimizer: MetaOptimizerClient,
+    sesa: SesaClient,
+    risk: RiskClient,
 ) -> FastAPI:
     api = FastAPI(
         title="Quantum Trader Mesh console",
@@ -201,6 +208,37 @@ def create_api(
     ) -> dict[str, Any]:
         """Runs an optimization cycle now (the operator token needed)."""
         return jsonable(await meta_optimizer.run_cycle(start_date=start_date, end_date=end_date))
+
+    # -- SESA's evolutions and the risk officer -------------------------------------------------
+
+    @api.get("/api/evolutions/events", tags=["sesa"])
+    async def evolution_events(
+        request: Request,
+        after: Annotated[int | None, Query(ge=0)] = None,
+        last_event_id: Annotated[str | None, Header()] = None,
+    ) -> EventSourceResponse:
+        """Server-sent events of every evolution SESA runs: ``started``, ``generation`` (best,
+        median and worst composite score, the top genomes) and ``ended`` (the candidates with
+        their deflated Sharpe ratios, what the shadow book did), each with SESA's event
+        sequence as ``id``. The data is the proto's JSON mapping: int64 values are strings."""
+        resume = _resume_point(last_event_id, after)
+
+        async def events() -> AsyncIterator[dict[str, Any]]:
+            async for event in sesa.watch_evolutions(after_sequence=resume):
+                yield {
+                    "id": str(event.sequence),
+                    "event": event.WhichOneof("event") or "unknown",
+                    "data": _dumps(MessageToDict(event, preserving_proto_field_name=True)),
+                }
+
+        return _stream(request, events)
+
+    @api.get("/api/risk", tags=["risk"])
+    async def risk_report() -> dict[str, Any]:
+        """The fleet's risk report: VaR and CVaR (portfolio and per sector) against the limits,
+        the breaches and the halts (the kill switch)."""
+        report = await risk.assess()
+        return {**jsonable(report), "trading_halted": report.trading_halted}
 
     # -- pages -----------------------------------------------------------------------------
 

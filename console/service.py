@@ -10,11 +10,13 @@ from collections.abc import Iterator
 
 import uvicorn
 
+from agents.risk.client import RiskClient
 from console.api import create_api
 from console.config import ENV_PREFIX, ConsoleConfig
 from federation.client import FederationClient
 from meta_optimizer.client import MetaOptimizerClient
 from qtmesh.runtime.app import App, Built, Context, Uses
+from sesa.client import SesaClient
 
 CALL_TIMEOUT_SECONDS = 10.0
 # Seconds open requests (event streams among them) get to finish once shutdown begins; a page
@@ -36,6 +38,8 @@ async def build(ctx: Context[ConsoleConfig]) -> Built:
         config=config,
         federation=ctx.client("federation", FederationClient),
         meta_optimizer=ctx.client("meta-optimizer", MetaOptimizerClient),
+        sesa=ctx.client("sesa", SesaClient),
+        risk=ctx.client("risk", RiskClient),
     )
     # Bound here, so the port is known (and taken) before the mesh server reports ready.
     family = socket.AF_INET6 if ":" in config.http_host else socket.AF_INET
@@ -71,7 +75,8 @@ async def build(ctx: Context[ConsoleConfig]) -> Built:
 
 APP = App(
     name="console",
-    summary="the web console: plans, proposals and the ledger, live, with an HTTP/JSON API",
+    summary="the web console: plans, proposals, the ledger, evolutions and risk, live, with an "
+    "HTTP/JSON API",
     config_type=ConsoleConfig,
     env_prefix=ENV_PREFIX,
     build=build,
@@ -89,5 +94,7 @@ APP = App(
             timeout=CALL_TIMEOUT_SECONDS,
             followed=True,
         ),
+        Uses(service="sesa", client=SesaClient, timeout=CALL_TIMEOUT_SECONDS, followed=True),
+        Uses(service="risk", client=RiskClient, timeout=CALL_TIMEOUT_SECONDS, followed=True),
     ),
 )

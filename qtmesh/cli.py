@@ -191,7 +191,8 @@ def _up(args: argparse.Namespace) -> int:
     names = args.services or catalog.names()
     for name in names:
         catalog.entry(name)
-    console = Console()
+    # Piped (no terminal to size it), the table is as wide as its addresses and URLs need.
+    console = Console(width=None if sys.stdout.isatty() else 160)
     channels = configuration.load(ChannelConfig, env_prefix=CLIENT_ENV_PREFIX)
 
     async def run() -> int:

@@ -11,6 +11,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import httpx
 import pytest
 
 from qtmesh.runtime.supervisor import check_health
@@ -61,6 +62,11 @@ def test_up_serves_every_service_and_stops_them_all_on_sigterm(tmp_path: Path):
         address = state["market"]["address"]
         child = state["market"]["pid"]
         assert asyncio.run(check_health(address)) == "SERVING"
+        # The console reports its web endpoint (any free port, as the mesh's are ephemeral).
+        web = state["console"]["endpoints"]["http"]
+        assert web in output
+        assert httpx.get(f"{web}/api/health", timeout=10).json()["status"] == "SERVING"
+        assert "endpoints" not in state["market"]
 
         status = subprocess.run(
             [sys.executable, "-m", "qtmesh", "status"],

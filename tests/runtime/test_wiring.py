@@ -20,6 +20,7 @@ from qtmesh.runtime.channels import ChannelConfig, open_channel
 from qtmesh.runtime.interceptors import REQUEST_ID
 from qtmesh.runtime.server import Service
 from qtmesh.runtime.status import mesh_stub
+from qtmesh.runtime.supervisor import parse_ready_line, ready_line
 from qtmesh.testing import serving, serving_app
 from tests.helpers.agents import ScriptedAgent
 from tests.helpers.agents import agent_service as scripted_service
@@ -202,3 +203,11 @@ async def test_mesh_clients_raise_mesh_errors_while_a_plain_stub_sees_the_status
 def test_an_app_spells_its_environment_prefix_after_its_name():
     with pytest.raises(ValueError, match="not 'QTMESH_RELAY_'"):
         dataclasses.replace(relay_app(), env_prefix="QTMESH_RELAYS_")
+
+
+def test_a_ready_line_carries_the_address_and_any_other_endpoints():
+    assert ready_line("127.0.0.1:5", {}) == "127.0.0.1:5\n"
+    line = ready_line("[::1]:5", {"http": "http://[::1]:8090"})
+    assert parse_ready_line(line) == ("[::1]:5", {"http": "http://[::1]:8090"})
+    assert parse_ready_line("127.0.0.1:5\n") == ("127.0.0.1:5", {})
+    assert parse_ready_line("") == ("", {})  # the child died before it was ready
