@@ -20,19 +20,16 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import os
-import tempfile
 import time
-from pathlib import Path
 
 import httpx
 from playwright.async_api import async_playwright
 
+from benchmarks._federation import federation_with_agents
 from benchmarks._report import emit, percentiles_ms
 from federation.client import FederationClient
 from qtmesh.runtime.channels import open_channel
-from qtmesh.runtime.supervisor import Child, spawn
 
 CHROMIUM = os.environ.get("QTMESH_CHROMIUM", "/usr/bin/chromium")
 RATE = 10.0  # plans per second
@@ -100,64 +97,29 @@ async def plan_latencies(page, client: FederationClient, address: str, plans: in
 
 
 async def run(plans: int, renders: int) -> dict[str, object]:
-    with tempfile.TemporaryDirectory() as tmp:
-        children: list[Child] = []
-        try:
-            agents = await spawn(
-                "agents",
-                ["-m", "benchmarks._agents", "--count", "1"],
-                env=os.environ,
-                log_path=Path(tmp) / "agents.log",
-                into=children,
-            )
-            addresses = json.loads(agents.address)
-            env = {
-                **os.environ,
-                "QTMESH_ADDRESSES": ",".join(f"{k}={v}" for k, v in addresses.items()),
-                "QTMESH_FEDERATION_AGENTS": ",".join(addresses),
-                "QTMESH_FEDERATION_GAP_UPDATE_INTERVAL_SECONDS": "0",
-                "QTMESH_FEDERATION_DATA_DIR": tmp,
-                "QTMESH_LOG_LEVEL": "warning",
-            }
-            federation = await spawn(
-                "federation",
-                ["-m", "qtmesh", "serve", "federation", "--port", "0"],
-                env=env,
-                log_path=Path(tmp) / "federation.log",
-                into=children,
-            )
-            env["QTMESH_ADDRESSES"] += f",federation={federation.address}"
-            console = await spawn(
-                "console",
-                ["-m", "qtmesh", "serve", "console", "--port", "0", "--http-port", "0"],
-                env=env,
-                log_path=Path(tmp) / "console.log",
-                into=children,
-            )
-            url = console.endpoints["http"]
-            async with open_channel(federation.address) as channel:
-                client = FederationClient(channel)
-                for _ in range(HISTORY):
-                    latest = (await client.generate_plan()).sequence
-                async with async_playwright() as playwright:
-                    browser = await playwright.chromium.launch(
-                        executable_path=CHROMIUM,
-                        headless=True,
-                        args=["--no-sandbox", "--disable-gpu", "--disable-background-networking"],
-                    )
-                    page = await browser.new_page()
-                    await page.add_init_script(_OBSERVER)
-                    renders_s = await first_renders(page, url, latest, renders)
-                    fetches_s = await api_fetches(url, renders)
-                    shown, direct, missing = await plan_latencies(
-                        page, client, federation.address, plans
-                    )
-                    await browser.close()
-        finally:
-            for child in children:
-                if child.process.returncode is None:
-                    child.process.terminate()
-                    await child.process.wait()
+    async with federation_with_agents(count=1) as running:
+        console = await running.spawn(
+            "console", ["-m", "qtmesh", "serve", "console", "--port", "0", "--http-port", "0"]
+        )
+        url = console.endpoints["http"]
+        async with open_channel(running.federation.address) as channel:
+            client = FederationClient(channel)
+            for _ in range(HISTORY):
+                latest = (await client.generate_plan()).sequence
+            async with async_playwright() as playwright:
+                browser = await playwright.chromium.launch(
+                    executable_path=CHROMIUM,
+                    headless=True,
+                    args=["--no-sandbox", "--disable-gpu", "--disable-background-networking"],
+                )
+                page = await browser.new_page()
+                await page.add_init_script(_OBSERVER)
+                renders_s = await first_renders(page, url, latest, renders)
+                fetches_s = await api_fetches(url, renders)
+                shown, direct, missing = await plan_latencies(
+                    page, client, running.federation.address, plans
+                )
+                await browser.close()
     render_p50, render_max = percentiles_ms(renders_s, 50, 100)
     fetch_p50 = percentiles_ms(fetches_s, 50)[0]
     page_p50, page_p99 = percentiles_ms(shown, 50, 99)

@@ -13,57 +13,23 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
-import os
-import tempfile
 import time
-from pathlib import Path
 
+from benchmarks._federation import federation_with_agents
 from benchmarks._report import emit, percentiles_ms
 from federation.client import FederationClient
 from qtmesh.api.agent.v1 import agent_pb2, agent_pb2_grpc
 from qtmesh.runtime.channels import open_channel
-from qtmesh.runtime.supervisor import spawn
 
 AGENTS = 7
 
 
 async def run(cycles: int) -> dict[str, object]:
-    with tempfile.TemporaryDirectory() as tmp:
-        children = []
-        try:
-            agents = await spawn(
-                "agents",
-                ["-m", "benchmarks._agents", "--count", str(AGENTS)],
-                env=os.environ,
-                log_path=Path(tmp) / "agents.log",
-                into=children,
-            )
-            addresses = json.loads(agents.address)
-            env = {
-                **os.environ,
-                "QTMESH_ADDRESSES": ",".join(f"{k}={v}" for k, v in addresses.items()),
-                "QTMESH_FEDERATION_AGENTS": ",".join(addresses),
-                "QTMESH_FEDERATION_OWNERS": ",".join(
-                    f"{t}=agent-0" for t in ("ADJUST_EXPOSURE", "RUN_EVOLUTION")
-                ),
-                "QTMESH_FEDERATION_GAP_UPDATE_INTERVAL_SECONDS": "0",
-                "QTMESH_FEDERATION_DATA_DIR": tmp,
-                "QTMESH_LOG_LEVEL": "warning",
-            }
-            federation = await spawn(
-                "federation",
-                ["-m", "qtmesh", "serve", "federation", "--port", "0"],
-                env=env,
-                log_path=Path(tmp) / "federation.log",
-                into=children,
-            )
-            return await measure(federation.address, list(addresses.values()), cycles)
-        finally:
-            for child in children:
-                if child.process.returncode is None:
-                    child.process.terminate()
-                    await child.process.wait()
+    owners = ",".join(f"{t}=agent-0" for t in ("ADJUST_EXPOSURE", "RUN_EVOLUTION"))
+    async with federation_with_agents(
+        count=AGENTS, settings={"QTMESH_FEDERATION_OWNERS": owners}
+    ) as running:
+        return await measure(running.federation.address, list(running.agents.values()), cycles)
 
 
 async def measure(federation: str, agents: list[str], cycles: int) -> dict[str, object]:

@@ -18,21 +18,17 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
-import os
-import tempfile
 import time
-from pathlib import Path
 
 import grpc
 
 from benchmarks import _fanout
+from benchmarks._federation import federation_with_agents
 from benchmarks._report import emit, percentiles_ms
 from federation.client import FederationClient
 from qtmesh.api.federation.v1 import federation_pb2 as pb
 from qtmesh.api.federation.v1 import federation_pb2_grpc as pb_grpc
 from qtmesh.runtime.channels import open_channel
-from qtmesh.runtime.supervisor import Child, spawn
 
 STREAMS_PER_CHANNEL = 100
 RATE = 10.0  # plans per second
@@ -154,47 +150,12 @@ def _raw(body: bytes) -> bytes:
 
 
 async def run(subscribers: int, seconds: float) -> dict[str, object]:
-    with tempfile.TemporaryDirectory() as tmp:
-        children: list[Child] = []
-        try:
-            agents = await spawn(
-                "agents",
-                ["-m", "benchmarks._agents", "--count", "1"],
-                env=os.environ,
-                log_path=Path(tmp) / "agents.log",
-                into=children,
-            )
-            addresses = json.loads(agents.address)
-            env = {
-                **os.environ,
-                "QTMESH_ADDRESSES": ",".join(f"{k}={v}" for k, v in addresses.items()),
-                "QTMESH_FEDERATION_AGENTS": ",".join(addresses),
-                "QTMESH_FEDERATION_GAP_UPDATE_INTERVAL_SECONDS": "0",
-                "QTMESH_FEDERATION_DATA_DIR": tmp,
-                "QTMESH_LOG_LEVEL": "warning",
-            }
-            federation = await spawn(
-                "federation",
-                ["-m", "qtmesh", "serve", "federation", "--port", "0"],
-                env=env,
-                log_path=Path(tmp) / "federation.log",
-                into=children,
-            )
-            normal = await run_once(federation.address, subscribers, seconds, stalled=False)
-            with_stalled = await run_once(federation.address, subscribers, seconds, stalled=True)
-            reference = await spawn(
-                "fanout",
-                ["-m", "benchmarks._fanout"],
-                env=os.environ,
-                log_path=Path(tmp) / "fanout.log",
-                into=children,
-            )
-            bare = await run_bare(reference.address, subscribers, seconds, normal["plan_bytes"])
-        finally:
-            for child in children:
-                if child.process.returncode is None:
-                    child.process.terminate()
-                    await child.process.wait()
+    async with federation_with_agents(count=1) as running:
+        address = running.federation.address
+        normal = await run_once(address, subscribers, seconds, stalled=False)
+        with_stalled = await run_once(address, subscribers, seconds, stalled=True)
+        reference = await running.spawn("fanout", ["-m", "benchmarks._fanout"])
+        bare = await run_bare(reference.address, subscribers, seconds, normal["plan_bytes"])
     return {
         "subscribers": subscribers,
         "plans_per_second": RATE,
