@@ -35,6 +35,7 @@ from console._json import jsonable
 from console.config import ConsoleConfig
 from federation.client import FederationClient
 from federation.plan import Plan
+from market.client import MarketClient
 from meta_optimizer.client import MetaOptimizerClient
 from meta_optimizer.ledger import ProposalState
 from qtmesh.base.errors import InvalidArgument, MeshError
@@ -61,6 +62,7 @@ PAGES = {
     "/singularity": "singularity.html",
     "/evolution": "evolution.html",
     "/risk": "risk.html",
+    "/fleet": "fleet.html",
 }
 # A proposal state by name, as every response spells it.
 _STATES = f"^({'|'.join(s.name for s in ProposalState)})$"
@@ -75,6 +77,7 @@ def create_api(
     meta_optimizer: MetaOptimizerClient,
     sesa: SesaClient,
     risk: RiskClient,
+    market: MarketClient,
 ) -> FastAPI:
     api = FastAPI(
         title="Quantum Trader Mesh console",
@@ -240,6 +243,37 @@ def create_api(
         report = await risk.assess()
         return {**jsonable(report), "trading_halted": report.trading_halted}
 
+    # -- the paper fleet ------------------------------------------------------------------------
+
+    @api.get("/api/fleet", tags=["fleet"])
+    async def fleet(sector: Annotated[str, Query(max_length=64)] = "") -> dict[str, Any]:
+        """The paper fleet from its deployment to the clock: equity, ROI and benchmark per
+        sector, the strategy book, arb-missions with their P&L, every change made to it (the
+        allocations after each) and the halted scopes."""
+        return jsonable(await market.fleet(sector=sector))
+
+    @api.get("/api/trades/events", tags=["fleet"])
+    async def trade_events(
+        request: Request,
+        last_event_id: Annotated[str | None, Header()] = None,
+    ) -> EventSourceResponse:
+        """Server-sent events ``trades``: the fleet's closed trades in the order they closed,
+        from the first, then live as the clock moves. Each event's ``id`` is the cursor of its
+        last trade, ``<exit time>/<strategy id>``, which a reconnecting page resumes after."""
+        after = _trade_cursor(last_event_id)
+
+        async def events() -> AsyncIterator[dict[str, Any]]:
+            async for batch in market.watch_trades(after=after):
+                if batch.trades and batch.cursor is not None:
+                    exit_time, strategy_id = batch.cursor
+                    yield {
+                        "id": f"{exit_time}/{strategy_id}",
+                        "event": "trades",
+                        "data": _dumps([jsonable(t) for t in batch.trades]),
+                    }
+
+        return _stream(request, events)
+
     # -- pages -----------------------------------------------------------------------------
 
     static = resources.files("console") / "static"
@@ -264,6 +298,18 @@ def _resume_point(last_event_id: str | None, after: int | None) -> int | None:
             raise InvalidArgument("Last-Event-ID", f"{last_event_id!r} is not an event sequence")
         return int(last_event_id)
     return after
+
+
+def _trade_cursor(last_event_id: str | None) -> tuple[int, str] | None:
+    """The trades stream's resume point from a Last-Event-ID ``<exit time>/<strategy id>``."""
+    if not last_event_id:
+        return None
+    exit_time, _, strategy_id = last_event_id.partition("/")
+    if not exit_time.isdigit() or not strategy_id:
+        raise InvalidArgument(
+            "Last-Event-ID", f"{last_event_id!r} is not a trade cursor <exit time>/<strategy id>"
+        )
+    return int(exit_time), strategy_id
 
 
 def _stream(

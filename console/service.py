@@ -14,6 +14,7 @@ from agents.risk.client import RiskClient
 from console.api import create_api
 from console.config import ENV_PREFIX, ConsoleConfig
 from federation.client import FederationClient
+from market.client import MarketClient
 from meta_optimizer.client import MetaOptimizerClient
 from qtmesh.runtime.app import App, Built, Context, Uses
 from sesa.client import SesaClient
@@ -40,6 +41,7 @@ async def build(ctx: Context[ConsoleConfig]) -> Built:
         meta_optimizer=ctx.client("meta-optimizer", MetaOptimizerClient),
         sesa=ctx.client("sesa", SesaClient),
         risk=ctx.client("risk", RiskClient),
+        market=ctx.client("market", MarketClient),
     )
     # Bound here, so the port is known (and taken) before the mesh server reports ready.
     family = socket.AF_INET6 if ":" in config.http_host else socket.AF_INET
@@ -96,5 +98,6 @@ APP = App(
         ),
         Uses(service="sesa", client=SesaClient, timeout=CALL_TIMEOUT_SECONDS, followed=True),
         Uses(service="risk", client=RiskClient, timeout=CALL_TIMEOUT_SECONDS, followed=True),
+        Uses(service="market", client=MarketClient, timeout=CALL_TIMEOUT_SECONDS, followed=True),
     ),
 )

@@ -6,6 +6,7 @@ live and a breached limit with its numbers."""
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 from pathlib import Path
 
@@ -108,6 +109,42 @@ async def test_the_api_relays_evolutions_and_the_risk_report(tmp_path):
         assert result.evolution_id
 
 
+async def sse(http: httpx.AsyncClient, path: str, count: int, **headers) -> list[tuple[str, str]]:
+    """(id, data) of the first ``count`` server-sent events of ``path``."""
+    found, event_id = [], None
+    async with http.stream("GET", path, headers=headers) as response:
+        assert response.status_code == 200
+        async for line in response.aiter_lines():
+            if line.startswith("id:"):
+                event_id = line.split(":", 1)[1].strip()
+            elif line.startswith("data:"):
+                found.append((event_id, line.split(":", 1)[1].strip()))
+                if len(found) == count:
+                    return found
+    return found
+
+
+async def test_the_api_shows_the_fleet_and_its_trades_resuming_after_a_cursor(tmp_path):
+    async with engines(tmp_path) as (market, _evolver, _risk, url):
+        await MarketClient(market.channel).advance(10 * 60)
+        async with httpx.AsyncClient(base_url=url, timeout=10) as http:
+            fleet = (await http.get("/api/fleet")).json()
+            assert {s["sector"] for s in fleet["sectors"]} >= {"Tech", "Energy"}
+            assert fleet["equity"] > 0
+            assert len(fleet["strategies"]) > 0
+            ((last, data),) = await sse(http, "/api/trades/events", 1)
+            trades = json.loads(data)  # every trade closed so far, in the order they closed
+            assert len(trades) > 20
+            assert last == f"{trades[-1]['exit_time']}/{trades[-1]['strategy_id']}"
+            middle = trades[len(trades) // 2]
+            cursor = f"{middle['exit_time']}/{middle['strategy_id']}"
+            ((_, rest),) = await sse(http, "/api/trades/events", 1, **{"Last-Event-ID": cursor})
+            assert json.loads(rest) == trades[len(trades) // 2 + 1 :]
+            refused = await http.get("/api/trades/events", headers={"Last-Event-ID": "soon"})
+            assert refused.status_code == 400
+            assert refused.json()["field"] == "Last-Event-ID"
+
+
 async def test_the_pages_show_an_evolution_live_and_a_breached_limit(tmp_path):
     if not HAVE_CHROMIUM:
         pytest.fail(f"no browser at {CHROMIUM}: `make test` installs Debian's chromium")
@@ -154,5 +191,12 @@ async def test_the_pages_show_an_evolution_live_and_a_breached_limit(tmp_path):
             await expect(page.locator("#breaches")).to_contain_text("max_var_95")
             await expect(page.locator("#halts")).to_contain_text("trading is on")
             await page.screenshot(path=str(ARTIFACTS / "risk.png"), full_page=True)
+
+            await page.goto(f"{url}/fleet")
+            await expect(page.locator("#sectors")).to_contain_text("Tech")
+            await expect(page.locator("#stats")).to_contain_text("equity")
+            await expect(page.locator("#trades tbody tr")).to_have_count(15)  # a full page
+            await expect(page.locator("#halted")).to_contain_text("nothing halted")
+            await page.screenshot(path=str(ARTIFACTS / "fleet.png"), full_page=True)
         finally:
             await browser.close()
