@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import socket
+import ssl
 from collections.abc import Iterator
 
 import uvicorn
@@ -50,6 +51,7 @@ async def build(ctx: Context[ConsoleConfig]) -> Built:
     listener.bind((config.http_host, config.http_port))
     listener.listen(128)
     port = listener.getsockname()[1]
+    tls = ctx.server
     server = _Server(
         uvicorn.Config(
             api,
@@ -57,6 +59,12 @@ async def build(ctx: Context[ConsoleConfig]) -> Built:
             access_log=False,
             lifespan="off",
             timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_SECONDS,
+            # The mesh's own certificate serves the web too; with its client CA, browsers need
+            # a client certificate it signed, as every gRPC client does.
+            ssl_certfile=tls.tls_cert_file,
+            ssl_keyfile=tls.tls_key_file,
+            ssl_ca_certs=tls.tls_client_ca_file,
+            ssl_cert_reqs=ssl.CERT_REQUIRED if tls.tls_client_ca_file else ssl.CERT_NONE,
         )
     )
     serving = asyncio.create_task(server.serve(sockets=[listener]), name="console-http")
@@ -72,7 +80,10 @@ async def build(ctx: Context[ConsoleConfig]) -> Built:
             listener.close()
 
     host = f"[{config.http_host}]" if family == socket.AF_INET6 else config.http_host
-    return Built(services=[], drain=drain, close=close, endpoints={"http": f"http://{host}:{port}"})
+    scheme = "https" if tls.tls_cert_file else "http"
+    return Built(
+        services=[], drain=drain, close=close, endpoints={"http": f"{scheme}://{host}:{port}"}
+    )
 
 
 APP = App(

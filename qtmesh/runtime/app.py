@@ -67,11 +67,20 @@ class Built:
 
 
 class Context(Generic[C]):
-    """What ``build`` receives: the validated config and the clients the App declared."""
+    """What ``build`` receives: the validated config, the clients the App declared, and the
+    server's own settings (``server``: its TLS files serve whatever else the service listens
+    on, such as the console's web port)."""
 
-    def __init__(self, config: C, channels: ChannelConfig, uses: Sequence[Uses]) -> None:
+    def __init__(
+        self,
+        config: C,
+        channels: ChannelConfig,
+        uses: Sequence[Uses],
+        server: ServerConfig | None = None,
+    ) -> None:
         self.config = config
         self.channels = channels
+        self.server = server or ServerConfig()
         self._opened: list[tuple[Uses, grpc.aio.Channel, object]] = []
         self._taken: set[int] = set()
         for use in uses:
@@ -173,7 +182,7 @@ class App(Generic[C]):
     ) -> MeshServer:
         """Opens the declared clients, builds the servicers and wraps them in a MeshServer (not
         started yet). The channels close when the server stops, or now if the build fails."""
-        context = Context(config, channel_config, self.clients(config))
+        context = Context(config, channel_config, self.clients(config), server_config)
         try:
             built = await self.build(context)
         except BaseException:

@@ -91,6 +91,8 @@ class Mesh:
         # The address of every service to start, known before any starts: a service may follow
         # one that starts after it (a followed client is no start-order dependency).
         self._planned: dict[str, str] = {}
+        # The web port of each service that serves one (ephemeral meshes only).
+        self._planned_web: dict[str, int] = {}
 
     @property
     def addresses(self) -> dict[str, str]:
@@ -100,9 +102,14 @@ class Mesh:
         """Starts ``names`` layer by layer; raises StartupError (after stopping all) on failure."""
         self.log_dir.mkdir(parents=True, exist_ok=True)
         layers = catalog.start_layers(list(names))
+        # Every port is chosen here, none by a child binding port 0: a port the kernel hands one
+        # child could be the one planned for another that has not started yet.
+        taken: set[int] = set()
         for entry in (e for layer in layers for e in layer):
-            port = _free_port(self.host) if self.ephemeral else entry.default_port
+            port = _free_port(self.host, taken) if self.ephemeral else entry.default_port
             self._planned[entry.name] = f"{_bracketed(self.host)}:{port}"
+            if self.ephemeral and _serves_web(entry):
+                self._planned_web[entry.name] = _free_port(self.host, taken)
         try:
             for layer in layers:
                 await asyncio.gather(*(self._start_child(e) for e in layer))
@@ -112,15 +119,14 @@ class Mesh:
 
     def _web_settings(self, entry: catalog.Entry) -> dict[str, str]:
         """A service that also serves the web (settings ``http_host`` and ``http_port``, the
-        console) listens where the mesh does, on any free port when the mesh's ports are
-        ephemeral; settings given in the environment win."""
-        fields = {f.name for f in dataclasses.fields(entry.load().config_type)}
+        console) listens where the mesh does, on a port planned with the others when the mesh's
+        ports are ephemeral; settings given in the environment win."""
+        if not _serves_web(entry):
+            return {}
         prefix = configuration.service_env_prefix(entry.name)
-        wanted = {}
-        if "http_host" in fields:
-            wanted[f"{prefix}HTTP_HOST"] = self.host
-        if "http_port" in fields and self.ephemeral:
-            wanted[f"{prefix}HTTP_PORT"] = "0"
+        wanted = {f"{prefix}HTTP_HOST": self.host}
+        if entry.name in self._planned_web:
+            wanted[f"{prefix}HTTP_PORT"] = str(self._planned_web[entry.name])
         return {k: v for k, v in wanted.items() if k not in self.env}
 
     async def _start_child(self, entry: catalog.Entry) -> None:
@@ -189,13 +195,27 @@ class Mesh:
         path.write_text(json.dumps(state, indent=2))
 
 
-def _free_port(host: str) -> int:
-    """A port no one listens on now. The child binds it a moment later; a port taken in between
-    makes that child fail to start, with the reason in its log."""
+def _free_port(host: str, taken: set[int] | None = None) -> int:
+    """A port no one listens on now, and not in ``taken`` (to which it is added). The child binds
+    it a moment later; a port taken in between makes that child fail to start, with the reason
+    in its log."""
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    with socket.socket(family, socket.SOCK_STREAM) as probe:
-        probe.bind((host, 0))
-        return int(probe.getsockname()[1])
+    while True:
+        with socket.socket(family, socket.SOCK_STREAM) as probe:
+            probe.bind((host, 0))
+            port = int(probe.getsockname()[1])
+        if taken is None:
+            return port
+        if port not in taken:
+            taken.add(port)
+            return port
+
+
+def _serves_web(entry: catalog.Entry) -> bool:
+    """Whether the service also serves the web: its settings have ``http_host`` and
+    ``http_port`` (the console)."""
+    fields = {f.name for f in dataclasses.fields(entry.load().config_type)}
+    return {"http_host", "http_port"} <= fields
 
 
 def _bracketed(host: str) -> str:

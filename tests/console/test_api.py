@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import ssl
 
 import httpx
 import pytest
@@ -15,7 +16,8 @@ from console.config import ConsoleConfig
 from console.service import APP as console_app
 from qtmesh.base.config import Secret
 from qtmesh.runtime.channels import ChannelConfig
-from qtmesh.testing import serving_app
+from qtmesh.runtime.server import ServerConfig
+from qtmesh.testing import make_certificates, serving_app
 from tests.helpers.meta_optimizer import Progress, optimizer, plan, world
 
 TOKEN = "operator-secret"
@@ -174,3 +176,22 @@ async def test_event_streams_resume_after_the_last_event_exactly_once(tmp_path):
         assert [e["event"] for e in ledger[:4]] == ["proposal", "proposal", "proposal", "cycle"]
         assert ledger[4]["event"] == "transition"
         assert [int(e["id"]) for e in ledger] == [1, 2, 3, 4, 5]
+
+
+async def test_the_web_is_served_with_the_mesh_servers_own_tls(tmp_path):
+    certs = make_certificates(tmp_path / "tls")
+    tls = ServerConfig(
+        port=0,
+        grace_seconds=1.0,
+        tls_cert_file=certs.server_cert,
+        tls_key_file=certs.server_key,
+    )
+    async with serving_app(console_app, ConsoleConfig(http_port=0), server_config=tls) as running:
+        url = running.server.endpoints["http"]
+        assert url.startswith("https://127.0.0.1:")
+        async with httpx.AsyncClient(verify=ssl.create_default_context(cafile=certs.ca)) as http:
+            health = await http.get(f"{url}/api/health")
+        assert health.json()["status"] == "SERVING"
+        async with httpx.AsyncClient() as plain:
+            with pytest.raises(httpx.ConnectError):  # not a certificate the system trusts
+                await plain.get(f"{url}/api/health")

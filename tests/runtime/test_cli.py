@@ -67,6 +67,10 @@ def test_up_serves_every_service_and_stops_them_all_on_sigterm(tmp_path: Path):
         assert web in output
         assert httpx.get(f"{web}/api/health", timeout=10).json()["status"] == "SERVING"
         assert "endpoints" not in state["market"]
+        # Planned with every other port, so no service's port is ever handed to another.
+        ports = [int(s["address"].rsplit(":", 1)[1]) for s in state.values()]
+        ports.append(int(web.rsplit(":", 1)[1]))
+        assert len(set(ports)) == len(ports)
 
         status = subprocess.run(
             [sys.executable, "-m", "qtmesh", "status"],
