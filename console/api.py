@@ -246,11 +246,15 @@ def create_api(
     # -- the paper fleet ------------------------------------------------------------------------
 
     @api.get("/api/fleet", tags=["fleet"])
-    async def fleet(sector: Annotated[str, Query(max_length=64)] = "") -> dict[str, Any]:
-        """The paper fleet from its deployment to the clock: equity, ROI and benchmark per
+    async def fleet(
+        sector: Annotated[str, Query(max_length=64)] = "",
+        curve_points: Annotated[int, Query(ge=0, le=10_000)] = 0,
+    ) -> dict[str, Any]:
+        """The paper fleet from its deployment to the clock: equity (with ``curve_points``
+        samples of its curve beside an equal-weight buy and hold), ROI and benchmark per
         sector, the strategy book, arb-missions with their P&L, every change made to it (the
         allocations after each) and the halted scopes."""
-        return jsonable(await market.fleet(sector=sector))
+        return jsonable(await market.fleet(sector=sector, curve_points=curve_points))
 
     @api.get("/api/trades/events", tags=["fleet"])
     async def trade_events(

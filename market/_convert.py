@@ -94,6 +94,15 @@ def fleet_to_proto(report: fleet.FleetReport) -> pb.Fleet:
         changes=[change_to_proto(c) for c in report.changes],
         halted=sorted(report.halted),
         scale=report.scale,
+        curve=[
+            pb.EquitySample(
+                time=timestamp(c.time),
+                equity=c.equity,
+                benchmark_equity=c.benchmark_equity,
+                static_equity=c.static_equity,
+            )
+            for c in report.curve
+        ],
     )
 
 
@@ -221,6 +230,15 @@ def fleet_from_proto(message: pb.Fleet) -> fleet.FleetReport:
         changes=tuple(change_from_proto(c) for c in message.changes),
         halted=frozenset(message.halted),
         scale=message.scale,
+        curve=tuple(
+            fleet.EquitySample(
+                time=time_from_proto(c.time, field="curve.time"),
+                equity=c.equity,
+                benchmark_equity=c.benchmark_equity,
+                static_equity=c.static_equity,
+            )
+            for c in message.curve
+        ),
     )
 
 

@@ -110,11 +110,17 @@ class MarketClient:
         return IngestResult(response.bars_added, tuple(response.new_symbols), response.length)
 
     async def fleet(
-        self, *, start_time: int | None = None, end_time: int | None = None, sector: str = ""
+        self,
+        *,
+        start_time: int | None = None,
+        end_time: int | None = None,
+        sector: str = "",
+        curve_points: int = 0,
     ) -> FleetReport:
         """The paper fleet accounted over a window of bar times (inclusive; unset: from the
-        deployment, up to the clock)."""
-        request = pb.GetFleetRequest(sector=sector)
+        deployment, up to the clock), with at most ``curve_points`` samples of its equity curve
+        beside an equal-weight buy and hold of its symbols."""
+        request = pb.GetFleetRequest(sector=sector, curve_points=curve_points)
         if start_time is not None:
             request.start_time.CopyFrom(convert.timestamp(start_time))
         if end_time is not None:

@@ -185,6 +185,7 @@ class MarketServicer(pb_grpc.MarketServiceServicer):
             start_time=_time(request, "start_time"),
             end_time=_time(request, "end_time"),
             sector=request.sector,
+            curve_points=request.curve_points,
         )
         return pb.GetFleetResponse(fleet=convert.fleet_to_proto(report))
 

@@ -54,6 +54,7 @@ from market.fleet.book import BookEntry, Candidate
 from market.fleet.engine import FleetEngine
 from market.fleet.report import (
     ClosedTrades,
+    EquitySample,
     FleetReport,
     MissionBook,
     SectorBook,
@@ -85,6 +86,7 @@ __all__ = [
     "Cause",
     "ClosedTrades",
     "DeployedStrategy",
+    "EquitySample",
     "FleetAgent",
     "FleetChange",
     "FleetEngine",

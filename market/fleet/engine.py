@@ -39,6 +39,8 @@ from qtmesh.base.errors import InvalidArgument
 Clock = Callable[[], int]
 # Reports kept per run, at most: the officers' windows of one clock step are far fewer.
 _CACHED_REPORTS = 256
+# Most samples of a report's equity curve (GetFleetRequest.curve_points).
+MAX_CURVE_POINTS = 10_000
 # The action types the fleet executes.
 EXECUTABLE = (
     ActionType.ADJUST_EXPOSURE,
@@ -72,9 +74,11 @@ class FleetEngine:
         self._backtester = Backtester(state.setup)
         self._run: FleetRun | None = None
         self._run_key: tuple[int, int] | None = None
+        # The static fleet of the last run asked for (by its position and clock).
+        self._static: tuple[tuple[int, int], FleetRun] | None = None
         # The reports of one run (a run never changes): the officers read the same windows.
         self._reports_of: FleetRun | None = None
-        self._reports: dict[tuple[int | None, int | None, str], FleetReport] = {}
+        self._reports: dict[tuple[int | None, int | None, str, int], FleetReport] = {}
         self._computing = asyncio.Lock()
         self._changing = asyncio.Lock()
 
@@ -99,9 +103,16 @@ class FleetEngine:
     # -- reads ----------------------------------------------------------------------------------
 
     async def report(
-        self, *, start_time: int | None, end_time: int | None, sector: str = ""
+        self,
+        *,
+        start_time: int | None,
+        end_time: int | None,
+        sector: str = "",
+        curve_points: int = 0,
     ) -> FleetReport:
         clock = self.replay.clock_time
+        if not 0 <= curve_points <= MAX_CURVE_POINTS:
+            raise InvalidArgument("curve_points", f"{curve_points} is not in 0..{MAX_CURVE_POINTS}")
         if end_time is not None and end_time > clock:
             raise InvalidArgument(
                 "end_time",
@@ -116,10 +127,17 @@ class FleetEngine:
         run = await self.run()
         if self._reports_of is not run or len(self._reports) >= _CACHED_REPORTS:
             self._reports_of, self._reports = run, {}
-        key = (start_time, end_time, sector)
+        key = (start_time, end_time, sector, curve_points)
         report = self._reports.get(key)
         if report is None:
-            report = run.report(start_time=start_time, end_time=end_time, sector=sector)
+            static = await self._static_run(run) if curve_points else None
+            report = run.report(
+                start_time=start_time,
+                end_time=end_time,
+                sector=sector,
+                curve_points=curve_points,
+                static=static,
+            )
             self._reports[key] = report
         return report
 
@@ -179,6 +197,34 @@ class FleetEngine:
             self._run = await run_cancellable(work)
             self._run_key = key
             return self._run
+
+    async def _static_run(self, run: FleetRun) -> FleetRun:
+        """The deployment simulated over ``run``'s bars with none of its changes: the fleet left
+        static that the curve compares with. The symbols' backtests are shared with ``run``
+        (the backtester keeps them), so this costs the accounting only."""
+        if not run.state.changes:
+            return run
+        key = (run.position, run.clock_time)
+        if self._static is not None and self._static[0] == key:
+            return self._static[1]
+        series = {
+            symbol: self.replay.loaded_bars(symbol)
+            for symbol in sorted({s.symbol for s in run.setup.strategies})
+        }
+
+        def work(token: CancelToken) -> FleetRun:
+            return simulate(
+                FleetState(run.setup),
+                series,
+                clock_time=run.clock_time,
+                position=run.position,
+                backtester=self._backtester,
+                token=token,
+            )
+
+        static = await run_cancellable(work)
+        self._static = (key, static)
+        return static
 
     # -- actions ---------------------------------------------------------------------------------
 

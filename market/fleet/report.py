@@ -76,6 +76,18 @@ class MissionBook:
 
 
 @dataclasses.dataclass(frozen=True)
+class EquitySample:
+    """Fleet equity after the bar at ``time`` (the window's start: before its first bar), beside
+    the static fleet (the deployment with no change made to it) and an equal-weight buy and
+    hold of the fleet's symbols, both from the fleet's equity at the window's start."""
+
+    time: int
+    equity: float
+    benchmark_equity: float
+    static_equity: float
+
+
+@dataclasses.dataclass(frozen=True)
 class FleetReport:
     deployment_time: int
     clock_time: int
@@ -97,6 +109,8 @@ class FleetReport:
     halted: frozenset[str] = frozenset()
     # Meta's scale of every position from the end of the window on.
     scale: float = 1.0
+    # The window's equity curve, when asked for (FleetRun.report's curve_points).
+    curve: tuple[EquitySample, ...] = ()
 
 
 @dataclasses.dataclass(frozen=True)

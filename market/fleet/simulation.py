@@ -18,6 +18,7 @@ from backtest.metrics import expected_max_sharpe, probabilistic_sharpe, sharpe_n
 from market.fleet import book as books
 from market.fleet.book import DEPLOYMENT, BookEntry
 from market.fleet.report import (
+    EquitySample,
     FleetReport,
     MissionBook,
     SectorBook,
@@ -116,8 +117,16 @@ class FleetRun:
         return first, max(first, stop)
 
     def report(
-        self, *, start_time: int | None = None, end_time: int | None = None, sector: str = ""
+        self,
+        *,
+        start_time: int | None = None,
+        end_time: int | None = None,
+        sector: str = "",
+        curve_points: int = 0,
+        static: FleetRun | None = None,
     ) -> FleetReport:
+        """The fleet over the window; with ``curve_points``, samples of its equity curve beside
+        ``static``'s (the same deployment simulated without its changes; this run when None)."""
         setup = self.setup
         i0, i1 = self.window(start_time, end_time)
         bars = i1 - i0
@@ -233,6 +242,28 @@ class FleetRun:
             ),
             halted=halted,
             scale=scale,
+            curve=self._curve(i0, i1, curve_points, static or self),
+        )
+
+    def _curve(self, i0: int, i1: int, points: int, static: FleetRun) -> tuple[EquitySample, ...]:
+        """At most ``points`` samples of equity over bars i0..i1 (equity index i0 is before the
+        window's first bar, i1 after its last), evenly spaced, the first and last included."""
+        if points <= 0:
+            return ()
+        index = np.unique(np.linspace(i0, i1, min(points, i1 - i0 + 1)).round().astype(np.int64))
+        # Equity index k is after bar k - 1; index 0, before the first bar, is at deployment.
+        times = np.concatenate([[self.setup.deployment_time], self.times])[index]
+        growth = (self.closes[:, index] / self.closes[:, [i0]]).mean(axis=0)
+        start = float(self.equity[i0])
+        unchanged = static.equity[index] * (start / static.equity[i0])
+        return tuple(
+            EquitySample(
+                time=int(t),
+                equity=float(self.equity[k]),
+                benchmark_equity=start * g,
+                static_equity=float(s),
+            )
+            for t, k, g, s in zip(times, index, growth, unchanged, strict=True)
         )
 
     def list_trades(self, query: TradeQuery, limit: int) -> tuple[list[Trade], bool]:

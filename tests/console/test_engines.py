@@ -128,7 +128,9 @@ async def test_the_api_shows_the_fleet_and_its_trades_resuming_after_a_cursor(tm
     async with engines(tmp_path) as (market, _evolver, _risk, url):
         await MarketClient(market.channel).advance(10 * 60)
         async with httpx.AsyncClient(base_url=url, timeout=10) as http:
-            fleet = (await http.get("/api/fleet")).json()
+            fleet = (await http.get("/api/fleet", params={"curve_points": 20})).json()
+            assert len(fleet["curve"]) == 20
+            assert fleet["curve"][-1]["equity"] == pytest.approx(fleet["equity"])
             assert {s["sector"] for s in fleet["sectors"]} >= {"Tech", "Energy"}
             assert fleet["equity"] > 0
             assert len(fleet["strategies"]) > 0
@@ -197,6 +199,10 @@ async def test_the_pages_show_an_evolution_live_and_a_breached_limit(tmp_path):
             await expect(page.locator("#stats")).to_contain_text("equity")
             await expect(page.locator("#trades tbody tr")).to_have_count(15)  # a full page
             await expect(page.locator("#halted")).to_contain_text("nothing halted")
+            points = await page.evaluate(
+                "Chart.getChart(document.getElementById('equity')).data.datasets[0].data.length"
+            )
+            assert points > 100  # the curve, sampled (400 at most)
             await page.screenshot(path=str(ARTIFACTS / "fleet.png"), full_page=True)
         finally:
             await browser.close()

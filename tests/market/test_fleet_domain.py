@@ -193,6 +193,16 @@ def test_an_allocation_change_applies_from_the_next_bar(market):
     assert after.report().sectors[-1].allocation == pytest.approx(0.3)
     assert changed.allocations_at(at) == base.setup.initial_allocations
     assert changed.allocations_at(at + 1)["Tech"] == pytest.approx(0.3)
+    # The curve beside the static fleet: the same deployment without the change.
+    curve = after.report(curve_points=2000, static=before).curve
+    assert [c.static_equity for c in curve] == pytest.approx(
+        [c.equity for c in before.report(curve_points=2000).curve], rel=1e-12
+    )
+    upto_change = [c for c in curve if c.time <= at]
+    assert [c.equity for c in upto_change] == pytest.approx(
+        [c.static_equity for c in upto_change], rel=1e-12
+    )
+    assert curve[-1].equity != pytest.approx(curve[-1].static_equity, rel=1e-9)
 
 
 def test_adjust_exposure_is_bounded():
@@ -411,3 +421,29 @@ def test_actions_at_the_clock_restate_the_run_as_a_fresh_simulation_would(market
     assert restated(first, mission) is None
     # So does one from another history of changes.
     assert restated(run_at(market, state, clock), base) is None
+
+
+def test_the_equity_curve_samples_the_window_beside_an_equal_weight_buy_and_hold(market):
+    state = FleetState(setup_of(market))
+    run = run_at(market, state, market.time_at(DEPLOYED + 1440))
+    whole = run.report()
+    assert whole.curve == ()
+    curve = run.report(curve_points=50).curve
+    assert len(curve) == 50
+    times = [s.time for s in curve]
+    assert times == sorted(set(times))
+    assert (curve[0].time, curve[-1].time) == (whole.deployment_time, whole.end_time)
+    assert curve[0].equity == curve[0].benchmark_equity == whole.capital
+    assert [c.static_equity for c in curve] == [c.equity for c in curve]  # nothing changed
+    assert curve[-1].equity == pytest.approx(whole.equity)
+    # Buy and hold: every symbol's close at the end over its close at the deployment, averaged.
+    growth = [
+        b.close[np.searchsorted(b.time, whole.end_time)]
+        / b.close[np.searchsorted(b.time, whole.deployment_time)]
+        for b in visible(market).values()
+    ]
+    assert curve[-1].benchmark_equity == pytest.approx(whole.capital * np.mean(growth))
+    # A later window starts both curves from the equity the fleet had then.
+    late = run.report(start_time=curve[25].time + 1, curve_points=10_000).curve
+    assert late[0].equity == late[0].benchmark_equity == pytest.approx(curve[25].equity)
+    assert len(late) == run.report(start_time=curve[25].time + 1).bar_count + 1

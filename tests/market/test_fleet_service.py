@@ -81,6 +81,12 @@ async def test_the_fleet_books_sectors_and_strategies_over_a_window(market):
     assert {t.sector for t in tech} == {"Tech"}
     one = tech[0].strategy_id
     assert {t.strategy_id for t in await client.trades(strategy_id=one)} == {one}
+    curve = (await client.fleet(curve_points=7)).curve
+    assert len(curve) == 7
+    assert curve[-1].equity == pytest.approx(fleet.equity)
+    with pytest.raises(InvalidArgument, match="10000") as refused:
+        await client.fleet(curve_points=10_001)
+    assert refused.value.field == "curve_points"
 
 
 async def test_trade_pages_are_stable_while_the_clock_moves(market):
@@ -137,6 +143,10 @@ async def test_actions_change_allocations_once_and_survive_a_restart(tmp_path):
         assert (await client.fleet(start_time=made, end_time=made)).changes == fleet.changes
         assert (await client.fleet(end_time=made - 1)).changes == ()
         assert (await client.fleet(start_time=made + 1)).changes == ()
+        # The curve's static fleet is the deployment without these changes: the same up to them.
+        curve = (await client.fleet(curve_points=10_000)).curve
+        assert all(c.static_equity == pytest.approx(c.equity) for c in curve if c.time <= made)
+        assert curve[-1].static_equity != pytest.approx(curve[-1].equity)
         (mission,) = fleet.missions
         assert (mission.mission.long_sector, mission.mission.short_sector) == ("Tech", "Energy")
         assert mission.active

@@ -359,7 +359,7 @@ class FleetChange(_message.Message):
     def __init__(self, sequence: _Optional[int] = ..., time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., action_id: _Optional[str] = ..., plan_sequence: _Optional[int] = ..., detail: _Optional[str] = ..., allocations: _Optional[_Mapping[str, float]] = ..., action_key: _Optional[str] = ..., strategies: _Optional[_Iterable[str]] = ..., halted: _Optional[_Iterable[str]] = ..., scale: _Optional[float] = ...) -> None: ...
 
 class Fleet(_message.Message):
-    __slots__ = ("deployment_time", "clock_time", "position", "start_time", "end_time", "bar_count", "capital", "equity", "total_return", "pnl", "sectors", "strategies", "missions", "changes", "halted", "scale")
+    __slots__ = ("deployment_time", "clock_time", "position", "start_time", "end_time", "bar_count", "capital", "equity", "total_return", "pnl", "sectors", "strategies", "missions", "changes", "halted", "scale", "curve")
     DEPLOYMENT_TIME_FIELD_NUMBER: _ClassVar[int]
     CLOCK_TIME_FIELD_NUMBER: _ClassVar[int]
     POSITION_FIELD_NUMBER: _ClassVar[int]
@@ -376,6 +376,7 @@ class Fleet(_message.Message):
     CHANGES_FIELD_NUMBER: _ClassVar[int]
     HALTED_FIELD_NUMBER: _ClassVar[int]
     SCALE_FIELD_NUMBER: _ClassVar[int]
+    CURVE_FIELD_NUMBER: _ClassVar[int]
     deployment_time: _timestamp_pb2.Timestamp
     clock_time: _timestamp_pb2.Timestamp
     position: int
@@ -392,17 +393,32 @@ class Fleet(_message.Message):
     changes: _containers.RepeatedCompositeFieldContainer[FleetChange]
     halted: _containers.RepeatedScalarFieldContainer[str]
     scale: float
-    def __init__(self, deployment_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., clock_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., position: _Optional[int] = ..., start_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., end_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., bar_count: _Optional[int] = ..., capital: _Optional[float] = ..., equity: _Optional[float] = ..., total_return: _Optional[float] = ..., pnl: _Optional[float] = ..., sectors: _Optional[_Iterable[_Union[FleetSector, _Mapping]]] = ..., strategies: _Optional[_Iterable[_Union[FleetStrategy, _Mapping]]] = ..., missions: _Optional[_Iterable[_Union[ArbMission, _Mapping]]] = ..., changes: _Optional[_Iterable[_Union[FleetChange, _Mapping]]] = ..., halted: _Optional[_Iterable[str]] = ..., scale: _Optional[float] = ...) -> None: ...
+    curve: _containers.RepeatedCompositeFieldContainer[EquitySample]
+    def __init__(self, deployment_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., clock_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., position: _Optional[int] = ..., start_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., end_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., bar_count: _Optional[int] = ..., capital: _Optional[float] = ..., equity: _Optional[float] = ..., total_return: _Optional[float] = ..., pnl: _Optional[float] = ..., sectors: _Optional[_Iterable[_Union[FleetSector, _Mapping]]] = ..., strategies: _Optional[_Iterable[_Union[FleetStrategy, _Mapping]]] = ..., missions: _Optional[_Iterable[_Union[ArbMission, _Mapping]]] = ..., changes: _Optional[_Iterable[_Union[FleetChange, _Mapping]]] = ..., halted: _Optional[_Iterable[str]] = ..., scale: _Optional[float] = ..., curve: _Optional[_Iterable[_Union[EquitySample, _Mapping]]] = ...) -> None: ...
+
+class EquitySample(_message.Message):
+    __slots__ = ("time", "equity", "benchmark_equity", "static_equity")
+    TIME_FIELD_NUMBER: _ClassVar[int]
+    EQUITY_FIELD_NUMBER: _ClassVar[int]
+    BENCHMARK_EQUITY_FIELD_NUMBER: _ClassVar[int]
+    STATIC_EQUITY_FIELD_NUMBER: _ClassVar[int]
+    time: _timestamp_pb2.Timestamp
+    equity: float
+    benchmark_equity: float
+    static_equity: float
+    def __init__(self, time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., equity: _Optional[float] = ..., benchmark_equity: _Optional[float] = ..., static_equity: _Optional[float] = ...) -> None: ...
 
 class GetFleetRequest(_message.Message):
-    __slots__ = ("start_time", "end_time", "sector")
+    __slots__ = ("start_time", "end_time", "sector", "curve_points")
     START_TIME_FIELD_NUMBER: _ClassVar[int]
     END_TIME_FIELD_NUMBER: _ClassVar[int]
     SECTOR_FIELD_NUMBER: _ClassVar[int]
+    CURVE_POINTS_FIELD_NUMBER: _ClassVar[int]
     start_time: _timestamp_pb2.Timestamp
     end_time: _timestamp_pb2.Timestamp
     sector: str
-    def __init__(self, start_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., end_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., sector: _Optional[str] = ...) -> None: ...
+    curve_points: int
+    def __init__(self, start_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., end_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., sector: _Optional[str] = ..., curve_points: _Optional[int] = ...) -> None: ...
 
 class GetFleetResponse(_message.Message):
     __slots__ = ("fleet",)
