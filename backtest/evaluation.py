@@ -30,7 +30,7 @@ from backtest.metrics import (
     risk_score,
     sharpe_null_floor,
 )
-from backtest.overfitting import BLOCKS, block_sums
+from backtest.overfitting import BLOCKS, block_sums, interval_sums, sharpe_of_sums
 from qtmesh.base.concurrency import CancelToken
 from qtmesh.base.errors import InvalidArgument
 from qtmesh.base.genome import (
@@ -91,6 +91,9 @@ class Evaluation:
     out_of_sample_blocks: np.ndarray | None = dataclasses.field(
         default=None, compare=False, repr=False
     )
+    # The annualised Sharpe ratio of each out-of-sample walk-forward fold; () for scenario
+    # evaluations (their metrics average paths).
+    fold_sharpe_ratios: tuple[float, ...] = dataclasses.field(default=(), compare=False)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -162,12 +165,17 @@ class Evaluator:
         trials = trials if trials is not None else TrialLog()
         unique = list({g.id: g for g in genomes}.values())
         blocks = np.empty((len(unique), BLOCKS, 3))
-        accumulators = self._simulate(unique, data, token, blocks_out=blocks)
+        folds = np.empty((len(unique), self.settings.folds - 1, 3))
+        accumulators = self._simulate(unique, data, token, blocks_out=blocks, folds_out=folds)
+        fold_sharpes = sharpe_of_sums(folds, data.bars_per_year)
         for i in range(len(unique)):
             trials.add(_per_bar_sharpe(accumulators[i, kernel.OUT_OF_SAMPLE]))
         by_id = {}
         for i, genome in enumerate(unique):
-            by_id[genome.id] = self._score(genome, accumulators[i], data, trials, blocks[i])
+            by_id[genome.id] = dataclasses.replace(
+                self._score(genome, accumulators[i], data, trials, blocks[i]),
+                fold_sharpe_ratios=tuple(float(s) for s in fold_sharpes[i]),
+            )
         return [by_id[g.id] for g in genomes]
 
     def evaluate_scenarios(
@@ -303,6 +311,7 @@ class Evaluator:
         positions_out: np.ndarray | None = None,
         folds: np.ndarray | None = None,
         blocks_out: np.ndarray | None = None,
+        folds_out: np.ndarray | None = None,
     ) -> np.ndarray:
         count = len(genomes)
         families = np.array([g.family.value for g in genomes], dtype=np.int64)
@@ -351,6 +360,9 @@ class Evaluator:
                 )
             if blocks_out is not None:
                 blocks_out[first:stop] = block_sums(returns, BLOCKS, start=int(fold_start[1]))
+            if folds_out is not None:
+                edges = np.append(fold_start[1:], data.n)
+                folds_out[first:stop] = interval_sums(returns, edges)
         return accumulators
 
     def _parameter_vector(self, genome: StrategyGenome) -> np.ndarray:

@@ -49,6 +49,27 @@ def block_sums(returns: np.ndarray, blocks: int = BLOCKS, *, start: int = 0) -> 
     return out
 
 
+def interval_sums(returns: np.ndarray, edges: np.ndarray) -> np.ndarray:
+    """(trials, intervals, 3) bar count, sum and sum of squares of each row of ``returns`` over
+    the bars ``edges[k]`` to ``edges[k + 1]`` (the walk-forward folds, say)."""
+    returns = np.ascontiguousarray(np.atleast_2d(returns), dtype=np.float64)
+    edges = np.ascontiguousarray(edges, dtype=np.int64)
+    out = np.empty((returns.shape[0], edges.shape[0] - 1, 3))
+    _block_sums(returns, 0, edges, out)
+    return out
+
+
+def sharpe_of_sums(sums: np.ndarray, bars_per_year: float) -> np.ndarray:
+    """Annualised Sharpe ratio of each (count, sum, sum of squares) in ``sums`` (last axis);
+    0 where the returns are flat or there are fewer than two."""
+    n = sums[..., 0]
+    mean = np.divide(sums[..., 1], n, out=np.zeros_like(n), where=n > 1)
+    variance = np.divide(sums[..., 2] - n * mean * mean, n - 1, out=np.zeros_like(n), where=n > 1)
+    sd = np.sqrt(np.maximum(variance, 0.0))
+    per_bar = np.divide(mean, sd, out=np.zeros_like(mean), where=sd > 0)
+    return per_bar * np.sqrt(bars_per_year)
+
+
 @numba.njit(cache=True)
 def _block_sums(returns: np.ndarray, start: int, edges: np.ndarray, out: np.ndarray) -> None:
     for i in range(returns.shape[0]):

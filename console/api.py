@@ -10,6 +10,9 @@ Rules:
   twice, across a console restart too;
 * the API is read-only unless ``operator_token`` is set; actions (run a cycle, generate a plan)
   need it as ``Authorization: Bearer <token>``;
+* when the mesh's servers require tokens (``auth_tokens``), so does every read of the API but
+  its health: a token of those, as ``Authorization: Bearer <token>`` or in the
+  ``qtmesh_token`` cookie (a browser's EventSource sends cookies, not headers);
 * what the browser sends is validated here (types and ranges by the route's signature) and
   again by the service; a service's error keeps its code: INVALID_ARGUMENT is 400 naming the
   field, NOT_FOUND 404, UNAVAILABLE 503.
@@ -20,12 +23,12 @@ from __future__ import annotations
 import collections
 import hmac
 import json
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Collection
 from importlib import resources
 from typing import Annotated, Any
 
 from fastapi import Depends, FastAPI, Header, HTTPException, Query, Request
-from fastapi.responses import HTMLResponse, JSONResponse
+from fastapi.responses import HTMLResponse, JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
 from google.protobuf.json_format import MessageToDict
 from sse_starlette.sse import EventSourceResponse
@@ -70,9 +73,14 @@ _STATES = f"^({'|'.join(s.name for s in ProposalState)})$"
 _PING_SECONDS = 15
 
 
+# The cookie a browser keeps the mesh token in (pages ask for it on a 401).
+TOKEN_COOKIE = "qtmesh_token"
+
+
 def create_api(
     *,
     config: ConsoleConfig,
+    read_tokens: Collection[str] = (),
     federation: FederationClient,
     meta_optimizer: MetaOptimizerClient,
     sesa: SesaClient,
@@ -86,6 +94,25 @@ def create_api(
         docs_url="/api/docs",
         redoc_url=None,
     )
+
+    @api.middleware("http")
+    async def reader(request: Request, call_next: Callable[[Request], Awaitable[Response]]):
+        path = request.url.path
+        if read_tokens and path.startswith("/api/") and path != "/api/health":
+            scheme, _, bearer = request.headers.get("authorization", "").partition(" ")
+            token = bearer if scheme.lower() == "bearer" else request.cookies.get(TOKEN_COOKIE, "")
+            # Every token compared, in constant time each: nothing tells which one came close.
+            known = [hmac.compare_digest(token.encode(), t.encode()) for t in read_tokens]
+            if not any(known):
+                return JSONResponse(
+                    {
+                        "code": "UNAUTHENTICATED",
+                        "message": f"the mesh requires a token: Authorization: Bearer <token> "
+                        f"or the {TOKEN_COOKIE} cookie",
+                    },
+                    status_code=401,
+                )
+        return await call_next(request)
 
     @api.exception_handler(MeshError)
     async def mesh_error(_request: Request, exc: MeshError) -> JSONResponse:
@@ -108,6 +135,12 @@ def create_api(
     async def health() -> dict[str, Any]:
         """Whether the console answers, and whether actions are enabled."""
         return {"status": "SERVING", "actions": bool(config.operator_token)}
+
+    @api.get("/api/session", tags=["console"])
+    async def session() -> dict[str, Any]:
+        """Answers once a read is authorised (always, when the mesh requires no token): what a
+        page asks before it opens its event streams."""
+        return {"authorised": True, "token_required": bool(read_tokens)}
 
     # -- the Global Action Plan ----------------------------------------------------------------
 

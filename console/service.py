@@ -18,6 +18,7 @@ from federation.client import FederationClient
 from market.client import MarketClient
 from meta_optimizer.client import MetaOptimizerClient
 from qtmesh.runtime.app import App, Built, Context, Uses
+from qtmesh.runtime.security import parse_tokens
 from sesa.client import SesaClient
 
 CALL_TIMEOUT_SECONDS = 10.0
@@ -36,8 +37,12 @@ class _Server(uvicorn.Server):
 
 async def build(ctx: Context[ConsoleConfig]) -> Built:
     config = ctx.config
+    tls = ctx.server
+    # Reads need a token whenever the mesh's servers do: the same tokens.
+    tokens = parse_tokens(tls.auth_tokens, setting="auth_tokens") if tls.auth_tokens else {}
     api = create_api(
         config=config,
+        read_tokens=tuple(tokens),
         federation=ctx.client("federation", FederationClient),
         meta_optimizer=ctx.client("meta-optimizer", MetaOptimizerClient),
         sesa=ctx.client("sesa", SesaClient),
@@ -51,7 +56,6 @@ async def build(ctx: Context[ConsoleConfig]) -> Built:
     listener.bind((config.http_host, config.http_port))
     listener.listen(128)
     port = listener.getsockname()[1]
-    tls = ctx.server
     server = _Server(
         uvicorn.Config(
             api,

@@ -235,6 +235,7 @@ def candidate_to_proto(j: Judgement, symbol: str) -> pb.CandidateSummary:
         trade_count=oos.trade_count,
         promotion_readiness=j.promotion_readiness,
         gate_failures=j.gate_failures,
+        fold_sharpe_ratios=j.evaluation.fold_sharpe_ratios,
     )
 
 

@@ -12,8 +12,16 @@ qt.num = (x, digits = 2) => (x === null || x === undefined ? "-" : Number(x).toF
 qt.pct = (x, digits = 1) => (x === null || x === undefined ? "-" : (100 * x).toFixed(digits) + "%");
 qt.badge = (text) => `<span class="badge ${qt.escape(text)}">${qt.escape(text)}</span>`;
 
-qt.get = async (path) => {
+qt.get = async (path, asked = false) => {
   const response = await fetch(path, { headers: { Accept: "application/json" } });
+  if (response.status === 401 && !asked) {
+    // The mesh requires a token: kept in a cookie, which event streams send too.
+    const token = window.prompt("This mesh requires a token to read it:");
+    if (token) {
+      document.cookie = `qtmesh_token=${encodeURIComponent(token)}; path=/; SameSite=Strict`;
+      return qt.get(path, true);
+    }
+  }
   const body = await response.json();
   if (!response.ok) throw new Error(`${path}: ${body.message || body.detail || response.status}`);
   return body;
@@ -21,7 +29,9 @@ qt.get = async (path) => {
 
 // Follows a server-sent event stream from ``after``; the browser reconnects by itself and the
 // server resumes after the Last-Event-ID it sends, so no event is missed or seen twice.
-qt.follow = (path, after, handlers) => {
+qt.follow = async (path, after, handlers) => {
+  // An EventSource refused (401) never retries: make sure reads are authorised first.
+  await qt.get("/api/session");
   const url = after === null || after === undefined ? path : `${path}?after=${after}`;
   const source = new EventSource(url);
   const live = document.querySelector(".live");

@@ -105,3 +105,19 @@ def test_consistency_is_the_t_statistic_of_the_per_block_sharpe_ratios():
     assert t[0] == pytest.approx(np.mean(sharpe) / np.std(sharpe, ddof=1) * np.sqrt(BLOCKS))
     assert t[0] > 3 > t[1]
     assert t[2] == 0.0  # never in the market: no evidence either way
+
+
+def test_an_evaluation_carries_the_sharpe_ratio_of_each_out_of_sample_fold():
+    data = BarData(generate(SyntheticMarketSpec(seed=7, days=3)).series[0])
+    evaluator = Evaluator()
+    genomes = [Policy().default_genome(f) for f in StrategyFamily]
+    evaluations = evaluator.evaluate(genomes, data)
+    returns = evaluator.backtest_returns(genomes, data)
+    edges = [*evaluator.fold_starts(data.n).tolist(), data.n][1:]
+    for evaluation, row in zip(evaluations, returns, strict=True):
+        expected = []
+        for a, b in itertools.pairwise(edges):
+            fold = row[a:b]
+            sd = fold.std(ddof=1)
+            expected.append(fold.mean() / sd * np.sqrt(data.bars_per_year) if sd > 0 else 0.0)
+        assert evaluation.fold_sharpe_ratios == pytest.approx(expected, rel=1e-9, abs=1e-12)

@@ -195,3 +195,35 @@ async def test_the_web_is_served_with_the_mesh_servers_own_tls(tmp_path):
         async with httpx.AsyncClient() as plain:
             with pytest.raises(httpx.ConnectError):  # not a certificate the system trusts
                 await plain.get(f"{url}/api/health")
+
+
+async def test_reads_need_a_token_when_the_mesh_servers_do(tmp_path):
+    guarded = ServerConfig(port=0, grace_seconds=1.0, auth_tokens=Secret("browser:s3cret"))
+    async with (
+        world(tmp_path) as w,
+        optimizer(w, tmp_path, Progress()) as (_client, running),
+    ):
+        channels = ChannelConfig(
+            addresses={"federation": w.federation_address, "meta-optimizer": running.address}
+        )
+        async with serving_app(
+            console_app, ConsoleConfig(http_port=0), server_config=guarded, channel_config=channels
+        ) as console_server:
+            url = console_server.server.endpoints["http"]
+            async with httpx.AsyncClient(base_url=url, timeout=10) as http:
+                assert (await http.get("/api/health")).status_code == 200
+                refused = await http.get("/api/plans")
+                assert refused.status_code == 401
+                assert refused.json()["code"] == "UNAUTHENTICATED"
+                wrong = await http.get("/api/plans", headers={"Authorization": "Bearer guess"})
+                assert wrong.status_code == 401
+                bearer = await http.get("/api/plans", headers={"Authorization": "Bearer s3cret"})
+                assert bearer.status_code == 200
+            async with httpx.AsyncClient(
+                base_url=url, timeout=10, cookies={"qtmesh_token": "s3cret"}
+            ) as with_cookie:
+                session = await with_cookie.get("/api/session")
+                assert session.json() == {"authorised": True, "token_required": True}
+            async with httpx.AsyncClient(base_url=url, timeout=10) as http:
+                # A page is open to anyone: it holds no data until the API lets it read.
+                assert (await http.get("/governance")).status_code == 200

@@ -174,6 +174,7 @@ async def test_the_pages_show_an_evolution_live_and_a_breached_limit(tmp_path):
             await expect(page.locator("#candidates tbody tr").first).not_to_contain_text(
                 "nothing yet"
             )
+            await expect(page.locator("#candidates tbody tr").first).to_contain_text(" / ")
             ARTIFACTS.mkdir(parents=True, exist_ok=True)
             await page.screenshot(path=str(ARTIFACTS / "evolution.png"), full_page=True)
 

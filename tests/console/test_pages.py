@@ -17,8 +17,10 @@ from playwright.async_api import Page, async_playwright, expect
 from console.config import ConsoleConfig
 from console.service import APP as console_app
 from meta_optimizer.store import ledger
+from qtmesh.base.config import Secret
 from qtmesh.base.storage import create_engine, sqlite_url
 from qtmesh.runtime.channels import ChannelConfig
+from qtmesh.runtime.server import ServerConfig
 from qtmesh.testing import serving_app
 from tests.helpers.meta_optimizer import Progress, optimizer, plan, world
 
@@ -46,12 +48,14 @@ async def browser():
 
 
 @contextlib.asynccontextmanager
-async def console(w, optimizer_address: str, *, port: int = 0):
+async def console(w, optimizer_address: str, *, port: int = 0, server_config=None):
     channels = ChannelConfig(
         addresses={"federation": w.federation_address, "meta-optimizer": optimizer_address}
     )
     config = ConsoleConfig(http_port=port)
-    async with serving_app(console_app, config, channel_config=channels) as running:
+    async with serving_app(
+        console_app, config, channel_config=channels, server_config=server_config
+    ) as running:
         yield running.server.endpoints["http"]
 
 
@@ -167,3 +171,20 @@ async def test_a_page_recovers_from_a_console_restart_without_missing_an_event(t
             rows = page.locator("#plans tbody tr")
             await expect(rows).to_have_count(2)  # each plan once
             await shot(page, "mission-control-after-restart")
+
+
+async def test_a_page_reads_and_follows_with_the_mesh_token_in_its_cookie(tmp_path, browser):
+    guarded = ServerConfig(port=0, grace_seconds=1.0, auth_tokens=Secret("browser:s3cret"))
+    async with (
+        world(tmp_path) as w,
+        optimizer(w, tmp_path, Progress()) as (client, running),
+        console(w, running.address, server_config=guarded) as url,
+    ):
+        await client.run_cycle()
+        context = await browser.new_context()
+        await context.add_cookies([{"name": "qtmesh_token", "value": "s3cret", "url": url}])
+        page = await context.new_page()
+        await page.goto(f"{url}/governance")
+        await expect(page.locator("#verification")).to_contain_text("3 entries verify")
+        await expect(page.locator("#ledger tbody tr")).to_have_count(3)  # from the stream
+        await expect(page.locator(".live")).to_have_text("live")

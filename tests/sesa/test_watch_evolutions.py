@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import math
 from pathlib import Path
 
 import grpc
@@ -136,6 +137,11 @@ async def test_an_evolve_evolution_streams_its_start_generations_and_end(tmp_pat
         assert ended.summary.best.genome_id == result.top[0].genome.id
         assert ended.summary.best.gate_failures
     assert not ended.summary.HasField("shadow_book")
+    # Each candidate carries its out-of-sample walk-forward folds (three of the four).
+    for summary in [*ended.summary.candidates, ended.summary.best]:
+        if summary.genome_id:
+            assert len(summary.fold_sharpe_ratios) == 3
+            assert all(math.isfinite(s) for s in summary.fold_sharpe_ratios)
 
 
 async def test_an_evolve_call_closed_early_ends_its_evolution_cancelled(tmp_path):

@@ -414,7 +414,7 @@ class EvolutionSummary(_message.Message):
     def __init__(self, trials: _Optional[int] = ..., generations: _Optional[int] = ..., elapsed_seconds: _Optional[float] = ..., candidates: _Optional[_Iterable[_Union[CandidateSummary, _Mapping]]] = ..., best: _Optional[_Union[CandidateSummary, _Mapping]] = ..., shadow_book: _Optional[_Union[ShadowBookChange, _Mapping]] = ...) -> None: ...
 
 class CandidateSummary(_message.Message):
-    __slots__ = ("genome_id", "strategy_id", "stage", "composite_score", "sharpe_ratio", "deflated_sharpe_ratio", "win_rate", "profit_factor", "max_drawdown", "trade_count", "promotion_readiness", "gate_failures")
+    __slots__ = ("genome_id", "strategy_id", "stage", "composite_score", "sharpe_ratio", "deflated_sharpe_ratio", "win_rate", "profit_factor", "max_drawdown", "trade_count", "promotion_readiness", "gate_failures", "fold_sharpe_ratios")
     GENOME_ID_FIELD_NUMBER: _ClassVar[int]
     STRATEGY_ID_FIELD_NUMBER: _ClassVar[int]
     STAGE_FIELD_NUMBER: _ClassVar[int]
@@ -427,6 +427,7 @@ class CandidateSummary(_message.Message):
     TRADE_COUNT_FIELD_NUMBER: _ClassVar[int]
     PROMOTION_READINESS_FIELD_NUMBER: _ClassVar[int]
     GATE_FAILURES_FIELD_NUMBER: _ClassVar[int]
+    FOLD_SHARPE_RATIOS_FIELD_NUMBER: _ClassVar[int]
     genome_id: str
     strategy_id: str
     stage: _strategy_pb2.StrategyStage
@@ -439,4 +440,5 @@ class CandidateSummary(_message.Message):
     trade_count: int
     promotion_readiness: float
     gate_failures: _containers.RepeatedScalarFieldContainer[str]
-    def __init__(self, genome_id: _Optional[str] = ..., strategy_id: _Optional[str] = ..., stage: _Optional[_Union[_strategy_pb2.StrategyStage, str]] = ..., composite_score: _Optional[float] = ..., sharpe_ratio: _Optional[float] = ..., deflated_sharpe_ratio: _Optional[float] = ..., win_rate: _Optional[float] = ..., profit_factor: _Optional[float] = ..., max_drawdown: _Optional[float] = ..., trade_count: _Optional[int] = ..., promotion_readiness: _Optional[float] = ..., gate_failures: _Optional[_Iterable[str]] = ...) -> None: ...
+    fold_sharpe_ratios: _containers.RepeatedScalarFieldContainer[float]
+    def __init__(self, genome_id: _Optional[str] = ..., strategy_id: _Optional[str] = ..., stage: _Optional[_Union[_strategy_pb2.StrategyStage, str]] = ..., composite_score: _Optional[float] = ..., sharpe_ratio: _Optional[float] = ..., deflated_sharpe_ratio: _Optional[float] = ..., win_rate: _Optional[float] = ..., profit_factor: _Optional[float] = ..., max_drawdown: _Optional[float] = ..., trade_count: _Optional[int] = ..., promotion_readiness: _Optional[float] = ..., gate_failures: _Optional[_Iterable[str]] = ..., fold_sharpe_ratios: _Optional[_Iterable[float]] = ...) -> None: ...
