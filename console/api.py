@@ -71,8 +71,6 @@ PAGES = {
 _STATES = f"^({'|'.join(s.name for s in ProposalState)})$"
 # Seconds between keep-alive comments on an idle event stream (proxies drop silent ones).
 _PING_SECONDS = 15
-
-
 # The cookie a browser keeps the mesh token in (pages ask for it on a 401).
 TOKEN_COOKIE = "qtmesh_token"
 
@@ -100,9 +98,14 @@ def create_api(
         path = request.url.path
         if read_tokens and path.startswith("/api/") and path != "/api/health":
             scheme, _, bearer = request.headers.get("authorization", "").partition(" ")
-            token = bearer if scheme.lower() == "bearer" else request.cookies.get(TOKEN_COOKIE, "")
+            # The cookie counts beside the header: an operator's action carries the operator
+            # token in the header and the mesh token in the cookie.
+            offered = [bearer] if scheme.lower() == "bearer" else []
+            offered.append(request.cookies.get(TOKEN_COOKIE, ""))
             # Every token compared, in constant time each: nothing tells which one came close.
-            known = [hmac.compare_digest(token.encode(), t.encode()) for t in read_tokens]
+            known = [
+                hmac.compare_digest(o.encode(), t.encode()) for o in offered for t in read_tokens
+            ]
             if not any(known):
                 return JSONResponse(
                     {

@@ -224,6 +224,11 @@ async def test_reads_need_a_token_when_the_mesh_servers_do(tmp_path):
             ) as with_cookie:
                 session = await with_cookie.get("/api/session")
                 assert session.json() == {"authorised": True, "token_required": True}
+                # An action's header holds the operator token; the cookie still authorises it.
+                action = await with_cookie.post(
+                    "/api/plans", headers={"Authorization": "Bearer operator"}
+                )
+                assert action.status_code == 403  # read-only console: no operator token set
             async with httpx.AsyncClient(base_url=url, timeout=10) as http:
                 # A page is open to anyone: it holds no data until the API lets it read.
                 assert (await http.get("/governance")).status_code == 200
