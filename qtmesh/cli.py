@@ -23,7 +23,7 @@ from qtmesh.base import config as configuration
 from qtmesh.runtime import catalog
 from qtmesh.runtime.channels import CLIENT_ENV_PREFIX, ChannelConfig
 from qtmesh.runtime.server import ENV_PREFIX, ServerConfig, serve_until_signalled
-from qtmesh.runtime.settings import settings_markdown
+from qtmesh.runtime.settings import settings_markdown, unknown_variables
 from qtmesh.runtime.supervisor import (
     Mesh,
     StartupError,
@@ -41,6 +41,7 @@ EXIT_USAGE = 2
 def main(argv: Sequence[str] | None = None) -> None:
     parser = _parser()
     args, unknown = parser.parse_known_args(argv)
+    _warn_of_unknown_variables()
     if args.run in (_replay, _evolve):
         args.rest = unknown + args.rest  # the replay parses its own options
     elif unknown:
@@ -129,6 +130,14 @@ def _parser() -> argparse.ArgumentParser:
     evolve.add_argument("rest", nargs=argparse.REMAINDER, help=argparse.SUPPRESS)
     evolve.set_defaults(run=_evolve)
     return parser
+
+
+def _warn_of_unknown_variables() -> None:
+    """A QTMESH_* variable no setting reads is a warning, naming the closest setting: a
+    misspelt one would otherwise be ignored without a word."""
+    for variable, closest in unknown_variables(os.environ):
+        hint = f"; did you mean {closest}?" if closest else " (docs/configuration.md lists them)"
+        print(f"qtmesh: warning: {variable} is not a setting{hint}", file=sys.stderr)
 
 
 def _replay(args: argparse.Namespace) -> int:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import math
+import random
 from collections.abc import Awaitable, Callable
 
 from structlog.typing import FilteringBoundLogger
@@ -23,15 +24,19 @@ async def follow_forever(
     log: FilteringBoundLogger,
     what: str,
     sleep: Sleep = asyncio.sleep,
+    rng: random.Random | None = None,
 ) -> None:
     """Runs ``follow(connected)`` again each time it ends or fails, until cancelled.
 
-    Between attempts it waits ``initial_backoff`` seconds, doubling up to ``max_backoff``;
-    ``follow`` calls ``connected()`` once the other service answered, which makes the next wait
-    the initial one again. A MeshError (the other service away or refusing) is logged as a
-    warning; any other exception, a bug, with its traceback too: a background loop must outlive
-    any one failure."""
+    Between attempts it waits a time drawn uniformly from 0 to a bound that starts at
+    ``initial_backoff`` seconds and doubles up to ``max_backoff`` ("full jitter": the followers
+    of a restarted service spread out instead of reconnecting in lockstep); ``follow`` calls
+    ``connected()`` once the other service answered, which makes the next bound the initial one
+    again. ``rng`` draws the waits (a fresh unseeded one when None). A MeshError (the other
+    service away or refusing) is logged as a warning; any other exception, a bug, with its
+    traceback too: a background loop must outlive any one failure."""
     delay = initial_backoff
+    draw = rng or random.Random()
 
     def connected() -> None:
         nonlocal delay
@@ -46,8 +51,9 @@ async def follow_forever(
         except Exception as exc:
             log.exception(f"{what} failed")
             problem = repr(exc)
-        log.warning(f"{what} interrupted; reconnecting", problem=problem, retry_seconds=delay)
-        await sleep(delay)
+        wait = draw.uniform(0.0, delay)
+        log.warning(f"{what} interrupted; reconnecting", problem=problem, retry_seconds=wait)
+        await sleep(wait)
         delay = min(2 * delay, max_backoff)
 
 

@@ -7,6 +7,7 @@ fails when the two differ), so the reference cannot fall behind the code.
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import types
 import typing
 from collections.abc import Mapping
@@ -18,7 +19,12 @@ from qtmesh.runtime import catalog
 from qtmesh.runtime.channels import CLIENT_ENV_PREFIX, ChannelConfig
 from qtmesh.runtime.server import ENV_PREFIX, ServerConfig
 
-__all__ = ["settings_markdown"]
+__all__ = ["known_variables", "settings_markdown", "unknown_variables"]
+
+# The mesh's own variables that are no setting: the supervisor's pid, told to each child.
+_OTHER_VARIABLES = frozenset({"QTMESH_SUPERVISOR_PID"})
+# How alike a misspelt variable and a known one must be to name it (difflib's ratio).
+_CLOSE_ENOUGH = 0.75
 
 _HEADER = """# Configuration
 
@@ -30,7 +36,9 @@ environment variable, else its default, and is checked at start-up: a bad value 
 with a message naming the flag and the variable. Lists are comma-separated (`a,b,c`), maps are
 `key=value` pairs separated by commas, booleans are `true`/`false` (also `1`/`0`, `yes`/`no`,
 `on`/`off`). Secrets never appear in logs or `repr`. A variable shown as *formerly* `X` is also
-read under its old name `X`, with a warning, until the next release.
+read under its old name `X`, with a warning, until the next release. A `QTMESH_*` variable that
+no setting reads is reported by every `qtmesh` command as a warning naming the closest setting
+(`QTMESH_MARKET_SEEDD is not a setting; did you mean QTMESH_MARKET_SEED?`).
 """
 
 
@@ -91,6 +99,38 @@ def _table(cls: type, env_prefix: str) -> list[str]:
             f"| {_type_name(hints[field.name])} | `{_shown(_default(field))}` | {meaning} |"
         )
     return rows
+
+
+def _settings_classes() -> list[tuple[type, str]]:
+    return [
+        (ServerConfig, ENV_PREFIX),
+        (ChannelConfig, CLIENT_ENV_PREFIX),
+        *((e.load().config_type, e.load().env_prefix) for e in catalog.CATALOG),
+    ]
+
+
+def known_variables() -> frozenset[str]:
+    """Every QTMESH_* variable some process of the mesh reads, former names included."""
+    names = set(_OTHER_VARIABLES)
+    for cls, prefix in _settings_classes():
+        for field in dataclasses.fields(cls):
+            name = configuration.env_name(field, prefix)
+            names.add(name)
+            old = configuration.renamed_variable(name)
+            if old is not None:
+                names.add(old)
+    return frozenset(names)
+
+
+def unknown_variables(environ: Mapping[str, str]) -> list[tuple[str, str | None]]:
+    """Each QTMESH_* variable of ``environ`` that nothing reads (a misspelt setting is silently
+    ignored otherwise), with the known variable closest to it, if one is close."""
+    known = known_variables()
+    unknown = sorted(v for v in environ if v.startswith("QTMESH_") and v not in known)
+    return [
+        (v, next(iter(difflib.get_close_matches(v, known, n=1, cutoff=_CLOSE_ENOUGH)), None))
+        for v in unknown
+    ]
 
 
 def settings_markdown() -> str:

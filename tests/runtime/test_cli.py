@@ -14,6 +14,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from qtmesh.runtime.settings import unknown_variables
 from qtmesh.runtime.supervisor import check_health
 
 ENV = {**os.environ, "QTMESH_LOG_FORMAT": "json"}
@@ -144,3 +145,22 @@ def test_bad_configuration_stops_start_up_with_a_clear_message(args, message):
     )
     assert result.returncode == 2
     assert message in result.stderr
+
+
+def test_an_unknown_variable_is_a_warning_naming_the_closest_setting():
+    env = {**ENV, "QTMESH_MARKET_SEEDD": "3", "QTMESH_NOTHING_LIKE_IT": "1"}
+    env["QTMESH_METAOPT_DATA_DIR"] = "/tmp/x"  # a former name is still read: no warning
+    listed = subprocess.run(
+        [sys.executable, "-m", "qtmesh", "services"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert listed.returncode == 0
+    assert listed.stderr.splitlines() == [
+        "qtmesh: warning: QTMESH_MARKET_SEEDD is not a setting; did you mean QTMESH_MARKET_SEED?",
+        "qtmesh: warning: QTMESH_NOTHING_LIKE_IT is not a setting "
+        "(docs/configuration.md lists them)",
+    ]
+    assert unknown_variables({"QTMESH_ADDRESSES": "", "QTMESH_SUPERVISOR_PID": "1"}) == []
