@@ -21,6 +21,7 @@ from backtest.indicators import BarData
 from qtmesh.base.concurrency import CancelToken
 from qtmesh.base.errors import InvalidArgument
 from qtmesh.base.genome import Policy, StrategyFamily, StrategyGenome, make_genome
+from sesa.evolution import GenerationStats
 
 
 class Objective:
@@ -91,12 +92,14 @@ def random_genome(
 
 
 class Search(abc.ABC):
-    """A way of spending an :class:`Objective`'s budget; see the module docstring."""
+    """A way of spending an :class:`Objective`'s budget; see the module docstring. A search that
+    runs in generations records each one's statistics in ``generations``."""
 
     name: ClassVar[str]
 
     def __init__(self, *, rng: np.random.Generator) -> None:
         self.rng = rng
+        self.generations: list[GenerationStats] = []
 
     @abc.abstractmethod
     def run(self, objective: Objective) -> None:

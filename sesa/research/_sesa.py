@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from sesa.evolution import Evolution, EvolutionConfig, GenerationStats
+from sesa.evolution import Evolution, EvolutionConfig
 from sesa.research._base import Objective, Search, random_genome
 from sesa.selection import SelectionConfig
 
@@ -30,7 +30,6 @@ class SesaSearch(Search):
         self.config = config or EvolutionConfig(num_generations=1000)
         self.selection = selection or SelectionConfig()
         self.initial_share = initial_share
-        self.generations: list[GenerationStats] = []
 
     def run(self, objective: Objective) -> None:
         policy = objective.policy

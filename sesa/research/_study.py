@@ -155,7 +155,7 @@ def run_study(
         candidates=candidates,
         buy_and_hold=_metrics(market[start:], whole.bars_per_year),
         evaluations=tuple(rescore_deflated(e, objective.trials) for e in evaluations),
-        generations=tuple(getattr(search, "generations", ())),
+        generations=tuple(search.generations),
         elapsed_seconds=time.perf_counter() - began,
         policy=evaluator.policy,
         selection=selection,
