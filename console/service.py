@@ -17,6 +17,7 @@ from console.config import ENV_PREFIX, ConsoleConfig
 from federation.client import FederationClient
 from market.client import MarketClient
 from meta_optimizer.client import MetaOptimizerClient
+from qtmesh.base.config import ConfigError
 from qtmesh.runtime.app import App, Built, Context, Uses
 from qtmesh.runtime.security import parse_tokens
 from sesa.client import SesaClient
@@ -53,7 +54,12 @@ async def build(ctx: Context[ConsoleConfig]) -> Built:
     family = socket.AF_INET6 if ":" in config.http_host else socket.AF_INET
     listener = socket.socket(family, socket.SOCK_STREAM)
     listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    listener.bind((config.http_host, config.http_port))
+    try:
+        listener.bind((config.http_host, config.http_port))
+    except OSError as exc:
+        listener.close()
+        where = f"{config.http_host}:{config.http_port}"
+        raise ConfigError("http_port", f"cannot listen on {where}: {exc.strerror}") from None
     listener.listen(128)
     port = listener.getsockname()[1]
     server = _Server(

@@ -14,7 +14,7 @@ import pytest
 
 from console.config import ConsoleConfig
 from console.service import APP as console_app
-from qtmesh.base.config import Secret
+from qtmesh.base.config import ConfigError, Secret
 from qtmesh.runtime.channels import ChannelConfig
 from qtmesh.runtime.server import ServerConfig
 from qtmesh.testing import make_certificates, serving_app
@@ -232,3 +232,12 @@ async def test_reads_need_a_token_when_the_mesh_servers_do(tmp_path):
             async with httpx.AsyncClient(base_url=url, timeout=10) as http:
                 # A page is open to anyone: it holds no data until the API lets it read.
                 assert (await http.get("/governance")).status_code == 200
+
+
+async def test_a_web_port_in_use_is_a_configuration_error_naming_it():
+    async with serving_app(console_app, ConsoleConfig(http_port=0)) as running:
+        taken = int(running.server.endpoints["http"].rsplit(":", 1)[1])
+        with pytest.raises(ConfigError, match=f"cannot listen on 127.0.0.1:{taken}") as refused:
+            async with serving_app(console_app, ConsoleConfig(http_port=taken)):
+                pass
+        assert refused.value.setting == "http_port"
