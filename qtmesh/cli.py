@@ -41,7 +41,9 @@ EXIT_USAGE = 2
 def main(argv: Sequence[str] | None = None) -> None:
     parser = _parser()
     args, unknown = parser.parse_known_args(argv)
-    _warn_of_unknown_variables()
+    # A service judges only its own variables: loading every other service to know theirs
+    # would cost each process of the mesh its start-up time.
+    _warn_of_unknown_variables(args.service if args.run is _serve else None)
     if args.run in (_replay, _evolve):
         args.rest = unknown + args.rest  # the replay parses its own options
     elif unknown:
@@ -132,10 +134,10 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _warn_of_unknown_variables() -> None:
+def _warn_of_unknown_variables(service: str | None) -> None:
     """A QTMESH_* variable no setting reads is a warning, naming the closest setting: a
     misspelt one would otherwise be ignored without a word."""
-    for variable, closest in unknown_variables(os.environ):
+    for variable, closest in unknown_variables(os.environ, service=service):
         hint = f"; did you mean {closest}?" if closest else " (docs/configuration.md lists them)"
         print(f"qtmesh: warning: {variable} is not a setting{hint}", file=sys.stderr)
 

@@ -101,18 +101,20 @@ def _table(cls: type, env_prefix: str) -> list[str]:
     return rows
 
 
-def _settings_classes() -> list[tuple[type, str]]:
+def _settings_classes(service: str | None) -> list[tuple[type, str]]:
+    entries = catalog.CATALOG if service is None else (catalog.entry(service),)
     return [
         (ServerConfig, ENV_PREFIX),
         (ChannelConfig, CLIENT_ENV_PREFIX),
-        *((e.load().config_type, e.load().env_prefix) for e in catalog.CATALOG),
+        *((e.load().config_type, e.load().env_prefix) for e in entries),
     ]
 
 
-def known_variables() -> frozenset[str]:
-    """Every QTMESH_* variable some process of the mesh reads, former names included."""
+def known_variables(service: str | None = None) -> frozenset[str]:
+    """Every QTMESH_* variable some process of the mesh reads (with ``service``, that service's
+    process), former names included."""
     names = set(_OTHER_VARIABLES)
-    for cls, prefix in _settings_classes():
+    for cls, prefix in _settings_classes(service):
         for field in dataclasses.fields(cls):
             name = configuration.env_name(field, prefix)
             names.add(name)
@@ -122,11 +124,31 @@ def known_variables() -> frozenset[str]:
     return frozenset(names)
 
 
-def unknown_variables(environ: Mapping[str, str]) -> list[tuple[str, str | None]]:
+def _owner(variable: str) -> str | None:
+    """The service whose prefix (or former prefix) ``variable`` has, the longest one winning
+    (``QTMESH_META_OPTIMIZER_X`` is the meta optimizer's, not meta's); None for none."""
+    prefixes = {configuration.service_env_prefix(name): name for name in catalog.names()}
+    for new, old in configuration.RENAMED_ENV_PREFIXES.items():
+        prefixes[old] = prefixes[new]
+    matching = [p for p in prefixes if variable.startswith(p)]
+    return prefixes[max(matching, key=len)] if matching else None
+
+
+def unknown_variables(
+    environ: Mapping[str, str], *, service: str | None = None
+) -> list[tuple[str, str | None]]:
     """Each QTMESH_* variable of ``environ`` that nothing reads (a misspelt setting is silently
-    ignored otherwise), with the known variable closest to it, if one is close."""
-    known = known_variables()
-    unknown = sorted(v for v in environ if v.startswith("QTMESH_") and v not in known)
+    ignored otherwise), with the known variable closest to it, if one is close. With
+    ``service``, only the variables that service's process reads are judged (another
+    service's are that one's to judge), and no other service is loaded to know them."""
+    known = known_variables(service)
+    unknown = sorted(
+        v
+        for v in environ
+        if v.startswith("QTMESH_")
+        and v not in known
+        and (service is None or _owner(v) in (None, service))
+    )
     return [
         (v, next(iter(difflib.get_close_matches(v, known, n=1, cutoff=_CLOSE_ENOUGH)), None))
         for v in unknown

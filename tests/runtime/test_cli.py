@@ -164,3 +164,14 @@ def test_an_unknown_variable_is_a_warning_naming_the_closest_setting():
         "(docs/configuration.md lists them)",
     ]
     assert unknown_variables({"QTMESH_ADDRESSES": "", "QTMESH_SUPERVISOR_PID": "1"}) == []
+    # A service's process judges its own variables and the shared ones, not another service's:
+    # the longest prefix tells whose a variable is.
+    environ = {"QTMESH_MARKET_SEEDD": "", "QTMESH_META_OPTIMIZER_X": "", "QTMESH_PORTT": ""}
+    assert unknown_variables({**environ, "QTMESH_META_SEEDD": ""}, service="meta") == [
+        ("QTMESH_META_SEEDD", "QTMESH_META_DATA_DIR"),
+        ("QTMESH_PORTT", "QTMESH_PORT"),
+    ]
+    assert [v for v, _ in unknown_variables(environ, service="meta-optimizer")] == [
+        "QTMESH_META_OPTIMIZER_X",
+        "QTMESH_PORTT",
+    ]
