@@ -164,7 +164,6 @@ def create_api(
 
     @api.get("/api/plans/events", tags=["plans"])
     async def plan_events(
-        request: Request,
         after: Annotated[int | None, Query(ge=0)] = None,
         last_event_id: Annotated[str | None, Header()] = None,
     ) -> EventSourceResponse:
@@ -178,7 +177,7 @@ def create_api(
                 kind = "plan" if isinstance(event, Plan) else "status"
                 yield {"id": str(sequence), "event": kind, "data": _dumps(jsonable(event))}
 
-        return _stream(request, events)
+        return _stream(events)
 
     @api.get("/api/plans/{sequence}", tags=["plans"])
     async def plan(sequence: int) -> dict[str, Any]:
@@ -222,7 +221,6 @@ def create_api(
 
     @api.get("/api/ledger/events", tags=["meta-optimizer"])
     async def ledger_events(
-        request: Request,
         after: Annotated[int | None, Query(ge=0)] = None,
         last_event_id: Annotated[str | None, Header()] = None,
     ) -> EventSourceResponse:
@@ -238,7 +236,7 @@ def create_api(
                     "data": _dumps(jsonable(event)),
                 }
 
-        return _stream(request, events)
+        return _stream(events)
 
     @api.post("/api/cycles", tags=["actions"], dependencies=[Depends(operator)])
     async def run_cycle(
@@ -252,7 +250,6 @@ def create_api(
 
     @api.get("/api/evolutions/events", tags=["sesa"])
     async def evolution_events(
-        request: Request,
         after: Annotated[int | None, Query(ge=0)] = None,
         last_event_id: Annotated[str | None, Header()] = None,
     ) -> EventSourceResponse:
@@ -270,7 +267,7 @@ def create_api(
                     "data": _dumps(MessageToDict(event, preserving_proto_field_name=True)),
                 }
 
-        return _stream(request, events)
+        return _stream(events)
 
     @api.get("/api/risk", tags=["risk"])
     async def risk_report() -> dict[str, Any]:
@@ -294,7 +291,6 @@ def create_api(
 
     @api.get("/api/trades/events", tags=["fleet"])
     async def trade_events(
-        request: Request,
         last_event_id: Annotated[str | None, Header()] = None,
     ) -> EventSourceResponse:
         """Server-sent events ``trades``: the fleet's closed trades in the order they closed,
@@ -312,7 +308,7 @@ def create_api(
                         "data": _dumps([jsonable(t) for t in batch.trades]),
                     }
 
-        return _stream(request, events)
+        return _stream(events)
 
     # -- pages -----------------------------------------------------------------------------
 
@@ -352,16 +348,9 @@ def _trade_cursor(last_event_id: str | None) -> tuple[int, str] | None:
     return int(exit_time), strategy_id
 
 
-def _stream(
-    request: Request, events: Callable[[], AsyncIterator[dict[str, Any]]]
-) -> EventSourceResponse:
-    async def until_disconnected() -> AsyncIterator[dict[str, Any]]:
-        async for event in events():
-            if await request.is_disconnected():
-                return
-            yield event
-
-    return EventSourceResponse(until_disconnected(), ping=_PING_SECONDS)
+def _stream(events: Callable[[], AsyncIterator[dict[str, Any]]]) -> EventSourceResponse:
+    # EventSourceResponse ends the generator (and so the gRPC stream) when the browser leaves.
+    return EventSourceResponse(events(), ping=_PING_SECONDS)
 
 
 def _dumps(value: Any) -> str:

@@ -38,9 +38,13 @@ class _Server(uvicorn.Server):
 
 async def build(ctx: Context[ConsoleConfig]) -> Built:
     config = ctx.config
-    tls = ctx.server
+    server_settings = ctx.server
     # Reads need a token whenever the mesh's servers do: the same tokens.
-    tokens = parse_tokens(tls.auth_tokens, setting="auth_tokens") if tls.auth_tokens else {}
+    tokens = (
+        parse_tokens(server_settings.auth_tokens, setting="auth_tokens")
+        if server_settings.auth_tokens
+        else {}
+    )
     api = create_api(
         config=config,
         read_tokens=tuple(tokens),
@@ -71,10 +75,12 @@ async def build(ctx: Context[ConsoleConfig]) -> Built:
             timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_SECONDS,
             # The mesh's own certificate serves the web too; with its client CA, browsers need
             # a client certificate it signed, as every gRPC client does.
-            ssl_certfile=tls.tls_cert_file,
-            ssl_keyfile=tls.tls_key_file,
-            ssl_ca_certs=tls.tls_client_ca_file,
-            ssl_cert_reqs=ssl.CERT_REQUIRED if tls.tls_client_ca_file else ssl.CERT_NONE,
+            ssl_certfile=server_settings.tls_cert_file,
+            ssl_keyfile=server_settings.tls_key_file,
+            ssl_ca_certs=server_settings.tls_client_ca_file,
+            ssl_cert_reqs=ssl.CERT_REQUIRED
+            if server_settings.tls_client_ca_file
+            else ssl.CERT_NONE,
         )
     )
     serving = asyncio.create_task(server.serve(sockets=[listener]), name="console-http")
@@ -90,7 +96,7 @@ async def build(ctx: Context[ConsoleConfig]) -> Built:
             listener.close()
 
     host = f"[{config.http_host}]" if family == socket.AF_INET6 else config.http_host
-    scheme = "https" if tls.tls_cert_file else "http"
+    scheme = "https" if server_settings.tls_cert_file else "http"
     return Built(
         services=[], drain=drain, close=close, endpoints={"http": f"{scheme}://{host}:{port}"}
     )

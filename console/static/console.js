@@ -43,6 +43,26 @@ qt.follow = async (path, after, handlers) => {
   return source;
 };
 
+// Runs ``work`` once, ``ms`` after the first of a burst of calls: a replay of a stream's history
+// asks for one refresh, not one per event.
+qt.debounce = (work, ms) => {
+  let pending = null;
+  return () => {
+    if (!pending) pending = setTimeout(() => { pending = null; work(); }, ms);
+  };
+};
+
+// The fleet's arb-missions (GET /api/fleet's missions), open and closed, with their P&L.
+qt.missionColumns = [
+  { title: "mission", cell: (m) => `<code>${qt.escape(m.mission.id)}</code>` },
+  { title: "long / short", cell: (m) => `${qt.escape(m.mission.long_sector)} / ${qt.escape(m.mission.short_sector)}` },
+  { title: "allocation", num: true, cell: (m) => qt.pct(m.mission.allocation) },
+  { title: "opened", cell: (m) => qt.time(m.mission.open_time) },
+  { title: "state", cell: (m) => qt.badge(m.active ? "OPEN" : "CLOSED") },
+  { title: "ROI", num: true, cell: (m) => qt.pct(m.roi, 2) },
+  { title: "P&L", num: true, cell: (m) => qt.num(m.pnl) },
+];
+
 // Renders rows into a table body, ``size`` at a time, with previous/next buttons.
 qt.pagedTable = (root, columns, size = 10) => {
   let rows = [];

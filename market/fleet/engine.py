@@ -17,7 +17,7 @@ from market.fleet.simulation import Backtester, FleetRun, restated, simulate
 from market.fleet.state import Cause, FleetChange, FleetState
 from market.fleet.store import FleetStore
 from market.replay import Replay
-from qtmesh.base.bars import format_time
+from qtmesh.base.bars import BarSeries, format_time
 from qtmesh.base.concurrency import CancelToken, run_cancellable
 from qtmesh.base.contract import (
     NOT_APPLIED,
@@ -176,13 +176,7 @@ class FleetEngine:
                     self._run, self._run_key = again, key
                     return again
             clock, position = self.replay.clock_time, self.replay.position
-            # Every bar loaded, the clock's future included: each symbol is backtested once over
-            # them, not again after each advance (simulation.Backtester says why that is exact).
-            # Read on the loop: ingesting replaces a symbol's arrays, never changes them.
-            series = {
-                symbol: self.replay.loaded_bars(symbol)
-                for symbol in sorted({s.symbol for s in state.setup.strategies})
-            }
+            series = self._series(state.setup)
 
             def work(token: CancelToken) -> FleetRun:
                 return simulate(
@@ -198,6 +192,16 @@ class FleetEngine:
             self._run_key = key
             return self._run
 
+    def _series(self, setup: FleetSetup) -> dict[str, BarSeries]:
+        """Every bar loaded of the fleet's symbols, the clock's future included: each symbol is
+        backtested once over them, not again after each advance (simulation.Backtester says why
+        that is exact). Read on the loop: ingesting replaces a symbol's arrays, never changes
+        them."""
+        return {
+            symbol: self.replay.loaded_bars(symbol)
+            for symbol in sorted({s.symbol for s in setup.strategies})
+        }
+
     async def _static_run(self, run: FleetRun) -> FleetRun:
         """The deployment simulated over ``run``'s bars with none of its changes: the fleet left
         static that the curve compares with. The symbols' backtests are shared with ``run``
@@ -207,10 +211,7 @@ class FleetEngine:
         key = (run.position, run.clock_time)
         if self._static is not None and self._static[0] == key:
             return self._static[1]
-        series = {
-            symbol: self.replay.loaded_bars(symbol)
-            for symbol in sorted({s.symbol for s in run.setup.strategies})
-        }
+        series = self._series(run.setup)
 
         def work(token: CancelToken) -> FleetRun:
             return simulate(
