@@ -5,6 +5,11 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 BUF_VERSION := 1.75.0
 BUF := .tools/node_modules/.bin/buf
+# The schemas the deploy tests check the monitoring objects against, installed as
+# tests/deploy/schemas/package-lock.json pins them (tests/deploy/schemas/README.md).
+DEPLOY_SCHEMAS := .tools/deploy-schemas/node_modules/.package-lock.json
+PACKAGES := qtmesh agents alpha_reporting backtest console federation market memory meta \
+	meta_optimizer replay sesa world_model examples benchmarks
 # Compiled numba kernels, cached beside their modules; warmed again when a kernel's source changes.
 KERNELS := $(VENV)/.kernels
 KERNEL_SOURCES := $(shell grep -rl --include='*.py' 'numba' backtest world_model sesa market)
@@ -15,9 +20,9 @@ CHROMIUM := /usr/bin/chromium
 # `make demo DEMO_ARGS=--keep` leaves the mesh running after the demo, for its console.
 DEMO_ARGS ?=
 
-.PHONY: demo test lint architecture types stubs-check buf-lint buf-breaking pytest protos docs lock bench image clean
+.PHONY: bytecode demo test lint architecture types stubs-check buf-lint buf-breaking pytest protos docs lock bench image clean
 
-demo: $(KERNELS)
+demo: $(KERNELS) bytecode
 	$(BIN)/python -m examples.demo $(DEMO_ARGS)
 
 test: lint architecture types stubs-check buf-lint buf-breaking pytest
@@ -42,8 +47,14 @@ buf-lint: $(BUF)
 buf-breaking: $(BUF)
 	BUF=$(BUF) scripts/buf_breaking.sh $(BREAKING_AGAINST)
 
-pytest: $(KERNELS) $(CHROMIUM)
+pytest: $(KERNELS) $(CHROMIUM) $(DEPLOY_SCHEMAS) bytecode
 	$(BIN)/pytest
+
+# The project's modules compiled ahead (the environment may forbid Python to write its cache),
+# so each process of a mesh loads bytecode rather than compiling the sources again; only stale
+# files are compiled.
+bytecode: $(STAMP)
+	$(BIN)/python -m compileall -q -j 0 $(PACKAGES) > /dev/null
 
 $(KERNELS): $(STAMP) $(KERNEL_SOURCES) deploy/docker/warm_numba_cache.py
 	$(BIN)/python deploy/docker/warm_numba_cache.py
@@ -68,6 +79,8 @@ bench: $(STAMP)
 	$(BIN)/python -m benchmarks.officers
 	$(BIN)/python -m benchmarks.federation
 	$(BIN)/python -m benchmarks.subscribers
+	$(BIN)/python -m benchmarks.console
+	$(BIN)/python -m benchmarks.startup
 
 # The one container image of every service (needs a Docker engine; deploy/README.md).
 IMAGE ?= qtmesh:dev
@@ -93,6 +106,11 @@ $(CHROMIUM):
 
 $(BUF):
 	npm install --silent --no-audit --no-fund --prefix .tools @bufbuild/buf@$(BUF_VERSION)
+
+$(DEPLOY_SCHEMAS): tests/deploy/schemas/package.json tests/deploy/schemas/package-lock.json
+	mkdir -p .tools/deploy-schemas
+	cp tests/deploy/schemas/package.json tests/deploy/schemas/package-lock.json .tools/deploy-schemas/
+	npm ci --silent --no-audit --no-fund --prefix .tools/deploy-schemas
 
 clean:
 	rm -rf $(VENV) .tools .qtmesh .pytest_cache .ruff_cache .hypothesis *.egg-info

@@ -20,6 +20,7 @@ from alpha_reporting.report import (
 from alpha_reporting.store import ReportStore
 from qtmesh.base.errors import (
     AlreadyExists,
+    DataIntegrityError,
     FailedPrecondition,
     InvalidArgument,
     MeshError,
@@ -28,6 +29,17 @@ from qtmesh.base.errors import (
 from qtmesh.base.signal import ChangeSignal
 
 Clock = Callable[[], int]
+Refused = Callable[[str], None]
+"""Told why a report was refused, one of :data:`REFUSALS`."""
+REFUSALS = (
+    "invalid_field",  # a field out of range (InvalidArgument)
+    "unknown_sector",  # a sector the market does not have
+    "incomplete_day",  # a day the market clock has not left
+    "duplicate",  # a (sector, day) already reported with another report
+    "id_taken",  # a report id another (sector, day) holds
+    "tampered",  # a sealed report that fails authentication
+    "undecryptable",  # a sealed report under a key retired or not in the keyring
+)
 
 
 class ReportBook:
@@ -38,12 +50,15 @@ class ReportBook:
         keyring: Keyring,
         clock: Clock,
         random_bytes: RandomBytes = os.urandom,
+        refused: Refused | None = None,
     ) -> None:
+        """``refused`` is told the reason of every report :meth:`submit` refuses."""
         self.store = store
         self.keyring = keyring
         self.signal = ChangeSignal()
         self._clock = clock
         self._random_bytes = random_bytes
+        self._refused = refused
         self._lock = asyncio.Lock()
         # The market's sectors once the watcher has seen them; reports of others are refused.
         self.known_sectors: frozenset[str] | None = None
@@ -62,21 +77,35 @@ class ReportBook:
         """Seals and stores ``report`` (its id defaults to the day's id); True if stored now.
         Submitting the same report again returns the stored one; a different report for a
         (sector, day) already reported is AlreadyExists; once the market clock is known, a
-        report of a day it has not left is FailedPrecondition."""
-        validate_report(report)
+        report of a day it has not left is FailedPrecondition. Each refusal's reason is told to
+        ``refused``."""
+        try:
+            validate_report(report)
+        except InvalidArgument as exc:
+            self._refuse(refusal_reason(exc), exc)
+            raise
         if self.known_sectors is not None and report.sector not in self.known_sectors:
-            raise InvalidArgument(
-                "report.sector",
-                f"unknown sector {report.sector!r}; the market has "
-                f"{', '.join(sorted(self.known_sectors))}",
+            raise self._refuse(
+                "unknown_sector",
+                InvalidArgument(
+                    "report.sector",
+                    f"unknown sector {report.sector!r}; the market has "
+                    f"{', '.join(sorted(self.known_sectors))}",
+                ),
             )
         if self.clock_time is not None:
             today = date_of(self.clock_time)
             if parse_date(report.trading_date, field="report.trading_date") >= today:
-                raise FailedPrecondition(
-                    f"report.trading_date: {report.trading_date} is not complete; the market "
-                    f"clock stands on {today.isoformat()}",
-                    metadata={"field": "report.trading_date", "trading_date": report.trading_date},
+                raise self._refuse(
+                    "incomplete_day",
+                    FailedPrecondition(
+                        f"report.trading_date: {report.trading_date} is not complete; the "
+                        f"market clock stands on {today.isoformat()}",
+                        metadata={
+                            "field": "report.trading_date",
+                            "trading_date": report.trading_date,
+                        },
+                    ),
                 )
         report = dataclasses.replace(
             report, report_id=report.report_id or report_id_for(report.sector, report.trading_date)
@@ -84,34 +113,48 @@ class ReportBook:
         async with self._lock:
             existing = await self.store.run(self.store.of_day, report.sector, report.trading_date)
             if existing is not None:
-                if existing.report_id == report.report_id and self._same(existing, report):
-                    return existing, False
-                raise AlreadyExists(
-                    f"{report.sector} on {report.trading_date} is already reported as "
-                    f"{existing.report_id}; a trading day is reported once",
-                    metadata={"report_id": existing.report_id},
+                reason = "duplicate"
+                if existing.report_id == report.report_id:
+                    try:
+                        if open_report(existing, self.keyring) == report:
+                            return existing, False
+                    except MeshError as exc:
+                        # The day's stored report does not open: nothing shows it is this one.
+                        reason = refusal_reason(exc)
+                raise self._refuse(
+                    reason,
+                    AlreadyExists(
+                        f"{report.sector} on {report.trading_date} is already reported as "
+                        f"{existing.report_id}; a trading day is reported once",
+                        metadata={"report_id": existing.report_id},
+                    ),
                 )
             clash = await self.store.run(self.store.get, report.report_id)
             if clash is not None:
-                raise AlreadyExists(
-                    f"report id {report.report_id} is taken by {clash.sector} on "
-                    f"{clash.trading_date}",
-                    metadata={"report_id": report.report_id},
+                raise self._refuse(
+                    "id_taken",
+                    AlreadyExists(
+                        f"report id {report.report_id} is taken by {clash.sector} on "
+                        f"{clash.trading_date}",
+                        metadata={"report_id": report.report_id},
+                    ),
                 )
             sealed = seal(
                 report, self.keyring, create_time=self._clock(), random_bytes=self._random_bytes
             )
             stored = await self.store.run(self.store.insert, sealed)
             if stored is None:
-                raise AlreadyExists(f"report {report.report_id} was stored concurrently")
+                raise self._refuse(
+                    "duplicate", AlreadyExists(f"report {report.report_id} was stored concurrently")
+                )
             self.signal.notify()
         return stored, True
 
-    def _same(self, stored: EncryptedReport, report: SectorReport) -> bool:
-        try:
-            return open_report(stored, self.keyring) == report
-        except MeshError:
-            return False
+    def _refuse(self, reason: str, error: MeshError) -> MeshError:
+        """``error``, the report's refusal, once ``refused`` is told its reason."""
+        if self._refused is not None:
+            self._refused(reason)
+        return error
 
     async def get(self, report_id: str) -> EncryptedReport:
         if not report_id:
@@ -145,6 +188,17 @@ class ReportBook:
 
     async def reported(self, dates: list[str]) -> set[tuple[str, str]]:
         return await self.store.run(self.store.reported, dates)
+
+
+def refusal_reason(error: MeshError) -> str:
+    """The reason, as a short snake_case word, of a report refused with ``error``: ``tampered``
+    when it fails authentication (open_report's DataIntegrityError), ``undecryptable`` when its
+    key is retired or not in the keyring, else the error's own reason (``invalid_field``)."""
+    if isinstance(error, DataIntegrityError):
+        return "tampered"
+    if isinstance(error, FailedPrecondition) and "key_id" in error.metadata:
+        return "undecryptable"
+    return error.reason.lower()
 
 
 def check_window(start_date: str, end_date: str) -> None:

@@ -12,7 +12,7 @@ import grpc
 
 from alpha_reporting import _convert as convert
 from alpha_reporting.config import ENV_PREFIX, AlphaReportingConfig
-from alpha_reporting.engine import Clock, ReportBook
+from alpha_reporting.engine import REFUSALS, Clock, Refused, ReportBook
 from alpha_reporting.store import ReportStore
 from alpha_reporting.watcher import DayReporter
 from market.client import MarketClient
@@ -21,6 +21,7 @@ from qtmesh.api.alpha.v1 import alpha_reporting_pb2_grpc as pb_grpc
 from qtmesh.base import paging
 from qtmesh.base.errors import InvalidArgument, Unavailable
 from qtmesh.runtime.app import App, Built, Context, Uses
+from qtmesh.runtime.metrics import Metrics
 from qtmesh.runtime.server import Service
 
 WATCH_BATCH = 100
@@ -109,6 +110,16 @@ def wall_clock() -> int:
     return time.time_ns()
 
 
+def refusal_metrics(metrics: Metrics) -> Refused:
+    """Counts each report refused by its reason (every reason from zero)."""
+    rejected = metrics.counter(
+        "qtmesh_reports_rejected_total", "Reports refused, by reason", ["reason"]
+    )
+    for reason in REFUSALS:
+        rejected.labels(reason)
+    return lambda reason: rejected.labels(reason).inc()
+
+
 def app(*, clock: Clock = wall_clock) -> App[AlphaReportingConfig]:
     """The alpha-reporting App; tests inject the ``clock`` that stamps stored reports."""
 
@@ -116,7 +127,9 @@ def app(*, clock: Clock = wall_clock) -> App[AlphaReportingConfig]:
         config = ctx.config
         keyring = await asyncio.to_thread(config.load_keyring, service="alpha-reporting")
         store = await asyncio.to_thread(config.open, ReportStore)
-        book = ReportBook(store=store, keyring=keyring, clock=clock)
+        book = ReportBook(
+            store=store, keyring=keyring, clock=clock, refused=refusal_metrics(ctx.metrics)
+        )
         servicer = AlphaServicer(book)
         watching: asyncio.Task[None] | None = None
         if config.watch_market:

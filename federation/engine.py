@@ -23,11 +23,17 @@ Outcomes: what an owner returns beside its detail when it completes an action is
 the action (``Action.outcome``, in the plan's stored state, which GetPlan and ListPlans read) and
 carried by the COMPLETED status update the hub publishes. The wire's ActionStatusUpdate has no
 field for it yet, so a gRPC subscriber reads it from the plan once it sees the completion.
+
+Observation: an :class:`Observer` hears of every cycle (around it, then the plan it made and
+how long it took) and of every status change, as they happen; the service turns them into
+metrics and each cycle into a trace. Executions start inside their cycle, so the calls they
+make belong to it.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import time
 import uuid
@@ -69,6 +75,21 @@ MarketClock = Callable[[], tuple[int, int] | None]
 SyncClock = Callable[[], Awaitable[None]]
 
 
+class Observer:
+    """What the engine tells of its work as it happens. This one listens to nothing; the
+    service's counts and traces (module docstring)."""
+
+    def cycle(self) -> contextlib.AbstractContextManager[object]:
+        """The scope of one planning cycle, the execution it starts included."""
+        return contextlib.nullcontext()
+
+    def planned(self, plan: Plan, seconds: float) -> None:
+        """A cycle published ``plan`` after ``seconds``."""
+
+    def changed(self, update: StatusUpdate) -> None:
+        """An action's status changed (stored and published)."""
+
+
 class Federation:
     """Plans with ``agents``, executes through ``owners`` (service name -> Agent).
 
@@ -76,7 +97,8 @@ class Federation:
     actions' windows; without it the wall clock is the planning time (module docstring).
     ``sync_clock``, when given, is awaited before each cycle reads the clock: a clock followed
     from a stream lags when the market moves faster than the stream (a replay advancing hours at
-    once), and a plan must be planned at the market's time, not the stream's.
+    once), and a plan must be planned at the market's time, not the stream's. ``observer``
+    hears of every cycle and status change.
     """
 
     def __init__(
@@ -89,8 +111,10 @@ class Federation:
         wall_clock: Callable[[], int] = time.time_ns,
         market_clock: MarketClock | None = None,
         sync_clock: SyncClock | None = None,
+        observer: Observer | None = None,
     ) -> None:
         self.config = config
+        self.observer = observer or Observer()
         self.agents = dict(agents)
         self.owners = dict(owners)
         self.store = store
@@ -116,6 +140,14 @@ class Federation:
         for key, value in (hints or {}).items():
             if not key or len(key) > 128 or len(value) > 1024:
                 raise InvalidArgument(f"hints[{key}]", "keys of 1-128 and values up to 1024 chars")
+        with self.observer.cycle():
+            started = time.perf_counter()
+            plan = await self._cycle(hints, execute)
+            self.observer.planned(plan, time.perf_counter() - started)
+            _log.info("plan", sequence=plan.sequence, summary=plan.summary)
+        return plan
+
+    async def _cycle(self, hints: Mapping[str, str] | None, execute: bool) -> Plan:
         if self._sync_clock is not None:
             try:
                 await asyncio.wait_for(self._sync_clock(), self.config.agent_timeout_seconds)
@@ -153,9 +185,7 @@ class Federation:
             max_age=self.config.max_recommendation_age,
             max_actions=self.config.max_plan_actions,
         )
-        plan = await self._unit(self._append_plan(draft, execute))
-        _log.info("plan", sequence=plan.sequence, summary=plan.summary)
-        return plan
+        return await self._unit(self._append_plan(draft, execute))
 
     async def _append_plan(self, draft: Plan, execute: bool) -> Plan:
         async with self._write:
@@ -278,6 +308,7 @@ class Federation:
             outcome,
         )
         self.hub.publish(Event(update.sequence, update=update))
+        self.observer.changed(update)
         if status is ActionStatus.COMPLETED:
             at, _ = self._clock()
             kind = update.action_type

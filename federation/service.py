@@ -7,18 +7,19 @@ import asyncio
 import contextlib
 import functools
 from collections import OrderedDict
-from collections.abc import AsyncIterator, Callable, Collection
+from collections.abc import AsyncIterator, Callable, Collection, Iterator
 from typing import Any
 
 import grpc
 import structlog
 from google.protobuf.message import Message
+from opentelemetry import trace
 
 from federation import _convert as convert
 from federation.config import ENV_PREFIX, FederationConfig
-from federation.engine import Federation
+from federation.engine import Federation, Observer
 from federation.memory import PlanOutcomes
-from federation.plan import Event, Plan
+from federation.plan import Event, Plan, StatusUpdate
 from federation.store import PlanStore
 from market.client import MarketClient
 from memory.client import MemoryClient
@@ -36,6 +37,8 @@ from qtmesh.base.signal import ChangeSignal
 from qtmesh.base.storage import create_engine
 from qtmesh.runtime.agent_service import AgentClient
 from qtmesh.runtime.app import App, Built, Context, Uses
+from qtmesh.runtime.interceptors import request_scope
+from qtmesh.runtime.metrics import Metrics
 from qtmesh.runtime.server import Service
 
 _CACHED_MESSAGES = 512
@@ -281,6 +284,17 @@ async def build(ctx: Context[FederationConfig]) -> Built:
         store=store,
         market_clock=market_clock.latest,
         sync_clock=market_clock.sync,
+        observer=CycleObserver(ctx.metrics, ctx.tracer),
+    )
+    ctx.metrics.read(
+        "qtmesh_plan_subscribers",
+        "Live subscribers of the plan stream",
+        lambda: len(federation.hub),
+    )
+    ctx.metrics.read(
+        "qtmesh_plan_subscriber_lag",
+        "Events queued for the live plan-stream subscriber furthest behind",
+        federation.hub.backlog,
     )
     servicer = FederationServicer(federation)
     tasks = [
@@ -316,6 +330,52 @@ async def build(ctx: Context[FederationConfig]) -> Built:
             store.close()
 
     return Built(services=[service_of(servicer)], drain=drain, close=close)
+
+
+class CycleObserver(Observer):
+    """The federation's figures, and each planning cycle as one trace: the cycle's span is the
+    parent of every agent's Recommend and of every ExecuteAction the cycle starts, and the cycle
+    has one request id (the GeneratePlan caller's, or its own on the timer) across its hops."""
+
+    def __init__(self, metrics: Metrics, tracer: trace.Tracer) -> None:
+        self._tracer = tracer
+        self._seconds = metrics.histogram(
+            "qtmesh_gap_cycle_seconds", "Duration of a planning cycle, to the plan's publication"
+        )
+        self._plans = metrics.counter("qtmesh_plans_total", "Plans published")
+        self._calls = metrics.counter(
+            "qtmesh_agent_calls_total",
+            "Agents' Recommend calls of the planning cycles, by outcome",
+            ("agent", "outcome"),
+        )
+        self._actions = metrics.counter(
+            "qtmesh_actions_total",
+            "Actions entering a status (planned ones included), by type and status",
+            ("type", "status"),
+        )
+
+    @contextlib.contextmanager
+    def cycle(self) -> Iterator[object]:
+        with request_scope(), self._tracer.start_as_current_span("gap.cycle") as span:
+            yield span
+
+    def planned(self, plan: Plan, seconds: float) -> None:
+        self._seconds.observe(seconds)
+        self._plans.inc()
+        for report in plan.agents:
+            self._calls.labels(report.agent, report.outcome.name.lower()).inc()
+        for action in plan.actions:
+            self._actions.labels(action.action_type.name.lower(), action.status.name.lower()).inc()
+        trace.get_current_span().set_attributes(
+            {
+                "qtmesh.plan.sequence": plan.sequence,
+                "qtmesh.plan.id": plan.id,
+                "qtmesh.plan.actions": len(plan.actions),
+            }
+        )
+
+    def changed(self, update: StatusUpdate) -> None:
+        self._actions.labels(update.action_type.name.lower(), update.status.name.lower()).inc()
 
 
 def service_of(servicer: FederationServicer) -> Service:

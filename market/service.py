@@ -15,7 +15,15 @@ import structlog
 
 from market import _convert as convert
 from market.config import ENV_PREFIX, MarketConfig
-from market.fleet import EXECUTES, FleetAgent, FleetEngine, FleetStore, TradeQuery, deploy
+from market.fleet import (
+    EXECUTES,
+    FleetAgent,
+    FleetEngine,
+    FleetRun,
+    FleetStore,
+    TradeQuery,
+    deploy,
+)
 from market.replay import AdvanceResult, Replay
 from market.sources import load_bars
 from market.synthetic import SyntheticMarketSpec, generate
@@ -38,6 +46,7 @@ from qtmesh.base.signal import ChangeSignal
 from qtmesh.base.storage import redact
 from qtmesh.runtime.agent_service import agent_service
 from qtmesh.runtime.app import App, Built, Context
+from qtmesh.runtime.metrics import Metrics
 from qtmesh.runtime.server import Service
 
 _log = structlog.get_logger("market")
@@ -341,10 +350,40 @@ async def pace(servicer: MarketServicer, bars_per_second: float) -> None:
             return
 
 
+def fleet_metrics(metrics: Metrics) -> Callable[[FleetRun], None]:
+    """Sets the fleet's gauges per sector from each new run of the fleet (computed when the
+    fleet is read after the clock moved or a change was made: GetFleet, ListTrades,
+    WatchTrades)."""
+    equity = metrics.gauge(
+        "qtmesh_fleet_equity",
+        "The paper fleet's equity allocated to the sector (its nominal allocation times the "
+        "fleet's equity), as of the fleet last computed",
+        ["sector"],
+    )
+    drawdown = metrics.gauge(
+        "qtmesh_fleet_drawdown",
+        "How far the sector's compounded returns since the deployment stand below their "
+        "running peak, a fraction 0..1, as of the fleet last computed",
+        ["sector"],
+    )
+
+    def mark(run: FleetRun) -> None:
+        for sector in run.sector_marks():
+            equity.labels(sector.sector).set(sector.equity)
+            drawdown.labels(sector.sector).set(sector.drawdown)
+
+    return mark
+
+
 async def open_fleet(
-    replay: Replay, config: MarketConfig, *, clock: Callable[[], int] = wall_clock
+    replay: Replay,
+    config: MarketConfig,
+    *,
+    clock: Callable[[], int] = wall_clock,
+    on_run: Callable[[FleetRun], None] | None = None,
 ) -> FleetEngine:
-    """The paper fleet deployed at the replay's clock, with the changes stored for it."""
+    """The paper fleet deployed at the replay's clock, with the changes stored for it;
+    ``on_run`` is told each new run of the fleet (FleetEngine)."""
     try:
         setup = deploy(
             {info.symbol: info.sector for info in replay.symbol_infos()},
@@ -361,7 +400,9 @@ async def open_fleet(
     url = config.url
     try:
         store = await asyncio.to_thread(FleetStore, url)
-        return await FleetEngine.open(replay=replay, setup=setup, store=store, clock=clock)
+        return await FleetEngine.open(
+            replay=replay, setup=setup, store=store, clock=clock, on_run=on_run
+        )
     except (ValueError, OSError, sa.exc.SQLAlchemyError) as exc:
         raise ConfigError("database_url", f"cannot open {redact(url)}: {exc}") from None
 
@@ -372,7 +413,7 @@ def app(*, clock: Callable[[], int] = wall_clock) -> App[MarketConfig]:
     async def build(ctx: Context[MarketConfig]) -> Built:
         config = ctx.config
         replay = await asyncio.to_thread(load_replay, config)
-        fleet = await open_fleet(replay, config, clock=clock)
+        fleet = await open_fleet(replay, config, clock=clock, on_run=fleet_metrics(ctx.metrics))
         servicer = MarketServicer(replay, fleet)
         service = Service.of(
             servicer,

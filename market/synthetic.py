@@ -27,7 +27,6 @@ import dataclasses
 from datetime import UTC, datetime
 
 import numpy as np
-from scipy.signal import lfilter
 
 from qtmesh.base.bars import BarSeries, make_series
 
@@ -171,6 +170,9 @@ def generate(spec: SyntheticMarketSpec | None = None) -> SyntheticMarket:
     jump_bias = 0.0 if spec.noise else -0.2
     hour = (time // 10**9 % 86_400) / 3600
     diurnal = 1 + 0.25 * np.cos(2 * np.pi * (hour - 15) / 24)
+
+    # scipy.signal costs a process 0.6 s to import: only a process that generates bars pays it.
+    from scipy.signal import lfilter
 
     series: list[BarSeries] = []
     for sector in spec.sectors:

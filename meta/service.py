@@ -21,6 +21,7 @@ from meta.engine import Clock, MetaEngine
 from meta.fleet_scale import publish_scale
 from meta.fleet_trades import learn_from_fleet
 from meta.memory import DecisionMemory
+from meta.model import SCALARS
 from meta.regimes import follow_regimes
 from meta.sesa_evaluations import learn_from_sesa
 from meta.store import MetaStore
@@ -31,6 +32,7 @@ from qtmesh.base.convert import optional_time_from_proto
 from qtmesh.base.errors import InvalidArgument, Unavailable
 from qtmesh.runtime.agent_service import agent_service
 from qtmesh.runtime.app import App, Built, Context, Uses
+from qtmesh.runtime.metrics import Metrics
 from qtmesh.runtime.server import Service
 from world_model.client import WorldModelClient
 
@@ -153,6 +155,24 @@ def wall_clock() -> int:
     return time.time_ns()
 
 
+def parameter_metrics(metrics: Metrics, engine: MetaEngine) -> None:
+    """``qtmesh_meta_parameter{name}``: each adapted scalar of the current version, read at every
+    scrape (the current version is an immutable record the engine replaces whole). The weight
+    maps are left out: their keys come and go with the strategies and families traded, and
+    strategy ids are without bound."""
+    gauge = metrics.gauge(
+        "qtmesh_meta_parameter",
+        "The current value of each adapted meta parameter (GetParameters)",
+        ["name"],
+    )
+
+    def reader(name: str) -> Callable[[], float]:
+        return lambda: float(getattr(engine.parameters, name))
+
+    for name in SCALARS:
+        gauge.labels(name).set_function(reader(name))
+
+
 async def build_engine(config: MetaConfig, *, clock: Clock = wall_clock) -> MetaEngine:
     store = await asyncio.to_thread(config.open, MetaStore)
     engine = MetaEngine(store=store, learning=config.learning, rules=config.rules, clock=clock)
@@ -165,6 +185,7 @@ def app(*, clock: Clock = wall_clock) -> App[MetaConfig]:
 
     async def build(ctx: Context[MetaConfig]) -> Built:
         engine = await build_engine(ctx.config, clock=clock)
+        parameter_metrics(ctx.metrics, engine)
         servicer = MetaServicer(engine)
         service = Service.of(
             servicer,

@@ -40,7 +40,6 @@ import math
 from collections.abc import Sequence
 
 import numpy as np
-from scipy import stats
 
 from alpha_reporting.report import SectorReport
 
@@ -160,6 +159,8 @@ def one_sample_t(values: np.ndarray) -> tuple[float, float, float, float]:
         if mean == 0:
             return 0.0, 0.0, 1.0, 1.0
         return 0.0, math.copysign(math.inf, mean), float(mean < 0), float(mean > 0)
+    from scipy import stats  # 0.4 s to import: only a process that audits pays it
+
     t = mean / (std / math.sqrt(n))
     greater = float(stats.ttest_1samp(values, 0.0, alternative="greater").pvalue)
     less = float(stats.ttest_1samp(values, 0.0, alternative="less").pvalue)
@@ -184,6 +185,8 @@ def gap_test(alphas: dict[str, np.ndarray], *, significance: float) -> GapTest |
     if se == 0.0:
         q, p = (math.inf, 0.0) if gap > 0 else (0.0, 1.0)
     else:
+        from scipy import stats
+
         q = gap / se
         p = float(stats.studentized_range.sf(q, k, df))
     return GapTest(best, worst, gap, q, p, k, df, p < significance)

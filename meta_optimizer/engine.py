@@ -7,12 +7,13 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import functools
 import time
 from collections.abc import Callable, Sequence
 from typing import Protocol
 
 from alpha_reporting.crypto import Keyring, open_report
-from alpha_reporting.engine import check_window
+from alpha_reporting.engine import Refused, check_window, refusal_reason
 from alpha_reporting.report import EncryptedReport, SectorReport
 from meta_optimizer.audit import AuditSettings, ProposalType, audit
 from meta_optimizer.ledger import (
@@ -61,24 +62,32 @@ class Pulse:
 
 
 def open_reports(
-    sealed: Sequence[EncryptedReport], keyring: Keyring
+    sealed: Sequence[EncryptedReport], keyring: Keyring, *, rejected: Refused | None = None
 ) -> tuple[list[SectorReport], list[str]]:
     """The reports that open and verify, and one line per rejected report. A sector's day
-    reported twice keeps the first (in date order) and rejects the other."""
+    reported twice keeps the first (in date order) and rejects the other. ``rejected`` is
+    told the reason of each rejection (``tampered``, ``undecryptable`` or ``duplicate``)."""
     opened: list[SectorReport] = []
     rejections: list[str] = []
     seen: dict[tuple[str, str], str] = {}
+
+    def reject(reason: str, line: str) -> None:
+        rejections.append(line)
+        if rejected is not None:
+            rejected(reason)
+
     for report in sealed:
         try:
             plain = open_report(report, keyring)
         except MeshError as exc:
-            rejections.append(exc.message)
+            reject(refusal_reason(exc), exc.message)
             continue
         day = (plain.sector, plain.trading_date)
         if day in seen:
-            rejections.append(
+            reject(
+                "duplicate",
                 f"report {plain.report_id} is a second report of {plain.sector} on "
-                f"{plain.trading_date} (after {seen[day]})"
+                f"{plain.trading_date} (after {seen[day]})",
             )
             continue
         seen[day] = plain.report_id
@@ -97,13 +106,19 @@ class MetaOptimizer:
         clock: Clock,
         timer: Timer = time.perf_counter,
         queue_size: int = DEFAULT_QUEUE_SIZE,
+        verified: Callable[[Verification], None] | None = None,
+        rejected: Refused | None = None,
     ) -> None:
+        """``verified`` is told each verification of the ledger; ``rejected``, the reason of
+        each report a cycle rejects (:func:`open_reports`)."""
         self.store = store
         self.source = source
         self.keyring = keyring
         self.settings = settings
         self._clock = clock
         self._timer = timer
+        self._verified = verified
+        self._rejected = rejected
         self._lock = asyncio.Lock()
         # The ledger stream's live subscribers; every event is published once it is stored.
         self.hub: Hub[LedgerEvent] = Hub(queue_size=queue_size)
@@ -123,7 +138,9 @@ class MetaOptimizer:
             except MeshError as exc:
                 failed = True
                 problems.append(f"alpha-reporting: {exc.message}")
-            reports, rejections = await asyncio.to_thread(open_reports, sealed, self.keyring)
+            reports, rejections = await asyncio.to_thread(
+                functools.partial(open_reports, rejected=self._rejected), sealed, self.keyring
+            )
             result = await asyncio.to_thread(audit, reports, self.settings)
             if failed or (sealed and not reports):
                 status = CycleStatus.FAILED
@@ -195,7 +212,10 @@ class MetaOptimizer:
                     verifier.feed(entry, index=index)
             return verifier.result()
 
-        return await self.store.run(work)
+        verification = await self.store.run(work)
+        if self._verified is not None:
+            self._verified(verification)
+        return verification
 
     async def pulse(self) -> Pulse:
         def read() -> Pulse:

@@ -8,11 +8,12 @@ import asyncio
 import contextlib
 import functools
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 
 import grpc
 
 from alpha_reporting.client import AlphaReportingClient
+from alpha_reporting.engine import Refused
 from meta_optimizer import _convert as convert
 from meta_optimizer.agent import EXECUTES, MetaOptimizerAgent
 from meta_optimizer.audit import ProposalType
@@ -20,7 +21,7 @@ from meta_optimizer.client import PlanFeed
 from meta_optimizer.config import ENV_PREFIX, MetaOptimizerConfig
 from meta_optimizer.engine import Clock, MetaOptimizer
 from meta_optimizer.follower import Observer, PlanFollower
-from meta_optimizer.ledger import LedgerEvent, ProposalState
+from meta_optimizer.ledger import LedgerEvent, ProposalState, Verification
 from meta_optimizer.schedule import CycleScheduler
 from meta_optimizer.store import LedgerStore, ProposalQuery
 from qtmesh.api.metaoptimizer.v1 import meta_optimizer_pb2 as pb
@@ -30,6 +31,7 @@ from qtmesh.base.convert import enum_from_proto, optional_time_from_proto
 from qtmesh.base.errors import InvalidArgument, ResourceExhausted, Unavailable
 from qtmesh.runtime.agent_service import agent_service
 from qtmesh.runtime.app import App, Built, Context, Uses
+from qtmesh.runtime.metrics import Metrics
 from qtmesh.runtime.server import Service
 
 # Stored events read per query while a subscriber catches up.
@@ -177,6 +179,29 @@ def wall_clock() -> int:
     return time.time_ns()
 
 
+def verification_metrics(metrics: Metrics) -> Callable[[Verification], None]:
+    """Counts each verification of the ledger's hash chain, ``ok`` or ``failed``."""
+    verifications = metrics.counter(
+        "qtmesh_ledger_verifications_total",
+        "Verifications of the proposal ledger's hash chain, by result",
+        ["result"],
+    )
+    ok, failed = verifications.labels("ok"), verifications.labels("failed")
+    return lambda verification: (ok if verification.intact else failed).inc()
+
+
+def rejection_metrics(metrics: Metrics) -> Refused:
+    """Counts each report an optimization cycle rejects, by reason."""
+    rejected = metrics.counter(
+        "qtmesh_reports_rejected_total",
+        "Reports an optimization cycle read and rejected, by reason",
+        ["reason"],
+    )
+    for reason in ("tampered", "undecryptable", "duplicate"):
+        rejected.labels(reason)
+    return lambda reason: rejected.labels(reason).inc()
+
+
 def uses(config: MetaOptimizerConfig) -> list[Uses]:
     """Alpha-reporting's client, and the federation's plan stream when ``follow_plans``: followed,
     not a start-order dependency (the federation starts after the meta optimizer, whose
@@ -205,6 +230,8 @@ def app(*, clock: Clock = wall_clock, observe: Observer | None = None) -> App[Me
             settings=config.audit,
             clock=clock,
             queue_size=config.watch_queue_events,
+            verified=verification_metrics(ctx.metrics),
+            rejected=rejection_metrics(ctx.metrics),
         )
 
         tasks: list[asyncio.Task[None]] = []

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import grpc
+from opentelemetry import trace
 
 from qtmesh.runtime.app import App
 from qtmesh.runtime.channels import ChannelConfig, open_channel
@@ -39,13 +40,16 @@ async def serving(
     server_config: ServerConfig | None = None,
     channel_config: ChannelConfig | None = None,
     on_drain: Any = None,
+    tracer_provider: trace.TracerProvider | None = None,
 ) -> AsyncIterator[Running]:
-    """Serves ``services`` on 127.0.0.1, port 0, with a client channel to it; stops on exit."""
+    """Serves ``services`` on 127.0.0.1, port 0, with a client channel to it; stops on exit.
+    With ``tracer_provider`` the server traces its calls."""
     server = MeshServer(
         name=name,
         services=services,
         config=server_config or ServerConfig(port=0, grace_seconds=1.0),
         on_drain=on_drain,
+        tracer_provider=tracer_provider,
     )
     address = await server.start()
     channel = open_channel(address, channel_config)
@@ -63,13 +67,16 @@ async def serving_app(
     *,
     server_config: ServerConfig | None = None,
     channel_config: ChannelConfig | None = None,
+    tracer_provider: trace.TracerProvider | None = None,
 ) -> AsyncIterator[Running]:
-    """Builds ``app`` (default config unless given) and serves it like :func:`serving`."""
+    """Builds ``app`` (default config unless given) and serves it like :func:`serving`, traced
+    with ``tracer_provider`` if given (an in-memory exporter's, say)."""
     channels = channel_config or ChannelConfig()
     server = await app.create_server(
         config if config is not None else app.config_type(),
         server_config=server_config or ServerConfig(port=0, grace_seconds=1.0),
         channel_config=channels,
+        tracer_provider=tracer_provider,
     )
     address = await server.start()
     channel = open_channel(address, channels)

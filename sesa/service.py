@@ -48,6 +48,7 @@ from qtmesh.base.hub import replay_then_follow
 from qtmesh.base.storage import create_engine
 from qtmesh.runtime.agent_service import agent_service
 from qtmesh.runtime.app import App, Built, Context, Uses
+from qtmesh.runtime.metrics import Metrics
 from qtmesh.runtime.server import Service
 from sesa import _convert as convert
 from sesa.agent import (
@@ -84,6 +85,23 @@ HISTORY_PAGE = 200  # events read from the store at a time when a subscriber res
 _log = structlog.get_logger("sesa")
 
 
+class _Figures:
+    """SESA's own metrics: every evolution's generations and evaluations, and those running."""
+
+    def __init__(self, metrics: Metrics) -> None:
+        self.generations = metrics.counter(
+            "qtmesh_evolution_generations_total",
+            "Generations completed by evolutions (Evolve and RUN_EVOLUTION; generation 0 "
+            "evaluates the seeds)",
+        )
+        self.evaluations = metrics.counter(
+            "qtmesh_evaluations_total",
+            "Strategies evaluated, by evolutions and by Evaluate (one per distinct genome "
+            "backtested or simulated)",
+        )
+        self.running = metrics.gauge("qtmesh_evolutions_running", "Evolutions running now")
+
+
 @dataclasses.dataclass(frozen=True, kw_only=True)
 class _Run:
     """One evolution to run and publish: everything it needs once validated."""
@@ -117,8 +135,10 @@ class SesaServicer(pb_grpc.SesaServiceServicer):
         policy: Policy | None = None,
         memory: EvolutionMemory | None = None,
         world_model: Simulator | None = None,
+        metrics: Metrics | None = None,
     ):
         self._config = config
+        self._figures = _Figures(metrics or Metrics())
         self._world_model = world_model
         self._memory = memory
         self.events = events
@@ -245,9 +265,11 @@ class SesaServicer(pb_grpc.SesaServiceServicer):
         if request.trials < 0:
             raise InvalidArgument("trials", "must not be negative")
         trials = TrialLog(prior=max(request.trials - len({g.id for g in genomes}), 0))
+        prior = trials.count
         evaluations = await run_cancellable(
             lambda token: evaluator.evaluate(genomes, data, trials=trials, token=token)
         )
+        self._figures.evaluations.inc(trials.count - prior)
         selection = SelectionConfig()
         return pb.EvaluateResponse(
             evaluations=[convert.evaluation_to_proto(e, judge(e, selection)) for e in evaluations]
@@ -580,6 +602,19 @@ class SesaServicer(pb_grpc.SesaServiceServicer):
     async def _evolving(
         self, run: _Run
     ) -> AsyncGenerator[GenerationStats | FinishedEvolution, None]:
+        """:meth:`_published`, counted as running until it ends."""
+        running = self._figures.running
+        running.inc()
+        try:
+            async with contextlib.aclosing(self._published(run)) as events:
+                async for event in events:
+                    yield event
+        finally:
+            running.dec()
+
+    async def _published(
+        self, run: _Run
+    ) -> AsyncGenerator[GenerationStats | FinishedEvolution, None]:
         """Runs ``run``, yielding each generation's stats, then the finished evolution, and
         publishes its start, every generation and its end (finished, failed or cancelled)."""
         data, config, evolution = run.data, run.config, run.evolution
@@ -605,20 +640,32 @@ class SesaServicer(pb_grpc.SesaServiceServicer):
         start = (await self._publish(run.name, STARTED, 0, started=started)).sequence
         result: EvolutionResult | None = None
         book: ShadowBook | None = None
+        figures, trials = self._figures, evolution.trials.count
+
+        def completed(stats: GenerationStats) -> GenerationStats:
+            """Counts a generation done and the genomes it evaluated (the trials it added)."""
+            nonlocal trials
+            figures.generations.inc()
+            figures.evaluations.inc(stats.trials - trials)
+            trials = stats.trials
+            return stats
+
         try:
             # Bootstrapping the paths is heavy work too: off the event loop and cancellable.
-            stats = await run_cancellable(
-                lambda token: evolution.start(
-                    run.seeds,
-                    data,
-                    paths=self._scenarios(data, config, run.seed, token, drawn),
-                    token=token,
+            stats = completed(
+                await run_cancellable(
+                    lambda token: evolution.start(
+                        run.seeds,
+                        data,
+                        paths=self._scenarios(data, config, run.seed, token, drawn),
+                        token=token,
+                    )
                 )
             )
             await self._publish(run.name, GENERATION, start, generation=stats)
             yield stats
             while not evolution.finished:
-                stats = await run_cancellable(evolution.step)
+                stats = completed(await run_cancellable(evolution.step))
                 await self._publish(run.name, GENERATION, start, generation=stats)
                 yield stats
             # Judging the archive and its PBO are heavy for large runs: off the event loop.
@@ -841,6 +888,7 @@ async def build(ctx: Context[SesaConfig]) -> Built:
         world_model=(
             ctx.client("world-model", WorldModelClient) if config.world_model_scenarios else None
         ),
+        metrics=ctx.metrics,
     )
 
     async def close() -> None:

@@ -71,7 +71,8 @@ class RiskOfficer(Officer[RiskPolicy]):
 
     @property
     def halts(self) -> tuple[Halt, ...]:
-        """The fleet's halts as last read."""
+        """The fleet's halts as last read (only reads what the last refresh left: safe from any
+        thread)."""
         history = self._sampler.history
         return fleet_halts(history.current) if history is not None else ()
 

@@ -87,6 +87,12 @@ async def build(ctx: Context[RiskConfig]) -> Built:
         fleet=ctx.client("market", AgentClient),
     )
     await officer.start()
+    ctx.metrics.read(
+        "qtmesh_trading_halted",
+        "1 while the fleet's kill switch holds on the portfolio or a sector, as the risk "
+        "officer last read the fleet; 0 otherwise",
+        lambda: float(bool(officer.halts)),
+    )
 
     async def close() -> None:
         await officer.close()

@@ -64,14 +64,22 @@ def _applied(change: FleetChange) -> ExecutionResult:
 
 class FleetEngine:
     def __init__(
-        self, *, replay: Replay, state: FleetState, store: FleetStore, clock: Clock
+        self,
+        *,
+        replay: Replay,
+        state: FleetState,
+        store: FleetStore,
+        clock: Clock,
+        on_run: Callable[[FleetRun], None] | None = None,
     ) -> None:
+        """``on_run`` is told each new run of the fleet at the clock, once it is computed."""
         self.replay = replay
         self.store = store
         self._state = state
         self._fingerprint = state.setup.fingerprint()
         self._clock = clock
         self._backtester = Backtester(state.setup)
+        self._on_run = on_run
         self._run: FleetRun | None = None
         self._run_key: tuple[int, int] | None = None
         # The static fleet of the last run asked for (by its position and clock).
@@ -84,13 +92,25 @@ class FleetEngine:
 
     @classmethod
     async def open(
-        cls, *, replay: Replay, setup: FleetSetup, store: FleetStore, clock: Clock
+        cls,
+        *,
+        replay: Replay,
+        setup: FleetSetup,
+        store: FleetStore,
+        clock: Clock,
+        on_run: Callable[[FleetRun], None] | None = None,
     ) -> FleetEngine:
         """The engine of ``setup``'s deployment, with the changes stored for it."""
         changes = await store.run(
             store.open_deployment, setup.fingerprint(), setup.deployment_time, clock()
         )
-        return cls(replay=replay, state=FleetState(setup, tuple(changes)), store=store, clock=clock)
+        return cls(
+            replay=replay,
+            state=FleetState(setup, tuple(changes)),
+            store=store,
+            clock=clock,
+            on_run=on_run,
+        )
 
     @property
     def state(self) -> FleetState:
@@ -173,8 +193,7 @@ class FleetEngine:
                 # Actions executed at the clock reach no bar yet: no backtest to run again.
                 again = restated(self._run, state)
                 if again is not None:
-                    self._run, self._run_key = again, key
-                    return again
+                    return self._ran(again, key)
             clock, position = self.replay.clock_time, self.replay.position
             series = self._series(state.setup)
 
@@ -188,9 +207,13 @@ class FleetEngine:
                     token=token,
                 )
 
-            self._run = await run_cancellable(work)
-            self._run_key = key
-            return self._run
+            return self._ran(await run_cancellable(work), key)
+
+    def _ran(self, run: FleetRun, key: tuple[int, int]) -> FleetRun:
+        self._run, self._run_key = run, key
+        if self._on_run is not None:
+            self._on_run(run)
+        return run
 
     def _series(self, setup: FleetSetup) -> dict[str, BarSeries]:
         """Every bar loaded of the fleet's symbols, the clock's future included: each symbol is

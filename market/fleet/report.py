@@ -31,6 +31,18 @@ class SectorBook:
 
 
 @dataclasses.dataclass(frozen=True)
+class SectorMark:
+    """A sector at the clock. ``equity``: its part of the fleet's equity, its nominal allocation
+    from the clock on times the fleet's equity (a halted sector keeps its allocation for the
+    resume). ``drawdown``: how far its compounded returns since the deployment stand below their
+    running peak, a fraction 0..1 (the convention of :attr:`SectorBook.max_drawdown`)."""
+
+    sector: str
+    equity: float
+    drawdown: float
+
+
+@dataclasses.dataclass(frozen=True)
 class StageRecord:
     """A strategy's own record since it entered its stage: for a shadow, its paper record.
     Returns are per bar while it trades; Sharpe is annualised; the deflated Sharpe ratio counts

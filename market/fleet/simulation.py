@@ -22,6 +22,7 @@ from market.fleet.report import (
     FleetReport,
     MissionBook,
     SectorBook,
+    SectorMark,
     StageRecord,
     StrategyBook,
     Trade,
@@ -243,6 +244,23 @@ class FleetRun:
             halted=halted,
             scale=scale,
             curve=self._curve(i0, i1, curve_points, static or self),
+        )
+
+    def sector_marks(self) -> tuple[SectorMark, ...]:
+        """Each sector's equity and drawdown at the clock (:class:`SectorMark`), in the
+        setup's order of sectors."""
+        equity = float(self.equity[-1])
+        allocations = self.state.allocations
+        # The compounded returns from 1 at the deployment: its peak is at least 1.
+        path = np.cumprod(1 + self.sector_returns, axis=1)
+        if self.times.size:
+            peak = np.maximum(path.max(axis=1), 1.0)
+            drawdowns = np.clip(1 - path[:, -1] / peak, 0.0, 1.0)
+        else:
+            drawdowns = np.zeros(len(self.setup.sectors))
+        return tuple(
+            SectorMark(sector, allocations[sector] * equity, float(drawdown))
+            for sector, drawdown in zip(self.setup.sectors, drawdowns, strict=True)
         )
 
     def _curve(self, i0: int, i1: int, points: int, static: FleetRun) -> tuple[EquitySample, ...]:

@@ -49,6 +49,10 @@ class Subscription(Generic[T]):
     def ended(self) -> bool:
         return self.overflowed or self.closed
 
+    def __len__(self) -> int:
+        """Events queued, not yet taken."""
+        return len(self._events)
+
     def offer(self, event: T) -> bool:
         """Queues ``event``; False (and the subscription ends) when the queue is full."""
         if self.ended:
@@ -118,6 +122,11 @@ class Hub(Generic[T]):
 
     def __len__(self) -> int:
         return len(self._subscriptions)
+
+    def backlog(self) -> int:
+        """Events queued for the subscriber furthest behind (0 with none). Safe to call from
+        another thread: the set is copied in one step under the GIL."""
+        return max(map(len, tuple(self._subscriptions)), default=0)
 
 
 class Sequenced(Protocol):

@@ -22,9 +22,12 @@ from typing import Any, Generic, TypeVar
 
 import grpc
 import structlog
+from opentelemetry import trace
 
 from qtmesh.base import config as configuration
+from qtmesh.runtime import tracing
 from qtmesh.runtime.channels import ChannelConfig, open_channel
+from qtmesh.runtime.metrics import Metrics
 from qtmesh.runtime.server import MeshServer, ServerConfig, Service
 
 C = TypeVar("C")
@@ -67,9 +70,11 @@ class Built:
 
 
 class Context(Generic[C]):
-    """What ``build`` receives: the validated config, the clients the App declared, and the
-    server's own settings (``server``: its TLS files serve whatever else the service listens
-    on, such as the console's web port)."""
+    """What ``build`` receives: the validated config, the clients the App declared, the server's
+    own settings (``server``: its TLS files serve whatever else the service listens on, such as
+    the console's web port), the service's ``metrics`` registry for its own figures, and its
+    ``tracer`` for spans of work it starts itself. The clients' calls are recorded in
+    ``metrics`` and traced with ``tracer_provider``."""
 
     def __init__(
         self,
@@ -77,10 +82,17 @@ class Context(Generic[C]):
         channels: ChannelConfig,
         uses: Sequence[Uses],
         server: ServerConfig | None = None,
+        *,
+        metrics: Metrics | None = None,
+        tracer_provider: trace.TracerProvider | None = None,
+        name: str = "qtmesh",
     ) -> None:
         self.config = config
         self.channels = channels
         self.server = server or ServerConfig()
+        self.metrics = metrics or Metrics()
+        self.tracer_provider = tracer_provider
+        self.tracer = tracing.tracer_of(tracer_provider, name)
         self._opened: list[tuple[Uses, grpc.aio.Channel, object]] = []
         self._taken: set[int] = set()
         for use in uses:
@@ -89,7 +101,13 @@ class Context(Generic[C]):
                 if use.retry_unavailable
                 else dataclasses.replace(channels, retry_unavailable=False)
             )
-            channel = open_channel(channels.address_of(use.service), options, timeout=use.timeout)
+            channel = open_channel(
+                channels.address_of(use.service),
+                options,
+                timeout=use.timeout,
+                metrics=self.metrics.client,
+                tracer_provider=tracer_provider,
+            )
             self._opened.append((use, channel, use.client(channel)))
 
     def client(self, service: str, kind: type[T]) -> T:
@@ -179,14 +197,35 @@ class App(Generic[C]):
         server_config: ServerConfig,
         channel_config: ChannelConfig,
         default_port: int = 0,
+        tracer_provider: trace.TracerProvider | None = None,
     ) -> MeshServer:
         """Opens the declared clients, builds the servicers and wraps them in a MeshServer (not
-        started yet). The channels close when the server stops, or now if the build fails."""
-        context = Context(config, channel_config, self.clients(config), server_config)
+        started yet). The channels close when the server stops, or now if the build fails.
+
+        The server traces with ``tracer_provider`` if given (the caller keeps it), else with one
+        exporting to the server config's ``otlp_endpoint`` if set (stopped with the server)."""
+        owned = None
+        if tracer_provider is None and server_config.otlp_endpoint is not None:
+            tracer_provider = owned = tracing.otlp_tracer_provider(
+                service=self.name,
+                endpoint=server_config.otlp_endpoint,
+                sample_ratio=server_config.trace_sample_ratio,
+            )
+        metrics = Metrics()
+        context = Context(
+            config,
+            channel_config,
+            self.clients(config),
+            server_config,
+            metrics=metrics,
+            tracer_provider=tracer_provider,
+            name=self.name,
+        )
         try:
             built = await self.build(context)
         except BaseException:
             await context.close()
+            tracing.shutdown(owned)
             raise
 
         async def close() -> None:
@@ -195,6 +234,7 @@ class App(Generic[C]):
                     await built.close()
             finally:
                 await context.close()
+                await asyncio.to_thread(tracing.shutdown, owned)
 
         try:
             context.check_all_taken(self.name)
@@ -211,4 +251,6 @@ class App(Generic[C]):
             on_stop=close,
             max_request_bytes=self.max_request_bytes,
             endpoints=built.endpoints,
+            metrics=metrics,
+            tracer_provider=tracer_provider,
         )

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import dataclasses
 import importlib
+from collections.abc import Collection, Mapping
 from typing import Any
 
 from qtmesh.base.config import UnknownName
@@ -68,3 +69,31 @@ def start_layers(selected: list[str]) -> list[list[Entry]]:
         layers.append([entries[n] for n in ready])
         started |= set(ready)
     return layers
+
+
+def dependency_cycle(depends: Mapping[str, Collection[str]]) -> list[str]:
+    """A cycle of ``depends`` (service: the services it depends on) as a path that ends where it
+    starts (``["a", "b", "a"]``), or ``[]`` when there is none. Services not among the keys
+    have not said yet what they depend on and close no cycle."""
+    done: set[str] = set()
+    path: list[str] = []
+
+    def visit(name: str) -> list[str]:
+        if name in path:
+            return [*path[path.index(name) :], name]
+        if name in done or name not in depends:
+            return []
+        path.append(name)
+        for other in sorted(depends[name]):
+            cycle = visit(other)
+            if cycle:
+                return cycle
+        path.pop()
+        done.add(name)
+        return []
+
+    for name in sorted(depends):
+        cycle = visit(name)
+        if cycle:
+            return cycle
+    return []

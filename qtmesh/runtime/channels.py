@@ -1,6 +1,7 @@
 """Client channels to mesh services: addresses, TLS/mTLS, tokens, deadlines, limits, retries,
 balancing. Every channel carries the mesh's client interceptors (request ids, tokens, default
-deadlines: :func:`qtmesh.runtime.interceptors.client_interceptors`)."""
+deadlines, and, in a service, its client-side metrics and trace context:
+:func:`qtmesh.runtime.interceptors.client_interceptors`)."""
 
 from __future__ import annotations
 
@@ -12,9 +13,11 @@ from pathlib import Path
 from typing import Any
 
 import grpc
+from opentelemetry import trace
 
 from qtmesh.base.config import Secret, UnknownName, require, setting
 from qtmesh.runtime.interceptors import client_interceptors
+from qtmesh.runtime.metrics import RpcMetrics
 from qtmesh.runtime.security import channel_credentials
 
 CLIENT_ENV_PREFIX = "QTMESH_CLIENT_"
@@ -136,15 +139,23 @@ class ChannelConfig:
 
 
 def open_channel(
-    address: str, config: ChannelConfig | None = None, *, timeout: float | None = None
+    address: str,
+    config: ChannelConfig | None = None,
+    *,
+    timeout: float | None = None,
+    metrics: RpcMetrics | None = None,
+    tracer_provider: trace.TracerProvider | None = None,
 ) -> grpc.aio.Channel:
     """An aio channel to ``address`` with the mesh's credentials, limits, retry policy and client
     interceptors. ``timeout`` is the deadline, in seconds, of its calls with one response that
-    set none (unset: the config's ``call_timeout_seconds``)."""
+    set none (unset: the config's ``call_timeout_seconds``). ``metrics`` records its calls;
+    with ``tracer_provider`` each call is a span and carries the trace context on."""
     config = config or ChannelConfig()
     interceptors = client_interceptors(
         timeout=config.call_timeout_seconds if timeout is None else timeout,
         token=config.auth_token,
+        metrics=metrics,
+        tracer_provider=tracer_provider,
     )
     if config.tls_ca_file is not None:
         credentials = channel_credentials(

@@ -1,4 +1,5 @@
-"""One way to build, serve and stop every server: health, reflection, interceptors, limits, TLS.
+"""One way to build, serve and stop every server: health, reflection, interceptors, limits, TLS,
+metrics (:mod:`qtmesh.runtime.metrics`) and traces (:mod:`qtmesh.runtime.tracing`).
 
 A :class:`MeshServer` hosts one or more gRPC services. ``stop`` is the shutdown sequence of
 docs/operations.md: health goes NOT_SERVING for every service, an optional drain period lets load
@@ -20,9 +21,12 @@ import structlog
 from google.protobuf.descriptor import ServiceDescriptor
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
+from opentelemetry import trace
 
 from qtmesh.base.config import ConfigError, Secret, require, setting
+from qtmesh.runtime import tracing
 from qtmesh.runtime.interceptors import ServerInterceptor
+from qtmesh.runtime.metrics import Metrics
 from qtmesh.runtime.security import TokenAuthenticator, parse_tokens, server_credentials
 from qtmesh.runtime.telemetry import LOG_FORMATS, LOG_LEVELS, LogFormat
 
@@ -74,6 +78,24 @@ class ServerConfig:
         "auto", help="auto (console on a terminal, else json), json, console"
     )
     log_level: str = setting("info", help="debug, info, warning or error")
+    log_sample_ratio: float = setting(
+        1.0,
+        help="share of successful calls logged at info level, drawn from the request id so a "
+        "request is logged at every hop or at none (failed calls are always logged)",
+    )
+    metrics_port: int | None = setting(
+        None,
+        help="serve Prometheus metrics (GET /metrics, plain HTTP) on this port of host; "
+        "0 picks a free one; unset: no metrics endpoint",
+    )
+    otlp_endpoint: str | None = setting(
+        None,
+        help="export traces to this OpenTelemetry collector (OTLP over gRPC, e.g. "
+        "http://otel-collector:4317); unset: no traces are exported",
+    )
+    trace_sample_ratio: float = setting(
+        1.0, help="share of the traces this server starts that are recorded (callers decide theirs)"
+    )
 
     def __post_init__(self) -> None:
         require(self.port is None or 0 <= self.port <= 65535, "port", "must be in 0..65535")
@@ -115,6 +137,24 @@ class ServerConfig:
         )
         require(self.log_format in LOG_FORMATS, "log_format", f"must be one of {LOG_FORMATS}")
         require(self.log_level in LOG_LEVELS, "log_level", f"must be one of {LOG_LEVELS}")
+        for name in ("log_sample_ratio", "trace_sample_ratio"):
+            require(0.0 <= getattr(self, name) <= 1.0, name, "must be in 0..1")
+        require(
+            self.metrics_port is None or 0 <= self.metrics_port <= 65535,
+            "metrics_port",
+            "must be in 0..65535",
+        )
+        require(
+            self.metrics_port in (None, 0)
+            or self.metrics_port not in (self.port, self.health_port),
+            "metrics_port",
+            "must differ from port and health_port",
+        )
+        require(
+            self.otlp_endpoint is None or "://" in self.otlp_endpoint,
+            "otlp_endpoint",
+            "must be a URL such as http://otel-collector:4317 (https:// for TLS)",
+        )
 
     @property
     def tls(self) -> bool:
@@ -167,7 +207,9 @@ class Service:
 
 
 class MeshServer:
-    """A grpc.aio server with the mesh's health, reflection, interceptors and shutdown sequence."""
+    """A grpc.aio server with the mesh's health, reflection, interceptors, metrics and shutdown
+    sequence. ``metrics`` is the service's registry (one of its own unless given: an App shares
+    it with its build); ``tracer_provider``, when given, traces every call but health checks."""
 
     def __init__(
         self,
@@ -180,8 +222,12 @@ class MeshServer:
         on_stop: Callable[[], Awaitable[None]] | None = None,
         max_request_bytes: int | None = None,
         endpoints: Mapping[str, str] | None = None,
+        metrics: Metrics | None = None,
+        tracer_provider: trace.TracerProvider | None = None,
     ) -> None:
         self.name = name
+        self.metrics = metrics or Metrics()
+        self.tracer_provider = tracer_provider
         # What else the service listens on (App's Built.endpoints), by name.
         self.endpoints: dict[str, str] = dict(endpoints or {})
         self.config = config
@@ -209,10 +255,20 @@ class MeshServer:
                 parse_tokens(self.config.auth_tokens, setting="auth_tokens"),
                 bound_to_certificates=self.config.bind_tokens_to_certificates,
             )
+        interceptors: list[grpc.aio.ServerInterceptor] = []
+        if self.tracer_provider is not None:
+            interceptors.append(tracing.server_interceptor(self.tracer_provider))
+        interceptors.append(
+            ServerInterceptor(
+                domain=f"{self.name}.qtmesh",
+                authenticator=authenticator,
+                metrics=self.metrics.server,
+                log_sample_ratio=self.config.log_sample_ratio,
+                traced=self.tracer_provider is not None,
+            )
+        )
         server = grpc.aio.server(
-            interceptors=[
-                ServerInterceptor(domain=f"{self.name}.qtmesh", authenticator=authenticator)
-            ],
+            interceptors=interceptors,
             options=self.config.grpc_options(max_request_bytes=self._max_request_bytes),
         )
         for service in self._services:
@@ -237,13 +293,16 @@ class MeshServer:
         await server.start()
         self._server = server
         self.address = f"{self.config.host}:{port}"
-        if self.config.health_port is not None:
-            try:
+        try:
+            if self.config.health_port is not None:
                 self._health_server, self.health_address = await self._start_health_server()
-            except ConfigError:
-                await server.stop(None)
-                self._server = None
-                raise
+            if self.config.metrics_port is not None:
+                self.endpoints["metrics"] = self.metrics.serve(
+                    self.config.host, self.config.metrics_port
+                )
+        except ConfigError:
+            await self._stop_listening(None)
+            raise
         for name in ("", *self.service_names):
             await self.health.set(name, health_pb2.HealthCheckResponse.SERVING)
         _log.info(
@@ -252,6 +311,7 @@ class MeshServer:
             address=self.address,
             tls=self.config.tls,
             health_address=self.health_address or None,
+            metrics_address=self.endpoints.get("metrics"),
         )
         return self.address
 
@@ -285,13 +345,17 @@ class MeshServer:
             self._on_drain()
         if self.config.drain_seconds > 0:
             await asyncio.sleep(self.config.drain_seconds)
-        stops = [self._server.stop(grace)]
-        if self._health_server is not None:
-            stops.append(self._health_server.stop(grace))
-        await asyncio.gather(*stops)
+        await self._stop_listening(grace)
         if self._on_stop is not None:
             await self._on_stop()
         _log.info("stopped", server=self.name)
+
+    async def _stop_listening(self, grace: float | None) -> None:
+        stops = [server.stop(grace) for server in (self._server, self._health_server) if server]
+        await asyncio.gather(*stops)
+        # Scrapes are answered through the drain and the grace period, to the last call.
+        await asyncio.to_thread(self.metrics.close)
+        self._server = self._health_server = None
 
     async def wait_for_termination(self) -> None:
         if self._server is not None:

@@ -6,10 +6,12 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import sqlite3
 from pathlib import Path
 
 import grpc
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 from structlog.testing import capture_logs
 
 from alpha_reporting import _convert as convert
@@ -24,7 +26,7 @@ from market.service import APP as MARKET
 from qtmesh.api.alpha.v1 import alpha_reporting_pb2 as pb
 from qtmesh.api.alpha.v1 import alpha_reporting_pb2_grpc as pb_grpc
 from qtmesh.base.config import Secret
-from qtmesh.base.errors import AlreadyExists, InvalidArgument, NotFound
+from qtmesh.base.errors import AlreadyExists, FailedPrecondition, InvalidArgument, NotFound
 from qtmesh.runtime.channels import ChannelConfig
 from qtmesh.runtime.server import ServerConfig
 from qtmesh.runtime.status import error_info
@@ -291,3 +293,71 @@ async def test_keys_never_reach_the_logs(tmp_path):
     assert "report keyring loaded" in text
     assert KEY not in text
     assert base64.b64encode(b"k" * 32).decode() not in text
+
+
+def refusals(running) -> dict[str, float]:
+    """``qtmesh_reports_rejected_total`` of the server, by reason."""
+    families = text_string_to_metric_families(running.server.metrics.text())
+    (family,) = [f for f in families if f.name == "qtmesh_reports_rejected"]
+    return {s.labels["reason"]: s.value for s in family.samples if s.name.endswith("_total")}
+
+
+async def test_each_refused_report_is_counted_by_its_reason(tmp_path):
+    config = alpha_config(tmp_path, watch_market=False)
+    async with serving_app(ALPHA, config) as alpha:
+        client = AlphaReportingClient(alpha.channel)
+        counted = refusals(alpha)
+        assert set(counted) >= {"invalid_field", "duplicate", "tampered", "undecryptable"}
+        assert set(counted.values()) == {0}
+        stored = await client.submit(report())
+        assert await client.submit(report()) == stored  # the same report again is no refusal
+        with pytest.raises(InvalidArgument):
+            await client.submit(report(roi=float("nan")))
+        with pytest.raises(AlreadyExists):
+            await client.submit(report(roi=0.02))
+        await client.submit(
+            SectorReport(**{**report(date="2026-02-05").__dict__, "report_id": "x7"})
+        )
+        with pytest.raises(AlreadyExists):
+            await client.submit(
+                SectorReport(**{**report(date="2026-02-06").__dict__, "report_id": "x7"})
+            )
+        assert refusals(alpha) == {
+            **counted,
+            "invalid_field": 1,
+            "duplicate": 1,
+            "id_taken": 1,
+        }
+        # The stored report altered: the same report again cannot be matched with it.
+        with sqlite3.connect(tmp_path / "alpha.db") as db:
+            db.execute(
+                "UPDATE alpha_reports SET ciphertext = ? WHERE report_id = ?",
+                (bytes([stored.ciphertext[0] ^ 1]) + stored.ciphertext[1:], stored.report_id),
+            )
+        with pytest.raises(AlreadyExists):
+            await client.submit(report())
+        assert refusals(alpha)["tampered"] == 1
+    # Sealed under a key no longer in the keyring.
+    other = Secret(f"k2:{base64.b64encode(b'k' * 32).decode()}")
+    async with serving_app(ALPHA, alpha_config(tmp_path, watch_market=False, keyring=other)) as a:
+        with pytest.raises(AlreadyExists):
+            await AlphaReportingClient(a.channel).submit(
+                SectorReport(**{**report(date="2026-02-05").__dict__, "report_id": "x7"})
+            )
+        assert refusals(a) == {**dict.fromkeys(counted, 0.0), "undecryptable": 1}
+
+
+async def test_reports_of_unknown_sectors_or_open_days_are_counted_by_their_reason(tmp_path):
+    async with mesh(tmp_path) as (market, alpha):
+        client, prices = AlphaReportingClient(alpha.channel), MarketClient(market.channel)
+        await prices.advance(DAY + 1)
+        await watch_until(client, 4)  # the reporter knows the sectors and the clock
+        today = date_of((await prices.fleet()).clock_time).isoformat()
+        with pytest.raises(InvalidArgument):
+            await client.submit(report("Metals"))
+        with pytest.raises(FailedPrecondition):
+            await client.submit(report(date=today))
+        counted = refusals(alpha)
+        assert (counted["unknown_sector"], counted["incomplete_day"]) == (1, 1)
+        # The fleet's own reports were stored, none refused.
+        assert sum(counted.values()) == 2

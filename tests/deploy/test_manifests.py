@@ -2,7 +2,10 @@
 with `kubectl kustomize`, validated strictly against the Kubernetes API schemas and checked for
 the mesh's invariants: every service deployed once with the one image and command, gRPC probes
 on numeric ports, the restricted Pod Security settings, writable paths on volumes, the shutdown
-arithmetic, headless Services, and network policies that allow exactly the calls the code makes.
+arithmetic, headless Services, a metrics port on every server, and network policies that allow
+exactly the calls the code makes and the metrics scrape. Custom resources (the Prometheus
+operator's, in prod) are validated against their CRDs' schemas instead
+(tests/helpers/deploy_schemas.py); tests/deploy/test_monitoring.py checks what they say.
 
 The overlay tests need kubectl (any version with kustomize built in) and are skipped, saying so,
 where it is missing; the image tests need nothing but the files.
@@ -28,7 +31,6 @@ from typing import Any
 
 import kubernetes_validate
 import pytest
-import yaml
 
 from federation.config import FederationConfig
 from qtmesh.base import config as configuration
@@ -36,18 +38,13 @@ from qtmesh.runtime import catalog
 from qtmesh.runtime.channels import CLIENT_ENV_PREFIX, DEFAULT_PORTS, ChannelConfig
 from qtmesh.runtime.server import ENV_PREFIX, ServerConfig
 from qtmesh.testing import make_certificates
+from tests.helpers import deploy_schemas
+from tests.helpers.deploy import METRICS_PORT, OVERLAYS, ROOT, Overlay, built
 
-ROOT = Path(__file__).resolve().parents[2]
 DOCKERFILE = ROOT / "deploy" / "docker" / "Dockerfile"
 WARM_SCRIPT = ROOT / "deploy" / "docker" / "warm_numba_cache.py"
-OVERLAYS = ("dev", "prod")
 # The newest Kubernetes the pinned kubernetes-validate (pyproject.toml) ships schemas for.
 KUBERNETES_VERSION = "1.37.0"
-KUBECTL = shutil.which("kubectl")
-KUBECTL_MISSING = (
-    "kubectl is not installed: the Kubernetes overlays were not built, validated or checked "
-    "(install kubectl, which has kustomize built in, to run these tests)"
-)
 
 # The Dockerfile's runtime user; the pods run as the same ids.
 USER_ID = GROUP_ID = 10001
@@ -55,6 +52,9 @@ USER_ID = GROUP_ID = 10001
 REPLICATED = {"sesa", "world-model", "memory", "console"}
 # Ports a service serves beside gRPC (the console's web pages and API), by name.
 WEB_PORTS = {"console": 8090}
+# Every server's Prometheus endpoint (METRICS_PORT) is the container and Service port named
+# "metrics"; only pods labelled as the scraper reach it (network-policies.yaml).
+METRICS_SCRAPER = {"matchLabels": {"qtmesh.io/metrics-scraper": "true"}}
 # Stores kept per replica on the pod's own disk by design: SESA's evolution event log has one
 # writer per log and each autoscaled replica streams its own evolutions (docs/services/sesa.md).
 PER_REPLICA_STORES = {"sesa"}
@@ -268,61 +268,6 @@ def test_warm_up_workload_compiles_every_cached_kernel():
 # ---- the overlays ----------------------------------------------------------------------------
 
 
-@dataclasses.dataclass
-class Overlay:
-    name: str
-    documents: list[dict[str, Any]]
-
-    def of_kind(self, kind: str) -> list[dict[str, Any]]:
-        return [d for d in self.documents if d["kind"] == kind]
-
-    @functools.cached_property
-    def deployments(self) -> dict[str, dict[str, Any]]:
-        found: dict[str, dict[str, Any]] = {}
-        for d in self.of_kind("Deployment"):
-            assert d["metadata"]["name"] not in found, f"{d['metadata']['name']} deployed twice"
-            found[d["metadata"]["name"]] = d
-        return found
-
-    def config_map(self, name: str) -> dict[str, str]:
-        (found,) = [c for c in self.of_kind("ConfigMap") if c["metadata"]["name"] == name]
-        return found.get("data", {})
-
-    def server(self, service: str) -> dict[str, Any]:
-        (container,) = self.deployments[service]["spec"]["template"]["spec"]["containers"]
-        assert container["name"] == "server"
-        return container
-
-    def env(self, service: str) -> dict[str, Any]:
-        """The server's environment: its ConfigMaps, then its own variables (a value, or the
-        ``valueFrom`` mapping of a variable from a Secret)."""
-        container = self.server(service)
-        env: dict[str, Any] = {}
-        for source in container.get("envFrom", []):
-            env.update(self.config_map(source["configMapRef"]["name"]))
-        for variable in container.get("env", []):
-            env[variable["name"]] = variable.get("value", variable.get("valueFrom"))
-        return env
-
-
-def built(overlay: str) -> Overlay:
-    if KUBECTL is None:
-        pytest.skip(KUBECTL_MISSING)
-    return _build(overlay)
-
-
-@functools.cache
-def _build(overlay: str) -> Overlay:
-    assert KUBECTL is not None
-    built = subprocess.run(
-        [KUBECTL, "kustomize", str(ROOT / "deploy" / "k8s" / "overlays" / overlay)],
-        capture_output=True,
-        text=True,
-        check=True,
-    )
-    return Overlay(overlay, [d for d in yaml.safe_load_all(built.stdout) if d])
-
-
 @pytest.fixture(params=OVERLAYS)
 def overlay(request: pytest.FixtureRequest) -> Overlay:
     return built(request.param)
@@ -335,11 +280,20 @@ def pods(overlay: Overlay) -> Iterator[tuple[str, dict[str, Any]]]:
 
 def test_overlay_validates_strictly_against_the_kubernetes_schemas(overlay: Overlay):
     problems = []
+    custom = []
     for document in overlay.documents:
+        if deploy_schemas.is_custom_resource(document):
+            custom.append(document)
+            continue
         try:
             kubernetes_validate.validate(document, KUBERNETES_VERSION, strict=True)
         except (kubernetes_validate.ValidationError, kubernetes_validate.SchemaNotFoundError) as e:
             problems.append(f"{document['kind']}/{document['metadata']['name']}: {e.message}")
+    # Custom resources against their CRDs' schemas, as strictly (no field the schema lacks).
+    if custom:
+        named = {f"{d['kind']}/{d['metadata']['name']}": d for d in custom}
+        checked = deploy_schemas.check((name, "kubernetes", d) for name, d in named.items())
+        problems += [f"{name}: {problem}" for name, found in checked.items() for problem in found]
     assert problems == []
 
 
@@ -376,6 +330,20 @@ def test_probes_are_grpc_on_numeric_ports(overlay: Overlay):
             assert handler == {"grpc"}, (name, probe)
             assert type(server[probe]["grpc"]["port"]) is int, (name, probe)
             assert server[probe]["grpc"]["port"] == health_port, (name, probe)
+
+
+def test_every_server_serves_metrics_on_the_metrics_port(overlay: Overlay):
+    for name in overlay.deployments:
+        server = overlay.server(name)
+        env = overlay.env(name)
+        assert env["QTMESH_METRICS_PORT"] == str(METRICS_PORT), name
+        named = [port for port in server["ports"] if port["name"] == "metrics"]
+        assert named == [{"name": "metrics", "containerPort": METRICS_PORT}], name
+        numbers = [port["containerPort"] for port in server["ports"]]
+        assert len(numbers) == len(set(numbers)), (name, numbers)
+        assert len({port["name"] for port in server["ports"]}) == len(numbers), name
+        health = env.get("QTMESH_HEALTH_PORT")
+        assert health is None or int(health) != METRICS_PORT, name
 
 
 def test_pods_meet_the_restricted_pod_security_standard(overlay: Overlay):
@@ -485,6 +453,7 @@ def test_clients_reach_every_service_through_a_headless_service(overlay: Overlay
         ports = [{"name": "grpc", "port": DEFAULT_PORTS[name], "targetPort": "grpc"}]
         if name in WEB_PORTS:
             ports.append({"name": "http", "port": WEB_PORTS[name], "targetPort": "http"})
+        ports.append({"name": "metrics", "port": METRICS_PORT, "targetPort": "metrics"})
         assert service["ports"] == ports, name
         env = overlay.env(name)
         assert env["QTMESH_HOST"] == "0.0.0.0"
@@ -550,6 +519,8 @@ def _peer(peer: dict[str, Any]) -> str:
         return "ingress"
     if peer == {"namespaceSelector": {"matchLabels": {"qtmesh.io/console-ingress": "true"}}}:
         return "console-ingress"
+    if peer == {"namespaceSelector": METRICS_SCRAPER, "podSelector": METRICS_SCRAPER}:
+        return "metrics-scraper"
     if set(peer) == {"ipBlock"}:
         return "outside"
     raise AssertionError(f"unexpected peer {peer}")
@@ -560,25 +531,38 @@ def test_network_policies_allow_exactly_the_calls_the_code_makes(overlay: Overla
     (deny,) = [p for p in policies if p["spec"]["podSelector"] == {}]
     assert deny["spec"] == {"podSelector": {}, "policyTypes": ["Ingress"]}
 
+    labels = {
+        name: d["spec"]["template"]["metadata"]["labels"] for name, d in overlay.deployments.items()
+    }
     allowed = set()
     for policy in policies:
         if policy is deny:
             continue
         spec = policy["spec"]
         assert spec["policyTypes"] == ["Ingress"]
-        (target,) = spec["podSelector"]["matchLabels"].values()
+        assert set(spec["podSelector"]) == {"matchLabels"}, policy["metadata"]["name"]
+        selected = spec["podSelector"]["matchLabels"].items()
+        targets = {name for name, pod in labels.items() if selected <= pod.items()}
+        assert targets, f"{policy['metadata']['name']} selects no pod of the mesh"
         for rule in spec["ingress"]:
             peers = {_peer(peer) for peer in rule["from"]}
-            # Browsers reach the console's web port only; every other edge is a gRPC port.
-            port = WEB_PORTS[target] if peers == {"console-ingress"} else DEFAULT_PORTS[target]
+            # The scraper reaches every metrics port, and only those; browsers the console's
+            # web port only; every other edge is one service's gRPC port.
+            if peers == {"metrics-scraper"}:
+                port = METRICS_PORT
+            else:
+                assert "metrics-scraper" not in peers
+                (target,) = targets
+                port = WEB_PORTS[target] if peers == {"console-ingress"} else DEFAULT_PORTS[target]
             assert rule["ports"] == [{"protocol": "TCP", "port": port}]
-            allowed |= {(peer, target) for peer in peers}
+            allowed |= {(peer, callee) for peer in peers for callee in targets}
 
     expected = {(caller, callee) for caller in DEFAULT_PORTS for callee in calls(caller)}
     expected |= {("federation", callee) for callee in federation_calls()}
     outside = {"subscriber", "ingress"} | ({"outside"} if overlay.name == "prod" else set())
     expected |= {(caller, "federation") for caller in outside}
     expected |= {("console-ingress", "console")}
+    expected |= {("metrics-scraper", service) for service in DEFAULT_PORTS}
     assert allowed == expected
 
 

@@ -16,6 +16,7 @@ from qtmesh.base import contract as c
 from qtmesh.base.storage import create_engine, sqlite_url
 from qtmesh.runtime.agent_service import AgentClient, agent_service
 from qtmesh.runtime.channels import ChannelConfig
+from qtmesh.runtime.server import ServerConfig
 from qtmesh.testing import Running, serving, serving_app
 
 MARKET = 1_800_000_000 * 10**9  # a market clock far from the wall clock: 2027-01-15T08:00:00Z
@@ -151,16 +152,24 @@ async def mesh(
     *,
     dead: tuple[str, ...] = (),
     killed: tuple[FakeAgent, ...] = (),
+    tracer_provider=None,
+    server_config: ServerConfig | None = None,
     **config,
 ):
     """Serves each fake agent, then a federation asking them all; ``dead`` names point where
-    nothing ever listened, ``killed`` agents are served, then stopped once the federation runs."""
+    nothing ever listened, ``killed`` agents are served, then stopped once the federation runs.
+    Every server traces with ``tracer_provider`` if given; the federation's has
+    ``server_config`` if given."""
     async with contextlib.AsyncExitStack() as stack:
         addresses = {}
         servers = {}
         for agent in (*agents, *killed):
             running = await stack.enter_async_context(
-                serving([agent_service(agent, executes=list(c.ActionType))], name=agent.name)
+                serving(
+                    [agent_service(agent, executes=list(c.ActionType))],
+                    name=agent.name,
+                    tracer_provider=tracer_provider,
+                )
             )
             addresses[agent.name] = running.address
             servers[agent.name] = running.server
@@ -177,7 +186,13 @@ async def mesh(
         }
         channels = ChannelConfig(addresses={**addresses, "market": "127.0.0.1:1"})
         running = await stack.enter_async_context(
-            serving_app(APP, FederationConfig(**settings), channel_config=channels)
+            serving_app(
+                APP,
+                FederationConfig(**settings),
+                channel_config=channels,
+                server_config=server_config,
+                tracer_provider=tracer_provider,
+            )
         )
         for agent in killed:
             await servers[agent.name].stop(grace=0)

@@ -447,3 +447,34 @@ def test_the_equity_curve_samples_the_window_beside_an_equal_weight_buy_and_hold
     late = run.report(start_time=curve[25].time + 1, curve_points=10_000).curve
     assert late[0].equity == late[0].benchmark_equity == pytest.approx(curve[25].equity)
     assert len(late) == run.report(start_time=curve[25].time + 1).bar_count + 1
+
+
+def test_sector_marks_are_the_equity_allocated_and_the_drawdown_from_the_running_peak(market):
+    base = FleetState(setup_of(market))
+    at = market.time_at(DEPLOYED + 100)
+    state = base.with_change(base.adjust_exposure("Tech", 1.2, at=at, cause=CAUSE, field="p"))
+    run = run_at(market, state, market.time_at(DEPLOYED + 240))
+    report = run.report()
+    marks = run.sector_marks()
+    assert [m.sector for m in marks] == list(state.setup.sectors)
+    # The allocation in effect from the clock on, of the fleet's equity now.
+    assert [m.equity for m in marks] == pytest.approx(
+        [s.allocation * report.equity for s in report.sectors], rel=1e-12
+    )
+    assert marks[-1].equity == pytest.approx(0.3 * report.equity, rel=1e-12)
+    # The sector's compounded return to each bar, from the reports of windows ending there
+    # (1 at the deployment, before the first bar).
+    growth = {s.sector: [1.0] for s in report.sectors}
+    for time in run.times:
+        for s in run.report(end_time=int(time)).sectors:
+            growth[s.sector].append(1 + s.roi)
+    for mark in marks:
+        path = growth[mark.sector]
+        assert mark.drawdown == pytest.approx(1 - path[-1] / max(path), abs=1e-12)
+        assert 0 <= mark.drawdown <= 1
+    assert any(m.drawdown > 0 for m in marks)
+    # At the deployment, nothing has moved yet.
+    fresh = run_at(market, base, market.time_at(DEPLOYED))
+    assert [(m.equity, m.drawdown) for m in fresh.sector_marks()] == [
+        (0.25 * base.setup.capital, 0.0)
+    ] * len(base.setup.sectors)

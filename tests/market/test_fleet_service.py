@@ -3,10 +3,13 @@ only by executed actions (once per key, across restarts), and bad requests."""
 
 from __future__ import annotations
 
+import asyncio
+import urllib.request
 from pathlib import Path
 
 import grpc
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
 from market.client import MarketClient
 from market.config import MarketConfig
@@ -28,6 +31,7 @@ from qtmesh.base.contract import (
 from qtmesh.base.convert import timestamp
 from qtmesh.base.errors import InvalidArgument
 from qtmesh.runtime.agent_service import AgentClient
+from qtmesh.runtime.server import ServerConfig
 from qtmesh.runtime.status import error_info
 from qtmesh.testing import serving_app
 
@@ -234,3 +238,50 @@ async def test_bad_trade_requests_name_the_field(market, request_fields, field):
         await stub.ListTrades(market_pb2.ListTradesRequest(**request_fields))
     assert failure.value.code() == grpc.StatusCode.INVALID_ARGUMENT
     assert error_info(failure.value).metadata["field"] == field
+
+
+async def test_the_fleets_equity_and_drawdown_per_sector_are_exported(tmp_path):
+    served = ServerConfig(port=0, metrics_port=0, grace_seconds=1.0)
+    async with serving_app(APP, config(tmp_path), server_config=served) as market:
+        client = MarketClient(market.channel)
+        agent = AgentClient(market.channel, name="market")
+
+        def scrape() -> dict[tuple[str, str], float]:
+            url = f"http://{market.server.endpoints['metrics']}/metrics"
+            with urllib.request.urlopen(url, timeout=10) as response:
+                text = response.read().decode()
+            return {
+                (sample.name, sample.labels["sector"]): sample.value
+                for family in text_string_to_metric_families(text)
+                if family.name in ("qtmesh_fleet_equity", "qtmesh_fleet_drawdown")
+                for sample in family.samples
+            }
+
+        def check(fleet, figures: dict[tuple[str, str], float]) -> None:
+            assert len(figures) == 2 * len(fleet.sectors)
+            for sector in fleet.sectors:
+                equity = figures["qtmesh_fleet_equity", sector.sector]
+                assert equity == pytest.approx(sector.allocation * fleet.equity, rel=1e-12)
+                drawdown = figures["qtmesh_fleet_drawdown", sector.sector]
+                # Now below the peak by no more than the deepest fall since the deployment.
+                assert 0 <= drawdown <= sector.max_drawdown + 1e-12
+
+        await client.advance(600)
+        fleet = await client.fleet()
+        figures = await asyncio.to_thread(scrape)
+        check(fleet, figures)
+        assert any(value > 0 for (name, _), value in figures.items() if "drawdown" in name)
+        # An executed action moves the allocation from the clock on.
+        result = await agent.execute(
+            action("k1", AdjustExposure(sector="Tech", factor=1.2)), plan_sequence=3
+        )
+        assert result.applied
+        fleet = await client.fleet()
+        figures = await asyncio.to_thread(scrape)
+        check(fleet, figures)
+        assert figures["qtmesh_fleet_equity", "Tech"] == pytest.approx(0.3 * fleet.equity)
+        # And the clock: the next read of the fleet marks it anew.
+        await client.advance(120)
+        later = await client.fleet()
+        assert later.equity != fleet.equity
+        check(later, await asyncio.to_thread(scrape))

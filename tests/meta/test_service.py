@@ -11,11 +11,13 @@ from pathlib import Path
 import grpc
 import numpy as np
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
 from meta.client import MetaClient
 from meta.config import MetaConfig
 from meta.model import (
     NANOS_PER_HOUR,
+    SCALARS,
     CallerState,
     DecisionType,
     Evaluation,
@@ -638,3 +640,24 @@ async def test_a_tuning_is_known_by_its_key_after_a_restart(tmp_path):
     assert known.detail.startswith("version 2: rl_exploration_rate ")
     assert known.detail.endswith("-> 0.25")
     assert never.state is ExecutionState.NOT_APPLIED
+
+
+async def test_the_adapted_parameters_are_exported_as_they_change(meta):
+    client = MetaClient(meta.channel)
+
+    def exported() -> dict[str, float]:
+        families = text_string_to_metric_families(meta.server.metrics.text())
+        (family,) = [f for f in families if f.name == "qtmesh_meta_parameter"]
+        return {sample.labels["name"]: sample.value for sample in family.samples}
+
+    def values(parameters) -> dict[str, float]:
+        return {name: getattr(parameters, name) for name in SCALARS}
+
+    seed = await client.parameters()
+    assert exported() == values(seed)
+    result = await client.update(day_of_trades(), evaluations(), now=NOW)
+    assert result.adapted
+    adapted = await client.parameters()
+    assert adapted.version == 2
+    assert values(adapted) != values(seed)
+    assert exported() == values(adapted)

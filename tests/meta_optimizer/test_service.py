@@ -12,14 +12,17 @@ from pathlib import Path
 import grpc
 import pytest
 import sqlalchemy as sa
+from prometheus_client.parser import text_string_to_metric_families
 
 from alpha_reporting.client import AlphaReportingClient
 from alpha_reporting.config import AlphaReportingConfig
+from alpha_reporting.crypto import Keyring, seal
 from alpha_reporting.service import app as alpha_app
 from alpha_reporting.store import reports as report_table
 from meta_optimizer.audit import ProposalType
 from meta_optimizer.client import MetaOptimizerClient
 from meta_optimizer.config import MetaOptimizerConfig
+from meta_optimizer.engine import open_reports
 from meta_optimizer.ledger import CycleStatus, hash_of
 from meta_optimizer.service import app as metaopt_app
 from meta_optimizer.store import _proposal_row, ledger
@@ -364,3 +367,76 @@ def test_the_federation_it_follows_is_no_start_order_dependency():
     assert layers == [["alpha-reporting"], ["meta-optimizer"], ["federation"]]
     config = MetaOptimizerConfig(keyring=Secret(f"k1:{K1}"), follow_plans=False)
     assert [u.service for u in app.clients(config)] == ["alpha-reporting"]
+
+
+def counted(running, name: str, label: str) -> dict[str, float]:
+    """One of the server's counters, by the value of its one label."""
+    families = text_string_to_metric_families(running.server.metrics.text())
+    (family,) = [f for f in families if f.name == name.removesuffix("_total")]
+    return {s.labels[label]: s.value for s in family.samples if s.name == name}
+
+
+async def test_each_verification_of_the_ledger_is_counted_by_its_result(tmp_path):
+    async with services(tmp_path) as (alpha, client, optimizer):
+        assert counted(optimizer, "qtmesh_ledger_verifications_total", "result") == {
+            "ok": 0,
+            "failed": 0,
+        }
+        await submit(alpha)
+        await client.run_cycle()
+        assert (await client.verify()).intact
+        assert (await client.verify()).intact
+        engine = create_engine(f"sqlite:///{tmp_path / 'metaopt' / 'metaopt.db'}")
+        with engine.begin() as c:
+            c.execute(sa.update(ledger).where(ledger.c.ledger_index == 1).values(factor=5.0))
+        engine.dispose()
+        assert not (await client.verify()).intact
+        assert counted(optimizer, "qtmesh_ledger_verifications_total", "result") == {
+            "ok": 2,
+            "failed": 1,
+        }
+
+
+async def test_reports_a_cycle_rejects_are_counted_by_their_reason(tmp_path):
+    async with services(tmp_path) as (alpha, _client, _):
+        await submit(alpha, {"Tech": ALPHAS["Tech"][:4]})  # sealed under k1, retired below
+    keys = f"k1:{K1},k2:{K2}"
+    async with services(tmp_path, alpha_keys=keys, optimizer_keys=keys, retired=("k1",)) as (
+        alpha,
+        client,
+        optimizer,
+    ):
+        await submit(alpha, {"Energy": ALPHAS["Energy"][:4]})
+        engine = create_engine(f"sqlite:///{tmp_path / 'alpha' / 'alpha.db'}")
+        with engine.begin() as c:
+            victim = c.execute(
+                sa.select(report_table.c.report_id, report_table.c.ciphertext).where(
+                    report_table.c.sector == "Energy"
+                )
+            ).first()
+            flipped = bytes([victim.ciphertext[0] ^ 1]) + victim.ciphertext[1:]
+            c.execute(
+                sa.update(report_table)
+                .where(report_table.c.report_id == victim.report_id)
+                .values(ciphertext=flipped)
+            )
+        engine.dispose()
+        cycle = await client.run_cycle()
+        assert cycle.reports_rejected == 5
+        assert counted(optimizer, "qtmesh_reports_rejected_total", "reason") == {
+            "tampered": 1,
+            "undecryptable": 4,
+            "duplicate": 0,
+        }
+
+
+def test_a_second_report_of_a_sector_day_is_rejected_as_a_duplicate():
+    keyring = Keyring.parse(f"k1:{K1}")
+    first, second = planted("Tech", ALPHAS["Tech"][:2])
+    again = dataclasses.replace(second, report_id="other", trading_date=first.trading_date)
+    sealed = [seal(r, keyring) for r in (first, again, second)]
+    reasons: list[str] = []
+    opened, rejections = open_reports(sealed, keyring, rejected=reasons.append)
+    assert [r.report_id for r in opened] == [first.report_id, second.report_id]
+    assert reasons == ["duplicate"]
+    assert "second report of Tech" in rejections[0]

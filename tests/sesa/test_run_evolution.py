@@ -392,3 +392,22 @@ async def test_evolve_rejects_a_shadow_book_key_for_bars_of_no_market_symbol(mes
         await stub.Evolve(request).read()
     assert failure.value.code() == grpc.StatusCode.INVALID_ARGUMENT
     assert error_info(failure.value).metadata["field"] == "shadow_book_key"
+
+
+async def test_run_evolution_counts_its_generations_and_strategies_evaluated(mesh):
+    _market, _meta, served = mesh
+
+    def figure(name: str) -> float:
+        value = served.server.metrics.registry.get_sample_value(name)
+        assert value is not None, f"{name} is not exported"
+        return value
+
+    generations = figure("qtmesh_evolution_generations_total")
+    evaluated = figure("qtmesh_evaluations_total")
+    sesa = AgentClient(served.channel, name="sesa")
+    result = await sesa.execute(run_evolution("plan-4/evolve"), plan_sequence=4)
+    assert result.applied
+    # Generation 0 (the seeds), then the order's generations.
+    assert figure("qtmesh_evolution_generations_total") == generations + GENERATIONS + 1
+    assert figure("qtmesh_evaluations_total") == evaluated + int(result.outcome["trials"])
+    assert figure("qtmesh_evolutions_running") == 0

@@ -19,6 +19,7 @@ from qtmesh.api.common.v1 import strategy_pb2
 from qtmesh.api.market.v1 import market_pb2
 from qtmesh.api.sesa.v1 import sesa_pb2 as pb
 from qtmesh.api.sesa.v1 import sesa_pb2_grpc
+from qtmesh.base.errors import InvalidArgument
 from qtmesh.base.genome import Policy, StrategyFamily, StrategyGenome
 from qtmesh.runtime.channels import ChannelConfig
 from qtmesh.runtime.status import error_info
@@ -326,3 +327,54 @@ async def test_a_client_that_cancels_evolve_stops_the_work(mesh, monkeypatch):
     # The generation in flight was the last: the stream started none after the cancel.
     assert cancelled_at >= 2
     assert calls == cancelled_at
+
+
+def figure(running, name: str) -> float:
+    """The value of one of the server's own metrics now (as a scrape would read it)."""
+    value = running.server.metrics.registry.get_sample_value(name)
+    assert value is not None, f"{name} is not exported"
+    return value
+
+
+async def test_evolve_and_evaluate_count_generations_and_strategies_evaluated(mesh):
+    client = SesaClient(mesh.channel)
+    generations = figure(mesh, "qtmesh_evolution_generations_total")
+    evaluated = figure(mesh, "qtmesh_evaluations_total")
+    events = await collect(client, bars=bar_source(symbol="NOVA"), config=QUICK, seed=7)
+    result = events[-1]
+    # Generation 0 evaluates the seeds, then the two of the config: three completed.
+    assert len(result.generations) == 3
+    assert figure(mesh, "qtmesh_evolution_generations_total") == generations + 3
+    # Every genome evaluated is one trial (no prior trials were given).
+    assert result.trials > 3
+    assert figure(mesh, "qtmesh_evaluations_total") == evaluated + result.trials
+    assert figure(mesh, "qtmesh_evolutions_running") == 0
+
+    genomes = [POLICY.default_genome(family) for family in StrategyFamily]
+    await client.evaluate(genomes, bars=bar_source(symbol="ORBT", lookback=2000), trials=50)
+    assert figure(mesh, "qtmesh_evaluations_total") == evaluated + result.trials + len(genomes)
+    # A refused Evolve runs no generation.
+    with pytest.raises(InvalidArgument):
+        await collect(client, bars=bar_source(symbol="NOPE"), config=QUICK)
+    assert figure(mesh, "qtmesh_evolution_generations_total") == generations + 3
+    assert figure(mesh, "qtmesh_evolutions_running") == 0
+
+
+async def test_an_evolution_is_running_until_it_ends_even_when_cancelled(mesh):
+    stub = sesa_pb2_grpc.SesaServiceStub(mesh.channel)
+    # Subscribed before the evolution starts: its end is the event to wait for.
+    watch = stub.WatchEvolutions(pb.WatchEvolutionsRequest())
+    await watch.initial_metadata()
+    config = pb.EvolutionConfig(num_generations=1000, evaluation_lookback_days=3)
+    call = stub.Evolve(pb.EvolveRequest(bars=bar_source(symbol="NOVA"), config=config, seed=1))
+    first = await call.read()
+    assert first.generation.generation == 0
+    assert figure(mesh, "qtmesh_evolutions_running") == 1
+    call.cancel()
+    async for event in watch:
+        if event.HasField("ended"):
+            break
+    assert event.ended.outcome == pb.EVOLUTION_OUTCOME_CANCELLED
+    # The end is published in the same step of the event loop as the gauge falls.
+    assert figure(mesh, "qtmesh_evolutions_running") == 0
+    watch.cancel()

@@ -429,3 +429,41 @@ async def test_limits_persist_in_either_database(tmp_path, database_url):
                 action("p1/limits", limits), plan_sequence=1
             )
             assert not again.applied
+
+
+async def test_the_trading_halted_gauge_follows_the_fleets_kill_switch(tmp_path):
+    async with (
+        market_server(tmp_path) as market,
+        risk_server(market, risk_config(tmp_path)) as risk,
+    ):
+        fleet_agent = AgentClient(market.channel, name="market")
+        stub = risk_pb2_grpc.RiskServiceStub(risk.channel)
+
+        def halted() -> float | None:
+            return risk.server.metrics.registry.get_sample_value("qtmesh_trading_halted")
+
+        async def limits() -> risk_pb2.GetLimitsResponse:
+            # GetLimits reads the fleet first: the gauge then shows what it answered.
+            return await stub.GetLimits(risk_pb2.GetLimitsRequest())
+
+        await MarketClient(market.channel).advance(60)
+        assert not (await limits()).trading_halted
+        assert halted() == 0
+        # A sector's halt is a halt too, though the other sectors trade on.
+        await fleet_agent.execute(
+            action("plan-2/halt", HaltTrading(scope="Crypto"), action_id="h1"), plan_sequence=2
+        )
+        response = await limits()
+        assert [h.scope for h in response.halts] == ["Crypto"]
+        assert not response.trading_halted
+        assert halted() == 1
+        await fleet_agent.execute(
+            action("plan-3/halt", HaltTrading(scope="portfolio"), action_id="h2"), plan_sequence=3
+        )
+        assert (await limits()).trading_halted
+        assert halted() == 1
+        # The officer reads the fleet again once the operator's resume is executed.
+        resumed, halts = await RiskClient(risk.channel).resume("portfolio", "the desk checked")
+        assert resumed
+        assert halts == ()
+        assert halted() == 0
