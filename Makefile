@@ -8,6 +8,8 @@ BUF := .tools/node_modules/.bin/buf
 # The schemas the deploy tests check the monitoring objects against, installed as
 # tests/deploy/schemas/package-lock.json pins them (tests/deploy/schemas/README.md).
 DEPLOY_SCHEMAS := .tools/deploy-schemas/node_modules/.package-lock.json
+# The Node client example's packages, as examples/node/package-lock.json pins them (docs/clients.md).
+NODE_EXAMPLE := examples/node/node_modules/.package-lock.json
 PACKAGES := qtmesh agents alpha_reporting backtest console federation market memory meta \
 	meta_optimizer replay sesa world_model examples benchmarks
 # Compiled numba kernels, cached beside their modules; warmed again when a kernel's source changes.
@@ -47,7 +49,7 @@ buf-lint: $(BUF)
 buf-breaking: $(BUF)
 	BUF=$(BUF) scripts/buf_breaking.sh $(BREAKING_AGAINST)
 
-pytest: $(KERNELS) $(CHROMIUM) $(DEPLOY_SCHEMAS) bytecode
+pytest: $(KERNELS) $(CHROMIUM) $(DEPLOY_SCHEMAS) $(NODE_EXAMPLE) bytecode
 	$(BIN)/pytest
 
 # The project's modules compiled ahead (the environment may forbid Python to write its cache),
@@ -111,6 +113,9 @@ $(DEPLOY_SCHEMAS): tests/deploy/schemas/package.json tests/deploy/schemas/packag
 	mkdir -p .tools/deploy-schemas
 	cp tests/deploy/schemas/package.json tests/deploy/schemas/package-lock.json .tools/deploy-schemas/
 	npm ci --silent --no-audit --no-fund --prefix .tools/deploy-schemas
+
+$(NODE_EXAMPLE): examples/node/package.json examples/node/package-lock.json
+	npm ci --silent --no-audit --no-fund --prefix examples/node
 
 clean:
 	rm -rf $(VENV) .tools .qtmesh .pytest_cache .ruff_cache .hypothesis *.egg-info

@@ -1,5 +1,7 @@
 """Offline evolution, in process, on the embedded synthetic market: 3 generations, 30 mutations
-evaluated, the top 5 printed as a table.
+evaluated, the top 5 printed as a table; then the meta-learning update on the evolution's
+evaluations and a paper fleet's trades (``meta.MetaLearningOS``), and a Global Action Plan
+(``federation.FederatedEngineV2``), each printed.
 
     python -m examples.offline_evolution_example [--seed 7] [--symbol ORBT]
 """
@@ -7,6 +9,7 @@ evaluated, the top 5 printed as a table.
 from __future__ import annotations
 
 import argparse
+import asyncio
 
 import numpy as np
 from rich.table import Table
@@ -14,7 +17,13 @@ from rich.table import Table
 from backtest.evaluation import Evaluator
 from backtest.indicators import BarData
 from examples._console import console as make_console
+from examples._meta_section import FLEET, trades_of
+from federation import FederatedEngineV2
+from federation.plan import Plan
 from market.synthetic import SyntheticMarketSpec, generate
+from meta import MetaLearningOS
+from meta.engine import UpdateResult
+from sesa.api import meta_evaluations
 from sesa.evolution import Evolution, EvolutionConfig, EvolutionResult
 from sesa.selection import SelectionConfig
 
@@ -52,6 +61,24 @@ def top_table(result: EvolutionResult, *, title: str) -> Table:
         )
     table.caption = "out-of-sample figures; DSR = deflated Sharpe ratio"
     return table
+
+
+async def learn_and_plan(
+    result: EvolutionResult, trades, *, symbol: str, at: int
+) -> tuple[UpdateResult, Plan]:
+    """The meta update on the evolution's top strategies and ``trades``, then one GAP cycle."""
+    meta_os = MetaLearningOS()
+    federation = FederatedEngineV2(meta_learning_os=meta_os)
+    try:
+        update = await meta_os.run_meta_update(
+            recent_trades=trades,
+            recent_evaluations=meta_evaluations(result, symbol=symbol, at=at),
+        )
+        plan = await federation.generate_global_action_plan()
+    finally:
+        await federation.close()
+        meta_os.close()
+    return update, plan
 
 
 def main() -> None:
@@ -92,6 +119,20 @@ def main() -> None:
     console.print(
         f"{shadow} shadow and {production} production candidates; production needs a deflated "
         f"Sharpe ratio >= 0.95 over {result.trials} trials."
+    )
+    at = int(series.time[-1])
+    trades = [t for strategy in FLEET for t in trades_of(strategy, series)]
+    update, plan = asyncio.run(learn_and_plan(result, trades, symbol=series.symbol, at=at))
+    console.print(
+        f"Meta-learning update: {len(trades)} paper trades, {len(result.top)} evaluations; "
+        f"{update.detail}; decisions: " + ", ".join(d.type.name.lower() for d in update.decisions),
+        highlight=False,
+    )
+    console.print(
+        f"Global Action Plan #{plan.sequence}: {len(plan.actions)} actions "
+        f"({', '.join(f'{a.action_type.name.lower()} {a.target}' for a in plan.actions)}); "
+        f"{plan.summary}",
+        highlight=False,
     )
 
 

@@ -1,5 +1,6 @@
 """The federation: asks every agent, scores consensus and publishes the Global Action Plan."""
 
+from federation.api import FederatedEngineV2
 from federation.client import FederationClient
 from federation.config import FederationConfig
 from federation.engine import Federation
@@ -10,6 +11,7 @@ __all__ = [
     "AgentReport",
     "CallOutcome",
     "Event",
+    "FederatedEngineV2",
     "Federation",
     "FederationClient",
     "FederationConfig",

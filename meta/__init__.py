@@ -1,10 +1,10 @@
 """The meta-learning OS and meta policy: the layer that tunes how the platform learns."""
 
 from meta.agent import MetaAgent
+from meta.api import MetaLearningOS, MetaPolicy
 from meta.client import MetaClient
 from meta.config import MetaConfig, MetaLearningConfig, MetaPolicyRules, ShadowGates
 from meta.engine import MetaEngine
-from meta.learning import MetaLearningOS
 from meta.model import (
     CallerState,
     DecisionType,
@@ -15,7 +15,6 @@ from meta.model import (
     ShadowCandidate,
     Trade,
 )
-from meta.policy import MetaPolicy
 from meta.promotion import shadow_decisions
 
 __all__ = [

@@ -4,6 +4,7 @@ proposal (applied, rejected or expired) from the federation's plans.
 """
 
 from meta_optimizer.agent import MetaOptimizerAgent
+from meta_optimizer.api import MetaOptimizerService, get_meta_optimizer_service
 from meta_optimizer.audit import Audit, AuditSettings, ProposalType
 from meta_optimizer.client import MetaOptimizerClient, PlanFeed
 from meta_optimizer.config import MetaOptimizerConfig
@@ -35,6 +36,7 @@ __all__ = [
     "MetaOptimizerAgent",
     "MetaOptimizerClient",
     "MetaOptimizerConfig",
+    "MetaOptimizerService",
     "PlanFeed",
     "PlanFollower",
     "Proposal",
@@ -43,4 +45,5 @@ __all__ = [
     "Pulse",
     "Transition",
     "Verification",
+    "get_meta_optimizer_service",
 ]

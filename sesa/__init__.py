@@ -9,6 +9,7 @@ from sesa.agent import (
     book_candidates,
     book_strategy_id,
 )
+from sesa.api import SESAEngine
 from sesa.client import SesaClient, bar_source
 from sesa.config import SesaConfig
 from sesa.evolution import (
@@ -38,6 +39,7 @@ __all__ = [
     "MutationOperator",
     "Priors",
     "Ranking",
+    "SESAEngine",
     "ScenarioGenerator",
     "SelectionConfig",
     "SesaAgent",

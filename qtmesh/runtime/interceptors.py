@@ -279,12 +279,11 @@ def _wrap(
 class _Scope:
     """One call's log fields, its server's policy, and its method's metric series."""
 
-    __slots__ = ("fields", "kind", "log_ok", "policy", "rpc")
+    __slots__ = ("fields", "log_ok", "policy", "rpc")
 
     def __init__(self, fields: dict[str, Any], policy: _Policy, kind: RpcType) -> None:
         self.fields = fields
         self.policy = policy
-        self.kind = kind
         method: str = fields["method"]
         self.rpc = policy.metrics.rpc(method, kind) if policy.metrics is not None else None
         if method.startswith(_HEALTH_PREFIX):

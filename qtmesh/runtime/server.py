@@ -20,11 +20,10 @@ import grpc
 import structlog
 from google.protobuf.descriptor import ServiceDescriptor
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
-from grpc_reflection.v1alpha import reflection
 from opentelemetry import trace
 
 from qtmesh.base.config import ConfigError, Secret, require, setting
-from qtmesh.runtime import tracing
+from qtmesh.runtime import reflection, tracing
 from qtmesh.runtime.interceptors import ServerInterceptor
 from qtmesh.runtime.metrics import Metrics
 from qtmesh.runtime.security import TokenAuthenticator, parse_tokens, server_credentials
@@ -274,9 +273,7 @@ class MeshServer:
         for service in self._services:
             service.register(server)
         health_pb2_grpc.add_HealthServicer_to_server(self.health, server)
-        reflection.enable_server_reflection(
-            [*self.service_names, health.SERVICE_NAME, reflection.SERVICE_NAME], server
-        )
+        reflection.enable_server_reflection([*self.service_names, health.SERVICE_NAME], server)
         target = f"{self.config.host}:{self._port}"
         try:
             if self.config.tls:

@@ -71,11 +71,10 @@ from google.protobuf.descriptor import ServiceDescriptor
 from google.protobuf.message import Message
 from google.protobuf.timestamp_pb2 import Timestamp
 from grpc_health.v1 import health
-from grpc_reflection.v1alpha import reflection
 from hypothesis import HealthCheck, Phase, example, given, settings
 
 import qtmesh.api
-from qtmesh.runtime import catalog
+from qtmesh.runtime import catalog, reflection
 from tests.helpers.fuzz import strategies
 from tests.helpers.fuzz.calls import (
     Outcome,
@@ -93,7 +92,7 @@ EXAMPLES = int(os.environ.get("QTMESH_FUZZ_EXAMPLES", "30"))
 RAW_BODIES = max(4, EXAMPLES // 4)
 DERANDOMIZE = "QTMESH_FUZZ_EXAMPLES" not in os.environ
 FORBIDDEN = frozenset({"UNKNOWN", "INTERNAL", "DEADLINE_EXCEEDED"})
-SKIPPED_SERVICES = frozenset({health.SERVICE_NAME, reflection.SERVICE_NAME})
+SKIPPED_SERVICES = frozenset({health.SERVICE_NAME, *reflection.SERVICE_NAMES})
 MAX_DEADLINES = 2  # DEADLINE_EXCEEDED answers after which an RPC gets no more requests
 CONCURRENT_STREAMS = 4
 MINIMIZE_CALLS = 60  # calls spent minimizing the request of one failure, at most
