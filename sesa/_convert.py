@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+from collections.abc import Sequence
 
 from backtest.evaluation import CostModel, Evaluation, EvaluationSettings
 from backtest.metrics import Metrics, ScoreWeights
@@ -11,6 +12,7 @@ from qtmesh.api.common.v1 import strategy_pb2
 from qtmesh.api.sesa.v1 import sesa_pb2 as pb
 from qtmesh.base.convert import enum_from_proto, enum_to_proto, genome_from_proto, genome_to_proto
 from qtmesh.base.errors import InvalidArgument
+from qtmesh.base.genome import StrategyStage
 from sesa.agent import FinishedEvolution, ShadowBook, book_candidates, book_strategy_id
 from sesa.evolution import EvaluationType, EvolutionConfig, EvolutionResult, GenerationStats
 from sesa.forward import Origin, ScenarioSource
@@ -122,6 +124,60 @@ def result_to_proto(
         if book is not None:
             message.shadow_book.CopyFrom(shadow_book_to_proto(book))
     return message
+
+
+def judgement_from_proto(message: strategy_pb2.StrategyEvaluation, *, field: str) -> Judgement:
+    """A judged evaluation (as :func:`judgement_to_proto` writes it). The per-fold Sharpe ratios
+    and the out-of-sample block sums are not in the message: they come back empty."""
+    return Judgement(
+        evaluation=evaluation_from_proto(message, field=field),
+        passed_gates=message.passed_gates,
+        gate_failures=tuple(message.gate_failures),
+        stage=enum_from_proto(
+            StrategyStage, strategy_pb2.StrategyStage, message.stage, field=f"{field}.stage"
+        ),
+        promotion_readiness=message.promotion_readiness,
+    )
+
+
+def _judgements(
+    messages: Sequence[strategy_pb2.StrategyEvaluation], field: str
+) -> tuple[Judgement, ...]:
+    return tuple(judgement_from_proto(m, field=f"{field}[{i}]") for i, m in enumerate(messages))
+
+
+def stats_from_proto(message: pb.GenerationStats, *, field: str) -> GenerationStats:
+    return GenerationStats(
+        generation=message.generation,
+        best_composite=message.best_composite,
+        median_composite=message.median_composite,
+        worst_composite=message.worst_composite,
+        diversity=message.diversity,
+        evaluated=message.evaluated,
+        passed_gates=message.passed_gates,
+        trials=message.trials,
+        top=_judgements(message.top, f"{field}.top"),
+        elapsed_seconds=message.elapsed_seconds,
+    )
+
+
+def result_from_proto(message: pb.EvolutionResult, *, field: str = "result") -> EvolutionResult:
+    """The domain result of an Evolve response (its evolution id and shadow book are the
+    message's own; read them there)."""
+    return EvolutionResult(
+        top=_judgements(message.top, f"{field}.top"),
+        shadow_candidates=_judgements(message.shadow_candidates, f"{field}.shadow_candidates"),
+        production_candidates=_judgements(
+            message.production_candidates, f"{field}.production_candidates"
+        ),
+        generations=tuple(
+            stats_from_proto(s, field=f"{field}.generations[{i}]")
+            for i, s in enumerate(message.generations)
+        ),
+        trials=message.trials,
+        elapsed_seconds=message.elapsed_seconds,
+        pbo=message.pbo if message.HasField("pbo") else None,
+    )
 
 
 def evolution_config_from_proto(message: pb.EvolutionConfig) -> EvolutionConfig:

@@ -11,27 +11,46 @@ Where the bars come from: ``bars`` (a :class:`backtest.indicators.BarData`) when
 the embedded synthetic market (:mod:`market.synthetic`, seed ``seed``) for ``symbol``, over the
 config's ``evaluation_lookback_days``. The spec's string values of ``evaluation_type``
 (``"backtest"``, ``"simulation"``) are accepted and mean :class:`sesa.EvaluationType`'s members.
-An evolution against a running mesh goes through :class:`sesa.client.SesaClient` (``Evolve``).
+
+Against a running mesh, ``SESAEngine(address="host:port")`` (or :meth:`SESAEngine.from_mesh`,
+the ``sesa`` entry of ``.qtmesh/mesh.json`` that ``qtmesh up`` writes) runs each evolution on the
+SESA service: one ``Evolve`` call through :class:`sesa.client.SesaClient`, whose result comes
+back as the same :class:`sesa.evolution.EvolutionResult` (:func:`sesa._convert.result_from_proto`;
+the evaluations' per-fold Sharpe ratios are not in the message and come back empty). The bars
+are then the market's, which the service reads itself: the window of ``symbol`` ending at the
+replay clock, ``evaluation_lookback_days`` long (sent in Evolve's config, as every field of
+:class:`EvolutionConfig` is), or ``bars`` sent inline when given. ``seed`` is the request's seed.
+Of ``evaluation_engine`` the costs and score weights are sent and of ``selection_engine`` the
+top-K, each only when given; the other gates are the service's. A channel is opened per call, on
+the caller's event loop (see :mod:`meta.api`).
 
 :meth:`SESAEngine.evaluations` gives the last run's selected strategies as the meta layer's
 :class:`meta.model.Evaluation` records, the ``recent_evaluations`` of
-``MetaLearningOS.run_meta_update``.
+``MetaLearningOS.run_meta_update``, made at the last bar's market time (remotely, on the
+market's bars, the result does not say it: the time the result arrived).
 """
 
 from __future__ import annotations
 
 import asyncio
 import dataclasses
+import time
 from collections.abc import Iterable, Mapping, Sequence
+from pathlib import Path
 
 import numpy as np
 
 from backtest.evaluation import Evaluator
 from backtest.indicators import BarData
 from market.synthetic import SyntheticMarketSpec, generate
+from meta.api import MESH_FILE, mesh_address
 from meta.model import Evaluation as MetaEvaluation
+from qtmesh.api.sesa.v1 import sesa_pb2 as pb
 from qtmesh.base.errors import FailedPrecondition, InvalidArgument
 from qtmesh.base.genome import StrategyGenome
+from qtmesh.runtime.channels import open_channel
+from sesa._convert import evolution_config_to_proto, result_from_proto
+from sesa.client import SesaClient, bar_source
 from sesa.evolution import EvaluationType, Evolution, EvolutionConfig, EvolutionResult
 from sesa.mutation import OPERATORS, MutationOperator
 from sesa.selection import SelectionConfig
@@ -54,7 +73,8 @@ def normalized_config(config: EvolutionConfig) -> EvolutionConfig:
 
 
 class SESAEngine:
-    """Runs evolutions in process on the embedded market (module docstring)."""
+    """Runs evolutions in process on the embedded market, or on a mesh's SESA service at
+    ``address`` (module docstring)."""
 
     def __init__(
         self,
@@ -65,6 +85,7 @@ class SESAEngine:
         bars: BarData | None = None,
         symbol: str = "ORBT",
         seed: int = 7,
+        address: str | None = None,
     ) -> None:
         if mutation_operators is not None:
             given = (
@@ -84,11 +105,34 @@ class SESAEngine:
         self.selection_engine = selection_engine or SelectionConfig()
         self.symbol = symbol
         self.seed = seed
+        self.address = address
         self._bars = bars
+        # Remotely, which of the evaluator and selection the caller chose (and so are sent).
+        self._sent = (evaluation_engine is not None, selection_engine is not None)
         self.last_result: EvolutionResult | None = None
         self._last_time = 0
 
+    @classmethod
+    def from_mesh(
+        cls,
+        *,
+        evaluation_engine: Evaluator | None = None,
+        selection_engine: SelectionConfig | None = None,
+        symbol: str = "ORBT",
+        seed: int = 7,
+        mesh_file: Path = MESH_FILE,
+    ) -> SESAEngine:
+        """The SESA service of the mesh ``qtmesh up`` started (``mesh_file``)."""
+        return cls(
+            evaluation_engine=evaluation_engine,
+            selection_engine=selection_engine,
+            symbol=symbol,
+            seed=seed,
+            address=mesh_address("sesa", mesh_file),
+        )
+
     def bars(self, lookback_days: int) -> BarData:
+        """The bars an in-process evolution runs on."""
         if self._bars is not None:
             return self._bars
         market = generate(SyntheticMarketSpec(seed=self.seed, days=lookback_days))
@@ -106,7 +150,39 @@ class SESAEngine:
     ) -> EvolutionResult:
         """Evolves from ``initial_strategies`` (each family's default genome when empty)."""
         chosen = normalized_config(config or EvolutionConfig())
+        if self.address is not None:
+            return await self._evolve(list(initial_strategies), chosen)
         return await asyncio.to_thread(self._run, list(initial_strategies), chosen)
+
+    async def _evolve(
+        self, seeds: list[StrategyGenome], config: EvolutionConfig
+    ) -> EvolutionResult:
+        """One Evolve call on the service at :attr:`address`; its result, converted."""
+        assert self.address is not None
+        message = evolution_config_to_proto(
+            config, self.evaluation_engine.settings, self.selection_engine.top_k
+        )
+        send_evaluator, send_selection = self._sent
+        if not send_evaluator:
+            message.ClearField("costs")
+            message.ClearField("weights")
+        if not send_selection:
+            message.ClearField("top_k")
+        source = bar_source(
+            symbol=self.symbol, bars=None if self._bars is None else self._bars.series
+        )
+        final: pb.GenerationStats | pb.EvolutionResult | None = None
+        async with open_channel(self.address) as channel:
+            async for event in SesaClient(channel).evolve(
+                bars=source, seeds=seeds, config=message, seed=self.seed
+            ):
+                final = event
+        if not isinstance(final, pb.EvolutionResult):
+            raise FailedPrecondition(f"the SESA service at {self.address} sent no result")
+        result = result_from_proto(final)
+        self.last_result = result
+        self._last_time = time.time_ns() if self._bars is None else int(self._bars.series.time[-1])
+        return result
 
     def _run(self, seeds: list[StrategyGenome], config: EvolutionConfig) -> EvolutionResult:
         data = self.bars(config.evaluation_lookback_days)
