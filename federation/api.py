@@ -29,10 +29,11 @@ from federation.engine import Federation
 from federation.plan import Plan
 from federation.store import PlanStore
 from meta.agent import MetaAgent
-from meta.api import MESH_FILE, MetaLearningOS, mesh_address
+from meta.api import MetaLearningOS
 from qtmesh.base.errors import FailedPrecondition
 from qtmesh.base.storage import create_engine, sqlite_url
 from qtmesh.runtime.channels import open_channel
+from qtmesh.runtime.supervisor import STATE_FILE, address_in_state
 from sesa.api import SESAEngine
 
 
@@ -66,9 +67,9 @@ class FederatedEngineV2:
         self._federation: Federation | None = None
 
     @classmethod
-    def from_mesh(cls, *, mesh_file: Path = MESH_FILE) -> FederatedEngineV2:
+    def from_mesh(cls, *, mesh_file: Path = STATE_FILE) -> FederatedEngineV2:
         """The federation service of the mesh ``qtmesh up`` started (``mesh_file``)."""
-        return cls(address=mesh_address("federation", mesh_file))
+        return cls(address=address_in_state("federation", mesh_file))
 
     def _market_clock(self) -> tuple[int, int] | None:
         at = self.meta_learning_os.last_time if self.meta_learning_os is not None else None

@@ -22,7 +22,6 @@ The answers are synchronous, as the spec calls them.
 from __future__ import annotations
 
 import asyncio
-import json
 import tempfile
 import time
 from collections.abc import Sequence
@@ -37,22 +36,7 @@ from meta.store import MetaStore
 from qtmesh.base.errors import FailedPrecondition
 from qtmesh.base.storage import sqlite_url
 from qtmesh.runtime.channels import open_channel
-
-MESH_FILE = Path(".qtmesh/mesh.json")
-
-
-def mesh_address(service: str, mesh_file: Path = MESH_FILE) -> str:
-    """``service``'s address in the state file ``qtmesh up`` writes."""
-    try:
-        mesh = json.loads(mesh_file.read_text())
-    except FileNotFoundError:
-        raise FailedPrecondition(
-            f"no address given and no {mesh_file} (start the mesh with `qtmesh up`)"
-        ) from None
-    entry = mesh.get(service) if isinstance(mesh, dict) else None
-    if not isinstance(entry, dict) or "address" not in entry:
-        raise FailedPrecondition(f"{mesh_file} lists no {service} service")
-    return str(entry["address"])
+from qtmesh.runtime.supervisor import STATE_FILE, address_in_state
 
 
 class MetaPolicy:
@@ -145,10 +129,10 @@ class MetaLearningOS:
 
     @classmethod
     def from_mesh(
-        cls, *, meta_policy: MetaPolicy | None = None, mesh_file: Path = MESH_FILE
+        cls, *, meta_policy: MetaPolicy | None = None, mesh_file: Path = STATE_FILE
     ) -> MetaLearningOS:
         """The meta service of the mesh ``qtmesh up`` started (``mesh_file``)."""
-        return cls(meta_policy=meta_policy, address=mesh_address("meta", mesh_file))
+        return cls(meta_policy=meta_policy, address=address_in_state("meta", mesh_file))
 
     async def start(self) -> MetaEngine:
         """The in-process engine, started once."""

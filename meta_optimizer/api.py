@@ -27,10 +27,10 @@ from collections.abc import Coroutine
 from pathlib import Path
 from typing import Any, TypeVar
 
-from meta.api import MESH_FILE, mesh_address
 from meta_optimizer.client import MetaOptimizerClient
 from meta_optimizer.ledger import Proposal
 from qtmesh.runtime.channels import open_channel
+from qtmesh.runtime.supervisor import STATE_FILE, address_in_state
 
 SERVICE = "meta-optimizer"
 _T = TypeVar("_T")
@@ -114,7 +114,7 @@ class MetaOptimizerService:
 
 
 def get_meta_optimizer_service(
-    address: str | None = None, *, mesh_file: Path = MESH_FILE
+    address: str | None = None, *, mesh_file: Path = STATE_FILE
 ) -> MetaOptimizerService:
     """The meta optimizer at ``address``, or where ``mesh_file`` says it listens."""
-    return MetaOptimizerService(address or mesh_address(SERVICE, mesh_file))
+    return MetaOptimizerService(address or address_in_state(SERVICE, mesh_file))

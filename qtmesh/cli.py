@@ -10,7 +10,6 @@ import contextlib
 import dataclasses
 import importlib
 import importlib.metadata
-import json
 import math
 import os
 import signal
@@ -31,6 +30,7 @@ from qtmesh.runtime.supervisor import (
     FAILED,
     INTERNAL_VARIABLES,
     SERVING,
+    STATE_FILE,
     STOPPED,
     WAITING,
     Child,
@@ -38,6 +38,7 @@ from qtmesh.runtime.supervisor import (
     StartupError,
     check_health,
     die_with_supervisor,
+    read_state,
     ready_line,
     take_start_gate,
     wait_at_start_gate,
@@ -50,7 +51,6 @@ if TYPE_CHECKING:
     from rich.live import Live
     from rich.table import Table
 
-STATE_FILE = Path(".qtmesh/mesh.json")
 LOG_DIR = Path(".qtmesh/logs")
 EXIT_USAGE = 2
 
@@ -435,9 +435,7 @@ def _mesh_table(names: Sequence[str], children: Mapping[str, Child], *, title: s
 
 def _status(args: argparse.Namespace) -> int:
     channels = configuration.load(ChannelConfig, env_prefix=CLIENT_ENV_PREFIX)
-    state: dict[str, dict[str, Any]] = {}
-    if args.state_file.is_file():
-        state = json.loads(args.state_file.read_text())
+    state = read_state(args.state_file)
     targets = {
         e.name: state.get(e.name, {}).get("address") or channels.address_of(e.name, e.default_port)
         for e in catalog.CATALOG

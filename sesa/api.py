@@ -43,12 +43,12 @@ import numpy as np
 from backtest.evaluation import Evaluator
 from backtest.indicators import BarData
 from market.synthetic import SyntheticMarketSpec, generate
-from meta.api import MESH_FILE, mesh_address
 from meta.model import Evaluation as MetaEvaluation
 from qtmesh.api.sesa.v1 import sesa_pb2 as pb
 from qtmesh.base.errors import FailedPrecondition, InvalidArgument
 from qtmesh.base.genome import StrategyGenome
 from qtmesh.runtime.channels import open_channel
+from qtmesh.runtime.supervisor import STATE_FILE, address_in_state
 from sesa._convert import evolution_config_to_proto, result_from_proto
 from sesa.client import SesaClient, bar_source
 from sesa.evolution import EvaluationType, Evolution, EvolutionConfig, EvolutionResult
@@ -120,7 +120,7 @@ class SESAEngine:
         selection_engine: SelectionConfig | None = None,
         symbol: str = "ORBT",
         seed: int = 7,
-        mesh_file: Path = MESH_FILE,
+        mesh_file: Path = STATE_FILE,
     ) -> SESAEngine:
         """The SESA service of the mesh ``qtmesh up`` started (``mesh_file``)."""
         return cls(
@@ -128,7 +128,7 @@ class SESAEngine:
             selection_engine=selection_engine,
             symbol=symbol,
             seed=seed,
-            address=mesh_address("sesa", mesh_file),
+            address=address_in_state("sesa", mesh_file),
         )
 
     def bars(self, lookback_days: int) -> BarData:

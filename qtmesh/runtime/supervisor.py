@@ -49,12 +49,15 @@ import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from qtmesh.base import config as configuration
+from qtmesh.base.errors import FailedPrecondition
 from qtmesh.runtime import catalog
 from qtmesh.runtime.app import App
 from qtmesh.runtime.channels import ChannelConfig, open_channel
 from qtmesh.runtime.server import ENV_PREFIX
 
 STARTUP_TIMEOUT_S = 60.0
+# Where `qtmesh up` writes its mesh (Mesh.write_state) and clients find it (read_state).
+STATE_FILE = Path(".qtmesh/mesh.json")
 STOP_TIMEOUT_S = 10.0
 
 # A child's statuses, in the order it goes through them; FAILED when its start failed, STOPPED
@@ -444,6 +447,28 @@ class Mesh:
                 **({"endpoints": others} if others else {}),
             }
         path.write_text(json.dumps(state, indent=2))
+
+
+def read_state(path: Path = STATE_FILE) -> dict[str, dict[str, Any]]:
+    """What :meth:`Mesh.write_state` wrote to ``path``; empty when there is no such file."""
+    try:
+        state = json.loads(path.read_text())
+    except FileNotFoundError:
+        return {}
+    return state if isinstance(state, dict) else {}
+
+
+def address_in_state(service: str, path: Path = STATE_FILE) -> str:
+    """``service``'s gRPC address in the state file ``qtmesh up`` wrote; FailedPrecondition when
+    there is no file or it lists no such service."""
+    if not path.is_file():
+        raise FailedPrecondition(
+            f"no address given and no {path} (start the mesh with `qtmesh up`)"
+        )
+    entry = read_state(path).get(service)
+    if not isinstance(entry, dict) or "address" not in entry:
+        raise FailedPrecondition(f"{path} lists no {service} service")
+    return str(entry["address"])
 
 
 class _Slots:

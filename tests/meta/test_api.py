@@ -7,11 +7,11 @@ import json
 import pytest
 
 from meta import MetaLearningConfig, MetaLearningOS, MetaPolicy, MetaPolicyRules
-from meta.api import mesh_address
 from meta.config import MetaConfig
 from meta.model import Evaluation, MetaState, ShadowCandidate, Trade
 from meta.service import app
 from qtmesh.base.errors import FailedPrecondition
+from qtmesh.runtime.supervisor import address_in_state
 from qtmesh.testing import serving_app
 
 HOUR = 3600 * 10**9
@@ -130,7 +130,7 @@ async def test_the_same_update_goes_to_a_served_meta_service(tmp_path):
 
 def test_the_mesh_file_must_name_the_service(tmp_path):
     with pytest.raises(FailedPrecondition, match="qtmesh up"):
-        mesh_address("meta", tmp_path / "missing.json")
+        address_in_state("meta", tmp_path / "missing.json")
     (tmp_path / "mesh.json").write_text(json.dumps({"market": {"address": "127.0.0.1:1"}}))
     with pytest.raises(FailedPrecondition, match="no meta service"):
-        mesh_address("meta", tmp_path / "mesh.json")
+        address_in_state("meta", tmp_path / "mesh.json")
