@@ -3,7 +3,9 @@
     qtmesh up   # writes .qtmesh/mesh.json, where get_meta_optimizer_service() finds the service
     python -m examples.spec_meta_optimizer
 
-The service object is synchronous, as the spec calls it (``meta_optimizer.api``).
+Without a running mesh (no ``.qtmesh/mesh.json``) the service runs in process on the paper
+fleet's reports of the synthetic market, its ledger kept in ``.qtmesh/embedded``. The service
+object is synchronous, as the spec calls it (``meta_optimizer.api``).
 """
 
 from __future__ import annotations

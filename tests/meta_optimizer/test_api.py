@@ -1,4 +1,5 @@
-"""The spec's synchronous meta-optimizer service over the client, against a served optimizer."""
+"""The spec's synchronous meta-optimizer service over the client, against a served optimizer, and
+where it looks for one."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ import json
 import pytest
 
 from meta_optimizer import get_meta_optimizer_service
-from qtmesh.base.errors import FailedPrecondition
+from qtmesh.base.errors import FailedPrecondition, InvalidArgument
 from tests.helpers.meta_optimizer import Progress, optimizer, world
 
 SPEC_KEYS = {"id", "type", "action", "rationale", "target"}
@@ -35,9 +36,15 @@ async def test_records_carry_the_spec_keys_and_the_ledger_fields(tmp_path):
         assert record["entry_hash"] == p.entry_hash
 
 
-def test_without_an_address_the_mesh_file_must_list_the_service(tmp_path):
+def test_a_mesh_file_must_list_the_service_and_a_remote_one_needs_a_file(tmp_path):
     with pytest.raises(FailedPrecondition, match="qtmesh up"):
-        get_meta_optimizer_service(mesh_file=tmp_path / "mesh.json")
+        get_meta_optimizer_service(mesh_file=tmp_path / "mesh.json", embedded=False)
     (tmp_path / "mesh.json").write_text(json.dumps({"meta": {"address": "127.0.0.1:1"}}))
+    # A mesh file that exists is where the service is: no quiet fall-back to in process.
     with pytest.raises(FailedPrecondition, match="no meta-optimizer service"):
         get_meta_optimizer_service(mesh_file=tmp_path / "mesh.json")
+
+
+def test_an_embedded_service_has_no_address():
+    with pytest.raises(InvalidArgument, match="embedded"):
+        get_meta_optimizer_service("localhost:1", embedded=True)
