@@ -19,6 +19,7 @@ from typing import Any
 import numpy as np
 
 from backtest import kernel
+from backtest.cluster import Cluster, Simulated
 from backtest.indicators import BarData
 from backtest.metrics import (
     Metrics,
@@ -133,7 +134,9 @@ MINIMUM_BARS = 500
 
 
 class Evaluator:
-    """Evaluates genomes on one BarData; keyword-only so settings read at the call site."""
+    """Evaluates genomes on one BarData; keyword-only so settings read at the call site. With a
+    ``cluster`` (:mod:`backtest.cluster`) the populations of :meth:`evaluate` and
+    :meth:`evaluate_scenarios` are backtested on its workers, with the same results."""
 
     def __init__(
         self,
@@ -141,10 +144,48 @@ class Evaluator:
         policy: Policy | None = None,
         settings: EvaluationSettings | None = None,
         chunk_size: int = 16,
+        cluster: Cluster | None = None,
     ) -> None:
         self.policy = policy or Policy()
         self.settings = settings or EvaluationSettings()
         self.chunk_size = chunk_size
+        self.cluster = cluster
+
+    def without_cluster(self) -> Evaluator:
+        """The same evaluator, evaluating in process."""
+        return Evaluator(policy=self.policy, settings=self.settings, chunk_size=self.chunk_size)
+
+    def simulate_population(
+        self,
+        genomes: Sequence[StrategyGenome],
+        data: BarData,
+        *,
+        summaries: bool,
+        token: CancelToken | None = None,
+    ) -> Simulated:
+        """The kernel over ``genomes`` in process: accumulators and, with ``summaries``, the
+        out-of-sample block sums and the later folds' sums (what :meth:`evaluate` scores)."""
+        count = len(genomes)
+        if not summaries:
+            return Simulated(self._simulate(list(genomes), data, token))
+        blocks = np.empty((count, BLOCKS, 3))
+        folds = np.empty((count, self.settings.folds - 1, 3))
+        accumulators = self._simulate(
+            list(genomes), data, token, blocks_out=blocks, folds_out=folds
+        )
+        return Simulated(accumulators, blocks, folds)
+
+    def _population(
+        self,
+        genomes: list[StrategyGenome],
+        data: BarData,
+        *,
+        summaries: bool,
+        token: CancelToken | None,
+    ) -> Simulated:
+        if self.cluster is None:
+            return self.simulate_population(genomes, data, summaries=summaries, token=token)
+        return self.cluster.simulate(self, genomes, data, summaries=summaries, token=token)
 
     def evaluate(
         self,
@@ -164,9 +205,10 @@ class Evaluator:
         reject_conflicting_ids(genomes, field="genomes")
         trials = trials if trials is not None else TrialLog()
         unique = list({g.id: g for g in genomes}.values())
-        blocks = np.empty((len(unique), BLOCKS, 3))
-        folds = np.empty((len(unique), self.settings.folds - 1, 3))
-        accumulators = self._simulate(unique, data, token, blocks_out=blocks, folds_out=folds)
+        simulated = self._population(unique, data, summaries=True, token=token)
+        accumulators, blocks, folds = simulated.accumulators, simulated.blocks, simulated.folds
+        assert blocks is not None
+        assert folds is not None
         fold_sharpes = sharpe_of_sums(folds, data.bars_per_year)
         for i in range(len(unique)):
             trials.add(_per_bar_sharpe(accumulators[i, kernel.OUT_OF_SAMPLE]))
@@ -196,7 +238,10 @@ class Evaluator:
         reject_conflicting_ids(genomes, field="genomes")
         trials = trials if trials is not None else TrialLog()
         unique = list({g.id: g for g in genomes}.values())
-        per_path = [self._simulate(unique, path, token) for path in paths]
+        per_path = [
+            self._population(unique, path, summaries=False, token=token).accumulators
+            for path in paths
+        ]
         for i in range(len(unique)):
             sharpes = [_per_bar_sharpe(acc[i, kernel.OUT_OF_SAMPLE]) for acc in per_path]
             trials.add(float(np.mean(sharpes)))

@@ -61,6 +61,19 @@ class SesaConfig(DataDirConfig):
         "past it SESA recommends on its own",
     )
 
+    cluster_address: str = setting(
+        "",
+        help="Dask scheduler (tcp://host:8786) whose workers backtest the populations of "
+        "Evolve, Evaluate and RUN_EVOLUTION; empty: in this process. The workers need this "
+        "project installed (its image)",
+    )
+    cluster_task_size: int = setting(
+        64, help="genomes per task sent to a cluster worker (cluster_address)"
+    )
+    cluster_connect_seconds: float = setting(
+        30.0, help="how long SESA's start waits for the cluster_address scheduler to answer"
+    )
+
     kept_events: int = setting(
         10_000,
         help="evolution events kept for WatchEvolutions to resume from; older ones are dropped",
@@ -76,6 +89,8 @@ class SesaConfig(DataDirConfig):
         require(self.kept_events >= 1, "kept_events", "must be at least 1")
         require(self.watch_queue_events >= 1, "watch_queue_events", "must be at least 1")
         require(bool(self.symbols), "symbols", "name at least one symbol")
+        require(self.cluster_task_size >= 1, "cluster_task_size", "must be at least 1")
+        require(self.cluster_connect_seconds > 0, "cluster_connect_seconds", "must be positive")
         for name in ("commission_bps", "slippage_bps"):
             require(0 <= getattr(self, name) <= 1000, name, "must be in 0..1000")
         require(2 <= self.walk_forward_folds <= 20, "walk_forward_folds", "must be in 2..20")

@@ -13,6 +13,7 @@ import grpc
 import numpy as np
 import structlog
 
+from backtest.cluster import Cluster, DaskCluster
 from backtest.evaluation import (
     MINIMUM_BARS,
     CostModel,
@@ -31,6 +32,7 @@ from qtmesh.api.sesa.v1 import sesa_pb2 as pb
 from qtmesh.api.sesa.v1 import sesa_pb2_grpc as pb_grpc
 from qtmesh.base.bars import validate_bars
 from qtmesh.base.concurrency import CancelToken, run_cancellable
+from qtmesh.base.config import ConfigError
 from qtmesh.base.contract import NOT_APPLIED, ActionType, Execution, ExecutionState
 from qtmesh.base.convert import (
     genome_from_proto,
@@ -39,10 +41,7 @@ from qtmesh.base.convert import (
     series_from_proto,
     timestamp,
 )
-from qtmesh.base.errors import (
-    InvalidArgument,
-    MeshError,
-)
+from qtmesh.base.errors import InvalidArgument, MeshError, Unavailable
 from qtmesh.base.genome import Policy, StrategyFamily, StrategyGenome, reject_conflicting_ids
 from qtmesh.base.hub import replay_then_follow
 from qtmesh.base.storage import create_engine
@@ -136,8 +135,10 @@ class SesaServicer(pb_grpc.SesaServiceServicer):
         memory: EvolutionMemory | None = None,
         world_model: Simulator | None = None,
         metrics: Metrics | None = None,
+        cluster: Cluster | None = None,
     ):
         self._config = config
+        self._cluster = cluster
         self._figures = _Figures(metrics or Metrics())
         self._world_model = world_model
         self._memory = memory
@@ -373,7 +374,7 @@ class SesaServicer(pb_grpc.SesaServiceServicer):
             folds=self._config.walk_forward_folds,
             embargo_minutes=self._config.embargo_minutes,
         )
-        return Evaluator(policy=self._policy, settings=settings)
+        return Evaluator(policy=self._policy, settings=settings, cluster=self._cluster)
 
     async def _evolution(
         self, config, evaluator, selection, seed: int, prior_trials: int
@@ -856,6 +857,19 @@ def services(servicer: SesaServicer) -> list[Service]:
     ]
 
 
+def open_cluster(config: SesaConfig) -> DaskCluster:
+    """The Dask cluster of ``cluster_address``; a ConfigError naming the setting when no
+    scheduler answers there."""
+    try:
+        return DaskCluster(
+            address=config.cluster_address,
+            task_size=config.cluster_task_size,
+            connect_timeout_seconds=config.cluster_connect_seconds,
+        )
+    except (Unavailable, InvalidArgument) as exc:
+        raise ConfigError("cluster_address", exc.message) from None
+
+
 async def build(ctx: Context[SesaConfig]) -> Built:
     config = ctx.config
     store = await asyncio.to_thread(
@@ -879,8 +893,12 @@ async def build(ctx: Context[SesaConfig]) -> Built:
             timeout=config.memory_timeout_seconds,
         )
         memory.start()
+    cluster = None
+    if config.cluster_address:
+        cluster = await asyncio.to_thread(open_cluster, config)
     servicer = SesaServicer(
         config=config,
+        cluster=cluster,
         market=market,
         meta=ctx.client("meta", MetaClient),
         events=events,
@@ -896,6 +914,8 @@ async def build(ctx: Context[SesaConfig]) -> Built:
             await servicer.close()  # running evolutions end (cancelled) and say so in the log
         finally:
             store.close()
+            if cluster is not None:
+                await asyncio.to_thread(cluster.close)
 
     return Built(services=services(servicer), drain=events.drain, close=close)
 
