@@ -124,8 +124,25 @@ class FederationConfig(DataDirConfig):
         "the fleet's return) is measured before it is stored in memory",
     )
 
+    leader_election: bool = setting(
+        True,
+        help="with a PostgreSQL database_url, the replicas sharing it elect one leader that "
+        "plans and executes while the others serve the plan stream and history "
+        "(federation/lease.py); off, or on SQLite, this replica leads alone",
+    )
+    lease_heartbeat_seconds: float = setting(
+        1.0,
+        help="how often the leader checks the session holding its lease; a failed check stops "
+        "the replica",
+    )
+
+    @property
+    def elects_leader(self) -> bool:
+        return self.leader_election and self.url.startswith("postgresql")
+
     def __post_init__(self) -> None:
         self.check_database()
+        require(self.lease_heartbeat_seconds > 0, "lease_heartbeat_seconds", "must be positive")
         for name in (
             "gap_update_interval_seconds",
             "deadline_reserve_seconds",

@@ -24,6 +24,15 @@ the action (``Action.outcome``, in the plan's stored state, which GetPlan and Li
 carried by the COMPLETED status update the hub publishes. The wire's ActionStatusUpdate has no
 field for it yet, so a gRPC subscriber reads it from the plan once it sees the completion.
 
+Leadership: several federations may share one history (PostgreSQL), one of them the leader
+(federation/lease.py). Only the leader plans, executes and writes; a follower (``leading``
+False) answers GeneratePlan and ReportActionStatus UNAVAILABLE, which a client's retry sends to
+another replica, and publishes the history's events as the leader stores them
+(:meth:`Federation.publish_stored`), so its subscribers see every event once, in order. A
+follower that becomes the leader (:meth:`Federation.take_over`) publishes the rest of the
+history, reads the completion hints back from the store and resumes what the old leader left
+executing, which settles each action with its owner by idempotency key, so none runs twice.
+
 Observation: an :class:`Observer` hears of every cycle (around it, then the plan it made and
 how long it took) and of every status change, as they happen; the service turns them into
 metrics and each cycle into a trace. Executions start inside their cycle, so the calls they
@@ -47,7 +56,7 @@ from federation.execution import execute_plan
 from federation.fanout import ask_all
 from federation.plan import Event, Plan, StatusUpdate, build_plan
 from qtmesh.base.contract import Action, ActionStatus, ActionType, Agent, AgentContext
-from qtmesh.base.errors import FailedPrecondition, InvalidArgument, MeshError
+from qtmesh.base.errors import FailedPrecondition, InvalidArgument, MeshError, Unavailable
 from qtmesh.base.hub import Hub
 
 if TYPE_CHECKING:
@@ -131,12 +140,27 @@ class Federation:
         self._unfinished: dict[tuple[int, str], int] = {}
         # Market time of the latest completion per action type, for the agents (module docstring).
         self._completed: dict[ActionType, int] = {}
+        # Whether this federation writes the history (Leadership, in the module docstring), and
+        # who does when it does not.
+        self.leading = True
+        self.leader: Callable[[], str] = lambda: "this replica"
+        self.published = 0  # the last stored event a follower published
         self._write = asyncio.Lock()  # keeps publication in sequence order
+
+    def _check_leading(self) -> None:
+        if not self.leading:
+            leader = self.leader()
+            raise Unavailable(
+                "this federation replica follows the leader and only reads the history; "
+                f"the leader is {leader}",
+                metadata={"leader": leader},
+            )
 
     async def generate_plan(
         self, *, hints: Mapping[str, str] | None = None, execute: bool = False
     ) -> Plan:
         """Runs one cycle now; with ``execute`` its actions run in the background."""
+        self._check_leading()
         for key, value in (hints or {}).items():
             if not key or len(key) > 128 or len(value) > 1024:
                 raise InvalidArgument(f"hints[{key}]", "keys of 1-128 and values up to 1024 chars")
@@ -242,6 +266,29 @@ class Federation:
         await self._unit(self.store.run_short(self.store.finish_execution, plan.sequence))
         return final
 
+    async def publish_stored(self) -> int:
+        """A follower's hub: publishes the events stored since the last it published, in order;
+        how many. The leader publishes what it writes instead."""
+        count = 0
+        while events := await self.store.run(
+            self.store.events_after, self.published, self.config.history_page
+        ):
+            for event in events:
+                # No await in between: a cancelled follower never publishes an event twice.
+                self.hub.publish(event)
+                self.published = event.sequence
+            count += len(events)
+        return count
+
+    async def take_over(self) -> int:
+        """Becomes the leader of a history others wrote: publishes what is stored and not yet
+        published, reads the completion hints back, and resumes the executions the previous
+        leader left unfinished (:meth:`resume_executions`); how many it resumed."""
+        await self.publish_stored()
+        self._completed = await self.store.run(self.store.completions)
+        self.leading = True
+        return await self.resume_executions()
+
     async def resume_executions(self) -> int:
         """Resumes the executions a previous federation left unfinished (it crashed; a shutdown
         finishes them): each action it left EXECUTING is settled with its owner
@@ -297,6 +344,7 @@ class Federation:
         outcome: Mapping[str, str] | None = None,
     ) -> StatusUpdate:
         """Stores and publishes a status change; the caller holds the write lock."""
+        at = self._clock()[0] if status is ActionStatus.COMPLETED else None
         update = await self.store.run_short(
             self.store.append_status,
             plan_sequence,
@@ -306,11 +354,11 @@ class Federation:
             attempts,
             self._wall_clock(),
             outcome,
+            at,
         )
         self.hub.publish(Event(update.sequence, update=update))
         self.observer.changed(update)
-        if status is ActionStatus.COMPLETED:
-            at, _ = self._clock()
+        if at is not None:
             kind = update.action_type
             self._completed[kind] = max(at, self._completed.get(kind, at))
         key = (plan_sequence, action_id)
@@ -356,6 +404,7 @@ class Federation:
         self, plan_sequence: int, action_id: str, status: ActionStatus, detail: str
     ) -> StatusUpdate:
         """An outside executor's report (ReportActionStatus)."""
+        self._check_leading()
         if status not in REPORTABLE:
             allowed = ", ".join(s.name for s in REPORTABLE)
             raise InvalidArgument(
@@ -405,7 +454,10 @@ class Federation:
     async def close(self) -> None:
         """Lets executions finish within ``shutdown_grace_seconds``, then cancels the rest and
         records each action they left unfinished as FAILED, so no action stays EXECUTING or
-        PENDING in the history forever."""
+        PENDING in the history forever. A follower executes nothing and writes nothing."""
+        if not self.leading:
+            self.hub.close_all()
+            return
         if not await self.wait_for_executions(self.config.shutdown_grace_seconds):
             for task in list(self._executions):
                 task.cancel()

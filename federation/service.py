@@ -6,6 +6,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
+import os
+import random
+import signal
 from collections import OrderedDict
 from collections.abc import AsyncIterator, Callable, Collection, Iterator
 from typing import Any
@@ -18,6 +21,7 @@ from opentelemetry import trace
 from federation import _convert as convert
 from federation.config import ENV_PREFIX, FederationConfig
 from federation.engine import Federation, Observer
+from federation.lease import Lease, follow_history
 from federation.memory import PlanOutcomes
 from federation.plan import Event, Plan, StatusUpdate
 from federation.store import PlanStore
@@ -30,7 +34,7 @@ from qtmesh.api.federation.v1 import federation_pb2_grpc as pb_grpc
 from qtmesh.base import paging
 from qtmesh.base.contract import ActionType, Priority
 from qtmesh.base.convert import enum_from_proto, optional_time_from_proto
-from qtmesh.base.errors import InvalidArgument
+from qtmesh.base.errors import InvalidArgument, Unavailable
 from qtmesh.base.hub import Subscription, replay_then_follow
 from qtmesh.base.reconnect import follow_forever
 from qtmesh.base.signal import ChangeSignal
@@ -44,6 +48,8 @@ from qtmesh.runtime.server import Service
 _CACHED_MESSAGES = 512
 _CACHED_PLANS = 64
 _log = structlog.get_logger("federation")
+# The health name SERVING while this replica leads the history (federation/lease.py).
+LEADER_ROLE = "federation.leader"
 
 
 class _Filter:
@@ -269,7 +275,28 @@ def _uses(config: FederationConfig) -> list[Uses]:
     ]
 
 
-async def build(ctx: Context[FederationConfig]) -> Built:
+async def _wait_for_lease(lease: Lease, *, initial: float = 0.2, most: float = 5.0) -> None:
+    """Waits in line for the lease, again (after a backoff) whenever the wait's session fails."""
+    delay = initial
+    while True:
+        try:
+            await lease.acquire()
+            return
+        except Unavailable as exc:
+            _log.warning("lost the wait for the lease; waiting again", error=exc.message)
+            await asyncio.sleep(random.uniform(0, delay))
+            delay = min(most, 2 * delay)
+
+
+def stop_this_process(why: str) -> None:
+    """A replica that lost its lease stops (SIGTERM to itself: the server drains); restarted,
+    it follows again."""
+    os.kill(os.getpid(), signal.SIGTERM)
+
+
+async def build(
+    ctx: Context[FederationConfig], *, on_lease_lost: Callable[[str], None] = stop_this_process
+) -> Built:
     config = ctx.config
     store = await asyncio.to_thread(config.open, lambda url: PlanStore(create_engine(url)))
     clients = {
@@ -297,21 +324,53 @@ async def build(ctx: Context[FederationConfig]) -> Built:
         federation.hub.backlog,
     )
     servicer = FederationServicer(federation)
-    tasks = [
-        asyncio.ensure_future(market_clock.run()),
-        # What a crash left executing settles with its owners (federation/execution.py).
-        asyncio.ensure_future(federation.resume_executions()),
-    ]
-    if config.gap_update_interval_seconds > 0:
-        tasks.append(asyncio.ensure_future(_after_first_interval(federation)))
-    if config.record_to_memory:
-        outcomes = PlanOutcomes(
-            market=ctx.client("market", MarketClient),
-            recorder=Recorder(ctx.client("memory", MemoryClient), writer="federation"),
-            clock=market_clock.latest,
-            window=config.memory_outcome_window,
+    leader_gauge = ctx.metrics.gauge(
+        "qtmesh_federation_leader", "1 while this replica leads the federation's history"
+    )
+
+    def leading(held: bool) -> None:
+        """Told in the gauge and in grpc.health.v1 as ``federation.leader`` (LEADER_ROLE)."""
+        leader_gauge.set(1 if held else 0)
+        ctx.roles.set(LEADER_ROLE, held)
+
+    leading(False)
+
+    def leader_work() -> list[asyncio.Future[Any]]:
+        """What only the leader runs: planning cycles, and recording outcomes to memory."""
+        work: list[asyncio.Future[Any]] = []
+        if config.gap_update_interval_seconds > 0:
+            work.append(asyncio.ensure_future(_after_first_interval(federation)))
+        if config.record_to_memory:
+            outcomes = PlanOutcomes(
+                market=ctx.client("market", MarketClient),
+                recorder=Recorder(ctx.client("memory", MemoryClient), writer="federation"),
+                clock=market_clock.latest,
+                window=config.memory_outcome_window,
+            )
+            work.append(asyncio.ensure_future(outcomes.follow(federation.hub, market_clock.moved)))
+        return work
+
+    tasks: list[asyncio.Future[Any]] = [asyncio.ensure_future(market_clock.run())]
+    lease = None
+    if config.elects_leader:
+        lease = Lease(config.url, heartbeat_seconds=config.lease_heartbeat_seconds)
+        # The first replica leads before it serves; the others follow until the lease is free,
+        # publishing what the leader writes from now on (subscribers read the past from the
+        # store).
+        federation.leading = False
+        federation.published = await store.run(store.last_sequence)
+        if await lease.try_acquire():
+            await federation.take_over()
+        tasks.append(
+            asyncio.ensure_future(
+                _lead(federation, lease, leader_work, tasks, leading, on_lease_lost)
+            )
         )
-        tasks.append(asyncio.ensure_future(outcomes.follow(federation.hub, market_clock.moved)))
+    else:
+        leading(True)
+        # What a crash left executing settles with its owners (federation/execution.py).
+        tasks.append(asyncio.ensure_future(federation.resume_executions()))
+        tasks += leader_work()
 
     def drain() -> None:
         for task in tasks:
@@ -327,9 +386,44 @@ async def build(ctx: Context[FederationConfig]) -> Built:
             await asyncio.gather(*tasks, return_exceptions=True)
             await federation.close()
         finally:
+            # Held until the interrupted actions are recorded: the next leader resumes the rest.
+            if lease is not None:
+                await lease.release()
             store.close()
 
     return Built(services=[service_of(servicer)], drain=drain, close=close)
+
+
+async def _lead(
+    federation: Federation,
+    lease: Lease,
+    leader_work: Callable[[], list[asyncio.Future[Any]]],
+    tasks: list[asyncio.Future[Any]],
+    leading: Callable[[bool], None],
+    lost: Callable[[str], None],
+) -> None:
+    """Follows the history until this replica holds the lease (unless it does already), then
+    leads until it loses it (federation/lease.py)."""
+    if not federation.leading:
+        holder = await asyncio.to_thread(lease.holder)
+        federation.leader = lambda: holder
+        _log.info("following the federation's history", leader=holder)
+        following = asyncio.ensure_future(follow_history(lease.url, federation.publish_stored))
+        try:
+            await _wait_for_lease(lease)
+        finally:
+            following.cancel()
+            await asyncio.gather(following, return_exceptions=True)
+        resumed = await federation.take_over()
+        _log.info("took the federation's history over", resumed_executions=resumed)
+    leading(True)
+    tasks += leader_work()
+    why = await lease.hold()
+    # Another replica may lead already: write nothing more, and stop.
+    federation.leading = False
+    leading(False)
+    _log.critical("lost the federation's lease; stopping", reason=why)
+    lost(why)
 
 
 class CycleObserver(Observer):

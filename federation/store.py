@@ -5,7 +5,8 @@ The event log's primary key is the sequence every subscriber resumes from; a pla
 the sequence of the event that created it, so plans and updates share one strictly increasing
 order. Appending a plan is a single INSERT (the sequence is stamped into the plan on read), and
 an update is one INSERT plus one write of the plan's state, in one transaction: a restart loses
-nothing that was acknowledged. One federation writes a history at a time.
+nothing that was acknowledged. One federation writes a history at a time: with several replicas,
+the leader (federation/lease.py); the others read it.
 """
 
 from __future__ import annotations
@@ -17,8 +18,9 @@ from pathlib import Path
 import sqlalchemy as sa
 
 from federation import _records as records
+from federation.lease import EVENTS_CHANNEL
 from federation.plan import Event, Plan, StatusUpdate, with_status
-from qtmesh.base.contract import ActionStatus, Priority
+from qtmesh.base.contract import ActionStatus, ActionType, Priority
 from qtmesh.base.errors import NotFound
 from qtmesh.base.storage import Migrations, SqlStore, inserted_key
 
@@ -56,6 +58,14 @@ executions = sa.Table(
     _metadata,
     sa.Column("plan_sequence", sa.BigInteger, primary_key=True, autoincrement=False),
 )
+# Market time of the latest completion of each action type: the agents' ``completed/<type>``
+# hints, kept across restarts and changes of leader.
+completions = sa.Table(
+    "federation_completions",
+    _metadata,
+    sa.Column("action_type", sa.SmallInteger, primary_key=True, autoincrement=False),
+    sa.Column("market_time", sa.BigInteger, nullable=False),
+)
 # Built once: a statement given its values as parameters compiles once, not on every append.
 _insert_event = events.insert()
 
@@ -87,7 +97,13 @@ class PlanStore(SqlStore):
             )
             if executing:
                 connection.execute(executions.insert().values(plan_sequence=sequence))
+            self._notify(connection, sequence)
         return dataclasses.replace(plan, sequence=sequence)
+
+    def _notify(self, connection: sa.Connection, sequence: int) -> None:
+        """On PostgreSQL, tells the followers of ``sequence`` when the transaction commits."""
+        if not self.local:
+            connection.execute(sa.select(sa.func.pg_notify(EVENTS_CHANNEL, str(sequence))))
 
     def unfinished_executions(self) -> list[Plan]:
         """The plans whose execution started and never finished, in their current state, oldest
@@ -113,9 +129,11 @@ class PlanStore(SqlStore):
         attempts: int,
         now: int,
         outcome: Mapping[str, str] | None = None,
+        completed_at: int | None = None,
     ) -> StatusUpdate:
         """Records a status change of an action and applies it to its plan, atomically; an
-        ``outcome`` (what the owner returned on completion) is kept on the plan's action."""
+        ``outcome`` (what the owner returned on completion) is kept on the plan's action, and
+        ``completed_at`` (the market time of a completion) as its type's latest completion."""
         with self.engine.begin() as connection:
             plan, had_state = self._current(connection, plan_sequence)
             try:
@@ -159,7 +177,31 @@ class PlanStore(SqlStore):
                 connection.execute(
                     plan_states.insert().values(sequence=plan_sequence, payload=state)
                 )
+            if completed_at is not None:
+                self._complete(connection, action.action_type.value, completed_at)
+            self._notify(connection, sequence)
         return dataclasses.replace(update, sequence=sequence)
+
+    def _complete(self, connection: sa.Connection, action_type: int, at: int) -> None:
+        known = connection.execute(
+            sa.select(completions.c.market_time).where(completions.c.action_type == action_type)
+        ).scalar()
+        if known is None:
+            connection.execute(completions.insert().values(action_type=action_type, market_time=at))
+        elif at > known:
+            connection.execute(
+                completions.update()
+                .where(completions.c.action_type == action_type)
+                .values(market_time=at)
+            )
+
+    def completions(self) -> dict[ActionType, int]:
+        """The market time of the latest completion of each action type."""
+        with self.engine.connect() as connection:
+            rows = connection.execute(
+                sa.select(completions.c.action_type, completions.c.market_time)
+            )
+            return {ActionType(row.action_type): int(row.market_time) for row in rows}
 
     def events_after(self, sequence: int, limit: int) -> list[Event]:
         with self.engine.connect() as connection:

@@ -28,7 +28,7 @@ from qtmesh.base import config as configuration
 from qtmesh.runtime import tracing
 from qtmesh.runtime.channels import ChannelConfig, open_channel
 from qtmesh.runtime.metrics import Metrics
-from qtmesh.runtime.server import MeshServer, ServerConfig, Service
+from qtmesh.runtime.server import HealthRoles, MeshServer, ServerConfig, Service
 
 C = TypeVar("C")
 T = TypeVar("T")
@@ -71,10 +71,11 @@ class Built:
 
 class Context(Generic[C]):
     """What ``build`` receives: the validated config, the clients the App declared, the server's
-    own settings (``server``: its TLS files serve whatever else the service listens on, such as
-    the console's web port), the service's ``metrics`` registry for its own figures, and its
-    ``tracer`` for spans of work it starts itself. The clients' calls are recorded in
-    ``metrics`` and traced with ``tracer_provider``."""
+        own settings (``server``: its TLS files serve whatever else the service listens on, such as
+        the console's web port), the service's ``metrics`` registry for its own figures, and its
+        ``tracer`` for spans of work it starts itself. The clients' calls are recorded in
+        ``metrics`` and traced with ``tracer_provider``. ``roles`` are the health statuses of roles
+    the service holds (:class:`~qtmesh.runtime.server.HealthRoles`)."""
 
     def __init__(
         self,
@@ -93,6 +94,7 @@ class Context(Generic[C]):
         self.metrics = metrics or Metrics()
         self.tracer_provider = tracer_provider
         self.tracer = tracing.tracer_of(tracer_provider, name)
+        self.roles = HealthRoles()
         self._opened: list[tuple[Uses, grpc.aio.Channel, object]] = []
         self._taken: set[int] = set()
         for use in uses:
@@ -253,4 +255,5 @@ class App(Generic[C]):
             endpoints=built.endpoints,
             metrics=metrics,
             tracer_provider=tracer_provider,
+            roles=context.roles,
         )

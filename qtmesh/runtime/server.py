@@ -205,6 +205,30 @@ class Service:
         return cls(descriptor.full_name, lambda server: add_to_server(servicer, server))
 
 
+class HealthRoles:
+    """Roles a service holds beside serving (the federation's ``federation.leader``), reported
+    by grpc.health.v1 under their names: SERVING while held, NOT_SERVING otherwise, so a client
+    can Check or Watch one. ``build`` sets them through ``Context.roles``; the server mirrors
+    every change once it serves, in the order they were made."""
+
+    def __init__(self) -> None:
+        self._held: dict[str, bool] = {}
+        self._listener: Callable[[str, bool], None] | None = None
+
+    def set(self, name: str, held: bool) -> None:
+        self._held[name] = held
+        if self._listener is not None:
+            self._listener(name, held)
+
+    def held(self, name: str) -> bool:
+        return self._held.get(name, False)
+
+    def attach(self, listener: Callable[[str, bool], None]) -> None:
+        self._listener = listener
+        for name, held in self._held.items():
+            listener(name, held)
+
+
 class MeshServer:
     """A grpc.aio server with the mesh's health, reflection, interceptors, metrics and shutdown
     sequence. ``metrics`` is the service's registry (one of its own unless given: an App shares
@@ -223,8 +247,11 @@ class MeshServer:
         endpoints: Mapping[str, str] | None = None,
         metrics: Metrics | None = None,
         tracer_provider: trace.TracerProvider | None = None,
+        roles: HealthRoles | None = None,
     ) -> None:
         self.name = name
+        self.roles = roles or HealthRoles()
+        self._role_updates: set[asyncio.Task[None]] = set()
         self.metrics = metrics or Metrics()
         self.tracer_provider = tracer_provider
         # What else the service listens on (App's Built.endpoints), by name.
@@ -302,6 +329,7 @@ class MeshServer:
             raise
         for name in ("", *self.service_names):
             await self.health.set(name, health_pb2.HealthCheckResponse.SERVING)
+        self.roles.attach(self._set_role)
         _log.info(
             "serving",
             server=self.name,
@@ -311,6 +339,14 @@ class MeshServer:
             metrics_address=self.endpoints.get("metrics"),
         )
         return self.address
+
+    def _set_role(self, name: str, held: bool) -> None:
+        response = health_pb2.HealthCheckResponse
+        status = response.SERVING if held else response.NOT_SERVING
+        # Tasks run in the order they were made: the last change wins.
+        task = asyncio.ensure_future(self.health.set(name, status))
+        self._role_updates.add(task)
+        task.add_done_callback(self._role_updates.discard)
 
     async def _start_health_server(self) -> tuple[grpc.aio.Server, str]:
         """A plaintext server with only the health service (the same servicer, so it reports

@@ -147,14 +147,14 @@ def test_a_history_from_before_migrations_upgrades_in_place(database_url):
     assert store_module.MIGRATIONS.revision(engine) is None
     store = PlanStore(engine)
     try:
-        assert store_module.MIGRATIONS.revision(engine) == "0002"
+        assert store_module.MIGRATIONS.revision(engine) == "0003"
         assert store.get_plan(1).id == plan.id
         # What the upgrade added works: the executions of plans.
         executed = store.append_plan(draft(2_000, HALT), executing=True)
         assert [p.sequence for p in store.unfinished_executions()] == [executed.sequence]
         # Opening it again finds it up to date.
         PlanStore(engine)
-        assert store_module.MIGRATIONS.revision(engine) == "0002"
+        assert store_module.MIGRATIONS.revision(engine) == "0003"
     finally:
         store.close()
 
