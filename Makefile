@@ -8,6 +8,11 @@ BUF := .tools/node_modules/.bin/buf
 # The schemas the deploy tests check the monitoring objects against, installed as
 # tests/deploy/schemas/package-lock.json pins them (tests/deploy/schemas/README.md).
 DEPLOY_SCHEMAS := .tools/deploy-schemas/node_modules/.package-lock.json
+# The Dask operator's CRDs the deploy tests check the DaskCluster against, from the pinned
+# dask-kubernetes wheel (its Helm chart's crds/), verified by its sha256.
+DASK_KUBERNETES := 2026.3.0
+DASK_KUBERNETES_SHA256 := 5cf138e03cb1851063b82b74e9fd4679251238e3867fcae1e3682aada6410728
+DASK_CRDS := .tools/dask-crds/daskcluster.yaml
 # The Node client example's packages, as examples/node/package-lock.json pins them (docs/clients.md).
 NODE_EXAMPLE := examples/node/node_modules/.package-lock.json
 PACKAGES := qtmesh agents alpha_reporting backtest console federation market memory meta \
@@ -49,7 +54,7 @@ buf-lint: $(BUF)
 buf-breaking: $(BUF)
 	BUF=$(BUF) scripts/buf_breaking.sh $(BREAKING_AGAINST)
 
-pytest: $(KERNELS) $(CHROMIUM) $(DEPLOY_SCHEMAS) $(NODE_EXAMPLE) bytecode
+pytest: $(KERNELS) $(CHROMIUM) $(DEPLOY_SCHEMAS) $(DASK_CRDS) $(NODE_EXAMPLE) bytecode
 	$(BIN)/pytest
 
 # The project's modules compiled ahead (the environment may forbid Python to write its cache),
@@ -113,6 +118,14 @@ $(DEPLOY_SCHEMAS): tests/deploy/schemas/package.json tests/deploy/schemas/packag
 	mkdir -p .tools/deploy-schemas
 	cp tests/deploy/schemas/package.json tests/deploy/schemas/package-lock.json .tools/deploy-schemas/
 	npm ci --silent --no-audit --no-fund --prefix .tools/deploy-schemas
+
+$(DASK_CRDS): $(STAMP)
+	rm -rf .tools/dask-crds && mkdir -p .tools/dask-crds/wheel
+	$(BIN)/pip download --quiet --no-deps --dest .tools/dask-crds/wheel dask-kubernetes==$(DASK_KUBERNETES)
+	echo "$(DASK_KUBERNETES_SHA256)  .tools/dask-crds/wheel/dask_kubernetes-$(DASK_KUBERNETES)-py3-none-any.whl" | sha256sum -c --quiet
+	$(BIN)/python -m zipfile -e .tools/dask-crds/wheel/dask_kubernetes-$(DASK_KUBERNETES)-py3-none-any.whl .tools/dask-crds/wheel/unpacked
+	cp .tools/dask-crds/wheel/unpacked/dask_kubernetes/operator/deployment/helm/dask-kubernetes-operator/crds/*.yaml .tools/dask-crds/
+	rm -rf .tools/dask-crds/wheel
 
 $(NODE_EXAMPLE): examples/node/package.json examples/node/package-lock.json
 	npm ci --silent --no-audit --no-fund --prefix examples/node

@@ -44,6 +44,7 @@ from sesa.priors import RL_GENES, Priors
 from sesa.selection import Judgement
 
 DAY_NANOS = 86_400 * 10**9
+COMPLETED_HINT = "completed/run_evolution"
 _log = structlog.get_logger("sesa.agent")
 # Changes a recommendation before it is given (None: withdraws it); see sesa.memory.
 Review = Callable[[Recommendation, AgentContext], Awaitable[Recommendation | None]]
@@ -197,6 +198,15 @@ def _evolution_detail(f: FinishedEvolution, config: EvolutionConfig) -> str:
     return text + f"; sent to the book as shadows ({book.detail}, change {book.change_sequence})"
 
 
+def _completed_hint(context: AgentContext) -> int | None:
+    """The market time of the latest completed RUN_EVOLUTION, from the planning context's
+    ``completed/run_evolution`` hint (federation/engine.py); None without a valid one."""
+    try:
+        return int(context.hints[COMPLETED_HINT])
+    except (KeyError, ValueError):
+        return None
+
+
 @dataclasses.dataclass(eq=False)
 class _Run:
     order: EvolutionOrder  # the order that started it
@@ -205,7 +215,8 @@ class _Run:
 
 
 class SesaAgent:
-    """Recommends running an evolution when there is none or the latest is a day old (which
+    """Recommends running an evolution when there is none or the latest is a day old (the latest
+    this replica ran, or the latest the federation saw complete on any replica; which
     ``review``, when given, may change: memory's, in :mod:`sesa.memory`), and executes
     RUN_EVOLUTION through ``run_evolution``, once per key (see the module)."""
 
@@ -257,10 +268,13 @@ class SesaAgent:
     def _due(self, context: AgentContext) -> Recommendation | None:
         if self.running:
             return None  # its candidates go to the book when it finishes
-        latest = self.latest
-        if latest is None:
+        # This replica's latest evolution, or the federation's record of the latest completed
+        # RUN_EVOLUTION (any replica's; kept across restarts), whichever is newer.
+        finished = [t for t in (_completed_hint(context), self.latest) if t is not None]
+        if not finished:
             return self._evolve("no evolution has run yet, so no candidate has been tested", 0.6)
-        age = context.as_of_time - latest.finished_time
+        latest = max(t if isinstance(t, int) else t.finished_time for t in finished)
+        age = context.as_of_time - latest
         if context.as_of_time and age >= self._stale_after:
             hours = age / 3.6e12
             return self._evolve(f"the latest evolution finished {hours:.0f} h ago", 0.7)

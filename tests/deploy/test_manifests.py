@@ -14,6 +14,7 @@ where it is missing; the image tests need nothing but the files.
 from __future__ import annotations
 
 import base64
+import copy
 import dataclasses
 import fnmatch
 import functools
@@ -31,6 +32,7 @@ from typing import Any
 
 import kubernetes_validate
 import pytest
+import yaml
 
 from federation.config import FederationConfig
 from qtmesh.base import config as configuration
@@ -38,7 +40,7 @@ from qtmesh.runtime import catalog
 from qtmesh.runtime.channels import CLIENT_ENV_PREFIX, DEFAULT_PORTS, ChannelConfig
 from qtmesh.runtime.server import ENV_PREFIX, ServerConfig
 from qtmesh.testing import make_certificates
-from tests.helpers import deploy_schemas
+from tests.helpers import dask_crds, deploy_schemas
 from tests.helpers.deploy import METRICS_PORT, OVERLAYS, ROOT, Overlay, built
 
 DOCKERFILE = ROOT / "deploy" / "docker" / "Dockerfile"
@@ -50,6 +52,8 @@ KUBERNETES_VERSION = "1.37.0"
 USER_ID = GROUP_ID = 10001
 # Services that may run several replicas: the others own state in one process.
 REPLICATED = {"sesa", "world-model", "memory", "console"}
+# Services whose replicas elect a leader on PostgreSQL (prod); on SQLite (dev) they run alone.
+LEADER_ELECTED = {"federation"}
 # Ports a service serves beside gRPC (the console's web pages and API), by name.
 WEB_PORTS = {"console": 8090}
 # Every server's Prometheus endpoint (METRICS_PORT) is the container and Service port named
@@ -278,12 +282,22 @@ def pods(overlay: Overlay) -> Iterator[tuple[str, dict[str, Any]]]:
         yield name, deployment["spec"]["template"]["spec"]
 
 
+def dask_pods(overlay: Overlay) -> Iterator[tuple[str, dict[str, Any]]]:
+    for cluster in overlay.of_kind("DaskCluster"):
+        for component in ("scheduler", "worker"):
+            yield f"dask-{component}", cluster["spec"][component]["spec"]
+
+
 def test_overlay_validates_strictly_against_the_kubernetes_schemas(overlay: Overlay):
     problems = []
     custom = []
     for document in overlay.documents:
         if deploy_schemas.is_custom_resource(document):
             custom.append(document)
+            continue
+        if dask_crds.is_dask_resource(document):
+            name = f"{document['kind']}/{document['metadata']['name']}"
+            problems += [f"{name}: {problem}" for problem in dask_crds.problems(document)]
             continue
         try:
             kubernetes_validate.validate(document, KUBERNETES_VERSION, strict=True)
@@ -295,6 +309,20 @@ def test_overlay_validates_strictly_against_the_kubernetes_schemas(overlay: Over
         checked = deploy_schemas.check((name, "kubernetes", d) for name, d in named.items())
         problems += [f"{name}: {problem}" for name, found in checked.items() for problem in found]
     assert problems == []
+
+
+def test_the_dask_schemas_reject_unknown_fields_and_bad_values():
+    (cluster,) = [d for d in built("prod").documents if dask_crds.is_dask_resource(d)]
+    assert dask_crds.problems(cluster) == []
+    typo = copy.deepcopy(cluster)
+    typo["spec"]["worker"]["replica"] = 2
+    assert dask_crds.problems(typo) == [".spec.worker.replica: unknown field"]
+    wrong = copy.deepcopy(cluster)
+    wrong["spec"]["worker"]["replicas"] = "two"
+    assert any("'two' is not of type 'integer'" in p for p in dask_crds.problems(wrong))
+    missing = copy.deepcopy(cluster)
+    del missing["spec"]["scheduler"]["service"]
+    assert any("'service' is a required property" in p for p in dask_crds.problems(missing))
 
 
 def test_strict_validation_rejects_unknown_fields():
@@ -350,7 +378,7 @@ def test_pods_meet_the_restricted_pod_security_standard(overlay: Overlay):
     for namespace in overlay.of_kind("Namespace"):
         assert namespace["metadata"]["labels"]["pod-security.kubernetes.io/enforce"] == "restricted"
     assert overlay.of_kind("Namespace"), "the overlay creates its namespace"
-    for name, pod in pods(overlay):
+    for name, pod in [*pods(overlay), *dask_pods(overlay)]:
         context = pod["securityContext"]
         assert context["runAsNonRoot"] is True, name
         assert (context["runAsUser"], context["runAsGroup"]) == (USER_ID, GROUP_ID), name
@@ -504,25 +532,47 @@ def test_every_built_server_accepts_its_environment(overlay: Overlay, tmp_path: 
         catalog.entry(name).load().load_config(environ=environ)
 
 
-def _peer(peer: dict[str, Any]) -> str:
-    """The name of a caller a NetworkPolicy peer admits: a mesh service of the namespace, or
-    one of the outside callers the federation accepts."""
+# The pods of SESA's Dask cluster (deploy/k8s/dask) by the labels the operator gives them, the
+# ports of each, and who calls whom there: SESA submits to the scheduler and ships bars to and
+# gathers results from the workers; scheduler and workers talk both ways, and workers to workers.
+DASK_CLUSTER = "qtmesh-dask"
+DASK_PODS = {
+    "dask-scheduler": {"dask.org/cluster-name": DASK_CLUSTER, "dask.org/component": "scheduler"},
+    "dask-worker": {"dask.org/cluster-name": DASK_CLUSTER, "dask.org/component": "worker"},
+}
+DASK_PORTS = {"dask-scheduler": [8786], "dask-worker": [8789, 8790]}
+DASK_EDGES = {
+    ("sesa", "dask-scheduler"),
+    ("dask-worker", "dask-scheduler"),
+    ("sesa", "dask-worker"),
+    ("dask-scheduler", "dask-worker"),
+    ("dask-worker", "dask-worker"),
+}
+
+
+def _peers(peer: dict[str, Any]) -> set[str]:
+    """The names of the callers a NetworkPolicy peer admits: mesh services of the namespace (or
+    pods of the Dask cluster), or one of the outside callers the federation accepts."""
     if set(peer) == {"podSelector"}:
-        (name,) = peer["podSelector"]["matchLabels"].values()
-        return name
+        selected = peer["podSelector"]["matchLabels"]
+        dask = {name for name, labels in DASK_PODS.items() if selected.items() <= labels.items()}
+        if dask:
+            return dask
+        (name,) = selected.values()
+        return {name}
     if peer == {
         "namespaceSelector": {},
         "podSelector": {"matchLabels": {"qtmesh.io/gap-subscriber": "true"}},
     }:
-        return "subscriber"
+        return {"subscriber"}
     if peer == {"namespaceSelector": {"matchLabels": {"qtmesh.io/gap-ingress": "true"}}}:
-        return "ingress"
+        return {"ingress"}
     if peer == {"namespaceSelector": {"matchLabels": {"qtmesh.io/console-ingress": "true"}}}:
-        return "console-ingress"
+        return {"console-ingress"}
     if peer == {"namespaceSelector": METRICS_SCRAPER, "podSelector": METRICS_SCRAPER}:
-        return "metrics-scraper"
+        return {"metrics-scraper"}
     if set(peer) == {"ipBlock"}:
-        return "outside"
+        return {"outside"}
     raise AssertionError(f"unexpected peer {peer}")
 
 
@@ -534,6 +584,10 @@ def test_network_policies_allow_exactly_the_calls_the_code_makes(overlay: Overla
     labels = {
         name: d["spec"]["template"]["metadata"]["labels"] for name, d in overlay.deployments.items()
     }
+    dask = overlay.of_kind("DaskCluster")
+    if dask:
+        assert [d["metadata"]["name"] for d in dask] == [DASK_CLUSTER]
+        labels |= DASK_PODS
     allowed = set()
     for policy in policies:
         if policy is deny:
@@ -544,18 +598,25 @@ def test_network_policies_allow_exactly_the_calls_the_code_makes(overlay: Overla
         selected = spec["podSelector"]["matchLabels"].items()
         targets = {name for name, pod in labels.items() if selected <= pod.items()}
         assert targets, f"{policy['metadata']['name']} selects no pod of the mesh"
+        ports = []
         for rule in spec["ingress"]:
-            peers = {_peer(peer) for peer in rule["from"]}
+            peers = set().union(*(_peers(peer) for peer in rule["from"]))
             # The scraper reaches every metrics port, and only those; browsers the console's
-            # web port only; every other edge is one service's gRPC port.
-            if peers == {"metrics-scraper"}:
-                port = METRICS_PORT
+            # web port only; every other edge is one service's gRPC port (or a Dask port).
+            (target,) = targets if peers != {"metrics-scraper"} else (None,)
+            if target in DASK_PORTS:
+                ports += [p["port"] for p in rule["ports"]]
+                assert all(p["protocol"] == "TCP" for p in rule["ports"])
+            elif peers == {"metrics-scraper"}:
+                assert rule["ports"] == [{"protocol": "TCP", "port": METRICS_PORT}]
             else:
                 assert "metrics-scraper" not in peers
-                (target,) = targets
                 port = WEB_PORTS[target] if peers == {"console-ingress"} else DEFAULT_PORTS[target]
-            assert rule["ports"] == [{"protocol": "TCP", "port": port}]
+                assert rule["ports"] == [{"protocol": "TCP", "port": port}]
             allowed |= {(peer, callee) for peer in peers for callee in targets}
+        if targets <= set(DASK_PORTS):
+            (target,) = targets
+            assert sorted(set(ports)) == DASK_PORTS[target], policy["metadata"]["name"]
 
     expected = {(caller, callee) for caller in DEFAULT_PORTS for callee in calls(caller)}
     expected |= {("federation", callee) for callee in federation_calls()}
@@ -563,6 +624,11 @@ def test_network_policies_allow_exactly_the_calls_the_code_makes(overlay: Overla
     expected |= {(caller, "federation") for caller in outside}
     expected |= {("console-ingress", "console")}
     expected |= {("metrics-scraper", service) for service in DEFAULT_PORTS}
+    if dask:
+        expected |= DASK_EDGES
+        assert overlay.env("sesa")["QTMESH_SESA_CLUSTER_ADDRESS"] == (
+            f"tcp://{DASK_CLUSTER}-scheduler:8786"
+        )
     assert allowed == expected
 
 
@@ -590,16 +656,42 @@ def test_disruption_budgets_and_autoscaling(overlay: Overlay):
 
 
 def test_replicas_and_rollouts(overlay: Overlay):
+    several = REPLICATED | (LEADER_ELECTED if overlay.name == "prod" else set())
     for name, deployment in overlay.deployments.items():
         spec = deployment["spec"]
-        if name not in REPLICATED:
+        spread = spec["template"]["spec"].get("topologySpreadConstraints", [])
+        if name not in several:
             assert spec["replicas"] == 1, name
             assert spec["strategy"] == {"type": "Recreate"}, name
-        elif overlay.name == "dev":
+            assert spread == [], name
+            continue
+        if overlay.name == "dev":
             assert spec["replicas"] == 1, name
-        else:
-            assert spec.get("replicas", 2) >= 2, name
-            assert spec["strategy"]["rollingUpdate"]["maxUnavailable"] == 0, name
+            continue
+        assert spec.get("replicas", 2) >= 2, name
+        assert spec["strategy"]["rollingUpdate"]["maxUnavailable"] == 0, name
+        if overlay.name == "prod":
+            # No two pods of a revision on one node while another has room; zones if any.
+            by_key = {c["topologyKey"]: c for c in spread}
+            assert set(by_key) == {"kubernetes.io/hostname", "topology.kubernetes.io/zone"}, name
+            assert by_key["kubernetes.io/hostname"]["whenUnsatisfiable"] == "DoNotSchedule"
+            for constraint in spread:
+                assert constraint["labelSelector"] == spec["selector"], name
+                assert constraint["matchLabelKeys"] == ["pod-template-hash"], name
+
+
+def test_every_single_replica_service_says_why_in_its_manifest():
+    for path in sorted((ROOT / "deploy" / "k8s" / "base").glob("*.yaml")):
+        text = path.read_text()
+        single = [
+            d
+            for d in yaml.safe_load_all(text)
+            if d
+            and d["kind"] == "Deployment"
+            and d["spec"].get("strategy", {}).get("type") == "Recreate"
+        ]
+        if single:
+            assert "  # Single" in text.split("  replicas: 1")[0], path.name
 
 
 def _from_secret(value: Any, secret: str) -> bool:

@@ -195,6 +195,30 @@ async def test_an_evolution_is_asked_for_when_none_ran_or_the_latest_is_a_day_ol
     assert "the latest evolution finished 48 h ago" in stale.rationale
 
 
+async def test_an_evolution_another_replica_completed_counts_through_the_federations_hint(
+    agent, scripted
+):
+    """A fresh replica (none of its own) reads the federation's completed/run_evolution."""
+    hint = {"completed/run_evolution": str(10 * DAY_NANOS)}
+    fresh = AgentContext(cycle_id="c1", as_of_time=10 * DAY_NANOS + 3600 * 10**9, hints=hint)
+    assert await agent.recommend(fresh) == []
+    later = AgentContext(cycle_id="c2", as_of_time=11 * DAY_NANOS, hints=hint)
+    (stale,) = await agent.recommend(later)
+    assert "the latest evolution finished 24 h ago" in stale.rationale
+    # Its own newer evolution wins over an older hint; a broken hint is no evolution.
+    result = EvolutionResult((), (), (), (), 3, 0.0)
+    agent.remember(FinishedEvolution(result, "ORBT", "Tech", 11 * DAY_NANOS, "evo-1"))
+    assert await agent.recommend(later) == []
+    broken = AgentContext(cycle_id="c3", hints={"completed/run_evolution": "soon"})
+    assert await agent.recommend(broken) == []  # its own evolution still counts
+    (first,) = await SesaAgent(
+        run_evolution=agent._run_evolution,
+        check_order=agent._check_order,
+        default_symbols=("ORBT",),
+    ).recommend(broken)
+    assert "no evolution has run yet" in first.rationale
+
+
 async def test_closing_cancels_a_running_evolution(scripted):
     scripted.release = asyncio.Event()
     agent = SesaAgent(

@@ -21,6 +21,8 @@ def upgrade() -> None:
         "federation_completions",
         sa.Column("action_type", sa.SmallInteger, primary_key=True, autoincrement=False),
         sa.Column("market_time", sa.BigInteger, nullable=False),
+        # A database made from the store's tables before migrations may hold it already.
+        if_not_exists=True,
     )
 
 
