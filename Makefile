@@ -27,7 +27,7 @@ CHROMIUM := /usr/bin/chromium
 # `make demo DEMO_ARGS=--keep` leaves the mesh running after the demo, for its console.
 DEMO_ARGS ?=
 
-.PHONY: bytecode demo test lint architecture types stubs-check buf-lint buf-breaking pytest protos docs lock bench image clean
+.PHONY: bytecode demo test lint architecture types stubs-check buf-lint buf-breaking pytest protos docs lock bench image image-check clean
 
 demo: $(KERNELS) bytecode
 	$(BIN)/python -m examples.demo $(DEMO_ARGS)
@@ -93,6 +93,12 @@ bench: $(STAMP)
 IMAGE ?= qtmesh:dev
 image:
 	docker build -f deploy/docker/Dockerfile -t $(IMAGE) .
+
+# Builds the image on a Debian base made here (no registry needed) and runs the market, SESA and
+# federation containers on loopback: health, one GeneratePlan, a clean stop (scripts/image_check.sh).
+# Needs root; not part of `make test` (it takes minutes: the closing notes have its time).
+image-check: $(STAMP)
+	bash scripts/image_check.sh
 
 # Re-resolves the pinned versions in constraints.txt from the ranges in pyproject.toml.
 lock:
