@@ -96,24 +96,33 @@ def probability_of_overfitting(sums: Sequence[np.ndarray] | np.ndarray) -> float
         return None
     if not (stats[:, :, 0] == stats[0, :, 0]).all():
         raise InvalidArgument("sums", "every trial must cover the same bars")
-    splits = np.array(list(itertools.combinations(range(blocks), blocks // 2)))
-    # Every split is taken once as training set, so each half serves both ways; splits are
-    # worked through in chunks to bound memory at (chunk x trials).
+    # Every split's complement is a split too, and the training set of one is the test set of
+    # the other: the Sharpe ratios of the splits holding block 0 and of their complements serve
+    # both, so each is computed once. Worked through in chunks to bound memory at
+    # (chunk x trials).
+    halves = np.array([c for c in itertools.combinations(range(blocks), blocks // 2) if c[0] == 0])
     chunk = max(1, _CHUNK_CELLS // trials)
     overfit = 0
-    for first in range(0, len(splits), chunk):
-        part = splits[first : first + chunk]
+    for first in range(0, len(halves), chunk):
+        part = halves[first : first + chunk]
         train = np.zeros((len(part), blocks))
         train[np.arange(len(part))[:, None], part] = 1.0
-        is_sharpe = _sharpe(train, stats)
-        oos_sharpe = _sharpe(1.0 - train, stats)
-        chosen = oos_sharpe[np.arange(len(part)), np.argmax(is_sharpe, axis=1)]
-        # Relative rank of the chosen trial out of sample, ties counted half, in (0, 1).
-        below = (oos_sharpe < chosen[:, None]).sum(axis=1)
-        ties = (oos_sharpe == chosen[:, None]).sum(axis=1) - 1
-        w = (below + 0.5 * ties + 1.0) / (trials + 1.0)
-        overfit += int(np.count_nonzero(np.log(w / (1.0 - w)) <= 0.0))
-    return overfit / len(splits)
+        these = _sharpe(train, stats)
+        complements = _sharpe(1.0 - train, stats)
+        overfit += _overfit(these, complements) + _overfit(complements, these)
+    return overfit / (2 * len(halves))
+
+
+def _overfit(is_sharpe: np.ndarray, oos_sharpe: np.ndarray) -> int:
+    """How many splits (rows) chose, in sample, a trial that ranks in the lower half out of
+    sample: the relative rank w of the chosen trial, ties counted half, in (0, 1), with
+    logit(w) <= 0."""
+    trials = is_sharpe.shape[1]
+    chosen = oos_sharpe[np.arange(len(oos_sharpe)), np.argmax(is_sharpe, axis=1)]
+    below = (oos_sharpe < chosen[:, None]).sum(axis=1)
+    ties = (oos_sharpe == chosen[:, None]).sum(axis=1) - 1
+    w = (below + 0.5 * ties + 1.0) / (trials + 1.0)
+    return int(np.count_nonzero(np.log(w / (1.0 - w)) <= 0.0))
 
 
 def consistency(sums: np.ndarray) -> np.ndarray:

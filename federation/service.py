@@ -6,9 +6,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
+import math
 import os
 import random
 import signal
+import time
 from collections import OrderedDict
 from collections.abc import AsyncIterator, Callable, Collection, Iterator
 from typing import Any
@@ -288,15 +290,35 @@ async def _wait_for_lease(lease: Lease, *, initial: float = 0.2, most: float = 5
             delay = min(most, 2 * delay)
 
 
+class _Holder:
+    """Who holds the lease, as a follower names it: the name last read, read again in the
+    background when a follower names it and the name is older than ``max_age`` seconds."""
+
+    def __init__(self, lease: Lease, *, max_age: float = 1.0) -> None:
+        self._lease = lease
+        self._max_age = max_age
+        self._name = "unknown"
+        self._read_at = -math.inf
+        self._reading: asyncio.Task[None] | None = None
+
+    async def refresh(self) -> None:
+        self._name = await asyncio.to_thread(self._lease.holder)
+        self._read_at = time.monotonic()
+
+    def name(self) -> str:
+        stale = time.monotonic() - self._read_at > self._max_age
+        if stale and (self._reading is None or self._reading.done()):
+            self._reading = asyncio.ensure_future(self.refresh())
+        return self._name
+
+
 def stop_this_process(why: str) -> None:
     """A replica that lost its lease stops (SIGTERM to itself: the server drains); restarted,
     it follows again."""
     os.kill(os.getpid(), signal.SIGTERM)
 
 
-async def build(
-    ctx: Context[FederationConfig], *, on_lease_lost: Callable[[str], None] = stop_this_process
-) -> Built:
+async def build(ctx: Context[FederationConfig]) -> Built:
     config = ctx.config
     store = await asyncio.to_thread(config.open, lambda url: PlanStore(create_engine(url)))
     clients = {
@@ -363,7 +385,7 @@ async def build(
             await federation.take_over()
         tasks.append(
             asyncio.ensure_future(
-                _lead(federation, lease, leader_work, tasks, leading, on_lease_lost)
+                _lead(federation, lease, leader_work, tasks, leading, stop_this_process)
             )
         )
     else:
@@ -405,9 +427,10 @@ async def _lead(
     """Follows the history until this replica holds the lease (unless it does already), then
     leads until it loses it (federation/lease.py)."""
     if not federation.leading:
-        holder = await asyncio.to_thread(lease.holder)
-        federation.leader = lambda: holder
-        _log.info("following the federation's history", leader=holder)
+        holder = _Holder(lease)
+        await holder.refresh()
+        federation.leader = holder.name
+        _log.info("following the federation's history", leader=holder.name())
         following = asyncio.ensure_future(follow_history(lease.url, federation.publish_stored))
         try:
             await _wait_for_lease(lease)

@@ -200,6 +200,11 @@ class SESAEngine:
         self._last_time = int(data.series.time[-1])
         return result
 
+    @property
+    def last_time(self) -> int:
+        """The market time of the last run's last bar (remotely, when its result arrived)."""
+        return self._last_time
+
     def evaluations(self) -> list[MetaEvaluation]:
         """The last run's top strategies as meta evaluations, at the last bar's market time."""
         if self.last_result is None:

@@ -14,6 +14,8 @@ async def test_the_snippet_evolves_learns_and_plans(capsys):
         j.genome_id for j in result.top
     ]
     assert gap.sequence == 1
-    assert [r.agent for r in gap.agents] == ["meta"]
+    assert sorted(r.agent for r in gap.agents) == ["meta", "sesa"]
     assert gap.actions, "the meta update asks for changes"
+    # SESA's evolution has just run: it does not ask for another.
+    assert all(a.action_type.name != "RUN_EVOLUTION" for a in gap.actions)
     assert f"GAP #{gap.sequence}: {len(gap.actions)} actions" in printed

@@ -6,11 +6,14 @@ import json
 
 import pytest
 
+from backtest.indicators import BarData
 from federation import CallOutcome, FederatedEngineV2
+from market.synthetic import SyntheticMarketSpec, generate
 from meta import MetaLearningOS
 from meta.model import Trade
 from qtmesh.base import contract as c
 from qtmesh.base.errors import FailedPrecondition
+from sesa import SESAEngine
 from tests.helpers.federation import TUNE, FakeAgent, MarketClock, rec, served_federation
 
 HOUR = 3600 * 10**9
@@ -43,6 +46,34 @@ async def test_a_plan_in_process_asks_the_meta_agent_at_the_updates_market_time(
     assert plan.actions
     assert len(plan.actions) == len(actionable)
     assert again.sequence == plan.sequence + 1
+
+
+async def test_in_process_sesa_is_asked_and_runs_the_evolution_it_asked_for_tuned_by_meta():
+    series = generate(SyntheticMarketSpec(seed=3, days=3)).series[0]
+    meta_os = MetaLearningOS()
+    sesa = SESAEngine(bars=BarData(series), symbol=series.symbol)
+    federation = FederatedEngineV2(meta_learning_os=meta_os, sesa_engine=sesa)
+    try:
+        plan = await federation.generate_global_action_plan(execute=True)
+        assert await federation.settle(timeout=600)
+        (evolve,) = [a for a in plan.actions if a.action_type is c.ActionType.RUN_EVOLUTION]
+        stored = await federation.store.run(federation.store.get_plan, plan.sequence)
+        again = await federation.generate_global_action_plan()
+    finally:
+        await federation.close()
+        meta_os.close()
+    assert {r.agent for r in plan.agents} == {"meta", "sesa"}
+    done = stored.action(evolve.id)
+    assert done.status is c.ActionStatus.COMPLETED, done.status_detail
+    assert sesa.last_result is not None
+    assert done.outcome["trials"] == str(sesa.last_result.trials)
+    assert done.outcome["symbols"] == series.symbol
+    # Tuned by meta's parameters of the moment (meta's own action of the plan may have made a
+    # newer version meanwhile), as SESA in a mesh is.
+    assert 1 <= int(done.outcome["meta_version"]) <= meta_os.engine.parameters.version
+    assert "meta_error" not in done.outcome
+    # The evolution is fresh now: the next plan asks for none.
+    assert all(a.action_type is not c.ActionType.RUN_EVOLUTION for a in again.actions)
 
 
 def test_in_process_needs_an_in_process_meta_os(tmp_path):
