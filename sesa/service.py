@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import functools
 import uuid
 from collections import OrderedDict
 from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
@@ -45,7 +46,7 @@ from qtmesh.base.errors import InvalidArgument, MeshError, Unavailable
 from qtmesh.base.genome import Policy, StrategyFamily, StrategyGenome, reject_conflicting_ids
 from qtmesh.base.hub import replay_then_follow
 from qtmesh.base.storage import create_engine
-from qtmesh.runtime.agent_service import agent_service
+from qtmesh.runtime.agent_service import AgentClient, agent_service
 from qtmesh.runtime.app import App, Built, Context, Uses
 from qtmesh.runtime.metrics import Metrics
 from qtmesh.runtime.server import Service
@@ -136,9 +137,11 @@ class SesaServicer(pb_grpc.SesaServiceServicer):
         world_model: Simulator | None = None,
         metrics: Metrics | None = None,
         cluster: Cluster | None = None,
+        book: AgentClient | None = None,
     ):
         self._config = config
         self._cluster = cluster
+        self._book = book
         self._figures = _Figures(metrics or Metrics())
         self._world_model = world_model
         self._memory = memory
@@ -480,10 +483,31 @@ class SesaServicer(pb_grpc.SesaServiceServicer):
 
     # -- RUN_EVOLUTION (the agent calls these) -----------------------------------------------
 
+    async def _in_the_book(self, key: str) -> Execution:
+        """Whether the market's book holds shadows added under ``key``: an evolution of the key
+        that finished on another replica, or on this one before its log was lost (a pod moved).
+        A key of several symbols is recorded per symbol (``key/SYMBOL``) and not found here;
+        nor is an evolution whose candidates all failed the gates: those run again."""
+        if self._book is None:
+            return NOT_APPLIED
+        try:
+            known = await self._book.execution(key)
+        except MeshError as exc:
+            _log.warning("could not ask the market's book for a key", key=key, error=repr(exc))
+            return NOT_APPLIED
+        if known.state is not ExecutionState.APPLIED:
+            return NOT_APPLIED
+        return Execution(
+            ExecutionState.APPLIED,
+            f"finished before, its candidates in the market's book: {known.detail}",
+            {"book": known.detail},
+        )
+
     async def _recorded(self, key: str) -> Execution:
         """What the evolution log kept of the RUN_EVOLUTION under ``key``: applied when the
         latest run of every one of its symbols finished (the log is bounded: a key older than
-        what it keeps reads as not applied, and would run again)."""
+        what it keeps reads as not applied, and would run again); a key the log does not know,
+        what the market's book recorded of it (:meth:`_in_the_book`)."""
         store = self.events.store
         symbols: list[str] | None = None
         latest: dict[str, int] = {}  # symbol -> start sequence of its latest run
@@ -500,7 +524,7 @@ class SesaServicer(pb_grpc.SesaServiceServicer):
                 latest[started.symbol] = event.sequence
                 names[started.symbol] = event.evolution_id
         if symbols is None:
-            return NOT_APPLIED
+            return await self._in_the_book(key)
         for symbol in symbols:
             end = ended.get(latest.get(symbol, -1))
             if end is None or end.outcome != pb.EVOLUTION_OUTCOME_FINISHED:
@@ -899,6 +923,7 @@ async def build(ctx: Context[SesaConfig]) -> Built:
     servicer = SesaServicer(
         config=config,
         cluster=cluster,
+        book=ctx.client("market", AgentClient),
         market=market,
         meta=ctx.client("meta", MetaClient),
         events=events,
@@ -928,6 +953,8 @@ APP = App(
     build=build,
     uses=lambda config: (
         Uses(service="market", client=MarketClient),
+        # The market as an agent: what its book recorded under a RUN_EVOLUTION's key.
+        Uses(service="market", client=functools.partial(AgentClient, name="market"), timeout=5.0),
         # Read once per RUN_EVOLUTION; meta only follows SESA's evolutions (a followed use,
         # no start-order edge): no start-order cycle.
         Uses(service="meta", client=MetaClient, timeout=config.meta_timeout_seconds),

@@ -26,6 +26,7 @@ from qtmesh.base.contract import (
     Action,
     ActionType,
     AgentContext,
+    ExecutionState,
     Priority,
     RunEvolution,
     TuneLearning,
@@ -240,6 +241,30 @@ async def test_run_evolution_completes_with_its_candidates_in_the_shadow_book(me
 
     # Its candidates are in the book; SESA asks for no evolution until this one is a day old.
     assert await sesa.recommend(AgentContext(cycle_id="c1")) == []
+
+
+async def test_a_key_another_replica_ran_is_not_run_again_its_candidates_being_in_the_book(
+    mesh, evolutions, tmp_path
+):
+    market, meta, served = mesh
+    first = await AgentClient(served.channel, name="sesa").execute(
+        run_evolution("plan-6/evolve"), plan_sequence=6
+    )
+    assert first.applied
+    assert first.outcome["candidates"]
+    # Another replica, with a log of its own (or this one after its pod moved): asked for the
+    # state of the key, and sent it again, it finds the candidates in the market's book.
+    addresses = {"market": market.address, "meta": meta.address}
+    async with sesa_server(addresses, data_dir=tmp_path / "other-replica") as other:
+        replica = AgentClient(other.channel, name="sesa")
+        known = await replica.execution("plan-6/evolve")
+        again = await replica.execute(run_evolution("plan-6/evolve"), plan_sequence=6)
+    assert known.state is ExecutionState.APPLIED
+    assert known.detail.startswith("finished before, its candidates in the market's book")
+    assert not again.applied
+    assert evolutions == ["ORBT"]  # one evolution in all
+    fleet = await MarketClient(market.channel).fleet()
+    assert len([c for c in fleet.changes if c.cause.action_key == "plan-6/evolve"]) == 1
 
 
 async def test_a_retry_after_an_abandoned_attempt_waits_for_the_first_evolution(
