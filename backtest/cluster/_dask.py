@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Any
 from backtest.cluster._base import Cluster, Simulated
 from qtmesh.base.bars import BarSeries
 from qtmesh.base.concurrency import Cancelled, CancelToken
-from qtmesh.base.errors import InvalidArgument, MeshError, Unavailable
+from qtmesh.base.errors import InvalidArgument, Unavailable
 from qtmesh.base.genome import StrategyGenome
 
 if TYPE_CHECKING:
@@ -183,15 +183,13 @@ class DaskCluster(Cluster):
         try:
             self._wait(tasks, token)
             return Simulated.concatenate(self.client.gather(tasks))
-        except (Cancelled, KeyboardInterrupt):
-            self.client.cancel(tasks)
-            raise
-        except MeshError:
-            self.client.cancel(tasks)
-            raise
         except (OSError, FutureCancelledError, KilledWorker) as exc:
             self.client.cancel(tasks)
             raise Unavailable(f"the Dask cluster at {self.address} lost the work: {exc}") from None
+        except BaseException:
+            # Cancelled, a task's own error, an interrupt: nothing of the evaluation runs on.
+            self.client.cancel(tasks)
+            raise
 
     def _wait(self, tasks: list[Any], token: CancelToken | None) -> None:
         """Until every task is done or one failed; raises Cancelled once ``token`` is."""

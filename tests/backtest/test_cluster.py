@@ -4,6 +4,8 @@ cancellation reaching the cluster, and clear errors."""
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pytest
 
@@ -131,3 +133,10 @@ def test_no_scheduler_is_unavailable_and_bad_settings_name_themselves():
         DaskCluster()
     with pytest.raises(InvalidArgument, match="task_size"):
         DaskCluster(address="tcp://127.0.0.1:9", task_size=0)
+
+
+def test_a_tasks_own_error_is_raised_as_itself(cluster, market):
+    data = BarData(market.series[2])
+    broken = dataclasses.replace(population(1, seed=9)[0], parameters={})
+    with pytest.raises(KeyError):
+        cluster.simulate(Evaluator(), [broken], data, summaries=True)
