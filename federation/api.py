@@ -106,16 +106,7 @@ class FederatedEngineV2:
         if engine is None:
             return Priors(None, "no meta-learning OS in process")
         p = engine.parameters
-        return Priors(
-            TunedParameters(
-                version=p.version,
-                sesa_mutation_rate=p.sesa_mutation_rate,
-                sesa_mutation_magnitude=p.sesa_mutation_magnitude,
-                rl_learning_rate=p.rl_learning_rate,
-                rl_exploration_rate=p.rl_exploration_rate,
-                rl_discount=p.rl_discount,
-            )
-        )
+        return Priors(TunedParameters.of(p))
 
     def _sesa_agent(self, engine: SESAEngine) -> SesaAgent:
         """SESA as the federation's agent in process (module docstring)."""
@@ -134,11 +125,10 @@ class FederatedEngineV2:
             config = priors.config(EvolutionConfig(num_generations=generations))
             seeds = priors.seeds(engine.evaluation_engine.policy)
             result = await engine.run_evolution(initial_strategies=seeds, config=config)
-            sector = engine.bars(config.evaluation_lookback_days).sector
             finished = FinishedEvolution(
                 result,
                 engine.symbol,
-                sector,
+                engine.last_sector,
                 engine.last_time,
                 evolution_id("run_evolution", order.key, engine.symbol),
             )
@@ -177,9 +167,10 @@ class FederatedEngineV2:
             return
         if agent.latest is not None and agent.latest.result is engine.last_result:
             return
-        sector = engine.bars(EvolutionConfig().evaluation_lookback_days).sector
         agent.remember(
-            FinishedEvolution(engine.last_result, engine.symbol, sector, engine.last_time)
+            FinishedEvolution(
+                engine.last_result, engine.symbol, engine.last_sector, engine.last_time
+            )
         )
 
     async def close(self) -> None:

@@ -111,6 +111,8 @@ class SESAEngine:
         self._sent = (evaluation_engine is not None, selection_engine is not None)
         self.last_result: EvolutionResult | None = None
         self._last_time = 0
+        # The sector of the last run's bars ("" until one ran in process).
+        self.last_sector = ""
 
     @classmethod
     def from_mesh(
@@ -198,6 +200,7 @@ class SESAEngine:
         result = evolution.result()
         self.last_result = result
         self._last_time = int(data.series.time[-1])
+        self.last_sector = data.sector
         return result
 
     @property

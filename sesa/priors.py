@@ -18,6 +18,7 @@ When meta cannot be read, the evolution runs on SESA's own defaults (those of
 from __future__ import annotations
 
 import dataclasses
+from typing import Any
 
 from qtmesh.base.genome import Policy, StrategyFamily, StrategyGenome, make_genome
 from sesa.evolution import EvolutionConfig
@@ -42,6 +43,11 @@ class TunedParameters:
     rl_learning_rate: float
     rl_exploration_rate: float
     rl_discount: float
+
+    @classmethod
+    def of(cls, parameters: Any) -> TunedParameters:
+        """The fields an evolution reads of meta's parameters (the engine's or the client's)."""
+        return cls(**{f.name: getattr(parameters, f.name) for f in dataclasses.fields(cls)})
 
 
 @dataclasses.dataclass(frozen=True)

@@ -782,16 +782,7 @@ class SesaServicer(pb_grpc.SesaServiceServicer):
         except MeshError as exc:
             _log.warning("meta parameters unavailable; SESA's defaults used", error=repr(exc))
             return Priors(None, f"{exc.code}: {exc.message}")
-        return Priors(
-            TunedParameters(
-                version=p.version,
-                sesa_mutation_rate=p.sesa_mutation_rate,
-                sesa_mutation_magnitude=p.sesa_mutation_magnitude,
-                rl_learning_rate=p.rl_learning_rate,
-                rl_exploration_rate=p.rl_exploration_rate,
-                rl_discount=p.rl_discount,
-            )
-        )
+        return Priors(TunedParameters.of(p))
 
     async def _sectors(self) -> dict[str, str]:
         return {s.symbol: s.sector for s in await self._market.list_symbols()}
